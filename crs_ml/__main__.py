@@ -1,0 +1,3 @@
+from crs_ml.cli import main
+
+main()

@@ -1,0 +1,57 @@
+"""The ``crs-ml`` command line: a thin layer over the library modules.
+
+Each module of this package adds its commands to the app with ``register(app)`` and
+imports heavy libraries (mlflow, xgboost, shap) inside the command functions, so that
+``crs-ml --help`` stays fast and importing the package has no side effects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from crs_ml.errors import CrsMlError
+
+#: command modules, in the order their commands appear in --help
+COMMAND_MODULES = ["data"]
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="crs-ml",
+        help="Early warning of severe CRS (ASTCT grade >= 3) after CAR T-cell therapy.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"crs_ml.cli.{name}").register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: project errors become one clear line and exit code 2."""
+    app = build_app()
+    try:
+        app(args=argv, standalone_mode=False)
+    except CrsMlError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

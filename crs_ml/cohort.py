@@ -1,0 +1,109 @@
+"""The normalised cohort: the one in-memory form every later step reads.
+
+Loading (:func:`crs_ml.load.load_cohort`) and the simulator both produce a :class:`Cohort`;
+features, labelling, training and scoring only ever read this form. Columns and dtypes:
+
+``patients`` (one row per infusion episode)
+    patient_id (str), person_id (str; defaults to patient_id), infusion_time
+    (datetime64[ns, UTC], NaT when the cohort is in relative hours), product (str, canonical
+    lower case: axi-cel, tisa-cel, liso-cel, brexu-cel, ide-cel, cilta-cel, other; NA when
+    unknown), age_years (float64), sex (str F/M/U), disease (str), site (str).
+
+``observations`` (long format, one row per measurement)
+    patient_id (str), hours (float64, hours since infusion of the *result*), variable (str,
+    canonical name), value (float64 in the canonical unit; NaN for non-numeric results),
+    censored (int8: -1 below a detection limit ``<x``, +1 above ``>x``, 0 otherwise),
+    out_of_range (bool: outside the catalogue's plausible range; kept, never clipped),
+    source_row (int64: 1-based data row in the input file, for error messages).
+    Sorted by patient_id, hours, variable, source_row.
+
+``events`` (treatments and organ support)
+    patient_id (str), hours (float64), end_hours (float64, NaN when not given), event (str,
+    canonical name), detail (str, may be NA), source_row (int64). Sorted like observations.
+
+``outcomes`` (optional; training and validation only)
+    patient_id (str), crs_max_grade (int64 0-5), grade3_hours (float64, NaN if never),
+    followup_hours (float64, NaN = followed through the horizon), death_hours (float64,
+    NaN = no death recorded), label_definition (str).
+
+``truth`` (optional; simulator only)
+    patient_id (str), landmark_h (float64), true_risk (float64): the simulator's probability
+    of grade >= 3 CRS in (landmark_h, horizon] for every patient at risk at that landmark.
+
+``report``
+    the validation report of loading (:class:`crs_ml.load.CheckReport`), or None.
+
+``rejected``
+    rows that failed validation and were left out: file, row, column, reason, patient_id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+PATIENT_COLUMNS = [
+    "patient_id", "person_id", "infusion_time", "product", "age_years", "sex", "disease", "site",
+]
+OBSERVATION_COLUMNS = [
+    "patient_id", "hours", "variable", "value", "censored", "out_of_range", "source_row",
+]
+EVENT_COLUMNS = ["patient_id", "hours", "end_hours", "event", "detail", "source_row"]
+OUTCOME_COLUMNS = [
+    "patient_id", "crs_max_grade", "grade3_hours", "followup_hours", "death_hours",
+    "label_definition",
+]
+TRUTH_COLUMNS = ["patient_id", "landmark_h", "true_risk"]
+REJECTED_COLUMNS = ["file", "row", "column", "reason", "patient_id"]
+
+EVENT_NAMES = (
+    "vasopressor", "vasopressin", "oxygen_low_flow", "oxygen_high_flow", "positive_pressure",
+    "tocilizumab", "corticosteroid", "anakinra", "antipyretic", "icu_admission", "death",
+)
+PRODUCTS = ("axi-cel", "tisa-cel", "liso-cel", "brexu-cel", "ide-cel", "cilta-cel", "other")
+#: CD28-costimulated products start earlier and more severely (domain.md).
+CD28_PRODUCTS = ("axi-cel", "brexu-cel")
+
+
+def empty_rejected() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in REJECTED_COLUMNS})
+
+
+@dataclass
+class Cohort:
+    """A normalised cohort; see the module docstring for the columns."""
+
+    patients: pd.DataFrame
+    observations: pd.DataFrame
+    events: pd.DataFrame
+    outcomes: pd.DataFrame | None = None
+    truth: pd.DataFrame | None = None
+    report: Any = None
+    rejected: pd.DataFrame = field(default_factory=empty_rejected)
+    source: str | None = None
+
+    @property
+    def n_patients(self) -> int:
+        return int(len(self.patients))
+
+    def subset(self, patient_ids) -> Cohort:
+        """The same cohort restricted to ``patient_ids`` (order of ``patients`` kept)."""
+        ids = pd.Index(pd.Series(list(patient_ids), dtype="object").astype(str))
+
+        def _keep(df: pd.DataFrame | None) -> pd.DataFrame | None:
+            if df is None:
+                return None
+            return df[df["patient_id"].isin(ids)].reset_index(drop=True)
+
+        return Cohort(
+            patients=_keep(self.patients),
+            observations=_keep(self.observations),
+            events=_keep(self.events),
+            outcomes=_keep(self.outcomes),
+            truth=_keep(self.truth),
+            report=self.report,
+            rejected=_keep(self.rejected) if "patient_id" in self.rejected else self.rejected,
+            source=self.source,
+        )

@@ -1,0 +1,187 @@
+"""Run configuration: YAML files under ``configs/``, validated with pydantic.
+
+Unknown keys are errors (``extra="forbid"``) so a typo never silently falls back to a
+default. ``load_config(path, overrides)`` applies ``--set section.key=value`` overrides
+(values parsed as YAML scalars) before validation and records them in ``overrides``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from crs_ml.errors import ConfigError
+
+DEFAULT_LANDMARKS_H = [float(h) for h in range(6, 97, 6)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """How input files are read and normalised."""
+
+    path: str | None = None
+    #: per table (patients, observations, events, outcomes): {site_column: contract_column}
+    column_mapping: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: a missing unit is an error instead of a counted warning
+    strict_units: bool = False
+    #: value used for a result reported as ``<x``: half the limit or the limit itself
+    censored_below: Literal["half", "limit"] = "half"
+    #: rule for conflicting duplicates (same patient, time, variable, different value)
+    conflicting_duplicates: Literal["last_row", "max", "mean"] = "last_row"
+
+
+class TaskConfig(_Strict):
+    """The prediction task: landmarks and horizon, in hours since infusion."""
+
+    landmarks_h: list[float] = Field(default_factory=lambda: list(DEFAULT_LANDMARKS_H))
+    horizon_h: float = 336.0
+
+    @field_validator("landmarks_h")
+    @classmethod
+    def _sorted_positive(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("at least one landmark is needed")
+        if any(h <= 0 for h in v):
+            raise ValueError("landmarks are hours after infusion and must be > 0")
+        return sorted({float(h) for h in v})
+
+
+class FeatureConfig(_Strict):
+    """Which feature groups are on (see the feature catalogue)."""
+
+    groups: list[str] = Field(
+        default_factory=lambda: [
+            "labs", "vitals", "fever", "crs_state", "treatment", "static", "scores",
+        ]
+    )
+    #: fever threshold of the early-fever feature and baseline rule (degC)
+    high_fever_c: float = 38.9
+    #: window of the early-fever feature, cut to the landmark (hours)
+    early_fever_window_h: float = 36.0
+
+
+class ModelConfig(_Strict):
+    """Model type and hyperparameters. ``params`` go to the estimator unchanged."""
+
+    type: Literal["xgboost", "logistic", "measix", "fever_rule"] = "xgboost"
+    params: dict[str, Any] = Field(default_factory=dict)
+    monotone: bool = False
+    calibration: Literal["platt", "none"] = "platt"
+
+
+class CVConfig(_Strict):
+    """Repeated group k-fold by person, stratified at person level."""
+
+    folds: int = Field(5, ge=2)
+    repeats: int = Field(5, ge=1)
+    bootstrap: int = Field(1000, ge=0)
+    validation: Literal["cv", "optimism"] = "cv"
+    report_landmarks_h: list[float] = Field(default_factory=lambda: [24.0, 48.0])
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str | None = None
+    experiment: str = "crs-ml"
+    registered_model: str = "crs-severity"
+
+
+class ScoringConfig(_Strict):
+    """Risk bands: below ``low_below`` is low, at or above ``high_from`` is high."""
+
+    low_below: float = 0.10
+    high_from: float = 0.30
+    top_drivers: int = 3
+
+    @field_validator("high_from")
+    @classmethod
+    def _ordered(cls, v: float, info) -> float:
+        low = info.data.get("low_below")
+        if low is not None and v < low:
+            raise ValueError("high_from must be >= low_below")
+        return v
+
+
+class Config(_Strict):
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    cv: CVConfig = Field(default_factory=CVConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    #: the ``--set`` overrides applied, as given (logged with the run)
+    overrides: list[str] = Field(default_factory=list)
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"model.params.max_depth=3"`` -> ("model.params.max_depth", 3)."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected key=value, e.g. model.params.max_depth=3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set '{text}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set '{text}': value is not valid YAML ({exc})") from exc
+    return key, value
+
+
+def config_from_dict(tree: dict, overrides: list[str] | None = None, source: str = "config") -> Config:
+    tree = dict(tree or {})
+    applied = list(tree.pop("overrides", []) or [])
+    for text in overrides or []:
+        key, value = parse_override(text)
+        # a --set on a model hyperparameter may be written without the "params." level
+        if key.startswith("model.") and key.split(".")[1] not in ModelConfig.model_fields:
+            key = "model.params." + key.split(".", 1)[1]
+        _set_path(tree, key, value)
+        applied.append(text)
+    tree["overrides"] = applied
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read and validate a YAML config (defaults when ``path`` is None)."""
+    tree: dict = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p}: not valid YAML ({exc})") from exc
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {p}: top level must be a mapping")
+        source = str(p)
+    return config_from_dict(tree, overrides, source=source)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
