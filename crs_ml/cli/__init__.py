@@ -15,7 +15,7 @@ import typer
 from crs_ml.errors import CrsMlError
 
 #: command modules, in the order their commands appear in --help
-COMMAND_MODULES = ["data"]
+COMMAND_MODULES = ["data", "modeling"]
 
 
 def build_app() -> typer.Typer:
@@ -26,6 +26,11 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+
+    @app.callback()
+    def _root() -> None:
+        """Early warning of severe CRS (ASTCT grade >= 3) after CAR T-cell therapy."""
+
     for name in COMMAND_MODULES:
         importlib.import_module(f"crs_ml.cli.{name}").register(app)
     return app
@@ -35,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: project errors become one clear line and exit code 2."""
     app = build_app()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except CrsMlError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -44,10 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # click usage errors (typer ships its own click) carry an exit code
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(exc.exit_code)
         raise

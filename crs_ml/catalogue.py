@@ -1,0 +1,294 @@
+"""The variable catalogue: canonical names, units, conversions, aliases, LOINC codes, ranges.
+
+Everything here is data. A :class:`Variable` lists the unit spellings it accepts, each with an
+affine conversion ``canonical = value * factor + offset`` to the canonical unit. Unit
+spellings are compared after :func:`unit_key` (case, whitespace, micro signs, degree signs,
+UCUM brackets, ``10*9`` / ``10E9`` / ``x10^9`` and superscripts all normalised), so
+``'mg/L'``, ``'mg/l'`` and ``' MG/L '`` are one unit. Names are resolved by
+:func:`resolve_variable` from the canonical name, an alias (case, spaces, ``-`` and ``_``
+ignored: ``IL-6`` = ``il6`` = ``Interleukin 6``) or a LOINC code.
+
+D-dimer: canonical ug/mL FEU (fibrinogen-equivalent units). DDU (D-dimer units) are
+converted with FEU = 2 x DDU, the usual approximation (fibrinogen is about twice the mass of
+the D-dimer fragment; the true ratio varies by assay between about 1.7 and 2). A bare mass
+unit without FEU/DDU is read as FEU, and each such row is counted as a unit assumption in the
+check report.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from crs_ml.errors import InputError
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """``canonical = value * factor + offset``; ``note`` marks an assumption (reported)."""
+
+    factor: float = 1.0
+    offset: float = 0.0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    display: str  #: clinical name for reports, e.g. "IL-6"
+    unit: str  #: canonical unit
+    display_unit: str  #: unit as printed in reports, e.g. "pg/mL"
+    kind: str  #: "vital" or "lab" (features: difference for vitals, log ratio for labs)
+    core: bool  #: one of the 12 variables the landmark features use
+    units: Mapping[str, Conversion]  #: accepted spellings (as written) -> conversion
+    aliases: tuple[str, ...] = ()
+    loinc: tuple[str, ...] = ()
+    plausible: tuple[float, float] = (-np.inf, np.inf)
+    #: a missing unit is normal (dimensionless ratio) and not counted as a warning
+    unit_optional: bool = False
+    note: str = ""
+    _lookup: dict[str, Conversion] = field(default_factory=dict, repr=False, compare=False)
+
+    def conversion(self, unit: str) -> Conversion | None:
+        """The conversion for a unit spelling, or None when the unit is not accepted."""
+        return self._lookup.get(unit_key(unit))
+
+
+_SUPERSCRIPTS = str.maketrans({"⁹": "^9", "³": "^3", "⁶": "^6", "¹": "^1", "²": "^2"})
+
+
+def unit_key(text: str) -> str:
+    """Normalised form of a unit spelling, used for comparison only."""
+    s = str(text).translate(_SUPERSCRIPTS)
+    s = unicodedata.normalize("NFKC", s).lower()
+    s = s.replace("μ", "u").replace("µ", "u").replace("mcg", "ug").replace("mckat", "ukat")
+    s = re.sub(r"[\s°º\[\]()]", "", s)
+    s = s.replace("×", "x")
+    s = re.sub(r"10[*e](\d)", r"10^\1", s)
+    s = re.sub(r"^x(?=10\^)", "", s)
+    return s
+
+
+def name_key(text: str) -> str:
+    """Normalised form of a variable/event/category name: case, spaces, '-', '_' ignored."""
+    s = unicodedata.normalize("NFKC", str(text)).strip().lower()
+    return re.sub(r"[\s_\-.]+", "", s)
+
+
+_LOINC_RE = re.compile(r"^(?:loinc:?)?\s*(\d{1,7}-\d)$")
+
+
+def _c(factor: float = 1.0, offset: float = 0.0, note: str = "") -> Conversion:
+    return Conversion(float(factor), float(offset), note)
+
+
+# --- unit families -----------------------------------------------------------------------
+_ONE = _c()
+CELSIUS = {s: _ONE for s in ("degC", "°C", "C", "Cel", "Celsius", "ºC", "oC", "centigrade")}
+FAHRENHEIT = {
+    s: _c(5 / 9, -32 * 5 / 9) for s in ("degF", "°F", "F", "[degF]", "Fahrenheit", "ºF", "oF")
+}
+PG_ML = {"pg/mL": _ONE, "ng/L": _ONE, "ng/mL": _c(1000), "ng/dL": _c(10)}
+MG_L_CRP = {"mg/L": _ONE, "ug/mL": _ONE, "mg/dL": _c(10), "g/L": _c(1000), "ug/dL": _c(0.01)}
+NG_ML = {"ng/mL": _ONE, "ug/L": _ONE, "pmol/L": _c(1 / 2.247), "mg/L": _c(1000), "ug/dL": _c(10)}
+U_L = {
+    "U/L": _ONE, "IU/L": _ONE, "units/L": _ONE, "[IU]/L": _ONE, "ukat/L": _c(60),
+    "nkat/L": _c(0.06),
+}  # fmt: skip
+COUNT_10_9_L = {
+    "10^9/L": _ONE, "10*9/L": _ONE, "x10^9/L": _ONE, "10E9/L": _ONE, "G/L": _ONE,
+    "10^3/uL": _ONE, "10*3/uL": _ONE, "x10^3/uL": _ONE, "K/uL": _ONE, "thou/uL": _ONE,
+    "10^3/mm3": _ONE, "K/mm3": _ONE, "/nL": _ONE,
+    "/uL": _c(1e-3), "cells/uL": _c(1e-3), "/mm3": _c(1e-3), "cells/mm3": _c(1e-3),
+    "10^6/L": _c(1e-3),
+}  # fmt: skip
+CREATININE = {"mg/dL": _ONE, "umol/L": _c(1 / 88.4), "mmol/L": _c(1000 / 88.4), "mg/L": _c(0.1)}
+MMHG = {"mmHg": _ONE, "mm Hg": _ONE, "mm[Hg]": _ONE, "kPa": _c(7.50062)}
+PER_MIN = {"/min": _ONE, "1/min": _ONE, "min-1": _ONE, "per min": _ONE}
+BEATS = {**PER_MIN, "bpm": _ONE, "beats/min": _ONE, "{beats}/min": _ONE}
+BREATHS = {**PER_MIN, "breaths/min": _ONE, "{breaths}/min": _ONE, "br/min": _ONE, "rpm": _ONE}
+PERCENT = {"%": _ONE, "percent": _ONE, "pct": _ONE}
+_FEU = "unit without FEU/DDU read as FEU"
+D_DIMER = {
+    "ug/mL FEU": _ONE, "mg/L FEU": _ONE, "ng/mL FEU": _c(1e-3), "ug/L FEU": _c(1e-3),
+    "ug/mL DDU": _c(2), "mg/L DDU": _c(2), "ng/mL DDU": _c(2e-3), "ug/L DDU": _c(2e-3),
+    "ug/mL": _c(note=_FEU), "mg/L": _c(note=_FEU),
+    "ng/mL": _c(1e-3, note=_FEU), "ug/L": _c(1e-3, note=_FEU),
+}  # fmt: skip
+FIBRINOGEN = {"mg/dL": _ONE, "g/L": _c(100), "mg/L": _c(0.1)}
+BILIRUBIN = {"mg/dL": _ONE, "umol/L": _c(1 / 17.1), "mg/L": _c(0.1)}
+RATIO = {"ratio": _ONE, "{ratio}": _ONE, "{INR}": _ONE, "INR": _ONE, "1": _ONE}
+
+
+def _v(name, display, unit, display_unit, kind, core, units, aliases=(), loinc=(), lo=0.0,
+       hi=np.inf, **kw) -> Variable:  # fmt: skip
+    var = Variable(
+        name=name, display=display, unit=unit, display_unit=display_unit, kind=kind,
+        core=core, units=dict(units), aliases=tuple(aliases), loinc=tuple(loinc),
+        plausible=(float(lo), float(hi)), **kw,
+    )  # fmt: skip
+    for spelling, conv in var.units.items():
+        key = unit_key(spelling)
+        if key in var._lookup and var._lookup[key] != conv:
+            raise AssertionError(f"{name}: unit spelling {spelling!r} is ambiguous")
+        var._lookup[key] = conv
+    if unit_key(unit) not in var._lookup or var._lookup[unit_key(unit)].factor != 1.0:
+        raise AssertionError(f"{name}: canonical unit {unit!r} must convert with factor 1")
+    return var
+
+
+_CYTO = "lab"
+_VARIABLE_LIST = [
+    _v("temperature", "Temperature", "degC", "°C", "vital", True, {**CELSIUS, **FAHRENHEIT},
+       ("Temp", "Temperature", "Body temperature", "Body temp"), ("8310-5", "8331-1"),
+       25, 45),
+    _v("il6", "IL-6", "pg/mL", "pg/mL", "lab", True, PG_ML,
+       ("IL-6", "IL6", "IL 6", "Interleukin 6", "Interleukin-6", "Interleukin6"), ("26881-3",),
+       0, 1e6),
+    _v("crp", "CRP", "mg/L", "mg/L", "lab", True, MG_L_CRP,
+       ("CRP", "hs-CRP", "hsCRP", "C-reactive protein", "C reactive protein"),
+       ("1988-5", "30522-7"), 0, 1000),
+    _v("ferritin", "Ferritin", "ng/mL", "ng/mL", "lab", True, NG_ML, ("Ferritin", "Ferr"),
+       ("2276-4",), 0, 1e6),
+    _v("ldh", "LDH", "U/L", "U/L", "lab", True, U_L,
+       ("LDH", "LD", "Lactate dehydrogenase", "Lactic dehydrogenase"), ("2532-0", "14804-9"),
+       0, 1e5),
+    _v("platelets", "Platelets", "10^9/L", "10^9/L", "lab", True, COUNT_10_9_L,
+       ("PLT", "Platelets", "Platelet", "Platelet count", "Plt count", "Thrombocytes"),
+       ("777-3", "26515-7"), 0, 3000),
+    _v("creatinine", "Creatinine", "mg/dL", "mg/dL", "lab", True, CREATININE,
+       ("Creat", "Creatinine", "Cr", "Crea", "Serum creatinine"), ("2160-0", "38483-4"),
+       0, 40),
+    _v("sbp", "Systolic BP", "mmHg", "mmHg", "vital", True, MMHG,
+       ("SBP", "Systolic BP", "Systolic blood pressure", "Systolic", "BP systolic",
+        "NIBP systolic"), ("8480-6",), 20, 300),
+    _v("dbp", "Diastolic BP", "mmHg", "mmHg", "vital", True, MMHG,
+       ("DBP", "Diastolic BP", "Diastolic blood pressure", "Diastolic", "BP diastolic",
+        "NIBP diastolic"), ("8462-4",), 5, 250),
+    _v("heart_rate", "Heart rate", "/min", "/min", "vital", True, BEATS,
+       ("HR", "Pulse", "Heart rate", "Pulse rate"), ("8867-4",), 10, 350),
+    _v("resp_rate", "Respiratory rate", "/min", "/min", "vital", True, BREATHS,
+       ("RR", "Resp rate", "Respiratory rate", "Respiration rate", "Resp"), ("9279-1",),
+       1, 100),
+    _v("spo2", "SpO2", "%", "%", "vital", True, PERCENT,
+       ("SpO2", "O2 sat", "Sat O2", "O2 saturation", "Oxygen saturation", "SaO2", "Pulse ox"),
+       ("59408-5", "2708-6"), 30, 100),
+    _v("ifng", "IFN-gamma", "pg/mL", "pg/mL", _CYTO, False, PG_ML,
+       ("IFN-gamma", "IFN-g", "IFNg", "IFN-γ", "Interferon gamma"), (), 0, 1e6),
+    _v("mcp1", "MCP-1", "pg/mL", "pg/mL", _CYTO, False, PG_ML, ("MCP-1", "MCP1", "CCL2"), (),
+       0, 1e6),
+    _v("il10", "IL-10", "pg/mL", "pg/mL", _CYTO, False, PG_ML,
+       ("IL-10", "IL10", "Interleukin 10", "Interleukin-10"), (), 0, 1e6),
+    _v("tnf_alpha", "TNF-alpha", "pg/mL", "pg/mL", _CYTO, False, PG_ML,
+       ("TNF-alpha", "TNFa", "TNF-α", "TNF", "Tumor necrosis factor alpha"), (), 0, 1e6),
+    _v("il1b", "IL-1beta", "pg/mL", "pg/mL", _CYTO, False, PG_ML,
+       ("IL-1b", "IL-1beta", "IL1B", "IL-1β", "Interleukin 1 beta"), (), 0, 1e6),
+    _v("d_dimer", "D-dimer", "ug/mL FEU", "µg/mL FEU", "lab", False, D_DIMER,
+       ("D-dimer", "Ddimer", "D dimer", "Fibrin D-dimer"), ("48065-7",), 0, 200,
+       note="DDU x2 -> FEU (approximation); a bare mass unit is read as FEU"),
+    _v("fibrinogen", "Fibrinogen", "mg/dL", "mg/dL", "lab", False, FIBRINOGEN,
+       ("Fibrinogen", "Fib"), ("3255-7",), 0, 2000),
+    _v("wbc", "WBC", "10^9/L", "10^9/L", "lab", False, COUNT_10_9_L,
+       ("WBC", "Leukocytes", "White blood cells", "White cell count", "WBC count"),
+       ("6690-2",), 0, 1000),
+    _v("anc", "ANC", "10^9/L", "10^9/L", "lab", False, COUNT_10_9_L,
+       ("ANC", "Absolute neutrophil count", "Neutrophils abs", "Neutrophil count"),
+       ("751-8",), 0, 500),
+    _v("alt", "ALT", "U/L", "U/L", "lab", False, U_L, ("ALT", "ALAT", "SGPT", "GPT"),
+       ("1742-6",), 0, 3e4),
+    _v("ast", "AST", "U/L", "U/L", "lab", False, U_L, ("AST", "ASAT", "SGOT", "GOT"),
+       ("1920-8",), 0, 3e4),
+    _v("bilirubin", "Bilirubin", "mg/dL", "mg/dL", "lab", False, BILIRUBIN,
+       ("Bilirubin", "Total bilirubin", "Bilirubin total", "Tbili", "Bili"), ("1975-2",),
+       0, 80),
+    _v("inr", "INR", "ratio", "", "lab", False, RATIO, ("INR", "PT INR", "PT-INR"),
+       ("6301-6", "34714-6"), 0.5, 25, unit_optional=True),
+]  # fmt: skip
+
+#: canonical name -> Variable, in catalogue order
+VARIABLES: dict[str, Variable] = {v.name: v for v in _VARIABLE_LIST}
+#: the 12 variables the landmark features use
+CORE_VARIABLES: tuple[str, ...] = tuple(v.name for v in _VARIABLE_LIST if v.core)
+
+
+def _build_index() -> tuple[dict[str, str], dict[str, str]]:
+    names: dict[str, str] = {}
+    loinc: dict[str, str] = {}
+    for var in _VARIABLE_LIST:
+        for text in (var.name, var.display, *var.aliases):
+            key = name_key(text)
+            if names.setdefault(key, var.name) != var.name:
+                raise AssertionError(f"alias {text!r} names two variables")
+        for code in var.loinc:
+            if loinc.setdefault(code, var.name) != var.name:
+                raise AssertionError(f"LOINC {code} names two variables")
+    return names, loinc
+
+
+_NAMES, _LOINC = _build_index()
+
+
+def resolve_variable(text: object) -> str | None:
+    """Canonical variable name for a canonical name, alias or LOINC code; None if unknown."""
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return None
+    raw = unicodedata.normalize("NFKC", str(text)).strip().lower()
+    m = _LOINC_RE.match(raw)
+    if m:
+        return _LOINC.get(m.group(1))
+    return _NAMES.get(name_key(raw)) if raw else None
+
+
+def get_variable(name: str) -> Variable:
+    try:
+        return VARIABLES[name]
+    except KeyError:
+        raise InputError(f"unknown variable '{name}'") from None
+
+
+def convert(variable: str, values, units) -> np.ndarray:
+    """Values converted to the variable's canonical unit (vectorised).
+
+    ``units`` is one spelling or an array aligned with ``values``; an empty or missing unit
+    means the canonical unit. An unknown unit raises :class:`InputError` naming it.
+    """
+    var = get_variable(resolve_variable(variable) or variable)
+    vals = np.asarray(values, dtype="float64")
+    if isinstance(units, str) or units is None:
+        units = np.full(vals.shape, "" if units is None else units, dtype=object)
+    codes, uniques = pd.factorize(pd.Series(np.asarray(units, dtype=object)).fillna(""))
+    factor = np.empty(len(uniques))
+    offset = np.empty(len(uniques))
+    for i, spelling in enumerate(uniques):
+        conv = var.conversion(spelling) if str(spelling).strip() else Conversion()
+        if conv is None:
+            raise InputError(f"unknown unit '{spelling}' for {var.name}", column="unit")
+        factor[i], offset[i] = conv.factor, conv.offset
+    return vals * factor[codes] + offset[codes]
+
+
+def catalogue_table() -> pd.DataFrame:
+    """The catalogue as a table (for docs and reports)."""
+    rows = [
+        {
+            "name": v.name,
+            "display": v.display,
+            "unit": v.unit,
+            "display_unit": v.display_unit,
+            "kind": v.kind,
+            "core": v.core,
+            "aliases": ", ".join(v.aliases),
+            "loinc": ", ".join(v.loinc),
+            "plausible_min": v.plausible[0],
+            "plausible_max": v.plausible[1],
+            "accepted_units": ", ".join(v.units),
+            "note": v.note,
+        }
+        for v in _VARIABLE_LIST
+    ]
+    return pd.DataFrame(rows)

@@ -1,0 +1,245 @@
+"""Parsing of cell values: numbers, censored results, times, and categorical vocabularies.
+
+Numbers: the fast path is :func:`pandas.to_numeric`; only the cells it cannot read (or reads
+as NaN/inf) go through the text parser, once per distinct text. The text parser accepts
+
+- thousands separators when every group has exactly three digits: ``1,240``, ``1 240``,
+  ``12'345``, ``1,240.5``, ``1.240,5`` (dot groups with a decimal comma);
+- a decimal comma when it cannot be a thousands separator: ``37,2``, ``0,125`` (a number with
+  one comma followed by exactly three digits, like ``1,240``, is read as thousands);
+- censored results ``<x``, ``<=x``, ``≤x`` (below a detection limit: value ``x/2`` or ``x`` by
+  policy, censored -1) and ``>x``, ``>=x``, ``≥x`` (value ``x``, censored +1).
+
+Anything else is a non-numeric result, classified as ``empty``, ``placeholder`` (``---``,
+``N/A``, ``NaN``, ``inf`` ...), ``lab_comment`` (``Hemolyzed``, ``QNS``, ``pending`` ...) or
+``text``. ``inf`` and ``nan`` strings are never turned into float inf/NaN values.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from crs_ml.catalogue import name_key
+
+_SPACES = re.compile(r"[\s\u00a0\u2009\u202f]+")
+_PLAIN = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_GROUPED = re.compile(r"([+-]?)([1-9]\d{0,2})((?:([,' ])\d{3})(?:\4\d{3})*)([.,]\d+)?")
+_GROUPED_EU = re.compile(r"([+-]?)([1-9]\d{0,2})((?:\.\d{3})+),(\d+)")
+_DECIMAL_COMMA = re.compile(r"([+-]?\d+),(\d+)")
+_CENSOR = re.compile(r"(<=|>=|=<|=>|≤|≥|<|>)\s*(.+)")
+_PLACEHOLDERS = {
+    "nan", "inf", "+inf", "-inf", "infinity", "-infinity", "n/a", "na", "n.a.", "null",
+    "none", "nil", "?", "x", "missing", "not available", "#n/a", "#value!", "#div/0!",
+}  # fmt: skip
+_LAB_COMMENTS = (
+    "hemoly", "haemoly", "qns", "quantity not sufficient", "insufficient", "pending",
+    "cancel", "clotted", "lipem", "lipaem", "icteric", "not done", "not performed",
+    "see comment", "see note", "comment", "error", "invalid", "redraw", "tnp",
+)  # fmt: skip
+
+NON_NUMERIC_KINDS = ("empty", "placeholder", "lab_comment", "text")
+
+
+def parse_number(text: str) -> float | None:
+    """A finite number written as text (thousands separators, decimal comma), else None."""
+    s = _SPACES.sub(" ", str(text)).strip()
+    if not s:
+        return None
+    out: str | None = None
+    if _PLAIN.fullmatch(s):
+        out = s
+    elif (m := _GROUPED.fullmatch(s)) and not (m.group(5) or "").startswith(m.group(4)):
+        decimal = (m.group(5) or "").replace(",", ".")
+        out = m.group(1) + m.group(2) + re.sub(r"[,' ]", "", m.group(3)) + decimal
+    elif m := _GROUPED_EU.fullmatch(s):
+        out = f"{m.group(1)}{m.group(2)}{m.group(3).replace('.', '')}.{m.group(4)}"
+    elif m := _DECIMAL_COMMA.fullmatch(s):
+        out = f"{m.group(1)}.{m.group(2)}"
+    if out is None:
+        return None
+    value = float(out)
+    return value if np.isfinite(value) else None
+
+
+def classify_text(text: str) -> str:
+    """Kind of a non-numeric result (see :data:`NON_NUMERIC_KINDS`)."""
+    s = _SPACES.sub(" ", str(text)).strip().lower()
+    if not s:
+        return "empty"
+    if s in _PLACEHOLDERS or re.fullmatch(r"[-.*_/\\=~ ]+", s):
+        return "placeholder"
+    if any(word in s for word in _LAB_COMMENTS):
+        return "lab_comment"
+    return "text"
+
+
+def parse_text_value(text: str, censored_below: str = "half") -> tuple[float, int, str]:
+    """(value, censored, kind) of one text cell; kind is '' for a number."""
+    s = _SPACES.sub(" ", str(text)).strip()
+    m = _CENSOR.fullmatch(s)
+    if m:
+        limit = parse_number(m.group(2))
+        if limit is not None:
+            if m.group(1) in (">", ">=", "=>", "≥"):
+                return limit, 1, ""
+            return (limit / 2 if censored_below == "half" else limit), -1, ""
+    value = parse_number(s)
+    if value is not None:
+        return value, 0, ""
+    return np.nan, 0, classify_text(s)
+
+
+def parse_values(
+    raw: pd.Series, censored_below: str = "half"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised: (value float64, censored int8, kind object array; '' where numeric)."""
+    n = len(raw)
+    censored = np.zeros(n, dtype="int8")
+    kind = np.full(n, "", dtype=object)
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        raw = raw.astype("str")
+    if pd.api.types.is_numeric_dtype(raw.dtype):
+        value = np.array(pd.to_numeric(raw, errors="coerce"), dtype="float64")
+        bad = ~np.isfinite(value)
+        kind[bad] = np.where(np.isnan(value[bad]), "empty", "placeholder")
+        value[bad] = np.nan
+        return value, censored, kind
+    text = raw.astype("str").fillna("")
+    value = np.array(pd.to_numeric(text, errors="coerce"), dtype="float64")
+    bad = np.flatnonzero(~np.isfinite(value))
+    if bad.size:
+        codes, uniques = pd.factorize(text.iloc[bad])
+        parsed = [parse_text_value(u, censored_below) for u in uniques]
+        u_val = np.array([p[0] for p in parsed], dtype="float64")
+        u_cens = np.array([p[1] for p in parsed], dtype="int8")
+        u_kind = np.array([p[2] for p in parsed], dtype=object)
+        value[bad] = u_val[codes]
+        censored[bad] = u_cens[codes]
+        kind[bad] = u_kind[codes]
+    return value, censored, kind
+
+
+# --- times ------------------------------------------------------------------------------
+EARLIEST = pd.Timestamp("1900-01-01", tz="UTC")
+_NS_PER_HOUR = 3_600_000_000_000
+#: relative times beyond this many hours (about 100 years) are rejected
+MAX_ABS_HOURS = 876_000.0
+
+
+def latest_plausible() -> pd.Timestamp:
+    """Times after this (one year from now) are 'in the future' and rejected."""
+    return pd.Timestamp(datetime.now(UTC) + timedelta(days=366))
+
+
+def parse_times(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """ISO 8601 texts (naive = UTC) or datetimes -> (int64 ns since epoch, problem object
+    array: '' ok, 'empty', 'unparseable', 'before 1900', 'in the future')."""
+    n = len(raw)
+    problem = np.full(n, "", dtype=object)
+    if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw.dtype):
+        ts = raw if isinstance(raw.dtype, pd.DatetimeTZDtype) else raw.dt.tz_localize("UTC")
+        ts = ts.dt.tz_convert("UTC")
+        empty = ts.isna().to_numpy()
+    else:
+        text = raw.astype("str").fillna("").str.strip()
+        empty = (text == "").to_numpy()
+        ts = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+        problem[ts.isna().to_numpy() & ~empty] = "unparseable"
+    problem[empty] = "empty"
+    ok = ts.notna().to_numpy()
+    early = ok & (ts < EARLIEST).to_numpy()
+    late = ok & (ts > latest_plausible()).to_numpy()
+    problem[early] = "before 1900"
+    problem[late] = "in the future"
+    good = ok & ~early & ~late
+    ns = np.full(n, np.iinfo("int64").min, dtype="int64")
+    ns[good] = ts[good].astype("datetime64[ns, UTC]").array.asi8
+    return ns, problem
+
+
+def parse_hours(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Relative hours -> (float64, problem array as in :func:`parse_times`)."""
+    value, censored, kind = parse_values(raw)
+    kind = np.where((kind == "") & (censored != 0), "text", kind)
+    problem = np.where(kind == "empty", "empty", np.where(kind != "", "unparseable", ""))
+    problem = problem.astype(object)
+    problem[(problem == "") & (np.abs(value) > MAX_ABS_HOURS)] = "implausible"
+    value = np.where(problem == "", value, np.nan)
+    return value, problem
+
+
+def hours_since(ns: np.ndarray, infusion_ns: np.ndarray) -> np.ndarray:
+    """Hours between absolute times and infusion times (int64 ns; NaT sentinel -> NaN)."""
+    nat = np.iinfo("int64").min
+    out = (ns - infusion_ns).astype("float64") / _NS_PER_HOUR
+    out[(ns == nat) | (infusion_ns == nat)] = np.nan
+    return out
+
+
+# --- categorical vocabularies ------------------------------------------------------------
+def _vocab(mapping: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for canonical, aliases in mapping.items():
+        for text in (canonical, *aliases):
+            out[name_key(text)] = canonical
+    return out
+
+
+PRODUCT_VOCAB = _vocab({
+    "axi-cel": ("Yescarta", "axicabtagene ciloleucel", "axicabtagene"),
+    "tisa-cel": ("Kymriah", "tisagenlecleucel"),
+    "liso-cel": ("Breyanzi", "lisocabtagene maraleucel", "lisocabtagene"),
+    "brexu-cel": ("Tecartus", "brexucabtagene autoleucel", "brexucabtagene", "KTE-X19"),
+    "ide-cel": ("Abecma", "idecabtagene vicleucel", "idecabtagene", "bb2121"),
+    "cilta-cel": ("Carvykti", "ciltacabtagene autoleucel", "ciltacabtagene", "JNJ-4528"),
+    "other": (),
+})  # fmt: skip
+SEX_VOCAB = _vocab({
+    "F": ("female", "woman", "w", "f"), "M": ("male", "man", "m"),
+    "U": ("unknown", "u", "other", "x", "diverse", "not reported"),
+})  # fmt: skip
+DISEASE_VOCAB = _vocab({
+    "LBCL": ("DLBCL", "large B-cell lymphoma", "diffuse large B-cell lymphoma", "PMBCL",
+             "HGBCL", "tFL", "transformed follicular lymphoma"),
+    "B-ALL": ("ALL", "acute lymphoblastic leukemia", "acute lymphoblastic leukaemia",
+              "B-cell ALL"),
+    "MCL": ("mantle cell lymphoma",),
+    "MM": ("multiple myeloma", "myeloma", "RRMM"),
+    "FL": ("follicular lymphoma",),
+    "other": (),
+})  # fmt: skip
+EVENT_VOCAB = _vocab({
+    "vasopressor": ("pressor", "pressors", "vasopressors", "norepinephrine", "noradrenaline",
+                    "epinephrine", "adrenaline", "phenylephrine", "dopamine"),
+    "vasopressin": ("AVP",),
+    "oxygen_low_flow": ("nasal cannula", "low flow oxygen", "low-flow oxygen", "low flow",
+                        "blow-by", "O2 low flow"),
+    "oxygen_high_flow": ("HFNC", "high flow nasal cannula", "high flow oxygen", "high flow",
+                         "facemask", "face mask", "non-rebreather", "venturi", "O2 high flow"),
+    "positive_pressure": ("BiPAP", "CPAP", "intubation", "NIV", "mechanical ventilation",
+                          "invasive ventilation", "ventilation", "intubated"),
+    "tocilizumab": ("Actemra", "RoActemra", "toci"),
+    "corticosteroid": ("dexamethasone", "methylprednisolone", "steroid", "steroids",
+                       "corticosteroids", "hydrocortisone", "prednisone", "prednisolone",
+                       "dex", "solu-medrol"),
+    "anakinra": ("Kineret",),
+    "antipyretic": ("antipyretics", "acetaminophen", "paracetamol", "Tylenol", "ibuprofen",
+                    "metamizole"),
+    "icu_admission": ("ICU", "ICU admission", "ICU transfer", "intensive care"),
+    "death": ("died", "deceased", "dead", "exitus"),
+})  # fmt: skip
+
+
+def normalise_category(raw: pd.Series, vocab: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """(canonical object array with None for empty/unknown, unknown bool mask); vectorised
+    over distinct values."""
+    text = raw.astype("str").fillna("")
+    codes, uniques = pd.factorize(text)
+    keys = [name_key(u) for u in uniques]
+    canon = np.array([vocab.get(k) if k else None for k in keys] + [None], dtype=object)
+    unknown_u = np.array([bool(k) and k not in vocab for k in keys] + [False], dtype=bool)
+    return canon[codes], unknown_u[codes]
