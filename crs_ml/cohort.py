@@ -45,22 +45,48 @@ from typing import Any
 import pandas as pd
 
 PATIENT_COLUMNS = [
-    "patient_id", "person_id", "infusion_time", "product", "age_years", "sex", "disease", "site",
+    "patient_id",
+    "person_id",
+    "infusion_time",
+    "product",
+    "age_years",
+    "sex",
+    "disease",
+    "site",
 ]
 OBSERVATION_COLUMNS = [
-    "patient_id", "hours", "variable", "value", "censored", "out_of_range", "source_row",
+    "patient_id",
+    "hours",
+    "variable",
+    "value",
+    "censored",
+    "out_of_range",
+    "source_row",
 ]
 EVENT_COLUMNS = ["patient_id", "hours", "end_hours", "event", "detail", "source_row"]
 OUTCOME_COLUMNS = [
-    "patient_id", "crs_max_grade", "grade3_hours", "followup_hours", "death_hours",
+    "patient_id",
+    "crs_max_grade",
+    "grade3_hours",
+    "followup_hours",
+    "death_hours",
     "label_definition",
 ]
 TRUTH_COLUMNS = ["patient_id", "landmark_h", "true_risk"]
 REJECTED_COLUMNS = ["file", "row", "column", "reason", "patient_id"]
 
 EVENT_NAMES = (
-    "vasopressor", "vasopressin", "oxygen_low_flow", "oxygen_high_flow", "positive_pressure",
-    "tocilizumab", "corticosteroid", "anakinra", "antipyretic", "icu_admission", "death",
+    "vasopressor",
+    "vasopressin",
+    "oxygen_low_flow",
+    "oxygen_high_flow",
+    "positive_pressure",
+    "tocilizumab",
+    "corticosteroid",
+    "anakinra",
+    "antipyretic",
+    "icu_admission",
+    "death",
 )
 PRODUCTS = ("axi-cel", "tisa-cel", "liso-cel", "brexu-cel", "ide-cel", "cilta-cel", "other")
 #: CD28-costimulated products start earlier and more severely (domain.md).

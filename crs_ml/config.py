@@ -57,7 +57,13 @@ class FeatureConfig(_Strict):
 
     groups: list[str] = Field(
         default_factory=lambda: [
-            "labs", "vitals", "fever", "crs_state", "treatment", "static", "scores",
+            "labs",
+            "vitals",
+            "fever",
+            "crs_state",
+            "treatment",
+            "static",
+            "scores",
         ]
     )
     #: fever threshold of the early-fever feature and baseline rule (degC)
@@ -118,6 +124,9 @@ class Config(_Strict):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     #: the ``--set`` overrides applied, as given (logged with the run)
     overrides: list[str] = Field(default_factory=list)
+    #: where this configuration came from when a program wrote it (``crs-ml tune`` records
+    #: the data digest and seed it was selected on, so ``compare`` can flag optimism)
+    provenance: dict[str, Any] = Field(default_factory=dict)
 
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
@@ -145,7 +154,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def config_from_dict(tree: dict, overrides: list[str] | None = None, source: str = "config") -> Config:
+def config_from_dict(
+    tree: dict, overrides: list[str] | None = None, source: str = "config"
+) -> Config:
     tree = dict(tree or {})
     applied = list(tree.pop("overrides", []) or [])
     for text in overrides or []:

@@ -1,0 +1,244 @@
+"""The model artifact: one folder that carries everything from features to calibrated risk.
+
+Layout of a bundle folder::
+
+    bundle.json      manifest: versions, model type, feature schema and catalogue, feature and
+                     task configuration, Platt calibration, risk bands, training fingerprint,
+                     SHA-256 of every other file
+    booster.ubj      the xgboost booster in xgboost's own format (xgboost models)
+    estimator.skops  the fitted estimator (logistic regression and baselines), via skops
+
+Loading checks the crs_ml and xgboost major versions, that the installed feature code
+produces the same feature schema, and that no file changed since it was written; each
+failure is a :class:`~crs_ml.errors.ModelError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crs_ml.errors import ModelError
+
+FORMAT_VERSION = 1
+MANIFEST = "bundle.json"
+BOOSTER_FILE = "booster.ubj"
+ESTIMATOR_FILE = "estimator.skops"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def _major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A loaded model: predicts calibrated risk and margins from a feature matrix."""
+
+    manifest: dict[str, Any]
+    booster: Any = None  # xgboost.Booster for xgboost models
+    estimator: Any = None  # sklearn-style estimator otherwise
+    path: Path | None = None
+    _cols: list[str] = field(default_factory=list)
+
+    @property
+    def model_type(self) -> str:
+        return self.manifest["model_type"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.manifest["feature_names"])
+
+    @property
+    def platt_slope(self) -> float:
+        return float(self.manifest["calibration"]["slope"])
+
+    @property
+    def platt_intercept(self) -> float:
+        return float(self.manifest["calibration"]["intercept"])
+
+    @property
+    def catalogue(self) -> pd.DataFrame:
+        return pd.DataFrame(self.manifest["catalogue"])
+
+    def matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """Dense float matrix in the model's column order (NaN = missing)."""
+        missing = [c for c in self.feature_names if c not in X.columns]
+        if missing:
+            raise ModelError(
+                f"feature matrix lacks {len(missing)} model features, e.g. {missing[:3]}"
+            )
+        return X[self.feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def predict_margin(self, X: pd.DataFrame) -> np.ndarray:
+        """Raw booster margin (log-odds before calibration); xgboost only."""
+        if self.booster is None:
+            raise ModelError(f"a {self.model_type} model has no booster margin")
+        import xgboost as xgb
+
+        dm = xgb.DMatrix(self.matrix(X), missing=np.nan, feature_names=self.feature_names)
+        return self.booster.predict(dm, output_margin=True)
+
+    def predict_logit(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated log-odds of grade >= 3 CRS within the horizon."""
+        if self.booster is not None:
+            return (
+                self.platt_slope * self.predict_margin(X).astype(np.float64) + self.platt_intercept
+            )
+        p = np.clip(self.estimator.predict_proba(X[self.feature_names])[:, 1], 1e-12, 1 - 1e-12)
+        return np.log(p) - np.log1p(-p)
+
+    def predict_risk(self, X: pd.DataFrame) -> np.ndarray:
+        from scipy.special import expit
+
+        return expit(self.predict_logit(X))
+
+
+def save_bundle(
+    model: Any,
+    out_dir: str | Path,
+    *,
+    model_type: str,
+    feature_names: list[str],
+    catalogue: pd.DataFrame,
+    config: dict[str, Any],
+    fingerprint: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a fitted model as a bundle folder; returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[str] = []
+    calibration = {"method": "none", "slope": 1.0, "intercept": 0.0}
+    if model_type == "xgboost":
+        booster = model.booster_
+        best = getattr(model, "best_iteration_", None)
+        if best is not None and booster.num_boosted_rounds() > int(best) + 1:
+            booster = booster[: int(best) + 1]
+        booster.feature_names = list(feature_names)
+        booster.save_model(str(out / BOOSTER_FILE))
+        files.append(BOOSTER_FILE)
+        calibration = {
+            "method": "platt",
+            "slope": float(model.platt_slope_),
+            "intercept": float(model.platt_intercept_),
+        }
+    else:
+        import skops.io as sio
+
+        sio.dump(model, out / ESTIMATOR_FILE)
+        files.append(ESTIMATOR_FILE)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model_type": model_type,
+        "versions": {
+            "crs_ml": _version("crs_ml"),
+            "xgboost": _version("xgboost"),
+            "scikit-learn": _version("scikit-learn"),
+        },
+        "feature_names": list(feature_names),
+        "catalogue": catalogue.to_dict(orient="records"),
+        "config": config,
+        "calibration": calibration,
+        "fingerprint": fingerprint or {},
+        **(extra or {}),
+        "files_sha256": {name: _sha256(out / name) for name in files},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
+    """Load and verify a bundle folder (see the module docstring for the checks)."""
+    folder = Path(path)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise ModelError(f"{folder} is not a crs_ml model folder (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{manifest_path} is not valid JSON ({exc}); re-export the model") from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"{folder}: model format {manifest.get('format_version')} is not {FORMAT_VERSION}; "
+            "re-train or re-export it with this version of crs_ml"
+        )
+    for name, expected in manifest.get("files_sha256", {}).items():
+        f = folder / name
+        if not f.is_file() or _sha256(f) != expected:
+            raise ModelError(
+                f"{folder}: file {name} is missing or changed since the model was saved "
+                "(SHA-256 mismatch); do not edit model folders: re-export the model from MLflow"
+            )
+    trained = manifest["versions"]
+    for package in ("crs_ml", "xgboost"):
+        have = _version(package)
+        if _major(trained.get(package, "?")) != _major(have):
+            raise ModelError(
+                f"{folder}: trained with {package} {trained.get(package)}, installed {have}; "
+                f"install {package}=={trained.get(package)} (see requirements.lock) or re-train"
+            )
+    if check_schema:
+        _check_schema(folder, manifest)
+    bundle = Bundle(manifest=manifest, path=folder)
+    if manifest["model_type"] == "xgboost":
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(str(folder / BOOSTER_FILE))
+        bundle.booster = booster
+    else:
+        import skops.io as sio
+
+        file = folder / ESTIMATOR_FILE
+        trusted = [
+            t
+            for t in sio.get_untrusted_types(file=file)
+            if t.startswith(("crs_ml.", "sklearn.", "numpy.", "scipy."))
+        ]
+        untrusted = [t for t in sio.get_untrusted_types(file=file) if t not in trusted]
+        if untrusted:
+            raise ModelError(f"{folder}: estimator file holds untrusted types {untrusted}")
+        bundle.estimator = sio.load(file, trusted=trusted)
+    return bundle
+
+
+def _check_schema(folder: Path, manifest: dict[str, Any]) -> None:
+    from crs_ml.config import FeatureConfig
+    from crs_ml.features import feature_catalogue
+
+    feature_cfg = FeatureConfig.model_validate(manifest["config"]["features"])
+    current = list(feature_catalogue(feature_cfg)["name"])
+    wanted = list(manifest["feature_names"])
+    missing = [f for f in wanted if f not in current]
+    if missing:
+        raise ModelError(
+            f"{folder}: the model was trained on features this version of crs_ml does not "
+            f"build ({missing[:5]}); install the crs_ml version it was trained with "
+            f"({manifest['versions']['crs_ml']}) or re-train"
+        )

@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from crs_ml.config import DEFAULT_LANDMARKS_H, load_config, parse_override
+from crs_ml.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name", ["default", "xgb_monotone", "logistic", "measix", "fever_rule"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    assert cfg.model.type in {"xgboost", "logistic", "measix", "fever_rule"}
+    assert cfg.overrides == []
+
+
+def test_monotone_config_differs_from_default_only_in_monotone():
+    a = load_config(CONFIGS / "default.yaml").model_dump()
+    b = load_config(CONFIGS / "xgb_monotone.yaml").model_dump()
+    assert a["model"]["monotone"] is False and b["model"]["monotone"] is True
+    a["model"]["monotone"] = True
+    assert a == b
+
+
+def test_defaults_are_6_to_96_hourly():
+    cfg = load_config()
+    assert cfg.task.landmarks_h == DEFAULT_LANDMARKS_H == [float(h) for h in range(6, 97, 6)]
+    assert cfg.task.horizon_h == 336
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  typo_key: 1\n")
+    with pytest.raises(ConfigError, match="typo_key"):
+        load_config(path)
+
+
+def test_overrides_are_applied_and_recorded():
+    cfg = load_config(CONFIGS / "default.yaml", ["model.max_depth=5", "cv.folds=2", "seed=7"])
+    assert cfg.model.params["max_depth"] == 5
+    assert cfg.cv.folds == 2 and cfg.seed == 7
+    assert cfg.overrides == ["model.max_depth=5", "cv.folds=2", "seed=7"]
+
+
+def test_override_with_bad_value_names_the_field():
+    with pytest.raises(ConfigError, match="cv.folds"):
+        load_config(None, ["cv.folds=1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("model.max_depth")
+
+
+def test_landmarks_sorted_unique_and_positive():
+    cfg = load_config(None, ["task.landmarks_h=[48, 24, 24]"])
+    assert cfg.task.landmarks_h == [24.0, 48.0]
+    with pytest.raises(ConfigError, match="landmark"):
+        load_config(None, ["task.landmarks_h=[0, 24]"])
+
+
+def test_risk_bands_ordered():
+    with pytest.raises(ConfigError, match="high_from"):
+        load_config(None, ["scoring.low_below=0.5", "scoring.high_from=0.2"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,46 @@
+import numpy as np
+
+from crs_ml import tracking
+
+
+def test_salted_keys_stable_and_salt_dependent():
+    ids = np.array(["007", "8", "007"], dtype=object)
+    a = tracking.salted_keys(ids, "s1")
+    assert a[0] == a[2] and a[0] != a[1]
+    assert np.array_equal(a, tracking.salted_keys(ids, "s1"))
+    assert not np.array_equal(a, tracking.salted_keys(ids, "s2"))
+    assert all("007" not in k for k in a)
+
+
+def test_salt_from_file_created_once(tmp_path, monkeypatch):
+    monkeypatch.delenv(tracking.SALT_ENV, raising=False)
+    monkeypatch.setenv(tracking.SALT_FILE_ENV, str(tmp_path / "salt"))
+    first = tracking.salt()
+    assert len(first) == 32 and tracking.salt() == first
+    assert (tmp_path / "salt").read_text().strip() == first
+
+
+def test_sqlite_artifacts_go_beside_the_database(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'x' / 'mlflow.db'}"
+    assert tracking.sqlite_path(uri) == tmp_path / "x" / "mlflow.db"
+    assert tracking.artifact_root(uri) == (tmp_path / "x" / "mlruns").as_uri()
+    assert tracking.artifact_root("http://127.0.0.1:5000") is None
+
+
+def test_tracking_uri_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
+    assert tracking.resolve_tracking_uri("sqlite:///cfg.db") == "sqlite:///env.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.resolve_tracking_uri("sqlite:///cfg.db") == "sqlite:///cfg.db"
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve_tracking_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_feature_fingerprint_is_aggregates_only():
+    import pandas as pd
+
+    X = pd.DataFrame({"il6_max": [1.0, np.nan, 3.0, 5.0], "age_years": [50, 60, 70, 80]})
+    fp = tracking.feature_fingerprint(X)
+    assert fp["il6_max"]["share_measured"] == 0.75
+    assert fp["il6_max"]["median"] == 3.0
+    assert set(fp["age_years"]) == {"share_measured", "mean", "sd", "q25", "median", "q75"}
