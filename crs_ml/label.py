@@ -1,0 +1,313 @@
+"""ASTCT grading of CRS as derivable from vitals and support events.
+
+Label definition ``ASTCT-2019-derived-v1`` (brief, "ASTCT grading as derivable from data"):
+
+* only data at hours >= 0 (after infusion) count; rows before infusion are ignored;
+* fever = temperature >= 38.0 degC. A time t is *fever-qualified* if a fever was recorded in
+  [t - 24 h, t] (window configurable), or if an antipyretic, tocilizumab or corticosteroid was
+  given at or before t: from then on fever is no longer required;
+* at a fever-qualified time the grade is the worst of hypotension (sbp < 90 observed at t -> 2,
+  one 'vasopressor' running -> 3, two or more running at once -> 4; vasopressin does not count),
+  hypoxia (oxygen_low_flow -> 2, oxygen_high_flow -> 3, positive_pressure -> 4) and fever alone
+  (a fever in [t - 24 h, t] -> 1). Organ toxicities do not change the grade;
+* an event runs on the closed interval [hours, end_hours]; a missing end_hours is an instant.
+  Two vasopressors that touch (one stops at the hour the other starts) therefore overlap at
+  that instant, exactly as the closed intervals say;
+* grade 5 = the first 'death' event whose detail contains 'crs' (any case), if grade >= 3 was
+  reached at or before it.
+
+The grading is a sweep over the start and stop points of all intervals: one vectorised pass
+for all patients (no per-patient loop). A closed interval [a, b] stops counting at
+``numpy.nextafter(b, inf)``, the first representable time after b.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from crs_ml.cohort import OUTCOME_COLUMNS, Cohort
+
+LABEL_DEFINITION = "ASTCT-2019-derived-v1: ASTCT 2019 as derivable from vitals and support events"
+FEVER_C = 38.0
+HYPOTENSION_SBP_MMHG = 90.0
+FEVER_WINDOW_H = 24.0
+#: treatments after which fever is no longer required
+FEVER_LIFTING_EVENTS = ("antipyretic", "tocilizumab", "corticosteroid")
+
+# sweep counters (columns of the count matrix)
+_FEVER, _TREAT, _SBP, _VASO, _LOW, _HIGH, _PP, _DEATH = range(8)
+_N_COUNTERS = 8
+_EVENT_COUNTER = {
+    "vasopressor": _VASO,
+    "oxygen_low_flow": _LOW,
+    "oxygen_high_flow": _HIGH,
+    "positive_pressure": _PP,
+    **{name: _TREAT for name in FEVER_LIFTING_EVENTS},
+}
+TIMELINE_COLUMNS = [
+    "hours",
+    "febrile",
+    "treated",
+    "sbp_low",
+    "vasopressors",
+    "oxygen_level",
+    "grade",
+]
+
+
+def _intervals(
+    observations: pd.DataFrame, events: pd.DataFrame, key: str, fever_window_h: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.Index]:
+    """(group code, start, end, counter, closes) of every interval that matters for grading."""
+    obs_hours = observations["hours"].to_numpy(dtype="float64")
+    value = observations["value"].to_numpy(dtype="float64")
+    variable = observations["variable"]
+    is_temp = variable.eq("temperature").fillna(False).to_numpy(dtype=bool)
+    is_sbp = variable.eq("sbp").fillna(False).to_numpy(dtype=bool)
+    with np.errstate(invalid="ignore"):
+        fever = (obs_hours >= 0) & is_temp & (value >= FEVER_C)
+        sbp_low = (obs_hours >= 0) & is_sbp & (value < HYPOTENSION_SBP_MMHG)
+    obs_keep = fever | sbp_low
+
+    ev_hours = events["hours"].to_numpy(dtype="float64")
+    ev_name = events["event"].to_numpy(dtype=object)
+    counter = pd.Series(ev_name).map(_EVENT_COUNTER).to_numpy(dtype="float64", copy=True)
+    is_death = ev_name == "death"
+    if is_death.any():
+        detail = events["detail"].astype(object).fillna("").astype(str).str.lower()
+        is_death &= detail.str.contains("crs", regex=False).to_numpy(dtype=bool)
+    counter[is_death] = _DEATH
+    ev_keep = (ev_hours >= 0) & ~np.isnan(counter)
+
+    keys = pd.concat(
+        [
+            observations[key][obs_keep].reset_index(drop=True),
+            events[key][ev_keep].reset_index(drop=True),
+        ],
+        ignore_index=True,
+    )
+    codes, uniques = pd.factorize(keys, sort=False)
+    n_obs = int(obs_keep.sum())
+
+    o_start = obs_hours[obs_keep]
+    o_counter = np.where(fever[obs_keep], _FEVER, _SBP)
+    o_end = np.where(o_counter == _FEVER, o_start + fever_window_h, o_start)
+
+    e_start = ev_hours[ev_keep]
+    e_counter = counter[ev_keep].astype(np.int64)
+    e_end = events["end_hours"].to_numpy(dtype="float64")[ev_keep]
+    e_end = np.where(np.isnan(e_end), e_start, np.maximum(e_end, e_start))
+    # treatment and death never stop
+    e_closes = (e_counter != _TREAT) & (e_counter != _DEATH)
+
+    # only the first CRS death of a group counts
+    death_rows = np.flatnonzero(e_counter == _DEATH)
+    if len(death_rows) > 1:
+        d = pd.DataFrame({"g": codes[n_obs:][death_rows], "h": e_start[death_rows]})
+        first = d.sort_values(["g", "h"], kind="stable").drop_duplicates("g").index
+        drop = np.setdiff1d(np.arange(len(death_rows)), first.to_numpy())
+        keep_ev = np.ones(len(e_start), dtype=bool)
+        keep_ev[death_rows[drop]] = False
+        codes = np.concatenate([codes[:n_obs], codes[n_obs:][keep_ev]])
+        e_start, e_end, e_counter, e_closes = (
+            e_start[keep_ev],
+            e_end[keep_ev],
+            e_counter[keep_ev],
+            e_closes[keep_ev],
+        )
+
+    start = np.concatenate([o_start, e_start])
+    end = np.concatenate([o_end, e_end])
+    counters = np.concatenate([o_counter, e_counter]).astype(np.int64)
+    closes = np.concatenate([np.ones(n_obs, dtype=bool), e_closes])
+    return codes.astype(np.int64), start, end, counters, closes, pd.Index(uniques)
+
+
+def _sweep(code, start, end, counter, closes):
+    """Counts of every counter at each distinct (group, hours) point, in time order.
+
+    Closed intervals stop "just after" their end: at ``numpy.nextafter(end, inf)``, the next
+    representable time, so that one float orders every open and close exactly."""
+    n_close = int(closes.sum())
+    p_code = np.concatenate([code, code[closes]])
+    p_hours = np.concatenate([start, np.nextafter(end[closes], np.inf)])
+    p_counter = np.concatenate([counter, counter[closes]])
+    p_delta = np.concatenate([np.ones(len(code), np.int32), -np.ones(n_close, np.int32)])
+    order = np.lexsort((p_hours, p_code))
+    p_code, p_hours = p_code[order], p_hours[order]
+    delta = np.zeros((len(order), _N_COUNTERS), dtype=np.int32)
+    delta[np.arange(len(order)), p_counter[order]] = p_delta[order]
+    if len(order) == 0:
+        return p_code, p_hours, delta
+    new_key = np.ones(len(order), dtype=bool)
+    new_key[1:] = (p_code[1:] != p_code[:-1]) | (p_hours[1:] != p_hours[:-1])
+    first = np.flatnonzero(new_key)
+    per_key = np.add.reduceat(delta, first, axis=0)
+    k_code = p_code[first]
+    running = np.cumsum(per_key, axis=0, dtype=np.int32)
+    group_start = np.ones(len(first), dtype=bool)
+    group_start[1:] = k_code[1:] != k_code[:-1]
+    start_idx = np.maximum.accumulate(np.where(group_start, np.arange(len(first)), 0))
+    counts = running - (running[start_idx] - per_key[start_idx])
+    return k_code, p_hours[first], counts
+
+
+def _timeline(observations, events, key, fever_window_h):
+    """(codes, uniques, hours, state columns) of the timeline, sorted by code then hours."""
+    code, start, end, counter, closes, uniques = _intervals(
+        observations, events, key, float(fever_window_h)
+    )
+    k_code, hours, c = _sweep(code, start, end, counter, closes)
+    febrile = c[:, _FEVER] > 0
+    qualified = febrile | (c[:, _TREAT] > 0)
+    vaso = c[:, _VASO].astype(np.int64)
+    level = np.select(
+        [(vaso >= 2) | (c[:, _PP] > 0), (vaso >= 1) | (c[:, _HIGH] > 0)], [4, 3], default=0
+    )
+    level = np.maximum(level, np.where((c[:, _SBP] > 0) | (c[:, _LOW] > 0), 2, 0))
+    level = np.maximum(level, febrile.astype(np.int64))
+    grade = np.where(qualified, level, 0)
+    oxygen = np.select([c[:, _PP] > 0, c[:, _HIGH] > 0, c[:, _LOW] > 0], [3, 2, 1], default=0)
+    cols = {
+        "febrile": febrile,
+        "treated": c[:, _TREAT] > 0,
+        "sbp_low": c[:, _SBP] > 0,
+        "vasopressors": vaso,
+        "oxygen_level": oxygen,
+        "grade": grade,
+    }
+    dead = c[:, _DEATH] > 0
+    if dead.any():
+        # the death key is the first one with the counter set (it never stops)
+        prev_dead = np.zeros(len(dead), dtype=bool)
+        prev_dead[1:] = dead[:-1] & (k_code[1:] == k_code[:-1])
+        first_death = dead & ~prev_dead
+        reached3 = pd.Series(grade).groupby(k_code).cummax().to_numpy() >= 3
+        crs_death = first_death & reached3
+        grade[crs_death] = 5
+        seen = pd.Series(crs_death.astype(np.int64)).groupby(k_code).cumsum().to_numpy()
+        keep = (seen - crs_death) == 0  # drop what follows a grade-5 death
+        k_code, hours = k_code[keep], hours[keep]
+        cols = {k: v[keep] for k, v in cols.items()}
+    return k_code, uniques, hours, cols
+
+
+def state_timeline(
+    observations: pd.DataFrame,
+    events: pd.DataFrame,
+    key: str = "patient_id",
+    fever_window_h: float = FEVER_WINDOW_H,
+) -> pd.DataFrame:
+    """The CRS state at every time where it may change, per ``key`` (patient or point).
+
+    Columns: ``key``, hours (from this time on; a support that stopped at b stops counting
+    at ``numpy.nextafter(b, inf)``), febrile (a fever in the window), treated (fever no longer
+    required), sbp_low, vasopressors (number running), oxygen_level (0 none, 1 low flow,
+    2 high flow, 3 positive pressure), grade (0-5). Rows after a grade-5 death are dropped;
+    keys without any relevant data have no rows.
+    """
+    k_code, uniques, hours, cols = _timeline(observations, events, key, fever_window_h)
+    out = pd.DataFrame({"hours": hours, **cols})
+    out.insert(0, key, uniques.take(k_code).to_numpy())
+    return out
+
+
+def grade_events(
+    observations: pd.DataFrame, events: pd.DataFrame, fever_window_h: float = FEVER_WINDOW_H
+) -> pd.DataFrame:
+    """Grade changes: (patient_id, hours, grade), time-ordered per patient.
+
+    Each row gives the grade from ``hours`` on (inclusive) until the patient's next row; every
+    patient starts at grade 0. Because supports run on closed intervals, a fall in grade after a
+    support stopped at ``b`` is reported at ``numpy.nextafter(b, inf)``, the first time after b.
+    """
+    k_code, uniques, hours, cols = _timeline(observations, events, "patient_id", fever_window_h)
+    grade = cols["grade"]
+    prev = np.zeros_like(grade)
+    if len(grade):
+        prev[1:] = np.where(k_code[1:] == k_code[:-1], grade[:-1], 0)
+    change = grade != prev
+    return pd.DataFrame(
+        {
+            "patient_id": pd.Series(uniques.take(k_code[change]).to_numpy(), dtype=object),
+            "hours": hours[change],
+            "grade": grade[change].astype(np.int64),
+        }
+    )
+
+
+def grade_summary(
+    observations: pd.DataFrame,
+    events: pd.DataFrame,
+    key: str = "patient_id",
+    until: pd.Series | float | None = None,
+    fever_window_h: float = FEVER_WINDOW_H,
+) -> pd.DataFrame:
+    """Per ``key`` over [0, until]: max grade, first time at grade >= 1 (CRS onset) and >= 3,
+    highest oxygen level and vasopressor count. ``until`` is a number or a Series indexed by
+    ``key`` (None = no limit). Keys without any relevant data are absent: treat them as 0/NaN.
+    """
+    k_code, uniques, hours, cols = _timeline(observations, events, key, fever_window_h)
+    if until is None:
+        limit = np.full(len(uniques), np.inf)
+    elif np.isscalar(until):
+        limit = np.full(len(uniques), float(until))
+    else:
+        limit = pd.Series(uniques).map(until).to_numpy(dtype="float64")
+    inside = np.flatnonzero(hours <= limit[k_code])
+    k_code, hours = k_code[inside], hours[inside]
+    grade = cols["grade"][inside]
+    if len(k_code) == 0:
+        starts = np.empty(0, dtype=np.int64)
+    else:
+        starts = np.flatnonzero(np.append(True, k_code[1:] != k_code[:-1]))
+
+    def reduce(ufunc, values):
+        out = ufunc.reduceat(values, starts) if len(starts) else np.empty(0)
+        return np.where(np.isinf(out), np.nan, out)
+
+    return pd.DataFrame(
+        {
+            "max_grade": reduce(np.maximum, grade),
+            "crs_onset_hours": reduce(np.minimum, np.where(grade >= 1, hours, np.inf)),
+            "grade3_hours": reduce(np.minimum, np.where(grade >= 3, hours, np.inf)),
+            "oxygen_level": reduce(np.maximum, cols["oxygen_level"][inside]),
+            "vasopressors": reduce(np.maximum, cols["vasopressors"][inside]),
+        },
+        index=pd.Index(uniques.take(k_code[starts]).to_numpy(), name=key),
+    )
+
+
+def derive_outcomes(
+    cohort: Cohort, horizon_h: float | None = 336.0, fever_window_h: float = FEVER_WINDOW_H
+) -> pd.DataFrame:
+    """Outcomes of every patient of ``cohort`` from its temperatures, sbp and events.
+
+    crs_max_grade and grade3_hours are graded over [0, horizon_h] (None: all data);
+    death_hours is the first 'death' event at hours >= 0 (any cause); followup_hours is kept
+    from ``cohort.outcomes`` when present, else NaN (= followed through the horizon).
+    """
+    summary = grade_summary(
+        cohort.observations, cohort.events, "patient_id", horizon_h, fever_window_h
+    )
+    pids = cohort.patients["patient_id"].astype(object)
+    ev = cohort.events
+    deaths = ev[(ev["event"] == "death") & (ev["hours"] >= 0)].groupby("patient_id")["hours"].min()
+    followup = pd.Series(np.nan, index=pd.Index(pids))
+    if cohort.outcomes is not None and "followup_hours" in cohort.outcomes:
+        known = cohort.outcomes.drop_duplicates("patient_id").set_index("patient_id")
+        followup = pids.map(known["followup_hours"]).astype("float64")
+    out = pd.DataFrame(
+        {
+            "patient_id": pids.to_numpy(),
+            "crs_max_grade": pids.map(summary["max_grade"]).fillna(0).astype(np.int64).to_numpy(),
+            "grade3_hours": pids.map(summary["grade3_hours"]).astype("float64").to_numpy(),
+            "followup_hours": np.asarray(followup, dtype="float64"),
+            "death_hours": pids.map(deaths).astype("float64").to_numpy(),
+            "label_definition": LABEL_DEFINITION,
+        }
+    )
+    out["patient_id"] = out["patient_id"].astype(object)
+    out["label_definition"] = out["label_definition"].astype(object)
+    return out[OUTCOME_COLUMNS]

@@ -1,0 +1,176 @@
+"""At-risk sets, outcomes and attrition: one patient per rule of the task definition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crs_ml.cohort import EVENT_COLUMNS, OBSERVATION_COLUMNS, OUTCOME_COLUMNS, Cohort
+from crs_ml.errors import InputError
+from crs_ml.features import build_features
+from crs_ml.landmarks import (
+    ATTRITION_COLUMNS,
+    META_COLUMNS,
+    attrition_table,
+    build_landmark_dataset,
+    landmark_status,
+)
+
+H = 336.0
+# patient: (grade3_hours, death_hours, followup_hours, first observation hours or None)
+PATIENTS = {
+    "event6": (10.0, np.nan, np.nan, -2.0),  # y=1 at 6, already_grade3 at 12
+    "at_L": (12.0, np.nan, np.nan, -2.0),  # grade 3 exactly at L=12: excluded at 12
+    "event_H": (H, np.nan, np.nan, 1.0),  # grade 3 exactly at the horizon: y=1
+    "late": (400.0, np.nan, np.nan, 1.0),  # after the horizon: y=0
+    "dies": (np.nan, 10.0, np.nan, 1.0),  # competing at 6, died at 12
+    "dies_late": (np.nan, 500.0, np.nan, 1.0),  # death after H: plain y=0
+    "fu10": (np.nan, np.nan, 10.0, 1.0),  # censored at 6, followup_ended at 12
+    "fu_event": (20.0, np.nan, 15.0, 1.0),  # event before horizon wins over censoring
+    "fu_dies": (np.nan, 50.0, 40.0, 1.0),  # death before horizon wins over censoring
+    "fu_H": (np.nan, np.nan, H, 1.0),  # followed exactly to H: not censored
+    "quiet": (np.nan, np.nan, np.nan, 3.0),  # y=0
+    "no_obs": (np.nan, np.nan, np.nan, None),  # no_data everywhere
+    "obs_late": (np.nan, np.nan, np.nan, 8.0),  # no_data at 6, included at 12
+}
+EXPECTED = {  # (status at 6, y at 6), (status at 12, y at 12)
+    "event6": [("included", 1), ("already_grade3", None)],
+    "at_L": [("included", 1), ("already_grade3", None)],
+    "event_H": [("included", 1), ("included", 1)],
+    "late": [("included", 0), ("included", 0)],
+    "dies": [("included", 0), ("died", None)],
+    "dies_late": [("included", 0), ("included", 0)],
+    "fu10": [("censored_before_horizon", None), ("followup_ended", None)],
+    "fu_event": [("included", 1), ("included", 1)],
+    "fu_dies": [("included", 0), ("included", 0)],
+    "fu_H": [("included", 0), ("included", 0)],
+    "quiet": [("included", 0), ("included", 0)],
+    "no_obs": [("no_data", 0), ("no_data", 0)],
+    "obs_late": [("no_data", 0), ("included", 0)],
+}
+
+
+def _cohort(patients=PATIENTS) -> Cohort:
+    ids = list(patients)
+    p = pd.DataFrame({"patient_id": pd.Series(ids, dtype=object)})
+    p["person_id"] = p["patient_id"].str.upper()
+    p["infusion_time"] = pd.Series(pd.NaT, index=p.index, dtype="datetime64[ns, UTC]")
+    p["product"], p["age_years"], p["sex"], p["disease"] = "axi-cel", 50.0, "F", "LBCL"
+    p["site"] = ["north" if i % 2 else "south" for i in range(len(ids))]
+    rows = [(k, v[3], "crp", 5.0) for k, v in patients.items() if v[3] is not None]
+    o = pd.DataFrame(rows, columns=["patient_id", "hours", "variable", "value"])
+    o = o.astype({"patient_id": object, "hours": float, "variable": object, "value": float})
+    o["censored"], o["out_of_range"] = np.int8(0), False
+    o["source_row"] = np.arange(1, len(o) + 1, dtype=np.int64)
+    e = pd.DataFrame(
+        {
+            "patient_id": pd.Series(["quiet", "dies_late"], dtype=object),
+            "hours": [5.0, 20.0],
+            "end_hours": np.nan,
+            "event": pd.Series(["tocilizumab", "corticosteroid"], dtype=object),
+            "detail": pd.Series([None, None], dtype=object),
+            "source_row": np.array([1, 2], dtype=np.int64),
+        }
+    )
+    out = pd.DataFrame(
+        [(k, 0, *v[:3], "test") for k, v in patients.items()],
+        columns=[
+            "patient_id",
+            "crs_max_grade",
+            "grade3_hours",
+            "death_hours",
+            "followup_hours",
+            "label_definition",
+        ],
+    )[OUTCOME_COLUMNS]
+    return Cohort(p, o[OBSERVATION_COLUMNS], e[EVENT_COLUMNS], outcomes=out)
+
+
+def test_each_rule_of_the_task_definition():
+    st = landmark_status(_cohort(), [6, 12], H)
+    for L_i, L in enumerate([6.0, 12.0]):
+        at = st[st.landmark_h == L].set_index("patient_id")
+        for pid, exp in EXPECTED.items():
+            status, y = exp[L_i]
+            assert at.loc[pid, "status"] == status, (pid, L)
+            if y is None:
+                assert pd.isna(at.loc[pid, "y"]), (pid, L)
+            else:
+                assert at.loc[pid, "y"] == y, (pid, L)
+    at6 = st[st.landmark_h == 6.0].set_index("patient_id")
+    assert at6.loc["dies", "competing_event"] and at6.loc["fu_dies", "competing_event"]
+    assert not at6.loc["dies_late", "competing_event"] and not at6.loc["quiet", "competing_event"]
+
+
+def test_attrition_table_counts_every_patient_once():
+    tab = attrition_table(_cohort(), [6, 12], H)
+    assert tab.columns.tolist() == ATTRITION_COLUMNS
+    excluded = ["already_grade3", "died", "followup_ended", "censored_before_horizon", "no_data"]
+    assert (tab[excluded].sum(axis=1) + tab.n_at_risk == tab.n_patients).all()
+    row6, row12 = tab.iloc[0], tab.iloc[1]
+    assert row6.n_patients == len(PATIENTS)
+    assert (row6.censored_before_horizon, row6.no_data, row6.already_grade3) == (1, 2, 0)
+    assert (row6.n_events, row6.n_competing) == (4, 2)
+    assert (row12.already_grade3, row12.died, row12.followup_ended, row12.no_data) == (2, 1, 1, 1)
+    assert (row12.n_events, row12.n_competing) == (2, 1)
+
+
+def test_dataset_rows_meta_and_attrition():
+    c = _cohort()
+    X, y, meta = build_landmark_dataset(c, [12, 6], H)
+    st = landmark_status(c, [6, 12], H)
+    inc = st[st.status == "included"].reset_index(drop=True)
+    assert meta.columns.tolist() == META_COLUMNS
+    assert len(X) == len(y) == len(meta) == len(inc)
+    assert isinstance(X.index, pd.RangeIndex) and isinstance(meta.index, pd.RangeIndex)
+    assert meta[["patient_id", "landmark_h"]].equals(inc[["patient_id", "landmark_h"]])
+    assert meta.landmark_h.is_monotonic_increasing  # landmark-major
+    assert y.dtype.kind == "i" and y.tolist() == inc.y.astype(int).tolist()
+    assert meta.attrs["attrition"].equals(attrition_table(c, [6, 12], H))
+    # metas can be sliced and concatenated (pandas compares attrs with ==)
+    both = pd.concat([meta.iloc[:3], meta.iloc[3:]], ignore_index=True)
+    assert both.equals(meta) and both.attrs["attrition"].equals(meta.attrs["attrition"])
+    assert (X.landmark_h.to_numpy() == meta.landmark_h.to_numpy()).all()
+    m = meta.set_index(["patient_id", "landmark_h"])
+    assert m.loc[("quiet", 6.0), "treated_before_L"]  # tocilizumab at 5 h
+    assert not m.loc[("dies_late", 6.0), "treated_before_L"]  # corticosteroid at 20 h
+    assert m.loc[("dies_late", 12.0), "person_id"] == "DIES_LATE"
+    assert m.loc[("fu_event", 12.0), "outcome_hours"] == 20.0
+    assert m.loc[("fu_dies", 12.0), "competing_event"]
+    assert m.loc[("quiet", 6.0), "product"] == "axi-cel"
+    assert set(m["site"]) == {"north", "south"}
+    # X is exactly the features at those points
+    pd.testing.assert_frame_equal(X, build_features(c, inc[["patient_id", "landmark_h"]]))
+
+
+def test_default_landmarks_and_horizon():
+    tab = attrition_table(_cohort())
+    assert tab.landmark_h.tolist() == [float(h) for h in range(6, 97, 6)]
+    # a shorter horizon: the 336 h event becomes y=0, follow-up to 336 h is still complete,
+    # and follow-up ending at 150 h now censors
+    st = landmark_status(_cohort(), [6], 200.0).set_index("patient_id")
+    assert st.loc["event_H", "y"] == 0 and st.loc["fu_H", "status"] == "included"
+    assert st.loc["fu_dies", "status"] == "included" and st.loc["fu_dies", "y"] == 0
+    longer = {**PATIENTS, "fu150": (np.nan, np.nan, 150.0, 1.0)}
+    st = landmark_status(_cohort(longer), [6], 200.0).set_index("patient_id")
+    assert st.loc["fu150", "status"] == "censored_before_horizon"
+    st = landmark_status(_cohort(longer), [6], 100.0).set_index("patient_id")
+    assert st.loc["fu150", "status"] == "included"
+
+
+def test_outcomes_are_required():
+    c = _cohort()
+    c.outcomes = None
+    with pytest.raises(InputError, match="crs-ml label"):
+        build_landmark_dataset(c, [6])
+    c = _cohort()
+    c.outcomes = c.outcomes.iloc[1:]
+    with pytest.raises(InputError, match="no outcome row"):
+        attrition_table(c, [6])
+    c = _cohort()
+    c.outcomes = pd.concat([c.outcomes, c.outcomes.iloc[[0]]], ignore_index=True)
+    with pytest.raises(InputError, match="more than one outcome row"):
+        attrition_table(c, [6])
+    with pytest.raises(InputError, match="landmarks"):
+        attrition_table(_cohort(), [0, 6])
