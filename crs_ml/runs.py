@@ -1,0 +1,254 @@
+"""Log a training run to MLflow and optionally register the model.
+
+What goes in (DESIGN.md "MLflow conventions"): the resolved config, a data fingerprint
+(counts, rates, file hashes, per-feature aggregates), every metric, the attrition table, the
+feature catalogue, the sample-size report, ROC / PR / calibration / SHAP-summary figures,
+out-of-fold predictions keyed by salted hashes, and the model as a pyfunc with a signature
+and a synthetic input example. What never goes in: a patient identifier or a raw row.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crs_ml import tracking
+from crs_ml.config import config_to_yaml
+from crs_ml.train import TrainResult
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    tracking_uri: str
+    registered_version: str | None = None
+
+
+def git_commit() -> str:
+    """The commit of the crs_ml checkout, or 'unknown' outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        commit = out.stdout.strip()
+        if out.returncode != 0 or not commit:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flat_params(cfg) -> dict[str, str]:
+    """Config as MLflow params (values cut to MLflow's 6,000-character limit)."""
+    out: dict[str, str] = {
+        "seed": str(cfg.seed),
+        "model.type": cfg.model.type,
+        "model.monotone": str(cfg.model.monotone),
+        "model.calibration": cfg.model.calibration,
+        "task.horizon_h": f"{cfg.task.horizon_h:g}",
+        "task.landmarks_h": ",".join(f"{h:g}" for h in cfg.task.landmarks_h),
+        "features.groups": ",".join(cfg.features.groups),
+        "cv.validation": cfg.cv.validation,
+        "cv.folds": str(cfg.cv.folds),
+        "cv.repeats": str(cfg.cv.repeats),
+        "cv.bootstrap": str(cfg.cv.bootstrap),
+        "overrides": ";".join(cfg.overrides) or "-",
+    }
+    for key, value in sorted(cfg.model.params.items()):
+        out[f"model.{key}"] = str(value)
+    return {k: v[:6000] for k, v in out.items()}
+
+
+def synthetic_features(X: pd.DataFrame, n: int = 3, seed: int = 0) -> pd.DataFrame:
+    """Feature rows drawn independently per column from its quartile range: no real row."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for col in X.columns:
+        v = X[col].to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        if len(v) == 0:
+            out[col] = np.full(n, np.nan)
+        else:
+            lo, hi = np.percentile(v, [25, 75])
+            out[col] = np.round(rng.uniform(lo, hi, n), 3)
+    return pd.DataFrame(out)
+
+
+def oof_table(result: TrainResult) -> pd.DataFrame:
+    """Out-of-fold risks keyed by salted person and patient hashes (no identifiers)."""
+    meta = result.meta
+    repeats = result.oof.shape[0]
+    n = len(meta)
+    return pd.DataFrame(
+        {
+            "patient_key": np.tile(tracking.salted_keys(meta["patient_id"]), repeats),
+            "person_key": np.tile(tracking.salted_keys(meta["person_id"]), repeats),
+            "landmark_h": np.tile(meta["landmark_h"].to_numpy(dtype=float), repeats),
+            "treated_before_L": np.tile(meta["treated_before_L"].to_numpy(dtype=bool), repeats),
+            "repeat": np.repeat(np.arange(repeats), n),
+            "y": np.tile(result.y, repeats),
+            "risk": result.oof.ravel(),
+        }
+    )
+
+
+def _figures(result: TrainResult, folder: Path, bundle) -> list[Path]:
+    from crs_ml import plots
+
+    paths: list[Path] = []
+    lm = result.meta["landmark_h"].to_numpy(dtype=float)
+    if result.oof is not None:
+        risk = result.oof.mean(axis=0)
+        for h in result.config.cv.report_landmarks_h[:1] or [float(lm[0])]:
+            mask = lm == h
+            if mask.sum() == 0 or len(np.unique(result.y[mask])) < 2:
+                continue
+            yy, pp = result.y[mask], risk[mask]
+            tag = f"L{h:g}"
+            for name, fig in (
+                (
+                    f"roc_{tag}.png",
+                    plots.roc_figure(yy, {"model (out-of-fold)": pp}, f"ROC at {h:g} h"),
+                ),
+                (
+                    f"pr_{tag}.png",
+                    plots.pr_figure(
+                        yy, {"model (out-of-fold)": pp}, f"Precision-recall at {h:g} h"
+                    ),
+                ),
+                (
+                    f"calibration_{tag}.png",
+                    plots.calibration_figure(yy, pp, title=f"Calibration at {h:g} h (out-of-fold)"),
+                ),
+            ):
+                plots.save(fig, folder / name)
+                paths.append(folder / name)
+    if bundle.booster is not None:
+        import xgboost as xgb
+
+        rng = np.random.default_rng(result.config.seed)
+        rows = rng.choice(len(result.X), size=min(2000, len(result.X)), replace=False)
+        Xs = result.X.iloc[np.sort(rows)]
+        contrib = bundle.booster.predict(
+            xgb.DMatrix(bundle.matrix(Xs), missing=np.nan, feature_names=bundle.feature_names),
+            pred_contribs=True,
+        )
+        contrib = contrib[:, :-1] * bundle.platt_slope
+        labels = dict(
+            zip(
+                result.catalogue["name"],
+                result.catalogue.get("label", result.catalogue["name"]),
+                strict=False,
+            )
+        )
+        fig = plots.shap_summary_figure(
+            contrib, Xs[bundle.feature_names], labels, title="SHAP summary (training data)"
+        )
+        plots.save(fig, folder / "shap_summary.png")
+        paths.append(folder / "shap_summary.png")
+    return paths
+
+
+def log_training_run(
+    result: TrainResult,
+    cohort,
+    *,
+    register: bool = False,
+    alias: str | None = None,
+    run_name: str | None = None,
+) -> RunInfo:
+    """Log ``result`` to the configured store; register it as ``crs-severity`` if asked."""
+    import mlflow
+
+    from crs_ml.artifact import load_bundle, save_bundle
+    from crs_ml.pyfunc import log_pyfunc_model
+
+    cfg = result.config
+    uri, experiment_id = tracking.setup_tracking(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+    fingerprint = tracking.data_fingerprint(cohort, result.y, result.meta)
+    digest = tracking.dataset_digest(fingerprint)
+    tags = {
+        "crs_ml.version": metadata.version("crs_ml"),
+        "crs_ml.git_commit": git_commit(),
+        "model_type": cfg.model.type,
+        "validation": cfg.cv.validation,
+        "dataset_digest": digest,
+        "label_definition": ",".join(fingerprint["label_definition"]) or "unknown",
+    }
+    selected = cfg.provenance.get("selected_on_dataset")
+    if selected:
+        tags["selected_on_dataset"] = str(selected)
+        tags["selected_on_same_data"] = str(selected == digest).lower()
+    with tempfile.TemporaryDirectory(prefix="crs_ml_run_") as tmp:
+        folder = Path(tmp)
+        bundle_dir = save_bundle(
+            result.model,
+            folder / "bundle",
+            model_type=cfg.model.type,
+            feature_names=list(result.X.columns),
+            catalogue=result.catalogue,
+            config=cfg.model_dump(mode="json"),
+            fingerprint={**fingerprint, "features": tracking.feature_fingerprint(result.X)},
+            extra={"metrics": result.metrics, "dataset_digest": digest},
+        )
+        bundle = load_bundle(bundle_dir)
+        art = folder / "artifacts"
+        art.mkdir()
+        (art / "config.yaml").write_text(config_to_yaml(cfg))
+        (art / "data_fingerprint.json").write_text(json.dumps(fingerprint, indent=1))
+        (art / "metrics.json").write_text(json.dumps(result.metrics, indent=1, default=float))
+        (art / "sample_size.json").write_text(
+            json.dumps(result.sample_size, indent=1, default=float)
+        )
+        result.attrition.to_csv(art / "attrition.csv", index=False)
+        result.catalogue.to_csv(art / "feature_catalogue.csv", index=False)
+        if result.oof is not None:
+            oof_table(result).to_parquet(art / "oof_predictions.parquet", index=False)
+        _figures(result, art, bundle)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            mlflow.set_tags(tags)
+            mlflow.log_params(flat_params(cfg))
+            mlflow.log_metrics(
+                {k: float(v) for k, v in result.metrics.items() if v is not None and np.isfinite(v)}
+            )
+            mlflow.log_artifacts(str(art))
+            info = log_pyfunc_model(bundle_dir)
+            model_uri = info.model_uri
+            run_id = run.info.run_id
+    version = None
+    if register:
+        version = register_model(model_uri, cfg.mlflow.registered_model, alias)
+    return RunInfo(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        model_uri=model_uri,
+        tracking_uri=uri,
+        registered_version=version,
+    )
+
+
+def register_model(model_uri: str, name: str, alias: str | None = None) -> str:
+    """Register ``model_uri`` under ``name``; point ``alias`` (e.g. champion) at it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mv = tracking._retry(mlflow.register_model, model_uri, name)
+    if alias:
+        tracking._retry(MlflowClient().set_registered_model_alias, name, alias, mv.version)
+    return str(mv.version)

@@ -1,0 +1,341 @@
+"""Fit and internally validate one model configuration.
+
+Repeated k-fold by person, stratified at person level (a person counts as positive when any
+of their landmark rows is), gives out-of-fold risks; everything that is fit (imputers,
+calibrators, early stopping) is fit inside the training fold by the model itself. Metrics
+are computed per landmark, over all stacked landmarks, and for treated / untreated patients
+at L; then the model is refit on all data. ``validation="optimism"`` replaces the CV with
+Harrell's optimism-corrected bootstrap.
+
+Intervals are person-level bootstrap percentiles of the pooled out-of-fold predictions:
+they condition on the fitted models and ignore training variability (Bates, Hastie &
+Tibshirani 2024), so they are somewhat too narrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crs_ml import metrics as M
+from crs_ml.config import Config
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class TrainResult:
+    """Everything a training run produces (the model is refit on all data)."""
+
+    config: Config
+    model: Any
+    X: pd.DataFrame
+    y: np.ndarray
+    meta: pd.DataFrame
+    catalogue: pd.DataFrame
+    attrition: pd.DataFrame
+    metrics: dict[str, float]
+    oof: np.ndarray | None  # (repeats, n_rows) out-of-fold risk, None for optimism runs
+    sample_size: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- splitting
+def person_folds(
+    persons: np.ndarray, y: np.ndarray, folds: int, repeats: int, seed: int
+) -> np.ndarray:
+    """Fold index per row, shape (repeats, n): all rows of a person share a fold.
+
+    Persons are stratified by whether any of their rows is positive, so each fold gets its
+    share of the (rare) events.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    persons = np.asarray(persons, dtype=object).astype(str)
+    unique, inverse = np.unique(persons, return_inverse=True)
+    person_pos = np.zeros(len(unique), dtype=int)
+    np.maximum.at(person_pos, inverse, np.asarray(y, dtype=int))
+    n_splits = min(folds, len(unique))
+    if n_splits < 2:
+        raise ValueError("cross-validation needs at least two persons")
+    min_class = int(min(person_pos.sum(), len(person_pos) - person_pos.sum()))
+    out = np.empty((repeats, len(persons)), dtype=np.int16)
+    for r in range(repeats):
+        rng_seed = int(np.random.SeedSequence([seed, r]).generate_state(1)[0])
+        if min_class >= n_splits:
+            splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=rng_seed)
+            split = splitter.split(np.zeros(len(unique)), person_pos)
+        else:  # too few events to stratify: plain shuffled folds
+            from sklearn.model_selection import KFold
+
+            split = KFold(n_splits=n_splits, shuffle=True, random_state=rng_seed).split(unique)
+        person_fold = np.empty(len(unique), dtype=np.int16)
+        for k, (_, test) in enumerate(split):
+            person_fold[test] = k
+        out[r] = person_fold[inverse]
+    return out
+
+
+def cross_validate(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    persons: np.ndarray,
+    make: Callable[[], Any],
+    folds: int,
+    repeats: int,
+    seed: int,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Out-of-fold calibrated risk, shape (repeats, n_rows)."""
+    fold_ids = person_folds(persons, y, folds, repeats, seed)
+    oof = np.full(fold_ids.shape, np.nan)
+    total = repeats * folds
+    done = 0
+    for r in range(repeats):
+        for k in np.unique(fold_ids[r]):
+            test = fold_ids[r] == k
+            model = make()
+            model.fit(X.loc[~test], y[~test], groups=persons[~test])
+            oof[r, test] = model.predict_proba(X.loc[test])[:, 1]
+            done += 1
+            if progress:
+                progress("cross-validation", done, total)
+    return oof
+
+
+# --------------------------------------------------------------------------- evaluation
+def _slices(meta: pd.DataFrame, landmarks: list[float]) -> dict[str, np.ndarray]:
+    """Row masks per reported slice: each landmark, treated/untreated at it, all stacked."""
+    lm = meta["landmark_h"].to_numpy(dtype=float)
+    treated = meta["treated_before_L"].to_numpy(dtype=bool)
+    out: dict[str, np.ndarray] = {"all": np.ones(len(meta), dtype=bool)}
+    for h in landmarks:
+        at = lm == float(h)
+        if not at.any():
+            continue
+        tag = f"L{float(h):g}"
+        out[tag] = at
+        out[f"{tag}_treated"] = at & treated
+        out[f"{tag}_untreated"] = at & ~treated
+    return out
+
+
+def slice_metrics(
+    y: np.ndarray,
+    p: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int,
+    seed: int,
+    oracle: np.ndarray | None = None,
+    with_ci: bool = True,
+) -> dict[str, float]:
+    """Discrimination and calibration of one slice (pooled rows; groups = persons)."""
+    out: dict[str, float] = {"n": float(len(y)), "events": float(np.sum(y))}
+    if len(y) == 0:
+        return out
+    out["auroc"] = M.auroc(y, p)
+    out["auprc"] = M.auprc(y, p)
+    out["brier"] = M.brier(y, p)
+    if 0 < np.sum(y) < len(y):
+        intercept, slope = M.calibration_intercept_slope(y, p)
+        out["cal_intercept"], out["cal_slope"] = intercept, slope
+        if with_ci and n_boot > 0:
+            ci = M.bootstrap_ci(
+                {"auroc": M.auroc, "auprc": M.auprc}, y, p, groups, n_boot=n_boot, seed=seed
+            )
+            for name, (_, lo, hi) in ci.items():
+                out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+    if oracle is not None and np.isfinite(oracle).all() and 0 < np.sum(y) < len(y):
+        out["oracle_auroc"] = M.auroc(y, oracle)
+        out["oracle_ratio"] = out["auroc"] / out["oracle_auroc"]
+    return out
+
+
+def oracle_risk(meta: pd.DataFrame, truth: pd.DataFrame | None) -> np.ndarray | None:
+    """The simulator's true risk aligned to the landmark rows, or None without truth."""
+    if truth is None or truth.empty:
+        return None
+    key = meta[["patient_id", "landmark_h"]].astype({"patient_id": str, "landmark_h": float})
+    t = truth.astype({"patient_id": str, "landmark_h": float})
+    merged = key.merge(t, on=["patient_id", "landmark_h"], how="left")
+    return merged["true_risk"].to_numpy(dtype=float)
+
+
+def evaluate_predictions(
+    y: np.ndarray,
+    oof: np.ndarray,
+    meta: pd.DataFrame,
+    report_landmarks: list[float],
+    n_boot: int,
+    seed: int,
+    truth: pd.DataFrame | None = None,
+) -> dict[str, float]:
+    """Flat metric dict ``{metric}_{slice}`` from (repeats, n) out-of-fold risks.
+
+    Rows of all repeats are pooled and bootstrapped together by person.
+    """
+    repeats = oof.shape[0]
+    persons = meta["person_id"].astype(str).to_numpy()
+    oracle = oracle_risk(meta, truth)
+    out: dict[str, float] = {}
+    for name, mask in _slices(meta, report_landmarks).items():
+        yy = np.tile(y[mask], repeats)
+        pp = oof[:, mask].ravel()
+        gg = np.tile(persons[mask], repeats)
+        orc = np.tile(oracle[mask], repeats) if oracle is not None else None
+        ci = name != "all"  # the stacked slice is large; its CI adds little
+        for key, value in slice_metrics(yy, pp, gg, n_boot, seed, orc, with_ci=ci).items():
+            if key in ("n", "events"):
+                value = value / repeats
+            out[f"{key}_{name}"] = float(value)
+    return out
+
+
+def sample_size_report(
+    y: np.ndarray, meta: pd.DataFrame, n_parameters: int, c_statistic: float | None
+) -> dict[str, Any]:
+    """Events per candidate parameter and the Riley (BMJ 2020) minimum sample size.
+
+    Computed at the patient level (a patient counts as an event if any landmark row is),
+    which is what the Riley criteria assume.
+    """
+    per_patient = pd.Series(y).groupby(meta["patient_id"].astype(str).to_numpy()).max()
+    n, events = int(len(per_patient)), int(per_patient.sum())
+    prevalence = events / n if n else float("nan")
+    report: dict[str, Any] = {
+        "n_patients": n,
+        "n_events": events,
+        "n_candidate_parameters": int(n_parameters),
+        "events_per_parameter": M.events_per_parameter(events, n_parameters),
+    }
+    if 0 < events < n:
+        riley = M.riley_min_sample_size(prevalence, n_parameters, c_statistic=c_statistic)
+        report["riley"] = riley
+        report["riley_min_n"] = riley.get("min_n")
+        report["meets_riley"] = bool(n >= (riley.get("min_n") or np.inf))
+    return report
+
+
+# --------------------------------------------------------------------------- the run
+def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainResult:
+    """Landmark dataset -> CV (or optimism bootstrap) -> metrics -> refit on all data."""
+    from crs_ml.features import feature_catalogue
+    from crs_ml.landmarks import build_landmark_dataset
+    from crs_ml.models import make_model
+
+    X, y, meta = build_landmark_dataset(
+        cohort,
+        landmarks_h=cfg.task.landmarks_h,
+        horizon_h=cfg.task.horizon_h,
+        features=cfg.features,
+    )
+    y = np.asarray(y, dtype=int)
+    if len(y) == 0 or y.sum() == 0 or y.sum() == len(y):
+        from crs_ml.errors import InputError
+
+        raise InputError(
+            f"the landmark dataset has {len(y)} rows and {int(y.sum())} events: "
+            "training needs both outcomes",
+            file=str(cohort.source) if cohort.source else None,
+        )
+    catalogue = feature_catalogue(cfg.features)
+    catalogue = catalogue[catalogue["name"].isin(X.columns)].reset_index(drop=True)
+    persons = meta["person_id"].astype(str).to_numpy()
+
+    def make():
+        return make_model(cfg.model, catalogue, cfg.seed)
+
+    report_lms = [h for h in cfg.cv.report_landmarks_h if h in set(cfg.task.landmarks_h)]
+    oof = None
+    if cfg.cv.validation == "cv":
+        oof = cross_validate(X, y, persons, make, cfg.cv.folds, cfg.cv.repeats, cfg.seed, progress)
+        metrics = evaluate_predictions(
+            y, oof, meta, report_lms, cfg.cv.bootstrap, cfg.seed, cohort.truth
+        )
+    else:
+        metrics = optimism_metrics(X, y, meta, make, cfg, cohort.truth, progress)
+    if progress:
+        progress("final refit", 0, 1)
+    model = make().fit(X, y, groups=persons)
+    if progress:
+        progress("final refit", 1, 1)
+    c_stat = metrics.get("auroc_all")
+    sample = sample_size_report(
+        y, meta, X.shape[1], c_stat if c_stat and np.isfinite(c_stat) else None
+    )
+    metrics["events_per_parameter"] = float(sample["events_per_parameter"])
+    if sample.get("riley_min_n") is not None:
+        metrics["riley_min_n"] = float(sample["riley_min_n"])
+    return TrainResult(
+        config=cfg,
+        model=model,
+        X=X,
+        y=y,
+        meta=meta,
+        catalogue=catalogue,
+        attrition=meta.attrs.get("attrition", pd.DataFrame()),
+        metrics=metrics,
+        oof=oof,
+        sample_size=sample,
+    )
+
+
+def optimism_metrics(
+    X, y, meta, make, cfg: Config, truth, progress: Progress | None
+) -> dict[str, float]:
+    """Harrell's optimism-corrected bootstrap, resampling persons.
+
+    Each bootstrap sample of persons is fit once; the model is scored on the sample itself
+    and on the original rows, per slice; optimism is the mean difference, and the corrected
+    estimate is the apparent performance of the model fit on all data minus the optimism.
+    """
+    persons = meta["person_id"].astype(str).to_numpy()
+    lm = meta["landmark_h"].to_numpy(dtype=float)
+    slices = {"all": np.ones(len(y), dtype=bool)}
+    for h in cfg.cv.report_landmarks_h:
+        if (lm == h).any():
+            slices[f"L{float(h):g}"] = lm == h
+    fns = {"auroc": M.auroc, "auprc": M.auprc, "brier": M.brier}
+    n_boot = max(cfg.cv.bootstrap // 5, 20)
+    unique, inverse = np.unique(persons, return_inverse=True)
+    rows_of = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    rng = np.random.default_rng(cfg.seed)
+
+    def scores(yy, pp, mask):
+        return {m: fn(yy[mask], pp[mask]) for m, fn in fns.items()}
+
+    full = make().fit(X, y, groups=persons)
+    p_full = full.predict_proba(X)[:, 1]
+    apparent = {s: scores(y, p_full, mask) for s, mask in slices.items()}
+    diffs: dict[str, dict[str, list[float]]] = {s: {m: [] for m in fns} for s in slices}
+    for b in range(n_boot):
+        pick = rng.integers(0, len(unique), len(unique))
+        idx = np.concatenate([rows_of[i] for i in pick])
+        model = make().fit(
+            X.iloc[idx],
+            y[idx],
+            groups=np.repeat(np.arange(len(pick)), [len(rows_of[i]) for i in pick]),
+        )
+        p_boot = model.predict_proba(X.iloc[idx])[:, 1]
+        p_orig = model.predict_proba(X)[:, 1]
+        for s, mask in slices.items():
+            on_boot = scores(y[idx], p_boot, mask[idx])
+            on_orig = scores(y, p_orig, mask)
+            for m in fns:
+                d = on_boot[m] - on_orig[m]
+                if np.isfinite(d):
+                    diffs[s][m].append(d)
+        if progress:
+            progress("optimism bootstrap", b + 1, n_boot)
+    out: dict[str, float] = {}
+    for s in slices:
+        for m in fns:
+            optimism = float(np.mean(diffs[s][m])) if diffs[s][m] else float("nan")
+            out[f"{m}_{s}"] = apparent[s][m] - optimism
+            out[f"{m}_apparent_{s}"] = apparent[s][m]
+            out[f"{m}_optimism_{s}"] = optimism
+    out["optimism_bootstrap_samples"] = float(n_boot)
+    return out

@@ -1,0 +1,161 @@
+"""Hyperparameter search for the xgboost model with Optuna, by nested cross-validation.
+
+Outer folds by person hold out patients the search never sees; inside each outer training
+fold an Optuna study scores each trial by inner cross-validation (by person). The outer
+out-of-fold predictions of the per-fold winners give the reported, non-optimistic estimate.
+A final study on all data picks the configuration written to YAML; its ``provenance``
+records the data digest, so a later ``crs-ml train`` with it on the same data is flagged by
+``crs-ml compare`` as selected on the data it reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crs_ml import metrics as M
+from crs_ml.config import Config
+from crs_ml.train import cross_validate, evaluate_predictions, person_folds
+
+Progress = Callable[[str, int, int], None]
+
+
+def suggest_params(trial) -> dict[str, Any]:
+    """The search space (hist trees; early stopping picks the number of trees)."""
+    return {
+        "max_depth": trial.suggest_int("max_depth", 2, 6),
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 30.0, log=True),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 0.1, 30.0, log=True),
+    }
+
+
+@dataclass
+class TuneResult:
+    best_params: dict[str, Any]
+    best_inner_auroc: float
+    outer_metrics: dict[str, float]
+    outer_params: list[dict[str, Any]]
+    config: Config
+
+
+def _study(
+    X, y, persons, cfg: Config, catalogue, trials: int, inner_folds: int, seed: int, on_trial=None
+):
+    import optuna
+
+    from crs_ml.models import make_model
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial) -> float:
+        params = {**cfg.model.params, **suggest_params(trial)}
+        model_cfg = cfg.model.model_copy(update={"params": params, "type": "xgboost"})
+        oof = cross_validate(
+            X, y, persons, lambda: make_model(model_cfg, catalogue, seed), inner_folds, 1, seed
+        )
+        score = M.auroc(y, oof[0])
+        if on_trial:
+            on_trial(trial.number, params, score)
+        return score
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=trials, show_progress_bar=False)
+    return study
+
+
+def tune(
+    cohort,
+    cfg: Config,
+    trials: int,
+    outer_folds: int = 3,
+    inner_folds: int = 3,
+    progress: Progress | None = None,
+    log_trial=None,
+) -> TuneResult:
+    """Nested CV search; ``log_trial(stage, number, params, auroc)`` records each trial."""
+    from crs_ml.features import feature_catalogue
+    from crs_ml.landmarks import build_landmark_dataset
+    from crs_ml.models import make_model
+
+    X, y, meta = build_landmark_dataset(
+        cohort,
+        landmarks_h=cfg.task.landmarks_h,
+        horizon_h=cfg.task.horizon_h,
+        features=cfg.features,
+    )
+    y = np.asarray(y, dtype=int)
+    catalogue = feature_catalogue(cfg.features)
+    catalogue = catalogue[catalogue["name"].isin(X.columns)].reset_index(drop=True)
+    persons = meta["person_id"].astype(str).to_numpy()
+    total = trials * (outer_folds + 1)
+    done = [0]
+
+    def tick(stage):
+        def on_trial(number, params, score):
+            done[0] += 1
+            if log_trial:
+                log_trial(stage, number, params, score)
+            if progress:
+                progress("tuning trials", done[0], total)
+
+        return on_trial
+
+    outer = person_folds(persons, y, outer_folds, 1, cfg.seed)[0]
+    oof = np.full(len(y), np.nan)
+    outer_params = []
+    for k in range(outer_folds):
+        test = outer == k
+        study = _study(
+            X.loc[~test],
+            y[~test],
+            persons[~test],
+            cfg,
+            catalogue,
+            trials,
+            inner_folds,
+            cfg.seed + k,
+            tick(f"outer{k}"),
+        )
+        params = {**cfg.model.params, **study.best_params}
+        outer_params.append(params)
+        model_cfg = cfg.model.model_copy(update={"params": params, "type": "xgboost"})
+        model = make_model(model_cfg, catalogue, cfg.seed).fit(
+            X.loc[~test], y[~test], groups=persons[~test]
+        )
+        oof[test] = model.predict_proba(X.loc[test])[:, 1]
+    report = [h for h in cfg.cv.report_landmarks_h if h in set(cfg.task.landmarks_h)]
+    outer_metrics = evaluate_predictions(
+        y, oof[None, :], meta, report, cfg.cv.bootstrap, cfg.seed, cohort.truth
+    )
+    final = _study(X, y, persons, cfg, catalogue, trials, inner_folds, cfg.seed, tick("final"))
+    best = {**cfg.model.params, **final.best_params}
+    tuned = cfg.model_copy(deep=True)
+    tuned.model = cfg.model.model_copy(update={"params": best, "type": "xgboost"})
+    return TuneResult(best, float(final.best_value), outer_metrics, outer_params, tuned)
+
+
+def tuned_config_yaml(result: TuneResult, dataset_digest: str, trials: int) -> str:
+    """The winning configuration as YAML, with where and how it was selected."""
+    from crs_ml.config import config_to_yaml
+
+    cfg = result.config.model_copy(deep=True)
+    cfg.provenance = {
+        "selected_by": "crs-ml tune (nested CV)",
+        "selected_on_dataset": dataset_digest,
+        "trials": trials,
+        "seed": cfg.seed,
+        "nested_outer_auroc_all": result.outer_metrics.get("auroc_all"),
+    }
+    cfg.overrides = []
+    return config_to_yaml(cfg)
+
+
+def trials_frame(rows: list[tuple[str, int, dict, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"stage": s, "trial": n, "auroc_inner": a, **p} for s, n, p, a in rows])

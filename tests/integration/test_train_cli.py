@@ -1,0 +1,234 @@
+"""train -> compare -> tune against the session's temporary SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from crs_ml.cli import main
+
+FAST = [
+    "--set",
+    "cv.folds=2",
+    "--set",
+    "cv.repeats=2",
+    "--set",
+    "cv.bootstrap=50",
+    "--set",
+    "task.landmarks_h=[12, 24, 48]",
+    "--set",
+    "cv.report_landmarks_h=[24]",
+]
+SMALL_TREES = ["--set", "model.n_estimators=40", "--set", "model.max_depth=2"]
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train_cohort")
+    main(["simulate", "--n-patients", "400", "--seed", "21", "--out", str(out)])
+    return out
+
+
+def _train(cohort_dir, tmp_path, experiment, *extra):
+    out = tmp_path / f"train_{len(list(tmp_path.iterdir()))}.json"
+    main(
+        [
+            "train",
+            "--data",
+            str(cohort_dir),
+            "--experiment",
+            experiment,
+            *FAST,
+            *extra,
+            "--json",
+            str(out),
+        ]
+    )
+    return json.loads(out.read_text())
+
+
+def test_train_logs_everything_and_registers(cohort_dir, tmp_path):
+    res = _train(
+        cohort_dir, tmp_path, "it-train", *SMALL_TREES, "--alias", "champion", "--run-name", "xgb"
+    )
+    assert {"run_id", "model_uri", "metrics", "registered_version"} <= set(res)
+    m = res["metrics"]
+    assert 0.5 < m["auroc_L24"] <= 1 and m["auroc_lo_L24"] <= m["auroc_L24"] <= m["auroc_hi_L24"]
+    assert {
+        "brier_L24",
+        "cal_slope_L24",
+        "cal_intercept_L24",
+        "auroc_L24_treated",
+        "auroc_L24_untreated",
+    } <= set(m)
+    assert (
+        0 < m["oracle_ratio_L24"] and m["oracle_auroc_L24"] > 0.5
+    )  # the simulator's truth is there
+    assert m["events_per_parameter"] > 0
+
+    run = mlflow.get_run(res["run_id"])
+    assert run.data.tags["model_type"] == "xgboost" and run.data.tags["crs_ml.git_commit"]
+    assert run.data.params["overrides"].startswith("cv.folds=2")
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(res["run_id"])}
+    assert {
+        "config.yaml",
+        "data_fingerprint.json",
+        "attrition.csv",
+        "feature_catalogue.csv",
+        "oof_predictions.parquet",
+        "shap_summary.png",
+        "roc_L24.png",
+        "pr_L24.png",
+        "calibration_L24.png",
+        "sample_size.json",
+    } <= names
+
+    oof = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(
+            run_id=res["run_id"], artifact_path="oof_predictions.parquet", dst_path=str(tmp_path)
+        )
+    )
+    assert list(oof.columns) == [
+        "patient_key",
+        "person_key",
+        "landmark_h",
+        "treated_before_L",
+        "repeat",
+        "y",
+        "risk",
+    ]
+    patients = pd.read_csv(cohort_dir / "patients.csv", dtype=str)
+    assert not set(oof["patient_key"]) & set(patients["patient_id"])  # salted keys, not ids
+
+    champion = mlflow.pyfunc.load_model("models:/crs-severity@champion")
+    assert champion.metadata.run_id == res["run_id"]
+    assert champion.metadata.get_input_schema() is not None
+
+
+def test_same_config_and_seed_give_identical_metrics(cohort_dir):
+    from crs_ml.config import load_config
+    from crs_ml.load import load_cohort
+    from crs_ml.train import train_model
+
+    cfg = load_config(None, [o for o in FAST + SMALL_TREES if o != "--set"])
+    cohort = load_cohort(cohort_dir, cfg.data)
+    a = train_model(cohort, cfg).metrics
+    b = train_model(cohort, cfg).metrics
+    assert a.keys() == b.keys()
+    assert all((a[k] == b[k]) or (np.isnan(a[k]) and np.isnan(b[k])) for k in a)
+    cfg2 = load_config(None, [o for o in FAST + SMALL_TREES if o != "--set"] + ["seed=5"])
+    assert train_model(cohort, cfg2).metrics["auroc_L24"] != a["auroc_L24"]
+
+
+def test_compare_leaderboard_with_paired_test(cohort_dir, tmp_path):
+    exp = "it-compare"
+    _train(cohort_dir, tmp_path, exp, *SMALL_TREES, "--run-name", "xgb")
+    _train(cohort_dir, tmp_path, exp, "--config", "configs/logistic.yaml", "--run-name", "logistic")
+    _train(cohort_dir, tmp_path, exp, "--config", "configs/measix.yaml", "--run-name", "measix")
+    out = tmp_path / "board.json"
+    main(
+        [
+            "compare",
+            "--experiment",
+            exp,
+            "--landmark",
+            "24",
+            "--bootstrap",
+            "100",
+            "--json",
+            str(out),
+        ]
+    )
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 3
+    aurocs = [r["auroc"] for r in runs]
+    assert aurocs == sorted(aurocs, reverse=True)
+    assert runs[0]["diff_vs_best"] == 0.0
+    for r in runs[1:]:
+        assert r["paired_rows"] > 0
+        assert r["diff_lo"] <= r["diff_vs_best"] <= r["diff_hi"]
+        assert r["diff_vs_best"] == pytest.approx(r["auroc"] - runs[0]["auroc"], abs=0.02)
+
+
+def test_optimism_validation(cohort_dir, tmp_path):
+    res = _train(
+        cohort_dir,
+        tmp_path,
+        "it-optimism",
+        *SMALL_TREES,
+        "--validation",
+        "optimism",
+        "--set",
+        "cv.bootstrap=100",
+    )
+    m = res["metrics"]
+    assert m["optimism_bootstrap_samples"] == 20
+    assert m["auroc_L24"] == pytest.approx(m["auroc_apparent_L24"] - m["auroc_optimism_L24"])
+    assert m["auroc_optimism_all"] > 0  # the apparent performance of trees is optimistic
+
+
+def test_tune_writes_config_and_compare_flags_selection_on_same_data(cohort_dir, tmp_path):
+    exp = "it-tune"
+    tuned = tmp_path / "tuned.yaml"
+    main(
+        [
+            "tune",
+            "--data",
+            str(cohort_dir),
+            "--trials",
+            "2",
+            "--outer-folds",
+            "2",
+            "--inner-folds",
+            "2",
+            "--experiment",
+            exp,
+            "--out",
+            str(tuned),
+            *FAST,
+            *SMALL_TREES,
+        ]
+    )
+    cfg = yaml.safe_load(tuned.read_text())
+    assert cfg["provenance"]["selected_on_dataset"]
+    assert {"max_depth", "learning_rate"} <= set(cfg["model"]["params"])
+    parent = mlflow.search_runs(experiment_names=[exp], filter_string="tags.run_type = 'tune'")
+    assert len(parent) == 1 and parent["metrics.nested_auroc_all"].notna().all()
+    trials = mlflow.search_runs(
+        experiment_names=[exp], filter_string="tags.run_type = 'tune_trial'"
+    )
+    assert len(trials) == 2 * (2 + 1)  # trials x (outer folds + final study)
+    _train(cohort_dir, tmp_path, exp, "--config", str(tuned), "--run-name", "tuned")
+    out = tmp_path / "board.json"
+    main(
+        [
+            "compare",
+            "--experiment",
+            exp,
+            "--landmark",
+            "24",
+            "--bootstrap",
+            "50",
+            "--json",
+            str(out),
+        ]
+    )
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["optimistic"] for r in runs] == [True]
+
+
+def test_train_without_outcomes_is_a_clear_error(cohort_dir, tmp_path, capsys):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(cohort_dir, bare)
+    (bare / "outcomes.csv").unlink()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", str(bare), *FAST])
+    assert exc.value.code == 2
+    assert "crs-ml label" in capsys.readouterr().err
