@@ -73,8 +73,8 @@ def calibration_figure(y: np.ndarray, p: np.ndarray, n_bins: int = 10, title: st
     bins = M.calibration_curve_binned(y, p, n_bins=n_bins)
     top = float(max(np.nanmax(p), bins["observed"].max(), 0.05)) * 1.05
     ax.plot([0, top], [0, top], ls="--", c="grey", lw=1, label="ideal")
-    lo = bins["observed"] - bins["ci_lo"]
-    hi = bins["ci_hi"] - bins["observed"]
+    lo = np.clip(bins["observed"] - bins["ci_lo"], 0, None)  # rounding can cross 0
+    hi = np.clip(bins["ci_hi"] - bins["observed"], 0, None)
     ax.errorbar(
         bins["mean_predicted"],
         bins["observed"],

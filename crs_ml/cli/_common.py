@@ -52,4 +52,7 @@ def write_json(path: str | Path, payload: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     with os.fdopen(fd, "w") as fh:
         json.dump(_clean(payload), fh, indent=2)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
     os.replace(tmp, target)

@@ -1,0 +1,316 @@
+"""``crs-ml validate`` (external validation report) and ``crs-ml recalibrate`` (site update)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from crs_ml.cli._common import progress_bar, write_json
+
+DEFAULT_MODEL = "models:/crs-severity@champion"
+
+
+def parse_landmarks(text: str) -> list[float]:
+    """'24,48' -> [24.0, 48.0]."""
+    try:
+        values = [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise typer.BadParameter(f"--landmarks '{text}': expected hours such as 24,48") from None
+    if not values or any(v <= 0 for v in values):
+        raise typer.BadParameter(f"--landmarks '{text}': hours must be > 0")
+    return values
+
+
+def model_info(uri: str) -> dict[str, Any]:
+    """Registered name, version and training run of an MLflow model URI (what is known)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    info: dict[str, Any] = {"uri": uri}
+    try:
+        client = MlflowClient()
+        if uri.startswith("models:/"):
+            rest = uri[len("models:/") :].strip("/")
+            mv = None
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                mv = client.get_model_version_by_alias(name, alias)
+            elif "/" in rest:
+                name, version = rest.split("/", 1)
+                mv = client.get_model_version(name, version)
+            else:  # a logged model id (models:/m-...)
+                info["model_run_id"] = mlflow.get_logged_model(rest).source_run_id
+            if mv is not None:
+                info.update(model_name=mv.name, model_version=str(mv.version))
+                info["model_run_id"] = mv.run_id
+        elif uri.startswith("runs:/"):
+            info["model_run_id"] = uri[len("runs:/") :].split("/", 1)[0]
+    except Exception:  # provenance is informative; the model itself was already fetched
+        pass
+    return info
+
+
+def open_model(model: str, workdir: Path):
+    """(Bundle, info) from a bundle folder, an exported MLflow model folder or a URI.
+
+    URIs are downloaded into ``workdir`` (the bundle's folder stays there while it is used).
+    """
+    from crs_ml.errors import ModelError
+    from crs_ml.score import _load_folder, download_model
+
+    path = Path(model).expanduser()
+    if path.exists():
+        bundle = _load_folder(path)
+        return bundle, {"uri": str(model)}
+    if ":/" not in model:
+        raise ModelError(f"model '{model}' is neither an existing folder nor an MLflow model URI")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    local = download_model(model, workdir)
+    bundle = _load_folder(local)
+    return bundle, model_info(model)
+
+
+def _load_data(data: Path, config: Path | None):
+    from crs_ml.config import load_config
+    from crs_ml.load import load_cohort
+
+    options = load_config(config).data if config else None
+    return load_cohort(data, options)
+
+
+def summary_table(metrics: dict[str, Any]):
+    """Rich table: per landmark and slice n, events, AUROC, calibration, Brier."""
+    from rich.table import Table
+
+    from crs_ml.report_html import fmt
+
+    def ci(block, name, digits=3):
+        lo, hi = block.get(f"{name}_ci") or (None, None)
+        v = fmt(block.get(name), digits).replace("&ndash;", "-")
+        if lo is None or hi is None or v == "-":
+            return v
+        return f"{v} ({lo:.{digits}f} to {hi:.{digits}f})"
+
+    table = Table(title="External validation")
+    for col in ("slice", "n", "events", "AUROC (95% CI)", "cal. intercept", "cal. slope", "Brier"):
+        table.add_column(col, justify="left" if col == "slice" else "right")
+    rows = [
+        (f"{k} h {part}", e[part])
+        for k, e in metrics["landmarks"].items()
+        for part in ("overall", "untreated", "treated")
+    ]
+    rows.append(("all landmarks", metrics["all_landmarks"]))
+    for label, b in rows:
+        events = f"{b['n_events']}" + (" (<100)" if b["n_events"] < 100 else "")
+        table.add_row(
+            label,
+            str(b["n"]),
+            events,
+            ci(b, "auroc"),
+            ci(b, "calibration_intercept", 2),
+            ci(b, "calibration_slope", 2),
+            fmt(b.get("brier"), 4).replace("&ndash;", "-"),
+        )
+    return table
+
+
+def validate(
+    data: Annotated[Path, typer.Option(help="labelled cohort folder (with outcomes)")],
+    out: Annotated[Path, typer.Option(help="output folder for metrics.json and report.html")],
+    model: Annotated[
+        str, typer.Option(help="bundle folder, exported MLflow model folder, runs:/ or models:/")
+    ] = DEFAULT_MODEL,
+    landmarks: Annotated[str, typer.Option(help="landmarks to report, hours")] = "24,48",
+    bootstrap: Annotated[int, typer.Option(help="bootstrap replicates (by person)")] = 1000,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config whose data section reads the cohort")
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: the model's)")
+    ] = None,
+    mlflow_log: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="log an evaluation run")
+    ] = True,
+) -> None:
+    """Score a labelled cohort from another site and write a validation report."""
+    from rich.console import Console
+
+    from crs_ml.report import log_validation_run, write_report
+    from crs_ml.validate import model_settings, validate_cohort
+
+    lms = parse_landmarks(landmarks)
+    if bootstrap < 0:
+        raise typer.BadParameter("--bootstrap must be >= 0")
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="crs_ml_validate_") as tmp:
+        bundle, info = open_model(model, Path(tmp))
+        cohort = _load_data(data, config)
+        with progress_bar() as update:
+            result = validate_cohort(bundle, cohort, lms, bootstrap, seed, progress=update)
+            update("writing report", 0, 1)
+            paths = write_report(result, bundle, info, out, seed)
+            update("writing report", 1, 1)
+    run_id = None
+    if mlflow_log:
+        exp = experiment or model_settings(bundle)["experiment"]
+        run_id = log_validation_run(paths, result.metrics, info, exp)
+        result.metrics["mlflow_run_id"] = run_id
+        write_json(paths["metrics"], result.metrics)
+        paths["metrics"].chmod(0o644)
+    m = result.metrics
+    console.print(summary_table(m))
+    for key, entry in m["landmarks"].items():
+        for name, b in entry.get("baselines", {}).items():
+            d = b.get("auroc_diff_model_minus_baseline")
+            if d:
+                console.print(
+                    f"{key} h: AUROC model - {name}: {d['diff']:+.3f} "
+                    f"({d['ci'][0]:+.3f} to {d['ci'][1]:+.3f}), p = {d['p_value']:.3f}"
+                )
+    a = m["alerts"]
+    lead = a["lead_time_h"]
+    console.print(
+        f"alerts at risk >= {a['threshold']:g}: median lead time {lead['median']:.0f} h "
+        f"(IQR {lead['iqr'][0]:.0f}-{lead['iqr'][1]:.0f}; {lead['n_alerted_events']}/"
+        f"{lead['n_events']} event patients alerted), {a['alerts_per_patient_day']:.2f} alerts "
+        f"per patient-day, number needed to evaluate {a['number_needed_to_evaluate']:.1f}"
+    )
+    console.print(
+        f"drift: {m['drift']['n_flagged']} of {m['drift']['n_features']} features flagged"
+        + (f" ({', '.join(m['drift']['flagged_features'][:6])})" if m["drift"]["n_flagged"] else "")
+    )
+    console.print(f"report:  {paths['report'].resolve()}")
+    console.print(f"metrics: {paths['metrics'].resolve()}")
+    if run_id:
+        console.print(f"MLflow evaluation run: {run_id}")
+
+
+def recalibrate(
+    data: Annotated[Path, typer.Option(help="the site's labelled cohort folder")],
+    model: Annotated[str, typer.Option(help="bundle folder or MLflow model URI")] = DEFAULT_MODEL,
+    method: Annotated[str, typer.Option(help="auto, intercept or logistic")] = "auto",
+    register: Annotated[
+        bool, typer.Option(help="log as a pyfunc and register a new crs-severity version")
+    ] = False,
+    holdout: Annotated[float, typer.Option(help="share of persons held out to report")] = 0.5,
+    seed: Annotated[int, typer.Option(help="random seed of the split and bootstrap")] = 0,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap replicates for the report")] = 500,
+    refit_all: Annotated[
+        bool, typer.Option(help="after the held-out report, refit the map on all persons")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="output folder (new bundle + report)")] = Path(
+        "recalibrated"
+    ),
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config whose data section reads the cohort")
+    ] = None,
+) -> None:
+    """Refit only the calibration map of a model on a site's data (booster unchanged)."""
+    from rich.console import Console
+
+    from crs_ml.recalibrate import (
+        recalibrate_cohort,
+        render_recalibration,
+        write_recalibrated_bundle,
+    )
+
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="crs_ml_recal_") as tmp:
+        bundle, info = open_model(model, Path(tmp))
+        cohort = _load_data(data, config)
+        result = recalibrate_cohort(
+            bundle, cohort, method, holdout, seed, bootstrap, refit_all=refit_all
+        )
+        summary = {"source_model": info, **result.summary}
+        provenance = {
+            "method": result.fit.method,
+            "source_model_uri": info["uri"],
+            "source_model_version": info.get("model_version"),
+            "sites": summary["sites"],
+        }
+        bundle_dir = write_recalibrated_bundle(
+            bundle.path, out / "bundle", result.fit.slope, result.fit.intercept, provenance
+        )
+    write_json(out / "recalibration.json", summary)
+    (out / "recalibration.json").chmod(0o644)
+    (out / "recalibration.html").write_text(
+        render_recalibration(summary, result.figure), encoding="utf-8"
+    )
+    console.print(
+        f"method: {summary['method']} ({summary['rule']})\n"
+        f"calibration slope {summary['calibration_before']['slope']:.3f} -> "
+        f"{summary['calibration_after']['slope']:.3f}, intercept "
+        f"{summary['calibration_before']['intercept']:.3f} -> "
+        f"{summary['calibration_after']['intercept']:.3f}"
+    )
+    for key, ev in summary["evaluation"].items():
+        b, a = ev["before"], ev["after"]
+        console.print(
+            f"held-out {key}{' h' if key != 'all' else ' landmarks'}: calibration intercept "
+            f"{b['calibration_intercept']:.2f} -> {a['calibration_intercept']:.2f} "
+            f"(95% CI {a['calibration_intercept_ci'][0]:.2f} to "
+            f"{a['calibration_intercept_ci'][1]:.2f}), slope {b['calibration_slope']:.2f} -> "
+            f"{a['calibration_slope']:.2f}"
+        )
+    console.print(
+        f"new bundle: {bundle_dir.resolve()}\nreport: {(out / 'recalibration.html').resolve()}"
+    )
+    if register:
+        version = register_recalibrated(bundle_dir, out, summary, bundle, info)
+        console.print(f"registered: {version['name']} version {version['version']}")
+        summary["registered"] = version
+        write_json(out / "recalibration.json", summary)
+
+
+def register_recalibrated(bundle_dir: Path, out: Path, summary: dict, bundle, info: dict) -> dict:
+    """Log the recalibrated bundle as a pyfunc in a new run and register a new version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from crs_ml import tracking
+    from crs_ml.pyfunc import log_pyfunc_model
+    from crs_ml.runs import register_model
+    from crs_ml.validate import model_settings
+
+    s = model_settings(bundle)
+    tracking.setup_tracking(None, s["experiment"])
+    with mlflow.start_run(run_name="recalibration") as run:
+        tags = {"run_type": "recalibration", "source_model_uri": info["uri"]}
+        tags["recalibration_method"] = summary["method"]
+        for key in ("model_name", "model_version", "model_run_id"):
+            if info.get(key):
+                tags[f"source_{key}"] = str(info[key])
+        mlflow.set_tags(tags)
+        mlflow.log_params(
+            {"holdout": summary["holdout"]["share"], "seed": summary["holdout"]["seed"]}
+        )
+        for key, ev in summary["evaluation"].items():
+            for when in ("before", "after"):
+                for m in ("calibration_intercept", "calibration_slope", "auroc", "brier"):
+                    v = ev[when].get(m)
+                    if v is not None and v == v:
+                        mlflow.log_metric(f"holdout_{m}_{key}_{when}", float(v))
+        mlflow.log_artifact(str(out / "recalibration.json"))
+        mlflow.log_artifact(str(out / "recalibration.html"))
+        model_uri = log_pyfunc_model(bundle_dir).model_uri
+        run_id = run.info.run_id
+    name = info.get("model_name") or s["registered_model"]
+    version = register_model(model_uri, name)
+    client = MlflowClient()
+    for key, value in (
+        ("recalibrated_from", info["uri"]),
+        ("recalibration_method", summary["method"]),
+        ("recalibration_run", run_id),
+    ):
+        tracking._retry(client.set_model_version_tag, name, version, key, str(value))
+    return {"name": name, "version": version, "run_id": run_id, "model_uri": model_uri}
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(validate)
+    app.command()(recalibrate)

@@ -1,0 +1,175 @@
+"""Site recalibration: only the calibration map moves, and it fixes held-out calibration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from crs_ml.recalibrate import (
+    fit_recalibration,
+    recalibrate_cohort,
+    split_persons,
+    write_recalibrated_bundle,
+)
+
+OVERRIDES = [
+    "cv.folds=2",
+    "cv.repeats=1",
+    "cv.bootstrap=0",
+    "task.landmarks_h=[12, 24, 36, 48]",
+    "cv.report_landmarks_h=[24]",
+    "model.n_estimators=60",
+    "model.early_stopping_rounds=10",
+]
+
+
+def build_bundle(base: Path) -> Path:
+    """A small trained xgboost bundle (sites A-C), built once per test session."""
+    folder = base / "crs_validate_bundle"
+    if (folder / "bundle.json").is_file():
+        return folder
+    from crs_ml import tracking
+    from crs_ml.artifact import save_bundle
+    from crs_ml.config import load_config
+    from crs_ml.load import load_cohort
+    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.simulate_params import default_params, with_sites
+    from crs_ml.train import train_model
+
+    params = with_sites(default_params(), A=0.4, B=0.3, C=0.3)
+    write_cohort(simulate_cohort(400, seed=101, params=params), base / "train_cohort")
+    cohort = load_cohort(base / "train_cohort")
+    cfg = load_config(None, OVERRIDES)
+    res = train_model(cohort, cfg)
+    fp = tracking.data_fingerprint(cohort, res.y, res.meta)
+    save_bundle(
+        res.model,
+        folder,
+        model_type="xgboost",
+        feature_names=list(res.X.columns),
+        catalogue=res.catalogue,
+        config=cfg.model_dump(mode="json"),
+        fingerprint={**fp, "features": tracking.feature_fingerprint(res.X)},
+        extra={"metrics": res.metrics, "dataset_digest": tracking.dataset_digest(fp)},
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory) -> Path:
+    return build_bundle(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def site_cohort(tmp_path_factory):
+    """The same population as training (so the bundle itself is roughly calibrated)."""
+    from crs_ml.load import load_cohort
+    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.simulate_params import default_params, with_sites
+
+    out = tmp_path_factory.mktemp("site_cohort")
+    params = with_sites(default_params(), A=0.4, B=0.3, C=0.3)
+    write_cohort(simulate_cohort(500, seed=202, params=params), out)
+    return load_cohort(out)
+
+
+def _contribs(bundle, X) -> np.ndarray:
+    import xgboost as xgb
+
+    dm = xgb.DMatrix(bundle.matrix(X), missing=np.nan, feature_names=bundle.feature_names)
+    return bundle.booster.predict(dm, pred_contribs=True)
+
+
+def test_recalibration_fixes_held_out_intercept(bundle_dir, site_cohort, tmp_path):
+    from crs_ml.artifact import load_bundle
+    from crs_ml.landmarks import build_landmark_dataset
+    from crs_ml.validate import model_settings
+
+    original = load_bundle(bundle_dir)
+    shifted_dir = write_recalibrated_bundle(
+        bundle_dir,
+        tmp_path / "shifted",
+        original.platt_slope,
+        original.platt_intercept + 1.0,
+        {"method": "deliberate_shift"},
+    )
+    shifted = load_bundle(shifted_dir)
+    result = recalibrate_cohort(shifted, site_cohort, "auto", holdout=0.5, seed=0, n_boot=200)
+    held = result.evaluation["all"]
+    before = held["before"]["calibration_intercept_ci"]
+    after = held["after"]["calibration_intercept_ci"]
+    assert before[1] < 0, f"the +1.0 shift should show as over-prediction, got {before}"
+    assert after[0] <= 0 <= after[1], f"held-out intercept CI after recalibration: {after}"
+    assert result.fit.method in ("intercept", "logistic")
+    summary = result.summary
+    assert summary["fit"]["n_persons"] + summary["holdout"]["n_persons"] == summary["n_persons"]
+
+    new_dir = write_recalibrated_bundle(
+        shifted_dir, tmp_path / "recal", result.fit.slope, result.fit.intercept, {"method": "x"}
+    )
+    new = load_bundle(new_dir)  # hashes rewritten: loads without a tampering error
+    s = model_settings(original)
+    X, _, _ = build_landmark_dataset(site_cohort, s["landmarks_h"], s["horizon_h"], s["features"])
+    X = X.iloc[:400]
+    assert (new_dir / "booster.ubj").read_bytes() == (bundle_dir / "booster.ubj").read_bytes()
+    np.testing.assert_array_equal(new.predict_margin(X), original.predict_margin(X))
+    np.testing.assert_array_equal(_contribs(new, X), _contribs(original, X))
+    assert not np.allclose(new.predict_risk(X), shifted.predict_risk(X))
+    manifest = json.loads((new_dir / "bundle.json").read_text())
+    assert manifest["calibration"]["previous"]["intercept"] == pytest.approx(
+        original.platt_intercept + 1.0
+    )
+
+
+def _synthetic(n: int, a: float, b: float, seed: int):
+    rng = np.random.default_rng(seed)
+    margin = rng.normal(-2.0, 1.5, n)
+    y = (rng.random(n) < expit(a + b * margin)).astype(int)
+    return margin, y, np.arange(n)
+
+
+@pytest.mark.parametrize(
+    "a,b,expected", [(0.0, 1.0, "none"), (1.0, 1.0, "intercept"), (0.0, 0.4, "logistic")]
+)
+def test_closed_test_picks_the_needed_update(a, b, expected):
+    margin, y, groups = _synthetic(3000, a, b, seed=4)
+    fit = fit_recalibration(margin, y, groups, slope=1.0, intercept=0.0, method="auto")
+    assert fit.method == expected
+    if expected == "intercept":
+        assert fit.slope == 1.0 and fit.intercept == pytest.approx(1.0, abs=0.2)
+    if expected == "logistic":
+        assert fit.slope == pytest.approx(0.4, abs=0.1)
+
+
+def test_few_events_never_update_the_slope():
+    margin, y, groups = _synthetic(400, -3.0, 0.4, seed=5)
+    assert 0 < y.sum() < 20
+    fit = fit_recalibration(margin, y, groups, slope=1.0, intercept=0.0, method="auto")
+    assert fit.method in ("none", "intercept")
+    assert fit.tests["logistic_vs_original"] is None
+
+
+def test_design_effect_deflates_repeated_rows():
+    margin, y, _ = _synthetic(300, 0.5, 1.0, seed=6)
+    rows = fit_recalibration(margin, y, np.arange(300), 1.0, 0.0, method="intercept")
+    repeated = fit_recalibration(
+        np.repeat(margin, 5), np.repeat(y, 5), np.repeat(np.arange(300), 5), 1.0, 0.0, "intercept"
+    )
+    stat = lambda f: f.tests["intercept_vs_original"]["statistic"]  # noqa: E731
+    assert stat(repeated) == pytest.approx(stat(rows), rel=1e-6)
+    assert repeated.intercept == pytest.approx(rows.intercept, abs=1e-8)
+
+
+def test_split_keeps_persons_whole_and_event_rate():
+    persons = np.repeat(np.arange(200), 3)
+    y = np.repeat((np.arange(200) % 5 == 0).astype(int), 3)
+    held = split_persons(persons, y, 0.5, seed=1)
+    for p in np.unique(persons):
+        assert len(set(held[persons == p])) == 1
+    assert held.mean() == pytest.approx(0.5, abs=0.01)
+    assert y[held].mean() == pytest.approx(y.mean(), abs=0.01)
+    np.testing.assert_array_equal(held, split_persons(persons, y, 0.5, seed=1))
