@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: help install demo test test-spark lint ui serve bench clean
+.PHONY: help install demo test test-spark lint ui serve bench readme clean
 
 help:
 	@echo "make demo | test | test-spark | lint | ui | serve | bench | clean"
@@ -42,6 +42,9 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+readme: $(STAMP)
+	$(BIN)/python -m crs_ml.feature_catalogue --update README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

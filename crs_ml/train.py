@@ -263,9 +263,11 @@ def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainR
     if progress:
         progress("final refit", 1, 1)
     c_stat = metrics.get("auroc_all")
-    sample = sample_size_report(
-        y, meta, X.shape[1], c_stat if c_stat and np.isfinite(c_stat) else None
-    )
+    # Riley's R2 from the C-statistic needs C > 0.5; otherwise the conservative default
+    usable_c = c_stat if c_stat is not None and np.isfinite(c_stat) and 0.5 < c_stat < 1 else None
+    # candidate parameters: every feature for learned models, the one score for baselines
+    n_params = 1 if cfg.model.type in ("measix", "fever_rule") else X.shape[1]
+    sample = sample_size_report(y, meta, n_params, usable_c)
     metrics["events_per_parameter"] = float(sample["events_per_parameter"])
     if sample.get("riley_min_n") is not None:
         metrics["riley_min_n"] = float(sample["riley_min_n"])

@@ -33,6 +33,14 @@ def progress_bar():
         yield update
 
 
+def console(min_width: int = 150):
+    """A rich console; when output is not a terminal (logs, CI) tables get ``min_width``."""
+    from rich.console import Console
+
+    c = Console()
+    return c if c.is_terminal else Console(width=min_width)
+
+
 def _clean(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from crs_ml.cli._common import console as make_console
 from crs_ml.cli._common import progress_bar, write_json
 
 
@@ -101,7 +102,6 @@ def train(
     ] = None,
 ) -> None:
     """Cross-validate one configuration by person, refit on all data, log it to MLflow."""
-    from rich.console import Console
 
     from crs_ml.runs import log_training_run
     from crs_ml.tracking import setup_tracking
@@ -111,7 +111,7 @@ def train(
     if validation:
         overrides.append(f"cv.validation={validation}")
     cfg, cohort = _load(data, config, overrides, experiment)
-    console = Console()
+    console = make_console()
     setup_tracking(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)  # store exists before training
     with progress_bar() as update:
         result = train_model(cohort, cfg, progress=update)
@@ -167,7 +167,6 @@ def compare(
 ) -> None:
     """Leaderboard of training runs with a paired bootstrap AUROC test vs the best run."""
     import mlflow
-    from rich.console import Console
 
     from crs_ml.compare import leaderboard, render, to_records
     from crs_ml.tracking import resolve_tracking_uri
@@ -179,7 +178,7 @@ def compare(
             f"no finished training runs reporting the {landmark:g} h landmark in experiment '{experiment}'"
         )
         raise typer.Exit(1)
-    Console(width=200).print(render(board, landmark))
+    make_console(200).print(render(board, landmark))
     if json_out:
         write_json(
             json_out, {"experiment": experiment, "landmark_h": landmark, "runs": to_records(board)}
@@ -205,7 +204,6 @@ def tune(
 ) -> None:
     """Nested-CV hyperparameter search for xgboost; writes the best config as YAML."""
     import mlflow
-    from rich.console import Console
 
     from crs_ml import tracking
     from crs_ml.tune import tune as run_tune
@@ -215,7 +213,7 @@ def tune(
         raise typer.BadParameter("--trials must be >= 1")
     cfg, cohort = _load(data, config, list(set_ or []), experiment)
     uri, exp_id = tracking.setup_tracking(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
-    console = Console()
+    console = make_console()
     with mlflow.start_run(experiment_id=exp_id, run_name="tune") as parent:
         mlflow.set_tags({"run_type": "tune", "validation": "nested_cv"})
         mlflow.log_params(
