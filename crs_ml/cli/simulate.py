@@ -1,0 +1,108 @@
+"""``crs-ml simulate``: write a synthetic cohort (clean or messy) with its true risk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crs_ml.cli._common import progress_bar, write_json
+
+
+def cohort_summary(tables: dict, seconds: float | None = None) -> dict:
+    """Aggregate numbers of a simulated cohort (no identifiers): sizes, rates, true risk."""
+    import numpy as np
+
+    pts, obs, ev, oc, truth = (tables[k] for k in ("patients", "observations", "events",
+                                                    "outcomes", "truth"))  # fmt: skip
+    n = len(pts)
+    grade = oc["crs_max_grade"].to_numpy()
+    at24 = truth[truth["landmark_h"] == 24.0]["true_risk"]
+    out = {
+        "n_patients": n,
+        "n_observations": len(obs),
+        "observations_per_patient": len(obs) / max(n, 1),
+        "n_events": len(ev),
+        "any_crs": float(np.mean(grade >= 1)) if n else float("nan"),
+        "grade3_or_worse": float(np.mean(grade >= 3)) if n else float("nan"),
+        "deaths": int(oc["death_hours"].notna().sum()),
+        "followup_ended_early": int(oc["followup_hours"].notna().sum()),
+        "grade_counts": {
+            int(g): int(c) for g, c in zip(*np.unique(grade, return_counts=True), strict=True)
+        },
+        "products": {str(k): int(v) for k, v in pts["product"].value_counts().items()},
+        "sites": {str(k): int(v) for k, v in pts["site"].value_counts().items()},
+        "truth_rows": len(truth),
+        "mean_true_risk_24h": float(at24.mean()) if len(at24) else float("nan"),
+    }
+    if seconds is not None:
+        out["seconds"] = seconds
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("simulate")
+    def simulate_cmd(
+        out: Annotated[Path, typer.Option("--out", help="Folder to write the CSV files to.")],
+        n_patients: Annotated[
+            int, typer.Option("--n-patients", min=1, help="Number of infusion episodes.")
+        ] = 1000,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed (ids carry it).")] = 0,
+        style: Annotated[
+            str, typer.Option("--style", help="clean (canonical) or messy (site extracts).")
+        ] = "clean",
+        horizon_h: Annotated[
+            float, typer.Option("--horizon-h", help="Outcome horizon, hours after infusion.")
+        ] = 336.0,
+        json_out: Annotated[
+            Path | None, typer.Option("--json", help="Also write the summary as JSON.")
+        ] = None,
+    ) -> None:
+        """Simulate a cohort: patients, observations, events, outcomes and truth (CSV)."""
+        import time
+
+        from rich.console import Console
+        from rich.table import Table
+
+        from crs_ml.errors import ConfigError
+        from crs_ml.simulate import simulate, write_cohort
+
+        if style not in ("clean", "messy"):
+            raise ConfigError(f"--style must be 'clean' or 'messy', got '{style}'")
+        started = time.perf_counter()
+        with progress_bar() as update:
+            result = simulate(n_patients, seed, style=style, horizon_h=horizon_h, progress=update)
+            update("writing files", 0, 1)
+            paths = write_cohort(result.tables, out)
+            update("writing files", 1, 1)
+        summary = cohort_summary(result.tables, time.perf_counter() - started)
+        summary.update({"seed": seed, "style": style, "horizon_h": horizon_h, "out": str(out)})
+
+        table = Table(title=f"Simulated cohort ({style}, seed {seed}) -> {out}")
+        table.add_column("quantity")
+        table.add_column("value", justify="right")
+        s = summary
+        grades = "/".join(str(s["grade_counts"].get(g, 0)) for g in range(6))
+        rows = [
+            ("patients", f"{s['n_patients']:,}"),
+            ("observations",
+             f"{s['n_observations']:,} ({s['observations_per_patient']:.0f} per patient)"),
+            ("events", f"{s['n_events']:,}"),
+            ("any-grade CRS", f"{s['any_crs']:.1%}"),
+            ("grade >= 3 CRS", f"{s['grade3_or_worse']:.1%}"),
+            ("max grade 0/1/2/3/4/5", grades),
+            ("deaths / follow-up ended early", f"{s['deaths']} / {s['followup_ended_early']}"),
+            ("truth rows (patient x landmark)", f"{summary['truth_rows']:,}"),
+            ("mean true risk at 24 h", f"{summary['mean_true_risk_24h']:.3f}"),
+            ("time", f"{summary['seconds']:.1f} s"),
+        ]  # fmt: skip
+        for name, value in rows:
+            table.add_row(name, value)
+        console = Console()
+        console.print(table)
+        for name, path in paths.items():
+            console.print(f"wrote {name:12s} {path}")
+        if json_out is not None:
+            write_json(json_out, summary)
+            console.print(f"wrote summary      {json_out}")
