@@ -41,6 +41,40 @@ def cohort_summary(tables: dict, seconds: float | None = None) -> dict:
     return out
 
 
+def _shares(text: str, option: str) -> dict[str, float]:
+    from crs_ml.errors import ConfigError
+
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            share = float(value) if sep else float("nan")
+        except ValueError:
+            share = float("nan")
+        if not name.strip() or not share >= 0:
+            raise ConfigError(
+                f"{option} '{text}': expected NAME=SHARE pairs, e.g. C=1 or A=0.5,B=0.5"
+            )
+        out[name.strip().replace("-", "_")] = share
+    if sum(out.values()) <= 0:
+        raise ConfigError(f"{option} '{text}': shares must add up to more than 0")
+    return out
+
+
+def _params(sites: str | None, products: str | None):
+    """Default simulation parameters with the given site and product shares."""
+    if sites is None and products is None:
+        return None
+    from crs_ml.simulate_params import default_params, with_products, with_sites
+
+    params = default_params()
+    if sites is not None:
+        params = with_sites(params, **_shares(sites, "--sites"))
+    if products is not None:
+        params = with_products(params, **_shares(products, "--products"))
+    return params
+
+
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_cmd(
@@ -55,6 +89,16 @@ def register(app: typer.Typer) -> None:
         horizon_h: Annotated[
             float, typer.Option("--horizon-h", help="Outcome horizon, hours after infusion.")
         ] = 336.0,
+        sites: Annotated[
+            str | None,
+            typer.Option("--sites", help="Site shares, e.g. C=1 or A=0.5,B=0.5 (default mix)."),
+        ] = None,
+        products: Annotated[
+            str | None,
+            typer.Option(
+                "--products", help="Product shares, e.g. axi-cel=0.5,cilta-cel=0.5 (default mix)."
+            ),
+        ] = None,
         json_out: Annotated[
             Path | None, typer.Option("--json", help="Also write the summary as JSON.")
         ] = None,
@@ -70,9 +114,12 @@ def register(app: typer.Typer) -> None:
 
         if style not in ("clean", "messy"):
             raise ConfigError(f"--style must be 'clean' or 'messy', got '{style}'")
+        params = _params(sites, products)
         started = time.perf_counter()
         with progress_bar() as update:
-            result = simulate(n_patients, seed, style=style, horizon_h=horizon_h, progress=update)
+            result = simulate(
+                n_patients, seed, style=style, horizon_h=horizon_h, params=params, progress=update
+            )
             update("writing files", 0, 1)
             paths = write_cohort(result.tables, out)
             update("writing files", 1, 1)

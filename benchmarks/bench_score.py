@@ -1,0 +1,252 @@
+"""Speed of scoring: batch throughput end to end, and single-patient latency of the pyfunc.
+
+1. Trains the default xgboost configuration (light CV: 2 folds, 1 repeat, no bootstrap) on
+   ``--train-patients`` simulated patients and saves the bundle (temporary folder).
+2. Simulates ``--patients`` new patients (another seed) and keeps what a batch run at
+   ``--as-of-hours`` since infusion would see: rows with hours <= as-of (a support still
+   running at that time has no end yet). Written as Parquet (or CSV with ``--input csv``).
+3. End to end, as ``crs-ml score`` does it: load + validate + normalise, features, predict,
+   TreeSHAP, drivers, and the atomic Parquet write of the scores table. Timed per stage.
+4. The floor: bare ``booster.predict(DMatrix(X), pred_contribs=True)`` on the same feature
+   matrix (the scored patients at their landmark; building X is not timed here).
+5. Single-patient latency: an MLflow pyfunc model saved from the bundle, loaded once, then
+   ``predict`` on the one-table records of one patient at a time (p50 / p95 over
+   ``--latency-n`` different patients after warm-up), with the share spent normalising the
+   records (records_to_cohort) and scoring.
+
+Targets (issue 5): end-to-end rate >= 0.5 x the bare rate; single-patient p50 < 20 ms.
+Writes benchmarks/results/score.json and prints a summary; data and models go to a temporary
+folder that is deleted afterwards. Usage:
+``python benchmarks/bench_score.py [--patients 100000] [--as-of-hours 48] [--input parquet]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _stage(name: str, t0: float) -> float:
+    dt = time.perf_counter() - t0
+    print(f"  {name:<34} {dt:8.2f} s", flush=True)
+    return dt
+
+
+def train_bundle(folder: Path, n: int, seed: int):
+    from crs_ml.artifact import load_bundle, save_bundle
+    from crs_ml.config import config_from_dict
+    from crs_ml.load import load_cohort
+    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.train import train_model
+
+    write_cohort(simulate_cohort(n, seed), folder / "train")
+    cohort = load_cohort(folder / "train")
+    cfg = config_from_dict({}, ["cv.folds=2", "cv.repeats=1", "cv.bootstrap=0"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = train_model(cohort, cfg)
+    path = save_bundle(
+        result.model, folder / "bundle", model_type="xgboost",
+        feature_names=list(result.X.columns), catalogue=result.catalogue,
+        config=cfg.model_dump(mode="json"),
+    )  # fmt: skip
+    return load_bundle(path), path
+
+
+def batch_input(folder: Path, n: int, seed: int, as_of_h: float, kind: str) -> dict:
+    from crs_ml.simulate import simulate_cohort
+
+    tables = simulate_cohort(n, seed)
+    obs = tables["observations"]
+    obs = obs[pd.to_numeric(obs["hours"]) <= as_of_h]
+    ev = tables["events"]
+    ev = ev[pd.to_numeric(ev["hours"]) <= as_of_h].copy()
+    end = pd.to_numeric(ev["end_hours"])
+    ev["end_hours"] = end.where(end <= as_of_h)
+    folder.mkdir(parents=True)
+    for name, table in (("patients", tables["patients"]), ("observations", obs), ("events", ev)):
+        table = table.reset_index(drop=True)
+        if kind == "csv":
+            table.to_csv(folder / f"{name}.csv", index=False)
+        else:
+            table.astype({c: str for c in table.columns if table[c].dtype == object}).to_parquet(
+                folder / f"{name}.parquet", index=False
+            )
+    return {"patients": len(tables["patients"]), "observations": len(obs), "events": len(ev)}
+
+
+def end_to_end(bundle, data: Path, out: Path, as_of_h: float) -> tuple[dict, pd.DataFrame]:
+    from crs_ml.cli.scoring import _atomic_write, _data_options
+    from crs_ml.load import load_cohort
+    from crs_ml.score import score
+
+    times = {}
+    t_all = t0 = time.perf_counter()
+    cohort = load_cohort(data, _data_options(bundle, None))
+    times["load_s"] = _stage("load + validate + normalise", t0)
+    t0 = time.perf_counter()
+    scores = score(bundle, cohort, as_of_hours=as_of_h, chunk_size=5000)
+    times["score_s"] = _stage("features + predict + SHAP + drivers", t0)
+    t0 = time.perf_counter()
+    _atomic_write(scores, out, "parquet")
+    times["write_s"] = _stage("write scores (Parquet, atomic)", t0)
+    times["total_s"] = time.perf_counter() - t_all
+    return times, (scores, cohort)
+
+
+def bare_shap(bundle, cohort, scores) -> dict:
+    import xgboost as xgb
+
+    from crs_ml.config import FeatureConfig
+    from crs_ml.features import build_features
+
+    scored = scores[scores["status"] == "scored"]
+    points = scored[["patient_id", "landmark_h"]].reset_index(drop=True)
+    cfg = FeatureConfig.model_validate(bundle.manifest["config"]["features"])
+    t0 = time.perf_counter()
+    X = build_features(cohort, points, cfg)
+    features_s = _stage("(features alone, for reference)", t0)
+    matrix = X[bundle.feature_names].to_numpy(dtype=np.float64)
+    best = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        dm = xgb.DMatrix(matrix, missing=np.nan, feature_names=bundle.feature_names)
+        bundle.booster.predict(dm, pred_contribs=True)
+        best.append(time.perf_counter() - t0)
+    print(f"  {'bare DMatrix + pred_contribs':<34} {min(best):8.2f} s", flush=True)
+    return {"rows": len(X), "features_s": features_s, "bare_shap_s": min(best)}
+
+
+def latency(bundle_dir: Path, folder: Path, data: Path, n: int, seed: int) -> dict:
+    import mlflow
+
+    from crs_ml.load import load_cohort
+    from crs_ml.pyfunc import CrsSeverityModel, input_signature, pip_requirements
+    from crs_ml.records import cohort_to_records, records_to_cohort
+    from crs_ml.score import score
+
+    manifest = json.loads((bundle_dir / "bundle.json").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no input example: this model is never logged
+        mlflow.pyfunc.save_model(
+            path=str(folder / "pyfunc"), python_model=CrsSeverityModel(),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=input_signature(manifest["feature_names"]),
+            pip_requirements=pip_requirements(),
+        )  # fmt: skip
+    model = mlflow.pyfunc.load_model(str(folder / "pyfunc"))
+    cohort = load_cohort(data)
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(cohort.patients["patient_id"].to_numpy(dtype=object), n + 5, replace=False)
+    small = cohort.subset(ids)
+    records = cohort_to_records(small)
+    groups = [g.reset_index(drop=True) for _, g in records.groupby("patient_id", sort=False)]
+    for g in groups[:5]:
+        model.predict(g)
+    total, rec_t, score_t = [], [], []
+    inner = model.unwrap_python_model().bundle
+    for g in groups[5:]:
+        t0 = time.perf_counter()
+        model.predict(g)
+        total.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        c = records_to_cohort(g)
+        t1 = time.perf_counter()
+        score(inner, c)
+        rec_t.append(t1 - t0)
+        score_t.append(time.perf_counter() - t1)
+
+    def ms(values, q):
+        return float(np.percentile(values, q) * 1000)
+
+    return {
+        "n": len(total),
+        "rows_per_patient_median": float(np.median([len(g) for g in groups])),
+        "p50_ms": ms(total, 50),
+        "p95_ms": ms(total, 95),
+        "records_to_cohort_p50_ms": ms(rec_t, 50),
+        "score_p50_ms": ms(score_t, 50),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--patients", type=int, default=100_000)
+    ap.add_argument("--train-patients", type=int, default=1000)
+    ap.add_argument("--as-of-hours", type=float, default=48.0)
+    ap.add_argument("--input", choices=("parquet", "csv"), default="parquet")
+    ap.add_argument("--latency-n", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "score.json"))
+    args = ap.parse_args()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    tmp = Path(tempfile.mkdtemp(prefix="crs_ml_bench_score_"))
+    try:
+        print(f"training the default xgboost on {args.train_patients} patients", flush=True)
+        t0 = time.perf_counter()
+        bundle, bundle_dir = train_bundle(tmp, args.train_patients, args.seed + 101)
+        _stage("train", t0)
+        print(f"simulating {args.patients} new patients, data up to {args.as_of_hours:g} h",
+              flush=True)  # fmt: skip
+        t0 = time.perf_counter()
+        sizes = batch_input(tmp / "batch", args.patients, args.seed + 202, args.as_of_hours,
+                            args.input)  # fmt: skip
+        _stage("simulate + write input", t0)
+        print("end to end (crs-ml score)", flush=True)
+        times, (scores, cohort) = end_to_end(
+            bundle, tmp / "batch", tmp / "scores.parquet", args.as_of_hours
+        )
+        print("bare TreeSHAP on the same matrix", flush=True)
+        bare = bare_shap(bundle, cohort, scores)
+        print(f"single-patient latency over {args.latency_n} patients", flush=True)
+        lat = latency(bundle_dir, tmp, tmp / "batch", args.latency_n, args.seed)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    e2e_rate = sizes["patients"] / times["total_s"]
+    bare_rate = bare["rows"] / bare["bare_shap_s"]
+    result = {
+        "benchmark": "score",
+        "patients": sizes["patients"],
+        "input_rows": sizes,
+        "input_format": args.input,
+        "as_of_hours": args.as_of_hours,
+        "trees": int(bundle.booster.num_boosted_rounds()),
+        "features": len(bundle.feature_names),
+        "status_counts": scores["status"].value_counts().to_dict(),
+        "end_to_end": {**times, "patients_per_s": e2e_rate},
+        "bare_pred_contribs": {**bare, "patients_per_s": bare_rate},
+        "ratio_end_to_end_to_bare": e2e_rate / bare_rate,
+        "target_ratio": 0.5,
+        "single_patient": lat,
+        "target_p50_ms": 20.0,
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_avg_1m": os.getloadavg()[0],
+        },  # fmt: skip
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=float))
+    print(
+        f"\nend to end: {e2e_rate:,.0f} patients/s ({times['total_s']:.1f} s for "
+        f"{sizes['patients']:,}); bare pred_contribs: {bare_rate:,.0f}/s; ratio "
+        f"{result['ratio_end_to_end_to_bare']:.2f} (target >= 0.5)\n"
+        f"single patient: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms (target p50 < "
+        f"20 ms; records_to_cohort p50 {lat['records_to_cohort_p50_ms']:.1f} ms, score p50 "
+        f"{lat['score_p50_ms']:.1f} ms)\n-> {out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

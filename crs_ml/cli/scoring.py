@@ -1,0 +1,190 @@
+"""``crs-ml score``, ``crs-ml export`` and ``crs-ml serve``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crs_ml.cli._common import progress_bar, write_json
+
+DEFAULT_MODEL = "models:/crs-severity@champion"
+OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
+ERROR_COLUMNS = ["file", "row", "column", "reason"]
+
+
+def _atomic_write(frame, target: Path, kind: str) -> None:
+    """Write ``frame`` as Parquet or CSV to a temp file beside ``target``, then rename."""
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if kind == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _output_kind(path: Path) -> str:
+    from crs_ml.errors import InputError
+
+    name = path.name.lower()
+    if not name.endswith(OUTPUT_SUFFIXES):
+        raise InputError(f"--out {path}: the file name must end in .parquet or .csv")
+    return "csv" if name.endswith(".csv") else "parquet"
+
+
+def _data_options(bundle, config: Path | None):
+    """Loading options: the model's own (unit and censoring policies must match training),
+    replaced by the ``data`` section of ``--config`` when given."""
+    from crs_ml.config import DataConfig, load_config
+
+    if config is not None:
+        return load_config(config).data
+    data = dict(bundle.manifest.get("config", {}).get("data", {}) or {})
+    data["path"] = None
+    return DataConfig.model_validate(data)
+
+
+def score(
+    data: Annotated[Path, typer.Option(help="cohort folder (patients, observations, events)")],
+    out: Annotated[Path, typer.Option(help="scores file: .parquet or .csv")],
+    model: Annotated[
+        str, typer.Option(help="model: MLflow URI, exported model folder or bundle folder")
+    ] = DEFAULT_MODEL,
+    as_of: Annotated[
+        str | None, typer.Option(help="score as of this ISO 8601 time (needs infusion_time)")
+    ] = None,
+    as_of_hours: Annotated[
+        float | None, typer.Option(help="score at this many hours since infusion")
+    ] = None,
+    errors: Annotated[
+        Path | None,
+        typer.Option(help="CSV of rejected input rows (default: <out>.errors.csv when any)"),
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="patients per chunk")] = 5000,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config whose data section sets loading options")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the summary as JSON")
+    ] = None,
+) -> None:
+    """Score every patient of a cohort with risk, risk band and SHAP drivers.
+
+    One row per input patient, always: status scored, not_at_risk, too_early or error, with
+    the reason in message. Without --as-of / --as-of-hours each patient is scored at the
+    landmark just before their latest observation.
+    """
+    from crs_ml.errors import InputError
+    from crs_ml.load import load_cohort
+    from crs_ml.score import resolve_model, status_counts
+    from crs_ml.score import score as score_cohort
+
+    if as_of is not None and as_of_hours is not None:
+        raise InputError("give --as-of or --as-of-hours, not both")
+    kind = _output_kind(out)
+    bundle = resolve_model(model)
+    cohort = load_cohort(data, _data_options(bundle, config))
+    with progress_bar() as update:
+        scores = score_cohort(
+            bundle, cohort, as_of=as_of, as_of_hours=as_of_hours, chunk_size=chunk_size,
+            progress=update,
+        )  # fmt: skip
+    _atomic_write(scores, out, kind)
+    rejected = cohort.rejected
+    errors_path = errors
+    if errors_path is None and len(rejected):
+        errors_path = out.with_name(out.name.split(".")[0] + ".errors.csv")
+    if errors_path is not None:
+        table = rejected.reindex(columns=ERROR_COLUMNS)
+        _atomic_write(table, errors_path, "csv")
+    counts = status_counts(scores)
+    summary = ", ".join(f"{k} {v}" for k, v in counts.items())
+    typer.echo(f"{len(scores)} patients: {summary} -> {out}")
+    if errors_path is not None:
+        typer.echo(f"{len(rejected)} rejected input rows -> {errors_path}")
+    if json_out:
+        write_json(json_out, {"out": str(out), "errors": str(errors_path) if errors_path else None,
+                              "model": model, "n_patients": len(scores), "status": counts,
+                              "rejected_rows": int(len(rejected))})  # fmt: skip
+
+
+def export(
+    out: Annotated[Path, typer.Option(help="folder to create, e.g. models/crs-severity-v3")],
+    model: Annotated[str, typer.Option(help="MLflow model URI")] = DEFAULT_MODEL,
+    force: Annotated[bool, typer.Option(help="replace an existing folder")] = False,
+) -> None:
+    """Write a self-contained MLflow model folder (no tracking store needed to use it)."""
+    import shutil
+    import tempfile
+
+    from crs_ml.errors import InputError
+    from crs_ml.score import _load_folder, download_model
+
+    if out.exists() and not force:
+        raise InputError(f"{out} exists: choose another folder or pass --force")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        local = download_model(model, Path(tmp) / "download")
+        bundle = _load_folder(local)  # refuses anything that is not a usable crs_ml model
+        staged = Path(tmp) / "model"
+        os.replace(local, staged)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staged, out)
+    typer.echo(
+        f"exported {model} ({bundle.model_type}, {len(bundle.feature_names)} features) -> {out}"
+    )
+
+
+def serve_command(model: str, host: str, port: int) -> tuple[str, list[str], dict[str, str]]:
+    """(executable, argv, environment) of ``mlflow models serve`` for this environment."""
+    import shutil
+
+    from crs_ml.errors import ConfigError
+    from crs_ml.tracking import resolve_tracking_uri
+
+    bin_dir = Path(sys.executable).parent
+    exe = bin_dir / "mlflow"
+    if not exe.is_file():
+        found = shutil.which("mlflow")
+        if found is None:
+            raise ConfigError("the mlflow command is not installed in this environment")
+        exe = Path(found)
+    env = dict(os.environ)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("MLFLOW_TRACKING_URI", resolve_tracking_uri(None))
+    argv = [str(exe), "models", "serve", "-m", model, "--env-manager", "local",
+            "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
+    return str(exe), argv, env
+
+
+def serve(
+    model: Annotated[str, typer.Option(help="MLflow model URI or model folder")] = DEFAULT_MODEL,
+    port: Annotated[int, typer.Option(help="port to listen on")] = 5001,
+    host: Annotated[str, typer.Option(help="interface to bind (loopback by default)")] = (
+        "127.0.0.1"
+    ),
+) -> None:
+    """Serve the model over HTTP with MLflow (POST /invocations, GET /ping)."""
+    exe, argv, env = serve_command(model, host, port)
+    typer.echo(f"serving {model} on http://{host}:{port} (POST /invocations)", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(exe, argv, env)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score")(score)
+    app.command()(export)
+    app.command()(serve)

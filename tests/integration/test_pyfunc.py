@@ -1,0 +1,147 @@
+"""The MLflow pyfunc model: logged with signature and synthetic example, registered, loaded
+in a fresh process from models:/crs-severity@champion, strict about malformed input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest_scoring import logged, new_patients, setup
+from mlflow.exceptions import MlflowException
+
+from crs_ml.records import cohort_to_records, records_to_cohort, synthetic_example
+from crs_ml.score import score
+
+CHAMPION = "models:/crs-severity@champion"
+
+
+@pytest.fixture(scope="module")
+def info(session_dir):
+    return logged(session_dir)
+
+
+@pytest.fixture(scope="module")
+def records(session_dir):
+    new = new_patients(session_dir)
+    ids = list(new.cohort.patients["patient_id"][:12])
+    return cohort_to_records(new.cohort, ids)
+
+
+@pytest.fixture(scope="module")
+def model(info):
+    return mlflow.pyfunc.load_model(CHAMPION)
+
+
+def test_champion_in_a_fresh_process_matches_the_python_function(
+    info, records, session_dir, tmp_path
+):
+    src = tmp_path / "records.parquet"
+    dst = tmp_path / "scores.parquet"
+    records.to_parquet(src, index=False)
+    code = (
+        "import sys, mlflow, pandas as pd\n"
+        f"m = mlflow.pyfunc.load_model({CHAMPION!r})\n"
+        "m.predict(pd.read_parquet(sys.argv[1])).to_parquet(sys.argv[2], index=False)\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    done = subprocess.run([sys.executable, "-c", code, str(src), str(dst)], env=env,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    served = pd.read_parquet(dst)
+    expected = score(setup(session_dir).bundle, records_to_cohort(records))
+    assert list(served["patient_id"]) == list(expected["patient_id"])
+    assert list(served.columns) == list(expected.columns)
+    assert (served["status"] == expected["status"]).all()
+    np.testing.assert_allclose(served["risk"], expected["risk"], rtol=0, atol=1e-9)
+    shap = [c for c in expected.columns if c.startswith("shap_")]
+    np.testing.assert_allclose(served[shap], expected[shap], rtol=0, atol=1e-9)
+    assert (served["top_drivers"] == expected["top_drivers"]).all()
+    assert served["as_of"].isna().all()
+
+
+def test_logged_with_signature_and_a_synthetic_example(info, session_dir):
+    from mlflow.models import Model
+
+    local = mlflow.artifacts.download_artifacts(info.model_uri)
+    meta = Model.load(local)
+    inputs = meta.signature.inputs.input_names()
+    assert inputs == ["record", "patient_id", "hours", "variable", "value", "unit", "end_hours"]
+    outputs = meta.signature.outputs.input_names()
+    assert outputs[:5] == ["patient_id", "as_of", "hours_since_infusion", "landmark_h", "status"]
+    assert len([o for o in outputs if o.startswith("shap_")]) == len(
+        setup(session_dir).bundle.feature_names
+    )
+    assert {p.name for p in meta.signature.params} == {"as_of_hours", "strict"}
+    example = meta.load_input_example(local)
+    pd.testing.assert_frame_equal(example.reset_index(drop=True).astype(object),
+                                  synthetic_example().astype(object), check_dtype=False)  # fmt: skip
+    training_ids = set(setup(session_dir).cohort.patients["patient_id"])
+    assert not training_ids & set(example["patient_id"])
+
+
+def test_params_as_of_hours_and_lenient_mode(model, records):
+    at24 = model.predict(records, params={"as_of_hours": 24.0})
+    assert (at24["landmark_h"].dropna() == 24).all()
+    latest = model.predict(records)
+    assert (latest["landmark_h"] >= 24).all()
+    bad = records.copy()
+    row = int(np.flatnonzero(bad["record"] == "observation")[0])
+    bad.loc[row, "unit"] = "mg/furlong"
+    with pytest.raises(MlflowException, match="mg/furlong"):
+        model.predict(bad)
+    out = model.predict(bad, params={"strict": False})
+    pid = bad.loc[row, "patient_id"]
+    assert (
+        out.set_index("patient_id")
+        .loc[pid, "message"]
+        .endswith("1 input row rejected (see errors file)")
+    )
+
+
+def _malformed(records: pd.DataFrame, kind: str) -> pd.DataFrame:
+    bad = records.copy()
+    obs = int(np.flatnonzero(bad["record"] == "observation")[2])
+    if kind == "missing column":
+        return bad.drop(columns="variable")
+    if kind == "unknown unit":
+        bad.loc[obs, "unit"] = "furlongs"
+    elif kind == "unparseable hours":
+        bad["hours"] = bad["hours"].astype(object)
+        bad.loc[obs, "hours"] = "yesterday"
+    elif kind == "unknown record type":
+        bad.loc[obs, "record"] = "vital_sign"
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("kind", "column", "reason"),
+    [
+        ("missing column", "variable", "missing inputs"),
+        ("unknown unit", "unit", "unknown unit 'furlongs'"),
+        ("unparseable hours", "hours", "convert"),
+        ("unknown record type", "record", "unknown record type 'vital_sign'"),
+    ],
+)
+def test_malformed_input_is_an_invalid_parameter_naming_column_and_reason(
+    model, records, kind, column, reason
+):
+    with pytest.raises(MlflowException) as info:
+        model.predict(_malformed(records, kind))
+    err = info.value
+    assert err.error_code == "INVALID_PARAMETER_VALUE"
+    assert column in err.message and reason in err.message
+
+
+def test_bundle_folder_and_loaded_model_resolve_to_the_same_bundle(model, session_dir):
+    from crs_ml.score import resolve_model
+
+    bundle = resolve_model(model)
+    assert bundle.feature_names == setup(session_dir).bundle.feature_names
+    text = json.dumps(bundle.manifest, default=str)
+    assert not any(pid in text for pid in setup(session_dir).cohort.patients["patient_id"][:50])

@@ -1,0 +1,163 @@
+"""crs-ml score and crs-ml export, through crs_ml.cli.main."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest_scoring import logged, new_patients, setup
+
+import crs_ml.cli as cli
+from crs_ml.score import STATUSES, score
+
+#: run the CLI in a fresh process with the scoring commands registered
+SNIPPET = (
+    "import sys, crs_ml.cli as c\n"
+    "c.COMMAND_MODULES = [m for m in c.COMMAND_MODULES if m != 'scoring'] + ['scoring']\n"
+    "c.main(sys.argv[1:])\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def scoring_commands(monkeypatch):
+    if "scoring" not in cli.COMMAND_MODULES:
+        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "scoring"])
+
+
+def same_scores(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Equal tables; text columns compared as text (a file round trip may retype them)."""
+
+    def norm(df):
+        out = df.copy()
+        for col in ("patient_id", "status", "risk_band", "top_drivers", "message"):
+            text = out[col].astype(object)
+            out[col] = text.where(text.notna(), None).astype(object)
+        return out
+
+    pd.testing.assert_frame_equal(norm(got), norm(expected))
+
+
+def run(args: list[str]) -> int:
+    try:
+        cli.main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def trained(session_dir):
+    return setup(session_dir)
+
+
+@pytest.fixture(scope="module")
+def new(session_dir):
+    return new_patients(session_dir)
+
+
+def test_score_writes_parquet_atomically_with_a_summary(trained, new, tmp_path, capsys):
+    out = tmp_path / "out" / "scores.parquet"
+    summary = tmp_path / "summary.json"
+    code = run(["score", "--model", str(trained.bundle_dir), "--data", str(new.data),
+                "--as-of-hours", "30", "--out", str(out), "--chunk-size", "9",
+                "--json", str(summary)])  # fmt: skip
+    assert code == 0
+    scores = pd.read_parquet(out)
+    same_scores(scores, score(trained.bundle, new.cohort, as_of_hours=30))
+    assert [p.name for p in out.parent.iterdir()] == ["scores.parquet"]  # no temp file left
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    counts = json.loads(summary.read_text())["status"]
+    assert sum(counts.values()) == len(new.cohort.patients) == len(scores)
+    assert line.startswith(f"{len(scores)} patients: ")
+    for status in STATUSES:
+        assert f"{status} {counts[status]}" in line
+    assert counts["scored"] == int((scores["status"] == "scored").sum())
+
+
+def test_score_csv_with_rejected_rows_and_errors_file(trained, new, tmp_path, capsys):
+    data = tmp_path / "cohort"
+    shutil.copytree(new.data, data)
+    obs = pd.read_csv(data / "observations.csv", dtype=str, keep_default_na=False)
+    pid = obs["patient_id"].iloc[5]
+    bad = obs[obs["patient_id"] == pid].head(3).assign(unit="mg/furlong")
+    pd.concat([obs, bad], ignore_index=True).to_csv(data / "observations.csv", index=False)
+    out, errors = tmp_path / "scores.csv", tmp_path / "errors.csv"
+    code = run(["score", "--model", str(trained.bundle_dir), "--data", str(data),
+                "--out", str(out), "--errors", str(errors)])  # fmt: skip
+    assert code == 0
+    scores = pd.read_csv(out)
+    assert len(scores) == len(new.cohort.patients)
+    row = scores.set_index("patient_id").loc[pid]
+    assert row["status"] == "scored" and "3 input rows rejected" in row["message"]
+    err = pd.read_csv(errors)
+    assert list(err.columns) == ["file", "row", "column", "reason"]
+    assert len(err) == 3 and (err["column"] == "unit").all()
+    assert err["reason"].str.contains("mg/furlong").all()
+    assert sorted(err["row"]) == list(range(len(obs) + 1, len(obs) + 4))
+    assert "3 rejected input rows" in capsys.readouterr().out
+
+
+def test_score_refuses_what_it_cannot_do(trained, new, tmp_path, capsys):
+    assert run(["score", "--model", str(trained.bundle_dir), "--data", str(new.data),
+                "--out", str(tmp_path / "scores.xlsx")]) == 2  # fmt: skip
+    assert "parquet or .csv" in capsys.readouterr().err
+    assert run(["score", "--model", str(tmp_path / "nothing"), "--data", str(new.data),
+                "--out", str(tmp_path / "s.csv")]) == 2  # fmt: skip
+    assert "neither" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_export_then_score_and_load_without_a_tracking_store(session_dir, new, tmp_path):
+    info = logged(session_dir)
+    folder = tmp_path / "models" / "crs-severity-test"
+    assert run(["export", "--model", "models:/crs-severity@champion", "--out", str(folder)]) == 0
+    assert (folder / "MLmodel").is_file()
+    assert run(["export", "--model", "models:/crs-severity@champion", "--out", str(folder)]) == 2
+    empty_store = f"sqlite:///{tmp_path / 'empty' / 'mlflow.db'}"
+    (tmp_path / "empty").mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": empty_store}
+    out = tmp_path / "scores.parquet"
+    # one fresh process: `crs-ml score --model FOLDER`, then mlflow.pyfunc.load_model(FOLDER)
+    code = (
+        "import sys, json, mlflow, crs_ml.cli as c\n"
+        "from crs_ml.records import synthetic_example\n"
+        "c.COMMAND_MODULES = [m for m in c.COMMAND_MODULES if m != 'scoring'] + ['scoring']\n"
+        "try:\n"
+        "    c.main(['score', '--model', sys.argv[1], '--data', sys.argv[2],\n"
+        "            '--as-of-hours', '24', '--out', sys.argv[3]])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "risk = mlflow.pyfunc.load_model(sys.argv[1]).predict(synthetic_example())['risk']\n"
+        "print(json.dumps(risk.tolist()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(folder), str(new.data), str(out)],
+                          env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = score(setup(session_dir).bundle, new.cohort, as_of_hours=24)
+    same_scores(pd.read_parquet(out), expected)
+    risks = json.loads(done.stdout.strip().splitlines()[-1])
+    from crs_ml.records import records_to_cohort, synthetic_example
+
+    ref = score(setup(session_dir).bundle, records_to_cohort(synthetic_example()))["risk"]
+    np.testing.assert_allclose(risks, ref, rtol=0, atol=1e-12)
+    assert mlflow.get_tracking_uri() != empty_store and info.registered_version
+
+
+def test_missing_tracking_store_is_a_clear_error(new, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"}
+    env.pop("MLFLOW_TRACKING_URI")
+    done = subprocess.run(
+        [sys.executable, "-c", SNIPPET, "score", "--data", str(new.data),
+         "--out", str(tmp_path / "s.parquet")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "no MLflow tracking store" in done.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "s.parquet").exists()

@@ -1,0 +1,150 @@
+"""`crs-ml serve`: the real MLflow scoring server on a free loopback port.
+
+Only loopback traffic; every wait is bounded; the server is stopped by its process group in
+a finally block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest_scoring import logged, new_patients, setup
+
+from crs_ml.records import cohort_to_records, records_to_cohort
+from crs_ml.score import score
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 90
+SNIPPET = (
+    "import sys, crs_ml.cli as c\n"
+    "c.COMMAND_MODULES = [m for m in c.COMMAND_MODULES if m != 'scoring'] + ['scoring']\n"
+    "c.main(sys.argv[1:])\n"
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 2.0) -> int:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.status
+
+
+def _post(url: str, payload: dict, timeout: float = 60.0) -> tuple[int, dict]:
+    body = json.dumps(payload, allow_nan=True).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _split(frame: pd.DataFrame) -> dict:
+    return {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+
+
+@pytest.fixture(scope="module")
+def server(session_dir):
+    logged(session_dir)
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    log = open(session_dir / f"serve_{port}.log", "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SNIPPET, "serve", "--model", "models:/crs-severity@champion",
+         "--host", HOST, "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                log.flush()
+                pytest.fail(f"server exited ({proc.returncode}): "
+                            f"{(session_dir / f'serve_{port}.log').read_text()[-2000:]}")  # fmt: skip
+            try:
+                if _get(f"{base}/ping") == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready on {base} after {START_TIMEOUT_S} s")
+            time.sleep(0.5)
+        yield base
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def records(session_dir):
+    new = new_patients(session_dir)
+    return cohort_to_records(new.cohort, list(new.cohort.patients["patient_id"][:8]))
+
+
+def test_served_scores_equal_the_python_function(server, records, session_dir):
+    status, body = _post(f"{server}/invocations", _split(records))
+    assert status == 200, body
+    got = pd.DataFrame(body["predictions"])
+    expected = score(setup(session_dir).bundle, records_to_cohort(records))
+    assert list(got.columns) == list(expected.columns)
+    assert list(got["patient_id"]) == list(expected["patient_id"])
+    assert list(got["status"]) == list(expected["status"])
+    np.testing.assert_allclose(got["risk"].astype(float), expected["risk"], rtol=0, atol=1e-9)
+    shap = [c for c in expected.columns if c.startswith("shap_")]
+    np.testing.assert_allclose(got[shap].astype(float), expected[shap], rtol=0, atol=1e-9)
+    assert list(got["top_drivers"]) == list(expected["top_drivers"])
+    with_params = {**_split(records), "params": {"as_of_hours": 24.0}}
+    status, body = _post(f"{server}/invocations", with_params)
+    assert status == 200 and {p["landmark_h"] for p in body["predictions"]} == {24.0}
+
+
+@pytest.mark.parametrize(
+    ("kind", "column", "reason"),
+    [
+        ("missing column", "variable", "missing inputs"),
+        ("unknown unit", "unit", "unknown unit 'furlongs'"),
+        ("unparseable hours", "hours", "convert column hours"),
+        ("unknown record type", "record", "unknown record type 'vital_sign'"),
+    ],
+)
+def test_malformed_payload_gets_a_4xx_naming_column_and_reason(
+    server, records, kind, column, reason
+):
+    bad = records.copy()
+    obs = int(np.flatnonzero(bad["record"] == "observation")[1])
+    if kind == "missing column":
+        bad = bad.drop(columns="variable")
+    elif kind == "unknown unit":
+        bad.loc[obs, "unit"] = "furlongs"
+    elif kind == "unparseable hours":
+        bad["hours"] = bad["hours"].astype(object)
+        bad.loc[obs, "hours"] = "yesterday"
+    else:
+        bad.loc[obs, "record"] = "vital_sign"
+    status, body = _post(f"{server}/invocations", _split(bad))
+    assert 400 <= status < 500, (status, body)
+    message = body.get("message", "")
+    assert column in message and reason in message, message[-600:]

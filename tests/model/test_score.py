@@ -1,0 +1,205 @@
+"""Behaviour of crs_ml.score.score on new simulated patients with a trained model."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import logit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+
+import conftest_scoring as cs  # noqa: E402
+
+from crs_ml.cohort import Cohort  # noqa: E402
+from crs_ml.drivers import format_value  # noqa: E402
+from crs_ml.features import build_features  # noqa: E402
+from crs_ml.score import FIXED_COLUMNS, STATUSES, score, status_counts  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(session_dir):
+    return cs.setup(session_dir)
+
+
+@pytest.fixture(scope="module")
+def new(session_dir):
+    return cs.new_patients(session_dir)
+
+
+def _copy(cohort: Cohort) -> Cohort:
+    return Cohort(
+        patients=cohort.patients.copy(),
+        observations=cohort.observations.copy(),
+        events=cohort.events.copy(),
+        rejected=cohort.rejected.copy(),
+    )
+
+
+def _features(bundle, cohort, scores):
+    scored = scores[scores["status"] == "scored"]
+    points = scored[["patient_id", "landmark_h"]].reset_index(drop=True)
+    from crs_ml.config import FeatureConfig
+
+    cfg = FeatureConfig.model_validate(bundle.manifest["config"]["features"])
+    return scored.reset_index(drop=True), build_features(cohort, points, cfg)
+
+
+def test_one_row_per_patient_in_order_with_the_contract_columns(trained, new):
+    out = score(trained.bundle, new.cohort, as_of_hours=30)
+    assert list(out["patient_id"]) == list(new.cohort.patients["patient_id"])
+    names = trained.bundle.feature_names
+    assert list(out.columns) == [*FIXED_COLUMNS, *[f"shap_{n}" for n in names], "message"]
+    assert set(out["status"]) <= set(STATUSES)
+    assert sum(status_counts(out).values()) == len(new.cohort.patients)
+    scored = out[out["status"] == "scored"]
+    assert len(scored) >= 0.8 * len(out)
+    assert (scored["landmark_h"] == 30).all() and (out["hours_since_infusion"] == 30).all()
+    assert scored["risk"].between(0, 1).all() and scored["risk"].nunique() > 5
+    low, high = 0.10, 0.30
+    expected = np.where(scored["risk"] < low, "low", np.where(scored["risk"] >= high, "high",
+                                                              "intermediate"))  # fmt: skip
+    assert (scored["risk_band"].to_numpy() == expected).all()
+    unscored = out[out["status"] != "scored"]
+    assert unscored["risk"].isna().all() and (unscored["message"] != "").all()
+
+
+def test_shap_adds_up_to_the_logit_and_risk_matches_the_booster(trained, new):
+    out = score(trained.bundle, new.cohort, as_of_hours=48)
+    scored, X = _features(trained.bundle, new.cohort, out)
+    shap = scored.filter(like="shap_").to_numpy()
+    np.testing.assert_allclose(scored["base_value"] + shap.sum(axis=1), logit(scored["risk"]),
+                               atol=1e-6, rtol=0)  # fmt: skip
+    np.testing.assert_allclose(scored["risk"], trained.bundle.predict_risk(X), atol=1e-5)
+    assert scored["base_value"].nunique() == 1
+
+
+def test_top_drivers_show_the_feature_values_and_shap(trained, new):
+    out = score(trained.bundle, new.cohort, as_of_hours=24)
+    scored, X = _features(trained.bundle, new.cohort, out)
+    names = trained.bundle.feature_names
+    shap = scored[[f"shap_{n}" for n in names]].to_numpy()
+    top = np.argsort(-np.abs(shap), axis=1, kind="stable")[:, :3]
+    for i, text in enumerate(scored["top_drivers"]):
+        items = text.split("; ")
+        assert len(items) == 3
+        for item, j in zip(items, top[i], strict=True):
+            name = names[j]
+            value = format_value(name, X[name].iloc[i], trained.bundle.catalogue)
+            assert item.endswith(f"= {value} ({shap[i, j]:+.2f})"), (item, name)
+
+
+def test_data_after_the_landmark_changes_nothing(trained, new):
+    # as of 29 h the landmark is 24 h: rows in (24, 29] must not move anything
+    base = score(trained.bundle, new.cohort, as_of_hours=29)
+    assert (base["landmark_h"] == 24).all()
+    cohort = _copy(new.cohort)
+    obs = cohort.observations
+    late = obs[obs["hours"].between(0, 24)].copy()
+    late["hours"] = 24.5 + (late["hours"] % 4)
+    late["value"] = late["value"] * 3 + 50
+    pids = cohort.patients["patient_id"]
+    ev = pd.DataFrame({"patient_id": pids, "hours": 25.0, "end_hours": 28.0,
+                       "event": "vasopressor", "detail": None, "source_row": 10**6})  # fmt: skip
+    cohort.observations = pd.concat([obs, late], ignore_index=True)
+    cohort.events = pd.concat([cohort.events, ev], ignore_index=True)
+    after = score(trained.bundle, cohort, as_of_hours=29)
+    pd.testing.assert_frame_equal(base, after)
+    at_24 = score(trained.bundle, new.cohort, as_of_hours=24)
+    cols = [c for c in base.columns if c not in ("hours_since_infusion", "as_of")]
+    pd.testing.assert_frame_equal(base[cols], at_24[cols])
+
+
+def test_chunks_and_progress_do_not_change_the_result(trained, new):
+    calls = []
+    one = score(trained.bundle, new.cohort, as_of_hours=36)
+    many = score(trained.bundle, new.cohort, as_of_hours=36, chunk_size=7,
+                 progress=lambda stage, done, total: calls.append((done, total)))  # fmt: skip
+    pd.testing.assert_frame_equal(one, many)
+    n = int((one["status"] == "scored").sum())
+    assert calls[-1] == (n, n) and len(calls) == 1 + -(-n // 7)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_statuses_where_expected(trained, new):
+    cohort = _copy(new.cohort)
+    pids = list(cohort.patients["patient_id"])
+    g3, dead, early, unknown, empty = pids[:5]
+    infusion = pd.Timestamp("2026-03-01T08:00:00Z")
+    as_of = infusion + pd.Timedelta(hours=40)
+    times = [infusion] * len(pids)
+    times[pids.index(early)] = as_of - pd.Timedelta(hours=3)
+    times[pids.index(unknown)] = pd.NaT
+    cohort.patients["infusion_time"] = pd.Series(times, dtype="datetime64[ns, UTC]")
+    extra_ev = pd.DataFrame(
+        {"patient_id": [g3, dead], "hours": [10.0, 12.0], "end_hours": [20.0, np.nan],
+         "event": ["vasopressor", "death"], "detail": [None, "sepsis"], "source_row": [-1, -2]}
+    )  # fmt: skip
+    fever = pd.DataFrame({"patient_id": [g3], "hours": [9.0], "variable": ["temperature"],
+                          "value": [39.2], "censored": [0], "out_of_range": [False],
+                          "source_row": [-3]})  # fmt: skip
+    obs = cohort.observations
+    cohort.observations = pd.concat([obs[obs["patient_id"] != empty], fever], ignore_index=True)
+    cohort.events = pd.concat([cohort.events, extra_ev], ignore_index=True)
+    out = score(trained.bundle, cohort, as_of=as_of.isoformat()).set_index("patient_id")
+    assert out.loc[g3, "status"] == "not_at_risk" and "grade >= 3" in out.loc[g3, "message"]
+    assert out.loc[dead, "status"] == "not_at_risk" and "died at 12 h" in out.loc[dead, "message"]
+    assert out.loc[early, "status"] == "too_early" and out.loc[early, "hours_since_infusion"] == 3
+    assert out.loc[unknown, "status"] == "error" and "infusion_time" in out.loc[unknown, "message"]
+    assert out.loc[empty, "status"] == "error" and "no observation" in out.loc[empty, "message"]
+    rest = out.drop(index=[g3, dead, early, unknown, empty])
+    assert (rest["landmark_h"] == 36).all() and (rest["hours_since_infusion"] == 40).all()
+    assert (rest["as_of"] == as_of).all()
+    assert out.loc[[g3, dead, early, unknown, empty], "risk"].isna().all()
+
+
+def test_without_as_of_each_patient_uses_the_landmark_before_the_latest_row(trained, new):
+    cohort = _copy(new.cohort)
+    pids = list(cohort.patients["patient_id"])
+    obs = cohort.observations
+    cut = {pids[0]: 20.0, pids[1]: 50.0}
+    keep = ~obs["patient_id"].isin(cut) | (obs["hours"] <= obs["patient_id"].map(cut))
+    cohort.observations = obs[keep.to_numpy()].reset_index(drop=True)
+    cohort.events = cohort.events[~cohort.events["patient_id"].isin(cut)].reset_index(drop=True)
+    out = score(trained.bundle, cohort).set_index("patient_id")
+    latest = cohort.observations.groupby("patient_id")["hours"].max()
+    assert out.loc[pids[0], "hours_since_infusion"] == latest[pids[0]] <= 20
+    assert out.loc[pids[0], "landmark_h"] == 6 * np.floor(latest[pids[0]] / 6)
+    assert out.loc[pids[1], "landmark_h"] == 6 * np.floor(latest[pids[1]] / 6)
+    assert out["as_of"].isna().all()
+
+
+def test_patient_with_rejected_rows_is_still_scored(trained, new, tmp_path):
+    from crs_ml.load import load_cohort
+
+    folder = tmp_path / "cohort"
+    shutil.copytree(new.data, folder)
+    obs = pd.read_csv(folder / "observations.csv", dtype=str, keep_default_na=False)
+    pid = obs["patient_id"].iloc[0]
+    bad = obs[obs["patient_id"] == pid].head(2).assign(unit="mg/furlong")
+    pd.concat([obs, bad], ignore_index=True).to_csv(folder / "observations.csv", index=False)
+    cohort = load_cohort(folder)
+    assert len(cohort.rejected) == 2
+    out = score(trained.bundle, cohort, as_of_hours=30).set_index("patient_id")
+    assert out.loc[pid, "status"] == "scored" and np.isfinite(out.loc[pid, "risk"])
+    assert "2 input rows rejected (see errors file)" in out.loc[pid, "message"]
+    assert (out.drop(index=pid)["message"].str.contains("rejected") == False).all()  # noqa: E712
+
+
+def test_logistic_model_scores_with_exact_linear_shap(trained, new):
+    from crs_ml.artifact import Bundle
+    from crs_ml.models import LogisticRiskModel
+
+    r = trained.result
+    model = LogisticRiskModel(C=0.1).fit(r.X, r.y)
+    manifest = {**trained.bundle.manifest, "model_type": "logistic",
+                "calibration": {"method": "none", "slope": 1.0, "intercept": 0.0}}  # fmt: skip
+    out = score(Bundle(manifest=manifest, estimator=model), new.cohort, as_of_hours=24)
+    scored, X = _features(trained.bundle, new.cohort, out)
+    shap = scored.filter(like="shap_").to_numpy()
+    assert np.isfinite(shap).all()
+    np.testing.assert_allclose(scored["base_value"] + shap.sum(axis=1), logit(scored["risk"]),
+                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(scored["risk"], model.predict_proba(X)[:, 1], atol=1e-12)
