@@ -78,6 +78,9 @@ def score(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="write the summary as JSON")
     ] = None,
+    top: Annotated[
+        int, typer.Option(min=0, help="print the N highest-risk patients with their drivers")
+    ] = 0,
 ) -> None:
     """Score every patient of a cohort with risk, risk band and SHAP drivers.
 
@@ -113,10 +116,29 @@ def score(
     typer.echo(f"{len(scores)} patients: {summary} -> {out}")
     if errors_path is not None:
         typer.echo(f"{len(rejected)} rejected input rows -> {errors_path}")
+    if top:
+        _print_top(scores, top)
     if json_out:
         write_json(json_out, {"out": str(out), "errors": str(errors_path) if errors_path else None,
                               "model": model, "n_patients": len(scores), "status": counts,
                               "rejected_rows": int(len(rejected))})  # fmt: skip
+
+
+def _print_top(scores, n: int) -> None:
+    """The ``n`` highest-risk scored patients with their band and top drivers."""
+    from rich.table import Table
+
+    from crs_ml.cli._common import console
+
+    scored = scores[scores["status"] == "scored"].sort_values("risk", ascending=False).head(n)
+    table = Table(title=f"{len(scored)} highest-risk patients")
+    for col in ("patient", "hours", "landmark", "risk", "band", "top drivers (SHAP, log-odds)"):
+        table.add_column(col, justify="right" if col in ("hours", "landmark", "risk") else "left")
+    for r in scored.itertuples(index=False):
+        drivers = str(r.top_drivers).replace("; ", "\n")
+        table.add_row(str(r.patient_id), f"{r.hours_since_infusion:.0f}", f"{r.landmark_h:g} h",
+                      f"{r.risk:.1%}", str(r.risk_band), drivers)  # fmt: skip
+    console(160).print(table)
 
 
 def export(
