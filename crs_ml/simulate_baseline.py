@@ -41,6 +41,7 @@ class Baseline:
     sbp0: np.ndarray  #: mmHg
     heart_rate0: np.ndarray  #: /min
     amplitude_z: np.ndarray  #: standard normal, inflammation amplitude (no effect on hazards)
+    crp_response_z: np.ndarray  #: standard normal, hepatic CRP response (no effect on hazards)
 
     @property
     def n(self) -> int:
@@ -110,9 +111,11 @@ def draw_baseline(
     if len(reinf):
         earlier = np.floor(rng.random(len(reinf)) * reinf).astype(np.int64)
         person[reinf] = person[earlier]
+    crp_response_z = rng.standard_normal(n)
     return Baseline(
         patient_id=ids, person_id=person, product=product, site=site, disease=disease,
         age=age, sex=sex, tumour_burden=tb, severity=severity, ldh0=ldh0, crp0=crp0,
         platelets0=platelets0, ferritin0=ferritin0, il6_0=il6_0, creatinine0=creatinine0,
         temperature0=temperature0, sbp0=sbp0, heart_rate0=heart_rate0, amplitude_z=amplitude_z,
+        crp_response_z=crp_response_z,
     )  # fmt: skip

@@ -2,23 +2,31 @@
 
 On the whole-hour grid k = 0..H the inflammatory *drive* is
 
-    J(k) = A * g_p(k) * level_drive[level(k)] * (steroid_drive if a steroid was given)
+    J(k) = A * g_p(k)^profile_power * level_drive[level(k)] * (steroid_drive if a steroid
+           was given)
 
-with amplitude A = exp(amplitude_severity * s + amplitude_sd * z) (z a patient factor that
-moves all cytokines together but no hazard), and the latent inflammation I is J smoothed
-with time constant ``tau_il6_h`` (causal first-order filter, so I(k) depends only on the
-course up to k). The fever drive uses the same J. From I:
+with amplitude log A = amplitude_severity * s + amplitude_progression * (a3_p - reference)
++ amplitude_sd * z (a3_p the product's progression log scale, z a patient factor that moves
+all cytokines together but no hazard): log A moves with the log progression hazard
+a3_p + progression_exponent * s, so among patients alike in everything observable, higher
+early IL-6 and fever mean a higher risk of progression (domain.md, Teachey 2016, Hay 2017).
+The pre-onset level multiplier is subclinical CAR-T activation (IL-6 and sub-febrile
+temperatures rise before fever in those who will be sick). The latent inflammation I is J
+smoothed with time constant ``tau_il6_h`` (causal first-order filter, so I(k) depends only
+on the course up to k). The fever drive uses the same J. From I:
 
 * IL-6 = baseline + il6_per_unit * I, times (1 + rise * exp(-(k - t_toci)/decay)) after
   tocilizumab (serum IL-6 rises under receptor blockade) -- peaks first;
-* CRP = baseline + saturating function of the synthesis I(k - crp_delay_h) accumulated with
-  time constant ``tau_crp_h`` (lags IL-6 by about a day), synthesis blocked after
-  tocilizumab (CRP falls);
+* CRP = baseline + saturating function of the synthesis I(k - crp_delay_h) x a patient's
+  hepatic response exp(crp_response_sd * z') accumulated with time constant ``tau_crp_h``
+  (lags IL-6 by about a day), synthesis blocked after tocilizumab (CRP falls);
 * ferritin rises later and slower (``tau_ferritin_h``); LDH follows ferritin mildly;
   platelets fall over time (lymphodepletion) and with inflammation; creatinine rises with
   hypotension;
-* fever: J (blocked by tocilizumab) smoothed over ``tau_fever_h``; afebrile (< 38.0) before
-  onset and after resolution, febrile in CRS unless treated;
+* fever: J (blocked by tocilizumab) smoothed over ``tau_fever_h``, F; in CRS the
+  temperature is t0 + 0.3 + max(fever_rise_c + fever_severity_c * s, 0.5) * F / (F +
+  fever_half_unit) (higher fevers in sicker patients); afebrile (< 38.0) before onset and
+  after resolution, febrile in CRS unless treated;
 * sbp < 90 only at grade 2 hypotension or on vasopressors; heart rate up with fever and
   grade; SpO2 down and respiratory rate up with hypoxia.
 
@@ -86,8 +94,13 @@ class Kinetics:
             mult = np.array([*kp.level_drive, 0.0])[c.level]
             ster = np.where(kk >= c.steroid[:, None], kp.steroid_drive, 1.0)
             b = self.base
-            amp = np.exp(kp.amplitude_severity * b.severity + kp.amplitude_sd * b.amplitude_z)
-            drive = amp[:, None] * prof[self.base.product] * mult * ster
+            a3 = np.array([p.progression_log_scale for p in self.params.products])[b.product]
+            amp = np.exp(
+                kp.amplitude_severity * b.severity
+                + kp.amplitude_progression * (a3 - kp.amplitude_reference_log_scale)
+                + kp.amplitude_sd * b.amplitude_z
+            )
+            drive = amp[:, None] * prof[self.base.product] ** kp.profile_power * mult * ster
             out = drive
         elif name == "toci_on":
             out = (kk >= c.toci[:, None]).astype("float64")
@@ -98,6 +111,7 @@ class Kinetics:
             lagged = np.zeros_like(il6)
             lagged[:, d:] = il6[:, : il6.shape[1] - d]
             synthesis = lagged * (1 - kp.toci_crp_block * self._grid("toci_on"))
+            synthesis *= np.exp(kp.crp_response_sd * self.base.crp_response_z)[:, None]
             out = _smooth(synthesis, kp.tau_crp_h)
         elif name == "ferritin":
             out = _smooth(self._grid("il6"), kp.tau_ferritin_h)
@@ -165,11 +179,12 @@ class Kinetics:
             v = b.creatinine0[i] * (1 + kp.creatinine_per_hypotension * hypo) * np.exp(0.07 * z)
         elif var == "temperature":
             f = self._at("fever", i, k)
-            phi = f / (f + 0.3)
+            phi = f / (f + kp.fever_half_unit)
             ill = (lev >= L_G1) & (lev <= L_G4)
             t0 = b.temperature0[i]
+            rise = np.maximum(kp.fever_rise_c + kp.fever_severity_c * b.severity[i], 0.5)
             v = np.where(
-                ill, t0 + 0.3 + 2.3 * phi + 0.3 * z, np.minimum(t0 + 0.7 * phi + 0.25 * z, 37.9)
+                ill, t0 + 0.3 + rise * phi + 0.3 * z, np.minimum(t0 + 0.7 * phi + 0.25 * z, 37.9)
             )
             v = np.clip(v, 35.0, 41.5)
         elif var in ("sbp", "dbp"):

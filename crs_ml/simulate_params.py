@@ -224,22 +224,43 @@ class CourseParams:
 @dataclass(frozen=True)
 class KineticsParams:
     """Biomarker kinetics (assumptions). Latent inflammation I: exponential smoothing of the
-    drive exp(s) x profile(t) x level multiplier; CRP lags I (hepatic synthesis, ~1 day),
+    drive A x g_p(t)^profile_power x level multiplier; CRP lags I (hepatic synthesis, ~1 day),
     ferritin follows more slowly; tocilizumab blocks CRP synthesis and fever and raises serum
-    IL-6 (receptor blockade, Nishimoto 2008); steroids damp the drive itself."""
+    IL-6 (receptor blockade, Nishimoto 2008); steroids damp the drive itself.
 
-    #: drive multiplier by level: pre-onset, grade 1, 2, 3, 4, resolved
-    level_drive: tuple[float, float, float, float, float, float] = (0.15, 1.0, 2.5, 6.0, 10.0, 0.1)
-    #: inflammation amplitude exp(amplitude_severity * s + amplitude_sd * z): how strongly
-    #: the latent severity shows in the cytokines, plus a patient-specific factor that is
-    #: shared by IL-6, CRP and ferritin but does not change any hazard
-    amplitude_severity: float = 1.0
-    amplitude_sd: float = 0.8
+    Early phenotype (domain.md: Teachey 2016, Hay 2017): the amplitude follows the log
+    progression hazard, so patients who will progress have higher IL-6 (before and after
+    onset) and higher fevers. No kinetics parameter changes a hazard or the true risk.
+    Measured signal: benchmarks/results/simulator_calibration.md."""
+
+    #: drive multiplier by level: pre-onset (subclinical CAR-T activation, visible in IL-6
+    #: and sub-febrile temperatures before fever), grade 1, 2, 3, 4, resolved
+    level_drive: tuple[float, float, float, float, float, float] = (0.4, 1.0, 2.5, 6.0, 10.0, 0.1)
+    #: inflammation amplitude, log A = amplitude_severity * s + amplitude_progression *
+    #: (progression_log_scale_p - amplitude_reference_log_scale) + amplitude_sd * z: the
+    #: latent severity and the product's (calibrated) progression scale, i.e. log A moves
+    #: with the log progression hazard, plus a patient factor z shared by IL-6, CRP and
+    #: ferritin that changes no hazard
+    amplitude_severity: float = 1.5
+    amplitude_progression: float = 1.0
+    amplitude_reference_log_scale: float = -4.6
+    amplitude_sd: float = 0.35
+    #: time shape of the drive: the product's activity profile g_p(t) ** profile_power
+    #: (< 1: cytokine activity is broader than the onset hazard, starting on day 1)
+    profile_power: float = 0.3
+    #: temperature in CRS: t0 + 0.3 + max(fever_rise_c + fever_severity_c * s, 0.5) * phi
+    #: + noise, phi = F / (F + fever_half_unit) with F the smoothed fever drive (blocked by
+    #: tocilizumab): sicker patients run higher fevers (>= 38.9 more often, Hay 2017)
+    fever_rise_c: float = 2.3
+    fever_severity_c: float = 0.6
+    fever_half_unit: float = 1.0
     tau_il6_h: float = 4.0
     #: CRP: hepatic synthesis follows IL-6 after ``crp_delay_h`` and accumulates with time
     #: constant ``tau_crp_h``: a step in IL-6 shows 63% in CRP after 22 h (about a day)
     crp_delay_h: int = 8
     tau_crp_h: float = 14.0
+    #: hepatic CRP response: synthesis x exp(crp_response_sd * z), z a patient factor
+    crp_response_sd: float = 0.7
     tau_ferritin_h: float = 60.0
     tau_fever_h: float = 3.0
     il6_per_unit: float = 120.0
