@@ -1,7 +1,8 @@
 """Leaderboard of training runs with a paired bootstrap test against the best run.
 
-Runs are compared at one landmark on their out-of-fold predictions, joined by the salted
-patient key: the paired test only uses patient-landmark rows both runs predicted, and says
+Runs are compared at one landmark on their out-of-fold predictions (each patient's risk
+averaged over the CV repeats, so the difference can differ slightly from the difference of
+the logged AUROCs, which pool the repeats' rows), joined by the salted patient key: the paired test only uses patient-landmark rows both runs predicted, and says
 so when two runs were trained on different data. A run whose configuration was selected
 (``crs-ml tune``) on the same data it reports is flagged: its estimate is optimistic.
 """
@@ -200,7 +201,9 @@ def render(board: pd.DataFrame, landmark_h: float):
             diff,
             p,
         )
-    table.caption = "* configuration selected on the same data it reports (optimistic); n/a = runs on different data or without out-of-fold predictions"
+    table.caption = "dAUROC: paired person bootstrap on out-of-fold risk averaged over CV repeats. "
+        "* configuration selected on the same data it reports (optimistic); "
+        "n/a = runs on different data or without out-of-fold predictions"
     return table
 
 

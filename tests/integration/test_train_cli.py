@@ -149,10 +149,23 @@ def test_compare_leaderboard_with_paired_test(cohort_dir, tmp_path):
     aurocs = [r["auroc"] for r in runs]
     assert aurocs == sorted(aurocs, reverse=True)
     assert runs[0]["diff_vs_best"] == 0.0
+    from crs_ml.metrics import auroc
+
+    def averaged(run_id):
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="oof_predictions.parquet", dst_path=str(tmp_path / run_id)
+        )
+        oof = pd.read_parquet(path)
+        oof = oof[oof["landmark_h"] == 24.0]
+        return oof.groupby("patient_key").agg(y=("y", "first"), risk=("risk", "mean"))
+
+    best = averaged(runs[0]["run_id"])
     for r in runs[1:]:
-        assert r["paired_rows"] > 0
+        assert r["paired_rows"] == len(best) > 0
         assert r["diff_lo"] <= r["diff_vs_best"] <= r["diff_hi"]
-        assert r["diff_vs_best"] == pytest.approx(r["auroc"] - runs[0]["auroc"], abs=0.02)
+        other = averaged(r["run_id"]).loc[best.index]
+        expected = auroc(best["y"], other["risk"]) - auroc(best["y"], best["risk"])
+        assert r["diff_vs_best"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_optimism_validation(cohort_dir, tmp_path):
