@@ -201,9 +201,11 @@ def render(board: pd.DataFrame, landmark_h: float):
             diff,
             p,
         )
-    table.caption = "dAUROC: paired person bootstrap on out-of-fold risk averaged over CV repeats. "
+    table.caption = (
+        "dAUROC: paired person bootstrap on out-of-fold risk averaged over CV repeats. "
         "* configuration selected on the same data it reports (optimistic); "
         "n/a = runs on different data or without out-of-fold predictions"
+    )
     return table
 
 
