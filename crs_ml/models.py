@@ -21,70 +21,29 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from crs_ml.errors import ConfigError, InputError
+from crs_ml.errors import ConfigError
+from crs_ml.inner_splits import (  # noqa: F401 - re-exported for the baselines
+    encode_binary_target,
+    group_codes,
+    inner_group_folds,
+    inner_group_split,
+)
 
 
-def encode_binary_target(estimator: BaseEstimator, y) -> np.ndarray:
-    """Set ``estimator.classes_`` and return y as 0/1 (1 = ``classes_[1]``, the event)."""
-    check_classification_targets(y)
-    classes = np.unique(y)
-    if classes.size < 2:
-        raise ValueError(
-            f"{type(estimator).__name__} needs both outcome classes; only one class "
-            f"({classes[0]!r}) is present in y"
-        )
-    if classes.size > 2:
-        raise ValueError(
-            f"Only binary classification is supported. {type(estimator).__name__} predicts a "
-            f"binary outcome; y has {classes.size} classes"
-        )
-    estimator.classes_ = classes
-    return (np.asarray(y) == classes[1]).astype(np.int64)
+class _IdentityScore(ClassifierMixin, BaseEstimator):
+    """decision_function = the first column: Platt on precomputed out-of-fold margins."""
 
+    def fit(self, X=None, y=None):
+        self.classes_ = np.array([0, 1])
+        return self
 
-def group_codes(groups, n_rows: int) -> np.ndarray:
-    """Integer codes of person ids (``None``: one group per row)."""
-    if groups is None:
-        return np.arange(n_rows)
-    groups = np.asarray(groups)
-    if groups.shape != (n_rows,):
-        raise InputError(f"groups must have one person id per row ({n_rows}), got {groups.shape}")
-    codes = pd.factorize(groups)[0]
-    if (codes < 0).any():
-        raise InputError("groups (person ids) contain missing values")
-    return codes
+    def decision_function(self, X):
+        return np.asarray(X, dtype=np.float64)[:, 0]
 
-
-def inner_group_split(
-    y: np.ndarray, codes: np.ndarray, valid_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Split rows into (inner_train, inner_valid) by group, stratified at group level.
-
-    Groups with at least one event and groups without are shuffled separately (seeded) and
-    ``valid_fraction`` of each (at least one, never all) goes to validation. Returns None
-    when no split leaves both outcome classes on both sides.
-    """
-    if not 0.0 < valid_fraction < 1.0:
-        raise ValueError(f"inner_valid_fraction must be in (0, 1), got {valid_fraction}")
-    n_groups = int(codes.max()) + 1
-    has_event = np.bincount(codes, weights=y, minlength=n_groups) > 0
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for stratum in (has_event, ~has_event):
-        members = np.flatnonzero(stratum)
-        if members.size >= 2:
-            k = int(min(members.size - 1, max(1, round(valid_fraction * members.size))))
-            chosen.append(rng.permutation(members)[:k])
-    if not chosen:
-        return None
-    in_valid = np.isin(codes, np.concatenate(chosen))
-    train, valid = np.flatnonzero(~in_valid), np.flatnonzero(in_valid)
-    if np.unique(y[train]).size < 2 or np.unique(y[valid]).size < 2:
-        return None
-    return train, valid
+    def predict(self, X):
+        return self.classes_[(self.decision_function(X) > 0).astype(np.int64)]
 
 
 class _MarginClassifier(ClassifierMixin, BaseEstimator):
@@ -127,6 +86,10 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
 
     ``monotone_constraints``: {feature name: +1 | -1} (names as in ``feature_names_in_``,
     or ``x0, x1, ...`` for ndarray input); an unknown name raises ConfigError.
+    ``inner_folds=K`` (K >= 2) cross-fits instead of one split: K inner boosters, each
+    early-stopped on its held-out persons, give out-of-fold margins for every training row;
+    Platt is fit on all of them, and the final booster is trained on every row with the mean
+    best number of trees. It costs K + 1 fits and uses all the data for trees and calibration.
     ``calibration='none'``: slope 1, intercept 0. When the data are too small for an inner
     split with both classes on both sides, the booster is fitted on all rows without early
     stopping or calibration and a warning says so (``calibration_fitted_`` is False).
@@ -144,6 +107,7 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         monotone_constraints=None,
         early_stopping_rounds=30,
         inner_valid_fraction=0.25,
+        inner_folds=0,
         calibration="platt",
         n_jobs=2,
         random_state=0,
@@ -158,6 +122,7 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         self.monotone_constraints = monotone_constraints
         self.early_stopping_rounds = early_stopping_rounds
         self.inner_valid_fraction = inner_valid_fraction
+        self.inner_folds = inner_folds
         self.calibration = calibration
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -189,8 +154,6 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         return tuple(int(constraints.get(n, 0)) for n in names)
 
     def fit(self, X, y, groups=None):
-        import xgboost as xgb
-        from sklearn.calibration import CalibratedClassifierCV
         from sklearn.frozen import FrozenEstimator
 
         if self.calibration not in ("platt", "none"):
@@ -199,6 +162,16 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         y01 = encode_binary_target(self, y)
         codes = group_codes(groups, X.shape[0])
         monotone = self._monotone_tuple()
+        if self.inner_folds and int(self.inner_folds) >= 2:
+            folds = inner_group_folds(y01, codes, int(self.inner_folds), self.random_state)
+            if folds is not None:
+                return self._fit_crossfitted(X, y01, folds, monotone)
+            warnings.warn(
+                f"XGBRiskModel: too few persons with events for {self.inner_folds} inner "
+                "folds; using one inner split instead",
+                UserWarning,
+                stacklevel=2,
+            )
         split = inner_group_split(y01, codes, self.inner_valid_fraction, self.random_state)
         if split is None:
             warnings.warn(
@@ -211,8 +184,26 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         else:
             train, valid = split
         stop = self.early_stopping_rounds if split is not None else None
-        clf = xgb.XGBClassifier(
-            n_estimators=self.n_estimators,
+        clf = self._classifier(self.n_estimators, stop, monotone)
+        eval_set = [(X[valid], y01[valid])] if stop else None
+        clf.fit(X[train], y01[train], eval_set=eval_set, verbose=False)
+        best = int(clf.best_iteration) if stop else int(self.n_estimators) - 1
+        self.best_iteration_ = best
+        self._set_booster(clf.get_booster()[: best + 1])
+        self.inner_train_index_ = train
+        self.inner_valid_index_ = valid if split is not None else np.array([], dtype=np.int64)
+        self.calibration_fitted_ = split is not None and self.calibration == "platt"
+        self.platt_slope_, self.platt_intercept_ = 1.0, 0.0
+        if self.calibration_fitted_:
+            wrapper = _MarginClassifier(self.booster_).fit()
+            self._platt(FrozenEstimator(wrapper), X[valid], y01[valid])
+        return self
+
+    def _classifier(self, n_estimators, stop, monotone):
+        import xgboost as xgb
+
+        return xgb.XGBClassifier(
+            n_estimators=n_estimators,
             max_depth=self.max_depth,
             learning_rate=self.learning_rate,
             subsample=self.subsample,
@@ -227,36 +218,60 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
             n_jobs=self.n_jobs,
             random_state=self.random_state,
         )
-        eval_set = [(X[valid], y01[valid])] if stop else None
-        clf.fit(X[train], y01[train], eval_set=eval_set, verbose=False)
-        best = int(clf.best_iteration) if stop else int(self.n_estimators) - 1
-        self.best_iteration_ = best
-        self.booster_ = clf.get_booster()[: best + 1]
+
+    def _set_booster(self, booster) -> None:
+        self.booster_ = booster
         try:  # named trees for SHAP and model dumps; xgboost rejects names with [ ] <
             self.booster_.feature_names = self._names()
         except ValueError:
             self.booster_.feature_names = None
-        self.inner_train_index_ = train
-        self.inner_valid_index_ = valid if split is not None else np.array([], dtype=np.int64)
-        self.calibration_fitted_ = split is not None and self.calibration == "platt"
+
+    def _platt(self, frozen, X_cal: np.ndarray, y_cal: np.ndarray) -> None:
+        """Platt scaling of the margin seen by ``frozen`` (sklearn's sigmoid calibration)."""
+        from sklearn.calibration import CalibratedClassifierCV
+
+        calibrated = CalibratedClassifierCV(
+            frozen, method="sigmoid", cv=[(np.arange(len(y_cal)),) * 2]
+        )
+        calibrated.fit(X_cal, y_cal)
+        sigmoid = calibrated.calibrated_classifiers_[0].calibrators[0]
+        # sklearn: p = 1 / (1 + exp(a * f + b))  ->  p = expit(-a * f - b)
+        self.platt_slope_ = float(-sigmoid.a_)
+        self.platt_intercept_ = float(-sigmoid.b_)
+        if self.platt_slope_ < 0:
+            warnings.warn(
+                f"XGBRiskModel: Platt slope {self.platt_slope_:.3g} < 0 on the calibration "
+                "data (the booster ranks it backwards)",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    def _fit_crossfitted(self, X, y01, folds, monotone):
+        """Cross-fitting: each inner fold early-stops a booster trained on the others and
+        gives out-of-fold margins; Platt is fit on all out-of-fold margins; the final booster
+        is trained on all rows with the mean best number of trees."""
+        from sklearn.frozen import FrozenEstimator
+
+        oof = np.full(X.shape[0], np.nan)
+        bests = []
+        for train, valid in folds:
+            clf = self._classifier(self.n_estimators, self.early_stopping_rounds, monotone)
+            clf.fit(X[train], y01[train], eval_set=[(X[valid], y01[valid])], verbose=False)
+            best = int(clf.best_iteration)
+            bests.append(best)
+            oof[valid] = booster_margin(clf.get_booster()[: best + 1], X[valid])
+        n_trees = max(1, int(round(float(np.mean(bests)))) + 1)
+        final = self._classifier(n_trees, None, monotone)
+        final.fit(X, y01, verbose=False)
+        self.best_iteration_ = n_trees - 1
+        self._set_booster(final.get_booster())
+        self.inner_train_index_ = np.arange(X.shape[0])
+        self.inner_valid_index_ = np.arange(X.shape[0])
+        self.inner_best_iterations_ = np.array(bests)
+        self.calibration_fitted_ = self.calibration == "platt"
         self.platt_slope_, self.platt_intercept_ = 1.0, 0.0
         if self.calibration_fitted_:
-            wrapper = _MarginClassifier(self.booster_).fit()
-            calibrated = CalibratedClassifierCV(
-                FrozenEstimator(wrapper), method="sigmoid", cv=[(np.arange(valid.size),) * 2]
-            )
-            calibrated.fit(X[valid], y01[valid])
-            sigmoid = calibrated.calibrated_classifiers_[0].calibrators[0]
-            # sklearn: p = 1 / (1 + exp(a * f + b))  ->  p = expit(-a * f - b)
-            self.platt_slope_ = float(-sigmoid.a_)
-            self.platt_intercept_ = float(-sigmoid.b_)
-            if self.platt_slope_ < 0:
-                warnings.warn(
-                    f"XGBRiskModel: Platt slope {self.platt_slope_:.3g} < 0 on the inner "
-                    "validation part (the booster ranks it backwards)",
-                    UserWarning,
-                    stacklevel=2,
-                )
+            self._platt(FrozenEstimator(_IdentityScore().fit()), oof[:, None], y01)
         return self
 
     def _check_X(self, X) -> np.ndarray:

@@ -53,7 +53,11 @@ def landmark_like(n_persons: int, rows: int, seed: int, n_noise: int = 3):
 
 
 @parametrize_with_checks(
-    [XGBRiskModel(n_estimators=15, early_stopping_rounds=5, n_jobs=1), LogisticRiskModel()]
+    [
+        XGBRiskModel(n_estimators=15, early_stopping_rounds=5, n_jobs=1),
+        XGBRiskModel(n_estimators=15, early_stopping_rounds=5, inner_folds=3, n_jobs=1),
+        LogisticRiskModel(),
+    ]
 )
 def test_sklearn_conformance(estimator, check):
     with warnings.catch_warnings():
@@ -156,6 +160,43 @@ def test_platt_on_held_out_rows_corrects_an_overfitted_booster():
     _, slope_platt = calibration_intercept_slope(y_test, platt.predict_proba(X_test)[:, 1])
     assert slope_raw < 0.5  # the raw booster is far too extreme on new data
     assert abs(slope_platt - 1.0) < 0.5  # Platt on held-out persons pulls it back near 1
+
+
+def test_crossfitted_calibration_uses_every_row_and_out_of_fold_margins():
+    from crs_ml.models import booster_margin, inner_group_folds
+
+    X, y, person = landmark_like(600, 3, seed=7)
+    model = XGBRiskModel(**SMALL_XGB, inner_folds=4).fit(X, y, groups=person)
+    assert len(model.inner_best_iterations_) == 4
+    assert model.booster_.num_boosted_rounds() == model.best_iteration_ + 1
+    # Platt was fit on out-of-fold margins of the inner boosters: recompute them and refit
+    codes = pd.factorize(person)[0]
+    folds = inner_group_folds(y, codes, 4, model.random_state)
+    for train, valid in folds:
+        assert not set(person[train]) & set(person[valid])
+    oof = np.full(len(y), np.nan)
+    for (train, valid), best in zip(folds, model.inner_best_iterations_, strict=True):
+        inner = XGBRiskModel(**{**SMALL_XGB, "early_stopping_rounds": None}, calibration="none")
+        inner.set_params(n_estimators=int(best) + 1)
+        inner.fit(X.iloc[train], y[train], groups=person[train])
+        oof[valid] = booster_margin(inner.booster_, X.iloc[valid].to_numpy(dtype=float))
+    assert np.isfinite(oof).all()
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e6).fit(oof[:, None], y)
+    assert model.platt_slope_ == pytest.approx(lr.coef_[0, 0], rel=0.1)
+    # deterministic and better calibrated on new persons than the raw booster margins
+    again = XGBRiskModel(**SMALL_XGB, inner_folds=4).fit(X, y, groups=person)
+    assert np.array_equal(again.predict_proba(X), model.predict_proba(X))
+
+
+def test_crossfitting_falls_back_to_one_split_when_events_are_too_few():
+    X, y, person = landmark_like(40, 2, seed=8)
+    y[:] = 0
+    y[[0, 2, 4]] = 1  # three events: six folds cannot all hold one
+    with pytest.warns(UserWarning, match="inner folds"):
+        model = XGBRiskModel(**SMALL_XGB, inner_folds=6).fit(X, y, groups=person)
+    assert not hasattr(model, "inner_best_iterations_")
 
 
 def test_too_few_persons_fall_back_with_a_warning():
