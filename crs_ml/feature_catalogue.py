@@ -16,6 +16,8 @@ hours < 0. Censored results (``<x``, ``>x``) enter as the numbers the loader gav
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
@@ -299,6 +301,19 @@ def feature_catalogue(config: FeatureConfig | None = None) -> pd.DataFrame:
 
     Group 'landmark' (the landmark_h column) is always on."""
     config = config or FeatureConfig()
+    return _cached_catalogue(config.model_dump_json()).copy()
+
+
+def feature_names(config: FeatureConfig | None = None) -> list[str]:
+    """``feature_catalogue(config)["name"]`` as a list (cached; no table copied)."""
+    config = config or FeatureConfig()
+    return list(_cached_catalogue(config.model_dump_json())["name"])
+
+
+@lru_cache(maxsize=32)
+def _cached_catalogue(config_json: str) -> pd.DataFrame:
+    """The catalogue of one configuration (keyed by its JSON; callers get copies)."""
+    config = FeatureConfig.model_validate_json(config_json)
     check_groups(config)
     on = set(config.groups) | {"landmark"}
     rows = [r for r in _all_rows(config) if r[1] in on]

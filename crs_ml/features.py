@@ -26,7 +26,8 @@ from crs_ml.feature_catalogue import (
     LAB_VARIABLES,
     PRETOCI,
     VARIABLES,
-    feature_catalogue,
+    feature_catalogue,  # noqa: F401 - re-exported: callers import it from here
+    feature_names,
     static_features,
 )
 from crs_ml.label import FEVER_C, FEVER_WINDOW_H, HYPOTENSION_SBP_MMHG, grade_summary
@@ -353,7 +354,7 @@ def build_features(
     with hours <= landmark_h; never the outcomes (works for new admissions).
     """
     config = config or FeatureConfig()
-    names = feature_catalogue(config)["name"].tolist()
+    names = feature_names(config)
     points = _check_points(points)
     n = len(points)
     lm = points["landmark_h"].to_numpy()

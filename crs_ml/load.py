@@ -30,6 +30,7 @@ Rules (the data README documents them for users):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,15 @@ from crs_ml.load_tables import (
     text_of,
     truth_table,
 )
-from crs_ml.tables import RawTable, check_mapping, locate_tables, read_table
+from crs_ml.tables import (
+    REQUIRED_TABLES,
+    TABLES,
+    RawTable,
+    check_mapping,
+    frame_table,
+    locate_tables,
+    read_table,
+)
 from crs_ml.validation import CheckReport, Collector, RowChecks, TableSummary, counts_by
 from crs_ml.values import (
     DISEASE_VOCAB,
@@ -60,7 +69,7 @@ from crs_ml.values import (
     parse_values,
 )
 
-__all__ = ["CheckReport", "load_cohort"]
+__all__ = ["CheckReport", "load_cohort", "load_frames"]
 
 
 def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
@@ -188,6 +197,35 @@ def load_cohort(path_or_paths=None, options: DataConfig | None = None) -> Cohort
     source = path_or_paths if path_or_paths is not None else opts.path
     paths = locate_tables(source)
     raws = {t: read_table(p, t, opts.column_mapping.get(t)) for t, p in paths.items()}
+    return _normalise(raws, opts, str(source) if isinstance(source, str | Path) else None)
+
+
+def load_frames(
+    frames: Mapping[str, pd.DataFrame],
+    options: DataConfig | None = None,
+    file_names: Mapping[str, str] | None = None,
+) -> Cohort:
+    """:func:`load_cohort` on tables already in memory ({table: DataFrame}), exactly as if
+    each had been written to and read back from a Parquet file named ``file_names[table]``
+    (default ``<table>.parquet``), which is what reports and rejected rows call it."""
+    opts = options or DataConfig()
+    check_mapping(opts.column_mapping)
+    for table in frames:
+        if table not in TABLES:
+            raise InputError(f"unknown table '{table}' (expected one of {', '.join(TABLES)})")
+    for table in REQUIRED_TABLES:
+        if table not in frames:
+            raise InputError(f"the {table} table is required but was not given")
+    names = dict(file_names or {})
+    raws = {
+        t: frame_table(f, t, names.get(t, f"{t}.parquet"), opts.column_mapping.get(t))
+        for t, f in frames.items()
+    }
+    return _normalise(raws, opts, None)
+
+
+def _normalise(raws: dict[str, RawTable], opts: DataConfig, source: str | None) -> Cohort:
+    """The body of loading once the tables are read: validate and normalise."""
     col = Collector()
     patients, pat = _patients(raws["patients"], col)
     observations = _observations(raws["observations"], pat, opts, col)
@@ -204,10 +242,7 @@ def load_cohort(path_or_paths=None, options: DataConfig | None = None) -> Cohort
         "outcomes": outcomes,
         "truth": truth,
     }
-    report = CheckReport(
-        source=str(source) if isinstance(source, str | Path) else None,
-        options=opts.model_dump(mode="json"),
-    )
+    report = CheckReport(source=source, options=opts.model_dump(mode="json"))
     for name, raw in raws.items():
         if raw.unused_columns:
             col.add(

@@ -11,8 +11,15 @@ import pandas as pd
 from crs_ml.catalogue import VARIABLES, resolve_variable
 from crs_ml.config import DataConfig
 from crs_ml.tables import RawTable
-from crs_ml.validation import Collector, RowChecks, counts_by
-from crs_ml.values import hours_since, parse_hours, parse_times, parse_values
+from crs_ml.validation import CodedText, Collector, RowChecks, counts_by
+from crs_ml.values import (
+    hour_problem_codes,
+    hours_since,
+    parse_times,
+    parse_values,
+    sort_order,
+    unique_small,
+)
 
 NAT = np.iinfo("int64").min
 VARIABLE_NAMES = np.array(list(VARIABLES), dtype=object)
@@ -42,8 +49,11 @@ class Patients:
         return pd.Series(pd.array(self.ids, dtype="str").take(codes))
 
 
-def patient_codes(ids: np.ndarray, pat: Patients) -> np.ndarray:
+def patient_codes(ids, pat: Patients) -> np.ndarray:
     """Position of each row's patient in ``pat`` (-1 when unknown or empty)."""
+    if isinstance(ids, CodedText):
+        where = pat.index.get_indexer(pd.Index(ids.uniques, dtype=object))
+        return where[ids.codes] if len(where) else np.full(len(ids), -1, dtype="int64")
     codes, uniques = pd.factorize(pd.Series(ids, dtype=object))
     where = pat.index.get_indexer(pd.Index(np.asarray(uniques, dtype=object), dtype=object))
     return where[codes] if len(where) else np.full(len(ids), -1, dtype="int64")
@@ -62,10 +72,10 @@ def row_hours(
     odd_msg = "times before 1900 or in the future, or hours beyond 100 years"
     if hours_col in frame:
         raw = frame[hours_col]
-        h, problem = parse_hours(raw)
-        given = problem != "empty"
+        h, problem = hour_problem_codes(raw)
+        given = problem != 1
         rc.reject(
-            problem == "unparseable",
+            problem == 2,
             hours_col,
             "bad_time",
             bad_msg,
@@ -74,7 +84,7 @@ def row_hours(
             detail_key=hours_col,
         )
         rc.reject(
-            problem == "implausible",
+            problem == 3,
             hours_col,
             "implausible_time",
             odd_msg,
@@ -82,7 +92,7 @@ def row_hours(
             raw,
             detail_key=hours_col,
         )
-        hours = np.where(given, h, np.nan)
+        hours = h  # NaN unless the hours parsed
     if time_col in frame:
         need = np.flatnonzero(~given & rc.ok)
         raw = frame[time_col]
@@ -171,22 +181,23 @@ def observation_values(frame, rc: RowChecks, opts: DataConfig) -> ObservationVal
     )
 
     value, censored, kind = parse_values(frame["value"], opts.censored_below)
+    non_numeric = ~np.isfinite(value)  # == (kind != ""), without comparing millions of texts
     rc.reject(
-        kind != "",
+        non_numeric,
         "value",
         "non_numeric_result",
         "non-numeric results (Hemolyzed, QNS, ---, empty, NaN ...): left out",
         "",
         frame["value"],
         severity="warning",
-        details=counts_by(kind, (kind != "") & rc.ok),
+        details=counts_by(kind, non_numeric & rc.ok),
         record=False,
     )
 
     unit = frame["unit"].astype("str").fillna("") if "unit" in frame else pd.Series([""] * n)
     ucodes, uuniq = pd.factorize(unit)
     nu = max(len(uuniq), 1)
-    pair_u, inverse = np.unique(np.maximum(vidx, 0) * nu + ucodes, return_inverse=True)
+    pair_u, inverse = unique_small(np.maximum(vidx, 0) * nu + ucodes, len(VARIABLE_NAMES) * nu)
     factor_u = np.ones(len(pair_u))
     offset_u = np.zeros(len(pair_u))
     live = np.zeros(len(pair_u), dtype=bool)
@@ -288,7 +299,7 @@ def finish_observations(
     """Kept rows, sorted, with duplicates resolved, as the cohort's observations table."""
     pos = np.flatnonzero(rc.ok)
     p, h, v = pcode[pos], hours[pos], vals.vidx[pos]
-    order = np.lexsort((raw.source_row[pos], VARIABLE_RANK[v], h, pat.rank[p]))
+    order = sort_order(pat.rank[p], h, VARIABLE_RANK[v], raw.source_row[pos])
     pos, p, h, v = pos[order], p[order], h[order], v[order]
     value = vals.value[pos].copy()
     censored = vals.censored[pos].copy()

@@ -11,7 +11,7 @@ import pandas as pd
 from crs_ml.cohort import EVENT_COLUMNS, OUTCOME_COLUMNS, TRUTH_COLUMNS
 from crs_ml.load_rows import Patients, patient_codes, row_hours, sorted_frame
 from crs_ml.tables import RawTable
-from crs_ml.validation import Collector, RowChecks, counts_by
+from crs_ml.validation import CodedText, Collector, RowChecks, counts_by
 from crs_ml.values import EVENT_VOCAB, normalise_category, parse_values
 
 
@@ -23,6 +23,13 @@ def column_of(frame: pd.DataFrame, name: str) -> pd.Series:
 
 def text_of(frame: pd.DataFrame, name: str) -> np.ndarray:
     return column_of(frame, name).astype("str").fillna("").str.strip().to_numpy(dtype=object)
+
+
+def coded_text_of(frame: pd.DataFrame, name: str) -> CodedText:
+    """:func:`text_of` as codes into the distinct texts (each distinct text cleaned once)."""
+    codes, uniques = pd.factorize(column_of(frame, name).astype("str").fillna(""))
+    clean = pd.Series(uniques).astype("str").fillna("").str.strip().to_numpy(dtype=object)
+    return CodedText(codes, clean)
 
 
 def str_series(values) -> pd.Series:
@@ -38,12 +45,12 @@ class TableRows:
 
 def start_table(raw: RawTable, pat: Patients, col: Collector) -> TableRows:
     """Row checks with malformed rows recorded and patient ids resolved."""
-    ids = text_of(raw.frame, "patient_id")
+    ids = coded_text_of(raw.frame, "patient_id")
     rc = RowChecks(col, raw.name, raw.file, raw.source_row, ids)
     record_malformed(raw, col)
     pcode = patient_codes(ids, pat)
     rc.reject(
-        ids == "",
+        (ids.uniques == "")[ids.codes] if len(ids) else np.zeros(0, dtype=bool),
         "patient_id",
         "missing_patient_id",
         "rows without a patient_id",

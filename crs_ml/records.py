@@ -16,7 +16,7 @@ end_hours  events only, optional
 
 :func:`records_to_cohort` checks the table's shape (columns, record types, numbers in
 ``hours`` / ``end_hours``, patient attributes) and then normalises it through exactly the
-loading code used for files (:func:`crs_ml.load.load_cohort`: units, aliases, censored and
+loading code used for files (:func:`crs_ml.load.load_frames`, in memory: units, aliases, censored and
 non-numeric results, duplicates, events). Every patient_id that appears gets a patient, in
 order of first appearance. ``source_row`` and rejected rows refer to 1-based rows of the input
 table (file ``input``). With ``strict=True`` (the MLflow model) a row that loading would
@@ -25,9 +25,6 @@ and reason; with ``strict=False`` it is left out and listed in ``Cohort.rejected
 """
 
 from __future__ import annotations
-
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,7 +167,7 @@ def _input_column(table: str, column: object) -> str:
 
 def records_to_cohort(frame: pd.DataFrame, strict: bool = True, options=None) -> Cohort:
     """The one-table input as a normalised Cohort (see the module docstring)."""
-    from crs_ml.load import load_cohort
+    from crs_ml.load import load_frames
 
     clean, record = check_records(frame)
     patients, patient_rows = _patients_table(clean, record)
@@ -182,12 +179,7 @@ def records_to_cohort(frame: pd.DataFrame, strict: bool = True, options=None) ->
     tables = {"patients": patients, "observations": obs}
     if len(ev_rows):
         tables["events"] = ev
-    with tempfile.TemporaryDirectory(prefix="crs_ml_records_") as tmp:
-        paths = {}
-        for name, table in tables.items():
-            paths[name] = Path(tmp) / f"{name}.parquet"
-            table.reset_index(drop=True).to_parquet(paths[name], index=False)
-        cohort = load_cohort(paths, options)
+    cohort = load_frames({k: t.reset_index(drop=True) for k, t in tables.items()}, options)
     input_rows = {"patients": patient_rows, "observations": obs_rows + 1, "events": ev_rows + 1}
     for name in ("observations", "events"):
         table = getattr(cohort, name)

@@ -194,8 +194,19 @@ def _not_at_risk(
     if not cand.any():
         return why
     until = pd.Series(L[cand], index=pd.Index(pid[cand], dtype=object))
+    from crs_ml.label import FEVER_C, HYPOTENSION_SBP_MMHG
+
     obs = cohort.observations
-    relevant = obs[obs["variable"].isin(["temperature", "sbp"])]
+    # only what grading reads: fevers and low sbp after infusion (label._intervals)
+    value = obs["value"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        maybe = (obs["hours"].to_numpy(dtype=np.float64) >= 0) & (
+            (value >= FEVER_C) | (value < HYPOTENSION_SBP_MMHG)
+        )
+    rows = np.flatnonzero(maybe)
+    variable = obs["variable"].iloc[rows]
+    rows = rows[variable.isin(["temperature", "sbp"]).to_numpy(dtype=bool)]
+    relevant = obs.iloc[rows]
     summary = grade_summary(relevant, cohort.events, "patient_id", until=until)
     g3 = pd.Series(pid, dtype=object).map(summary["grade3_hours"]).to_numpy(dtype=np.float64)
     ev = cohort.events

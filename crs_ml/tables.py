@@ -243,6 +243,12 @@ def read_parquet(path: Path) -> pd.DataFrame:
         raise InputError(
             f"cannot read Parquet file ({type(exc).__name__}: {exc})", file=str(path)
         ) from None
+    return typed_frame(frame)
+
+
+def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table read from Parquet or given in memory: ids and other text columns as text
+    ('' for missing), numeric and datetime columns kept as they are."""
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c).strip() for c in frame.columns]
     out = {}
@@ -302,6 +308,18 @@ def read_table(path: Path, table: str, mapping: Mapping[str, str] | None = None)
     frame, unused = _map_columns(frame, table, mapping or {}, file)
     return RawTable(
         table, file, path, frame.reset_index(drop=True), src, n, unused, malformed, encoding
+    )
+
+
+def frame_table(
+    frame: pd.DataFrame, table: str, file: str, mapping: Mapping[str, str] | None = None
+) -> RawTable:
+    """An in-memory table as :func:`read_table` would return it from a Parquet file."""
+    frame = typed_frame(frame)
+    src = np.arange(1, len(frame) + 1, dtype="int64")
+    frame, unused = _map_columns(frame, table, mapping or {}, file)
+    return RawTable(
+        table, file, Path(file), frame.reset_index(drop=True), src, len(src), unused, [], "parquet"
     )
 
 

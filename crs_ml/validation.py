@@ -103,10 +103,33 @@ class Collector:
         return out.sort_values(["file", "row"], kind="stable").reset_index(drop=True)
 
 
+class CodedText:
+    """A text column held as codes into its distinct values (``uniques``, object array);
+    rows are materialised only when indexed (``column[idx]``), e.g. for rejected rows."""
+
+    def __init__(self, codes: np.ndarray, uniques: np.ndarray):
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.uniques = np.asarray(uniques, dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self.uniques[self.codes[idx]]
+
+    def to_numpy(self) -> np.ndarray:
+        return self.uniques[self.codes]
+
+
 def _as_text(values, idx: np.ndarray) -> np.ndarray:
     if values is None:
         return np.full(idx.size, "", dtype=object)
-    picked = values.iloc[idx] if isinstance(values, pd.Series) else np.asarray(values)[idx]
+    if isinstance(values, pd.Series):
+        picked = values.iloc[idx]
+    elif isinstance(values, CodedText):
+        picked = values[idx]
+    else:
+        picked = np.asarray(values)[idx]
     return pd.Series(picked, dtype="object").astype("str").fillna("").to_numpy(dtype=object)
 
 
@@ -119,10 +142,15 @@ class RowChecks:
         self.table = table
         self.file = file
         self.source_row = np.asarray(source_row, dtype="int64")
-        self.patient_id = np.asarray(patient_id, dtype=object)
+        if isinstance(patient_id, CodedText):
+            self.patient_id = patient_id
+        else:
+            self.patient_id = np.asarray(patient_id, dtype=object)
         self.ok = np.ones(len(self.source_row), dtype=bool)
 
     def _examples(self, idx, column, values) -> list[dict]:
+        if idx.size == 0:
+            return []
         first = idx[:MAX_EXAMPLES]
         texts = _as_text(values, first)
         return [

@@ -96,31 +96,81 @@ def parse_text_value(text: str, censored_below: str = "half") -> tuple[float, in
 def parse_values(
     raw: pd.Series, censored_below: str = "half"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vectorised: (value float64, censored int8, kind object array; '' where numeric)."""
+    """Vectorised: (value float64, censored int8, kind object array; '' where numeric).
+
+    ``kind`` is '' exactly where ``value`` is finite, so ``~np.isfinite(value)`` is a cheap
+    stand-in for ``kind != ''``. Text is parsed once per distinct text (lab values repeat a
+    lot: millions of cells hold tens of thousands of distinct texts)."""
     n = len(raw)
-    censored = np.zeros(n, dtype="int8")
-    kind = np.full(n, "", dtype=object)
     if pd.api.types.is_bool_dtype(raw.dtype):
         raw = raw.astype("str")
     if pd.api.types.is_numeric_dtype(raw.dtype):
+        censored = np.zeros(n, dtype="int8")
+        kind = np.full(n, "", dtype=object)
         value = np.array(pd.to_numeric(raw, errors="coerce"), dtype="float64")
         bad = ~np.isfinite(value)
-        kind[bad] = np.where(np.isnan(value[bad]), "empty", "placeholder")
-        value[bad] = np.nan
+        if bad.any():
+            kind[bad] = np.where(np.isnan(value[bad]), "empty", "placeholder")
+            value[bad] = np.nan
         return value, censored, kind
     text = raw.astype("str").fillna("")
+    codes, uniques = pd.factorize(text)
+    u_val, u_cens, u_kind = _parse_distinct(pd.Series(uniques), censored_below)
+    if len(codes) and codes.min() < 0:  # cannot happen after fillna; kept for safety
+        codes = np.where(codes < 0, len(u_val), codes)
+        u_val, u_cens = np.append(u_val, np.nan), np.append(u_cens, 0).astype("int8")
+        u_kind = np.append(u_kind, "empty").astype(object)
+    return u_val[codes], u_cens[codes], u_kind[codes]
+
+
+def _parse_distinct(text: pd.Series, censored_below: str):
+    """(value, censored, kind) of each distinct text: pandas' parser first, the text parser
+    for what it cannot read (or reads as NaN/inf)."""
     value = np.array(pd.to_numeric(text, errors="coerce"), dtype="float64")
+    censored = np.zeros(len(value), dtype="int8")
+    kind = np.full(len(value), "", dtype=object)
     bad = np.flatnonzero(~np.isfinite(value))
     if bad.size:
-        codes, uniques = pd.factorize(text.iloc[bad])
-        parsed = [parse_text_value(u, censored_below) for u in uniques]
-        u_val = np.array([p[0] for p in parsed], dtype="float64")
-        u_cens = np.array([p[1] for p in parsed], dtype="int8")
-        u_kind = np.array([p[2] for p in parsed], dtype=object)
-        value[bad] = u_val[codes]
-        censored[bad] = u_cens[codes]
-        kind[bad] = u_kind[codes]
+        parsed = [parse_text_value(u, censored_below) for u in text.iloc[bad]]
+        value[bad] = np.array([p[0] for p in parsed], dtype="float64")
+        censored[bad] = np.array([p[1] for p in parsed], dtype="int8")
+        kind[bad] = np.array([p[2] for p in parsed], dtype=object)
     return value, censored, kind
+
+
+# --- codes and sorting (loading millions of rows) -------------------------------------
+def unique_small(codes: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True)`` for non-negative codes below ``bound``,
+    without sorting (a lookup table instead)."""
+    present = np.zeros(bound + 1, dtype=bool)
+    present[codes] = True
+    uniq = np.flatnonzero(present)
+    lookup = np.zeros(bound + 1, dtype=np.int64)
+    lookup[uniq] = np.arange(len(uniq))
+    return uniq, lookup[codes]
+
+
+def sort_order(p_rank, h, v_rank, src) -> np.ndarray:
+    """``np.lexsort((src, v_rank, h, p_rank))``; input files usually come sorted by patient
+    and hours already, which is checked first (then only ties of hours need ordering)."""
+    m = len(h)
+    if m < 2:
+        return np.arange(m)
+    same_p = p_rank[1:] == p_rank[:-1]
+    by_ph = (p_rank[1:] > p_rank[:-1]) | (same_p & (h[1:] >= h[:-1]))
+    if not by_ph.all():
+        return np.lexsort((src, v_rank, h, p_rank))
+    tie = same_p & (h[1:] == h[:-1])
+    ok = ~tie | (v_rank[1:] > v_rank[:-1]) | ((v_rank[1:] == v_rank[:-1]) & (src[1:] > src[:-1]))
+    if ok.all():
+        return np.arange(m)
+    # sorted by (patient, hours): order within each run of equal (patient, hours) only
+    run = np.cumsum(np.append(True, ~tie)).astype(np.int64)
+    nv = int(v_rank.max()) + 1
+    ns = int(src.max()) + 1
+    if float(run[-1]) * nv * ns < 2**62:
+        return np.argsort((run * nv + v_rank) * ns + src, kind="stable")
+    return np.lexsort((src, v_rank, run))
 
 
 # --- times ------------------------------------------------------------------------------
@@ -161,15 +211,27 @@ def parse_times(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return ns, problem
 
 
+#: problem texts of :func:`hour_problem_codes` (code = position)
+HOUR_PROBLEMS = np.array(["", "empty", "unparseable", "implausible"], dtype=object)
+
+
+def hour_problem_codes(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Relative hours -> (float64, int8 code into :data:`HOUR_PROBLEMS`); NaN unless code 0."""
+    value, censored, kind = parse_values(raw)
+    code = np.zeros(len(value), dtype="int8")
+    bad = np.flatnonzero(~np.isfinite(value) | (censored != 0))
+    if bad.size:
+        code[bad] = np.where(kind[bad] == "empty", 1, 2)
+    with np.errstate(invalid="ignore"):
+        code[(code == 0) & (np.abs(value) > MAX_ABS_HOURS)] = 3
+    value = np.where(code == 0, value, np.nan)
+    return value, code
+
+
 def parse_hours(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Relative hours -> (float64, problem array as in :func:`parse_times`)."""
-    value, censored, kind = parse_values(raw)
-    kind = np.where((kind == "") & (censored != 0), "text", kind)
-    problem = np.where(kind == "empty", "empty", np.where(kind != "", "unparseable", ""))
-    problem = problem.astype(object)
-    problem[(problem == "") & (np.abs(value) > MAX_ABS_HOURS)] = "implausible"
-    value = np.where(problem == "", value, np.nan)
-    return value, problem
+    value, code = hour_problem_codes(raw)
+    return value, HOUR_PROBLEMS[code]
 
 
 def hours_since(ns: np.ndarray, infusion_ns: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import typer
 from crs_ml.errors import CrsMlError
 
 #: command modules, in the order their commands appear in --help
-COMMAND_MODULES = ["data", "simulate", "features", "modeling"]
+COMMAND_MODULES = ["data", "simulate", "features", "modeling", "scoring", "reporting"]
 
 
 def build_app() -> typer.Typer:
