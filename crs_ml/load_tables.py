@@ -71,17 +71,18 @@ def start_table(raw: RawTable, pat: Patients, col: Collector) -> TableRows:
 def record_malformed(raw: RawTable, col: Collector) -> None:
     if not raw.malformed:
         return
-    rows = np.array([r for r, _ in raw.malformed], dtype="int64")
-    reasons = [reason for _, reason in raw.malformed]
+    rows = np.array([r for r, _, _ in raw.malformed], dtype="int64")
+    reasons = [reason for _, reason, _ in raw.malformed]
+    columns = [column for _, _, column in raw.malformed]
     col.add_rejected(
         raw.name,
         pd.DataFrame(
-            {"file": raw.file, "row": rows, "column": "", "reason": reasons, "patient_id": ""}
+            {"file": raw.file, "row": rows, "column": columns, "reason": reasons, "patient_id": ""}
         ),
     )
     examples = [
-        {"file": raw.file, "row": int(r), "column": "", "value": why}
-        for r, why in raw.malformed[:5]
+        {"file": raw.file, "row": int(r), "column": c, "value": why}
+        for r, why, c in raw.malformed[:5]
     ]
     col.add(
         raw.name,

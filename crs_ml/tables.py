@@ -74,7 +74,7 @@ class RawTable:
     rows_read: int
     unused_columns: list[str] = field(default_factory=list)
     #: rows the reader could not split into the header's fields: (row, reason)
-    malformed: list[tuple[int, str]] = field(default_factory=list)
+    malformed: list[tuple[int, str, str]] = field(default_factory=list)  # row, reason, column
     encoding: str = "utf-8"
 
 
@@ -170,7 +170,15 @@ def _read_csv_python(path, names, delimiter, encoding):
                 continue
             i += 1
             if len(record) != len(names):
-                bad.append((i, f"expected {len(names)} fields, found {len(record)}"))
+                if len(record) < len(names):  # the first field the row lacks
+                    column = names[len(record)]
+                    why = f"expected {len(names)} fields, found {len(record)}: '{column}' missing"
+                else:  # fields beyond the header's last column
+                    column = names[-1]
+                    why = (
+                        f"expected {len(names)} fields, found {len(record)}: extra after '{column}'"
+                    )
+                bad.append((i, why, column))
                 continue
             rows.append(record)
             src.append(i)
@@ -243,7 +251,14 @@ def read_parquet(path: Path) -> pd.DataFrame:
         raise InputError(
             f"cannot read Parquet file ({type(exc).__name__}: {exc})", file=str(path)
         ) from None
-    return typed_frame(frame)
+    try:
+        return typed_frame(frame)
+    except InputError as exc:  # name the file the column came from
+        raise InputError(exc.reason, file=str(path), row=exc.row, column=exc.column) from None
+    except (UnicodeDecodeError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"a column cannot be read as text ({type(exc).__name__}: {exc})", file=str(path)
+        ) from None
 
 
 def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -36,8 +36,16 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C: ``finally`` blocks remove temporary files."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: project errors become one clear line and exit code 2."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app = build_app()
     try:
         code = app(args=argv, standalone_mode=False)

@@ -372,7 +372,9 @@ def test_malformed_rows_are_rejected_with_their_row_number(tmp_path):
     c = load_cohort(folder)
     assert c.observations["source_row"].tolist() == [1, 3]
     assert c.observations["value"].tolist() == [5.0, 1240.0]
-    assert c.rejected[["row", "reason"]].values.tolist() == [[2, "expected 5 fields, found 6"]]
+    assert c.rejected[["row", "column", "reason"]].values.tolist() == [
+        [2, "unit", "expected 5 fields, found 6: extra after 'unit'"]
+    ]
 
 
 def test_semicolon_csv_with_decimal_comma_and_bom(tmp_path):
