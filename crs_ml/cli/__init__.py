@@ -43,9 +43,14 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: project errors become one clear line and exit code 2."""
+    import os
     import signal
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # a command line prints its own progress: no per-file download bars or INFO chatter
+    # from MLflow (set MLFLOW_LOGGING_LEVEL=INFO to see it)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     app = build_app()
     try:
         code = app(args=argv, standalone_mode=False)

@@ -14,6 +14,14 @@ from pathlib import Path
 import typer
 
 
+def _console(**kwargs):
+    """Terminal width on a terminal; 150 columns in logs and CI output."""
+    from rich.console import Console
+
+    c = Console(**kwargs)
+    return c if c.is_terminal else Console(width=150, **kwargs)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("check")
     def check(
@@ -32,7 +40,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Validate a cohort: rows read and used per table, every problem with counts and
         first examples. Exit 0 when usable, 1 when not."""
-        from rich.console import Console
 
         from crs_ml.config import DataConfig, load_config
         from crs_ml.errors import InputError
@@ -49,7 +56,7 @@ def register(app: typer.Typer) -> None:
         except InputError as exc:
             report = CheckReport.from_error(exc, source=str(source))
             report.options = options.model_dump(mode="json")
-        report.render(Console(soft_wrap=False))
+        report.render(_console(soft_wrap=False))
         if json_path is not None:
             import json
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from crs_ml.cli._common import console as make_console
 from crs_ml.cli._common import progress_bar, write_json
 
 DEFAULT_MODEL = "models:/crs-severity@champion"
@@ -138,7 +139,6 @@ def validate(
     ] = True,
 ) -> None:
     """Score a labelled cohort from another site and write a validation report."""
-    from rich.console import Console
 
     from crs_ml.report import log_validation_run, write_report
     from crs_ml.validate import model_settings, validate_cohort
@@ -146,7 +146,7 @@ def validate(
     lms = parse_landmarks(landmarks)
     if bootstrap < 0:
         raise typer.BadParameter("--bootstrap must be >= 0")
-    console = Console()
+    console = make_console()
     with tempfile.TemporaryDirectory(prefix="crs_ml_validate_") as tmp:
         bundle, info = open_model(model, Path(tmp))
         cohort = _load_data(data, config)
@@ -211,7 +211,6 @@ def recalibrate(
     ] = None,
 ) -> None:
     """Refit only the calibration map of a model on a site's data (booster unchanged)."""
-    from rich.console import Console
 
     from crs_ml.recalibrate import (
         recalibrate_cohort,
@@ -219,7 +218,7 @@ def recalibrate(
         write_recalibrated_bundle,
     )
 
-    console = Console()
+    console = make_console()
     with tempfile.TemporaryDirectory(prefix="crs_ml_recal_") as tmp:
         bundle, info = open_model(model, Path(tmp))
         cohort = _load_data(data, config)

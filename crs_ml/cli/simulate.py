@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from crs_ml.cli._common import console as make_console
 from crs_ml.cli._common import progress_bar, write_json
 
 
@@ -106,7 +107,6 @@ def register(app: typer.Typer) -> None:
         """Simulate a cohort: patients, observations, events, outcomes and truth (CSV)."""
         import time
 
-        from rich.console import Console
         from rich.table import Table
 
         from crs_ml.errors import ConfigError
@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
         ]  # fmt: skip
         for name, value in rows:
             table.add_row(name, value)
-        console = Console()
+        console = make_console()
         console.print(table)
         for name, path in paths.items():
             console.print(f"wrote {name:12s} {path}")
