@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crs_ml.errors import ConfigError
 
@@ -72,13 +72,38 @@ class FeatureConfig(_Strict):
     early_fever_window_h: float = 36.0
 
 
+#: the default xgboost hyperparameters (also spelled out in configs/default.yaml): shallow,
+#: regularised trees and cross-fitted calibration, because ~100 events and 139 candidate
+#: features need sample efficiency more than capacity (benchmarks/bench_train.py)
+DEFAULT_XGBOOST_PARAMS: dict[str, Any] = {
+    "n_estimators": 400,
+    "max_depth": 2,
+    "learning_rate": 0.05,
+    "subsample": 0.8,
+    "colsample_bytree": 0.5,
+    "min_child_weight": 10.0,
+    "reg_lambda": 5.0,
+    "early_stopping_rounds": 30,
+    "inner_folds": 4,
+}
+
+
 class ModelConfig(_Strict):
-    """Model type and hyperparameters. ``params`` go to the estimator unchanged."""
+    """Model type and hyperparameters. ``params`` go to the estimator; for xgboost they are
+    laid over :data:`DEFAULT_XGBOOST_PARAMS`, so a config or ``--set`` names only what it
+    changes."""
 
     type: Literal["xgboost", "logistic", "measix", "fever_rule"] = "xgboost"
     params: dict[str, Any] = Field(default_factory=dict)
     monotone: bool = False
     calibration: Literal["platt", "none"] = "platt"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _xgboost_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type", "xgboost") == "xgboost":
+            data = {**data, "params": {**DEFAULT_XGBOOST_PARAMS, **(data.get("params") or {})}}
+        return data
 
 
 class CVConfig(_Strict):

@@ -65,3 +65,17 @@ def test_risk_bands_ordered():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_builtin_defaults_equal_configs_default_yaml():
+    """`crs-ml train` without --config trains exactly what configs/default.yaml spells out."""
+    assert load_config().model_dump() == load_config(CONFIGS / "default.yaml").model_dump()
+
+
+def test_xgboost_params_are_laid_over_the_defaults():
+    from crs_ml.config import DEFAULT_XGBOOST_PARAMS
+
+    cfg = load_config(None, ["model.max_depth=4"])
+    assert cfg.model.params == {**DEFAULT_XGBOOST_PARAMS, "max_depth": 4}
+    logistic = load_config(CONFIGS / "logistic.yaml")
+    assert logistic.model.params == {"C": 0.1}  # other model types get no xgboost defaults
