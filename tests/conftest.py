@@ -28,5 +28,6 @@ def session_dir() -> Path:
 def tracking_uri() -> str:
     return os.environ["MLFLOW_TRACKING_URI"]
 
+
 # per-patient keys are salted with a per-session salt kept outside the store
 os.environ.setdefault("CRS_ML_SALT_FILE", str(_SESSION_DIR / "salt"))

@@ -22,14 +22,41 @@ def cohort_dir(tmp_path_factory):
 def test_four_concurrent_trainings_all_recorded(cohort_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"  # does not exist yet
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    args = ["--set", "cv.folds=2", "--set", "cv.repeats=1", "--set", "cv.bootstrap=0",
-            "--set", "model.n_estimators=15", "--set", "task.landmarks_h=[24]",
-            "--set", "cv.report_landmarks_h=[24]", "--experiment", "concurrent"]
+    args = [
+        "--set",
+        "cv.folds=2",
+        "--set",
+        "cv.repeats=1",
+        "--set",
+        "cv.bootstrap=0",
+        "--set",
+        "model.n_estimators=15",
+        "--set",
+        "task.landmarks_h=[24]",
+        "--set",
+        "cv.report_landmarks_h=[24]",
+        "--experiment",
+        "concurrent",
+    ]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "crs_ml", "train", "--data", str(cohort_dir), *args,
-             "--set", f"seed={i}", "--run-name", f"worker{i}"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "crs_ml",
+                "train",
+                "--data",
+                str(cohort_dir),
+                *args,
+                "--set",
+                f"seed={i}",
+                "--run-name",
+                f"worker{i}",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for i in range(4)
     ]

@@ -41,10 +41,31 @@ def test_store_holds_no_identifier_or_raw_value(marked_cohort, tmp_path, monkeyp
     store = tmp_path / "store"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
     out = tmp_path / "run.json"
-    main(["train", "--data", str(cohort_dir), "--experiment", "privacy", "--alias", "champion",
-          "--set", "cv.folds=2", "--set", "cv.repeats=1", "--set", "cv.bootstrap=20",
-          "--set", "model.n_estimators=20", "--set", "task.landmarks_h=[24]",
-          "--set", "cv.report_landmarks_h=[24]", "--json", str(out)])
+    main(
+        [
+            "train",
+            "--data",
+            str(cohort_dir),
+            "--experiment",
+            "privacy",
+            "--alias",
+            "champion",
+            "--set",
+            "cv.folds=2",
+            "--set",
+            "cv.repeats=1",
+            "--set",
+            "cv.bootstrap=20",
+            "--set",
+            "model.n_estimators=20",
+            "--set",
+            "task.landmarks_h=[24]",
+            "--set",
+            "cv.report_landmarks_h=[24]",
+            "--json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["run_id"]
 
     files = [p for p in store.rglob("*") if p.is_file()]
