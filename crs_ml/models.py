@@ -255,9 +255,11 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         oof = np.full(X.shape[0], np.nan)
         bests = []
         for train, valid in folds:
-            clf = self._classifier(self.n_estimators, self.early_stopping_rounds, monotone)
-            clf.fit(X[train], y01[train], eval_set=[(X[valid], y01[valid])], verbose=False)
-            best = int(clf.best_iteration)
+            stop = self.early_stopping_rounds or None
+            clf = self._classifier(self.n_estimators, stop, monotone)
+            eval_set = [(X[valid], y01[valid])] if stop else None
+            clf.fit(X[train], y01[train], eval_set=eval_set, verbose=False)
+            best = int(clf.best_iteration) if stop else int(self.n_estimators) - 1
             bests.append(best)
             oof[valid] = booster_margin(clf.get_booster()[: best + 1], X[valid])
         n_trees = max(1, int(round(float(np.mean(bests)))) + 1)

@@ -190,6 +190,14 @@ def test_crossfitted_calibration_uses_every_row_and_out_of_fold_margins():
     assert np.array_equal(again.predict_proba(X), model.predict_proba(X))
 
 
+def test_crossfitting_without_early_stopping_keeps_every_tree():
+    X, y, person = landmark_like(200, 2, seed=9)
+    params = {**SMALL_XGB, "early_stopping_rounds": None, "n_estimators": 12}
+    model = XGBRiskModel(**params, inner_folds=3).fit(X, y, groups=person)
+    assert list(model.inner_best_iterations_) == [11, 11, 11]
+    assert model.booster_.num_boosted_rounds() == 12
+
+
 def test_crossfitting_falls_back_to_one_split_when_events_are_too_few():
     X, y, person = landmark_like(40, 2, seed=8)
     y[:] = 0
