@@ -1,0 +1,51 @@
+"""A small trained model bundle shared by the validation and recalibration tests.
+
+Built once per test session under pytest's base temporary folder (never the working tree);
+whichever test module needs it first builds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+OVERRIDES = [
+    "cv.folds=2",
+    "cv.repeats=1",
+    "cv.bootstrap=0",
+    "task.landmarks_h=[12, 24, 36, 48]",
+    "cv.report_landmarks_h=[24]",
+    "model.n_estimators=60",
+    "model.early_stopping_rounds=10",
+]
+
+
+def build_bundle(base: Path) -> Path:
+    """A small trained xgboost bundle (sites A-C), built once per test session."""
+    folder = base / "crs_validate_bundle"
+    if (folder / "bundle.json").is_file():
+        return folder
+    from crs_ml import tracking
+    from crs_ml.artifact import save_bundle
+    from crs_ml.config import load_config
+    from crs_ml.load import load_cohort
+    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.simulate_params import default_params, with_sites
+    from crs_ml.train import train_model
+
+    params = with_sites(default_params(), A=0.4, B=0.3, C=0.3)
+    write_cohort(simulate_cohort(400, seed=101, params=params), base / "train_cohort")
+    cohort = load_cohort(base / "train_cohort")
+    cfg = load_config(None, OVERRIDES)
+    res = train_model(cohort, cfg)
+    fp = tracking.data_fingerprint(cohort, res.y, res.meta)
+    save_bundle(
+        res.model,
+        folder,
+        model_type="xgboost",
+        feature_names=list(res.X.columns),
+        catalogue=res.catalogue,
+        config=cfg.model_dump(mode="json"),
+        fingerprint={**fp, "features": tracking.feature_fingerprint(res.X)},
+        extra={"metrics": res.metrics, "dataset_digest": tracking.dataset_digest(fp)},
+    )
+    return folder
