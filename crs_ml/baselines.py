@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from crs_ml.errors import InputError
-from crs_ml.models import encode_binary_target
+from crs_ml.inner_splits import encode_binary_target
 
 #: m-EASIX values are floored here before the log (0 would give -inf)
 MEASIX_FLOOR = 1e-3

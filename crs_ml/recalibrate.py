@@ -215,7 +215,7 @@ def evaluate_maps(y, margin, persons, lm, landmarks, maps: dict, n_boot: int, se
     over all stacked rows."""
     from scipy.special import expit
 
-    from crs_ml.validate import performance
+    from crs_ml.performance import performance
 
     out: dict[str, Any] = {}
     slices = {f"{h:g}": lm == h for h in landmarks}

@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 
 from crs_ml import metrics as M
+from crs_ml.performance import VALIDATION_MIN_EVENTS, performance
 
 AGE_BANDS = ("<40", "40-64", ">=65")
-#: validation needs about 100 events (Collins, Ogundimu & Altman, Stat Med 2016)
-VALIDATION_MIN_EVENTS = 100
 
 
 def baseline_scores(X: pd.DataFrame, high_fever_c: float = 38.9) -> dict[str, dict]:
@@ -120,7 +119,6 @@ def subgroup_metrics(
     y, p, groups, attributes: pd.DataFrame, n_boot: int, seed: int, min_events: int = 10
 ) -> dict:
     """AUROC and calibration per level of each attribute with >= ``min_events`` events."""
-    from crs_ml.validate import performance
 
     y = np.asarray(y, dtype=int)
     rows, skipped = [], []
