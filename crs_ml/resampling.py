@@ -182,7 +182,11 @@ def optimism_corrected_bootstrap(
     metric_fns: Mapping[str, MetricFn],
     n_boot: int = 200,
     seed: int = 0,
-) -> dict[str, Stats]:
+    *,
+    slices: Mapping[str, np.ndarray] | None = None,
+    p_apparent=None,
+    progress: Callable[[int, int], None] | None = None,
+):
     """Harrell's optimism-corrected bootstrap, resampling persons.
 
     ``fit_predict(train_idx, eval_idx_list)`` must fit a fresh model on the rows
@@ -195,31 +199,44 @@ def optimism_corrected_bootstrap(
     original rows; optimism = mean(resample - original); corrected = apparent - optimism.
     Returns name -> (apparent, optimism, corrected). Unlike :func:`bootstrap_ci`, this
     covers training variability (the whole fitting procedure is repeated).
+
+    ``slices`` ({slice: boolean row mask}) scores every fit on each slice of the rows (e.g.
+    one landmark) and returns slice -> name -> Stats. ``p_apparent``: predictions of a
+    model already fitted on all rows, which saves that fit. ``progress(done, n_boot)`` is
+    called after each replicate.
     """
     y = np.asarray(y)
     y, _ = check_binary(y, np.zeros(len(y)))
     n = y.size
     all_idx = np.arange(n)
-    p_app = np.asarray(fit_predict(all_idx, [all_idx])[0], dtype=np.float64)
-    apparent = {name: fn(y, p_app) for name, fn in metric_fns.items()}
+    masks = {"": np.ones(n, dtype=bool)} if slices is None else dict(slices)
+    if p_apparent is None:
+        p_apparent = fit_predict(all_idx, [all_idx])[0]
+    p_app = np.asarray(p_apparent, dtype=np.float64)
+    apparent = {
+        (s, name): fn(y[m], p_app[m]) for s, m in masks.items() for name, fn in metric_fns.items()
+    }
     resampler = GroupResampler(groups, n)
     draws = resampler.draw(np.random.default_rng(seed), n_boot)
-    optimism = {name: np.full(n_boot, np.nan) for name in metric_fns}
+    optimism = {key: np.full(n_boot, np.nan) for key in apparent}
     skipped = 0
     for b in range(n_boot):
         idx = resampler.rows(draws[b])
         yb = y[idx]
         if yb.min() == yb.max():
             skipped += 1
-            continue
-        p_boot, p_orig = fit_predict(idx, [idx, all_idx])
-        for name, fn in metric_fns.items():
-            optimism[name][b] = fn(yb, np.asarray(p_boot)) - fn(y, np.asarray(p_orig))
-    out = {}
-    for name in metric_fns:
-        vals = optimism[name][np.isfinite(optimism[name])]
+        else:
+            p_boot, p_orig = (np.asarray(v) for v in fit_predict(idx, [idx, all_idx]))
+            for s, m in masks.items():
+                mb = m[idx]
+                for name, fn in metric_fns.items():
+                    optimism[s, name][b] = fn(yb[mb], p_boot[mb]) - fn(y[m], p_orig[m])
+        if progress:
+            progress(b + 1, n_boot)
+    out: dict = {s: {} for s in masks}
+    for (s, name), values in optimism.items():
+        vals = values[np.isfinite(values)]
         opt = float(vals.mean()) if vals.size else float("nan")
-        out[name] = Stats(
-            (apparent[name], opt, apparent[name] - opt), n_used=vals.size, n_skipped=skipped
-        )
-    return out
+        app = apparent[s, name]
+        out[s][name] = Stats((app, opt, app - opt), n_used=vals.size, n_skipped=skipped)
+    return out[""] if slices is None else out

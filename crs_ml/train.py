@@ -255,13 +255,13 @@ def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainR
         metrics = evaluate_predictions(
             y, oof, meta, report_lms, cfg.cv.bootstrap, cfg.seed, cohort.truth
         )
-    else:
-        metrics = optimism_metrics(X, y, meta, make, cfg, cohort.truth, progress)
     if progress:
         progress("final refit", 0, 1)
     model = make().fit(X, y, groups=persons)
     if progress:
         progress("final refit", 1, 1)
+    if cfg.cv.validation == "optimism":  # the final model gives the apparent performance
+        metrics = optimism_metrics(X, y, meta, make, cfg, model, progress)
     c_stat = metrics.get("auroc_all")
     # Riley's R2 from the C-statistic needs C > 0.5; otherwise the conservative default
     usable_c = c_stat if c_stat is not None and np.isfinite(c_stat) and 0.5 < c_stat < 1 else None
@@ -286,13 +286,12 @@ def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainR
 
 
 def optimism_metrics(
-    X, y, meta, make, cfg: Config, truth, progress: Progress | None
+    X, y, meta, make, cfg: Config, model, progress: Progress | None
 ) -> dict[str, float]:
-    """Harrell's optimism-corrected bootstrap, resampling persons.
+    """Harrell's optimism-corrected bootstrap by person, per reported landmark and overall.
 
-    Each bootstrap sample of persons is fit once; the model is scored on the sample itself
-    and on the original rows, per slice; optimism is the mean difference, and the corrected
-    estimate is the apparent performance of the model fit on all data minus the optimism.
+    ``model`` is the model fitted on all rows (its predictions give the apparent
+    performance); each bootstrap sample of persons is fit once and scored on every slice.
     """
     persons = meta["person_id"].astype(str).to_numpy()
     lm = meta["landmark_h"].to_numpy(dtype=float)
@@ -300,44 +299,23 @@ def optimism_metrics(
     for h in cfg.cv.report_landmarks_h:
         if (lm == h).any():
             slices[f"L{float(h):g}"] = lm == h
-    fns = {"auroc": M.auroc, "auprc": M.auprc, "brier": M.brier}
     n_boot = max(cfg.cv.bootstrap // 5, 20)
-    unique, inverse = np.unique(persons, return_inverse=True)
-    rows_of = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
-    rng = np.random.default_rng(cfg.seed)
 
-    def scores(yy, pp, mask):
-        return {m: fn(yy[mask], pp[mask]) for m, fn in fns.items()}
+    def fit_predict(train_idx: np.ndarray, eval_sets: list[np.ndarray]) -> list[np.ndarray]:
+        fitted = make().fit(X.iloc[train_idx], y[train_idx], groups=persons[train_idx])
+        return [fitted.predict_proba(X.iloc[idx])[:, 1] for idx in eval_sets]
 
-    full = make().fit(X, y, groups=persons)
-    p_full = full.predict_proba(X)[:, 1]
-    apparent = {s: scores(y, p_full, mask) for s, mask in slices.items()}
-    diffs: dict[str, dict[str, list[float]]] = {s: {m: [] for m in fns} for s in slices}
-    for b in range(n_boot):
-        pick = rng.integers(0, len(unique), len(unique))
-        idx = np.concatenate([rows_of[i] for i in pick])
-        model = make().fit(
-            X.iloc[idx],
-            y[idx],
-            groups=np.repeat(np.arange(len(pick)), [len(rows_of[i]) for i in pick]),
-        )
-        p_boot = model.predict_proba(X.iloc[idx])[:, 1]
-        p_orig = model.predict_proba(X)[:, 1]
-        for s, mask in slices.items():
-            on_boot = scores(y[idx], p_boot, mask[idx])
-            on_orig = scores(y, p_orig, mask)
-            for m in fns:
-                d = on_boot[m] - on_orig[m]
-                if np.isfinite(d):
-                    diffs[s][m].append(d)
-        if progress:
-            progress("optimism bootstrap", b + 1, n_boot)
+    res = M.optimism_corrected_bootstrap(
+        fit_predict, y, persons, {"auroc": M.auroc, "auprc": M.auprc, "brier": M.brier},
+        n_boot=n_boot, seed=cfg.seed, slices=slices,
+        p_apparent=model.predict_proba(X)[:, 1],
+        progress=(lambda done, total: progress("optimism bootstrap", done, total)) if progress else None,
+    )  # fmt: skip
     out: dict[str, float] = {}
-    for s in slices:
-        for m in fns:
-            optimism = float(np.mean(diffs[s][m])) if diffs[s][m] else float("nan")
-            out[f"{m}_{s}"] = apparent[s][m] - optimism
-            out[f"{m}_apparent_{s}"] = apparent[s][m]
+    for s, by_metric in res.items():
+        for m, (apparent, optimism, corrected) in by_metric.items():
+            out[f"{m}_{s}"] = corrected
+            out[f"{m}_apparent_{s}"] = apparent
             out[f"{m}_optimism_{s}"] = optimism
     out["optimism_bootstrap_samples"] = float(n_boot)
     return out

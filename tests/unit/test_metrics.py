@@ -422,3 +422,32 @@ def test_metrics_module_reexports():
     assert M.bootstrap_ci is bootstrap_ci and M.net_benefit is net_benefit
     with pytest.raises(AttributeError):
         _ = M.no_such_metric
+
+
+def test_optimism_bootstrap_slices_and_given_apparent_predictions():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(160, 5))
+    y = (rng.random(160) < 1 / (1 + np.exp(-X[:, 0]))).astype(int)
+    groups = np.repeat(np.arange(80), 2)
+    fits = []
+
+    def fit_predict(train_idx, eval_idx_list):
+        fits.append(len(train_idx))
+        model = LogisticRegression().fit(X[train_idx], y[train_idx])
+        return [model.predict_proba(X[idx])[:, 1] for idx in eval_idx_list]
+
+    fns = {"auroc": M.auroc, "brier": M.brier}
+    plain = optimism_corrected_bootstrap(fit_predict, y, groups, fns, n_boot=10, seed=3)
+    assert len(fits) == 11  # apparent fit + one per replicate
+    p_all = LogisticRegression().fit(X, y).predict_proba(X)[:, 1]
+    half = np.arange(160) < 80
+    sliced = optimism_corrected_bootstrap(
+        fit_predict, y, groups, fns, n_boot=10, seed=3,
+        slices={"all": np.ones(160, dtype=bool), "first_half": half}, p_apparent=p_all,
+    )  # fmt: skip
+    assert len(fits) == 21  # no apparent fit when its predictions are given
+    for name in fns:
+        assert tuple(sliced["all"][name]) == pytest.approx(tuple(plain[name]))
+    assert sliced["first_half"]["auroc"][0] == pytest.approx(M.auroc(y[half], p_all[half]))
