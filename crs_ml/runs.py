@@ -75,21 +75,6 @@ def flat_params(cfg) -> dict[str, str]:
     return {k: v[:6000] for k, v in out.items()}
 
 
-def synthetic_features(X: pd.DataFrame, n: int = 3, seed: int = 0) -> pd.DataFrame:
-    """Feature rows drawn independently per column from its quartile range: no real row."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for col in X.columns:
-        v = X[col].to_numpy(dtype=float)
-        v = v[np.isfinite(v)]
-        if len(v) == 0:
-            out[col] = np.full(n, np.nan)
-        else:
-            lo, hi = np.percentile(v, [25, 75])
-            out[col] = np.round(rng.uniform(lo, hi, n), 3)
-    return pd.DataFrame(out)
-
-
 def oof_table(result: TrainResult) -> pd.DataFrame:
     """Out-of-fold risks keyed by salted person and patient hashes (no identifiers)."""
     meta = result.meta

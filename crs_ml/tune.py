@@ -43,6 +43,8 @@ class TuneResult:
     outer_metrics: dict[str, float]
     outer_params: list[dict[str, Any]]
     config: Config
+    #: digest of the data the search saw (crs_ml.tracking.dataset_digest)
+    dataset_digest: str
 
 
 def _study(
@@ -138,17 +140,20 @@ def tune(
     best = {**cfg.model.params, **final.best_params}
     tuned = cfg.model_copy(deep=True)
     tuned.model = cfg.model.model_copy(update={"params": best, "type": "xgboost"})
-    return TuneResult(best, float(final.best_value), outer_metrics, outer_params, tuned)
+    from crs_ml.tracking import data_fingerprint, dataset_digest
+
+    digest = dataset_digest(data_fingerprint(cohort, y, meta))
+    return TuneResult(best, float(final.best_value), outer_metrics, outer_params, tuned, digest)
 
 
-def tuned_config_yaml(result: TuneResult, dataset_digest: str, trials: int) -> str:
+def tuned_config_yaml(result: TuneResult, trials: int) -> str:
     """The winning configuration as YAML, with where and how it was selected."""
     from crs_ml.config import config_to_yaml
 
     cfg = result.config.model_copy(deep=True)
     cfg.provenance = {
         "selected_by": "crs-ml tune (nested CV)",
-        "selected_on_dataset": dataset_digest,
+        "selected_on_dataset": result.dataset_digest,
         "trials": trials,
         "seed": cfg.seed,
         "nested_outer_auroc_all": result.outer_metrics.get("auroc_all"),

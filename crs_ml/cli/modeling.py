@@ -237,16 +237,10 @@ def tune(
             result = run_tune(
                 cohort, cfg, trials, outer_folds, inner_folds, progress=update, log_trial=log_trial
             )
-        from crs_ml.landmarks import build_landmark_dataset
-
-        _, y, meta = build_landmark_dataset(
-            cohort, cfg.task.landmarks_h, cfg.task.horizon_h, cfg.features
-        )
-        digest = tracking.dataset_digest(tracking.data_fingerprint(cohort, y, meta))
-        text = tuned_config_yaml(result, digest, trials)
+        text = tuned_config_yaml(result, trials)
         mlflow.log_metrics({f"nested_{k}": v for k, v in result.outer_metrics.items() if v == v})
         mlflow.log_text(text, "tuned.yaml")
-        mlflow.set_tag("dataset_digest", digest)
+        mlflow.set_tag("dataset_digest", result.dataset_digest)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     console.print(
