@@ -72,6 +72,21 @@ from crs_ml.values import (
 __all__ = ["CheckReport", "load_cohort", "load_frames"]
 
 
+def _category_or_other(f, rc, column: str, vocab) -> np.ndarray:
+    """Canonical category of ``column``; text not in ``vocab`` becomes 'other' and is noted."""
+    value, unknown = normalise_category(column_of(f, column), vocab)
+    raw = text_of(f, column)
+    rc.note(
+        unknown,
+        column,
+        f"unknown_{column}",
+        f"{column} not recognised: set to 'other'",
+        raw,
+        details=counts_by(raw, unknown & rc.ok),
+    )
+    return np.where(unknown, "other", value)
+
+
 def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
     f = raw.frame
     if len(f) == 0 and not raw.malformed:
@@ -117,17 +132,7 @@ def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
     )
     infusion = pd.Series(ns[keep].view("datetime64[ns]")).dt.tz_localize("UTC")
 
-    product, unknown = normalise_category(column_of(f, "product"), PRODUCT_VOCAB)
-    raw_product = text_of(f, "product")
-    rc.note(
-        unknown,
-        "product",
-        "unknown_product",
-        "product not recognised: set to 'other'",
-        raw_product,
-        details=counts_by(raw_product, unknown & rc.ok),
-    )
-    product = np.where(unknown, "other", product)
+    product = _category_or_other(f, rc, "product", PRODUCT_VOCAB)
 
     age, censored, kind = parse_values(column_of(f, "age_years"))
     not_number = (kind != "") & (kind != "empty")
@@ -151,17 +156,7 @@ def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
     sex, unknown = normalise_category(column_of(f, "sex"), SEX_VOCAB)
     rc.note(unknown, "sex", "unknown_sex", "sex not F/M/U: set to U", column_of(f, "sex"))
     sex = np.where(pd.isna(sex), "U", sex)
-    disease, unknown = normalise_category(column_of(f, "disease"), DISEASE_VOCAB)
-    raw_disease = text_of(f, "disease")
-    rc.note(
-        unknown,
-        "disease",
-        "unknown_disease",
-        "disease not recognised: set to 'other'",
-        raw_disease,
-        details=counts_by(raw_disease, unknown & rc.ok),
-    )
-    disease = np.where(unknown, "other", disease)
+    disease = _category_or_other(f, rc, "disease", DISEASE_VOCAB)
 
     out = pd.DataFrame(
         {

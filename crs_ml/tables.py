@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crs_ml.cohort import PATIENT_COLUMNS
 from crs_ml.errors import ConfigError, InputError
 
 TABLES = ("patients", "observations", "events", "outcomes", "truth")
@@ -25,16 +26,7 @@ REQUIRED_TABLES = ("patients", "observations")
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
 CONTRACT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "patients": (
-        "patient_id",
-        "person_id",
-        "infusion_time",
-        "product",
-        "age_years",
-        "sex",
-        "disease",
-        "site",
-    ),
+    "patients": tuple(PATIENT_COLUMNS),  # the input columns are the normalised ones
     "observations": ("patient_id", "time", "hours", "variable", "value", "unit"),
     "events": ("patient_id", "time", "hours", "end_time", "end_hours", "event", "detail"),
     "outcomes": (

@@ -52,6 +52,13 @@ def _train(cohort_dir, tmp_path, experiment, *extra):
     return json.loads(out.read_text())
 
 
+def _compare(tmp_path, experiment, n_boot):
+    out = tmp_path / "board.json"
+    main(["compare", "--experiment", experiment, "--landmark", "24", "--bootstrap", str(n_boot),
+          "--json", str(out)])  # fmt: skip
+    return json.loads(out.read_text())["runs"]
+
+
 def test_train_logs_everything_and_registers(cohort_dir, tmp_path):
     res = _train(
         cohort_dir, tmp_path, "it-train", *SMALL_TREES, "--alias", "champion", "--run-name", "xgb"
@@ -130,21 +137,7 @@ def test_compare_leaderboard_with_paired_test(cohort_dir, tmp_path):
     _train(cohort_dir, tmp_path, exp, *SMALL_TREES, "--run-name", "xgb")
     _train(cohort_dir, tmp_path, exp, "--config", "configs/logistic.yaml", "--run-name", "logistic")
     _train(cohort_dir, tmp_path, exp, "--config", "configs/measix.yaml", "--run-name", "measix")
-    out = tmp_path / "board.json"
-    main(
-        [
-            "compare",
-            "--experiment",
-            exp,
-            "--landmark",
-            "24",
-            "--bootstrap",
-            "100",
-            "--json",
-            str(out),
-        ]
-    )
-    runs = json.loads(out.read_text())["runs"]
+    runs = _compare(tmp_path, exp, n_boot=100)
     assert len(runs) == 3
     aurocs = [r["auroc"] for r in runs]
     assert aurocs == sorted(aurocs, reverse=True)
@@ -217,21 +210,7 @@ def test_tune_writes_config_and_compare_flags_selection_on_same_data(cohort_dir,
     )
     assert len(trials) == 2 * (2 + 1)  # trials x (outer folds + final study)
     _train(cohort_dir, tmp_path, exp, "--config", str(tuned), "--run-name", "tuned")
-    out = tmp_path / "board.json"
-    main(
-        [
-            "compare",
-            "--experiment",
-            exp,
-            "--landmark",
-            "24",
-            "--bootstrap",
-            "50",
-            "--json",
-            str(out),
-        ]
-    )
-    runs = json.loads(out.read_text())["runs"]
+    runs = _compare(tmp_path, exp, n_boot=50)
     assert [r["optimistic"] for r in runs] == [True]
 
 
