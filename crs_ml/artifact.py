@@ -216,12 +216,9 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
         import skops.io as sio
 
         file = folder / ESTIMATOR_FILE
-        trusted = [
-            t
-            for t in sio.get_untrusted_types(file=file)
-            if t.startswith(("crs_ml.", "sklearn.", "numpy.", "scipy."))
-        ]
-        untrusted = [t for t in sio.get_untrusted_types(file=file) if t not in trusted]
+        listed = sio.get_untrusted_types(file=file)
+        trusted = [t for t in listed if t.startswith(("crs_ml.", "sklearn.", "numpy.", "scipy."))]
+        untrusted = [t for t in listed if t not in trusted]
         if untrusted:
             raise ModelError(f"{folder}: estimator file holds untrusted types {untrusted}")
         bundle.estimator = sio.load(file, trusted=trusted)
