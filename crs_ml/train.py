@@ -132,23 +132,26 @@ def slice_metrics(
     oracle: np.ndarray | None = None,
     with_ci: bool = True,
 ) -> dict[str, float]:
-    """Discrimination and calibration of one slice (pooled rows; groups = persons)."""
+    """Discrimination and calibration of one slice (pooled rows; groups = persons).
+
+    The same computation as the validation report (:func:`crs_ml.performance.performance`),
+    under the training run's metric names; intervals for AUROC and AUPRC.
+    """
+    from crs_ml.performance import performance
+
     out: dict[str, float] = {"n": float(len(y)), "events": float(np.sum(y))}
     if len(y) == 0:
         return out
-    out["auroc"] = M.auroc(y, p)
-    out["auprc"] = M.auprc(y, p)
-    out["brier"] = M.brier(y, p)
-    if 0 < np.sum(y) < len(y):
-        intercept, slope = M.calibration_intercept_slope(y, p)
-        out["cal_intercept"], out["cal_slope"] = intercept, slope
+    both = 0 < np.sum(y) < len(y)
+    perf = performance(y, p, groups, n_boot=n_boot if with_ci and both else 0, seed=seed)
+    out.update(auroc=perf["auroc"], auprc=perf["auprc"], brier=perf["brier"])
+    if both:
+        out["cal_intercept"] = perf["calibration_intercept"]
+        out["cal_slope"] = perf["calibration_slope"]
         if with_ci and n_boot > 0:
-            ci = M.bootstrap_ci(
-                {"auroc": M.auroc, "auprc": M.auprc}, y, p, groups, n_boot=n_boot, seed=seed
-            )
-            for name, (_, lo, hi) in ci.items():
-                out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
-    if oracle is not None and np.isfinite(oracle).all() and 0 < np.sum(y) < len(y):
+            for name in ("auroc", "auprc"):
+                out[f"{name}_lo"], out[f"{name}_hi"] = perf[f"{name}_ci"]
+    if oracle is not None and np.isfinite(oracle).all() and both:
         out["oracle_auroc"] = M.auroc(y, oracle)
         out["oracle_ratio"] = out["auroc"] / out["oracle_auroc"]
     return out
