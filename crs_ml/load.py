@@ -192,7 +192,7 @@ def load_cohort(path_or_paths=None, options: DataConfig | None = None) -> Cohort
     source = path_or_paths if path_or_paths is not None else opts.path
     paths = locate_tables(source)
     raws = {t: read_table(p, t, opts.column_mapping.get(t)) for t, p in paths.items()}
-    return _normalise(raws, opts, str(source) if isinstance(source, str | Path) else None)
+    return normalise(raws, opts, str(source) if isinstance(source, str | Path) else None)
 
 
 def load_frames(
@@ -216,15 +216,27 @@ def load_frames(
         t: frame_table(f, t, names.get(t, f"{t}.parquet"), opts.column_mapping.get(t))
         for t, f in frames.items()
     }
-    return _normalise(raws, opts, None)
+    return normalise(raws, opts, None)
 
 
-def _normalise(raws: dict[str, RawTable], opts: DataConfig, source: str | None) -> Cohort:
-    """The body of loading once the tables are read: validate and normalise."""
+def check_patients(raw: RawTable) -> None:
+    """Raise :class:`InputError` for the patients table's structural problems (no rows, no
+    usable row, a duplicated patient_id)."""
+    _patients(raw, Collector())
+
+
+def normalise(
+    raws: dict[str, RawTable],
+    opts: DataConfig,
+    source: str | None,
+    allow_no_observations: bool = False,
+) -> Cohort:
+    """The body of loading once the tables are read: validate and normalise.
+    ``allow_no_observations``: for one chunk of a cohort, where having none is no problem."""
     col = Collector()
     patients, pat = _patients(raws["patients"], col)
     observations = _observations(raws["observations"], pat, opts, col)
-    if len(observations) == 0:
+    if len(observations) == 0 and not allow_no_observations:
         col.add("observations", "no_observations", "fatal", "no usable observation row", 1)
     events = events_table(raws["events"], pat, col) if "events" in raws else _empty_events()
     outcomes = outcomes_table(raws["outcomes"], pat, col) if "outcomes" in raws else None

@@ -272,15 +272,24 @@ def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def _map_columns(frame: pd.DataFrame, table: str, mapping: Mapping[str, str], file: str):
+def mapped_names(columns, table: str, mapping: Mapping[str, str]) -> list[str]:
+    """The contract name each of a file's ``columns`` takes (mapping, then case-insensitive
+    match; other names unchanged)."""
     contract = CONTRACT_COLUMNS[table]
-    rename = {site: target for site, target in mapping.items() if site in frame.columns}
-    cols = [rename.get(c, c) for c in frame.columns]
+    rename = {site: target for site, target in mapping.items() if site in columns}
+    cols = [rename.get(c, c) for c in columns]
     present = set(cols)
     for i, c in enumerate(cols):
         if c not in contract and c.lower() in contract and c.lower() not in present:
             present.add(c.lower())
             cols[i] = c.lower()
+    return cols
+
+
+def map_columns(frame: pd.DataFrame, table: str, mapping: Mapping[str, str], file: str):
+    """(frame with the contract columns, renamed; names of the columns left unused)."""
+    contract = CONTRACT_COLUMNS[table]
+    cols = mapped_names(list(frame.columns), table, mapping)
     dup = sorted({c for c in cols if c in contract and cols.count(c) > 1})
     if dup:
         raise InputError(f"two columns map to '{dup[0]}'", file=file, column=dup[0])
@@ -312,7 +321,7 @@ def read_table(path: Path, table: str, mapping: Mapping[str, str] | None = None)
         for col in ID_COLUMNS:
             if col in frame.columns:
                 frame[col] = frame[col].str.strip()
-    frame, unused = _map_columns(frame, table, mapping or {}, file)
+    frame, unused = map_columns(frame, table, mapping or {}, file)
     return RawTable(
         table, file, path, frame.reset_index(drop=True), src, n, unused, malformed, encoding
     )
@@ -324,7 +333,7 @@ def frame_table(
     """An in-memory table as :func:`read_table` would return it from a Parquet file."""
     frame = typed_frame(frame)
     src = np.arange(1, len(frame) + 1, dtype="int64")
-    frame, unused = _map_columns(frame, table, mapping or {}, file)
+    frame, unused = map_columns(frame, table, mapping or {}, file)
     return RawTable(
         table, file, Path(file), frame.reset_index(drop=True), src, len(src), unused, [], "parquet"
     )

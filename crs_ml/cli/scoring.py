@@ -12,35 +12,6 @@ import typer
 from crs_ml.cli._common import progress_bar, write_json
 
 DEFAULT_MODEL = "models:/crs-severity@champion"
-OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
-ERROR_COLUMNS = ["file", "row", "column", "reason"]
-
-
-def _atomic_write(frame, target: Path, kind: str) -> None:
-    """Write ``frame`` as Parquet or CSV to a temp file beside ``target``, then rename."""
-    import tempfile
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if kind == "parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _output_kind(path: Path) -> str:
-    from crs_ml.errors import InputError
-
-    name = path.name.lower()
-    if not name.endswith(OUTPUT_SUFFIXES):
-        raise InputError(f"--out {path}: the file name must end in .parquet or .csv")
-    return "csv" if name.endswith(".csv") else "parquet"
 
 
 def _data_options(bundle, config: Path | None):
@@ -88,40 +59,31 @@ def score(
     the reason in message. Without --as-of / --as-of-hours each patient is scored at the
     landmark just before their latest observation.
     """
+    from crs_ml.batch import output_kind, score_to_file
     from crs_ml.errors import InputError
-    from crs_ml.load import load_cohort
-    from crs_ml.score import resolve_model, status_counts
-    from crs_ml.score import score as score_cohort
+    from crs_ml.score import resolve_model
 
     if as_of is not None and as_of_hours is not None:
         raise InputError("give --as-of or --as-of-hours, not both")
-    kind = _output_kind(out)
+    output_kind(out)
     bundle = resolve_model(model)
-    cohort = load_cohort(data, _data_options(bundle, config))
     with progress_bar() as update:
-        scores = score_cohort(
-            bundle, cohort, as_of=as_of, as_of_hours=as_of_hours, chunk_size=chunk_size,
+        result = score_to_file(
+            bundle, data, out, options=_data_options(bundle, config), as_of=as_of,
+            as_of_hours=as_of_hours, errors=errors, chunk_size=chunk_size, top=top,
             progress=update,
         )  # fmt: skip
-    _atomic_write(scores, out, kind)
-    rejected = cohort.rejected
-    errors_path = errors
-    if errors_path is None and len(rejected):
-        errors_path = out.with_name(out.name.split(".")[0] + ".errors.csv")
-    if errors_path is not None:
-        table = rejected.reindex(columns=ERROR_COLUMNS)
-        _atomic_write(table, errors_path, "csv")
-    counts = status_counts(scores)
-    summary = ", ".join(f"{k} {v}" for k, v in counts.items())
-    typer.echo(f"{len(scores)} patients: {summary} -> {out}")
-    if errors_path is not None:
-        typer.echo(f"{len(rejected)} rejected input rows -> {errors_path}")
+    summary = ", ".join(f"{k} {v}" for k, v in result.status.items())
+    typer.echo(f"{result.n_patients} patients: {summary} -> {out}")
+    if result.errors is not None:
+        typer.echo(f"{result.rejected_rows} rejected input rows -> {result.errors}")
     if top:
-        _print_top(scores, top)
+        _print_top(result.top, top)
     if json_out:
-        write_json(json_out, {"out": str(out), "errors": str(errors_path) if errors_path else None,
-                              "model": model, "n_patients": len(scores), "status": counts,
-                              "rejected_rows": int(len(rejected))})  # fmt: skip
+        write_json(json_out, {"out": str(out), "errors": str(result.errors) if result.errors
+                              else None, "model": model, "n_patients": result.n_patients,
+                              "status": result.status,
+                              "rejected_rows": result.rejected_rows})  # fmt: skip
 
 
 def _print_top(scores, n: int) -> None:

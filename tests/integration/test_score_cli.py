@@ -81,6 +81,33 @@ def test_score_writes_parquet_atomically_with_a_summary(trained, new, tmp_path, 
     assert counts["scored"] == int((scores["status"] == "scored").sum())
 
 
+def test_score_streams_shuffled_parquet_by_chunks_like_one_whole_load(trained, new, tmp_path):
+    """Parquet rows in random order, bad rows included, scored 6 patients at a time (the
+    rows are spilled per chunk): the same table as scoring the whole cohort at once."""
+    from crs_ml.load import load_cohort
+
+    data = tmp_path / "cohort"
+    data.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("patients", "observations", "events"):
+        t = pd.read_csv(new.data / f"{name}.csv", dtype=str, keep_default_na=False)
+        if name == "observations":
+            bad = t.sample(4, random_state=1).assign(unit="mg/furlong")
+            t = pd.concat([t, bad], ignore_index=True)
+        if name != "patients":
+            t = t.iloc[rng.permutation(len(t))]
+        t.to_parquet(data / f"{name}.parquet", index=False)
+    out, errors = tmp_path / "scores.parquet", tmp_path / "errors.csv"
+    code = run(["score", "--model", str(trained.bundle_dir), "--data", str(data),
+                "--out", str(out), "--errors", str(errors), "--chunk-size", "6"])  # fmt: skip
+    assert code == 0
+    whole = load_cohort(data)
+    same_scores(pd.read_parquet(out), score(trained.bundle, whole))
+    err = pd.read_csv(errors)
+    assert len(err) == 4 and err["reason"].str.contains("mg/furlong").all()
+    assert list(err["row"]) == list(whole.rejected["row"])
+
+
 def test_score_csv_with_rejected_rows_and_errors_file(trained, new, tmp_path, capsys):
     data = tmp_path / "cohort"
     shutil.copytree(new.data, data)

@@ -1,0 +1,200 @@
+"""The batch job behind ``crs-ml score``: a cohort folder in, one scores file out.
+
+``score_to_file(model, data, out, ...)`` reads the cohort chunk by chunk
+(:class:`~crs_ml.load_stream.CohortChunks`), scores each chunk with
+:func:`crs_ml.score.score` and appends it to a temporary file beside ``out``, which is
+renamed onto ``out`` only when every chunk is written: a killed run leaves the previous
+file or none, never half of one. SIGKILL cannot be caught, so it can leave the hidden temp
+file (``.<out name>.<pid>.<random>.tmp``); the next run into the same folder deletes temp
+files whose process is gone. While one chunk is scored the next one is read in a
+background thread. Memory holds a chunk, not the cohort (Parquet input; see
+:mod:`crs_ml.load_stream`).
+
+The scores are the same, row for row, as ``score(model, load_cohort(data))``; rows rejected
+by the checks go to the errors file (file, row, column, reason), written the same way.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from crs_ml.errors import InputError
+
+OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
+ERROR_COLUMNS = ["file", "row", "column", "reason"]
+
+__all__ = ["BatchResult", "atomic_write", "output_kind", "score_to_file"]
+
+
+@dataclass
+class BatchResult:
+    """What a batch run wrote and counted."""
+
+    out: Path
+    errors: Path | None
+    n_patients: int
+    status: dict[str, int]
+    rejected_rows: int
+    #: the highest-risk scored patients (``top`` asked for), highest first
+    top: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def output_kind(path: Path) -> str:
+    """'parquet' or 'csv', from the file name."""
+    name = path.name.lower()
+    if not name.endswith(OUTPUT_SUFFIXES):
+        raise InputError(f"--out {path}: the file name must end in .parquet or .csv")
+    return "csv" if name.endswith(".csv") else "parquet"
+
+
+class _AtomicTable:
+    """Frames appended to a temp file beside ``target``, renamed onto it on success."""
+
+    def __init__(self, target: Path, kind: str) -> None:
+        self.target, self.kind = Path(target), kind
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(self.target)
+        fd, tmp = tempfile.mkstemp(
+            dir=self.target.parent, prefix=f".{self.target.name}.{os.getpid()}.", suffix=".tmp"
+        )
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self._writer = None
+        self._schema = None
+        self._rows = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self.kind == "csv":
+            frame.to_csv(self.tmp, mode="w" if self._rows == 0 else "a",
+                         header=self._rows == 0, index=False)  # fmt: skip
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            if self._writer is None:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                          for f in table.schema]  # fmt: skip
+                self._schema = pa.schema(fields, metadata=table.schema.metadata)
+                self._writer = pq.ParquetWriter(self.tmp, self._schema)
+            self._writer.write_table(
+                pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
+            )
+        self._rows += len(frame)
+
+    def __enter__(self) -> _AtomicTable:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if exc_type is None:
+                os.replace(self.tmp, self.target)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete temp files a killed run (SIGKILL cannot be caught) left beside ``target``:
+    ``.<name>.<pid>.<random>.tmp`` whose process no longer runs."""
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = path.name[len(target.name) + 2 :].split(".")[0]
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def atomic_write(frame: pd.DataFrame, target: Path, kind: str) -> None:
+    """Write ``frame`` as Parquet or CSV to a temp file beside ``target``, then rename."""
+    with _AtomicTable(target, kind) as table:
+        table.write(frame)
+
+
+def _prefetched(items: Iterable) -> Iterator:
+    """The items of ``items``, the next one computed in a thread while the caller works."""
+    end = object()
+    it = iter(items)
+    with ThreadPoolExecutor(1, thread_name_prefix="crs_ml_read") as pool:
+        pending = pool.submit(next, it, end)
+        while True:
+            item = pending.result()
+            if item is end:
+                return
+            pending = pool.submit(next, it, end)
+            yield item
+
+
+def _top(held: pd.DataFrame | None, scores: pd.DataFrame, n: int) -> pd.DataFrame | None:
+    if n <= 0:
+        return None
+    scored = scores[scores["status"] == "scored"]
+    both = scored if held is None else pd.concat([held, scored], ignore_index=True)
+    return both.sort_values("risk", ascending=False, kind="stable").head(n)
+
+
+def score_to_file(
+    model,
+    data,
+    out: Path,
+    options=None,
+    as_of=None,
+    as_of_hours: float | None = None,
+    errors: Path | None = None,
+    chunk_size: int = 5000,
+    top: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> BatchResult:
+    """Score the cohort at ``data`` into ``out`` (.parquet or .csv); see the module doc.
+
+    ``errors``: where rejected input rows go (default ``<out stem>.errors.csv``, written
+    only when some row was rejected). ``progress(stage, done, total)`` counts patients.
+    """
+    from crs_ml.load_stream import CohortChunks
+    from crs_ml.score import STATUSES, resolve_model, score
+
+    out = Path(out)
+    kind = output_kind(out)
+    bundle = resolve_model(model)
+    chunks = CohortChunks(data, options, chunk_size=chunk_size)
+    counts = dict.fromkeys(STATUSES, 0)
+    done, held = 0, None
+    if progress:
+        progress("scoring", 0, chunks.n_patients)
+    with _AtomicTable(out, kind) as table:
+        for cohort in _prefetched(chunks):
+            scores = score(bundle, cohort, as_of=as_of, as_of_hours=as_of_hours,
+                           chunk_size=chunk_size)  # fmt: skip
+            table.write(scores)
+            for s, n in scores["status"].value_counts().items():
+                counts[s] = counts.get(s, 0) + int(n)
+            held = _top(held, scores, top)
+            done += len(scores)
+            if progress:
+                progress("scoring", done, chunks.n_patients)
+    rejected = chunks.rejected
+    errors_path = Path(errors) if errors is not None else None
+    if errors_path is None and len(rejected):
+        errors_path = out.with_name(out.name.split(".")[0] + ".errors.csv")
+    if errors_path is not None:
+        atomic_write(rejected.reindex(columns=ERROR_COLUMNS), errors_path, "csv")
+    return BatchResult(out, errors_path, done, counts, int(len(rejected)),
+                       held if held is not None else pd.DataFrame())  # fmt: skip
