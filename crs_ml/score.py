@@ -24,6 +24,8 @@ per chunk) so memory stays bounded, with ``progress(stage, done, total)`` after 
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -383,3 +385,14 @@ def score_records(model, records: pd.DataFrame, as_of_hours=None, strict: bool =
     from crs_ml.records import records_to_cohort
 
     return score(model, records_to_cohort(records, strict=strict), as_of_hours=as_of_hours)
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``crs_ml.score(model, cohort, ...)`` call :func:`score` (the issue's spelling);
+    ``from crs_ml.score import score`` works as well."""
+
+    def __call__(self, *args, **kwargs) -> pd.DataFrame:
+        return score(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

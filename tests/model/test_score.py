@@ -123,6 +123,14 @@ def test_chunks_and_progress_do_not_change_the_result(trained, new):
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
+def test_the_package_attribute_is_the_scoring_function(trained, new):
+    import crs_ml
+
+    got = crs_ml.score(trained.bundle, new.cohort, as_of_hours=30)
+    pd.testing.assert_frame_equal(got, score(trained.bundle, new.cohort, as_of_hours=30))
+    assert crs_ml.score.STATUSES == STATUSES  # still the module
+
+
 def test_statuses_where_expected(trained, new):
     cohort = _copy(new.cohort)
     pids = list(cohort.patients["patient_id"])
