@@ -1,13 +1,14 @@
 """The batch job behind ``crs-ml score``: a cohort folder in, one scores file out.
 
 ``score_to_file(model, data, out, ...)`` reads the cohort chunk by chunk
-(:class:`~crs_ml.load_stream.CohortChunks`), scores each chunk with
-:func:`crs_ml.score.score` and appends it to a temporary file beside ``out``, which is
+(:class:`~crs_ml.load_stream.CohortChunks`), scores each chunk as :func:`crs_ml.score.score`
+does and appends it to a temporary file beside ``out``, which is
 renamed onto ``out`` only when every chunk is written: a killed run leaves the previous
 file or none, never half of one. SIGKILL cannot be caught, so it can leave the hidden temp
 file (``.<out name>.<pid>.<random>.tmp``); the next run into the same folder deletes temp
-files whose process is gone. While one chunk is scored the next one is read in a
-background thread. Memory holds a chunk, not the cohort (Parquet input; see
+files whose process is gone. While one chunk gets its SHAP values, drivers and file
+write, the next one is read, checked and turned into features in a background thread
+(xgboost releases the GIL during TreeSHAP). Memory holds a chunk, not the cohort (Parquet input; see
 :mod:`crs_ml.load_stream`).
 
 The scores are the same, row for row, as ``score(model, load_cohort(data))``; rows rejected
@@ -169,7 +170,14 @@ def score_to_file(
     only when some row was rejected). ``progress(stage, done, total)`` counts patients.
     """
     from crs_ml.load_stream import CohortChunks
-    from crs_ml.score import STATUSES, resolve_model, score
+    from crs_ml.score import (
+        STATUSES,
+        begin,
+        chunk_features,
+        explain_chunk,
+        resolve_model,
+        scores_table,
+    )
 
     out = Path(out)
     kind = output_kind(out)
@@ -179,10 +187,16 @@ def score_to_file(
     done, held = 0, None
     if progress:
         progress("scoring", 0, chunks.n_patients)
+
+    def prepared(cohort):  # in the reading thread: statuses and features
+        s = begin(bundle, cohort, as_of, as_of_hours, chunk_size)
+        return s, [chunk_features(s, k) for k in range(len(s.chunks))]
+
     with _AtomicTable(out, kind) as table:
-        for cohort in _prefetched(chunks):
-            scores = score(bundle, cohort, as_of=as_of, as_of_hours=as_of_hours,
-                           chunk_size=chunk_size)  # fmt: skip
+        for s, features in _prefetched(map(prepared, chunks)):
+            for k, X in enumerate(features):  # SHAP and drivers
+                explain_chunk(s, k, X)
+            scores = scores_table(s)
             table.write(scores)
             for s, n in scores["status"].value_counts().items():
                 counts[s] = counts.get(s, 0) + int(n)

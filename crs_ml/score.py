@@ -24,9 +24,11 @@ per chunk) so memory stays bounded, with ``progress(stage, done, total)`` after 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ import pandas as pd
 
 from crs_ml.artifact import Bundle
 from crs_ml.cohort import Cohort
-from crs_ml.errors import CrsMlError, InputError, ModelError
+from crs_ml.errors import CrsMlError, ModelError
+from crs_ml.score_status import Statuses, statuses
 
 DEFAULT_MODEL_URI = "models:/crs-severity@champion"
 STATUSES = ("scored", "not_at_risk", "too_early", "error")
@@ -135,103 +138,6 @@ def _model_settings(bundle: Bundle):
     return np.asarray(task.landmarks_h, dtype=np.float64), features, scoring
 
 
-# --------------------------------------------------------------------------- timing
-def _codes(pid: pd.Index, ids: pd.Series) -> np.ndarray:
-    """Position in ``pid`` of each id (-1 when absent); factorised first, which is ~10x
-    faster than a lookup per row on millions of rows."""
-    if len(ids) == 0:
-        return np.empty(0, dtype=np.int64)
-    codes, uniques = pd.factorize(ids)
-    where = pid.get_indexer(pd.Index(np.asarray(uniques, dtype=object), dtype=object))
-    return np.where(codes >= 0, where[np.maximum(codes, 0)], -1).astype(np.int64)
-
-
-def _latest_hours(tables, n: int) -> np.ndarray:
-    latest = np.full(n, -np.inf)
-    for table, code in tables:
-        ok = code >= 0
-        np.maximum.at(latest, code[ok], table["hours"].to_numpy(dtype=np.float64)[ok])
-    latest[np.isinf(latest)] = np.nan
-    return latest
-
-
-def _as_of_hours(cohort: Cohort, tables, as_of, as_of_hours):
-    """(hours since infusion, as-of timestamps, reason when hours are unknown) per patient."""
-    n = len(cohort.patients)
-    infusion = pd.to_datetime(cohort.patients["infusion_time"], utc=True).reset_index(drop=True)
-    why = np.full(n, "", dtype=object)
-    if as_of is not None and as_of_hours is not None:
-        raise InputError("give either an as-of time or as-of hours, not both")
-    if as_of is not None:
-        try:
-            ts = pd.Timestamp(as_of)
-        except (TypeError, ValueError):
-            raise InputError(f"as-of time '{as_of}' is not an ISO 8601 date-time") from None
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        hours = ((ts - infusion) / pd.Timedelta(hours=1)).to_numpy(dtype=np.float64)
-        when = pd.Series(pd.DatetimeIndex([ts] * n))
-        why[np.isnan(hours)] = (
-            "no infusion_time: an absolute as-of time needs it (use as-of hours instead)"
-        )
-        return hours, when, why
-    if as_of_hours is not None:
-        h = float(as_of_hours)
-        if not np.isfinite(h):
-            raise InputError(f"as-of hours must be a finite number, got {as_of_hours}")
-        hours = np.full(n, h)
-    else:
-        hours = _latest_hours(tables, n)
-        why[np.isnan(hours)] = "no observations or events: nothing to score"
-    when = infusion + pd.to_timedelta(hours, unit="h")
-    return hours, when, why
-
-
-def _not_at_risk(
-    cohort: Cohort, pid: pd.Index, ev_code: np.ndarray, L: np.ndarray, cand: np.ndarray
-) -> np.ndarray:
-    """Reason text ('' when at risk) for each patient: grade >= 3 or death by L."""
-    from crs_ml.label import grade_summary
-
-    why = np.full(len(pid), "", dtype=object)
-    if not cand.any():
-        return why
-    until = pd.Series(L[cand], index=pd.Index(pid[cand], dtype=object))
-    from crs_ml.label import FEVER_C, HYPOTENSION_SBP_MMHG
-
-    obs = cohort.observations
-    # only what grading reads: fevers and low sbp after infusion (label._intervals)
-    value = obs["value"].to_numpy(dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        maybe = (obs["hours"].to_numpy(dtype=np.float64) >= 0) & (
-            (value >= FEVER_C) | (value < HYPOTENSION_SBP_MMHG)
-        )
-    rows = np.flatnonzero(maybe)
-    variable = obs["variable"].iloc[rows]
-    rows = rows[variable.isin(["temperature", "sbp"]).to_numpy(dtype=bool)]
-    relevant = obs.iloc[rows]
-    summary = grade_summary(relevant, cohort.events, "patient_id", until=until)
-    g3 = pd.Series(pid, dtype=object).map(summary["grade3_hours"]).to_numpy(dtype=np.float64)
-    ev = cohort.events
-    death = np.full(len(pid), np.inf)
-    dead = (ev["event"].to_numpy(dtype=object) == "death") & (ev_code >= 0)
-    if dead.any():
-        np.minimum.at(death, ev_code[dead], ev["hours"].to_numpy(dtype=np.float64)[dead])
-    if cohort.outcomes is not None and len(cohort.outcomes):
-        oc = cohort.outcomes.drop_duplicates("patient_id").set_index("patient_id")
-        known = pd.Series(pid, dtype=object)
-        og3 = known.map(oc["grade3_hours"]).to_numpy(dtype=np.float64)
-        g3 = np.fmin(g3, np.where(og3 <= L, og3, np.nan))
-        if "death_hours" in oc:
-            death = np.fmin(death, known.map(oc["death_hours"]).to_numpy(dtype=np.float64))
-    with np.errstate(invalid="ignore"):
-        is_g3 = cand & (g3 <= L)
-        is_dead = cand & ~is_g3 & (death <= L)
-    why[is_g3] = [f"already grade >= 3 CRS at {h:g} h (by the {lm:g} h landmark)"
-                  for h, lm in zip(g3[is_g3], L[is_g3], strict=True)]  # fmt: skip
-    why[is_dead] = [f"died at {h:g} h" for h in death[is_dead]]
-    return why
-
-
 # --------------------------------------------------------------------------- scoring
 def _partition(code: np.ndarray, chunk_of: np.ndarray, n_chunks: int):
     """Row positions of a table per chunk (rows of patients not being scored dropped)."""
@@ -243,6 +149,123 @@ def _partition(code: np.ndarray, chunk_of: np.ndarray, n_chunks: int):
     return [order[bounds[k] : bounds[k + 1]] for k in range(n_chunks)]
 
 
+@dataclass
+class Scoring:
+    """A cohort on its way to the scores table: statuses decided, the patients to score in
+    chunks, and the result arrays that :func:`explain_chunk` fills."""
+
+    bundle: Bundle
+    cohort: Cohort
+    st: Statuses
+    chunks: list  #: row positions (into the patients) of each chunk to score
+    obs_parts: list
+    ev_parts: list
+    risk: np.ndarray
+    base: np.ndarray
+    shap: np.ndarray
+    drivers: np.ndarray
+    note: str = ""
+
+
+def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) -> Scoring:
+    """Decide every patient's status and split the patients to score into chunks."""
+    bundle = resolve_model(model)
+    landmarks, _, _ = _model_settings(bundle)
+    cohort = dataclasses.replace(cohort, patients=cohort.patients.reset_index(drop=True))
+    st = statuses(cohort, landmarks, as_of, as_of_hours)
+    n = len(st.pid_values)
+    todo = np.flatnonzero(st.status == "scored")
+    chunk_size = max(int(chunk_size), 1)
+    n_chunks = max(-(-len(todo) // chunk_size), 1)
+    chunk_of = np.full(n, -1, dtype=np.int64)
+    chunk_of[todo] = np.arange(len(todo)) // chunk_size
+    chunks = [todo[k * chunk_size : (k + 1) * chunk_size] for k in range(n_chunks)]
+    return Scoring(bundle, cohort, st, chunks, _partition(st.obs_code, chunk_of, n_chunks),
+                   _partition(st.ev_code, chunk_of, n_chunks), np.full(n, np.nan),
+                   np.full(n, np.nan), np.full((n, len(bundle.feature_names)), np.nan),
+                   np.full(n, "", dtype=object))  # fmt: skip
+
+
+def chunk_features(s: Scoring, k: int):
+    """The feature matrix of chunk ``k`` (None when empty), or the error that stopped it."""
+    from crs_ml.features import build_features
+
+    rows = s.chunks[k]
+    if len(rows) == 0:
+        return None
+    c = s.cohort
+    sub = Cohort(
+        patients=c.patients.iloc[rows].reset_index(drop=True),
+        observations=c.observations.iloc[s.obs_parts[k]].reset_index(drop=True),
+        events=c.events.iloc[s.ev_parts[k]].reset_index(drop=True),
+    )
+    points = pd.DataFrame(
+        {"patient_id": s.st.pid_values[rows], "landmark_h": s.st.landmark_h[rows]}
+    )
+    try:
+        return build_features(sub, points, _model_settings(s.bundle)[1])
+    except CrsMlError as exc:
+        return exc
+
+
+def explain_chunk(s: Scoring, k: int, X) -> None:
+    """Risk, SHAP and drivers of chunk ``k`` from its features (or its error) into ``s``."""
+    from crs_ml.drivers import top_drivers
+    from crs_ml.explain import explain
+
+    rows = s.chunks[k]
+    if X is None:
+        return
+    try:
+        if isinstance(X, CrsMlError):
+            raise X
+        ex = explain(s.bundle, X)
+    except CrsMlError as exc:
+        s.st.status[rows] = "error"
+        s.st.message[rows] = f"could not be scored: {exc}"
+        return
+    s.risk[rows] = ex.risk
+    s.base[rows] = ex.base_value
+    s.shap[rows] = ex.contributions
+    s.note = ex.note
+    scoring = _model_settings(s.bundle)[2]
+    s.drivers[rows] = top_drivers(X, ex.contributions, s.bundle.feature_names,
+                                  s.st.landmark_h[rows], scoring.top_drivers,
+                                  s.bundle.catalogue)  # fmt: skip
+
+
+def scores_table(s: Scoring) -> pd.DataFrame:
+    """DESIGN.md's scores table once every chunk is explained."""
+    st, scoring = s.st, _model_settings(s.bundle)[2]
+    status, message, risk = st.status, st.message.copy(), s.risk
+    scored = status == "scored"
+    band = np.full(len(status), None, dtype=object)
+    band[scored] = np.select(
+        [risk[scored] < scoring.low_below, risk[scored] >= scoring.high_from],
+        ["low", "high"],
+        "intermediate",
+    )
+    if s.note:
+        message[scored] = [f"{m}; {s.note}" if m else s.note for m in message[scored]]
+    message = _with_rejected(message, s.cohort, st.pid)
+    out = pd.DataFrame(
+        {
+            "patient_id": pd.Series(st.pid_values, dtype=object),
+            "as_of": st.when.reset_index(drop=True).astype("datetime64[ns, UTC]"),
+            "hours_since_infusion": st.hours,
+            "landmark_h": st.landmark_h,
+            "status": pd.Series(status, dtype=object),
+            "risk": risk,
+            "risk_band": pd.Series(band, dtype=object),
+            "top_drivers": pd.Series(s.drivers, dtype=object),
+            "base_value": s.base,
+        }
+    )
+    shap_frame = pd.DataFrame(s.shap, columns=[f"shap_{c}" for c in s.bundle.feature_names])
+    msg = pd.DataFrame({"message": pd.Series(message, dtype=object)})
+    return pd.concat([out, shap_frame, msg], axis=1)
+
+
 def score(
     model,
     cohort: Cohort,
@@ -252,113 +275,19 @@ def score(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """The scores table of ``cohort`` (see the module docstring); one row per patient."""
-    from crs_ml.drivers import top_drivers
-    from crs_ml.explain import explain
-    from crs_ml.features import build_features
-
-    bundle = resolve_model(model)
-    landmarks, feature_cfg, scoring = _model_settings(bundle)
-    names = bundle.feature_names
-    patients = cohort.patients.reset_index(drop=True)
-    n = len(patients)
-    pid_values = patients["patient_id"].astype(object).to_numpy()
-    pid = pd.Index(pid_values, dtype=object)
-    obs_code = _codes(pid, cohort.observations["patient_id"])
-    ev_code = _codes(pid, cohort.events["patient_id"])
-    tables = [(cohort.observations, obs_code), (cohort.events, ev_code)]
-    hours, when, why = _as_of_hours(cohort, tables, as_of, as_of_hours)
-
-    status = np.full(n, "scored", dtype=object)
-    message = why.copy()
-    status[why != ""] = "error"
-    idx = np.searchsorted(landmarks, np.nan_to_num(hours, nan=-np.inf), side="right") - 1
-    L = np.where((idx >= 0) & ~np.isnan(hours), landmarks[np.maximum(idx, 0)], np.nan)
-    early = (status == "scored") & np.isnan(L)
-    status[early] = "too_early"
-    message[early] = [f"{h:g} h since infusion: before the first landmark ({landmarks[0]:g} h)"
-                      for h in hours[early]]  # fmt: skip
-    late = (status == "scored") & (hours > landmarks[-1])
-    message[late] = f"scored at the last landmark ({landmarks[-1]:g} h)"
-
-    at_risk = _not_at_risk(cohort, pid, ev_code, L, status == "scored")
-    status[at_risk != ""] = "not_at_risk"
-    message[at_risk != ""] = at_risk[at_risk != ""]
-
-    cand = status == "scored"
-    obs_hours = cohort.observations["hours"].to_numpy(dtype=np.float64)
-    seen = (obs_code >= 0) & (obs_hours <= L[np.maximum(obs_code, 0)])
-    n_visible = np.bincount(obs_code[seen], minlength=n)
-    no_data = cand & (n_visible == 0)
-    status[no_data] = "error"
-    message[no_data] = [f"no observation at or before the {lm:g} h landmark: nothing to score"
-                        for lm in L[no_data]]  # fmt: skip
-
-    risk = np.full(n, np.nan)
-    base = np.full(n, np.nan)
-    shap = np.full((n, len(names)), np.nan)
-    drivers = np.full(n, "", dtype=object)
-    todo = np.flatnonzero(status == "scored")
-    chunk_size = max(int(chunk_size), 1)
-    n_chunks = max(-(-len(todo) // chunk_size), 1)
-    chunk_of = np.full(n, -1, dtype=np.int64)
-    chunk_of[todo] = np.arange(len(todo)) // chunk_size
-    obs_parts = _partition(obs_code, chunk_of, n_chunks)
-    ev_parts = _partition(ev_code, chunk_of, n_chunks)
-    note = ""
+    s = begin(model, cohort, as_of, as_of_hours, chunk_size)
+    total = sum(len(rows) for rows in s.chunks)
     if progress:
-        progress("scoring", 0, len(todo))
-    for k in range(n_chunks):
-        rows = todo[k * chunk_size : (k + 1) * chunk_size]
+        progress("scoring", 0, total)
+    done = 0
+    for k, rows in enumerate(s.chunks):
         if len(rows) == 0:
             continue
-        sub = Cohort(
-            patients=patients.iloc[rows].reset_index(drop=True),
-            observations=cohort.observations.iloc[obs_parts[k]].reset_index(drop=True),
-            events=cohort.events.iloc[ev_parts[k]].reset_index(drop=True),
-        )
-        points = pd.DataFrame({"patient_id": pid_values[rows], "landmark_h": L[rows]})
-        try:
-            X = build_features(sub, points, feature_cfg)
-            ex = explain(bundle, X)
-        except CrsMlError as exc:
-            status[rows] = "error"
-            message[rows] = f"could not be scored: {exc}"
-            continue
-        risk[rows] = ex.risk
-        base[rows] = ex.base_value
-        shap[rows] = ex.contributions
-        note = ex.note
-        drivers[rows] = top_drivers(
-            X, ex.contributions, names, L[rows], scoring.top_drivers, bundle.catalogue
-        )
+        explain_chunk(s, k, chunk_features(s, k))
+        done += len(rows)
         if progress:
-            progress("scoring", min(len(todo), (k + 1) * chunk_size), len(todo))
-    scored = status == "scored"
-    band = np.full(n, None, dtype=object)
-    band[scored] = np.select(
-        [risk[scored] < scoring.low_below, risk[scored] >= scoring.high_from],
-        ["low", "high"],
-        "intermediate",
-    )
-    if note:
-        message[scored] = [f"{m}; {note}" if m else note for m in message[scored]]
-    message = _with_rejected(message, cohort, pid)
-    out = pd.DataFrame(
-        {
-            "patient_id": pd.Series(pid_values, dtype=object),
-            "as_of": when.reset_index(drop=True).astype("datetime64[ns, UTC]"),
-            "hours_since_infusion": hours,
-            "landmark_h": L,
-            "status": pd.Series(status, dtype=object),
-            "risk": risk,
-            "risk_band": pd.Series(band, dtype=object),
-            "top_drivers": pd.Series(drivers, dtype=object),
-            "base_value": base,
-        }
-    )
-    shap_frame = pd.DataFrame(shap, columns=[f"shap_{c}" for c in names])
-    msg = pd.DataFrame({"message": pd.Series(message, dtype=object)})
-    return pd.concat([out, shap_frame, msg], axis=1)
+            progress("scoring", done, total)
+    return scores_table(s)
 
 
 def _with_rejected(message: np.ndarray, cohort: Cohort, pid: pd.Index) -> np.ndarray:
