@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 from crs_ml.load import load_cohort
 from crs_ml.score import score
-from crs_ml.batch import atomic_write
+from crs_ml.files import atomic_write
 data, bundle, out, as_of = sys.argv[1:5]
 scores = score(bundle, load_cohort(Path(data)), as_of_hours=float(as_of))
 atomic_write(scores, Path(out), "parquet")

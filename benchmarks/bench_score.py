@@ -114,8 +114,8 @@ def end_to_end(bundle, data: Path, out: Path, as_of_h: float) -> dict:
 
 def stages(bundle, data: Path, out: Path, as_of_h: float) -> tuple[dict, tuple]:
     """The same work one stage after the other on the whole cohort, timed per stage."""
-    from crs_ml.batch import atomic_write
     from crs_ml.cli.scoring import _data_options
+    from crs_ml.files import atomic_write
     from crs_ml.load import load_cohort
     from crs_ml.score import score
 

@@ -2,13 +2,11 @@
 
 ``score_to_file(model, data, out, ...)`` reads the cohort chunk by chunk
 (:class:`~crs_ml.load_stream.CohortChunks`), scores each chunk as :func:`crs_ml.score.score`
-does and appends it to a temporary file beside ``out``, which is
-renamed onto ``out`` only when every chunk is written: a killed run leaves the previous
-file or none, never half of one. SIGKILL cannot be caught, so it can leave the hidden temp
-file (``.<out name>.<pid>.<random>.tmp``); the next run into the same folder deletes temp
-files whose process is gone. While one chunk gets its SHAP values, drivers and file
-write, the next one is read, checked and turned into features in a background thread
-(xgboost releases the GIL during TreeSHAP). Memory holds a chunk, not the cohort (Parquet input; see
+does and appends it to a temporary file beside ``out``, renamed onto ``out`` only when every
+chunk is written (:class:`crs_ml.files.AtomicTable`): a killed run leaves the previous file or
+none, never half of one. While one chunk gets its SHAP values, drivers and file write, the
+next one is read, checked and turned into features in a background thread (xgboost releases
+the GIL during TreeSHAP). Memory holds a chunk, not the cohort (Parquet input; see
 :mod:`crs_ml.load_stream`).
 
 The scores are the same, row for row, as ``score(model, load_cohort(data))``; rows rejected
@@ -17,9 +15,6 @@ by the checks go to the errors file (file, row, column, reason), written the sam
 
 from __future__ import annotations
 
-import glob
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,11 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from crs_ml.errors import InputError
+from crs_ml.files import AtomicTable, atomic_write
 
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 ERROR_COLUMNS = ["file", "row", "column", "reason"]
 
-__all__ = ["BatchResult", "atomic_write", "output_kind", "score_to_file"]
+__all__ = ["BatchResult", "output_kind", "score_to_file"]
 
 
 @dataclass
@@ -54,80 +50,6 @@ def output_kind(path: Path) -> str:
     if not name.endswith(OUTPUT_SUFFIXES):
         raise InputError(f"--out {path}: the file name must end in .parquet or .csv")
     return "csv" if name.endswith(".csv") else "parquet"
-
-
-class _AtomicTable:
-    """Frames appended to a temp file beside ``target``, renamed onto it on success."""
-
-    def __init__(self, target: Path, kind: str) -> None:
-        self.target, self.kind = Path(target), kind
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(self.target)
-        fd, tmp = tempfile.mkstemp(
-            dir=self.target.parent, prefix=f".{self.target.name}.{os.getpid()}.", suffix=".tmp"
-        )
-        os.close(fd)
-        self.tmp = Path(tmp)
-        self._writer = None
-        self._schema = None
-        self._rows = 0
-
-    def write(self, frame: pd.DataFrame) -> None:
-        if self.kind == "csv":
-            frame.to_csv(self.tmp, mode="w" if self._rows == 0 else "a",
-                         header=self._rows == 0, index=False)  # fmt: skip
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            if self._writer is None:
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f
-                          for f in table.schema]  # fmt: skip
-                self._schema = pa.schema(fields, metadata=table.schema.metadata)
-                self._writer = pq.ParquetWriter(self.tmp, self._schema)
-            self._writer.write_table(
-                pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
-            )
-        self._rows += len(frame)
-
-    def __enter__(self) -> _AtomicTable:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if self._writer is not None:
-                self._writer.close()
-            if exc_type is None:
-                os.replace(self.tmp, self.target)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
-def _remove_stale_temps(target: Path) -> None:
-    """Delete temp files a killed run (SIGKILL cannot be caught) left beside ``target``:
-    ``.<name>.<pid>.<random>.tmp`` whose process no longer runs."""
-    for path in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-        pid = path.name[len(target.name) + 2 :].split(".")[0]
-        if not pid.isdigit() or _running(int(pid)):
-            continue
-        path.unlink(missing_ok=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def atomic_write(frame: pd.DataFrame, target: Path, kind: str) -> None:
-    """Write ``frame`` as Parquet or CSV to a temp file beside ``target``, then rename."""
-    with _AtomicTable(target, kind) as table:
-        table.write(frame)
 
 
 def _prefetched(items: Iterable) -> Iterator:
@@ -192,7 +114,7 @@ def score_to_file(
         s = begin(bundle, cohort, as_of, as_of_hours, chunk_size)
         return s, [chunk_features(s, k) for k in range(len(s.chunks))]
 
-    with _AtomicTable(out, kind) as table:
+    with AtomicTable(out, kind) as table:
         for s, features in _prefetched(map(prepared, chunks)):
             for k, X in enumerate(features):  # SHAP and drivers
                 explain_chunk(s, k, X)

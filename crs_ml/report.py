@@ -221,7 +221,7 @@ def write_report(
     result: ValidationResult, bundle, model_info: dict[str, Any], out_dir, seed: int = 0
 ) -> dict[str, Path]:
     """Write metrics.json, report.html, attrition.csv and drift.csv into ``out_dir``."""
-    from crs_ml.cli._common import write_json
+    from crs_ml.files import write_json
     from crs_ml.report_html import render_report
 
     out = Path(out_dir)

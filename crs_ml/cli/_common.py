@@ -1,14 +1,14 @@
-"""Small helpers shared by the command modules: progress bars and JSON output."""
+"""Small helpers shared by the command modules: progress bars, consoles and JSON output
+(``write_json``, from :mod:`crs_ml.files`)."""
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
+
+from crs_ml.files import write_json
+
+__all__ = ["console", "progress_bar", "write_json"]
 
 
 @contextmanager
@@ -39,28 +39,3 @@ def console(min_width: int = 150):
 
     c = Console()
     return c if c.is_terminal else Console(width=min_width)
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item"):
-        return _clean(obj.item())
-    return obj
-
-
-def write_json(path: str | Path, payload: Any) -> None:
-    """Write JSON atomically (temp file in the same folder, then rename); NaN -> null."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(_clean(payload), fh, indent=2)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-    os.replace(tmp, target)
