@@ -33,11 +33,6 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 120
 REQUEST_TIMEOUT_S = 60
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_load.json"
-SNIPPET = (
-    "import sys, crs_ml.cli as c\n"
-    "c.COMMAND_MODULES = [m for m in c.COMMAND_MODULES if m != 'scoring'] + ['scoring']\n"
-    "c.main(sys.argv[1:])\n"
-)
 
 
 def _free_port() -> int:
@@ -83,7 +78,7 @@ def _payloads(tmp: Path, n: int, seed: int) -> list[bytes]:
 def _start_server(tmp: Path, port: int) -> tuple[subprocess.Popen, object]:
     log = open(tmp / "serve.log", "w")  # noqa: SIM115 - closed by the caller
     proc = subprocess.Popen(
-        [sys.executable, "-c", SNIPPET, "serve", "--model", "models:/crs-severity@champion",
+        [sys.executable, "-m", "crs_ml", "serve", "--model", "models:/crs-severity@champion",
          "--host", HOST, "--port", str(port)],
         env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip

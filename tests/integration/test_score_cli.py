@@ -17,19 +17,6 @@ from conftest_scoring import logged, new_patients, setup
 import crs_ml.cli as cli
 from crs_ml.score import STATUSES, score
 
-#: run the CLI in a fresh process with the scoring commands registered
-SNIPPET = (
-    "import sys, crs_ml.cli as c\n"
-    "c.COMMAND_MODULES = [m for m in c.COMMAND_MODULES if m != 'scoring'] + ['scoring']\n"
-    "c.main(sys.argv[1:])\n"
-)
-
-
-@pytest.fixture(autouse=True)
-def scoring_commands(monkeypatch):
-    if "scoring" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "scoring"])
-
 
 def same_scores(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     """Equal tables; text columns compared as text (a file round trip may retype them)."""
@@ -155,7 +142,6 @@ def test_export_then_score_and_load_without_a_tracking_store(session_dir, new, t
     code = (
         "import sys, json, mlflow, crs_ml.cli as c\n"
         "from crs_ml.records import synthetic_example\n"
-        "c.COMMAND_MODULES = [m for m in c.COMMAND_MODULES if m != 'scoring'] + ['scoring']\n"
         "try:\n"
         "    c.main(['score', '--model', sys.argv[1], '--data', sys.argv[2],\n"
         "            '--as-of-hours', '24', '--out', sys.argv[3]])\n"
@@ -181,7 +167,7 @@ def test_missing_tracking_store_is_a_clear_error(new, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"}
     env.pop("MLFLOW_TRACKING_URI")
     done = subprocess.run(
-        [sys.executable, "-c", SNIPPET, "score", "--data", str(new.data),
+        [sys.executable, "-m", "crs_ml", "score", "--data", str(new.data),
          "--out", str(tmp_path / "s.parquet")],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

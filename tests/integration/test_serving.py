@@ -27,11 +27,6 @@ from crs_ml.score import score
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90
-SNIPPET = (
-    "import sys, crs_ml.cli as c\n"
-    "c.COMMAND_MODULES = [m for m in c.COMMAND_MODULES if m != 'scoring'] + ['scoring']\n"
-    "c.main(sys.argv[1:])\n"
-)
 
 
 def _free_port() -> int:
@@ -66,7 +61,7 @@ def server(session_dir):
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
     log = open(session_dir / f"serve_{port}.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
-        [sys.executable, "-c", SNIPPET, "serve", "--model", "models:/crs-severity@champion",
+        [sys.executable, "-m", "crs_ml", "serve", "--model", "models:/crs-severity@champion",
          "--host", HOST, "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
