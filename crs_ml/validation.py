@@ -179,8 +179,6 @@ class RowChecks:
         idx = np.flatnonzero(np.asarray(mask, dtype=bool) & self.ok)
         if idx.size == 0:
             return 0
-        if detail_key is not None:
-            details = {**(details or {}), detail_key: idx.size}
         self.ok[idx] = False
         if record:
             if "{value}" in reason:
@@ -200,16 +198,7 @@ class RowChecks:
                     }
                 ),
             )
-        self.collector.add(
-            self.table,
-            code,
-            severity,
-            message,
-            idx.size,
-            self._examples(idx, column, values),
-            details,
-        )
-        return int(idx.size)
+        return self._count(idx, column, code, severity, message, values, details, detail_key)
 
     def note(
         self,
@@ -225,6 +214,10 @@ class RowChecks:
     ) -> int:
         """Count a problem on rows that stay in."""
         idx = np.flatnonzero(np.asarray(mask, dtype=bool) & self.ok)
+        return self._count(idx, column, code, severity, message, values, details, detail_key)
+
+    def _count(self, idx, column, code, severity, message, values, details, detail_key) -> int:
+        """Add the problem for rows ``idx`` to the collector; ``detail_key`` counts them."""
         if detail_key is not None and idx.size:
             details = {**(details or {}), detail_key: idx.size}
         self.collector.add(
