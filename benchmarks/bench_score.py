@@ -47,7 +47,7 @@ def _stage(name: str, t0: float) -> float:
 
 
 def train_bundle(folder: Path, n: int, seed: int):
-    from crs_ml.artifact import load_bundle, save_bundle
+    from crs_ml.artifact import load_bundle
     from crs_ml.config import config_from_dict
     from crs_ml.load import load_cohort
     from crs_ml.simulate import simulate_cohort, write_cohort
@@ -59,11 +59,7 @@ def train_bundle(folder: Path, n: int, seed: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = train_model(cohort, cfg)
-    path = save_bundle(
-        result.model, folder / "bundle", model_type="xgboost",
-        feature_names=list(result.X.columns), catalogue=result.catalogue,
-        config=cfg.model_dump(mode="json"),
-    )  # fmt: skip
+    path = result.save(folder / "bundle")
     return load_bundle(path), path
 
 

@@ -161,7 +161,7 @@ def log_training_run(
     """Log ``result`` to the configured store; register it as ``crs-severity`` if asked."""
     import mlflow
 
-    from crs_ml.artifact import load_bundle, save_bundle
+    from crs_ml.artifact import load_bundle
     from crs_ml.pyfunc import log_pyfunc_model
 
     cfg = result.config
@@ -182,13 +182,8 @@ def log_training_run(
         tags["selected_on_same_data"] = str(selected == digest).lower()
     with tempfile.TemporaryDirectory(prefix="crs_ml_run_") as tmp:
         folder = Path(tmp)
-        bundle_dir = save_bundle(
-            result.model,
+        bundle_dir = result.save(
             folder / "bundle",
-            model_type=cfg.model.type,
-            feature_names=list(result.X.columns),
-            catalogue=result.catalogue,
-            config=cfg.model_dump(mode="json"),
             fingerprint={**fingerprint, "features": tracking.feature_fingerprint(result.X)},
             extra={"metrics": result.metrics, "dataset_digest": digest},
         )

@@ -42,6 +42,22 @@ class TrainResult:
     oof: np.ndarray | None  # (repeats, n_rows) out-of-fold risk, None for optimism runs
     sample_size: dict[str, Any] = field(default_factory=dict)
 
+    def save(self, out_dir, fingerprint: dict | None = None, extra: dict | None = None):
+        """The refit model as a bundle folder (:func:`crs_ml.artifact.save_bundle`) with its
+        type, feature names, catalogue and resolved config; returns the folder."""
+        from crs_ml.artifact import save_bundle
+
+        return save_bundle(
+            self.model,
+            out_dir,
+            model_type=self.config.model.type,
+            feature_names=list(self.X.columns),
+            catalogue=self.catalogue,
+            config=self.config.model_dump(mode="json"),
+            fingerprint=fingerprint,
+            extra=extra,
+        )
+
 
 # --------------------------------------------------------------------------- splitting
 def person_folds(

@@ -25,7 +25,6 @@ def build_bundle(base: Path) -> Path:
     if (folder / "bundle.json").is_file():
         return folder
     from crs_ml import tracking
-    from crs_ml.artifact import save_bundle
     from crs_ml.config import load_config
     from crs_ml.load import load_cohort
     from crs_ml.simulate import simulate_cohort, write_cohort
@@ -38,13 +37,8 @@ def build_bundle(base: Path) -> Path:
     cfg = load_config(None, OVERRIDES)
     res = train_model(cohort, cfg)
     fp = tracking.data_fingerprint(cohort, res.y, res.meta)
-    save_bundle(
-        res.model,
+    res.save(
         folder,
-        model_type="xgboost",
-        feature_names=list(res.X.columns),
-        catalogue=res.catalogue,
-        config=cfg.model_dump(mode="json"),
         fingerprint={**fp, "features": tracking.feature_fingerprint(res.X)},
         extra={"metrics": res.metrics, "dataset_digest": tracking.dataset_digest(fp)},
     )

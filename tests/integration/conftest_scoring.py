@@ -39,7 +39,7 @@ _CACHE: dict[str, object] = {}
 def setup(session_dir: Path) -> SimpleNamespace:
     """Training cohort, fitted result and saved bundle (built once)."""
     if "setup" not in _CACHE:
-        from crs_ml.artifact import load_bundle, save_bundle
+        from crs_ml.artifact import load_bundle
         from crs_ml.config import config_from_dict
         from crs_ml.load import load_cohort
         from crs_ml.simulate import simulate_cohort, write_cohort
@@ -51,14 +51,7 @@ def setup(session_dir: Path) -> SimpleNamespace:
         cohort = load_cohort(data)
         cfg = config_from_dict({}, OVERRIDES)
         result = train_model(cohort, cfg)
-        folder = save_bundle(
-            result.model,
-            root / "bundle",
-            model_type=cfg.model.type,
-            feature_names=list(result.X.columns),
-            catalogue=result.catalogue,
-            config=cfg.model_dump(mode="json"),
-        )
+        folder = result.save(root / "bundle")
         _CACHE["setup"] = SimpleNamespace(
             root=root,
             data=data,
