@@ -239,11 +239,11 @@ def sample_size_report(
 
 
 # --------------------------------------------------------------------------- the run
-def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainResult:
-    """Landmark dataset -> CV (or optimism bootstrap) -> metrics -> refit on all data."""
+def training_data(cohort, cfg: Config):
+    """(X, y as int, meta, the catalogue of X's features, person id per row) of the
+    configured landmark dataset; raises InputError unless both outcomes occur."""
     from crs_ml.features import feature_catalogue
     from crs_ml.landmarks import build_landmark_dataset
-    from crs_ml.models import make_model
 
     X, y, meta = build_landmark_dataset(
         cohort,
@@ -262,7 +262,14 @@ def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainR
         )
     catalogue = feature_catalogue(cfg.features)
     catalogue = catalogue[catalogue["name"].isin(X.columns)].reset_index(drop=True)
-    persons = meta["person_id"].astype(str).to_numpy()
+    return X, y, meta, catalogue, meta["person_id"].astype(str).to_numpy()
+
+
+def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainResult:
+    """Landmark dataset -> CV (or optimism bootstrap) -> metrics -> refit on all data."""
+    from crs_ml.models import make_model
+
+    X, y, meta, catalogue, persons = training_data(cohort, cfg)
 
     def make():
         return make_model(cfg.model, catalogue, cfg.seed)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from crs_ml import metrics as M
 from crs_ml.config import Config
-from crs_ml.train import cross_validate, evaluate_predictions, person_folds
+from crs_ml.train import cross_validate, evaluate_predictions, person_folds, training_data
 
 Progress = Callable[[str, int, int], None]
 
@@ -82,20 +82,9 @@ def tune(
     log_trial=None,
 ) -> TuneResult:
     """Nested CV search; ``log_trial(stage, number, params, auroc)`` records each trial."""
-    from crs_ml.features import feature_catalogue
-    from crs_ml.landmarks import build_landmark_dataset
     from crs_ml.models import make_model
 
-    X, y, meta = build_landmark_dataset(
-        cohort,
-        landmarks_h=cfg.task.landmarks_h,
-        horizon_h=cfg.task.horizon_h,
-        features=cfg.features,
-    )
-    y = np.asarray(y, dtype=int)
-    catalogue = feature_catalogue(cfg.features)
-    catalogue = catalogue[catalogue["name"].isin(X.columns)].reset_index(drop=True)
-    persons = meta["person_id"].astype(str).to_numpy()
+    X, y, meta, catalogue, persons = training_data(cohort, cfg)
     total = trials * (outer_folds + 1)
     done = [0]
 
