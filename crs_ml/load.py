@@ -51,10 +51,9 @@ from crs_ml.load_tables import (
     truth_table,
 )
 from crs_ml.tables import (
-    REQUIRED_TABLES,
-    TABLES,
     RawTable,
     check_mapping,
+    check_table_names,
     frame_table,
     locate_tables,
     read_table,
@@ -205,12 +204,7 @@ def load_frames(
     (default ``<table>.parquet``), which is what reports and rejected rows call it."""
     opts = options or DataConfig()
     check_mapping(opts.column_mapping)
-    for table in frames:
-        if table not in TABLES:
-            raise InputError(f"unknown table '{table}' (expected one of {', '.join(TABLES)})")
-    for table in REQUIRED_TABLES:
-        if table not in frames:
-            raise InputError(f"the {table} table is required but was not given")
+    check_table_names(frames)
     names = dict(file_names or {})
     raws = {
         t: frame_table(f, t, names.get(t, f"{t}.parquet"), opts.column_mapping.get(t))

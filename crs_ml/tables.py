@@ -79,16 +79,24 @@ def _table_of(path: Path) -> str | None:
     return None
 
 
+def check_table_names(tables) -> None:
+    """Raise InputError for a table name not in the contract or a required table missing."""
+    for table in tables:
+        if table not in TABLES:
+            raise InputError(f"unknown table '{table}' (expected one of {', '.join(TABLES)})")
+    for table in REQUIRED_TABLES:
+        if table not in tables:
+            raise InputError(f"the {table} table is required but was not given")
+
+
 def locate_tables(path_or_paths) -> dict[str, Path]:
     """Table name -> file, from a folder, a {table: path} mapping or a list of paths."""
     if path_or_paths is None:
         raise InputError("no data given: pass a folder or the table files (or set data.path)")
     found: dict[str, Path] = {}
     if isinstance(path_or_paths, Mapping):
-        for table, p in path_or_paths.items():
-            if table not in TABLES:
-                raise InputError(f"unknown table '{table}' (expected one of {', '.join(TABLES)})")
-            found[table] = Path(p)
+        check_table_names(path_or_paths)
+        found = {table: Path(p) for table, p in path_or_paths.items()}
     elif isinstance(path_or_paths, list | tuple):
         for p in map(Path, path_or_paths):
             table = _table_of(p)
@@ -117,9 +125,7 @@ def locate_tables(path_or_paths) -> dict[str, Path]:
         for table in REQUIRED_TABLES:
             if table not in found:
                 raise InputError(f"{table}.csv (or {table}.parquet) not found in {folder}")
-    for table in REQUIRED_TABLES:
-        if table not in found:
-            raise InputError(f"the {table} table is required but was not given")
+    check_table_names(found)
     for table, p in found.items():
         if not p.is_file():
             raise InputError(f"{table} file does not exist", file=str(p))
