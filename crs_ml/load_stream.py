@@ -108,28 +108,25 @@ class CohortChunks:
     def __len__(self) -> int:
         return self.n_chunks
 
-    def chunk_of(self, ids) -> np.ndarray:
-        """Chunk of each id (text); unknown ids take the chunk of the row before (first: 0)."""
-        codes, uniques = pd.factorize(np.asarray(ids, dtype=object))
-        return self._chunks(codes, uniques)
-
-    def _chunks(self, codes: np.ndarray, uniques) -> np.ndarray:
-        """:meth:`chunk_of` for ids given as codes into their distinct texts (each distinct
-        id is looked up once: ~10x faster than a lookup per row)."""
+    def _chunks(self, codes: np.ndarray, uniques, before: int = 0) -> np.ndarray:
+        """Chunk of each id, given as codes into its distinct texts (each distinct id is
+        looked up once: ~10x faster than a lookup per row). Unknown ids take the chunk of the
+        row before them (``before`` for the first rows: the previous batch's last chunk)."""
         where = self._index.get_indexer(pd.Index(np.asarray(uniques, dtype=object), dtype=object))
         code = np.where(codes >= 0, where[np.maximum(codes, 0)], -1)
         chunk = np.where(code >= 0, code // self.chunk_size, -1)
-        known = np.flatnonzero(chunk >= 0)
-        if known.size < chunk.size:
+        if (chunk < 0).any():
             last = np.maximum.accumulate(np.where(chunk >= 0, np.arange(chunk.size), -1))
-            chunk = np.where(last >= 0, chunk[np.maximum(last, 0)], -1)
+            chunk = np.where(last >= 0, chunk[np.maximum(last, 0)], before)
         return chunk
+
+    def _frame_chunks(self, frame: pd.DataFrame, before: int) -> np.ndarray:
+        ids = coded_text_of(frame, "patient_id")
+        return self._chunks(ids.codes, ids.uniques, before)
 
     def __iter__(self) -> Iterator[Cohort]:
         source = str(self.source) if isinstance(self.source, str | Path) else None
-        col = Collector()
-        totals: dict[str, list] = {}
-        problems: dict[tuple[str, str], object] = {}
+        merged = _MergedReport()
         with tempfile.TemporaryDirectory(prefix="crs_ml_chunks_", dir=self.workdir) as tmp:
             streams = {t: self._pieces(plan, Path(tmp)) for t, plan in self._plans.items()}
             rows = _positions(self._patient_chunk, self.n_chunks)
@@ -143,18 +140,17 @@ class CohortChunks:
                                        meta.unused_columns, meta.malformed if first else [],
                                        meta.encoding)  # fmt: skip
                 cohort = normalise(raws, self.options, source, allow_no_observations=True)
-                _merge(cohort.report, totals, problems)
-                col.add_rejected("all", cohort.rejected)
+                merged.add(cohort)
                 yield cohort
-        self.report = _merged_report(source, self.options, totals, problems)
-        self.rejected = col.rejected()
+        self.report = merged.report(source, self.options)
+        self.rejected = merged.collector.rejected()
 
     def _pieces(self, plan: _Plan, tmp: Path):
         """Yield (piece, table meta) for chunk 0, 1, ... of one table. ``meta.rows_read``
         counts rows read but in no piece (malformed CSV lines)."""
         if plan.parquet is None:  # read whole, then split
             raw = read_table(plan.path, plan.table, plan.mapping)
-            chunk = self.chunk_of(text_of(raw.frame, "patient_id"))
+            chunk = self._frame_chunks(raw.frame, before=0)
             extra = raw.rows_read - len(raw.frame)
             meta = RawTable(plan.table, raw.file, raw.path, raw.frame.iloc[:0], raw.source_row[:0],
                             extra, raw.unused_columns, raw.malformed, raw.encoding)  # fmt: skip
@@ -173,26 +169,21 @@ class CohortChunks:
     def _grouped(self, plan: _Plan) -> bool:
         """Whether the rows come grouped by chunk, in chunk order (a pass over the ids)."""
         last = 0
-        carry = None
         for batch in plan.parquet.iter_batches(batch_size=BATCH_ROWS, columns=[plan.id_column]):
             codes, uniques = pd.factorize(batch.column(0).to_pandas())
-            chunk = self._chunks(codes, ids_to_text(pd.Series(uniques)).to_numpy(dtype=object))
-            if carry is not None:
-                chunk = np.where(chunk < 0, carry, chunk)
-            chunk = np.where(chunk < 0, last, chunk)
+            uniques = ids_to_text(pd.Series(uniques)).to_numpy(dtype=object)
+            chunk = self._chunks(codes, uniques, before=last)
             if chunk.size:
                 if chunk[0] < last or np.any(np.diff(chunk) < 0):
                     return False
-                last = carry = int(chunk[-1])
+                last = int(chunk[-1])
         return True
 
     def _cut(self, batches, template: pd.DataFrame) -> Iterator[_Piece]:
         """Pieces of a grouped table: batches cut where the chunk changes."""
-        k, held, prev = 0, [], None
+        k, held, prev = 0, [], 0
         for frame, src in batches:
-            ids = coded_text_of(frame, "patient_id")
-            chunk = self._chunks(ids.codes, ids.uniques)
-            chunk = np.where(chunk < 0, k if prev is None else prev, chunk)
+            chunk = self._frame_chunks(frame, before=prev)
             if chunk.size:
                 prev = int(chunk[-1])
             bounds = np.searchsorted(chunk, np.arange(self.n_chunks + 1))
@@ -214,9 +205,7 @@ class CohortChunks:
         folder.mkdir(parents=True, exist_ok=True)
         prev = 0
         for n, (frame, src) in enumerate(batches):
-            ids = coded_text_of(frame, "patient_id")
-            chunk = self._chunks(ids.codes, ids.uniques)
-            chunk = np.where(chunk < 0, prev, chunk)
+            chunk = self._frame_chunks(frame, before=prev)
             if chunk.size:
                 prev = int(chunk[-1])
             part = frame.assign(_source_row=src)
@@ -314,36 +303,38 @@ def _subset(raw: RawTable, pos: np.ndarray, keep_malformed: bool) -> RawTable:
                     raw.malformed if keep_malformed else [], raw.encoding)  # fmt: skip
 
 
-def _merge(report: CheckReport, totals: dict, problems: dict) -> None:
-    for name, t in report.tables.items():
-        acc = totals.setdefault(name, [t.file, 0, 0, 0])
-        acc[1] += t.rows_read
-        acc[2] += t.rows_used
-        acc[3] += t.rows_rejected
-    for p in report.problems:
-        key = (p.table, p.code)
-        if key not in problems:
-            problems[key] = Collector()
-            problems[key].examples = []
-        elif p.code == "unused_columns":  # about the file, said by every chunk
-            continue
-        problems[key].add(p.table, p.code, p.severity, p.message, p.count, [], p.details)
-        problems[key].examples.extend(p.examples)
+class _MergedReport:
+    """The whole cohort's check report and rejected rows, from its chunks' cohorts."""
 
+    def __init__(self) -> None:
+        self.collector = Collector()
+        self.examples: dict[tuple[str, str], list] = {}
+        self.totals: dict[str, list] = {}
 
-def _merged_report(source, options: DataConfig, totals: dict, problems: dict) -> CheckReport:
-    report = CheckReport(source=source, options=options.model_dump(mode="json"))
-    for name, (file, read, used, rejected) in totals.items():
-        report.tables[name] = TableSummary(name, file, read, used, rejected)
-    merged = []
-    for key, c in problems.items():  # examples: the first rows of the file, as a whole load
-        p = c.problems[key]
-        p.examples = sorted(c.examples, key=lambda e: e.get("row") or 0)[:MAX_EXAMPLES]
-        merged.append(p)
-    if totals.get("observations", [None, 0, 0])[2] == 0:
-        c = Collector()
-        c.add("observations", "no_observations", "fatal", "no usable observation row", 1)
-        merged.extend(c.problems.values())
-    report.problems = merged
-    report.sort()
-    return report
+    def add(self, cohort: Cohort) -> None:
+        for name, t in cohort.report.tables.items():
+            acc = self.totals.setdefault(name, [t.file, 0, 0, 0])
+            acc[1] += t.rows_read
+            acc[2] += t.rows_used
+            acc[3] += t.rows_rejected
+        for p in cohort.report.problems:
+            key = (p.table, p.code)
+            if key in self.examples and p.code == "unused_columns":  # said by every chunk
+                continue
+            self.collector.add(p.table, p.code, p.severity, p.message, p.count, [], p.details)
+            self.examples.setdefault(key, []).extend(p.examples)
+        self.collector.add_rejected("all", cohort.rejected)
+
+    def report(self, source, options: DataConfig) -> CheckReport:
+        report = CheckReport(source=source, options=options.model_dump(mode="json"))
+        for name, (file, read, used, rejected) in self.totals.items():
+            report.tables[name] = TableSummary(name, file, read, used, rejected)
+        if self.totals.get("observations", [None, 0, 0])[2] == 0:
+            self.collector.add("observations", "no_observations", "fatal",
+                               "no usable observation row", 1)  # fmt: skip
+        for key, p in self.collector.problems.items():  # the file's first rows, as a whole load
+            rows = sorted(self.examples.get(key, []), key=lambda e: e.get("row") or 0)
+            p.examples = rows[:MAX_EXAMPLES]
+        report.problems = list(self.collector.problems.values())
+        report.sort()
+        return report
