@@ -99,6 +99,7 @@ def score_to_file(
         explain_chunk,
         resolve_model,
         scores_table,
+        status_counts,
     )
 
     out = Path(out)
@@ -120,8 +121,8 @@ def score_to_file(
                 explain_chunk(s, k, X)
             scores = scores_table(s)
             table.write(scores)
-            for s, n in scores["status"].value_counts().items():
-                counts[s] = counts.get(s, 0) + int(n)
+            for status, n in status_counts(scores).items():
+                counts[status] += n
             held = _top(held, scores, top)
             done += len(scores)
             if progress:

@@ -164,13 +164,15 @@ class Scoring:
     base: np.ndarray
     shap: np.ndarray
     drivers: np.ndarray
+    features: Any  #: the model's FeatureConfig
+    settings: Any  #: the model's ScoringConfig (risk bands, number of drivers)
     note: str = ""
 
 
 def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) -> Scoring:
     """Decide every patient's status and split the patients to score into chunks."""
     bundle = resolve_model(model)
-    landmarks, _, _ = _model_settings(bundle)
+    landmarks, features, settings = _model_settings(bundle)
     cohort = dataclasses.replace(cohort, patients=cohort.patients.reset_index(drop=True))
     st = statuses(cohort, landmarks, as_of, as_of_hours)
     n = len(st.pid_values)
@@ -183,7 +185,7 @@ def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) 
     return Scoring(bundle, cohort, st, chunks, _partition(st.obs_code, chunk_of, n_chunks),
                    _partition(st.ev_code, chunk_of, n_chunks), np.full(n, np.nan),
                    np.full(n, np.nan), np.full((n, len(bundle.feature_names)), np.nan),
-                   np.full(n, "", dtype=object))  # fmt: skip
+                   np.full(n, "", dtype=object), features, settings)  # fmt: skip
 
 
 def chunk_features(s: Scoring, k: int):
@@ -203,7 +205,7 @@ def chunk_features(s: Scoring, k: int):
         {"patient_id": s.st.pid_values[rows], "landmark_h": s.st.landmark_h[rows]}
     )
     try:
-        return build_features(sub, points, _model_settings(s.bundle)[1])
+        return build_features(sub, points, s.features)
     except CrsMlError as exc:
         return exc
 
@@ -228,15 +230,14 @@ def explain_chunk(s: Scoring, k: int, X) -> None:
     s.base[rows] = ex.base_value
     s.shap[rows] = ex.contributions
     s.note = ex.note
-    scoring = _model_settings(s.bundle)[2]
     s.drivers[rows] = top_drivers(X, ex.contributions, s.bundle.feature_names,
-                                  s.st.landmark_h[rows], scoring.top_drivers,
+                                  s.st.landmark_h[rows], s.settings.top_drivers,
                                   s.bundle.catalogue)  # fmt: skip
 
 
 def scores_table(s: Scoring) -> pd.DataFrame:
     """DESIGN.md's scores table once every chunk is explained."""
-    st, scoring = s.st, _model_settings(s.bundle)[2]
+    st, scoring = s.st, s.settings
     status, message, risk = st.status, st.message.copy(), s.risk
     scored = status == "scored"
     band = np.full(len(status), None, dtype=object)
