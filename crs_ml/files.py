@@ -51,7 +51,6 @@ class AtomicTable:
         self.target, self.kind = Path(target), kind
         self.tmp = _temp_beside(self.target)
         self._writer = None
-        self._schema = None
         self._rows = 0
 
     def write(self, frame: pd.DataFrame) -> None:
@@ -66,10 +65,10 @@ class AtomicTable:
                 table = pa.Table.from_pandas(frame, preserve_index=False)
                 fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f
                           for f in table.schema]  # fmt: skip
-                self._schema = pa.schema(fields, metadata=table.schema.metadata)
-                self._writer = pq.ParquetWriter(self.tmp, self._schema)
+                schema = pa.schema(fields, metadata=table.schema.metadata)
+                self._writer = pq.ParquetWriter(self.tmp, schema)
             self._writer.write_table(
-                pa.Table.from_pandas(frame, schema=self._schema, preserve_index=False)
+                pa.Table.from_pandas(frame, schema=self._writer.schema, preserve_index=False)
             )
         self._rows += len(frame)
 
