@@ -43,6 +43,26 @@ def cohort(n: int, seed: int, tmp: Path):
     return load_cohort(folder)
 
 
+def landmark_data(cfg, n: int, seed: int, tmp: Path, landmarks):
+    """(X, y, person ids) of a simulated cohort of ``n`` patients at ``landmarks``."""
+    from crs_ml.landmarks import build_landmark_dataset
+
+    X, y, meta = build_landmark_dataset(
+        cohort(n, seed, tmp), landmarks, cfg.task.horizon_h, cfg.features
+    )
+    return X, np.asarray(y), meta["person_id"].astype(str).to_numpy()
+
+
+def gap_row(label: str, measure, draws: list, reference) -> str:
+    """Markdown row: mean AUROC over the ``draws``, the ``reference`` AUROC, the gap and the
+    draws' calibration slopes; ``measure(data) -> (auroc, calibration slope)``."""
+    small = [measure(d) for d in draws]
+    ref, _ = measure(reference)
+    mean = float(np.mean([a for a, _ in small]))
+    slopes = " / ".join(f"{s:.2f}" for _, s in small)
+    return f"| {label} | {mean:.3f} | {ref:.3f} | {ref - mean:.3f} | {slopes} |"
+
+
 def fit(cfg, train, model_type: str, params: dict | None = None):
     from crs_ml.feature_catalogue import feature_catalogue
     from crs_ml.landmarks import build_landmark_dataset

@@ -28,23 +28,16 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[20, 35, 60])
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
+    import bench_train as bench
     import xgboost as xgb
-    from bench_train import DRAW_SEEDS, LANDMARK_H, REFERENCE_SEED, TEST_SEED, cohort
 
     from crs_ml import metrics as M
     from crs_ml.config import load_config
     from crs_ml.feature_catalogue import feature_catalogue
-    from crs_ml.landmarks import build_landmark_dataset
     from crs_ml.models import make_model
 
     cfg = load_config(HERE.parent / "configs" / "default.yaml")
     catalogue = feature_catalogue(cfg.features)
-
-    def dataset(n, seed, tmp, landmarks):
-        X, y, meta = build_landmark_dataset(
-            cohort(n, seed, tmp), landmarks, cfg.task.horizon_h, cfg.features
-        )
-        return X, np.asarray(y), meta["person_id"].astype(str).to_numpy()
 
     def fit(X, y, groups, cols):
         model = make_model(cfg.model, catalogue[catalogue["name"].isin(cols)], cfg.seed)
@@ -52,16 +45,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        X, y, g = dataset(30000, RANK_SEED, tmp, cfg.task.landmarks_h)
+        X, y, g = bench.landmark_data(cfg, 30000, RANK_SEED, tmp, cfg.task.landmarks_h)
         one_split = cfg.model.model_copy(update={"params": {**cfg.model.params, "inner_folds": 1}})
         ranker = make_model(one_split, None, cfg.seed).fit(X, y, groups=g)
         rows = np.random.default_rng(0).choice(len(X), min(20000, len(X)), replace=False)
         dm = xgb.DMatrix(X.iloc[rows].to_numpy(np.float64), feature_names=list(X.columns))
         shap = ranker.booster_.predict(dm, pred_contribs=True)[:, :-1]
         rank = pd.Series(np.abs(shap).mean(0), index=X.columns).sort_values(ascending=False)
-        Xt, yt, _ = dataset(5000, TEST_SEED, tmp, [LANDMARK_H])
-        draws = {s: dataset(1000, s, tmp, cfg.task.landmarks_h) for s in DRAW_SEEDS}
-        reference = dataset(30000, REFERENCE_SEED, tmp, cfg.task.landmarks_h)
+        Xt, yt, _ = bench.landmark_data(cfg, 5000, bench.TEST_SEED, tmp, [bench.LANDMARK_H])
+        draws = [
+            bench.landmark_data(cfg, 1000, s, tmp, cfg.task.landmarks_h) for s in bench.DRAW_SEEDS
+        ]
+        reference = bench.landmark_data(cfg, 30000, bench.REFERENCE_SEED, tmp, cfg.task.landmarks_h)
         print("| features | mean AUROC, 1,000 patients | reference, 30,000 | gap | slopes |")
         print("|---|---|---|---|---|")
         for k in args.k:
@@ -71,11 +66,7 @@ def main() -> None:
                 p = fit(*data, cols).predict_proba(Xt[cols])[:, 1]
                 return M.auroc(yt, p), M.calibration_intercept_slope(yt, p)[1]
 
-            small = [measure(d) for d in draws.values()]
-            ref, _ = measure(reference)
-            mean = float(np.mean([a for a, _ in small]))
-            slopes = " / ".join(f"{s:.2f}" for _, s in small)
-            print(f"| top {k} | {mean:.3f} | {ref:.3f} | {ref - mean:.3f} | {slopes} |", flush=True)
+            print(bench.gap_row(f"top {k}", measure, draws, reference), flush=True)
 
 
 if __name__ == "__main__":
