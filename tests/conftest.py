@@ -1,12 +1,15 @@
 """Session-wide test setup: nothing is written into the working tree.
 
 Every test session gets its own temporary folder and a temporary SQLite MLflow store,
-exported as MLFLOW_TRACKING_URI before any test imports mlflow.
+exported as MLFLOW_TRACKING_URI before any test imports mlflow. Processes the tests start get
+that folder as TMPDIR (a killed ``crs-ml score`` cannot remove its spill folder), and the folder
+is deleted when the session ends.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,6 +19,12 @@ _SESSION_DIR = Path(tempfile.mkdtemp(prefix="crs_ml_tests_"))
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlflow.db'}"
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+(_SESSION_DIR / "tmp").mkdir()
+os.environ["TMPDIR"] = str(_SESSION_DIR / "tmp")  # for child processes (this one's is cached)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
