@@ -61,29 +61,32 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _single_thread_booster(bundle):
-    """A copy of the bundle's booster set to one thread (cached on the bundle), so small
-    inputs never touch the shared booster's settings."""
-    cached = bundle.__dict__.get("_booster_1thread")
-    if cached is None:
-        cached = bundle.booster.copy()
-        cached.set_param({"nthread": 1})
-        bundle.__dict__["_booster_1thread"] = cached
-    return cached
+def _booster_with_threads(bundle, threads: int | None):
+    """The bundle's booster, or a copy set to ``threads`` threads (cached on the bundle), so a
+    caller's thread count never touches the shared booster's settings."""
+    if threads is None:
+        return bundle.booster
+    copies = bundle.__dict__.setdefault("_booster_copies", {})
+    if threads not in copies:
+        copies[threads] = bundle.booster.copy()
+        copies[threads].set_param({"nthread": threads})
+    return copies[threads]
 
 
-def tree_shap(bundle, X: pd.DataFrame) -> Explanation:
-    """Exact TreeSHAP of an xgboost bundle, scaled into calibrated log-odds."""
+def tree_shap(bundle, X: pd.DataFrame, threads: int | None = None) -> Explanation:
+    """Exact TreeSHAP of an xgboost bundle, scaled into calibrated log-odds. ``threads``:
+    xgboost threads (None: all cores); the values do not depend on it."""
     import xgboost as xgb
 
     names = bundle.feature_names
     # one thread for small inputs: starting OpenMP threads costs more than the work, and on
     # a busy machine their spin-wait turns a single-patient DMatrix into ~20 ms
-    small = len(X) < SMALL_INPUT_ROWS
+    if len(X) < SMALL_INPUT_ROWS:
+        threads = 1
     # C-ordered float32 is what xgboost reads: no conversion copy inside DMatrix
     matrix = np.ascontiguousarray(bundle.matrix(X), dtype=np.float32)
-    dm = xgb.DMatrix(matrix, missing=np.nan, feature_names=names, nthread=1 if small else -1)
-    booster = _single_thread_booster(bundle) if small else bundle.booster
+    dm = xgb.DMatrix(matrix, missing=np.nan, feature_names=names, nthread=threads or -1)
+    booster = _booster_with_threads(bundle, threads)
     raw = booster.predict(dm, pred_contribs=True).astype(np.float64)
     slope, intercept = bundle.platt_slope, bundle.platt_intercept
     contrib = raw[:, :-1] * slope
@@ -142,10 +145,11 @@ def _fever_rule_shap(estimator, X: pd.DataFrame, names: list[str]) -> Explanatio
     return Explanation(contrib, base, base + contrib.sum(axis=1))
 
 
-def explain(bundle, X: pd.DataFrame) -> Explanation:
-    """Calibrated log-odds, base value and exact SHAP contributions for each row of ``X``."""
+def explain(bundle, X: pd.DataFrame, threads: int | None = None) -> Explanation:
+    """Calibrated log-odds, base value and exact SHAP contributions for each row of ``X``.
+    ``threads``: for xgboost's TreeSHAP (None: all cores)."""
     if bundle.booster is not None:
-        return tree_shap(bundle, X)
+        return tree_shap(bundle, X, threads)
     est = bundle.estimator
     names = bundle.feature_names
     kind = type(est).__name__

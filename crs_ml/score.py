@@ -210,8 +210,9 @@ def chunk_features(s: Scoring, k: int):
         return exc
 
 
-def explain_chunk(s: Scoring, k: int, X) -> None:
-    """Risk, SHAP and drivers of chunk ``k`` from its features (or its error) into ``s``."""
+def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
+    """Risk, SHAP and drivers of chunk ``k`` from its features (or its error) into ``s``;
+    ``threads`` for TreeSHAP (None: all cores)."""
     from crs_ml.drivers import top_drivers
     from crs_ml.explain import explain
 
@@ -221,7 +222,7 @@ def explain_chunk(s: Scoring, k: int, X) -> None:
     try:
         if isinstance(X, CrsMlError):
             raise X
-        ex = explain(s.bundle, X)
+        ex = explain(s.bundle, X, threads)
     except CrsMlError as exc:
         s.st.status[rows] = "error"
         s.st.message[rows] = f"could not be scored: {exc}"

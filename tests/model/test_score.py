@@ -76,6 +76,27 @@ def test_shap_adds_up_to_the_logit_and_risk_matches_the_booster(trained, new):
     assert scored["base_value"].nunique() == 1
 
 
+def test_treeshap_does_not_depend_on_the_thread_count(trained, new):
+    import json
+
+    from crs_ml.explain import SMALL_INPUT_ROWS, tree_shap
+
+    bundle = trained.bundle
+    _, X = _features(bundle, new.cohort, score(bundle, new.cohort, as_of_hours=48))
+    X = pd.concat([X] * (SMALL_INPUT_ROWS // len(X) + 1), ignore_index=True)  # threaded path
+
+    def nthread():
+        return json.loads(bundle.booster.save_config())["learner"]["generic_param"]["nthread"]
+
+    before = nthread()
+    every = tree_shap(bundle, X)
+    for threads in (1, 2):
+        ex = tree_shap(bundle, X, threads)
+        assert np.array_equal(ex.contributions, every.contributions)
+        assert np.array_equal(ex.logit, every.logit)
+    assert nthread() == before  # the shared booster keeps its own setting
+
+
 def test_top_drivers_show_the_feature_values_and_shap(trained, new):
     out = score(trained.bundle, new.cohort, as_of_hours=24)
     scored, X = _features(trained.bundle, new.cohort, out)
