@@ -5,20 +5,23 @@
 2. Simulates ``--patients`` new patients (another seed) and keeps what a batch run at
    ``--as-of-hours`` since infusion would see: rows with hours <= as-of (a support still
    running at that time has no end yet). Written as Parquet (or CSV with ``--input csv``).
-3. End to end, as ``crs-ml score`` does it (``crs_ml.batch.score_to_file``; the faster of two
-   runs): chunked load + validate + normalise (the next chunk read in a thread), features,
-   predict, TreeSHAP, drivers, and the atomic Parquet write. Then the same work stage by stage
-   on the whole cohort, timed per stage (and checked to give the same table).
-4. The floor: bare ``booster.predict(DMatrix(X), pred_contribs=True)`` on the same feature
-   matrix (the scored patients at their landmark; building X is not timed here).
-   Steps 3 and 4 also record the process's CPU time (all threads, ``time.process_time``).
+3. The work stage by stage on the whole cohort, timed per stage: load + validate +
+   normalise, features + predict + TreeSHAP + drivers, the atomic Parquet write; and the
+   scored patients' feature matrix at their landmark (building it timed for reference).
+4. In turn, ``--runs`` times: end to end as ``crs-ml score`` does it
+   (``crs_ml.batch.score_to_file``: chunked load + validate + normalise with the next chunk
+   read in a thread, features, predict, TreeSHAP, drivers, the atomic Parquet write; checked
+   to give the stage-by-stage table), then the floor, bare
+   ``booster.predict(DMatrix(X), pred_contribs=True)`` on that matrix (the faster of two).
+   Reported: medians, and the ratio of the two rates pair by pair (median and range), so a
+   machine whose speed drifts compares like with like. CPU time is the process's, all
+   threads (``time.process_time``).
 5. Single-patient latency after load, p50 / p95 over ``--latency-n`` different patients
    after warm-up: the Python function ``score(model, cohort)`` on one-patient cohorts; and
    an MLflow pyfunc model saved from the bundle, loaded once, ``predict`` on the one-table
    records of one patient, with the share spent normalising the records
    (records_to_cohort) and scoring.
-
-6. How the ratio depends on the model's size: steps 3-4 again with the default configuration
+6. How the ratio depends on the model's size: step 4 again with the default configuration
    trained on ``--larger-train-patients`` (default 3,000, a multi-site registry's size;
    early stopping keeps more trees with more data). 0 skips it.
 
@@ -26,7 +29,8 @@ Targets (issue 5): end-to-end rate >= 0.5 x the bare rate (for the default model
 single-patient p50 of the Python function < 20 ms.
 Writes benchmarks/results/score.json and prints a summary; data and models go to a temporary
 folder that is deleted afterwards. Usage:
-``python benchmarks/bench_score.py [--patients 100000] [--as-of-hours 48] [--input parquet]``.
+``python benchmarks/bench_score.py [--patients 100000] [--as-of-hours 48] [--input parquet]
+[--runs 3]``.
 """
 
 from __future__ import annotations
@@ -99,23 +103,18 @@ def batch_input(folder: Path, n: int, seed: int, as_of_h: float, kind: str) -> d
     return {"patients": len(tables["patients"]), "observations": len(obs), "events": len(ev)}
 
 
-def end_to_end(bundle, data: Path, out: Path, as_of_h: float) -> dict:
-    """What ``crs-ml score`` runs: chunked load (next chunk read in a thread), features,
-    predict, TreeSHAP, drivers, appended to the atomic Parquet output."""
+def end_to_end(bundle, data: Path, out: Path, as_of_h: float) -> tuple[float, float]:
+    """(wall s, CPU s) of what ``crs-ml score`` runs: chunked load (next chunk read in a
+    thread), features, predict, TreeSHAP, drivers, appended to the atomic Parquet output."""
     from crs_ml.batch import score_to_file
     from crs_ml.cli.scoring import _data_options
 
-    runs = []
-    for _ in range(2):  # the faster of two runs, as for the bare rate
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        result = score_to_file(bundle, data, out, options=_data_options(bundle, None),
-                               as_of_hours=as_of_h, chunk_size=5000)  # fmt: skip
-        runs.append((time.perf_counter() - t0, time.process_time() - cpu0))
-        assert result.n_patients == len(pd.read_parquet(out, columns=["patient_id"]))
-    total, cpu = min(runs)
-    print(f"  {'crs-ml score (chunked, overlapped)':<34} {total:8.2f} s", flush=True)
-    print(f"  {'... CPU time, all threads':<34} {cpu:8.2f} s", flush=True)
-    return {"total_s": total, "cpu_s": cpu}
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    result = score_to_file(bundle, data, out, options=_data_options(bundle, None),
+                           as_of_hours=as_of_h, chunk_size=5000)  # fmt: skip
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    assert result.n_patients == len(pd.read_parquet(out, columns=["patient_id"]))
+    return wall, cpu
 
 
 def stages(bundle, data: Path, out: Path, as_of_h: float) -> tuple[dict, tuple]:
@@ -142,9 +141,8 @@ def stages(bundle, data: Path, out: Path, as_of_h: float) -> tuple[dict, tuple]:
     return times, (scores, cohort)
 
 
-def bare_shap(bundle, cohort, scores) -> dict:
-    import xgboost as xgb
-
+def feature_matrix(bundle, cohort, scores) -> tuple[np.ndarray, float]:
+    """The scored patients' feature matrix at their landmark, and the seconds to build it."""
     from crs_ml.config import FeatureConfig
     from crs_ml.features import build_features
 
@@ -154,17 +152,45 @@ def bare_shap(bundle, cohort, scores) -> dict:
     t0 = time.perf_counter()
     X = build_features(cohort, points, cfg)
     features_s = _stage("(features alone, for reference)", t0)
-    matrix = X[bundle.feature_names].to_numpy(dtype=np.float64)
-    best, cpu = [], []
+    return X[bundle.feature_names].to_numpy(dtype=np.float64), features_s
+
+
+def bare_shap(bundle, matrix: np.ndarray) -> tuple[float, float]:
+    """(wall s, CPU s) of bare DMatrix + pred_contribs, the faster of two runs."""
+    import xgboost as xgb
+
+    runs = []
     for _ in range(2):
         t0, cpu0 = time.perf_counter(), time.process_time()
         dm = xgb.DMatrix(matrix, missing=np.nan, feature_names=bundle.feature_names)
         bundle.booster.predict(dm, pred_contribs=True)
-        best.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - cpu0)
-    print(f"  {'bare DMatrix + pred_contribs':<34} {min(best):8.2f} s", flush=True)
-    return {"rows": len(X), "features_s": features_s, "bare_shap_s": min(best),
-            "bare_shap_cpu_s": min(cpu)}  # fmt: skip
+        runs.append((time.perf_counter() - t0, time.process_time() - cpu0))
+    return min(runs)
+
+
+def paired(bundle, data: Path, out: Path, as_of_h: float, matrix, n_patients: int, runs: int):
+    """End to end and bare TreeSHAP in turn, ``runs`` times; medians, and the ratio of the
+    rates pair by pair (so a machine whose speed drifts compares like with like)."""
+    e2e, bare = [], []
+    for _ in range(runs):
+        e2e.append(end_to_end(bundle, data, out, as_of_h))
+        bare.append(bare_shap(bundle, matrix))
+    ratios = [(n_patients / e[0]) / (len(matrix) / b[0]) for e, b in zip(e2e, bare, strict=True)]
+    med = {
+        "end_to_end_s": float(np.median([e[0] for e in e2e])),
+        "end_to_end_cpu_s": float(np.median([e[1] for e in e2e])),
+        "bare_shap_s": float(np.median([b[0] for b in bare])),
+        "bare_shap_cpu_s": float(np.median([b[1] for b in bare])),
+        "ratio_end_to_end_to_bare": float(np.median(ratios)),
+        "ratio_min_max": [float(min(ratios)), float(max(ratios))],
+        "runs": runs,
+    }
+    for label, key in (("crs-ml score (chunked, overlapped)", "end_to_end"),
+                       ("bare DMatrix + pred_contribs", "bare_shap")):  # fmt: skip
+        print(f"  {label:<34} {med[key + '_s']:8.2f} s, {med[key + '_cpu_s']:.2f} CPU-s (median)")
+    print(f"  {'ratio of the rates, pair by pair':<34} {med['ratio_end_to_end_to_bare']:8.2f} "
+          f"(median; {min(ratios):.2f}-{max(ratios):.2f})", flush=True)  # fmt: skip
+    return med
 
 
 def latency(bundle_dir: Path, folder: Path, data: Path, n: int, seed: int) -> dict:
@@ -236,6 +262,7 @@ def main() -> None:
     ap.add_argument("--as-of-hours", type=float, default=48.0)
     ap.add_argument("--input", choices=("parquet", "csv"), default="parquet")
     ap.add_argument("--larger-train-patients", type=int, default=3000)
+    ap.add_argument("--runs", type=int, default=3, help="end-to-end / bare pairs per model")
     ap.add_argument("--latency-n", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "score.json"))
@@ -253,17 +280,17 @@ def main() -> None:
         sizes = batch_input(tmp / "batch", args.patients, args.seed + 202, args.as_of_hours,
                             args.input)  # fmt: skip
         _stage("simulate + write input", t0)
-        print("end to end (crs-ml score)", flush=True)
-        e2e = end_to_end(bundle, tmp / "batch", tmp / "scores.parquet", args.as_of_hours)
-        print("the same, stage by stage on the whole cohort", flush=True)
+        print("stage by stage on the whole cohort", flush=True)
         times, (scores, cohort) = stages(
             bundle, tmp / "batch", tmp / "scores_stages.parquet", args.as_of_hours
         )
+        matrix, features_s = feature_matrix(bundle, cohort, scores)
+        print(f"end to end (crs-ml score) and bare TreeSHAP, {args.runs} times in turn", flush=True)
+        e2e = paired(bundle, tmp / "batch", tmp / "scores.parquet", args.as_of_hours, matrix,
+                     sizes["patients"], args.runs)  # fmt: skip
         assert pd.read_parquet(tmp / "scores.parquet").equals(
             pd.read_parquet(tmp / "scores_stages.parquet")
         )
-        print("bare TreeSHAP on the same matrix", flush=True)
-        bare = bare_shap(bundle, cohort, scores)
         print(f"single-patient latency over {args.latency_n} patients", flush=True)
         lat = latency(bundle_dir, tmp, tmp / "batch", args.latency_n, args.seed)
         larger = {}
@@ -271,23 +298,14 @@ def main() -> None:
             n = args.larger_train_patients
             print(f"the same model configuration trained on {n} patients", flush=True)
             big, _ = train_bundle(tmp / f"larger_{n}", n, args.seed + 103)
-            e2e_big = end_to_end(
-                big, tmp / "batch", tmp / "scores_larger.parquet", args.as_of_hours
-            )
-            bare_big = bare_shap(big, cohort, scores)
-            larger = {
-                "train_patients": n,
-                "trees": int(big.booster.num_boosted_rounds()),
-                "end_to_end_s": e2e_big["total_s"],
-                "end_to_end_cpu_s": e2e_big["cpu_s"],
-                "bare_shap_s": bare_big["bare_shap_s"],
-                "ratio_end_to_end_to_bare": (sizes["patients"] / e2e_big["total_s"])
-                / (bare_big["rows"] / bare_big["bare_shap_s"]),
-            }
+            larger = paired(big, tmp / "batch", tmp / "scores_larger.parquet", args.as_of_hours,
+                            matrix, sizes["patients"], args.runs)  # fmt: skip
+            larger = {"train_patients": n, "trees": int(big.booster.num_boosted_rounds()),
+                      **larger}  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    e2e_rate = sizes["patients"] / e2e["total_s"]
-    bare_rate = bare["rows"] / bare["bare_shap_s"]
+    e2e_rate = sizes["patients"] / e2e["end_to_end_s"]
+    bare_rate = len(matrix) / e2e["bare_shap_s"]
     result = {
         "benchmark": "score",
         "patients": sizes["patients"],
@@ -297,10 +315,13 @@ def main() -> None:
         "trees": int(bundle.booster.num_boosted_rounds()),
         "features": len(bundle.feature_names),
         "status_counts": scores["status"].value_counts().to_dict(),
-        "end_to_end": {**e2e, "patients_per_s": e2e_rate},
+        "paired_runs": e2e,
+        "end_to_end_patients_per_s": e2e_rate,
+        "bare_pred_contribs_rows": len(matrix),
+        "bare_pred_contribs_rows_per_s": bare_rate,
+        "features_alone_s": features_s,
+        "ratio_end_to_end_to_bare": e2e["ratio_end_to_end_to_bare"],
         "stages_sequential": times,
-        "bare_pred_contribs": {**bare, "patients_per_s": bare_rate},
-        "ratio_end_to_end_to_bare": e2e_rate / bare_rate,
         "target_ratio": 0.5,
         "single_patient": lat,
         "larger_model": larger,
@@ -315,10 +336,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=float))
     print(
-        f"\nend to end: {e2e_rate:,.0f} patients/s ({e2e['total_s']:.1f} s for "
-        f"{sizes['patients']:,}, {e2e['cpu_s']:.1f} CPU-s); bare pred_contribs: {bare_rate:,.0f}/s "
-        f"({bare['bare_shap_cpu_s']:.1f} CPU-s); ratio "
-        f"{result['ratio_end_to_end_to_bare']:.2f} (target >= 0.5)\n"
+        f"\nend to end: {e2e_rate:,.0f} patients/s ({e2e['end_to_end_s']:.1f} s for "
+        f"{sizes['patients']:,}, {e2e['end_to_end_cpu_s']:.1f} CPU-s); bare pred_contribs: "
+        f"{bare_rate:,.0f}/s ({e2e['bare_shap_cpu_s']:.1f} CPU-s); ratio "
+        f"{result['ratio_end_to_end_to_bare']:.2f} (target >= 0.5; medians of {args.runs})\n"
         f"single patient, Python function score(model, cohort): p50 "
         f"{lat['python_function_p50_ms']:.1f} ms, p95 {lat['python_function_p95_ms']:.1f} ms "
         f"(target p50 < 20 ms)\n"
