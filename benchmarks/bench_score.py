@@ -193,10 +193,9 @@ def paired(bundle, data: Path, out: Path, as_of_h: float, matrix, n_patients: in
     return med
 
 
-def latency(bundle_dir: Path, folder: Path, data: Path, n: int, seed: int) -> dict:
+def latency(bundle_dir: Path, folder: Path, cohort, n: int, seed: int) -> dict:
     import mlflow
 
-    from crs_ml.load import load_cohort
     from crs_ml.pyfunc import CrsSeverityModel, input_signature, pip_requirements
     from crs_ml.records import cohort_to_records, records_to_cohort
     from crs_ml.score import score
@@ -211,7 +210,6 @@ def latency(bundle_dir: Path, folder: Path, data: Path, n: int, seed: int) -> di
             pip_requirements=pip_requirements(),
         )  # fmt: skip
     model = mlflow.pyfunc.load_model(str(folder / "pyfunc"))
-    cohort = load_cohort(data)
     rng = np.random.default_rng(seed)
     ids = rng.choice(cohort.patients["patient_id"].to_numpy(dtype=object), n + 5, replace=False)
     small = cohort.subset(ids)
@@ -292,12 +290,13 @@ def main() -> None:
             pd.read_parquet(tmp / "scores_stages.parquet")
         )
         print(f"single-patient latency over {args.latency_n} patients", flush=True)
-        lat = latency(bundle_dir, tmp, tmp / "batch", args.latency_n, args.seed)
+        lat = latency(bundle_dir, tmp, cohort, args.latency_n, args.seed)
         larger = {}
         if args.larger_train_patients:
             n = args.larger_train_patients
             print(f"the same model configuration trained on {n} patients", flush=True)
             big, _ = train_bundle(tmp / f"larger_{n}", n, args.seed + 103)
+            assert big.feature_names == bundle.feature_names  # the same matrix serves both
             larger = paired(big, tmp / "batch", tmp / "scores_larger.parquet", args.as_of_hours,
                             matrix, sizes["patients"], args.runs)  # fmt: skip
             larger = {"train_patients": n, "trees": int(big.booster.num_boosted_rounds()),

@@ -6,8 +6,8 @@ does and appends it to a temporary file beside ``out``, renamed onto ``out`` onl
 chunk is written (:class:`crs_ml.files.AtomicTable`): a killed run leaves the previous file or
 none, never half of one. While one chunk gets its SHAP values, drivers and file write, the
 next one is read, checked and turned into features in a background thread (xgboost releases
-the GIL during TreeSHAP, which runs on all cores but one, leaving that one to the reader). Memory holds a chunk, not the cohort (Parquet input; see
-:mod:`crs_ml.load_stream`).
+the GIL during TreeSHAP, which runs on all cores but one, leaving that one to the reader).
+Memory holds a chunk, not the cohort (Parquet input; see :mod:`crs_ml.load_stream`).
 
 The scores are the same, row for row, as ``score(model, load_cohort(data))``; rows rejected
 by the checks go to the errors file (file, row, column, reason), written the same way.
