@@ -95,3 +95,18 @@ def new_patients(session_dir: Path) -> SimpleNamespace:
         write_cohort(tables, folder)
         _CACHE["new"] = SimpleNamespace(data=folder, cohort=load_cohort(folder))
     return _CACHE["new"]
+
+
+def with_bad_units(new: SimpleNamespace, folder: Path, row: int, n_rows: int) -> str:
+    """``new``'s CSV files copied to ``folder``, with ``n_rows`` more observation rows of the
+    patient of observation ``row`` in an unknown unit (mg/furlong); returns that patient."""
+    import shutil
+
+    import pandas as pd
+
+    shutil.copytree(new.data, folder)
+    obs = pd.read_csv(folder / "observations.csv", dtype=str, keep_default_na=False)
+    pid = obs["patient_id"].iloc[row]
+    bad = obs[obs["patient_id"] == pid].head(n_rows).assign(unit="mg/furlong")
+    pd.concat([obs, bad], ignore_index=True).to_csv(folder / "observations.csv", index=False)
+    return pid

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest_scoring import logged, new_patients, setup
+from conftest_scoring import logged, new_patients, setup, with_bad_units
 
 import crs_ml.cli as cli
 from crs_ml.score import STATUSES, score
@@ -97,11 +96,8 @@ def test_score_streams_shuffled_parquet_by_chunks_like_one_whole_load(trained, n
 
 def test_score_csv_with_rejected_rows_and_errors_file(trained, new, tmp_path, capsys):
     data = tmp_path / "cohort"
-    shutil.copytree(new.data, data)
-    obs = pd.read_csv(data / "observations.csv", dtype=str, keep_default_na=False)
-    pid = obs["patient_id"].iloc[5]
-    bad = obs[obs["patient_id"] == pid].head(3).assign(unit="mg/furlong")
-    pd.concat([obs, bad], ignore_index=True).to_csv(data / "observations.csv", index=False)
+    pid = with_bad_units(new, data, row=5, n_rows=3)
+    n_obs = len(pd.read_csv(new.data / "observations.csv", dtype=str, keep_default_na=False))
     out, errors = tmp_path / "scores.csv", tmp_path / "errors.csv"
     code = run(["score", "--model", str(trained.bundle_dir), "--data", str(data),
                 "--out", str(out), "--errors", str(errors)])  # fmt: skip
@@ -114,7 +110,7 @@ def test_score_csv_with_rejected_rows_and_errors_file(trained, new, tmp_path, ca
     assert list(err.columns) == ["file", "row", "column", "reason"]
     assert len(err) == 3 and (err["column"] == "unit").all()
     assert err["reason"].str.contains("mg/furlong").all()
-    assert sorted(err["row"]) == list(range(len(obs) + 1, len(obs) + 4))
+    assert sorted(err["row"]) == list(range(n_obs + 1, n_obs + 4))
     assert "3 rejected input rows" in capsys.readouterr().out
 
 

@@ -1,6 +1,5 @@
 """Behaviour of crs_ml.score.score on new simulated patients with a trained model."""
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -204,11 +203,7 @@ def test_patient_with_rejected_rows_is_still_scored(trained, new, tmp_path):
     from crs_ml.load import load_cohort
 
     folder = tmp_path / "cohort"
-    shutil.copytree(new.data, folder)
-    obs = pd.read_csv(folder / "observations.csv", dtype=str, keep_default_na=False)
-    pid = obs["patient_id"].iloc[0]
-    bad = obs[obs["patient_id"] == pid].head(2).assign(unit="mg/furlong")
-    pd.concat([obs, bad], ignore_index=True).to_csv(folder / "observations.csv", index=False)
+    pid = cs.with_bad_units(new, folder, row=0, n_rows=2)
     cohort = load_cohort(folder)
     assert len(cohort.rejected) == 2
     out = score(trained.bundle, cohort, as_of_hours=30).set_index("patient_id")
