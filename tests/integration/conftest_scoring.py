@@ -110,3 +110,30 @@ def with_bad_units(new: SimpleNamespace, folder: Path, row: int, n_rows: int) ->
     bad = obs[obs["patient_id"] == pid].head(n_rows).assign(unit="mg/furlong")
     pd.concat([obs, bad], ignore_index=True).to_csv(folder / "observations.csv", index=False)
     return pid
+
+
+#: malformed one-table inputs: (kind, the column the message must name, the reason it must give)
+MALFORMED = [
+    ("missing column", "variable", "missing inputs"),
+    ("unknown unit", "unit", "unknown unit 'furlongs'"),
+    ("unparseable hours", "hours", "convert column hours"),
+    ("unknown record type", "record", "unknown record type 'vital_sign'"),
+]
+
+
+def malformed(records, kind: str):
+    """``records`` (the one-table model input) broken in the way ``kind`` of MALFORMED says."""
+    import numpy as np
+
+    bad = records.copy()
+    obs = int(np.flatnonzero(bad["record"] == "observation")[2])
+    if kind == "missing column":
+        return bad.drop(columns="variable")
+    if kind == "unknown unit":
+        bad.loc[obs, "unit"] = "furlongs"
+    elif kind == "unparseable hours":
+        bad["hours"] = bad["hours"].astype(object)
+        bad.loc[obs, "hours"] = "yesterday"
+    elif kind == "unknown record type":
+        bad.loc[obs, "record"] = "vital_sign"
+    return bad

@@ -12,7 +12,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest_scoring import logged, new_patients, setup
+from conftest_scoring import MALFORMED, logged, malformed, new_patients, setup
 from mlflow.exceptions import MlflowException
 
 from crs_ml.records import cohort_to_records, records_to_cohort, synthetic_example
@@ -104,35 +104,12 @@ def test_params_as_of_hours_and_lenient_mode(model, records):
     )
 
 
-def _malformed(records: pd.DataFrame, kind: str) -> pd.DataFrame:
-    bad = records.copy()
-    obs = int(np.flatnonzero(bad["record"] == "observation")[2])
-    if kind == "missing column":
-        return bad.drop(columns="variable")
-    if kind == "unknown unit":
-        bad.loc[obs, "unit"] = "furlongs"
-    elif kind == "unparseable hours":
-        bad["hours"] = bad["hours"].astype(object)
-        bad.loc[obs, "hours"] = "yesterday"
-    elif kind == "unknown record type":
-        bad.loc[obs, "record"] = "vital_sign"
-    return bad
-
-
-@pytest.mark.parametrize(
-    ("kind", "column", "reason"),
-    [
-        ("missing column", "variable", "missing inputs"),
-        ("unknown unit", "unit", "unknown unit 'furlongs'"),
-        ("unparseable hours", "hours", "convert"),
-        ("unknown record type", "record", "unknown record type 'vital_sign'"),
-    ],
-)
+@pytest.mark.parametrize(("kind", "column", "reason"), MALFORMED)
 def test_malformed_input_is_an_invalid_parameter_naming_column_and_reason(
     model, records, kind, column, reason
 ):
     with pytest.raises(MlflowException) as info:
-        model.predict(_malformed(records, kind))
+        model.predict(malformed(records, kind))
     err = info.value
     assert err.error_code == "INVALID_PARAMETER_VALUE"
     assert column in err.message and reason in err.message

@@ -20,7 +20,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest_scoring import logged, new_patients, setup
+from conftest_scoring import MALFORMED, logged, malformed, new_patients, setup
 
 from crs_ml.records import cohort_to_records, records_to_cohort
 from crs_ml.score import score
@@ -116,30 +116,11 @@ def test_served_scores_equal_the_python_function(server, records, session_dir):
     assert status == 200 and {p["landmark_h"] for p in body["predictions"]} == {24.0}
 
 
-@pytest.mark.parametrize(
-    ("kind", "column", "reason"),
-    [
-        ("missing column", "variable", "missing inputs"),
-        ("unknown unit", "unit", "unknown unit 'furlongs'"),
-        ("unparseable hours", "hours", "convert column hours"),
-        ("unknown record type", "record", "unknown record type 'vital_sign'"),
-    ],
-)
+@pytest.mark.parametrize(("kind", "column", "reason"), MALFORMED)
 def test_malformed_payload_gets_a_4xx_naming_column_and_reason(
     server, records, kind, column, reason
 ):
-    bad = records.copy()
-    obs = int(np.flatnonzero(bad["record"] == "observation")[1])
-    if kind == "missing column":
-        bad = bad.drop(columns="variable")
-    elif kind == "unknown unit":
-        bad.loc[obs, "unit"] = "furlongs"
-    elif kind == "unparseable hours":
-        bad["hours"] = bad["hours"].astype(object)
-        bad.loc[obs, "hours"] = "yesterday"
-    else:
-        bad.loc[obs, "record"] = "vital_sign"
-    status, body = _post(f"{server}/invocations", _split(bad))
+    status, body = _post(f"{server}/invocations", _split(malformed(records, kind)))
     assert 400 <= status < 500, (status, body)
     message = body.get("message", "")
     assert column in message and reason in message, message[-600:]
