@@ -63,19 +63,17 @@ def gap_row(label: str, measure, draws: list, reference) -> str:
     return f"| {label} | {mean:.3f} | {ref:.3f} | {ref - mean:.3f} | {slopes} |"
 
 
-def fit(cfg, train, model_type: str, params: dict | None = None):
+def fit(cfg, data, model_type: str, params: dict | None = None):
+    """A model of ``model_type`` fit on ``data`` = (X, y, person ids) of :func:`landmark_data`."""
     from crs_ml.feature_catalogue import feature_catalogue
-    from crs_ml.landmarks import build_landmark_dataset
     from crs_ml.models import make_model
 
-    X, y, meta = build_landmark_dataset(
-        train, cfg.task.landmarks_h, cfg.task.horizon_h, cfg.features
-    )
+    X, y, groups = data
     model_cfg = cfg.model.model_copy(
         update={"type": model_type, "params": params if params is not None else cfg.model.params}
     )
     model = make_model(model_cfg, feature_catalogue(cfg.features), cfg.seed)
-    return model.fit(X, np.asarray(y), groups=meta["person_id"].astype(str).to_numpy())
+    return model.fit(X, y, groups=groups)
 
 
 def evaluate(models: dict, test_set) -> dict:
@@ -132,7 +130,7 @@ def main() -> None:
         )
 
         def run(n, seed, baselines=True):
-            train = cohort(n, seed, tmp)
+            train = landmark_data(cfg, n, seed, tmp, cfg.task.landmarks_h)  # built once
             models = {"xgboost": fit(cfg, train, "xgboost")}
             if baselines:
                 models["measix"] = fit(cfg, train, "measix", {})
