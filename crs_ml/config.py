@@ -72,6 +72,24 @@ class FeatureConfig(_Strict):
     early_fever_window_h: float = 36.0
 
 
+class LabelConfig(_Strict):
+    """ASTCT-2019 grading as derivable from data (crs_ml.label, ``crs-ml label``).
+
+    The consensus (Lee 2019) states neither a fever-to-organ-support window nor how to read a
+    flow from an oxygen record; these are this project's choices, declared here."""
+
+    #: a fever qualifies hypotension or hypoxia recorded up to this many hours after it
+    #: (the consensus states no window: an assumption)
+    fever_window_h: float = Field(24.0, ge=0)
+    #: highest flow (L/min) of low-flow oxygen: a stated flow above it is high flow (grade
+    #: 3), at or below it on a nasal cannula low flow (grade 2) (ASTCT: 6 L/min)
+    low_flow_max_l_min: float = Field(6.0, gt=0)
+    #: a stated FiO2 above this fraction on an oxygen event that is not positive pressure is
+    #: high flow / Venturi (grade 3); a low-flow cannula at 1-6 L/min gives about 0.24-0.40
+    #: (rule of thumb; an assumption, the consensus does not speak of FiO2)
+    high_flow_fio2_above: float = Field(0.40, gt=0, lt=1)
+
+
 #: the default xgboost hyperparameters (also spelled out in configs/default.yaml): shallow,
 #: regularised trees and cross-fitted calibration, because ~100 events and 139 candidate
 #: features need sample efficiency more than capacity (benchmarks/bench_train.py)
@@ -143,6 +161,7 @@ class Config(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
+    label: LabelConfig = Field(default_factory=LabelConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     cv: CVConfig = Field(default_factory=CVConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)

@@ -1,15 +1,27 @@
 """ASTCT grading of CRS as derivable from vitals and support events.
 
-Label definition ``ASTCT-2019-derived-v1`` (brief, "ASTCT grading as derivable from data"):
+Label definition ``ASTCT-2019-derived-v2`` (Lee et al., Biol Blood Marrow Transplant 2019;
+the settings are :class:`crs_ml.config.LabelConfig`, section ``label`` of the config):
 
 * only data at hours >= 0 (after infusion) count; rows before infusion are ignored;
 * fever = temperature >= 38.0 degC. A time t is *fever-qualified* if a fever was recorded in
-  [t - 24 h, t] (window configurable), or if an antipyretic, tocilizumab or corticosteroid was
-  given at or before t: from then on fever is no longer required;
+  [t - fever_window_h, t] (default 24 h; the consensus states no window), or if fever is no
+  longer required at t;
+* fever first, then treatment may mask it: fever is no longer required from the first
+  antipyretic, tocilizumab or corticosteroid given at or after the patient's first fever
+  (hours >= first fever; same hour counts). A treatment before any fever (prophylaxis)
+  lifts nothing, ever: it is not treatment of CRS. So a never-febrile patient is never
+  graded, and the lift starts at max(first fever, first such treatment after it);
 * at a fever-qualified time the grade is the worst of hypotension (sbp < 90 observed at t -> 2,
   one 'vasopressor' running -> 3, two or more running at once -> 4; vasopressin does not count),
-  hypoxia (oxygen_low_flow -> 2, oxygen_high_flow -> 3, positive_pressure -> 4) and fever alone
-  (a fever in [t - 24 h, t] -> 1). Organ toxicities do not change the grade;
+  hypoxia (low-flow oxygen -> 2, high-flow oxygen -> 3, positive_pressure -> 4) and fever alone
+  (a fever in the window -> 1). Organ toxicities do not change the grade;
+* oxygen by flow (:func:`oxygen_flow`): an oxygen_low_flow or oxygen_high_flow event whose
+  ``detail`` states a flow above low_flow_max_l_min (6 L/min; the highest stated flow
+  counts), or an FiO2 above high_flow_fio2_above (0.40; an assumption), is high flow; one
+  stating a flow <= 6 L/min on a nasal cannula ('cannula', 'NC', 'HFNC', 'nasal'; no mask,
+  Venturi or rebreather named) and no such FiO2 is low flow. Without a stated flow or FiO2
+  the event name decides (masks, Venturi and non-rebreathers are grade 3 at any flow);
 * an event runs on the closed interval [hours, end_hours]; a missing end_hours is an instant.
   Two vasopressors that touch (one stops at the hour the other starts) therefore overlap at
   that instant, exactly as the closed intervals say;
@@ -27,13 +39,24 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.cohort import OUTCOME_COLUMNS, Cohort
+from crs_ml.config import LabelConfig
 
-LABEL_DEFINITION = "ASTCT-2019-derived-v1: ASTCT 2019 as derivable from vitals and support events"
+LABEL_DEFINITION = "ASTCT-2019-derived-v2: ASTCT 2019 as derivable from vitals and support events"
 FEVER_C = 38.0
 HYPOTENSION_SBP_MMHG = 90.0
-FEVER_WINDOW_H = 24.0
-#: treatments after which fever is no longer required
+DEFAULT_LABEL = LabelConfig()
+FEVER_WINDOW_H = DEFAULT_LABEL.fever_window_h
+#: treatments after which fever is no longer required (when given at or after a fever)
 FEVER_LIFTING_EVENTS = ("antipyretic", "tocilizumab", "corticosteroid")
+#: a flow in the event detail: '8 L/min', 'NC 4lpm', '2 l/min.', '10 liters per minute'
+FLOW_PATTERN = r"(?i)(\d+(?:\.\d+)?)\s*(?:l(?:iters?|itres?)?\s*(?:/|per)\s*min|lpm\b)"
+#: an FiO2 in the event detail: 'FiO2 40%', 'FiO2: 0.6', 'FiO2 of 60 %'
+FIO2_PATTERN = r"(?i)fio2\s*(?:[:=]|of|at)?\s*(\d+(?:\.\d+)?)\s*(%?)"
+#: the detail names a nasal cannula, whose class the flow decides ...
+CANNULA_PATTERN = r"(?i)cannula|\bnc\b|hfnc|nasal"
+#: ... unless it names a device that is grade 3 at any flow (ASTCT: facemask, non-rebreather,
+#: Venturi)
+MASK_PATTERN = r"(?i)mask|venturi|rebreather"
 
 # sweep counters (columns of the count matrix)
 _FEVER, _TREAT, _SBP, _VASO, _LOW, _HIGH, _PP, _DEATH = range(8)
@@ -56,10 +79,56 @@ TIMELINE_COLUMNS = [
 ]
 
 
+def label_definition(settings: LabelConfig | None = None) -> str:
+    """:data:`LABEL_DEFINITION`, with the settings appended when they are not the defaults."""
+    if settings is None or settings == DEFAULT_LABEL:
+        return LABEL_DEFINITION
+    return (
+        f"{LABEL_DEFINITION} (fever window {settings.fever_window_h:g} h, low flow <= "
+        f"{settings.low_flow_max_l_min:g} L/min, high flow FiO2 > {settings.high_flow_fio2_above:g})"
+    )
+
+
+def oxygen_flow(detail: pd.Series) -> pd.DataFrame:
+    """Flow and FiO2 stated in oxygen event details (vectorised; NaN where none is stated).
+
+    Columns: flow_l_min (the highest flow stated, see :data:`FLOW_PATTERN`), fio2 (a fraction;
+    '40%' and '40' are 0.40, '0.4' is 0.40), cannula (names a nasal cannula and no mask,
+    Venturi or rebreather). Each distinct text is parsed once."""
+    codes, uniq = pd.factorize(detail.astype(object).where(detail.notna(), ""), sort=False)
+    text = pd.Series(pd.Index(uniq).astype(str), dtype=object)
+    flows = text.str.extractall(FLOW_PATTERN)[0].astype("float64").groupby(level=0).max()
+    fio2 = text.str.extract(FIO2_PATTERN)
+    value = fio2[0].astype("float64")
+    value = np.where((fio2[1] == "%") | (value > 1), value / 100.0, value)
+    cannula = text.str.contains(CANNULA_PATTERN) & ~text.str.contains(MASK_PATTERN)
+    per_text = pd.DataFrame(
+        {
+            "flow_l_min": flows.reindex(text.index).to_numpy("float64"),
+            "fio2": value.astype("float64"),
+            "cannula": cannula.to_numpy(bool),
+        }
+    )
+    out = per_text.iloc[codes].reset_index(drop=True)
+    out.index = detail.index
+    return out
+
+
+def _oxygen_counters(counter: np.ndarray, detail: pd.Series, settings: LabelConfig) -> np.ndarray:
+    """_LOW / _HIGH of oxygen events by the flow or FiO2 in their detail (see the module)."""
+    parsed = oxygen_flow(detail)
+    flow, fio2 = parsed["flow_l_min"].to_numpy(), parsed["fio2"].to_numpy()
+    with np.errstate(invalid="ignore"):
+        high = (flow > settings.low_flow_max_l_min) | (fio2 > settings.high_flow_fio2_above)
+        low = ~high & (flow <= settings.low_flow_max_l_min) & parsed["cannula"].to_numpy(bool)
+    return np.where(high, _HIGH, np.where(low, _LOW, counter))
+
+
 def _intervals(
-    observations: pd.DataFrame, events: pd.DataFrame, key: str, fever_window_h: float
+    observations: pd.DataFrame, events: pd.DataFrame, key: str, settings: LabelConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.Index]:
     """(group code, start, end, counter, closes) of every interval that matters for grading."""
+    fever_window_h = float(settings.fever_window_h)
     obs_hours = observations["hours"].to_numpy(dtype="float64")
     value = observations["value"].to_numpy(dtype="float64")
     variable = observations["variable"]
@@ -79,6 +148,11 @@ def _intervals(
         is_death &= detail.str.contains("crs", regex=False).to_numpy(dtype=bool)
     counter[is_death] = _DEATH
     ev_keep = (ev_hours >= 0) & ~np.isnan(counter)
+    is_oxygen = ev_keep & ((counter == _LOW) | (counter == _HIGH))
+    if is_oxygen.any():
+        counter[is_oxygen] = _oxygen_counters(
+            counter[is_oxygen], events["detail"][is_oxygen], settings
+        )
 
     keys = pd.concat(
         [
@@ -101,14 +175,18 @@ def _intervals(
     # treatment and death never stop
     e_closes = (e_counter != _TREAT) & (e_counter != _DEATH)
 
+    # fever first: a treatment lifts the fever requirement only at or after the first fever
+    first_fever = np.full(len(uniques), np.inf)
+    np.minimum.at(first_fever, codes[:n_obs][o_counter == _FEVER], o_start[o_counter == _FEVER])
+    keep_ev = (e_counter != _TREAT) | (e_start >= first_fever[codes[n_obs:]])
     # only the first CRS death of a group counts
     death_rows = np.flatnonzero(e_counter == _DEATH)
     if len(death_rows) > 1:
         d = pd.DataFrame({"g": codes[n_obs:][death_rows], "h": e_start[death_rows]})
         first = d.sort_values(["g", "h"], kind="stable").drop_duplicates("g").index
         drop = np.setdiff1d(np.arange(len(death_rows)), first.to_numpy())
-        keep_ev = np.ones(len(e_start), dtype=bool)
         keep_ev[death_rows[drop]] = False
+    if not keep_ev.all():
         codes = np.concatenate([codes[:n_obs], codes[n_obs:][keep_ev]])
         e_start, e_end, e_counter, e_closes = (
             e_start[keep_ev],
@@ -153,11 +231,18 @@ def _sweep(code, start, end, counter, closes):
     return k_code, p_hours[first], counts
 
 
-def _timeline(observations, events, key, fever_window_h):
+def _settings(settings: LabelConfig | None, fever_window_h: float | None) -> LabelConfig:
+    """The grading settings: ``settings`` (default :class:`LabelConfig`) with
+    ``fever_window_h`` laid over it when given."""
+    out = DEFAULT_LABEL if settings is None else settings
+    if fever_window_h is not None and float(fever_window_h) != out.fever_window_h:
+        out = LabelConfig(**{**out.model_dump(), "fever_window_h": float(fever_window_h)})
+    return out
+
+
+def _timeline(observations, events, key, settings: LabelConfig):
     """(codes, uniques, hours, state columns) of the timeline, sorted by code then hours."""
-    code, start, end, counter, closes, uniques = _intervals(
-        observations, events, key, float(fever_window_h)
-    )
+    code, start, end, counter, closes, uniques = _intervals(observations, events, key, settings)
     k_code, hours, c = _sweep(code, start, end, counter, closes)
     febrile = c[:, _FEVER] > 0
     qualified = febrile | (c[:, _TREAT] > 0)
@@ -197,24 +282,30 @@ def state_timeline(
     observations: pd.DataFrame,
     events: pd.DataFrame,
     key: str = "patient_id",
-    fever_window_h: float = FEVER_WINDOW_H,
+    fever_window_h: float | None = None,
+    settings: LabelConfig | None = None,
 ) -> pd.DataFrame:
     """The CRS state at every time where it may change, per ``key`` (patient or point).
 
     Columns: ``key``, hours (from this time on; a support that stopped at b stops counting
     at ``numpy.nextafter(b, inf)``), febrile (a fever in the window), treated (fever no longer
-    required), sbp_low, vasopressors (number running), oxygen_level (0 none, 1 low flow,
+    required: a lifting treatment was given at or after the first fever), sbp_low, vasopressors (number running), oxygen_level (0 none, 1 low flow,
     2 high flow, 3 positive pressure), grade (0-5). Rows after a grade-5 death are dropped;
     keys without any relevant data have no rows.
     """
-    k_code, uniques, hours, cols = _timeline(observations, events, key, fever_window_h)
+    k_code, uniques, hours, cols = _timeline(
+        observations, events, key, _settings(settings, fever_window_h)
+    )
     out = pd.DataFrame({"hours": hours, **cols})
     out.insert(0, key, uniques.take(k_code).to_numpy())
     return out
 
 
 def grade_events(
-    observations: pd.DataFrame, events: pd.DataFrame, fever_window_h: float = FEVER_WINDOW_H
+    observations: pd.DataFrame,
+    events: pd.DataFrame,
+    fever_window_h: float | None = None,
+    settings: LabelConfig | None = None,
 ) -> pd.DataFrame:
     """Grade changes: (patient_id, hours, grade), time-ordered per patient.
 
@@ -222,7 +313,9 @@ def grade_events(
     patient starts at grade 0. Because supports run on closed intervals, a fall in grade after a
     support stopped at ``b`` is reported at ``numpy.nextafter(b, inf)``, the first time after b.
     """
-    k_code, uniques, hours, cols = _timeline(observations, events, "patient_id", fever_window_h)
+    k_code, uniques, hours, cols = _timeline(
+        observations, events, "patient_id", _settings(settings, fever_window_h)
+    )
     grade = cols["grade"]
     prev = np.zeros_like(grade)
     if len(grade):
@@ -242,13 +335,16 @@ def grade_summary(
     events: pd.DataFrame,
     key: str = "patient_id",
     until: pd.Series | float | None = None,
-    fever_window_h: float = FEVER_WINDOW_H,
+    fever_window_h: float | None = None,
+    settings: LabelConfig | None = None,
 ) -> pd.DataFrame:
     """Per ``key`` over [0, until]: max grade, first time at grade >= 1 (CRS onset) and >= 3,
     highest oxygen level and vasopressor count. ``until`` is a number or a Series indexed by
     ``key`` (None = no limit). Keys without any relevant data are absent: treat them as 0/NaN.
     """
-    k_code, uniques, hours, cols = _timeline(observations, events, key, fever_window_h)
+    k_code, uniques, hours, cols = _timeline(
+        observations, events, key, _settings(settings, fever_window_h)
+    )
     if until is None:
         limit = np.full(len(uniques), np.inf)
     elif np.isscalar(until):
@@ -280,16 +376,24 @@ def grade_summary(
 
 
 def derive_outcomes(
-    cohort: Cohort, horizon_h: float | None = 336.0, fever_window_h: float = FEVER_WINDOW_H
+    cohort: Cohort,
+    horizon_h: float | None = 336.0,
+    fever_window_h: float | None = None,
+    settings: LabelConfig | None = None,
 ) -> pd.DataFrame:
     """Outcomes of every patient of ``cohort`` from its temperatures, sbp and events.
+
+    ``settings`` are the grading settings (config section ``label``; default
+    :class:`LabelConfig`); ``fever_window_h``, when given, replaces its fever window.
+    label_definition is :func:`label_definition` of the settings used.
 
     crs_max_grade and grade3_hours are graded over [0, horizon_h] (None: all data);
     death_hours is the first 'death' event at hours >= 0 (any cause); followup_hours is kept
     from ``cohort.outcomes`` when present, else NaN (= followed through the horizon).
     """
+    settings = _settings(settings, fever_window_h)
     summary = grade_summary(
-        cohort.observations, cohort.events, "patient_id", horizon_h, fever_window_h
+        cohort.observations, cohort.events, "patient_id", horizon_h, settings=settings
     )
     pids = cohort.patients["patient_id"].astype(object)
     ev = cohort.events
@@ -305,7 +409,7 @@ def derive_outcomes(
             "grade3_hours": pids.map(summary["grade3_hours"]).astype("float64").to_numpy(),
             "followup_hours": np.asarray(followup, dtype="float64"),
             "death_hours": pids.map(deaths).astype("float64").to_numpy(),
-            "label_definition": LABEL_DEFINITION,
+            "label_definition": label_definition(settings),
         }
     )
     out["patient_id"] = out["patient_id"].astype(object)

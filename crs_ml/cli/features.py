@@ -55,7 +55,7 @@ def _grade_table(outcomes, horizon_h: float):
 
     counts = outcomes["crs_max_grade"].value_counts().reindex(range(6), fill_value=0)
     n = max(int(counts.sum()), 1)
-    table = Table(title=f"CRS max grade over [0, {horizon_h:g}] h (ASTCT-2019-derived-v1)")
+    table = Table(title=f"CRS max grade over [0, {horizon_h:g}] h (ASTCT-2019-derived-v2)")
     table.add_column("grade", justify="right")
     table.add_column("patients", justify="right")
     table.add_column("%", justify="right")
@@ -121,13 +121,20 @@ def register(app: typer.Typer) -> None:
             float, typer.Option("--horizon-h", help="grade over [0, horizon] hours")
         ] = 336.0,
         fever_window_h: Annotated[
-            float, typer.Option("--fever-window-h", help="fever qualifies supports this long")
-        ] = 24.0,
-        config: Annotated[Path | None, typer.Option(help="YAML config (data options)")] = None,
+            float | None,
+            typer.Option(
+                "--fever-window-h",
+                help="hours a fever qualifies hypotension or hypoxia after it "
+                "(default: config label.fever_window_h, 24)",
+            ),
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option(help="YAML config (data options, label settings)")
+        ] = None,
         force: Annotated[bool, typer.Option(help="replace an existing outcomes file")] = False,
     ) -> None:
-        """Derive outcomes.csv (ASTCT-2019-derived-v1) from temperatures, sbp and events."""
-        from crs_ml.label import LABEL_DEFINITION, derive_outcomes
+        """Derive outcomes.csv (ASTCT-2019-derived-v2) from temperatures, sbp and events."""
+        from crs_ml.label import derive_outcomes, label_definition
 
         if not horizon_h > 0:
             raise InputError("--horizon-h must be > 0")
@@ -138,12 +145,19 @@ def register(app: typer.Typer) -> None:
                 f"{target} already exists: write elsewhere with --out FILE or replace it "
                 "with --force"
             )
-        _, cohort = _load(data, config, ignore_outcomes=True)
-        outcomes = derive_outcomes(cohort, horizon_h=horizon_h, fever_window_h=fever_window_h)
+        if fever_window_h is not None and not fever_window_h >= 0:
+            raise InputError("--fever-window-h must be >= 0")
+        cfg, cohort = _load(data, config, ignore_outcomes=True)
+        outcomes = derive_outcomes(
+            cohort, horizon_h=horizon_h, fever_window_h=fever_window_h, settings=cfg.label
+        )
         _write_table(outcomes, target)
         console = _console()
         console.print(_grade_table(outcomes, horizon_h))
-        console.print(f"label definition: {LABEL_DEFINITION}")
+        defn = (
+            outcomes["label_definition"].iloc[0] if len(outcomes) else label_definition(cfg.label)
+        )
+        console.print(f"label definition: {defn}")
         console.print(f"wrote {len(outcomes):,} patients to {target}")
 
     @app.command("features")

@@ -144,3 +144,25 @@ def test_label_force_replaces_a_broken_outcomes_file(tmp_path):
     assert res.exit_code == 0, res.output
     out = pd.read_csv(data / "outcomes.csv")
     assert len(out) == 4 and out["crs_max_grade"].max() == 3
+
+
+def test_label_reads_the_label_settings_of_the_config(tmp_path):
+    data = _write_cohort(tmp_path / "cohort")
+    cfg = tmp_path / "label.yaml"
+    cfg.write_text("label:\n  fever_window_h: 1\n")
+    runner = CliRunner()
+    out = tmp_path / "o.csv"
+    res = runner.invoke(
+        _app(), ["label", "--data", str(data), "--config", str(cfg), "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    got = pd.read_csv(out).set_index("patient_id")
+    # p1's vasopressor starts 2 h after its last fever: outside a 1 h window
+    assert got["crs_max_grade"].to_dict() == {"p1": 1, "p2": 1, "p3": 3, "p4": 0}
+    assert (got["label_definition"] != LABEL_DEFINITION).all()
+    assert got["label_definition"].str.contains("fever window 1 h").all()
+    # --fever-window-h overrides the config
+    args = ["label", "--data", str(data), "--config", str(cfg), "--out", str(out), "--force"]
+    res = runner.invoke(_app(), [*args, "--fever-window-h", "24"])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(out).set_index("patient_id").loc["p1", "crs_max_grade"] == 3

@@ -1,4 +1,4 @@
-"""ASTCT-2019-derived-v1 grading on small hand-made patients (the reference cases)."""
+"""ASTCT-2019-derived-v2 grading on small hand-made patients (the reference cases)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import pandas as pd
 import pytest
 
 from crs_ml.cohort import EVENT_COLUMNS, OBSERVATION_COLUMNS, OUTCOME_COLUMNS, Cohort
+from crs_ml.config import LabelConfig, load_config
+from crs_ml.errors import ConfigError
 from crs_ml.label import (
     LABEL_DEFINITION,
     TIMELINE_COLUMNS,
     derive_outcomes,
     grade_events,
+    oxygen_flow,
     state_timeline,
 )
 
@@ -115,15 +118,16 @@ def test_vasopressor_without_fever_or_treatment_is_not_crs():
 
 
 def test_vasopressor_after_tocilizumab_needs_no_fever():
-    r = _grade([T(10, 37.0)], [E(5, "tocilizumab"), E(12, "vasopressor", 30)])
-    assert r.crs_max_grade == 3 and r.grade3_hours == 12
+    # fever at 2 h, tocilizumab at 5 h: the vasopressor at 40 h (outside the fever window)
+    r = _grade([T(2), T(10, 37.0)], [E(5, "tocilizumab"), E(40, "vasopressor", 50)])
+    assert r.crs_max_grade == 3 and r.grade3_hours == 40
 
 
 @pytest.mark.parametrize("treatment", ["antipyretic", "corticosteroid"])
 def test_other_fever_lifting_treatments(treatment):
-    assert _grade([], [E(5, treatment), E(12, "vasopressor", 30)]).crs_max_grade == 3
+    assert _grade([T(1)], [E(5, treatment), E(40, "vasopressor", 50)]).crs_max_grade == 3
     # treatment after the support does not reach back in time
-    assert _grade([], [E(40, treatment), E(12, "vasopressor", 30)]).crs_max_grade == 0
+    assert _grade([T(1)], [E(60, treatment), E(40, "vasopressor", 50)]).crs_max_grade == 1
 
 
 def test_fever_outside_the_window_does_not_qualify():
@@ -213,11 +217,12 @@ def test_many_patients_are_graded_independently():
         ("a", 6, 10, "vasopressor", None),
         ("b", 6, 10, "vasopressor", None),
         ("c", 1, np.nan, "tocilizumab", None),
-        ("c", 3, 9, "positive_pressure", None),
+        ("c", 30, 39, "positive_pressure", None),
     ]
+    obs.append(("c", 0.5, "temperature", 38.4))
     out = derive_outcomes(_cohort(obs, ev, patients=("a", "b", "c", "d"))).set_index("patient_id")
     assert out["crs_max_grade"].to_dict() == {"a": 3, "b": 0, "c": 4, "d": 0}
-    assert out.loc["c", "grade3_hours"] == 3.0
+    assert out.loc["c", "grade3_hours"] == 30.0
 
 
 def test_state_timeline_columns():
@@ -227,3 +232,174 @@ def test_state_timeline_columns():
     at12 = tl[tl.hours == 12].iloc[0]
     assert at12.oxygen_level == 2 and at12.febrile and at12.grade == 3
     assert tl.iloc[-1].grade == 0
+
+
+def S(h, v=80.0):
+    return ("p1", h, "sbp", v)
+
+
+# ASTCT 2019: fever first, then treatment may mask it. (observations, events, grade, grade3_hours)
+FEVER_FIRST_CASES = {
+    "never febrile, prophylactic dexamethasone, vasopressor for another reason": (
+        [T(10, 37.2)],
+        [E(0, "corticosteroid", detail="dexamethasone 10 mg"), E(30, "vasopressor", 40)],
+        0,
+        np.nan,
+    ),
+    "never febrile, antipyretic, oxygen": (
+        [T(10, 37.5)],
+        [E(5, "antipyretic"), E(12, "oxygen_low_flow", 20, "nasal cannula 2 L/min")],
+        0,
+        np.nan,
+    ),
+    "never febrile, tocilizumab, high flow and a vasopressor": (
+        [],
+        [E(5, "tocilizumab"), E(12, "oxygen_high_flow", 20), E(13, "vasopressor", 18)],
+        0,
+        np.nan,
+    ),
+    "fever, tocilizumab, vasopressor 2 days later without fever": (
+        [T(10), T(20, 37.0), T(58, 36.8)],
+        [E(12, "tocilizumab"), E(60, "vasopressor", 70)],
+        3,
+        60.0,
+    ),
+    "prophylactic steroid, later fever, hypotension with fever": (
+        [T(30), S(32)],
+        [E(0, "corticosteroid")],
+        2,
+        np.nan,
+    ),
+    "prophylactic steroid, later fever, vasopressor within the fever window": (
+        [T(30)],
+        [E(0, "corticosteroid"), E(40, "vasopressor", 50)],
+        3,
+        40.0,
+    ),
+    "prophylactic steroid, later fever, vasopressor outside the window: prophylaxis lifts nothing": (
+        [T(30)],
+        [E(0, "corticosteroid"), E(80, "vasopressor", 90)],
+        1,
+        np.nan,
+    ),
+    "prophylactic steroid, fever, then tocilizumab: lifted from the tocilizumab": (
+        [T(30)],
+        [E(0, "corticosteroid"), E(31, "tocilizumab"), E(80, "vasopressor", 90)],
+        3,
+        80.0,
+    ),
+    "treatment at the hour of the first fever counts": (
+        [T(10)],
+        [E(10, "antipyretic"), E(50, "vasopressor", 60)],
+        3,
+        50.0,
+    ),
+    "treatment just before the first fever does not": (
+        [T(10)],
+        [E(9.99, "antipyretic"), E(50, "vasopressor", 60)],
+        1,
+        np.nan,
+    ),
+    "a fever before infusion is not the first fever": (
+        [T(-5)],
+        [E(2, "tocilizumab"), E(30, "vasopressor", 40)],
+        0,
+        np.nan,
+    ),
+    "treatment days after a resolved fever still lifts it (rule as written)": (
+        [T(10), T(40, 37.0)],
+        [E(100, "corticosteroid"), E(120, "vasopressor", 130)],
+        3,
+        120.0,
+    ),
+    "never febrile, treated, vasopressor, CRS death: not CRS, no grade 5": (
+        [],
+        [E(5, "tocilizumab"), E(12, "vasopressor", 30), E(40, "death", detail="CRS")],
+        0,
+        np.nan,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FEVER_FIRST_CASES, ids=list(FEVER_FIRST_CASES))
+def test_fever_first_then_treatment_may_mask_it(case):
+    obs, events, grade, grade3_hours = FEVER_FIRST_CASES[case]
+    r = _grade(obs, events)
+    assert r.crs_max_grade == grade
+    np.testing.assert_equal(r.grade3_hours, grade3_hours)
+
+
+def test_treated_in_the_timeline_starts_at_the_first_treatment_after_fever():
+    c = _cohort([T(30)], [E(0, "corticosteroid"), E(31, "tocilizumab")])
+    tl = state_timeline(c.observations, c.events).set_index("hours")
+    assert not tl.loc[30.0, "treated"] and tl.loc[31.0, "treated"]
+
+
+# (event, detail, grade) in a patient febrile from 10 h, oxygen from 12 to 20 h
+OXYGEN_CASES = [
+    ("oxygen_low_flow", "nasal cannula 8 L/min", 3),
+    ("oxygen_low_flow", "nasal cannula 6 L/min", 2),
+    ("oxygen_low_flow", "nasal cannula 6.5 L/min", 3),
+    ("oxygen_low_flow", "NC 4lpm", 2),
+    ("oxygen_low_flow", "NC 7lpm", 3),
+    ("oxygen_low_flow", "10 l/min.", 3),
+    ("oxygen_low_flow", "2 L/min", 2),
+    ("oxygen_low_flow", "nasal cannula 10 liters per minute", 3),
+    ("oxygen_low_flow", "weaned from 8 L/min to 4 L/min", 3),
+    ("oxygen_low_flow", "FiO2 50%", 3),
+    ("oxygen_low_flow", "FiO2: 0.5", 3),
+    ("oxygen_low_flow", "FiO2 40%", 2),
+    ("oxygen_low_flow", "blow-by", 2),
+    ("oxygen_low_flow", "nasal cannula", 2),
+    ("oxygen_low_flow", None, 2),
+    ("oxygen_high_flow", None, 3),
+    ("oxygen_high_flow", "high-flow nasal cannula 40 L/min, FiO2 60%", 3),
+    ("oxygen_high_flow", "HFNC 5 L/min", 2),
+    ("oxygen_high_flow", "high flow nasal cannula 6 lpm, FiO2 35%", 2),
+    ("oxygen_high_flow", "face mask 5 L/min", 3),
+    ("oxygen_high_flow", "Venturi mask FiO2 35%", 3),
+    ("oxygen_high_flow", "non-rebreather 15 L/min", 3),
+    ("positive_pressure", "CPAP 5 L/min FiO2 30%", 4),
+]
+
+
+@pytest.mark.parametrize(("event", "detail", "grade"), OXYGEN_CASES)
+def test_oxygen_graded_by_the_flow_in_the_detail(event, detail, grade):
+    r = _grade([T(10)], [E(12, event, 20, detail)])
+    assert r.crs_max_grade == grade
+    np.testing.assert_equal(r.grade3_hours, 12.0 if grade >= 3 else np.nan)
+
+
+def test_oxygen_flow_parses_flow_and_fio2():
+    detail = pd.Series(["NC 4lpm", "HFNC 40 L/min, FiO2 60%", "FiO2 0.35", None, "nasal"])
+    out = oxygen_flow(detail)
+    np.testing.assert_array_equal(out["flow_l_min"], [4.0, 40.0, np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(out["fio2"], [np.nan, 0.6, 0.35, np.nan, np.nan])
+    assert out["cannula"].tolist() == [True, True, False, False, True]
+
+
+def test_label_settings_pass_through():
+    obs, ev = [T(0)], [E(30, "vasopressor"), E(40, "oxygen_low_flow", 45, "NC 8 L/min")]
+    assert _grade(obs, ev).crs_max_grade == 1  # both outside the 24 h fever window
+    wide = LabelConfig(fever_window_h=48.0)
+    r = _grade(obs, ev, settings=wide)
+    assert r.crs_max_grade == 3 and r.grade3_hours == 30
+    assert r.label_definition != LABEL_DEFINITION and "fever window 48 h" in r.label_definition
+    # a higher low-flow limit makes 8 L/min low flow
+    ev2 = [E(10, "oxygen_low_flow", 12, "NC 8 L/min")]
+    assert _grade(obs, ev2).crs_max_grade == 3
+    assert _grade(obs, ev2, settings=LabelConfig(low_flow_max_l_min=8.0)).crs_max_grade == 2
+    # an FiO2 limit
+    ev3 = [E(10, "oxygen_low_flow", 12, "FiO2 45%")]
+    assert _grade(obs, ev3).crs_max_grade == 3
+    assert _grade(obs, ev3, settings=LabelConfig(high_flow_fio2_above=0.5)).crs_max_grade == 2
+    # the keyword window overrides the settings' window
+    assert _grade(obs, ev, settings=wide, fever_window_h=24.0).crs_max_grade == 1
+
+
+def test_label_settings_are_a_config_section():
+    cfg = load_config(overrides=["label.fever_window_h=36", "label.low_flow_max_l_min=4"])
+    assert cfg.label.fever_window_h == 36.0 and cfg.label.low_flow_max_l_min == 4.0
+    assert load_config().label == LabelConfig()
+    with pytest.raises(ConfigError, match="fever_window_h"):
+        load_config(overrides=["label.fever_window_h=-1"])
