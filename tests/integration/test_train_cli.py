@@ -175,11 +175,11 @@ def test_compare_pairs_only_runs_on_the_same_data(tmp_path, capsys):
     exp = "it-compare-digest"
     fast = [o for o in FAST if o != "--set"] + [f"mlflow.experiment={exp}"]
     trees = [o for o in SMALL_TREES if o != "--set"]
-    cohorts = {n: load_frames(simulate_cohort(n, seed=1)) for n in (300, 260)}
-    assert set(cohorts[260].patients["patient_id"]) < set(cohorts[300].patients["patient_id"])
+    cohorts = {n: load_frames(simulate_cohort(n, seed=1)) for n in (240, 200)}
+    assert set(cohorts[200].patients["patient_id"]) < set(cohorts[240].patients["patient_id"])
     digest = {}
     for n, cohort in cohorts.items():
-        for config, extra in ((None, trees), ("configs/logistic.yaml", [])):
+        for config, extra in ((None, trees), ("configs/measix.yaml", [])):
             res = train_model(cohort, load_config(config, fast + extra))
             digest[log_training_run(res, cohort, run_name=f"{n}-{config}").run_id] = n
     runs = _compare(tmp_path, exp, n_boot=50)
