@@ -2,9 +2,15 @@
 
 Runs are compared at one landmark on their out-of-fold predictions (each patient's risk
 averaged over the CV repeats, so the difference can differ slightly from the difference of
-the logged AUROCs, which pool the repeats' rows), joined by the salted patient key: the paired test only uses patient-landmark rows both runs predicted, and says
-so when two runs were trained on different data. A run whose configuration was selected
-(``crs-ml tune``) on the same data it reports is flagged: its estimate is optimistic.
+the logged AUROCs, which pool the repeats' rows), joined by the salted patient key. Two runs
+are paired only when their ``dataset_digest`` tags are equal
+(:func:`crs_ml.tracking.dataset_digest`: input files, table contents and landmark rows):
+patient ids alone do not identify data, since the simulator and two hospital extracts can
+reuse them for different patients. Otherwise the row shows no difference and no p-value,
+with the reason in ``not_paired`` (:data:`NOT_PAIRED`). A run whose configuration was
+selected (``crs-ml tune``) on the same data it reports is flagged: its estimate is
+optimistic. A run whose landmark has fewer than
+:data:`crs_ml.metrics.MIN_SLICE_EVENTS` events or non-events is flagged ``too_few_events``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,15 @@ import pandas as pd
 from crs_ml import metrics as M
 
 KEY_PARAMS = ("max_depth", "learning_rate", "n_estimators", "C", "threshold_c")
+
+#: why a run is not compared with the best run (the ``not_paired`` column)
+NOT_PAIRED = {
+    "no_digest": "no dataset digest",
+    "different_data": "different data",
+    "no_oof": "no out-of-fold predictions",
+    "no_shared_rows": "no shared rows",
+    "one_class": "one outcome class",
+}
 
 
 def _finite(x) -> float:
@@ -102,7 +117,10 @@ def leaderboard(
             "brier": metric("brier"),
             "cal_slope": metric("cal_slope"),
             "oracle_ratio": metric("oracle_ratio"),
-            "dataset": runs.get("tags.dataset_digest", pd.Series("", index=runs.index)),
+            "too_few_events": metric("too_few_events").eq(1.0),
+            "dataset": runs.get("tags.dataset_digest", pd.Series("", index=runs.index))
+            .fillna("")
+            .astype(str),
             "optimistic": runs.get(
                 "tags.selected_on_same_data", pd.Series("", index=runs.index)
             ).eq("true"),
@@ -119,7 +137,6 @@ def leaderboard(
     board = board.sort_values("auroc", ascending=False, kind="stable").reset_index(drop=True)
     best = board.iloc[0]
     cache: dict = {}
-    ref = _oof(best["run_id"], landmark_h, cache)
     diffs = []
     for _, row in board.iterrows():
         result = {
@@ -128,26 +145,47 @@ def leaderboard(
             "diff_hi": np.nan,
             "p_value": np.nan,
             "paired_rows": 0,
+            "not_paired": "",
         }
-        other = _oof(row["run_id"], landmark_h, cache)
-        if row["run_id"] != best["run_id"] and ref is not None and other is not None:
-            joined = ref.merge(other, on=["patient_key", "landmark_h"], suffixes=("_best", ""))
-            result["paired_rows"] = int(len(joined))
-            if len(joined) and 0 < joined["y"].sum() < len(joined):
-                d, lo, hi, p = M.paired_bootstrap_diff(
-                    joined["y"].to_numpy(),
-                    joined["risk"].to_numpy(),
-                    joined["risk_best"].to_numpy(),
-                    joined["person_key"].to_numpy(),
-                    metric=M.auroc,
-                    n_boot=n_boot,
-                    seed=seed,
-                )
-                result.update(diff_vs_best=d, diff_lo=lo, diff_hi=hi, p_value=p)
-        elif row["run_id"] == best["run_id"]:
+        if row["run_id"] == best["run_id"]:
             result.update(diff_vs_best=0.0)
+        else:
+            result.update(_paired(best, row, landmark_h, cache, n_boot, seed))
         diffs.append(result)
     return pd.concat([board, pd.DataFrame(diffs)], axis=1)
+
+
+def _paired(best, row, landmark_h: float, cache: dict, n_boot: int, seed: int) -> dict:
+    """Paired AUROC difference of ``row`` vs ``best``, or the reason there is none."""
+    if not best["dataset"] or not row["dataset"]:
+        return {"not_paired": NOT_PAIRED["no_digest"]}
+    if best["dataset"] != row["dataset"]:
+        return {"not_paired": NOT_PAIRED["different_data"]}
+    ref = _oof(best["run_id"], landmark_h, cache)
+    other = _oof(row["run_id"], landmark_h, cache)
+    if ref is None or other is None:
+        return {"not_paired": NOT_PAIRED["no_oof"]}
+    joined = ref.merge(other, on=["patient_key", "landmark_h"], suffixes=("_best", ""))
+    if joined.empty:
+        return {"not_paired": NOT_PAIRED["no_shared_rows"]}
+    if not 0 < joined["y"].sum() < len(joined):
+        return {"not_paired": NOT_PAIRED["one_class"], "paired_rows": int(len(joined))}
+    d, lo, hi, p = M.paired_bootstrap_diff(
+        joined["y"].to_numpy(),
+        joined["risk"].to_numpy(),
+        joined["risk_best"].to_numpy(),
+        joined["person_key"].to_numpy(),
+        metric=M.auroc,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    return {
+        "diff_vs_best": d,
+        "diff_lo": lo,
+        "diff_hi": hi,
+        "p_value": p,
+        "paired_rows": int(len(joined)),
+    }
 
 
 def render(board: pd.DataFrame, landmark_h: float):
@@ -176,7 +214,7 @@ def render(board: pd.DataFrame, landmark_h: float):
             f"{r.auroc:.3f} ({r.auroc_lo:.3f}-{r.auroc_hi:.3f})"
             if np.isfinite(_finite(r.auroc_lo))
             else f"{r.auroc:.3f}"
-        )
+        ) + (" (too few events)" if r.too_few_events else "")
         if i == 0:
             diff, p = "best", ""
         elif np.isfinite(r.diff_vs_best):
@@ -185,7 +223,7 @@ def render(board: pd.DataFrame, landmark_h: float):
                 f"{r.p_value:.3f}",
             )
         else:
-            diff, p = "n/a (no shared rows)", ""
+            diff, p = f"n/a ({r.not_paired or NOT_PAIRED['no_shared_rows']})", ""
         model = str(r.model) + (" (monotone)" if str(r.monotone) == "True" else "")
         name = str(r.run_name or r.run_id[:8]) + (" *" if r.optimistic else "")
         table.add_row(
@@ -204,7 +242,9 @@ def render(board: pd.DataFrame, landmark_h: float):
     table.caption = (
         "dAUROC: paired person bootstrap on out-of-fold risk averaged over CV repeats. "
         "* configuration selected on the same data it reports (optimistic); "
-        "n/a = runs on different data or without out-of-fold predictions"
+        "n/a (reason) = not paired with the best run: only runs on the same data (equal "
+        "dataset digest) with out-of-fold predictions are compared; "
+        f"too few events = fewer than {M.MIN_SLICE_EVENTS} events or non-events, no interval"
     )
     return table
 

@@ -1,9 +1,19 @@
 """Discrimination, calibration and sample-size statistics for binary risk predictions.
 
 All functions take ``y`` (0/1 outcomes) and ``p`` (predicted probabilities, or any score for
-the rank metrics) as array-likes of equal length, are vectorised, and never raise when only
-one outcome class is present: they return NaN instead, so a bootstrap replicate or a small
-subgroup without events does not abort a report.
+the rank metrics) as array-likes of equal length and are vectorised. Input rules, the same
+for every metric here and in :mod:`crs_ml.utility` (one shared check, :func:`check_risks`):
+
+* a NaN or infinite risk is an error naming how many rows and which (1-based positions), never
+  silently dropped or read as "no alert";
+* a probability outside [0, 1] is an error everywhere a probability is expected (all but the
+  rank metrics AUROC and AUPRC, which accept any finite score, e.g. m-EASIX);
+* one outcome class is not an error: AUROC, AUPRC and the calibration fits are then NaN, so a
+  bootstrap replicate or a small subgroup without events does not abort a report; the Brier
+  score stays defined (it needs no second class).
+
+A slice with fewer than :data:`MIN_SLICE_EVENTS` events or non-events keeps its point
+estimates but is flagged ``too_few_events`` (:func:`too_few_events`) and gets no interval.
 
 Companion modules, whose public functions are re-exported here (``metrics.bootstrap_ci``
 works): :mod:`crs_ml.utility` (decision curves, threshold tables and the alert metrics
@@ -25,26 +35,68 @@ from crs_ml.errors import InputError
 #: predictions are clipped to [EPS, 1 - EPS] before taking logits
 EPS = 1e-6
 
+#: a slice (landmark, subgroup, site, product) with fewer events or fewer non-events than
+#: this is flagged ``too_few_events``: point estimates are kept, intervals are not given
+MIN_SLICE_EVENTS = 10
+
+
+def _rows(bad: np.ndarray, shown: int = 5) -> str:
+    """'3 of 10 rows (rows 2, 5, 9; 1-based positions)' for a boolean mask of bad rows."""
+    idx = np.flatnonzero(bad) + 1
+    listed = ", ".join(str(i) for i in idx[:shown]) + (", ..." if idx.size > shown else "")
+    return f"{idx.size} of {bad.size} rows (rows {listed}; 1-based positions)"
+
+
+def check_risks(p, name: str = "p", *, probabilities: bool = True) -> np.ndarray:
+    """The one input check for risks used by every metric: 1-d, finite, and in [0, 1] when
+    ``probabilities``. Raises :class:`InputError` naming the column, count and rows."""
+    try:
+        p = np.asarray(p, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be numeric", column=name) from None
+    if p.ndim != 1:
+        raise InputError(f"{name} must be 1-d (got shape {p.shape})", column=name)
+    missing = ~np.isfinite(p)
+    if missing.any():
+        raise InputError(
+            f"risk is NaN or infinite in {_rows(missing)}; score or drop those rows first",
+            column=name,
+        )
+    if probabilities:
+        outside = (p < 0.0) | (p > 1.0)
+        if outside.any():
+            raise InputError(
+                f"predicted probabilities must lie in [0, 1]; {_rows(outside)} outside",
+                column=name,
+            )
+    return p
+
 
 def check_binary(y, p, *, probabilities: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert ``y`` (0/1) and ``p`` (finite; in [0, 1] when ``probabilities``)."""
+    """Validate and convert ``y`` (0/1) and ``p`` (via :func:`check_risks`)."""
     y = np.asarray(y)
-    p = np.asarray(p, dtype=np.float64)
-    if y.ndim != 1 or p.ndim != 1:
-        raise InputError(f"y and p must be 1-d (got shapes {y.shape} and {p.shape})")
-    if y.shape[0] != p.shape[0]:
-        raise InputError(f"y and p differ in length ({y.shape[0]} vs {p.shape[0]})")
+    p_arr = np.asarray(p)
+    if y.ndim != 1 or p_arr.ndim != 1:
+        raise InputError(f"y and p must be 1-d (got shapes {y.shape} and {p_arr.shape})")
+    if y.shape[0] != p_arr.shape[0]:
+        raise InputError(f"y and p differ in length ({y.shape[0]} vs {p_arr.shape[0]})")
     try:
         y_float = y.astype(np.float64)
     except (TypeError, ValueError):
-        raise InputError("y must be 0/1 outcomes") from None
-    if not np.isin(y_float, (0.0, 1.0)).all():
-        raise InputError("y must contain only 0 and 1 (no missing outcomes)")
-    if not np.isfinite(p).all():
-        raise InputError("predictions contain NaN or infinite values")
-    if probabilities and ((p < 0).any() or (p > 1).any()):
-        raise InputError("predicted probabilities must lie in [0, 1]")
+        raise InputError("y must be 0/1 outcomes", column="y") from None
+    not_binary = ~np.isin(y_float, (0.0, 1.0))
+    if not_binary.any():
+        raise InputError(
+            f"y must contain only 0 and 1 (no missing outcomes); {_rows(not_binary)} are not",
+            column="y",
+        )
+    p = check_risks(p_arr, "p", probabilities=probabilities)
     return y_float.astype(np.int8), p
+
+
+def too_few_events(n_events: float, n: float) -> bool:
+    """True when a slice has fewer than :data:`MIN_SLICE_EVENTS` events or non-events."""
+    return bool(n_events < MIN_SLICE_EVENTS or n - n_events < MIN_SLICE_EVENTS)
 
 
 def _one_class(y: np.ndarray) -> bool:
@@ -84,9 +136,12 @@ def auprc(y, p) -> float:
 
 
 def brier(y, p) -> float:
-    """Mean squared difference between predicted probability and outcome. NaN with one class."""
+    """Mean squared difference between predicted probability and outcome.
+
+    Defined with one outcome class too; NaN only without rows.
+    """
     y, p = check_binary(y, p, probabilities=True)
-    if _one_class(y):
+    if y.size == 0:
         return float("nan")
     return float(np.mean((p - y) ** 2))
 

@@ -24,7 +24,7 @@ _POINT = ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope
 
 # --------------------------------------------------------------------------- metrics
 def point_metrics(y, p) -> dict[str, float]:
-    """AUROC, AUPRC, Brier, calibration intercept and slope (NaN with one class)."""
+    """AUROC, AUPRC, Brier, calibration intercept and slope (NaN with one class, but Brier)."""
     intercept, slope = M.calibration_intercept_slope(y, p)
     return {
         "auroc": M.auroc(y, p),
@@ -112,9 +112,15 @@ class WeightedMetrics:
 def performance(y, p, groups, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
     """Counts, point estimates and person-level bootstrap percentile intervals.
 
-    Keys: n, n_events, n_persons, event_rate, mean_risk, reaches_100_events, then each of
-    auroc, auprc, brier, calibration_intercept, calibration_slope with ``<name>_ci`` =
-    [lo, hi], and ``bootstrap`` = replicates used / skipped (one outcome class only).
+    Keys: n, n_events, n_persons, event_rate, mean_risk, reaches_100_events,
+    too_few_events, then each of auroc, auprc, brier, calibration_intercept,
+    calibration_slope with ``<name>_ci`` = [lo, hi], and ``bootstrap`` = replicates drawn /
+    skipped (one outcome class only).
+
+    ``too_few_events`` is True when the slice has fewer than
+    :data:`crs_ml.metrics.MIN_SLICE_EVENTS` events or non-events: the point estimates are
+    kept, no bootstrap is drawn and every interval is [NaN, NaN], so no confident-looking
+    interval is shown for a slice that cannot support one.
     """
     y, p = M.check_binary(y, p, probabilities=True)
     groups = np.asarray(groups)
@@ -126,8 +132,11 @@ def performance(y, p, groups, n_boot: int = 1000, seed: int = 0, alpha: float = 
         "event_rate": events / n if n else float("nan"),
         "mean_risk": float(p.mean()) if n else float("nan"),
         "reaches_100_events": events >= VALIDATION_MIN_EVENTS,
+        "too_few_events": M.too_few_events(events, n),
     }
     out.update(point_metrics(y, p) if n else dict.fromkeys(_POINT, float("nan")))
+    if out["too_few_events"]:
+        n_boot = 0
     values = np.full((max(n_boot, 0), len(_POINT)), np.nan)
     skipped = 0
     if n_boot > 0 and 0 < events < n:

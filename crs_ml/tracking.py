@@ -3,8 +3,8 @@
 The default store is ``sqlite:///mlflow.db`` in the working folder with artifacts in
 ``mlruns/`` beside it; ``MLFLOW_TRACKING_URI`` or the config's ``mlflow.tracking_uri``
 override it. Nothing here ever logs a patient identifier or a raw row: fingerprints are
-counts, rates, quantiles and file hashes, and per-patient records are keyed by a salted
-hash whose salt lives outside MLflow (:func:`salt`).
+counts, rates, quantiles, file hashes and SHA-256 digests of whole tables, and per-patient
+records are keyed by a salted hash whose salt lives outside MLflow (:func:`salt`).
 """
 
 from __future__ import annotations
@@ -195,8 +195,62 @@ def _f(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
+#: the columns of each cohort table whose content the dataset digest covers (``source_row``
+#: and other bookkeeping left out, so a reordered file with the same rows hashes the same
+#: only through its file hash)
+CONTENT_COLUMNS = {
+    "patients": ("patient_id", "person_id", "infusion_time", "product", "age_years", "sex",
+                 "disease", "site"),
+    "observations": ("patient_id", "hours", "variable", "value", "censored"),
+    "events": ("patient_id", "hours", "end_hours", "event", "detail"),
+    "outcomes": ("patient_id", "crs_max_grade", "grade3_hours", "followup_hours",
+                 "death_hours", "label_definition"),
+}  # fmt: skip
+
+
+def table_sha256(frame: pd.DataFrame | None, columns=None) -> str | None:
+    """SHA-256 of a table's content (values of ``columns`` in row order, column names).
+
+    One digest for the whole table, so identifiers that go into it cannot be read back.
+    Categorical and text columns hash by value; None when there is no table.
+    """
+    if frame is None:
+        return None
+    cols = [c for c in (columns or frame.columns) if c in frame.columns]
+    h = hashlib.sha256(",".join(cols).encode())
+    h.update(str(len(frame)).encode())
+    for c in cols:
+        col = frame[c]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.astype(object)
+        rows = pd.util.hash_pandas_object(col, index=False, categorize=False)
+        h.update(rows.to_numpy(dtype=np.uint64).tobytes())
+    return h.hexdigest()
+
+
+def content_sha256(cohort, y: np.ndarray, meta: pd.DataFrame) -> dict[str, str | None]:
+    """Content digests of the cohort tables and of the landmark rows (patient, landmark, y).
+
+    Two cohorts with the same row counts (e.g. two simulated cohorts whose ids both run
+    S1-000000, ...) differ here, also when neither came from a file.
+    """
+    out = {
+        name: table_sha256(getattr(cohort, name, None), cols)
+        for name, cols in CONTENT_COLUMNS.items()
+    }
+    rows = pd.DataFrame(
+        {
+            "patient_id": meta["patient_id"].astype(str).to_numpy(),
+            "landmark_h": meta["landmark_h"].to_numpy(dtype=float),
+            "y": np.asarray(y, dtype=np.int64),
+        }
+    )
+    out["landmark_rows"] = table_sha256(rows)
+    return out
+
+
 def data_fingerprint(cohort, y: np.ndarray, meta: pd.DataFrame) -> dict[str, Any]:
-    """Counts, outcome rates and file hashes of a training cohort; never identifiers."""
+    """Counts, outcome rates, file hashes and table digests of a cohort; never identifiers."""
     per_landmark = (
         pd.DataFrame({"landmark_h": meta["landmark_h"].to_numpy(), "y": y})
         .groupby("landmark_h")["y"]
@@ -219,18 +273,26 @@ def data_fingerprint(cohort, y: np.ndarray, meta: pd.DataFrame) -> dict[str, Any
         "products": {str(k): int(v) for k, v in products.items()},
         "sites": {str(k): int(v) for k, v in sites.items()},
         "file_sha256": input_file_hashes(cohort.source),
+        "content_sha256": content_sha256(cohort, y, meta),
         "label_definition": sorted(set(cohort.outcomes["label_definition"].astype(str)) - {""})
         if cohort.outcomes is not None and "label_definition" in cohort.outcomes
         else [],
     }
 
 
+#: the fingerprint entries the dataset digest covers
+DIGEST_KEYS = ("file_sha256", "content_sha256", "n_landmark_rows", "per_landmark")
+
+
 def dataset_digest(fingerprint: dict[str, Any]) -> str:
-    """A short digest of a fingerprint: runs on the same data share it."""
+    """A short digest of a fingerprint: runs on the same data share it.
+
+    It covers the input files' hashes, the content of every cohort table and of the landmark
+    rows (who is at risk at which landmark, with which outcome), so two cohorts that merely
+    share patient ids or row counts get different digests; ``crs-ml compare`` pairs runs
+    only when their digests are equal.
+    """
     import json
 
-    text = json.dumps(
-        {k: fingerprint.get(k) for k in ("file_sha256", "n_landmark_rows", "per_landmark")},
-        sort_keys=True,
-    )
+    text = json.dumps({k: fingerprint.get(k) for k in DIGEST_KEYS}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -147,11 +147,15 @@ def slice_metrics(
     seed: int,
     oracle: np.ndarray | None = None,
     with_ci: bool = True,
+    repeats: int = 1,
 ) -> dict[str, float]:
     """Discrimination and calibration of one slice (pooled rows; groups = persons).
 
     The same computation as the validation report (:func:`crs_ml.performance.performance`),
-    under the training run's metric names; intervals for AUROC and AUPRC.
+    under the training run's metric names; intervals for AUROC and AUPRC. ``too_few_events``
+    (1.0 or 0.0, a metric MLflow can store) flags a slice with fewer than
+    :data:`crs_ml.metrics.MIN_SLICE_EVENTS` events or non-events among its ``len(y) /
+    repeats`` rows (``repeats`` CV repeats pooled); such a slice gets no interval.
     """
     from crs_ml.performance import performance
 
@@ -159,12 +163,14 @@ def slice_metrics(
     if len(y) == 0:
         return out
     both = 0 < np.sum(y) < len(y)
+    few = M.too_few_events(np.sum(y) / repeats, len(y) / repeats)
+    out["too_few_events"] = float(few)
     perf = performance(y, p, groups, n_boot=n_boot if with_ci and both else 0, seed=seed)
     out.update(auroc=perf["auroc"], auprc=perf["auprc"], brier=perf["brier"])
     if both:
         out["cal_intercept"] = perf["calibration_intercept"]
         out["cal_slope"] = perf["calibration_slope"]
-        if with_ci and n_boot > 0:
+        if with_ci and n_boot > 0 and not few:
             for name in ("auroc", "auprc"):
                 out[f"{name}_lo"], out[f"{name}_hi"] = perf[f"{name}_ci"]
     if oracle is not None and np.isfinite(oracle).all() and both:
@@ -206,7 +212,8 @@ def evaluate_predictions(
         gg = np.tile(persons[mask], repeats)
         orc = np.tile(oracle[mask], repeats) if oracle is not None else None
         ci = name != "all"  # the stacked slice is large; its CI adds little
-        for key, value in slice_metrics(yy, pp, gg, n_boot, seed, orc, with_ci=ci).items():
+        sliced = slice_metrics(yy, pp, gg, n_boot, seed, orc, with_ci=ci, repeats=repeats)
+        for key, value in sliced.items():
             if key in ("n", "events"):
                 value = value / repeats
             out[f"{key}_{name}"] = float(value)
@@ -339,6 +346,8 @@ def optimism_metrics(
     )  # fmt: skip
     out: dict[str, float] = {}
     for s, by_metric in res.items():
+        mask = slices[s]
+        out[f"too_few_events_{s}"] = float(M.too_few_events(y[mask].sum(), mask.sum()))
         for m, (apparent, optimism, corrected) in by_metric.items():
             out[f"{m}_{s}"] = corrected
             out[f"{m}_apparent_{s}"] = apparent

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.errors import InputError
-from crs_ml.metrics import check_binary
+from crs_ml.metrics import check_binary, check_risks
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.501, 0.05), 2)
 
@@ -68,7 +68,7 @@ def threshold_table(y, p, thresholds=None) -> pd.DataFrame:
     Columns: threshold, sensitivity, specificity, ppv, npv, alerts_per_100 (flagged share
     x 100), n_flagged, tp, fp, tn, fn. Ratios with a zero denominator are NaN.
     """
-    y, p = check_binary(y, p)
+    y, p = check_binary(y, p, probabilities=True)
     t = _thresholds(thresholds)
     tp, fp, tn, fn = _confusion(y, p, t)
     n_flagged = tp + fp
@@ -124,13 +124,15 @@ def lead_time_hours(
     Returns (per_patient, summary). per_patient: patient_id, outcome_hours, first_alert_h
     (NaN if never alerted before onset), lead_time_h (NaN if not alerted), alerted.
     summary: median, q25, q75 (over alerted event patients), n_alerted_events, n_events.
+    A NaN risk (or one outside [0, 1]) in any row is an error naming the rows, as in every
+    metric (:func:`crs_ml.metrics.check_risks`), not a silent "no alert".
     """
     missing = [c for c in ("patient_id", "landmark_h", "outcome_hours", risk_col) if c not in frame]
     if missing:
         raise InputError(f"lead time needs column(s) {missing}", column=missing[0])
     landmark = _as_float(frame["landmark_h"], "landmark_h")
     onset = _as_float(frame["outcome_hours"], "outcome_hours")
-    risk = _as_float(frame[risk_col], risk_col)
+    risk = check_risks(frame[risk_col], risk_col)
     keep = np.isfinite(onset) & (landmark < onset)
     if horizon_h is not None:
         keep &= onset <= horizon_h
@@ -169,11 +171,12 @@ def alerts_per_patient_day(
     risk >= threshold (every high-risk score shown); ``new_alerts`` counts only the rows
     where a patient crosses the threshold (first row, or previous landmark below it).
     Returns alerts, new_alerts, patient_days, alerts_per_patient_day,
-    new_alerts_per_patient_day, n_patients.
+    new_alerts_per_patient_day, n_patients. A NaN risk (or one outside [0, 1]) is an error
+    naming the rows (:func:`crs_ml.metrics.check_risks`), not a silent "no alert".
     """
     pid = np.asarray(patient_id)
     landmark = _as_float(landmark_h, "landmark_h")
-    risk = _as_float(p, "p")
+    risk = check_risks(p, "p")
     if not (pid.shape[0] == landmark.shape[0] == risk.shape[0]):
         raise InputError("patient_id, landmark_h and p differ in length")
     if landmark_spacing_h <= 0:
@@ -205,7 +208,7 @@ def number_needed_to_evaluate(patient_id, y, p, threshold: float) -> dict:
     NNE = n_alerted / n_alerted_with_event = 1 / patient-level PPV; NaN when nobody is
     alerted, inf when no alerted patient has an event.
     """
-    y, risk = check_binary(y, p)
+    y, risk = check_binary(y, p, probabilities=True)
     pid = np.asarray(patient_id)
     if pid.shape[0] != y.shape[0]:
         raise InputError("patient_id and y differ in length")

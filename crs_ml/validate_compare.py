@@ -139,7 +139,10 @@ def subgroup_metrics(
             rows.append(
                 {
                     **head,
-                    **{k: perf[k] for k in ("auroc", "auroc_ci", "mean_risk", "event_rate")},
+                    **{
+                        k: perf[k]
+                        for k in ("auroc", "auroc_ci", "mean_risk", "event_rate", "too_few_events")
+                    },
                     **{
                         k: perf[k]
                         for k in perf

@@ -77,9 +77,11 @@ def test_train_logs_everything_and_registers(cohort_dir, tmp_path):
         0 < m["oracle_ratio_L24"] and m["oracle_auroc_L24"] > 0.5
     )  # the simulator's truth is there
     assert m["events_per_parameter"] > 0
+    assert m["too_few_events_L24"] == 0.0 and m["too_few_events_L24_treated"] in (0.0, 1.0)
 
     run = mlflow.get_run(res["run_id"])
     assert run.data.tags["model_type"] == "xgboost" and run.data.tags["crs_ml.git_commit"]
+    assert run.data.metrics["too_few_events_L24"] == 0.0  # the flag is logged with the slice
     assert run.data.params["overrides"].startswith("cv.folds=2")
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(res["run_id"])}
     assert {
@@ -159,6 +161,40 @@ def test_compare_leaderboard_with_paired_test(cohort_dir, tmp_path):
         other = averaged(r["run_id"]).loc[best.index]
         expected = auroc(best["y"], other["risk"]) - auroc(best["y"], best["risk"])
         assert r["diff_vs_best"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_compare_pairs_only_runs_on_the_same_data(tmp_path, capsys):
+    # two simulated cohorts whose ids both run S1-000000, ... but hold different patients
+    # (no files: the digest has to come from the tables' content); two runs on each
+    from crs_ml.config import load_config
+    from crs_ml.load import load_frames
+    from crs_ml.runs import log_training_run
+    from crs_ml.simulate import simulate_cohort
+    from crs_ml.train import train_model
+
+    exp = "it-compare-digest"
+    fast = [o for o in FAST if o != "--set"] + [f"mlflow.experiment={exp}"]
+    trees = [o for o in SMALL_TREES if o != "--set"]
+    cohorts = {n: load_frames(simulate_cohort(n, seed=1)) for n in (240, 200)}
+    assert set(cohorts[200].patients["patient_id"]) < set(cohorts[240].patients["patient_id"])
+    digest = {}
+    for n, cohort in cohorts.items():
+        for config, extra in ((None, trees), ("configs/measix.yaml", [])):
+            res = train_model(cohort, load_config(config, fast + extra))
+            digest[log_training_run(res, cohort, run_name=f"{n}-{config}").run_id] = n
+    runs = _compare(tmp_path, exp, n_boot=50)
+    assert len(runs) == 4 and runs[0]["diff_vs_best"] == 0.0
+    best = digest[runs[0]["run_id"]]
+    same = [r for r in runs[1:] if digest[r["run_id"]] == best]
+    other = [r for r in runs[1:] if digest[r["run_id"]] != best]
+    assert len(same) == 1 and len(other) == 2
+    assert same[0]["paired_rows"] > 0 and 0 <= same[0]["p_value"] <= 1
+    assert same[0]["not_paired"] == "" and same[0]["dataset"] == runs[0]["dataset"]
+    for r in other:  # shared ids, different data: no difference, no p-value, and why
+        assert r["dataset"] != runs[0]["dataset"]
+        assert r["diff_vs_best"] is None and r["p_value"] is None and r["paired_rows"] == 0
+        assert r["not_paired"] == "different data"
+    assert capsys.readouterr().out.count("n/a (different data)") == 2
 
 
 def test_optimism_validation(cohort_dir, tmp_path):

@@ -70,11 +70,71 @@ def test_brier_hand_computed():
     )
 
 
-@pytest.mark.parametrize("fn", [M.auroc, M.auprc, M.brier])
+@pytest.mark.parametrize("fn", [M.auroc, M.auprc])
 def test_one_class_gives_nan_not_error(fn):
     assert math.isnan(fn([0, 0, 0], [0.1, 0.2, 0.3]))
     assert math.isnan(fn([1, 1], [0.1, 0.2]))
     assert all(math.isnan(v) for v in M.calibration_intercept_slope([1, 1], [0.2, 0.3]))
+
+
+def test_brier_is_defined_with_one_outcome_class():
+    assert M.brier([0, 0, 0], [0.1, 0.2, 0.3]) == pytest.approx((0.01 + 0.04 + 0.09) / 3)
+    assert M.brier([1, 1], [0.1, 0.5]) == pytest.approx((0.81 + 0.25) / 2)
+    assert math.isnan(M.brier([], []))
+
+
+def test_too_few_events_threshold():
+    assert M.MIN_SLICE_EVENTS == 10
+    assert not M.too_few_events(10, 20)  # 10 events, 10 non-events
+    assert M.too_few_events(9, 100) and M.too_few_events(91, 100)
+    assert M.too_few_events(0, 0)
+
+
+Y6 = [0, 1, 0, 1, 0, 0]
+NAN_P = [0.1, 0.9, np.nan, 0.5, np.inf, 0.2]
+BIG_P = [0.1, 0.9, 1.2, 0.5, -0.1, 0.2]
+PID6 = ["A", "A", "B", "B", "C", "C"]
+LM6 = [6.0, 12.0, 6.0, 12.0, 6.0, 12.0]
+
+
+def _lead(p):
+    frame = pd.DataFrame({"patient_id": PID6, "landmark_h": LM6, "p": p})
+    frame["outcome_hours"] = [20.0, 20.0, np.nan, np.nan, 30.0, 30.0]
+    return lead_time_hours(frame, 0.3)
+
+
+#: every metric entry point, called on (y, p); all share one check of the risks
+ENTRY_POINTS = {
+    "auroc": lambda p: M.auroc(Y6, p),
+    "auprc": lambda p: M.auprc(Y6, p),
+    "brier": lambda p: M.brier(Y6, p),
+    "calibration": lambda p: M.calibration_intercept_slope(Y6, p),
+    "calibration_curve": lambda p: M.calibration_curve_binned(Y6, p),
+    "net_benefit": lambda p: net_benefit(Y6, p),
+    "threshold_table": lambda p: threshold_table(Y6, p),
+    "lead_time": _lead,
+    "alerts_per_patient_day": lambda p: alerts_per_patient_day(PID6, LM6, p, 0.3),
+    "nne": lambda p: number_needed_to_evaluate(PID6, Y6, p, 0.3),
+    "bootstrap_ci": lambda p: bootstrap_ci(M.auroc, Y6, p, PID6, n_boot=5),
+}
+RANK_METRICS = {"auroc", "auprc", "bootstrap_ci"}  # any finite score, not only probabilities
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_nan_risk_is_the_same_error_naming_rows_everywhere(name):
+    with pytest.raises(InputError, match=r"NaN or infinite in 2 of 6 rows \(rows 3, 5;"):
+        ENTRY_POINTS[name](NAN_P)
+
+
+@pytest.mark.parametrize("name", sorted(set(ENTRY_POINTS) - RANK_METRICS))
+def test_probability_outside_0_1_is_rejected_everywhere(name):
+    with pytest.raises(InputError, match=r"\[0, 1\]; 2 of 6 rows \(rows 3, 5;"):
+        ENTRY_POINTS[name](BIG_P)
+    ENTRY_POINTS[name](np.clip(BIG_P, 0, 1))  # the same rows within [0, 1] are fine
+
+
+def test_rank_metrics_accept_scores_beyond_1():
+    assert M.auroc(Y6, [1.0, 9.0, 2.0, 5.0, -1.0, 2.0]) == pytest.approx(1.0)
 
 
 def test_bad_inputs_raise_input_error():

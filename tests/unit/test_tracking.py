@@ -44,3 +44,34 @@ def test_feature_fingerprint_is_aggregates_only():
     assert fp["il6_max"]["share_measured"] == 0.75
     assert fp["il6_max"]["median"] == 3.0
     assert set(fp["age_years"]) == {"share_measured", "mean", "sd", "q25", "median", "q75"}
+
+
+def test_dataset_digest_follows_content_not_counts():
+    # two in-memory cohorts (no source files) with the same ids and the same row counts:
+    # one laboratory value changed must change the digest; the same data must not
+    import json
+
+    from crs_ml.landmarks import build_landmark_dataset
+    from crs_ml.load import load_frames
+    from crs_ml.simulate import simulate_cohort
+
+    tables = simulate_cohort(60, seed=3)
+
+    def digest(frames):
+        cohort = load_frames(frames)
+        assert cohort.source is None
+        _, y, meta = build_landmark_dataset(cohort, [12, 24])
+        fp = tracking.data_fingerprint(cohort, y, meta)
+        return tracking.dataset_digest(fp), fp
+
+    first, fp = digest(tables)
+    assert digest(simulate_cohort(60, seed=3))[0] == first
+    changed = {**tables, "observations": tables["observations"].copy()}
+    value = changed["observations"].loc[5, "value"]
+    changed["observations"].loc[5, "value"] = str(float(value) + 1.0)  # values are text
+    second, fp2 = digest(changed)
+    assert second != first
+    counts = ("n_landmark_rows", "per_landmark", "n_observations", "file_sha256")
+    assert all(fp[k] == fp2[k] for k in counts)  # the old digest could not tell them apart
+    text = json.dumps(fp)
+    assert not any(pid in text for pid in tables["patients"]["patient_id"])

@@ -150,6 +150,35 @@ def test_performance_with_one_class_has_no_interval():
     assert out["n_events"] == 0
 
 
+@pytest.mark.parametrize("events", [9, 10])
+def test_slice_with_too_few_events_keeps_numbers_but_has_no_interval(events):
+    # 9 (or 10) events among 60 rows: the point metrics are kept either way, but only a
+    # slice with >= MIN_SLICE_EVENTS events and non-events gets an interval
+    rng = np.random.default_rng(4)
+    y = np.r_[np.ones(events), np.zeros(60 - events)]
+    p = np.clip(0.1 + 0.3 * y + rng.normal(0, 0.1, 60), 0.01, 0.99)
+    out = performance(y, p, np.arange(60), n_boot=100, seed=0)
+    assert out["too_few_events"] is (events < 10)
+    assert 0.5 < out["auroc"] <= 1 and np.isfinite(out["brier"])
+    assert np.isfinite(out["calibration_slope"])
+    for k in ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope"):
+        assert all(np.isnan(out[f"{k}_ci"])) is (events < 10), k
+    few_non_events = performance(1 - y, 1 - p, np.arange(60), n_boot=100, seed=0)
+    assert few_non_events["too_few_events"] is (events < 10)
+
+
+def test_subgroup_rows_carry_the_too_few_events_flag():
+    y, p = _simulated(600, seed=5)
+    attrs = pd.DataFrame({"site": np.where(np.arange(600) < 300, "a", "b")})
+    out = subgroup_metrics(y, p, np.arange(600), attrs, n_boot=20, seed=0, min_events=5)
+    assert {r["level"]: r["too_few_events"] for r in out["rows"]} == {"a": False, "b": False}
+    attrs = pd.DataFrame({"site": np.where(y == 1, "a", "b")})
+    attrs.loc[np.flatnonzero(y == 0)[:3], "site"] = "a"  # 'a': all events, 3 non-events
+    out = subgroup_metrics(y, p, np.arange(600), attrs, n_boot=20, seed=0, min_events=5)
+    row = {r["level"]: r for r in out["rows"]}["a"]
+    assert row["too_few_events"] is True and all(np.isnan(row["auroc_ci"]))
+
+
 def test_baselines_use_fallback_and_rule():
     X = pd.DataFrame(
         {
