@@ -37,6 +37,7 @@ from scipy import stats
 
 from crs_ml import metrics as M
 from crs_ml.errors import InputError, ModelError
+from crs_ml.verdict import recalibration_warnings
 
 MIN_EVENTS_SLOPE = 20
 ALPHA = 0.05
@@ -308,6 +309,7 @@ def recalibrate_cohort(
         "n_persons": int(np.unique(persons).size),
         "sites": sorted(set(meta["site"].dropna().astype(str))),
     }
+    summary["warnings"] = recalibration_warnings(summary)
     return RecalibrationResult(final, evaluation, summary, figure)
 
 
@@ -338,6 +340,25 @@ def calibration_before_after_figure(y, p_before, p_after, title: str):
     return fig
 
 
+def _warnings_html(warnings: list[str]) -> str:
+    import html
+
+    from crs_ml.report_html import level_tag
+
+    if not warnings:
+        return (
+            "<section class='verdict ok'><h2>Verdict: " + level_tag("ok") + "</h2><p>Held-out "
+            "Brier and calibration are not worse after the update, and it rests on at least "
+            "100 persons with an event.</p></section>"
+        )
+    items = "".join(f"<li>{level_tag('warning')}{html.escape(w)}</li>" for w in warnings)
+    return (
+        "<section class='verdict warning'><h2>Verdict: " + level_tag("warning") + "</h2>"
+        f"<ul>{items}</ul><p class='note'>Measured on the held-out persons, which the map "
+        "never saw (no optimism).</p></section>"
+    )
+
+
 def render_recalibration(summary: dict[str, Any], figure: str | None = None) -> str:
     """A self-contained HTML page: the chosen update and calibration before / after on the
     held-out persons."""
@@ -352,7 +373,8 @@ def render_recalibration(summary: dict[str, Any], figure: str | None = None) -> 
             rows.append(
                 [
                     f"{key} h, {when}" if key != "all" else f"all landmarks, {when}",
-                    str(b["n"]), str(b["n_events"]),
+                    str(b["n"]),
+                    str(b["n_events"]) + (" (too few events)" if b.get("too_few_events") else ""),
                     fmt_ci(b["calibration_intercept"], b["calibration_intercept_ci"], 2),
                     fmt_ci(b["calibration_slope"], b["calibration_slope_ci"], 2),
                     fmt_ci(b["brier"], b["brier_ci"], 4), fmt_ci(b["auroc"], b["auroc_ci"]),
@@ -375,7 +397,8 @@ def render_recalibration(summary: dict[str, Any], figure: str | None = None) -> 
         "<header><h1>Site recalibration</h1>"
         f"<div class='sub'>Model <code>{e(str(summary['source_model'].get('uri')))}</code> "
         f"&middot; sites {e(', '.join(summary['sites']) or 'unknown')}</div></header>"
-        f"<h2>Update chosen: {e(summary['method'])}</h2><p>{e(summary['rule'])}.</p>"
+        + _warnings_html(summary.get("warnings", []))
+        + f"<h2>Update chosen: {e(summary['method'])}</h2><p>{e(summary['rule'])}.</p>"
         f"<p>Calibration map of the booster margin: slope {before['slope']:.4f} &rarr; "
         f"{after['slope']:.4f}, intercept {before['intercept']:.4f} &rarr; "
         f"{after['intercept']:.4f}. The booster and its unscaled SHAP values are unchanged."

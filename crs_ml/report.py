@@ -20,6 +20,11 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.validate import ValidationResult
+from crs_ml.verdict import limitations as verdict_limitations
+from crs_ml.verdict import validation_verdict
+
+#: files of the output folder logged to MLflow; predictions.parquet (patient ids) never is
+LOGGED_FILES = ("metrics", "report", "attrition", "drift")
 
 
 # --------------------------------------------------------------------------- figures
@@ -154,12 +159,8 @@ def model_card(bundle, metrics: dict[str, Any]) -> dict[str, Any]:
     new_sites = sorted(set(cohort["sites"]) - train_sites - {"unknown"})
     if train_sites and new_sites:
         limits.append(f"Sites not in the training data: {', '.join(new_sites)}.")
-    few = [k for k, v in metrics["sample_size"]["events_per_landmark"].items() if v < 100]
-    if few:
-        limits.append(
-            f"Fewer than ~100 events at {', '.join(f'{k} h' for k in few)}: intervals are wide "
-            "and the validation is underpowered (Collins 2016)."
-        )
+    verdict = metrics.get("verdict") or validation_verdict(metrics)
+    limits += verdict_limitations(verdict)  # the verdict's own words and numbers
     if metrics["drift"]["n_flagged"]:
         limits.append(
             f"{metrics['drift']['n_flagged']} feature(s) shifted against the training data "
@@ -220,8 +221,10 @@ def model_card(bundle, metrics: dict[str, Any]) -> dict[str, Any]:
 def write_report(
     result: ValidationResult, bundle, model_info: dict[str, Any], out_dir, seed: int = 0
 ) -> dict[str, Path]:
-    """Write metrics.json, report.html, attrition.csv and drift.csv into ``out_dir``."""
-    from crs_ml.files import write_json
+    """Write metrics.json, report.html, attrition.csv, drift.csv and predictions.parquet
+    (one row per patient x reported landmark, with patient ids: stays local, see
+    :data:`LOGGED_FILES`) into ``out_dir``."""
+    from crs_ml.files import atomic_write, write_json
     from crs_ml.report_html import render_report
 
     out = Path(out_dir)
@@ -234,6 +237,7 @@ def write_report(
         "report": out / "report.html",
         "attrition": out / "attrition.csv",
         "drift": out / "drift.csv",
+        "predictions": out / "predictions.parquet",
     }
     write_json(paths["metrics"], result.metrics)
     paths["metrics"].chmod(0o644)  # the atomic temp file is created owner-only
@@ -241,6 +245,7 @@ def write_report(
     paths["report"].write_text(render_report(result.metrics, card, figures), encoding="utf-8")
     result.attrition.to_csv(paths["attrition"], index=False)
     result.drift.to_csv(paths["drift"], index=False)
+    atomic_write(result.predictions, paths["predictions"], "parquet")
     return paths
 
 
@@ -263,8 +268,15 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
             tag = f"L{key}" if part == "overall" else f"L{key}_{part}"
             put(f"n_{tag}", block["n"])
             put(f"events_{tag}", block["n_events"])
-            for m in ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope"):
-                put(f"{m}_{tag}", block[m])
+            for m in (
+                "auroc",
+                "auprc",
+                "brier",
+                "calibration_intercept",
+                "calibration_slope",
+                "observed_expected",
+            ):
+                put(f"{m}_{tag}", block.get(m))
                 lo, hi = block.get(f"{m}_ci", [None, None])
                 put(f"{m}_lo_{tag}", lo)
                 put(f"{m}_hi_{tag}", hi)
@@ -319,8 +331,10 @@ def log_validation_run(
             }
         )
         mlflow.log_metrics(flat_metrics(metrics))
-        for path in paths.values():
-            mlflow.log_artifact(str(path))
+        mlflow.set_tag("verdict_level", metrics.get("verdict", {}).get("level", "unknown"))
+        for key in LOGGED_FILES:
+            if key in paths:
+                mlflow.log_artifact(str(paths[key]))
         run_id = run.info.run_id
     if model_info.get("model_name") and model_info.get("model_version"):
         tracking._retry(

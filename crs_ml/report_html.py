@@ -46,6 +46,19 @@ tr.group td { background:#fafbfc; font-weight:600; color:var(--accent); text-ali
 .badge { display:inline-block; padding:1px 7px; border-radius:9px; font-size:11.5px;
   font-weight:600; background:var(--warnbg); color:var(--warn); }
 .badge.ok { background:var(--okbg); color:var(--ok); }
+.badge.bad { background:#fde8e8; color:#a11d1d; border:1px solid #a11d1d; }
+.verdict { border:2px solid var(--ink); border-radius:8px; padding:10px 16px; margin:16px 0 6px; }
+.verdict.warning { border:4px double #a11d1d; background:#fff7f7; }
+.verdict.caution { border:2px dashed var(--warn); background:#fffaf0; }
+.verdict.ok { border:2px solid var(--ok); background:#f6fbf7; }
+.verdict h2 { margin:2px 0 6px; border:0; font-size:18px; }
+.verdict ul { margin:4px 0; padding-left:20px; }
+.verdict li { margin:2px 0; }
+.lvl { font-weight:700; letter-spacing:.04em; font-size:11.5px; padding:1px 6px; border-radius:4px;
+  display:inline-block; min-width:64px; text-align:center; margin-right:6px; }
+.lvl.ok { color:var(--ok); border:1px solid var(--ok); }
+.lvl.caution { color:var(--warn); border:1px dashed var(--warn); }
+.lvl.warning { color:#fff; background:#a11d1d; border:1px solid #a11d1d; }
 .figs { display:grid; grid-template-columns:repeat(2, 1fr); gap:14px; max-width:1000px; }
 .figs img, .wide img { width:100%; height:auto; border:1px solid var(--line); border-radius:4px; }
 .wide img { max-width:760px; }
@@ -104,6 +117,50 @@ def _events(n_events: int) -> str:
     if n_events >= 100:
         return f"{n_events} <span class='badge ok'>&ge; 100</span>"
     return f"{n_events} <span class='badge'>&lt; 100</span>"
+
+
+LEVEL_WORDS = {"ok": "OK", "caution": "CAUTION", "warning": "WARNING"}
+
+
+def level_tag(level: str) -> str:
+    """The level as a word in a box (colour adds to the word, never replaces it)."""
+    return f"<span class='lvl {_e(level)}'>{LEVEL_WORDS.get(level, _e(level).upper())}</span>"
+
+
+def _verdict(m: dict) -> str:
+    v = m.get("verdict")
+    if not v:
+        return ""
+    recs = "".join(f"<li>{level_tag(r['level'])}{_e(r['text'])}</li>" for r in v["recommendations"])
+    rows = []
+    for key, lv in v["landmarks"].items():
+        items = [lv["discrimination"], lv["calibration"], *lv["baselines"], lv["sample_size"]]
+        labels = ["discrimination", "calibration"]
+        labels += ["baseline"] * len(lv["baselines"]) + ["sample size"]
+        rows.append(_group(f"landmark {_e(key)} h", 3))
+        rows += [
+            [lab, level_tag(f["level"]), _e(f["text"])]
+            for lab, f in zip(labels, items, strict=True)
+        ]
+    t = v["thresholds"]
+    rule = (
+        f"AUROC poor &lt; {t['auroc_poor_below']:g} &le; acceptable &lt; {t['auroc_good_from']:g}"
+        f" &le; good; calibration flagged when the 95% interval of observed/expected or slope "
+        f"excludes 1 (warning outside {t['observed_expected_tolerance'][0]:g} to "
+        f"{t['observed_expected_tolerance'][1]:g}); at least {t['min_events_and_non_events']} "
+        "events and non-events per landmark; baselines by the paired bootstrap AUROC difference."
+    )
+    return (
+        f"<section id='verdict' class='verdict {_e(v['level'])}'><h2>Verdict: "
+        f"{level_tag(v['level'])}</h2><ul>{recs}</ul>"
+        + table("at each landmark|level|finding", rows, left=3)
+        + f"<p class='note'>{rule}</p></section>"
+    )
+
+
+def _few(b: dict) -> str:
+    """A visible flag for a slice with too few events or non-events (when the key exists)."""
+    return " <span class='badge bad'>too few events</span>" if b.get("too_few_events") else ""
 
 
 def _cards(m: dict) -> str:
@@ -165,11 +222,12 @@ def _cohort(m: dict) -> str:
 
 def _perf_cells(b: dict) -> list[str]:
     return [
-        fmt_ci(b["auroc"], b["auroc_ci"]),
+        fmt_ci(b["auroc"], b["auroc_ci"]) + _few(b),
         fmt_ci(b["auprc"], b["auprc_ci"]),
         fmt_ci(b["brier"], b["brier_ci"], 4),
         fmt_ci(b["calibration_intercept"], b["calibration_intercept_ci"], 2),
         fmt_ci(b["calibration_slope"], b["calibration_slope_ci"], 2),
+        fmt_ci(b.get("observed_expected"), b.get("observed_expected_ci"), 2),
     ]
 
 
@@ -177,18 +235,19 @@ def _performance(m: dict) -> str:
     rows = []
     for key, entry in m["landmarks"].items():
         extra = "" if entry.get("training_landmark", True) else " (not a training landmark)"
-        rows.append(_group(f"landmark {_e(key)} h{extra}", 8))
+        rows.append(_group(f"landmark {_e(key)} h{extra}", 9))
         for part, label in _SLICES:
             b = entry[part]
             events = _events(b["n_events"]) if part == "overall" else str(b["n_events"])
             rows.append([label, str(b["n"]), events, *_perf_cells(b)])
     b = m["all_landmarks"]
     rows.append(
-        _group("all model landmarks, stacked (rows of one person bootstrapped together)", 8)
+        _group("all model landmarks, stacked (rows of one person bootstrapped together)", 9)
     )
     rows.append(["all rows", str(b["n"]), str(b["n_events"]), *_perf_cells(b)])
     head = (
-        "slice|n|events|AUROC (95% CI)|AUPRC (95% CI)|Brier|calibration intercept|calibration slope"
+        "slice|n|events|AUROC (95% CI)|AUPRC (95% CI)|Brier|calibration intercept|"
+        "calibration slope|observed / expected"
     )
     return table(head, rows) + f"<p class='note'>{_e(m['intervals_condition_on'])}</p>"
 
@@ -290,7 +349,7 @@ def _subgroups(m: dict) -> str:
             continue
         rows = [
             [f"{_e(r['variable'].replace('_', ' '))}: {_e(r['level'])}", str(r["n"])]
-            + [str(r["n_events"]), fmt_ci(r["auroc"], r["auroc_ci"])]
+            + [str(r["n_events"]), fmt_ci(r["auroc"], r["auroc_ci"]) + _few(r)]
             + [fmt(r["mean_risk"]), fmt(r["event_rate"])]
             + [fmt_ci(r["calibration_intercept"], r["calibration_intercept_ci"], 2)]
             + [fmt_ci(r["calibration_slope"], r["calibration_slope_ci"], 2)]
@@ -400,6 +459,6 @@ def render_report(metrics: dict, card: dict, figures: dict[str, str]) -> str:
         f"<header><h1>{title}</h1><div class='sub'>Model <code>{_e(model.get('uri', ''))}</code>"
         f" &middot; grade &ge; 3 CRS within {m['settings']['horizon_h']:g} h &middot; "
         f"{m['cohort']['n_patients']} patients from site(s) {sites}</div><nav>{nav}</nav></header>"
-        f"{_cards(m)}{body}<footer>crs_ml {_e(pkg)} &middot; generated {stamp} &middot; "
+        f"{_verdict(m)}{_cards(m)}{body}<footer>crs_ml {_e(pkg)} &middot; generated {stamp} &middot; "
         "aggregates only, no patient identifiers.</footer></main></body></html>"
     )

@@ -11,7 +11,7 @@ records the data digest, so a later ``crs-ml train`` with it on the same data is
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import pandas as pd
 from crs_ml import metrics as M
 from crs_ml.config import Config
 from crs_ml.train import cross_validate, evaluate_predictions, person_folds, training_data
+from crs_ml.verdict import tune_warnings
 
 Progress = Callable[[str, int, int], None]
 
@@ -45,6 +46,23 @@ class TuneResult:
     config: Config
     #: digest of the data the search saw (crs_ml.tracking.dataset_digest)
     dataset_digest: str
+    #: the starting configuration's inner-CV AUROC on the final study's folds
+    default_inner_auroc: float = float("nan")
+    n_event_persons: int = 0
+    #: the tuned configuration worse than the starting one, or too few events
+    warnings: list[str] = field(default_factory=list)
+
+
+def inner_cv_auroc(X, y, persons, cfg: Config, params, catalogue, inner_folds: int, seed: int):
+    """Pooled out-of-fold AUROC of xgboost with ``params`` on the inner person folds that
+    ``seed`` fixes (every trial and the starting configuration see the same folds)."""
+    from crs_ml.models import make_model
+
+    model_cfg = cfg.model.model_copy(update={"params": params, "type": "xgboost"})
+    oof = cross_validate(
+        X, y, persons, lambda: make_model(model_cfg, catalogue, seed), inner_folds, 1, seed
+    )
+    return M.auroc(y, oof[0])
 
 
 def _study(
@@ -52,17 +70,11 @@ def _study(
 ):
     import optuna
 
-    from crs_ml.models import make_model
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial) -> float:
         params = {**cfg.model.params, **suggest_params(trial)}
-        model_cfg = cfg.model.model_copy(update={"params": params, "type": "xgboost"})
-        oof = cross_validate(
-            X, y, persons, lambda: make_model(model_cfg, catalogue, seed), inner_folds, 1, seed
-        )
-        score = M.auroc(y, oof[0])
+        score = inner_cv_auroc(X, y, persons, cfg, params, catalogue, inner_folds, seed)
         if on_trial:
             on_trial(trial.number, params, score)
         return score
@@ -132,7 +144,20 @@ def tune(
     from crs_ml.tracking import data_fingerprint, dataset_digest
 
     digest = dataset_digest(data_fingerprint(cohort, y, meta))
-    return TuneResult(best, float(final.best_value), outer_metrics, outer_params, tuned, digest)
+    default = inner_cv_auroc(X, y, persons, cfg, cfg.model.params, catalogue, inner_folds, cfg.seed)
+    n_event_persons = int(pd.Series(y).groupby(np.asarray(persons)).max().sum())
+    warnings = tune_warnings(final.best_value, default, n_event_persons)
+    return TuneResult(
+        best,
+        float(final.best_value),
+        outer_metrics,
+        outer_params,
+        tuned,
+        digest,
+        float(default),
+        n_event_persons,
+        warnings,
+    )
 
 
 def tuned_config_yaml(result: TuneResult, trials: int) -> str:
@@ -146,6 +171,9 @@ def tuned_config_yaml(result: TuneResult, trials: int) -> str:
         "trials": trials,
         "seed": cfg.seed,
         "nested_outer_auroc_all": result.outer_metrics.get("auroc_all"),
+        "inner_auroc_tuned": result.best_inner_auroc,
+        "inner_auroc_starting_config": result.default_inner_auroc,
+        "warnings": list(result.warnings),
     }
     cfg.overrides = []
     return config_to_yaml(cfg)

@@ -40,6 +40,7 @@ from crs_ml.validate_compare import (
     subgroup_attributes,
     subgroup_metrics,
 )
+from crs_ml.verdict import validation_verdict
 
 Progress = Callable[[str, int, int], None]
 
@@ -52,6 +53,31 @@ INTERVALS_CONDITION_ON = (
     "(its training data and fitting are held fixed) and cover only the sampling variability "
     "of this cohort."
 )
+
+
+def observed_expected(y, p, groups, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05):
+    """Observed / expected events (events / sum of risks) and a person-bootstrap percentile
+    interval (the persons drawn as in :func:`crs_ml.performance.performance`).
+
+    Above 1 the model under-predicts, below 1 it over-predicts. NaN without risk mass."""
+    from crs_ml.resampling import GroupResampler
+
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    expected = float(p.sum())
+    oe = float(y.sum()) / expected if expected > 0 else float("nan")
+    ci = [float("nan"), float("nan")]
+    if n_boot > 0 and 0 < y.sum() < y.size:
+        resampler = GroupResampler(groups, y.size)
+        draws = resampler.draw(np.random.default_rng(seed + 7), n_boot)
+        g_y = np.bincount(resampler.codes, weights=y, minlength=resampler.n_groups)
+        g_p = np.bincount(resampler.codes, weights=p, minlength=resampler.n_groups)
+        counts = np.stack([np.bincount(d, minlength=resampler.n_groups) for d in draws])
+        ratios = (counts @ g_y) / (counts @ g_p)
+        ratios = ratios[np.isfinite(ratios)]
+        if ratios.size:
+            lo, hi = np.percentile(ratios, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+            ci = [float(lo), float(hi)]
+    return {"observed_expected": oe, "observed_expected_ci": ci}
 
 
 def decision_curve(y, p, thresholds=None) -> list[dict]:
@@ -112,6 +138,36 @@ class ValidationResult:
     baselines: dict[str, dict] = field(default_factory=dict)
     attrition: pd.DataFrame = field(default_factory=pd.DataFrame)
     drift: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: one row per patient x reported landmark (identifiers: written locally, never logged)
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def prediction_rows(
+    cohort, report_landmarks_h, horizon_h: float, meta: pd.DataFrame, risk, treated
+) -> pd.DataFrame:
+    """Every patient x reported landmark: patient_id and person_id as in the input,
+    landmark_h, risk (NaN when not scored), y (0/1; missing when excluded before the outcome
+    is defined), at_risk (at risk with data: scored and evaluated), exclusion_reason (the
+    reason of :func:`crs_ml.landmarks.landmark_status`; missing when at risk),
+    treated_before_L (scored rows only)."""
+    from crs_ml.landmarks import landmark_status
+
+    status = landmark_status(cohort, report_landmarks_h, horizon_h)
+    scored = pd.DataFrame(
+        {
+            "patient_id": meta["patient_id"].astype(object).to_numpy(),
+            "landmark_h": meta["landmark_h"].to_numpy(dtype=float),
+            "risk": np.asarray(risk, dtype=float),
+            "treated_before_L": pd.array(np.asarray(treated, dtype=bool), dtype="boolean"),
+        }
+    )
+    out = status.merge(scored, on=["patient_id", "landmark_h"], how="left", validate="1:1")
+    out["at_risk"] = out["status"].eq("included").to_numpy()
+    out["exclusion_reason"] = out["status"].where(~out["at_risk"], None)
+    return out[
+        ["patient_id", "person_id", "landmark_h", "risk", "y", "at_risk", "exclusion_reason"]
+        + ["treated_before_L"]
+    ].reset_index(drop=True)
 
 
 def model_settings(bundle) -> dict[str, Any]:
@@ -174,6 +230,7 @@ def validate_cohort(
 
     def block(mask: np.ndarray, with_curves: bool) -> dict:
         out = performance(y[mask], risk[mask], persons[mask], n_boot, seed)
+        out.update(observed_expected(y[mask], risk[mask], persons[mask], n_boot, seed))
         if with_curves and mask.any():
             out["net_benefit"] = decision_curve(y[mask], risk[mask])
             out["threshold_table"] = operating_points(y[mask], risk[mask], thresholds)
@@ -229,8 +286,13 @@ def validate_cohort(
     drift = drift_table(X.loc[stacked], fingerprint.get("features"))
     tick("validation metrics")
     attrition = meta.attrs.get("attrition", pd.DataFrame())
+    reported = np.isin(lm, report_lms)
+    predictions = prediction_rows(
+        cohort, report_lms, s["horizon_h"], meta.loc[reported], risk[reported], treated[reported]
+    )
     digest = dataset_digest(data_fingerprint(cohort, y, meta))
-    metrics = {
+    metrics: dict[str, Any] = {
+        "verdict": {},  # filled below from the numbers; first in metrics.json
         "settings": {
             "report_landmarks_h": report_lms,
             "model_landmarks_h": model_lms,
@@ -250,4 +312,5 @@ def validate_cohort(
         "drift": drift_summary(drift),
         "sample_size": sample_size(per_landmark, bundle),
     }
-    return ValidationResult(metrics, X, y, meta, risk, baselines, attrition, drift)
+    metrics["verdict"] = validation_verdict(metrics)
+    return ValidationResult(metrics, X, y, meta, risk, baselines, attrition, drift, predictions)

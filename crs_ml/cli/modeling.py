@@ -206,6 +206,7 @@ def tune(
     import mlflow
 
     from crs_ml import tracking
+    from crs_ml.cli.reporting import warn
     from crs_ml.tune import tune as run_tune
     from crs_ml.tune import tuned_config_yaml
 
@@ -241,6 +242,13 @@ def tune(
         mlflow.log_metrics({f"nested_{k}": v for k, v in result.outer_metrics.items() if v == v})
         mlflow.log_text(text, "tuned.yaml")
         mlflow.set_tag("dataset_digest", result.dataset_digest)
+        mlflow.log_metrics(
+            {
+                "inner_auroc_tuned": result.best_inner_auroc,
+                "inner_auroc_starting_config": result.default_inner_auroc,
+            }
+        )
+        mlflow.set_tag("warnings", " | ".join(result.warnings) or "none")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     console.print(
@@ -251,8 +259,11 @@ def tune(
         )
     )
     console.print(
-        f"best inner-CV AUROC on all data: {result.best_inner_auroc:.3f}\nbest params: {result.best_params}"
+        f"best inner-CV AUROC on all data: {result.best_inner_auroc:.3f} (starting "
+        f"configuration on the same folds: {result.default_inner_auroc:.3f})\n"
+        f"best params: {result.best_params}"
     )
+    warn(console, result.warnings, "tune")
     console.print(f"wrote {out}; tune run {parent.info.run_id} in {uri}")
     if json_out:
         write_json(
@@ -261,6 +272,9 @@ def tune(
                 "run_id": parent.info.run_id,
                 "best_params": result.best_params,
                 "nested_metrics": result.outer_metrics,
+                "inner_auroc_tuned": result.best_inner_auroc,
+                "inner_auroc_starting_config": result.default_inner_auroc,
+                "warnings": result.warnings,
                 "config": str(out),
             },
         )

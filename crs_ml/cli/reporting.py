@@ -83,6 +83,27 @@ def _load_data(data: Path, config: Path | None):
     return load_cohort(data, options)
 
 
+def print_verdict(console, verdict: dict[str, Any]) -> None:
+    """The verdict first: its level and recommendations, then one line per finding."""
+    from rich.markup import escape
+
+    style = {"ok": "green", "caution": "yellow", "warning": "bold red"}
+    console.print(f"[{style[verdict['level']]}]VERDICT: {verdict['level'].upper()}[/]")
+    for r in verdict["recommendations"]:
+        console.print(f"  [{style[r['level']]}]{r['level'].upper()}[/] {escape(r['text'])}")
+    for key, v in verdict["landmarks"].items():
+        for f in (v["discrimination"], v["calibration"], *v["baselines"], v["sample_size"]):
+            console.print(f"  {key} h {f['level'].upper()}: {escape(f['text'])}")
+
+
+def warn(console, warnings: list[str], what: str) -> None:
+    """Each warning on the console, marked so it stands out without colour too."""
+    from rich.markup import escape
+
+    for w in warnings:
+        console.print(f"[bold red]WARNING[/] ({what}): {escape(w)}")
+
+
 def summary_table(metrics: dict[str, Any]):
     """Rich table: per landmark and slice n, events, AUROC, calibration, Brier."""
     from rich.table import Table
@@ -107,6 +128,7 @@ def summary_table(metrics: dict[str, Any]):
     rows.append(("all landmarks", metrics["all_landmarks"]))
     for label, b in rows:
         events = f"{b['n_events']}" + (" (<100)" if b["n_events"] < 100 else "")
+        events += " too few events" if b.get("too_few_events") else ""
         table.add_row(
             label,
             str(b["n"]),
@@ -163,6 +185,7 @@ def validate(
         write_json(paths["metrics"], result.metrics)
         paths["metrics"].chmod(0o644)
     m = result.metrics
+    print_verdict(console, m["verdict"])
     console.print(summary_table(m))
     for key, entry in m["landmarks"].items():
         for name, b in entry.get("baselines", {}).items():
@@ -186,6 +209,9 @@ def validate(
     )
     console.print(f"report:  {paths['report'].resolve()}")
     console.print(f"metrics: {paths['metrics'].resolve()}")
+    console.print(
+        f"predictions (patient ids, stays local, not logged): {paths['predictions'].resolve()}"
+    )
     if run_id:
         console.print(f"MLflow evaluation run: {run_id}")
 
@@ -259,6 +285,7 @@ def recalibrate(
     console.print(
         f"new bundle: {bundle_dir.resolve()}\nreport: {(out / 'recalibration.html').resolve()}"
     )
+    warn(console, summary["warnings"], "recalibrate")
     if register:
         version = register_recalibrated(bundle_dir, out, summary, bundle, info)
         console.print(f"registered: {version['name']} version {version['version']}")
@@ -284,6 +311,7 @@ def register_recalibrated(bundle_dir: Path, out: Path, summary: dict, bundle, in
         for key in ("model_name", "model_version", "model_run_id"):
             if info.get(key):
                 tags[f"source_{key}"] = str(info[key])
+        tags["warnings"] = " | ".join(summary.get("warnings", [])) or "none"
         mlflow.set_tags(tags)
         mlflow.log_params(
             {"holdout": summary["holdout"]["share"], "seed": summary["holdout"]["seed"]}
@@ -305,6 +333,7 @@ def register_recalibrated(bundle_dir: Path, out: Path, summary: dict, bundle, in
         ("recalibrated_from", info["uri"]),
         ("recalibration_method", summary["method"]),
         ("recalibration_run", run_id),
+        ("recalibration_warnings", " | ".join(summary.get("warnings", [])) or "none"),
     ):
         tracking._retry(client.set_model_version_tag, name, version, key, str(value))
     return {"name": name, "version": version, "run_id": run_id, "model_uri": model_uri}

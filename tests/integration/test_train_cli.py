@@ -245,6 +245,14 @@ def test_tune_writes_config_and_compare_flags_selection_on_same_data(cohort_dir,
         experiment_names=[exp], filter_string="tags.run_type = 'tune_trial'"
     )
     assert len(trials) == 2 * (2 + 1)  # trials x (outer folds + final study)
+    # the tuned config against the starting one on the same inner folds, and the events
+    prov = cfg["provenance"]
+    tuned_auroc, start_auroc = prov["inner_auroc_tuned"], prov["inner_auroc_starting_config"]
+    assert parent["metrics.inner_auroc_starting_config"].iloc[0] == pytest.approx(start_auroc)
+    worse = [w for w in prov["warnings"] if "worse than the starting one" in w]
+    assert len(worse) == (tuned_auroc < start_auroc)
+    assert any("persons with an event" in w for w in prov["warnings"])  # 400 patients
+    assert parent["tags.warnings"].iloc[0] == " | ".join(prov["warnings"])
     _train(cohort_dir, tmp_path, exp, "--config", str(tuned), "--run-name", "tuned")
     runs = _compare(tmp_path, exp, n_boot=50)
     assert [r["optimistic"] for r in runs] == [True]

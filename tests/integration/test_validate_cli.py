@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import typer
 from shared_bundle import build_bundle
@@ -96,9 +97,59 @@ def test_validate_bundle_folder_writes_self_contained_report(app, bundle_dir, ex
     assert run.data.tags["run_type"] == "validation"
     assert run.data.tags["dataset_digest"] == metrics["cohort"]["dataset_digest"]
     assert "val_auroc_L24" in run.data.metrics
-    assert {"metrics.json", "report.html"} <= {
-        a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)
-    }
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "report.html"} <= logged
+    # the verdict leads both the page and metrics.json
+    assert next(iter(metrics)) == "verdict" and metrics["verdict"]["recommendations"]
+    assert page.index("id='verdict'") < page.index("class='cards'")
+    assert run.data.tags["verdict_level"] == metrics["verdict"]["level"]
+    # per-patient predictions: written beside the report, never logged
+    assert "predictions.parquet" not in logged
+    _check_predictions(out, external, metrics, bundle_dir)
+    local = Path(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=tmp_path / "a")
+    )
+    ids = set(pd.read_csv(external / "patients.csv")["patient_id"].astype(str))
+    for path in (p for p in local.rglob("*") if p.is_file()):
+        text = path.read_bytes().decode("latin-1")
+        assert not [i for i in ids if i in text], path.name
+
+
+def _check_predictions(out: Path, external: Path, metrics: dict, bundle_dir: Path) -> None:
+    """One row per patient x reported landmark; the report's rows, risks and metrics."""
+    import numpy as np
+
+    from crs_ml import metrics as M
+    from crs_ml.artifact import load_bundle
+    from crs_ml.landmarks import build_landmark_dataset
+    from crs_ml.load import load_cohort
+    from crs_ml.validate import model_settings
+
+    pred = pd.read_parquet(out / "predictions.parquet")
+    patients = pd.read_csv(external / "patients.csv")["patient_id"].astype(str)
+    assert len(pred) == 2 * len(patients)
+    assert not pred.duplicated(["patient_id", "landmark_h"]).any()
+    assert set(pred["patient_id"]) == set(patients) and set(pred["landmark_h"]) == {24.0, 48.0}
+    assert pred.loc[~pred["at_risk"], "risk"].isna().all()
+    assert pred.loc[~pred["at_risk"], "exclusion_reason"].notna().all()
+    assert pred.loc[pred["at_risk"], "exclusion_reason"].isna().all()
+    assert pred.loc[pred["exclusion_reason"].eq("already_grade3"), "y"].isna().all()
+    bundle = load_bundle(bundle_dir)
+    s = model_settings(bundle)
+    X, y, meta = build_landmark_dataset(
+        load_cohort(external), [24.0, 48.0], s["horizon_h"], s["features"]
+    )
+    expected = meta[["patient_id", "landmark_h"]].assign(risk_ref=bundle.predict_risk(X), y_ref=y)
+    both = pred[pred["at_risk"]].merge(expected, on=["patient_id", "landmark_h"], validate="1:1")
+    assert len(both) == int(pred["at_risk"].sum()) == len(expected)
+    np.testing.assert_allclose(both["risk"], both["risk_ref"], rtol=0, atol=1e-12)
+    assert (both["y"].astype(int) == both["y_ref"]).all()
+    for key, entry in metrics["landmarks"].items():
+        rows = pred[pred["at_risk"] & pred["landmark_h"].eq(float(key))]
+        o = entry["overall"]
+        assert (len(rows), int(rows["y"].sum())) == (o["n"], o["n_events"])
+        assert M.auroc(rows["y"].astype(int), rows["risk"]) == pytest.approx(o["auroc"], abs=1e-12)
+        assert rows["y"].sum() / rows["risk"].sum() == pytest.approx(o["observed_expected"])
 
 
 def test_validate_registered_model_tags_the_version(app, registered, external, tmp_path):
@@ -140,3 +191,9 @@ def test_recalibrate_register_creates_a_new_version(app, registered, external, t
     assert bundle.manifest["recalibration"]["method"] == "intercept"
     page = (out / "recalibration.html").read_text()
     assert "held-out" in page and "<script" not in page.lower()
+    # 300 patients hold far fewer than 100 persons with an event: said everywhere
+    few = [w for w in summary["warnings"] if "persons with an event" in w]
+    assert len(few) == 1 and f"on {summary['fit']['n_event_persons']} persons" in few[0]
+    assert "WARNING (recalibrate)" in result.output
+    assert "persons with an event" in mv.tags["recalibration_warnings"]
+    assert "Verdict" in page and "persons with an event" in page
