@@ -8,9 +8,11 @@ Layout of a bundle folder::
     booster.ubj      the xgboost booster in xgboost's own format (xgboost models)
     estimator.skops  the fitted estimator (logistic regression and baselines), via skops
 
-Loading checks the crs_ml and xgboost major versions, that the installed feature code
-produces the same feature schema, and that no file changed since it was written; each
-failure is a :class:`~crs_ml.errors.ModelError` that says what to do.
+No file is a pickle. ``format_version`` in bundle.json is :data:`FORMAT_VERSION`
+(:data:`FORMAT_CHANGES` says what each step changed). Loading checks the format version, the
+crs_ml and xgboost major versions, that the installed feature code produces the same feature
+schema, and that no file changed since it was written; each failure is a
+:class:`~crs_ml.errors.ModelError` that says what to do.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ import pandas as pd
 
 from crs_ml.errors import ModelError
 
-FORMAT_VERSION = 1
+#: the format this crs_ml writes and reads; each step, what changed (an older model is refused
+#: with the change and what to do)
+FORMAT_VERSION = 2
+FORMAT_CHANGES = {
+    2: "its MLflow model is logged from code, without a pickled Python object",
+}
 MANIFEST = "bundle.json"
 BOOSTER_FILE = "booster.ubj"
 ESTIMATOR_FILE = "estimator.skops"
@@ -184,10 +191,7 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
     except json.JSONDecodeError as exc:
         raise ModelError(f"{manifest_path} is not valid JSON ({exc}); re-export the model") from exc
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ModelError(
-            f"{folder}: model format {manifest.get('format_version')} is not {FORMAT_VERSION}; "
-            "re-train or re-export it with this version of crs_ml"
-        )
+        raise ModelError(_format_message(folder, manifest.get("format_version")))
     for name, expected in manifest.get("files_sha256", {}).items():
         f = folder / name
         if not f.is_file() or _sha256(f) != expected:
@@ -223,6 +227,24 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
             raise ModelError(f"{folder}: estimator file holds untrusted types {untrusted}")
         bundle.estimator = sio.load(file, trusted=trusted)
     return bundle
+
+
+def _format_message(folder: Path, found: Any) -> str:
+    if isinstance(found, int) and found > FORMAT_VERSION:
+        return (
+            f"{folder}: model format {found} is newer than format {FORMAT_VERSION}, the one this "
+            "crs_ml reads; install the crs_ml version the model was trained with"
+        )
+    changes = "; ".join(
+        f"format {v}: {text}"
+        for v, text in FORMAT_CHANGES.items()
+        if not isinstance(found, int) or v > found
+    )
+    return (
+        f"{folder}: model format {found} is older than format {FORMAT_VERSION}, the one this "
+        f"crs_ml reads ({changes}); re-export it: train it again with this crs_ml "
+        "(crs-ml train --register) and export the new version (crs-ml export)"
+    )
 
 
 def _check_schema(folder: Path, manifest: dict[str, Any]) -> None:

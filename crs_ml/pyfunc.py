@@ -7,6 +7,12 @@ which is what this input always is). The model folder carries the bundle
 (:mod:`crs_ml.artifact`) as the artifact ``bundle``, so a logged, registered, exported,
 served or Spark-applied model all run the same code as the Python function.
 
+The model is logged from code (MLflow's "models from code"): the thin file
+:mod:`crs_ml.pyfunc_model` is copied into the model folder and, on load, imports
+:class:`CrsSeverityModel` from the installed crs_ml and hands it to ``set_model``. So the
+folder holds that file, the bundle (JSON, xgboost UBJ or skops) and MLflow's YAML and text
+files: no pickled Python object.
+
 Params (optional): ``as_of_hours`` (score everyone at that many hours since infusion instead
 of at their latest observation) and ``strict`` (default True: a row that loading would reject
 fails the request; False: it is left out and counted in the patient's message).
@@ -28,6 +34,9 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+#: the models-from-code file logged as the model (see the module docstring)
+MODEL_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
 
 INPUT_COLUMNS = ["record", "patient_id", "hours", "variable", "value", "unit", "end_hours"]
 
@@ -133,13 +142,12 @@ def pip_requirements() -> list[str]:
 def log_pyfunc_model(
     bundle_dir: str | Path, input_example: pd.DataFrame | None = None, name: str = "model"
 ):
-    """Log the bundle as a pyfunc model in the active run; returns MLflow's ModelInfo.
+    """Log the bundle as a pyfunc model from code in the active run; returns MLflow's ModelInfo.
 
     The input example defaults to :func:`crs_ml.records.synthetic_example` (two invented
     patients): never a training row.
     """
     import json
-    import logging
 
     import mlflow
 
@@ -148,26 +156,11 @@ def log_pyfunc_model(
     manifest = json.loads((Path(bundle_dir) / "bundle.json").read_text())
     if input_example is None:
         input_example = synthetic_example()
-    # MLflow warns that a Python-object model is pickled; ours holds no state (the bundle
-    # is a separate artifact, checked by SHA-256 on load), so the notice is noise here
-    logger = logging.getLogger("mlflow.pyfunc")
-    notice = _PickleNotice()
-    logger.addFilter(notice)
-    try:
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=CrsSeverityModel(),
-            artifacts={"bundle": str(bundle_dir)},
-            signature=input_signature(list(manifest["feature_names"])),
-            input_example=input_example,
-            pip_requirements=pip_requirements(),
-        )
-    finally:
-        logger.removeFilter(notice)
-
-
-class _PickleNotice:
-    """Drops MLflow's 'serialized using CloudPickle' notice for our stateless model class."""
-
-    def filter(self, record) -> bool:
-        return "serialized using CloudPickle" not in record.getMessage()
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=MODEL_CODE,
+        artifacts={"bundle": str(bundle_dir)},
+        signature=input_signature(list(manifest["feature_names"])),
+        input_example=input_example,
+        pip_requirements=pip_requirements(),
+    )

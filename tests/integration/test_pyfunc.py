@@ -1,20 +1,27 @@
-"""The MLflow pyfunc model: logged with signature and synthetic example, registered, loaded
-in a fresh process from models:/crs-severity@champion, strict about malformed input."""
+"""The MLflow pyfunc model: logged from code with signature and synthetic example (no pickle
+in the exported folder), registered, loaded in a fresh process from
+models:/crs-severity@champion, strict about malformed input; an older-format model is refused
+with a message that says how to re-export it."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest_scoring import MALFORMED, logged, malformed, new_patients, setup
 from mlflow.exceptions import MlflowException
 
+import crs_ml.cli as cli
 from crs_ml.records import cohort_to_records, records_to_cohort, synthetic_example
 from crs_ml.score import score
 
@@ -122,3 +129,75 @@ def test_bundle_folder_and_loaded_model_resolve_to_the_same_bundle(model, sessio
     assert bundle.feature_names == setup(session_dir).bundle.feature_names
     text = json.dumps(bundle.manifest, default=str)
     assert not any(pid in text for pid in setup(session_dir).cohort.patients["patient_id"][:50])
+
+
+def looks_like_pickle(path) -> bool:
+    """A .pkl / .pickle file, or one starting with the pickle PROTO opcode (0x80) and a protocol
+    byte 2 to 5 (what pickle and cloudpickle write since Python 3)."""
+    if path.suffix.lower() in {".pkl", ".pickle"}:
+        return True
+    head = path.read_bytes()[:2]
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def test_exported_model_is_logged_from_code_and_no_file_is_a_pickle(info, tmp_path):
+    folder = tmp_path / "exported"
+    try:
+        cli.main(["export", "--model", CHAMPION, "--out", str(folder)])
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert any(p.name == "booster.ubj" for p in files) and len(files) >= 6
+    assert [p.relative_to(folder) for p in files if looks_like_pickle(p)] == []
+
+    flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models from code
+    assert "python_model" not in flavor  # where a cloudpickled PythonModel would be named
+    code = folder / Path(flavor["model_code_path"]).name
+    assert code.is_file()
+    # the code file runs where the model is served: it may import only mlflow and crs_ml
+    imported = set()
+    for node in ast.walk(ast.parse(code.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert imported == {"mlflow", "crs_ml"}
+    assert "set_model(" in code.read_text()
+    assert flavor["artifacts"]["bundle"]["path"] == "artifacts/bundle"
+
+
+def test_looks_like_pickle_spots_what_cloudpickle_writes(tmp_path):
+    import cloudpickle
+
+    from crs_ml.pyfunc import CrsSeverityModel
+
+    path = tmp_path / "python_model"
+    path.write_bytes(cloudpickle.dumps(CrsSeverityModel()))
+    assert looks_like_pickle(path)
+    path.write_text('{"format_version": 2}')
+    assert not looks_like_pickle(path) and looks_like_pickle(path.with_suffix(".pkl"))
+
+
+def test_a_model_saved_the_old_way_is_refused_with_how_to_re_export(session_dir, tmp_path):
+    """Format 1: a cloudpickled PythonModel next to a bundle whose manifest says format 1."""
+    from crs_ml.artifact import MANIFEST
+    from crs_ml.errors import ModelError
+    from crs_ml.pyfunc import CrsSeverityModel
+    from crs_ml.score import resolve_model
+
+    bundle = shutil.copytree(setup(session_dir).bundle_dir, tmp_path / "bundle")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["format_version"] = 1
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    old = tmp_path / "old_model"
+    mlflow.pyfunc.save_model(
+        path=str(old), python_model=CrsSeverityModel(), artifacts={"bundle": str(bundle)}
+    )
+    assert any(looks_like_pickle(p) for p in old.rglob("*") if p.is_file())
+    wanted = "model format 1 is older than format 2"
+    with pytest.raises(ModelError, match=wanted) as refused:
+        resolve_model(old)
+    assert "re-export" in str(refused.value) and "crs-ml train --register" in str(refused.value)
+    with pytest.raises(Exception, match=wanted):
+        mlflow.pyfunc.load_model(str(old))

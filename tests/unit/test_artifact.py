@@ -1,12 +1,23 @@
-"""The model bundle: native xgboost format, exact round trip, refusal of changed files."""
+"""The model bundle: native xgboost format, exact round trip, refusal of changed files and of
+other format versions, no pickle in any file."""
 
+import io
 import json
+import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from crs_ml.artifact import BOOSTER_FILE, MANIFEST, load_bundle, save_bundle
+from crs_ml.artifact import (
+    BOOSTER_FILE,
+    ESTIMATOR_FILE,
+    FORMAT_CHANGES,
+    FORMAT_VERSION,
+    MANIFEST,
+    load_bundle,
+    save_bundle,
+)
 from crs_ml.config import Config
 from crs_ml.errors import ModelError
 from crs_ml.feature_catalogue import feature_catalogue
@@ -99,3 +110,67 @@ def test_unknown_feature_schema_is_refused(xgb_folder):
 def test_not_a_model_folder(tmp_path):
     with pytest.raises(ModelError, match="not a crs_ml model folder"):
         load_bundle(tmp_path)
+
+
+@pytest.mark.parametrize("found", [1, None, "1"])
+def test_older_format_is_refused_with_what_changed_and_how_to_re_export(xgb_folder, found):
+    manifest = json.loads((xgb_folder / MANIFEST).read_text())
+    if found is None:
+        del manifest["format_version"]
+    else:
+        manifest["format_version"] = found
+    (xgb_folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError) as info:
+        load_bundle(xgb_folder)
+    text = str(info.value)
+    assert f"model format {found} is older than format {FORMAT_VERSION}" in text
+    assert FORMAT_CHANGES[FORMAT_VERSION] in text  # what changed: no pickled Python object
+    assert "re-export" in text and "crs-ml train --register" in text and "crs-ml export" in text
+
+
+def test_newer_format_is_refused_asking_for_the_training_version(xgb_folder):
+    manifest = json.loads((xgb_folder / MANIFEST).read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (xgb_folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=f"format {FORMAT_VERSION + 1} is newer.*install"):
+        load_bundle(xgb_folder)
+
+
+def test_saved_bundles_are_the_current_format_and_hold_no_pickle(tmp_path, data):
+    """Every file of an xgboost and a logistic bundle, and every member of the skops zip,
+    is free of a pickle header; the skops arrays are not object arrays (which need pickle)."""
+    cfg, catalogue, X, y, groups = data
+    for model_type, params in (("xgboost", {"n_estimators": 10, "max_depth": 2}),
+                               ("logistic", {"C": 0.5})):  # fmt: skip
+        cfg.model.type = model_type
+        cfg.model.params = params
+        model = make_model(cfg.model, catalogue, 0).fit(X, y, groups=groups)
+        folder = _save(model, tmp_path / model_type, cfg, catalogue, X, model_type)
+        manifest = json.loads((folder / MANIFEST).read_text())
+        assert manifest["format_version"] == FORMAT_VERSION
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        assert {p.name for p in files} == {MANIFEST, BOOSTER_FILE if model_type == "xgboost"
+                                           else ESTIMATOR_FILE}  # fmt: skip
+        for path in files:
+            assert not looks_like_pickle(path.read_bytes()), path.name
+        if model_type == "logistic":
+            with zipfile.ZipFile(folder / ESTIMATOR_FILE) as archive:
+                for member in archive.namelist():
+                    data_bytes = archive.read(member)
+                    assert not looks_like_pickle(data_bytes), member
+                    if member.endswith(".npy"):
+                        array = np.load(io.BytesIO(data_bytes), allow_pickle=False)
+                        assert array.dtype != object, member
+
+
+def looks_like_pickle(data: bytes) -> bool:
+    """A pickle of protocol 2 to 5 starts with the PROTO opcode 0x80 and its protocol byte."""
+    return len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5
+
+
+def test_looks_like_pickle_spots_real_pickles():
+    import pickle
+
+    for protocol in range(2, 6):
+        assert looks_like_pickle(pickle.dumps({"a": [1, 2]}, protocol=protocol))
+    assert not looks_like_pickle(b'{"format_version": 2}')
