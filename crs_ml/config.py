@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -114,12 +113,6 @@ DEFAULT_XGBOOST_PARAMS: dict[str, Any] = {
 }
 
 
-def _not_one(v: int) -> int:
-    if v == 1:
-        raise ValueError("must be 0 (one inner validation split) or at least 2 folds")
-    return v
-
-
 _Fraction = Annotated[float, Field(gt=0, le=1)]
 #: the types and ranges of the hyperparameters of each model type, checked when a config is
 #: read (before any data is loaded or model fit); names not listed here are checked against
@@ -135,7 +128,7 @@ MODEL_PARAM_RULES: dict[str, dict[str, Any]] = {
         "reg_lambda": Annotated[float, Field(ge=0)],
         "early_stopping_rounds": Annotated[int | None, Field(ge=1)],
         "inner_valid_fraction": Annotated[float, Field(gt=0, lt=1)],
-        "inner_folds": Annotated[int, Field(ge=0), AfterValidator(_not_one)],
+        "inner_folds": Annotated[int, Field(ge=0)],  # 0 or 1: one inner split; K >= 2 folds
         "n_jobs": Annotated[int, Field(ge=1)],
         "random_state": int,
     },

@@ -89,7 +89,7 @@ def test_xgboost_params_are_laid_over_the_defaults():
         ("model.learning_rate=-1", "--set model.learning_rate=-1: model.params.learning_rate "
          "must be greater than 0"),
         ("model.params.subsample=1.5", "model.params.subsample must be less than or equal to 1"),
-        ("model.inner_folds=1", "must be 0 (one inner validation split) or at least 2 folds"),
+        ("model.inner_folds=-1", "model.params.inner_folds must be greater than or equal to 0"),
         ("cv.repeat=2", "--set cv.repeat=2: unknown setting; did you mean 'cv.repeats'?"),
         ("sed=3", "did you mean 'seed'?"),
         ("learning_rate=0.1", "did you mean 'model.learning_rate'?"),
