@@ -43,6 +43,27 @@ class BatchResult:
     rejected_rows: int
     #: the highest-risk scored patients (``top`` asked for), highest first
     top: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: rows of variables not in the catalogue (not errors, so not in ``errors``), by name
+    unknown_variables: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unscored_fraction(self) -> float:
+        """Share of the patients that could not be scored (status ``error``)."""
+        return self.status.get("error", 0) / self.n_patients if self.n_patients else 0.0
+
+    def failure(self, max_unscored_fraction: float | None = None) -> str | None:
+        """Why the run should fail (exit :data:`~crs_ml.errors.EXIT_UNSCORED`), or None: no
+        patient scored, or more than ``max_unscored_fraction`` of them in status error."""
+        if self.n_patients and self.status.get("scored", 0) == 0:
+            why = ", ".join(f"{k} {v}" for k, v in self.status.items() if v)
+            return f"no patient could be scored ({why})"
+        if max_unscored_fraction is not None and self.unscored_fraction > max_unscored_fraction:
+            return (
+                f"{self.status.get('error', 0)} of {self.n_patients} patients could not be "
+                f"scored ({self.unscored_fraction:.1%} > --max-unscored-fraction "
+                f"{max_unscored_fraction:g})"
+            )
+        return None
 
 
 def output_kind(path: Path) -> str:
@@ -137,5 +158,7 @@ def score_to_file(
         errors_path = out.with_name(out.name.split(".")[0] + ".errors.csv")
     if errors_path is not None:
         atomic_write(rejected.reindex(columns=ERROR_COLUMNS), errors_path, "csv")
+    unknown = chunks.report.problem("unknown_variable") if chunks.report else None
     return BatchResult(out, errors_path, done, counts, int(len(rejected)),
-                       held if held is not None else pd.DataFrame())  # fmt: skip
+                       held if held is not None else pd.DataFrame(),
+                       dict(unknown.details) if unknown else {})  # fmt: skip

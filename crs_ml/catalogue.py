@@ -244,6 +244,38 @@ def resolve_variable(text: object) -> str | None:
     return _NAMES.get(name_key(raw)) if raw else None
 
 
+#: words that qualify a lab name without changing the variable ("Ferritin, serum")
+QUALIFIER_WORDS = frozenset(
+    "serum plasma blood whole venous arterial level levels total value result conc "
+    "concentration sample lab test measured quantitative".split()
+)
+
+
+def suggest_variable(text: object) -> str | None:
+    """The catalogue variable an unknown name most likely means, or None: the name without
+    qualifiers (``Ferritin, serum``, ``CRP (mg/L)``, ``LDH total``) resolved as a name or
+    alias, else the closest name or alias with the same digits (difflib ratio >= 0.85:
+    ``Ferritn``, but not ``Interleukin 8`` for IL-6)."""
+    import difflib
+
+    raw = unicodedata.normalize("NFKC", str(text)).strip()
+    if not raw or resolve_variable(raw) is not None:
+        return None
+    parts = [p for p in re.split(r"[,;()\[\]/|]", raw) if p.strip()]
+    words = [w for w in re.split(r"[\s,;()\[\]/|]+", raw.lower()) if w]
+    kept = " ".join(w for w in words if w not in QUALIFIER_WORDS)
+    for candidate in (*parts, kept):
+        found = resolve_variable(candidate)
+        if found is not None:
+            return found
+    key = name_key(raw)
+    digits = re.sub(r"\D", "", key)  # IL-8 is not a misspelt IL-6
+    for close in difflib.get_close_matches(key, list(_NAMES), n=5, cutoff=0.85):
+        if re.sub(r"\D", "", close) == digits:
+            return _NAMES[close]
+    return None
+
+
 def get_variable(name: str) -> Variable:
     try:
         return VARIABLES[name]

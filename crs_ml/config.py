@@ -7,11 +7,20 @@ default. ``load_config(path, overrides)`` applies ``--set section.key=value`` ov
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from crs_ml.errors import ConfigError
 
@@ -28,8 +37,24 @@ class DataConfig(_Strict):
     path: str | None = None
     #: per table (patients, observations, events, outcomes): {site_column: contract_column}
     column_mapping: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: {site variable name: catalogue variable}, for lab names the catalogue's aliases lack
+    #: (``{"Ferritin, serum": ferritin}``; the check report suggests them)
+    variable_aliases: dict[str, str] = Field(default_factory=dict)
     #: a missing unit is an error instead of a counted warning
     strict_units: bool = False
+
+    @field_validator("variable_aliases")
+    @classmethod
+    def _known_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        from crs_ml.catalogue import VARIABLES, resolve_variable
+
+        for site, target in v.items():
+            if resolve_variable(target) is None:
+                close = difflib.get_close_matches(str(target), list(VARIABLES), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"'{site}' maps to '{target}', not a catalogue variable{hint}")
+        return v
+
     #: value used for a result reported as ``<x``: half the limit or the limit itself
     censored_below: Literal["half", "limit"] = "half"
     #: rule for conflicting duplicates (same patient, time, variable, different value)
@@ -106,6 +131,44 @@ DEFAULT_XGBOOST_PARAMS: dict[str, Any] = {
 }
 
 
+_Fraction = Annotated[float, Field(gt=0, le=1)]
+#: the types and ranges of the hyperparameters of each model type, checked when a config is
+#: read (before any data is loaded or model fit); names not listed here are checked against
+#: the estimator's own parameters when the model is built
+MODEL_PARAM_RULES: dict[str, dict[str, Any]] = {
+    "xgboost": {
+        "n_estimators": Annotated[int, Field(ge=1)],
+        "max_depth": Annotated[int, Field(ge=1, le=20)],
+        "learning_rate": _Fraction,
+        "subsample": _Fraction,
+        "colsample_bytree": _Fraction,
+        "min_child_weight": Annotated[float, Field(ge=0)],
+        "reg_lambda": Annotated[float, Field(ge=0)],
+        "early_stopping_rounds": Annotated[int | None, Field(ge=1)],
+        "inner_valid_fraction": Annotated[float, Field(gt=0, lt=1)],
+        "inner_folds": Annotated[int, Field(ge=0)],  # 0 or 1: one inner split; K >= 2 folds
+        "n_jobs": Annotated[int, Field(ge=1)],
+        "random_state": int,
+    },
+    "logistic": {
+        "C": Annotated[float, Field(gt=0)],
+        "penalty": Literal["l1", "l2"],
+        "max_iter": Annotated[int, Field(ge=1)],
+        "random_state": int,
+    },
+    "fever_rule": {"threshold_c": Annotated[float, Field(ge=35, le=43)]},
+    "measix": {},
+}
+_PARAM_MODELS = {
+    kind: create_model(
+        f"{kind}_params",
+        __config__=ConfigDict(extra="allow", strict=False),
+        **{name: (rule, None) for name, rule in rules.items()},
+    )
+    for kind, rules in MODEL_PARAM_RULES.items()
+}
+
+
 class ModelConfig(_Strict):
     """Model type and hyperparameters. ``params`` go to the estimator; for xgboost they are
     laid over :data:`DEFAULT_XGBOOST_PARAMS`, so a config or ``--set`` names only what it
@@ -122,6 +185,15 @@ class ModelConfig(_Strict):
         if isinstance(data, dict) and data.get("type", "xgboost") == "xgboost":
             data = {**data, "params": {**DEFAULT_XGBOOST_PARAMS, **(data.get("params") or {})}}
         return data
+
+    @field_validator("params")
+    @classmethod
+    def _param_types(cls, v: dict[str, Any], info) -> dict[str, Any]:
+        """Hyperparameters of the right type and range (:data:`MODEL_PARAM_RULES`)."""
+        rules = _PARAM_MODELS.get(info.data.get("type", "xgboost"))
+        if rules is not None:
+            rules.model_validate(v)
+        return v
 
 
 class CVConfig(_Strict):
@@ -214,10 +286,51 @@ def config_from_dict(
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{source}: {problems}") from None
+        raise ConfigError(format_errors(exc, source, overrides or [])) from None
+
+
+def _section(loc: tuple) -> type[BaseModel] | None:
+    """The config class holding the last key of ``loc`` (None inside a free-form dict)."""
+    cls: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = cls.model_fields.get(str(part))
+        ann = field.annotation if field is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        cls = ann
+    return cls
+
+
+def format_errors(exc: ValidationError, source: str, overrides: list[str]) -> str:
+    """One line for the problems of a config: per problem the key, the value given and what
+    is allowed; an unknown key gets the closest known one ("did you mean")."""
+    given = {}
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key.startswith("model.") and key.split(".")[1] not in ModelConfig.model_fields:
+            key = "model.params." + key.split(".", 1)[1]
+        given[key] = text
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        where = f"--set {given[key]}" if key in given else source
+        if err["type"] == "extra_forbidden":
+            cls = _section(err["loc"])
+            known = list(cls.model_fields) if cls is not None else []
+            prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+            name = str(err["loc"][-1])
+            close = [prefix + c for c in difflib.get_close_matches(name, known, n=1, cutoff=0.6)]
+            if not close and len(err["loc"]) == 1 and name in MODEL_PARAM_RULES["xgboost"]:
+                close = [f"model.{name}"]  # a hyperparameter given without its section
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            what = "unknown setting" if key in given else f"unknown setting '{key}'"
+            parts.append(f"{where}: {what}{hint} (known: {', '.join(known)})")
+            continue
+        msg = err["msg"].replace("Value error, ", "").replace("Input should be", "must be")
+        value = err.get("input")
+        shown = f" (got {value!r})" if key not in given and not isinstance(value, dict) else ""
+        parts.append(f"{where}: {key} {msg}{shown}")
+    return "; ".join(parts)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -8,6 +8,16 @@ anything else is a bug.
 
 from __future__ import annotations
 
+#: exit codes of the command line (README, "The workflow")
+EXIT_OK = 0
+#: ``crs-ml check``: the cohort is not usable (or, with --strict, rows were rejected)
+EXIT_UNUSABLE = 1
+#: any error the user can fix: bad input, config or model (one line on stderr)
+EXIT_USER_ERROR = 2
+#: ``crs-ml score`` wrote its scores but no patient could be scored, or more than
+#: --max-unscored-fraction of them could not
+EXIT_UNSCORED = 3
+
 
 class CrsMlError(Exception):
     """Base class for all errors the project raises on purpose."""

@@ -16,9 +16,12 @@ Rules (the data README documents them for users):
   reject the row (also for optional time columns such as ``end_time``).
 - Observations: the variable is resolved by the catalogue (name, alias or LOINC); unknown
   variables are left out and counted by name (not listed as rejected: extracts carry many
-  labs the model does not use). Values are converted to the canonical unit; an unknown unit
-  rejects the row; a missing unit assumes the canonical unit with a warning, or rejects the
-  row under ``strict_units``. Non-numeric results (``Hemolyzed``, ``---``, empty, ``NaN``)
+  labs the model does not use), except names that resemble a catalogue variable
+  (``Ferritin, serum``; :func:`crs_ml.catalogue.suggest_variable`): their rows are rejected
+  and listed, a warning suggesting ``data.variable_aliases``, which maps site names.
+  Values are converted to the canonical unit; an unknown unit rejects the row; a missing
+  unit assumes the canonical unit with a warning, or rejects the row under
+  ``strict_units``. Non-numeric results (``Hemolyzed``, ``---``, empty, ``NaN``)
   are left out and counted by kind, so ``value`` is never NaN in the cohort. Values outside
   the catalogue's plausible range are kept and flagged ``out_of_range``.
 - Duplicates (judged after normalisation: same patient, hours, variable): identical value
@@ -26,6 +29,9 @@ Rules (the data README documents them for users):
   ``options.conflicting_duplicates``: ``last_row`` keeps the row that comes last in the file,
   ``max`` the largest value, ``mean`` the mean (censored flag kept only if all agree); counted.
 - Rows naming a patient absent from the patients table are rejected (a fatal problem).
+- Unused columns whose names resemble a contract column
+  (:func:`crs_ml.tables.column_suggestions`) are a warning giving the ``data.column_mapping``
+  that uses them; other unused columns are info.
 """
 
 from __future__ import annotations
@@ -54,8 +60,10 @@ from crs_ml.tables import (
     RawTable,
     check_mapping,
     check_table_names,
+    column_suggestions,
     frame_table,
     locate_tables,
+    mapping_snippet,
     read_table,
 )
 from crs_ml.validation import CheckReport, Collector, RowChecks, TableSummary, counts_by
@@ -245,13 +253,25 @@ def normalise(
     }
     report = CheckReport(source=source, options=opts.model_dump(mode="json"))
     for name, raw in raws.items():
-        if raw.unused_columns:
+        like = column_suggestions(raw.unused_columns, set(raw.frame.columns), name)
+        if like:
+            col.add(
+                name,
+                "unmapped_column",
+                "warning",
+                "columns that look like contract columns are not used: "
+                + ", ".join(f"'{k}' (like {v})" for k, v in like.items())
+                + f"; to use them set {mapping_snippet(name, like)}",
+                len(like),
+            )
+        other = [c for c in raw.unused_columns if c not in like]
+        if other:
             col.add(
                 name,
                 "unused_columns",
                 "info",
-                "columns not in the contract (ignored): " + ", ".join(raw.unused_columns),
-                len(raw.unused_columns),
+                "columns not in the contract (ignored): " + ", ".join(other),
+                len(other),
             )
         report.tables[name] = TableSummary(
             name,

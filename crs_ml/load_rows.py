@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from crs_ml.catalogue import VARIABLES, resolve_variable
+from crs_ml.catalogue import VARIABLES, name_key, resolve_variable, suggest_variable
 from crs_ml.config import DataConfig
 from crs_ml.tables import RawTable
 from crs_ml.validation import CodedText, Collector, RowChecks, counts_by
@@ -159,7 +159,8 @@ def observation_values(frame, rc: RowChecks, opts: DataConfig) -> ObservationVal
     n = len(frame)
     raw_var = frame["variable"].astype("str").fillna("")
     vcodes, vuniq = pd.factorize(raw_var)
-    canon = [resolve_variable(u) for u in vuniq]
+    aliases = {name_key(k): t for k, t in opts.variable_aliases.items()}
+    canon = [resolve_variable(aliases.get(name_key(u), u)) for u in vuniq]
     lookup = {name: i for i, name in enumerate(VARIABLE_NAMES)}
     vidx = np.array([lookup[c] if c else -1 for c in canon] + [-1], dtype="int64")[vcodes]
     empty = np.array([not str(u).strip() for u in vuniq] + [True])[vcodes]
@@ -167,6 +168,23 @@ def observation_values(frame, rc: RowChecks, opts: DataConfig) -> ObservationVal
         empty, "variable", "missing_variable", "rows without a variable name", "missing variable"
     )
     unknown = vidx < 0
+    # unknown names that look like a catalogue variable are data being lost, not an unused
+    # lab: their rows are rejected (listed, and counted by crs-ml score) with the alias to add
+    like = [suggest_variable(u) if c is None else None for u, c in zip(vuniq, canon, strict=True)]
+    like = np.array([*like, None], dtype=object)
+    looks = unknown & (like[vcodes] != None)  # noqa: E711 - elementwise
+    counts = np.bincount(vcodes[looks & rc.ok], minlength=len(vuniq))
+    rc.reject(
+        looks,
+        "variable",
+        "variable_like_catalogue",
+        "variables not in the catalogue that look like one (name -> variable): rows left "
+        "out; if they are that variable, set data.variable_aliases: {'<name>': <variable>}",
+        "variable '{value}' is not in the catalogue (see data.variable_aliases)",
+        raw_var,
+        severity="warning",
+        details={f"{vuniq[i]} -> {like[i]}": int(counts[i]) for i in np.flatnonzero(counts)},
+    )
     counts = np.bincount(vcodes[unknown & rc.ok], minlength=len(vuniq))
     rc.reject(
         unknown,

@@ -49,6 +49,8 @@ from crs_ml.tables import (
 )
 from crs_ml.validation import MAX_EXAMPLES, CheckReport, Collector, TableSummary
 
+#: problems about a file's columns, which every chunk reports: counted once
+WHOLE_FILE = ("unused_columns", "unmapped_column")
 #: rows per Parquet record batch read at a time
 BATCH_ROWS = 262_144
 
@@ -319,7 +321,7 @@ class _MergedReport:
             acc[3] += t.rows_rejected
         for p in cohort.report.problems:
             key = (p.table, p.code)
-            if key in self.examples and p.code == "unused_columns":  # said by every chunk
+            if key in self.examples and p.code in WHOLE_FILE:  # said by every chunk
                 continue
             self.collector.add(p.table, p.code, p.severity, p.message, p.count, [], p.details)
             self.examples.setdefault(key, []).extend(p.examples)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from crs_ml.cohort import Cohort
 from crs_ml.errors import InputError
+from crs_ml.values import parse_time
 
 
 @dataclass
@@ -98,11 +99,7 @@ def _as_of_hours(cohort: Cohort, tables, as_of, as_of_hours):
     if as_of is not None and as_of_hours is not None:
         raise InputError("give either an as-of time or as-of hours, not both")
     if as_of is not None:
-        try:
-            ts = pd.Timestamp(as_of)
-        except (TypeError, ValueError):
-            raise InputError(f"as-of time '{as_of}' is not an ISO 8601 date-time") from None
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        ts = parse_time(as_of, "as-of time")  # read as the data's time columns are
         hours = ((ts - infusion) / pd.Timedelta(hours=1)).to_numpy(dtype=np.float64)
         when = pd.Series(pd.DatetimeIndex([ts] * n))
         why[np.isnan(hours)] = (

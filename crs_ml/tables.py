@@ -10,7 +10,9 @@ Windows-1252. Rows with the wrong number of fields are set aside with their row 
 from __future__ import annotations
 
 import csv
+import difflib
 import gzip
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,73 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 #: tables that need at least one of the two columns
 TIME_COLUMNS = {"observations": ("time", "hours"), "events": ("time", "hours")}
 ID_COLUMNS = ("patient_id", "person_id")
+#: other names sites give contract columns (compared with case, spaces, '_', '-' ignored);
+#: an unused column named like this, or like the contract name itself, is a warning in the
+#: check report with the ``data.column_mapping`` that would use it
+COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "patient_id": ("patient", "pid", "mrn", "subject_id", "episode_id", "infusion_id"),
+    "person_id": ("person", "subject", "patient_number"),
+    "infusion_time": ("infusion", "infusion_date", "infusion_datetime", "cart_infusion"),
+    "product": ("product_name", "car_t", "cart_product", "car_t_product", "therapy"),
+    "age_years": ("age", "age_at_infusion"),
+    "sex": ("gender",),
+    "disease": ("diagnosis", "indication"),
+    "site": ("centre", "center", "hospital"),
+    "variable": ("test", "test_name", "analyte", "parameter", "lab", "measurement"),
+    "value": ("result", "result_value", "numeric_value"),
+    "unit": ("units", "uom", "result_unit"),
+    "time": ("datetime", "timestamp", "charttime", "collected", "collection_time"),
+    "hours": ("hours_since_infusion", "hours_post_infusion", "time_h"),
+    "event": ("event_name", "event_type", "treatment"),
+    "crs_max_grade": ("crs_grade", "max_crs_grade", "astct_grade"),
+}
+#: columns that stand in for one another: no suggestion for one when the other is present
+_EITHER = {"time": "hours", "hours": "time", "end_time": "end_hours", "end_hours": "end_time",
+           "grade3_time": "grade3_hours", "grade3_hours": "grade3_time",
+           "followup_end_time": "followup_hours", "followup_hours": "followup_end_time",
+           "death_time": "death_hours", "death_hours": "death_time"}  # fmt: skip
+#: file types crs_ml does not read, named when a table is only found in one of them
+_OTHER_FORMATS = (".xlsx", ".xlsm", ".xls", ".ods", ".tsv", ".txt", ".json", ".feather")
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s_\-.:/()]+", "", str(name).lower())
+
+
+def column_suggestions(unused, present, table: str) -> dict[str, str]:
+    """{unused column: contract column it resembles} for contract columns not present: the
+    same name up to case, spaces and '_' (``PatientID``), a declared synonym
+    (:data:`COLUMN_SYNONYMS`: ``Age``), a name containing the contract name or contained in
+    it (``Product Name``), or a close spelling (difflib ratio >= 0.8)."""
+    missing = [
+        c for c in CONTRACT_COLUMNS[table] if c not in present and _EITHER.get(c) not in present
+    ]
+    out: dict[str, str] = {}
+    for col in unused:
+        k = _key(col)
+        if not k:
+            continue
+        for target in missing:
+            names = {_key(target), *(_key(s) for s in COLUMN_SYNONYMS.get(target, ()))}
+            if (
+                k in names
+                or any(len(n) >= 4 and n in k or len(k) >= 4 and k in n for n in names)
+                or difflib.get_close_matches(k, list(names), n=1, cutoff=0.8)
+            ):
+                out[col] = target
+                missing.remove(target)
+                break
+    return out
+
+
+def mapping_snippet(table: str, pairs: Mapping[str, str]) -> str:
+    """The ``data.column_mapping`` YAML that maps ``pairs`` ({site column: contract column})."""
+    body = ", ".join(f"{_yaml_key(k)}: {v}" for k, v in pairs.items())
+    return f"data: {{column_mapping: {{{table}: {{{body}}}}}}}"
+
+
+def _yaml_key(text: str) -> str:
+    return text if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text) else f"'{text}'"
 
 
 @dataclass
@@ -115,21 +184,44 @@ def locate_tables(path_or_paths) -> dict[str, Path]:
             raise InputError(f"data folder {folder} does not exist")
         if not folder.is_dir():
             raise InputError(f"{folder} is not a folder: pass the folder holding patients.csv")
-        for table in TABLES:
-            hits = [folder / f"{table}{s}" for s in SUFFIXES if (folder / f"{table}{s}").is_file()]
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        for table in TABLES:  # any case: Patients.CSV is the patients table
+            hits = [p for p in files if _table_of(p) == table]
             if len(hits) > 1:
                 names = " and ".join(h.name for h in hits)
                 raise InputError(f"both {names} exist: keep one", file=str(folder))
             if hits:
                 found[table] = hits[0]
+                continue
+            other = [p for p in files if p.name.lower() in {table + x for x in _OTHER_FORMATS}]
+            if other:
+                raise InputError(_unreadable(other[0], table))
         for table in REQUIRED_TABLES:
             if table not in found:
-                raise InputError(f"{table}.csv (or {table}.parquet) not found in {folder}")
+                seen = ", ".join(p.name for p in files[:10]) or "no files"
+                raise InputError(
+                    f"{table}.csv (or {table}.parquet) not found in {folder} (it holds: {seen})"
+                )
     check_table_names(found)
     for table, p in found.items():
         if not p.is_file():
             raise InputError(f"{table} file does not exist", file=str(p))
     return found
+
+
+def _unreadable(path: Path, table: str) -> str:
+    """Why a table file in another format is not read, and how to convert it."""
+    if path.suffix.lower() in (".tsv", ".txt"):
+        how = f"rename it to {table}.csv (tab, ';' and '|' delimiters are detected)"
+    elif path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".ods"):
+        how = (
+            f"Excel files are not read (no spreadsheet reader is installed): save the sheet "
+            f"as {table}.csv (CSV UTF-8), or convert it with pandas and openpyxl: "
+            f"pd.read_excel('{path.name}', dtype=str).to_csv('{table}.csv', index=False)"
+        )
+    else:
+        how = f"write it as {table}.csv or {table}.parquet"
+    return f"{path} is the {table} table in a format crs_ml does not read: {how}"
 
 
 def _open_text(path: Path, encoding: str):
@@ -301,18 +393,31 @@ def map_columns(frame: pd.DataFrame, table: str, mapping: Mapping[str, str], fil
         raise InputError(f"two columns map to '{dup[0]}'", file=file, column=dup[0])
     frame = frame.set_axis(cols, axis=1)
     inverse = {target: site for site, target in mapping.items()}
+    unused = [c for c in cols if c not in contract]
     for col in REQUIRED_COLUMNS[table]:
         if col not in cols:
-            hint = f" (the column mapping expects '{inverse[col]}')" if col in inverse else ""
+            if col in inverse:
+                hint = f" (the column mapping expects '{inverse[col]}')"
+            else:
+                hint = _missing_hint(table, list(frame.columns), unused, cols)
             raise InputError(f"missing required column '{col}'{hint}", file=file, column=col)
     if table in TIME_COLUMNS and not any(c in cols for c in TIME_COLUMNS[table]):
+        hint = _missing_hint(table, list(frame.columns), unused, cols)
         raise InputError(
-            "missing required column: give 'time' (ISO 8601) or 'hours' (since infusion)",
+            f"missing required column: give 'time' (ISO 8601) or 'hours' (since infusion){hint}",
             file=file,
             column="time",
         )
-    unused = [c for c in cols if c not in contract]
     return frame[[c for c in cols if c in contract]], unused
+
+
+def _missing_hint(table: str, found: list[str], unused: list[str], cols: list[str]) -> str:
+    """' (columns found: ...; map ... with data.column_mapping ...)' for a missing column."""
+    shown = ", ".join(f"'{c}'" for c in found[:20]) + (" ..." if len(found) > 20 else "")
+    pairs = column_suggestions(unused, set(cols), table)
+    if pairs:
+        return f" (columns found: {shown}; to use them set {mapping_snippet(table, pairs)})"
+    return f" (columns found: {shown}; map a column to it with data.column_mapping.{table})"
 
 
 def read_table(path: Path, table: str, mapping: Mapping[str, str] | None = None) -> RawTable:

@@ -33,6 +33,22 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
     return uri
 
 
+def existing_tracking_uri(configured: str | None = None) -> str:
+    """:func:`resolve_tracking_uri` for commands that only read runs (``compare``): a SQLite
+    store that does not exist is a :class:`~crs_ml.errors.ConfigError` naming the URI, not
+    an empty ``mlflow.db`` created in the current folder."""
+    from crs_ml.errors import ConfigError
+
+    uri = resolve_tracking_uri(configured)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise ConfigError(
+            f"no MLflow tracking store at {uri}: run this in the folder where you trained, "
+            "or set MLFLOW_TRACKING_URI"
+        )
+    return uri
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI, or None for other stores."""
     if not uri.startswith("sqlite:///"):

@@ -15,7 +15,8 @@ Severities:
 ``warning``
     rows kept with an assumption or a flag (missing unit, out-of-range value, unit read as
     FEU), or left out without being an error (non-numeric results, variables not in the
-    catalogue, duplicates).
+    catalogue, duplicates); columns and lab names that resemble the contract's but are not
+    used (with the mapping that would use them).
 ``info``
     for the record (censored values, ignored columns).
 """
@@ -340,11 +341,10 @@ class CheckReport:
         for p in self.problems:
             d = p.to_dict()
             detail = ", ".join(f"{k}: {v:,}" for k, v in list(d["details"].items())[:8])
-            ex = "; ".join(
+            ex = "; ".join(  # examples without a value (structural) add nothing to the message
                 f"row {e.get('row')} {e.get('column') or ''}={e.get('value')!r}"
-                if "value" in e
-                else str(p.message)
                 for e in p.examples[:3]
+                if "value" in e
             )
             body = "\n".join(x for x in (p.message, detail, ex) if x)
             t.add_row(

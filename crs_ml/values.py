@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.catalogue import name_key
+from crs_ml.errors import InputError
 
 _SPACES = re.compile(r"[\s\u00a0\u2009\u202f]+")
 _PLAIN = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -209,6 +210,33 @@ def parse_times(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     ns = np.full(n, np.iinfo("int64").min, dtype="int64")
     ns[good] = ts[good].astype("datetime64[ns, UTC]").array.asi8
     return ns, problem
+
+
+#: what :func:`parse_time` and the data's time columns accept, for error messages
+ISO_8601_FORMS = (
+    "ISO 8601: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], optionally with Z or +HH:MM "
+    "(no offset = UTC), e.g. 2024-02-03T14:30"
+)
+
+
+def parse_time(value, what: str = "time") -> pd.Timestamp:
+    """One time, read exactly as the data's time columns are (:func:`parse_times`): ISO 8601
+    text (naive = UTC) or a datetime. Day/month text such as ``03/02/2024`` is ambiguous and
+    rejected. Raises :class:`~crs_ml.errors.InputError` naming the accepted forms."""
+    if isinstance(value, pd.Timestamp | datetime | np.datetime64):
+        raw = pd.Series(pd.DatetimeIndex([pd.Timestamp(value)]))
+    else:
+        raw = pd.Series([str(value)], dtype=object)
+    ns, problem = parse_times(raw)
+    if problem[0] == "":
+        return pd.Timestamp(int(ns[0]), tz="UTC")
+    text = str(value).strip()
+    dmy = re.match(r"\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b", text)
+    why = "is day/month text, which is ambiguous (03/02/2024: 3 February or 2 March?)"
+    why = why if dmy else "is not valid"
+    if problem[0] in ("before 1900", "in the future"):
+        why = f"is {problem[0]}"
+    raise InputError(f"{what} '{value}' {why}: give {ISO_8601_FORMS}")
 
 
 #: problem texts of :func:`hour_problem_codes` (code = position)

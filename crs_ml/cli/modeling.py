@@ -169,9 +169,9 @@ def compare(
     import mlflow
 
     from crs_ml.compare import leaderboard, render, to_records
-    from crs_ml.tracking import resolve_tracking_uri
+    from crs_ml.tracking import existing_tracking_uri
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(None))
+    mlflow.set_tracking_uri(existing_tracking_uri(None))  # reads runs: never creates a store
     board = leaderboard(experiment, landmark, n_boot=bootstrap)
     if board.empty:
         typer.echo(

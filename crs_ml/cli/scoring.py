@@ -33,7 +33,11 @@ def score(
         str, typer.Option(help="model: MLflow URI, exported model folder or bundle folder")
     ] = DEFAULT_MODEL,
     as_of: Annotated[
-        str | None, typer.Option(help="score as of this ISO 8601 time (needs infusion_time)")
+        str | None,
+        typer.Option(
+            help="score as of this ISO 8601 time, e.g. 2024-02-03T14:30 (naive = UTC; "
+            "needs infusion_time); day/month text like 03/02/2024 is refused"
+        ),
     ] = None,
     as_of_hours: Annotated[
         float | None, typer.Option(help="score at this many hours since infusion")
@@ -52,19 +56,35 @@ def score(
     top: Annotated[
         int, typer.Option(min=0, help="print the N highest-risk patients with their drivers")
     ] = 0,
+    max_unscored_fraction: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="exit 3 when more than this share of patients could not be scored (status "
+            "error); the scores file is still written. A run scoring nobody always exits 3",
+        ),
+    ] = None,
 ) -> None:
     """Score every patient of a cohort with risk, risk band and SHAP drivers.
 
     One row per input patient, always: status scored, not_at_risk, too_early or error, with
     the reason in message. Without --as-of / --as-of-hours each patient is scored at the
-    landmark just before their latest observation.
+    landmark just before their latest observation. Exit 3 (the file still written) when no
+    patient could be scored, or more than --max-unscored-fraction were in status error.
     """
     from crs_ml.batch import output_kind, score_to_file
-    from crs_ml.errors import InputError
+    from crs_ml.errors import EXIT_UNSCORED, InputError
     from crs_ml.score import resolve_model
+    from crs_ml.values import parse_time
 
     if as_of is not None and as_of_hours is not None:
         raise InputError("give --as-of or --as-of-hours, not both")
+    if as_of is not None:  # before the model loads; the time columns' own parser
+        try:
+            parse_time(as_of, "--as-of")
+        except InputError as exc:
+            raise InputError(f"{exc}; or --as-of-hours H (hours since infusion)") from None
     output_kind(out)
     bundle = resolve_model(model)
     with progress_bar() as update:
@@ -77,13 +97,24 @@ def score(
     typer.echo(f"{result.n_patients} patients: {summary} -> {out}")
     if result.errors is not None:
         typer.echo(f"{result.rejected_rows} rejected input rows -> {result.errors}")
+    if result.unknown_variables:
+        names = sorted(result.unknown_variables.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{k} {v:,}" for k, v in names[:5]) + (" ..." if len(names) > 5 else "")
+        typer.echo(f"{sum(result.unknown_variables.values()):,} input rows of variables not in "
+                   f"the catalogue left out ({shown}; crs-ml check lists them)")  # fmt: skip
     if top:
         _print_top(result.top, top)
+    failure = result.failure(max_unscored_fraction)
     if json_out:
         write_json(json_out, {"out": str(out), "errors": str(result.errors) if result.errors
                               else None, "model": model, "n_patients": result.n_patients,
                               "status": result.status,
-                              "rejected_rows": result.rejected_rows})  # fmt: skip
+                              "rejected_rows": result.rejected_rows,
+                              "unknown_variable_rows": result.unknown_variables,
+                              "failure": failure})  # fmt: skip
+    if failure is not None:
+        typer.echo(f"error: {failure}; scores written to {out} (exit {EXIT_UNSCORED})", err=True)
+        sys.exit(EXIT_UNSCORED)
 
 
 def _print_top(scores, n: int) -> None:

@@ -440,3 +440,82 @@ def test_explicit_paths_gzip_and_truth_table(tmp_path):
         assert "not a probability" in c.rejected["reason"].iloc[0]
     with pytest.raises(InputError, match="cannot tell which table"):
         load_cohort([folder / "patients.csv", tmp_path / "labs.csv"])
+
+
+# --- nothing dropped without a word ------------------------------------------------------
+
+
+def test_renamed_contract_columns_are_warnings_with_the_mapping_to_use(tmp_path):
+    """`Product Name` and `Age` instead of product and age_years: the data would be lost
+    (every product 'other', every age missing), so the check warns and gives the mapping."""
+    renamed = [
+        {("Product Name" if k == "product" else "Age" if k == "age_years" else k): v
+         for k, v in p.items()} | {"ward": "5B"}
+        for p in PATIENTS
+    ]  # fmt: skip
+    folder = make(tmp_path, [obs("007", 1, "crp", "5", "mg/L")], patients=renamed)
+    report = load_cohort(folder).report
+    warn = report.problem("unmapped_column", "patients")
+    assert warn is not None and warn.severity == "warning" and warn.count == 2
+    assert "data: {column_mapping: {patients: {'Product Name': product, Age: age_years}}}" in (
+        warn.message
+    )
+    assert report.problem("unused_columns").message.endswith(": ward")  # unrelated: info
+    mapped = DataConfig(
+        column_mapping={"patients": {"Product Name": "product", "Age": "age_years"}}
+    )
+    fixed = load_cohort(folder, mapped)
+    assert fixed.report.problem("unmapped_column") is None
+    assert fixed.patients["age_years"].tolist() == [54.0, 61.0]
+
+
+def test_missing_patient_id_lists_the_columns_found_and_the_mapping(tmp_path):
+    renamed = [{("PatientID" if k == "patient_id" else k): v for k, v in p.items()}
+               for p in PATIENTS]  # fmt: skip
+    folder = make(tmp_path, [obs("007", 1, "crp", "5", "mg/L")], patients=renamed)
+    with pytest.raises(InputError, match="missing required column 'patient_id'") as err:
+        load_cohort(folder)
+    assert "columns found: 'PatientID', 'infusion_time'" in str(err.value)
+    assert "data: {column_mapping: {patients: {PatientID: patient_id}}}" in str(err.value)
+    observations = [{"who": "007", "hours": "1", "variable": "crp", "value": "5"}]
+    folder = make(tmp_path / "b", observations)
+    with pytest.raises(InputError, match="map a column to it with data.column_mapping.obs"):
+        load_cohort(folder)
+    observations = [{"Patient": "007", "t": "1", "variable": "crp", "value": "5"}]
+    with pytest.raises(InputError, match="{observations: {Patient: patient_id}}") as err:
+        load_cohort(make(tmp_path / "c", observations))
+    assert "columns found: 'Patient', 't', 'variable', 'value'" in str(err.value)
+
+
+def test_table_files_in_another_case_are_read_and_other_formats_named(tmp_path):
+    folder = make(tmp_path, [obs("007", 1, "crp", "5", "mg/L")])
+    (folder / "patients.csv").rename(folder / "Patients.CSV")
+    cohort = load_cohort(folder)
+    assert cohort.report.tables["patients"].file == "Patients.CSV"
+    assert cohort.patients["patient_id"].tolist() == ["007", "008"]
+    (folder / "Patients.CSV").rename(folder / "patients.xlsx")
+    with pytest.raises(InputError, match="patients.xlsx is the patients table") as err:
+        load_cohort(folder)
+    assert "save the sheet as patients.csv" in str(err.value)
+    (folder / "patients.xlsx").rename(folder / "admissions.csv")
+    with pytest.raises(InputError, match=r"not found .* \(it holds: admissions.csv, obs"):
+        load_cohort(folder)
+
+
+def test_a_lab_name_resembling_the_catalogue_is_rejected_with_the_alias_to_add(tmp_path):
+    rows = [obs("007", 1, "Ferritin, serum", "900", "ng/mL"),
+            obs("007", 2, "Ferritin, serum", "950", "ng/mL"),
+            obs("007", 3, "sodium", "140", "mmol/L"), obs("007", 3, "crp", "5", "mg/L")]  # fmt: skip
+    folder = make(tmp_path, rows)
+    cohort = load_cohort(folder)
+    like = cohort.report.problem("variable_like_catalogue")
+    assert like.severity == "warning" and like.details == {"Ferritin, serum -> ferritin": 2}
+    assert "data.variable_aliases" in like.message
+    assert (
+        rejected_reasons(cohort)
+        == ["variable 'Ferritin, serum' is not in the catalogue (see data.variable_aliases)"] * 2
+    )
+    assert cohort.report.problem("unknown_variable").details == {"sodium": 1}  # not listed
+    aliased = load_cohort(folder, DataConfig(variable_aliases={"Ferritin, serum": "ferritin"}))
+    assert aliased.observations["variable"].tolist() == ["ferritin", "ferritin", "crp"]
+    assert len(aliased.rejected) == 0

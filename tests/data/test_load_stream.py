@@ -46,7 +46,9 @@ def _tables() -> dict[str, pd.DataFrame]:
     patients = tables["patients"]
     tables["patients"] = pd.concat(
         [patients, patients.head(1).assign(patient_id="")], ignore_index=True
-    )
+    ).rename(columns={"disease": "Diagnosis"})  # a column the check report must warn about
+    obs = tables["observations"]  # and a lab name the catalogue lacks but resembles
+    obs["variable"] = obs["variable"].replace({"Ferritin": "Ferritin, serum"})
     return tables
 
 
@@ -119,6 +121,11 @@ def test_chunks_equal_the_whole_load(tables, tmp_path, monkeypatch, layout, spil
     assert _report(chunks.report) == _report(whole.report)
     reasons = " ".join(whole.rejected["reason"])
     assert "mg/furlong" in reasons and "NOT-A-PATIENT" in reasons
+    assert "Ferritin, serum" in reasons  # kept as a message in every layout and chunking
+    assert chunks.report.problem("unmapped_column").count == 1
+    assert list(chunks.report.problem("variable_like_catalogue").details) == [
+        "Ferritin, serum -> ferritin"
+    ]
     assert (whole.rejected["column"] == "patient_id").sum() >= 3
     if layout != "shuffled":  # the unknown patient on the file's first row is rejected too
         assert 1 in set(whole.rejected.loc[whole.rejected["file"].str.startswith("obs"), "row"])

@@ -120,3 +120,42 @@ def test_help_lists_the_options(flag):
     assert result.exit_code == 0
     for option in ("--data", "--config", "--json", "--strict"):
         assert option in result.output
+
+
+def test_renamed_columns_and_lab_names_are_warnings_not_silence(tmp_path):
+    """`Product Name`, `Age` and `Ferritin, serum` would be dropped: warnings, with the
+    config that uses them; the message of each problem is printed once."""
+    folder = _cohort(
+        tmp_path / "c",
+        GOOD + '007,3,"Ferritin, serum",900,ng/mL\n',
+        patients="patient_id,infusion_time,Product Name,Age\n007,2024-03-01T08:00:00,Yescarta,54\n",
+    )
+    out = tmp_path / "r.json"
+    result = run("--data", str(folder), "--json", str(out))
+    assert result.exit_code == 0, result.output
+    codes = {p["code"]: p for p in json.loads(out.read_text())["problems"]}
+    assert codes["unmapped_column"]["severity"] == "warning"
+    assert "{'Product Name': product, Age: age_years}" in codes["unmapped_column"]["message"]
+    assert codes["variable_like_catalogue"]["details"] == {"Ferritin, serum -> ferritin": 1}
+    assert "unused_columns" not in codes
+    assert "3 warnings" in result.output
+
+
+def test_a_fatal_message_is_printed_once(tmp_path):
+    folder = _cohort(
+        tmp_path / "c", GOOD, patients="PatientID,infusion_time\n007,2024-03-01T08:00:00\n"
+    )
+    result = run("--data", str(folder))
+    assert result.exit_code == 1
+    flat = " ".join(result.output.split())  # the table wraps long messages
+    assert flat.count("missing required column 'patient_id'") == 1
+    assert "{patients: {PatientID: patient_id}}" in flat.replace("│ │", "")
+
+
+def test_an_excel_table_is_named_with_how_to_convert_it(tmp_path):
+    folder = _cohort(tmp_path / "c", GOOD)
+    (folder / "patients.csv").rename(folder / "patients.xlsx")
+    result = run("--data", str(folder))
+    assert result.exit_code == 1
+    flat = " ".join(result.output.split())
+    assert flat.count("patients.xlsx is the patients table") == 1

@@ -170,3 +170,80 @@ def test_missing_tracking_store_is_a_clear_error(new, tmp_path):
     assert done.returncode == 2
     assert "no MLflow tracking store" in done.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "s.parquet").exists()
+
+
+def _copy(new, folder, **edits):
+    """``new``'s CSV tables in ``folder``, each edited by ``edits[name](frame)``."""
+    folder.mkdir()
+    for name in ("patients", "observations", "events"):
+        t = pd.read_csv(new.data / f"{name}.csv", dtype=str, keep_default_na=False)
+        t = edits.get(name, lambda f: f)(t)
+        t.to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+def test_score_counts_rows_of_a_lab_name_the_catalogue_lacks(trained, new, tmp_path, capsys):
+    """Ferritin sent as `Ferritin, serum`: its rows are rejected input rows in the summary,
+    the errors file and the patients' messages, not silently dropped."""
+
+    def rename(obs):
+        ferritin = obs["variable"] == "ferritin"
+        obs.loc[ferritin, "variable"] = "Ferritin, serum"
+        extra = obs.head(2).assign(variable="sodium", value="140", unit="mmol/L")
+        return pd.concat([obs, extra], ignore_index=True)
+
+    data = _copy(new, tmp_path / "cohort", observations=rename)
+    n_ferritin = int((new.cohort.observations["variable"] == "ferritin").sum())
+    assert n_ferritin > 0
+    out, errors = tmp_path / "scores.csv", tmp_path / "errors.csv"
+    code = run(["score", "--model", str(trained.bundle_dir), "--data", str(data),
+                "--out", str(out), "--errors", str(errors), "--as-of-hours", "48"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"{n_ferritin} rejected input rows -> {errors}" in printed
+    assert "2 input rows of variables not in the catalogue left out (sodium 2;" in printed
+    err = pd.read_csv(errors)
+    assert len(err) == n_ferritin and err["reason"].str.contains("Ferritin, serum").all()
+    assert pd.read_csv(out)["message"].str.contains("input rows? rejected", regex=True).any()
+
+
+def test_ambiguous_as_of_is_refused_before_anything_runs(trained, new, tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    code = run(["score", "--model", str(trained.bundle_dir), "--data", str(new.data),
+                "--as-of", "03/02/2024", "--out", str(out)])  # fmt: skip
+    assert code == 2 and not out.exists()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --as-of '03/02/2024' is day/month text, which is ambiguous")
+    assert "YYYY-MM-DD" in err and "--as-of-hours" in err and len(err.splitlines()) == 1
+
+
+def test_a_run_that_scores_nobody_exits_3_with_the_file_written(trained, new, tmp_path, capsys):
+    data = _copy(new, tmp_path / "cohort", observations=lambda t: t.iloc[:0],
+                 events=lambda t: t.iloc[:0])  # fmt: skip
+    out, summary = tmp_path / "scores.csv", tmp_path / "summary.json"
+    code = run(["score", "--model", str(trained.bundle_dir), "--data", str(data),
+                "--out", str(out), "--json", str(summary)])  # fmt: skip
+    assert code == 3
+    scores = pd.read_csv(out)
+    assert len(scores) == len(new.cohort.patients) and (scores["status"] == "error").all()
+    err = capsys.readouterr().err
+    assert f"no patient could be scored (error {len(scores)})" in err
+    assert json.loads(summary.read_text())["failure"].startswith("no patient could be scored")
+
+
+def test_max_unscored_fraction_fails_the_run_above_the_threshold(trained, new, tmp_path, capsys):
+    """A quarter of the patients lose all their rows: exit 0 at 0.3, exit 3 at 0.2."""
+    ids = new.cohort.patients["patient_id"].tolist()
+    gone = set(ids[: len(ids) // 4])
+    data = _copy(new, tmp_path / "cohort",
+                 observations=lambda t: t[~t["patient_id"].isin(gone)],
+                 events=lambda t: t[~t["patient_id"].isin(gone)])  # fmt: skip
+    args = ["score", "--model", str(trained.bundle_dir), "--data", str(data), "--as-of-hours",
+            "48", "--out", str(tmp_path / "s.parquet")]  # fmt: skip
+    assert run([*args, "--max-unscored-fraction", "0.3"]) == 0
+    capsys.readouterr()
+    assert run([*args, "--max-unscored-fraction", "0.2"]) == 3
+    err = capsys.readouterr().err
+    assert f"{len(gone)} of {len(ids)} patients could not be scored (25.0% >" in err
+    scores = pd.read_parquet(tmp_path / "s.parquet")
+    assert len(scores) == len(ids) and int((scores["status"] == "error").sum()) == len(gone)

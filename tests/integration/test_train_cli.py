@@ -268,3 +268,35 @@ def test_train_without_outcomes_is_a_clear_error(cohort_dir, tmp_path, capsys):
         main(["train", "--data", str(bare), *FAST])
     assert exc.value.code == 2
     assert "crs-ml label" in capsys.readouterr().err
+
+
+def _cli(args: list[str], cwd, env_extra: dict | None = None):
+    """``crs-ml ARGS`` in a fresh process in ``cwd``, without MLFLOW_TRACKING_URI."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "crs_ml", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("model.max_depth=abc", "model.params.max_depth must be a valid integer"),
+     ("learning_rate=-1", "did you mean 'model.learning_rate'?")],
+)  # fmt: skip
+def test_a_bad_set_is_one_line_and_exit_2_before_any_data_is_read(tmp_path, override, expected):
+    done = _cli(["train", "--data", str(tmp_path / "no-such-cohort"), "--set", override], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: --set {override}: ") and expected in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no store, no output
+
+
+def test_compare_outside_the_project_creates_no_store(tmp_path):
+    done = _cli(["compare", "--landmark", "24"], tmp_path)
+    assert done.returncode == 2
+    assert f"no MLflow tracking store at sqlite:///{tmp_path}/mlflow.db" in done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -161,3 +161,16 @@ def test_catalogue_table_has_one_row_per_variable():
     for col in ("display", "unit", "aliases", "loinc", "plausible_min", "plausible_max"):
         assert col in table.columns
     assert table.loc[table["name"] == "il6", "display"].item() == "IL-6"
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [("Ferritin, serum", "ferritin"), ("CRP (mg/L)", "crp"), ("LDH total", "ldh"),
+     ("Creatinine, serum", "creatinine"), ("Ferritn", "ferritin"), ("Platelts", "platelets"),
+     ("Interleukin 8", None), ("IL-8", None), ("sodium", None), ("Na+", None),
+     ("ferritin", None)],  # a known name needs no suggestion
+)  # fmt: skip
+def test_suggest_variable_for_names_that_resemble_the_catalogue(text, name):
+    from crs_ml.catalogue import suggest_variable
+
+    assert suggest_variable(text) == name

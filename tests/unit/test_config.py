@@ -79,3 +79,43 @@ def test_xgboost_params_are_laid_over_the_defaults():
     assert cfg.model.params == {**DEFAULT_XGBOOST_PARAMS, "max_depth": 4}
     logistic = load_config(CONFIGS / "logistic.yaml")
     assert logistic.model.params == {"C": 0.1}  # other model types get no xgboost defaults
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.max_depth=abc", "--set model.max_depth=abc: model.params.max_depth must be a "
+         "valid integer"),
+        ("model.learning_rate=-1", "--set model.learning_rate=-1: model.params.learning_rate "
+         "must be greater than 0"),
+        ("model.params.subsample=1.5", "model.params.subsample must be less than or equal to 1"),
+        ("model.inner_folds=-1", "model.params.inner_folds must be greater than or equal to 0"),
+        ("cv.repeat=2", "--set cv.repeat=2: unknown setting; did you mean 'cv.repeats'?"),
+        ("sed=3", "did you mean 'seed'?"),
+        ("learning_rate=0.1", "did you mean 'model.learning_rate'?"),
+        ("cv.validation=boot", "cv.validation must be 'cv' or 'optimism'"),
+    ],
+)  # fmt: skip
+def test_bad_overrides_are_one_line_naming_key_value_and_what_is_allowed(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS / "default.yaml", [override])
+    message = str(err.value)
+    assert expected in message and "\n" not in message
+
+
+def test_hyperparameters_of_other_model_types_are_checked_too(tmp_path):
+    with pytest.raises(ConfigError, match="model.params.C must be greater than 0"):
+        load_config(CONFIGS / "logistic.yaml", ["model.C=0"])
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  type: fever_rule\n  params: {threshold_c: 99}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: model.params.threshold_c must be less than "
+                       r"or equal to 43 \(got 99\)"):  # fmt: skip
+        load_config(path)
+    assert load_config(None, ["model.max_depth=4"]).model.params["max_depth"] == 4
+
+
+def test_variable_aliases_must_name_catalogue_variables():
+    cfg = load_config(None, ["data.variable_aliases={'Ferritin, serum': ferritin}"])
+    assert cfg.data.variable_aliases == {"Ferritin, serum": "ferritin"}
+    with pytest.raises(ConfigError, match="not a catalogue variable; did you mean 'ferritin'"):
+        load_config(None, ["data.variable_aliases={'Ferritin, serum': feritin}"])
