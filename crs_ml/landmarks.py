@@ -14,8 +14,7 @@ Task definition (exact). At landmark L with horizon H, in this order:
 Rule 4 decides who stays in the complete-case set without looking at the grade >= 3
 outcome: a patient whose follow-up ends before the horizon is excluded whether or not an
 event was seen before that end, so with loss to follow-up independent of the outcome the
-at-risk set is a random subset and its event rate is unbiased (benchmarks/bench_at_risk.py).
-Keeping the patients with an event seen before the end of follow-up (and dropping the others)
+at-risk set is a random subset, deaths aside (below) (benchmarks/bench_at_risk.py). Keeping the patients with an event seen before the end of follow-up (and dropping the others)
 would over-represent events. Death is not loss to follow-up: follow-up that ends with death
 (death_hours <= followup_hours, typically equal; or followup_hours empty) is complete, the
 outcome being known through H (grade >= 3 before the death, else a competing event, y = 0).
