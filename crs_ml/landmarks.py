@@ -1,14 +1,29 @@
 """At-risk sets, outcomes and attrition at each landmark; the stacked landmark data set.
 
-Task definition (brief, exact). At landmark L with horizon H, in this order:
+Task definition (exact). At landmark L with horizon H, in this order:
 
 1. grade3_hours <= L                      -> excluded ``already_grade3``
 2. death_hours <= L                       -> excluded ``died``
 3. followup_hours <= L                    -> excluded ``followup_ended``
-4. at risk: y = 1 if L < grade3_hours <= H; else if L < death_hours <= H: y = 0 and
-   ``competing_event``; else if followup_hours < H: excluded ``censored_before_horizon``;
-   else y = 0. (followup_hours NaN = followed through the horizon.)
-5. at risk and included but no numeric observation at hours <= L -> excluded ``no_data``.
+4. followup_hours < H, unless death_hours <= followup_hours -> excluded
+   ``censored_before_horizon`` (followup_hours NaN = followed through the horizon).
+   Everyone left is at risk: y = 1 if L < grade3_hours <= H; else y = 0, with
+   ``competing_event`` when L < death_hours <= H.
+5. at risk but no numeric observation at hours <= L -> excluded ``no_data``.
+
+Rule 4 decides who stays in the complete-case set without looking at the grade >= 3
+outcome: a patient whose follow-up ends before the horizon is excluded whether or not an
+event was seen before that end, so with loss to follow-up independent of the outcome the
+at-risk set is a random subset, deaths aside (below) (benchmarks/bench_at_risk.py). Keeping the patients with an event seen before the end of follow-up (and dropping the others)
+would over-represent events. Death is not loss to follow-up: follow-up that ends with death
+(death_hours <= followup_hours, typically equal; or followup_hours empty) is complete, the
+outcome being known through H (grade >= 3 before the death, else a competing event, y = 0).
+Excluding those deaths instead would drop competing events and make the set depend on whether
+an extract writes followup_hours as the death time or leaves it empty. Death after follow-up
+ended (death_hours > followup_hours, e.g. from a registry) does not complete it: grade >= 3
+could have been missed in between. Limit: a patient who dies before the horizon has no
+observable censoring time, so under random loss to follow-up deaths are kept slightly more
+often than others (the benchmark measures it); censoring weights (issue 18) would remove it.
 
 The simulator's truth covers the set after rule 4 (before ``no_data``).
 """
@@ -109,6 +124,27 @@ def _landmarks(landmarks_h) -> np.ndarray:
     return np.unique(lm)
 
 
+def at_risk_status(grade3_hours, death_hours, followup_hours, landmark_h, horizon_h: float):
+    """Rules 1-4 of the task definition (module docstring), elementwise on float arrays
+    of equal shape (``landmark_h`` may be a scalar).
+
+    Returns (status, event, competing): status is 'included' (at risk) or the first of
+    already_grade3, died, followup_ended, censored_before_horizon that applies (object
+    array); event is L < grade3_hours <= H; competing is death in (L, H] without an event.
+    Both are computed for every row; they define y only where status is 'included'.
+    """
+    times = (grade3_hours, death_hours, followup_hours)
+    g3, death, fu = (np.asarray(t, dtype="float64") for t in times)
+    L, H = np.asarray(landmark_h, dtype="float64"), float(horizon_h)
+    event = (g3 > L) & (g3 <= H)
+    competing = ~event & (death > L) & (death <= H)
+    # follow-up ended before the horizon and not by death: decided without the outcome
+    lost = (fu < H) & ~(death <= fu)
+    conds = [g3 <= L, death <= L, fu <= L, lost]
+    status = np.select(conds, list(EXCLUSION_REASONS[:4]), default="included").astype(object)
+    return status, event, competing
+
+
 def landmark_status(cohort: Cohort, landmarks_h=None, horizon_h: float = 336.0) -> pd.DataFrame:
     """One row per patient x landmark (landmark-major, patients in cohort order).
 
@@ -128,10 +164,8 @@ def landmark_status(cohort: Cohort, landmarks_h=None, horizon_h: float = 336.0) 
     pids = cohort.patients["patient_id"].astype(object)
     first = np.tile(pids.map(first_obs).to_numpy(dtype="float64"), n_l)
 
-    event = (g3 > L) & (g3 <= H)
-    competing = ~event & (death > L) & (death <= H)
-    conds = [g3 <= L, death <= L, fu <= L, ~event & ~competing & (fu < H), ~(first <= L)]
-    status = np.select(conds, list(EXCLUSION_REASONS), default="included").astype(object)
+    status, event, competing = at_risk_status(g3, death, fu, L, H)
+    status[(status == "included") & ~(first <= L)] = "no_data"
     y = pd.array(np.where(event, 1, 0), dtype="Int8")
     passed = np.isin(status, ("included", "no_data"))
     y[~passed] = pd.NA

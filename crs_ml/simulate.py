@@ -30,12 +30,12 @@ patients and values of the clean style. Patient ids carry the seed ('S{seed}-{in
 so cohorts of different seeds never share an id.
 
 Truth rows: every landmark L (whole hours, L < H) and every patient at risk and included at
-L by the task definition (brief rules 1-4: not yet grade >= 3, alive, followed beyond L,
-not censored before the horizon without an event), i.e. before the 'no data' exclusion.
-What the true risk conditions on is documented in crs_ml.simulate_chain. Follow-up ending
-early (dropout, 3%) is independent of everything; because rule 4 drops such patients only
-when they had no event, events are very slightly over-represented among them (negligible:
-see the calibration rows of benchmarks/results/simulator_calibration.md).
+L by the task definition (crs_ml.landmarks rules 1-4: not yet grade >= 3, alive, followed
+beyond L, follow-up not ended before the horizon other than by death), i.e. before the 'no
+data' exclusion. What the true risk conditions on is documented in crs_ml.simulate_chain.
+Follow-up ending early (dropout, 3%) is independent of everything and excludes a patient
+whether or not an event was seen before it, so the truth rows are a random subset of the
+patients at risk and their observed event rate matches the mean true risk.
 
 Data at a landmark L never reflect the latent course after L: event times are on the hour
 grid of the chain, values are read at the hour of the draw and written at the result time.
@@ -118,9 +118,8 @@ def _truth(path, risk, oc: pd.DataFrame, steps, horizon: float, ids) -> pd.DataF
     rows = np.arange(len(ids))
     parts = []
     for L in steps:
-        event = (g3 > L) & (g3 <= horizon)
-        competing = ~event & (death > L) & (death <= horizon)
-        excluded = (g3 <= L) | (death <= L) | (fu <= L) | (~event & ~competing & (fu < horizon))
+        lost = (fu < horizon) & ~(death <= fu)  # follow-up ended early, not by death
+        excluded = (g3 <= L) | (death <= L) | (fu <= L) | lost
         keep = ~excluded
         state = path[:, L]
         r = risk.risk_at[int(L)][rows, state]

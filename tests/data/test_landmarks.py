@@ -12,6 +12,7 @@ from crs_ml.features import build_features
 from crs_ml.landmarks import (
     ATTRITION_COLUMNS,
     META_COLUMNS,
+    at_risk_status,
     attrition_table,
     build_landmark_dataset,
     landmark_status,
@@ -27,9 +28,16 @@ PATIENTS = {
     "dies": (np.nan, 10.0, np.nan, 1.0),  # competing at 6, died at 12
     "dies_late": (np.nan, 500.0, np.nan, 1.0),  # death after H: plain y=0
     "fu10": (np.nan, np.nan, 10.0, 1.0),  # censored at 6, followup_ended at 12
-    "fu_event": (20.0, np.nan, 15.0, 1.0),  # event before horizon wins over censoring
-    "fu_dies": (np.nan, 50.0, 40.0, 1.0),  # death before horizon wins over censoring
+    # rule 4 does not look at the outcome: an event seen before follow-up ended early is
+    # excluded like a non-event (it was kept before issue 20)
+    "fu_event": (20.0, np.nan, 30.0, 1.0),
+    "event_fu10": (8.0, np.nan, 10.0, 1.0),  # censored at 6, already_grade3 at 12 (rule 1)
+    # death ends follow-up: complete, whether followup_hours is the death time or empty
+    "dies_fu": (np.nan, 50.0, 50.0, 1.0),  # competing, like "dies" (followup_hours NaN)
+    "event_dies": (20.0, 60.0, 60.0, 1.0),  # grade 3, then death: y=1, not competing
+    "fu_dies": (np.nan, 50.0, 40.0, 1.0),  # death known after follow-up ended: censored
     "fu_H": (np.nan, np.nan, H, 1.0),  # followed exactly to H: not censored
+    "fu_late": (np.nan, np.nan, 400.0, 1.0),  # followed beyond H
     "quiet": (np.nan, np.nan, np.nan, 3.0),  # y=0
     "no_obs": (np.nan, np.nan, np.nan, None),  # no_data everywhere
     "obs_late": (np.nan, np.nan, np.nan, 8.0),  # no_data at 6, included at 12
@@ -42,9 +50,13 @@ EXPECTED = {  # (status at 6, y at 6), (status at 12, y at 12)
     "dies": [("included", 0), ("died", None)],
     "dies_late": [("included", 0), ("included", 0)],
     "fu10": [("censored_before_horizon", None), ("followup_ended", None)],
-    "fu_event": [("included", 1), ("included", 1)],
-    "fu_dies": [("included", 0), ("included", 0)],
+    "fu_event": [("censored_before_horizon", None), ("censored_before_horizon", None)],
+    "event_fu10": [("censored_before_horizon", None), ("already_grade3", None)],
+    "dies_fu": [("included", 0), ("included", 0)],
+    "event_dies": [("included", 1), ("included", 1)],
+    "fu_dies": [("censored_before_horizon", None), ("censored_before_horizon", None)],
     "fu_H": [("included", 0), ("included", 0)],
+    "fu_late": [("included", 0), ("included", 0)],
     "quiet": [("included", 0), ("included", 0)],
     "no_obs": [("no_data", 0), ("no_data", 0)],
     "obs_late": [("no_data", 0), ("included", 0)],
@@ -99,8 +111,47 @@ def test_each_rule_of_the_task_definition():
             else:
                 assert at.loc[pid, "y"] == y, (pid, L)
     at6 = st[st.landmark_h == 6.0].set_index("patient_id")
-    assert at6.loc["dies", "competing_event"] and at6.loc["fu_dies", "competing_event"]
+    assert at6.loc["dies", "competing_event"] and at6.loc["dies_fu", "competing_event"]
     assert not at6.loc["dies_late", "competing_event"] and not at6.loc["quiet", "competing_event"]
+    assert not at6.loc["event_dies", "competing_event"]
+    assert not at6.loc["fu_dies", "competing_event"]  # excluded rows are never competing
+
+
+@pytest.mark.parametrize(
+    ("followup_hours", "followed"),
+    [(np.nan, True), (30.0, False), (H - 0.5, False), (H, True), (400.0, True)],
+)
+def test_censoring_rule_does_not_look_at_grade3(followup_hours, followed):
+    # the same follow-up with three grade >= 3 outcomes: an event seen before follow-up
+    # ended, none, one after the horizon; all three get the same status
+    g3 = [20.0, np.nan, 400.0]
+    status, event, competing = at_risk_status(g3, [np.nan] * 3, [followup_hours] * 3, 6.0, H)
+    expected = "included" if followed else "censored_before_horizon"
+    assert status.tolist() == [expected] * 3
+    assert event.tolist() == [True, False, False] and not competing.any()
+
+
+def test_death_ends_followup_completely():
+    # patient:      dies, fu = death | dies, fu empty | fu, then death | grade 3, dies, fu = death
+    #               | fu early, death after H | fu early, death before L
+    g3 = [np.nan, np.nan, np.nan, 20.0, np.nan, np.nan]
+    death = [50.0, 50.0, 50.0, 60.0, 400.0, 4.0]
+    fu = [50.0, np.nan, 40.0, 60.0, 100.0, 4.0]
+    status, event, competing = at_risk_status(g3, death, fu, 6.0, H)
+    assert status.tolist() == [
+        "included",
+        "included",
+        "censored_before_horizon",
+        "included",
+        "censored_before_horizon",
+        "died",
+    ]
+    assert event.tolist() == [False, False, False, True, False, False]
+    assert competing[[0, 1]].all() and not competing[[3, 4]].any()
+    # landmarks per row; the rules apply in order (grade 3 at 20 h: censored at 6 h as the
+    # follow-up ends at 30 h, already grade 3 at 24 h)
+    status, _, _ = at_risk_status([20.0, 20.0], [np.nan] * 2, [30.0] * 2, [6.0, 24.0], H)
+    assert status.tolist() == ["censored_before_horizon", "already_grade3"]
 
 
 def test_attrition_table_counts_every_patient_once():
@@ -110,10 +161,10 @@ def test_attrition_table_counts_every_patient_once():
     assert (tab[excluded].sum(axis=1) + tab.n_at_risk == tab.n_patients).all()
     row6, row12 = tab.iloc[0], tab.iloc[1]
     assert row6.n_patients == len(PATIENTS)
-    assert (row6.censored_before_horizon, row6.no_data, row6.already_grade3) == (1, 2, 0)
+    assert (row6.censored_before_horizon, row6.no_data, row6.already_grade3) == (4, 2, 0)
     assert (row6.n_events, row6.n_competing) == (4, 2)
-    assert (row12.already_grade3, row12.died, row12.followup_ended, row12.no_data) == (2, 1, 1, 1)
-    assert (row12.n_events, row12.n_competing) == (2, 1)
+    assert (row12.already_grade3, row12.died, row12.followup_ended, row12.no_data) == (3, 1, 1, 1)
+    assert (row12.censored_before_horizon, row12.n_events, row12.n_competing) == (2, 2, 1)
 
 
 def test_dataset_rows_meta_and_attrition():
@@ -136,8 +187,9 @@ def test_dataset_rows_meta_and_attrition():
     assert m.loc[("quiet", 6.0), "treated_before_L"]  # tocilizumab at 5 h
     assert not m.loc[("dies_late", 6.0), "treated_before_L"]  # corticosteroid at 20 h
     assert m.loc[("dies_late", 12.0), "person_id"] == "DIES_LATE"
-    assert m.loc[("fu_event", 12.0), "outcome_hours"] == 20.0
-    assert m.loc[("fu_dies", 12.0), "competing_event"]
+    assert m.loc[("event_dies", 12.0), "outcome_hours"] == 20.0
+    assert m.loc[("dies_fu", 12.0), "competing_event"]
+    assert ("fu_event", 12.0) not in m.index
     assert m.loc[("quiet", 6.0), "product"] == "axi-cel"
     assert set(m["site"]) == {"north", "south"}
     # X is exactly the features at those points
@@ -151,7 +203,8 @@ def test_default_landmarks_and_horizon():
     # and follow-up ending at 150 h now censors
     st = landmark_status(_cohort(), [6], 200.0).set_index("patient_id")
     assert st.loc["event_H", "y"] == 0 and st.loc["fu_H", "status"] == "included"
-    assert st.loc["fu_dies", "status"] == "included" and st.loc["fu_dies", "y"] == 0
+    assert st.loc["dies_fu", "status"] == "included" and st.loc["dies_fu", "y"] == 0
+    assert st.loc["fu_dies", "status"] == "censored_before_horizon"
     longer = {**PATIENTS, "fu150": (np.nan, np.nan, 150.0, 1.0)}
     st = landmark_status(_cohort(longer), [6], 200.0).set_index("patient_id")
     assert st.loc["fu150", "status"] == "censored_before_horizon"
