@@ -43,6 +43,8 @@ class BatchResult:
     rejected_rows: int
     #: the highest-risk scored patients (``top`` asked for), highest first
     top: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: scored patients per completeness band (full / partial / sparse)
+    completeness: dict[str, int] = field(default_factory=dict)
 
 
 def output_kind(path: Path) -> str:
@@ -92,6 +94,7 @@ def score_to_file(
     ``errors``: where rejected input rows go (default ``<out stem>.errors.csv``, written
     only when some row was rejected). ``progress(stage, done, total)`` counts patients.
     """
+    from crs_ml.completeness import BANDS
     from crs_ml.load_stream import CohortChunks
     from crs_ml.score import (
         STATUSES,
@@ -108,6 +111,7 @@ def score_to_file(
     bundle = resolve_model(model)
     chunks = CohortChunks(data, options, chunk_size=chunk_size)
     counts = dict.fromkeys(STATUSES, 0)
+    bands = dict.fromkeys(BANDS, 0)
     done, held = 0, None
     if progress:
         progress("scoring", 0, chunks.n_patients)
@@ -127,6 +131,8 @@ def score_to_file(
             table.write(scores)
             for status, n in status_counts(scores).items():
                 counts[status] += n
+            for band, n in scores["completeness_band"].value_counts().items():
+                bands[band] += int(n)
             held = _top(held, scores, top)
             done += len(scores)
             if progress:
@@ -138,4 +144,4 @@ def score_to_file(
     if errors_path is not None:
         atomic_write(rejected.reindex(columns=ERROR_COLUMNS), errors_path, "csv")
     return BatchResult(out, errors_path, done, counts, int(len(rejected)),
-                       held if held is not None else pd.DataFrame())  # fmt: skip
+                       held if held is not None else pd.DataFrame(), bands)  # fmt: skip
