@@ -44,9 +44,10 @@ KEY_INPUTS: tuple[str, ...] = (
     "platelets",
     "creatinine",
 )
-#: completeness at or above this share is ``full`` (8 of 9 key inputs)
-FULL_FROM = 0.8
-#: completeness below this share is ``sparse`` (4 of 9 or fewer)
+#: completeness at or above this share is ``full`` (every key input measured: removing IL-6
+#: alone moves the 90th percentile of risk by 0.09 at 24 h, benchmarks/bench_completeness.py)
+FULL_FROM = 1.0
+#: completeness below this share is ``sparse`` (4 of 9 or fewer; 5 to 8 of 9 is ``partial``)
 SPARSE_BELOW = 0.5
 #: a score whose |SHAP| comes more than this share from unmeasured or imputed inputs says so
 MOSTLY_ABSENT_SHARE = 0.5
@@ -106,13 +107,16 @@ def completeness(
     n, k = len(landmark_h), len(KEY_INPUTS)
     last = np.full(n * k, -np.inf)
     if len(observations):
-        var_index = pd.Index(KEY_INPUTS).get_indexer(observations["variable"].astype(object))
+        codes, uniques = pd.factorize(observations["variable"])
+        key_of = pd.Index(KEY_INPUTS).get_indexer(pd.Index(np.asarray(uniques, dtype=object)))
+        var_index = np.where(codes >= 0, key_of[np.maximum(codes, 0)], -1)
         t = observations["hours"].to_numpy(dtype=np.float64)
         value_ok = observations["value"].notna().to_numpy()
         L = landmark_h[np.maximum(obs_code, 0)]
         with np.errstate(invalid="ignore"):
             use = (obs_code >= 0) & (var_index >= 0) & value_ok & (t <= L)
-        np.maximum.at(last, obs_code[use] * k + var_index[use], t[use])
+        latest = pd.Series(t[use]).groupby(obs_code[use] * k + var_index[use]).max()
+        last[latest.index.to_numpy()] = latest.to_numpy()
     last = last.reshape(n, k)
     seen = np.isfinite(last)
     has_l = np.isfinite(landmark_h)

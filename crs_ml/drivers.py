@@ -218,10 +218,12 @@ def _group_line(title: str, contributions: np.ndarray, mask: np.ndarray, groups:
     more = n_used - listed
     out = np.where(more > 0, out + np.array([f" and {m} more" for m in more], dtype=object), out)
     total = c.sum(axis=1)
-    suffix = np.array([f" ({t:+.2f}{' together' if m > 1 else ''})"
-                       for t, m in zip(total.tolist(), n_used.tolist(), strict=True)],
-                      dtype=object)  # fmt: skip
-    return np.where(n_used > 0, f"{title}: " + out + suffix, "")
+    rows_used = np.flatnonzero(n_used > 0)
+    line = np.full(rows, "", dtype=object)
+    line[rows_used] = [f"{title}: {o} ({t:+.2f}{' together' if m > 1 else ''})"
+                       for o, t, m in zip(out[rows_used], total[rows_used].tolist(),
+                                          n_used[rows_used].tolist(), strict=True)]  # fmt: skip
+    return line
 
 
 def top_drivers(

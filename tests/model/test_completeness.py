@@ -15,7 +15,6 @@ import conftest_scoring as cs  # noqa: E402
 from shared_bundle import build_bundle  # noqa: E402
 
 from crs_ml.artifact import load_bundle  # noqa: E402
-
 from crs_ml.completeness import (  # noqa: E402
     KEY_INPUTS,
     band_of,
