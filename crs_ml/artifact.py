@@ -4,7 +4,8 @@ Layout of a bundle folder::
 
     bundle.json      manifest: versions, model type, feature schema and catalogue, feature and
                      task configuration, Platt calibration, risk bands, training fingerprint,
-                     SHA-256 of every other file
+                     training missingness and medians per feature (optional), SHA-256 of
+                     every other file
     booster.ubj      the xgboost booster in xgboost's own format (xgboost models)
     estimator.skops  the fitted estimator (logistic regression and baselines), via skops
 
@@ -80,6 +81,12 @@ class Bundle:
     @property
     def platt_intercept(self) -> float:
         return float(self.manifest["calibration"]["intercept"])
+
+    @property
+    def training_inputs(self) -> dict[str, Any]:
+        """Per feature, the share of training rows missing and the training median
+        (:func:`crs_ml.completeness.training_inputs`); empty for bundles saved without them."""
+        return dict(self.manifest.get("training_inputs") or {})
 
     @property
     def catalogue(self) -> pd.DataFrame:

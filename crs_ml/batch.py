@@ -45,6 +45,8 @@ class BatchResult:
     top: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: rows of variables not in the catalogue (not errors, so not in ``errors``), by name
     unknown_variables: dict[str, int] = field(default_factory=dict)
+    #: scored patients per completeness band (full / partial / sparse)
+    completeness: dict[str, int] = field(default_factory=dict)
 
     @property
     def unscored_fraction(self) -> float:
@@ -113,6 +115,7 @@ def score_to_file(
     ``errors``: where rejected input rows go (default ``<out stem>.errors.csv``, written
     only when some row was rejected). ``progress(stage, done, total)`` counts patients.
     """
+    from crs_ml.completeness import BANDS
     from crs_ml.load_stream import CohortChunks
     from crs_ml.score import (
         STATUSES,
@@ -129,6 +132,7 @@ def score_to_file(
     bundle = resolve_model(model)
     chunks = CohortChunks(data, options, chunk_size=chunk_size)
     counts = dict.fromkeys(STATUSES, 0)
+    bands = dict.fromkeys(BANDS, 0)
     done, held = 0, None
     if progress:
         progress("scoring", 0, chunks.n_patients)
@@ -148,6 +152,8 @@ def score_to_file(
             table.write(scores)
             for status, n in status_counts(scores).items():
                 counts[status] += n
+            for band, n in scores["completeness_band"].value_counts().items():
+                bands[band] += int(n)
             held = _top(held, scores, top)
             done += len(scores)
             if progress:
@@ -161,4 +167,4 @@ def score_to_file(
     unknown = chunks.report.problem("unknown_variable") if chunks.report else None
     return BatchResult(out, errors_path, done, counts, int(len(rejected)),
                        held if held is not None else pd.DataFrame(),
-                       dict(unknown.details) if unknown else {})  # fmt: skip
+                       dict(unknown.details) if unknown else {}, bands)  # fmt: skip

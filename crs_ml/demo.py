@@ -80,7 +80,7 @@ def main() -> None:
         ["simulate", "--n-patients", "300", "--seed", "3", "--out", str(admissions)],
     )
     step(
-        "7. Score them with the champion; the five highest-risk patients and their drivers",
+        "7. Score them with the champion; the five highest-risk patients, their completeness and drivers",
         [
             "score",
             "--data",

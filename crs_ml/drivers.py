@@ -4,7 +4,10 @@ A driver is one feature: its clinical label (variable display names and units fr
 :mod:`crs_ml.catalogue`, the feature's meaning from the feature catalogue), its value as the
 model saw it, and its SHAP contribution in calibrated log-odds (signed, 2 decimals). The top
 ``n`` features by absolute contribution are listed, largest first, separated by ``"; "``;
-features contributing exactly 0 are never listed.
+features contributing exactly 0 are never listed. Only measured values are listed this way:
+the contributions of inputs not measured yet are summed into one line (``not measured yet:
+Ferritin, LDH (+0.31 together)``), and so are those of inputs imputed with the training
+median (:mod:`crs_ml.completeness`), so that an absence never reads as a finding.
 
 Numbers: thousands separators, integers as integers, otherwise 3 significant digits at most
 1 decimal above 10 (``1,240``, ``38.9``, ``1.5``, ``0.123``). Lab changes (``*_change``,
@@ -162,6 +165,67 @@ def format_values(kind: str, unit: str, values) -> np.ndarray:
     return out
 
 
+def input_name(name: str, catalogue: pd.DataFrame | None = None, part: bool = True) -> str:
+    """The clinical input behind a feature, as named in the grouped lines of the drivers:
+    the variable's display name (``IL-6`` for its latest, max ... features; ``IL-6 baseline``
+    for its baseline and change, ``IL-6 trend`` for its 24 h slope), else the feature label."""
+    for var in _BY_LENGTH:
+        if name.startswith(var + "_") and _variable_spec(name) is not None:
+            stat = name[len(var) + 1 :]
+            return VARIABLES[var].display + (_INPUT_PARTS.get(stat, "") if part else "")
+    if name in _INPUT_NAMES:
+        return _INPUT_NAMES[name]
+    return feature_spec(name, catalogue)[0].replace(" to {L}h", "")
+
+
+_INPUT_NAMES = {"age_years": "age", "sex_female": "sex", "costim_cd28": "product"}
+#: the part of a variable a missing feature stands for (else the variable as a whole)
+_INPUT_PARTS = {"baseline": " baseline", "change": " baseline", "slope_24h": " trend"}
+
+
+def not_measured(X: pd.DataFrame, names: list[str], catalogue=None) -> np.ndarray:
+    """(rows, features) mask of values that say nothing was measured: NaN (but not the
+    ``never`` of the hours since a treatment), and a variable's count of results or its
+    measured flag at 0."""
+    values = X[names].to_numpy(dtype=np.float64)
+    kinds = np.array([feature_spec(name, catalogue)[1] != "since" for name in names])
+    counts = np.array([_variable_spec(n) is not None and n.endswith(("_n", "_measured"))
+                       for n in names])  # fmt: skip
+    return (np.isnan(values) & kinds[None, :]) | ((values == 0) & counts[None, :])
+
+
+def _group_line(title: str, contributions: np.ndarray, mask: np.ndarray, groups: list[str],
+                listed: int = 3) -> np.ndarray:  # fmt: skip
+    """Per row ``"<title>: A, B, C and 2 more (+0.31 together)"`` over the features in
+    ``mask`` (named by input, largest |sum| first), or "" when they contribute nothing."""
+    rows = len(contributions)
+    out = np.full(rows, "", dtype=object)
+    c = np.where(mask, np.nan_to_num(contributions, nan=0.0), 0.0)
+    if not c.any():
+        return out
+    uniq, which = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+    onehot = np.zeros((len(groups), len(uniq)))
+    onehot[np.arange(len(groups)), which] = 1.0
+    by_group = c @ onehot
+    used = (mask & (c != 0)) @ onehot > 0
+    strength = np.where(used, np.abs(by_group), -1.0)
+    order = np.argsort(-strength, axis=1, kind="stable")[:, :listed]
+    n_used = used.sum(axis=1)
+    for k in range(order.shape[1]):
+        name = uniq[order[:, k]].astype(object)
+        take = k < n_used
+        out = np.where(take, np.where(out == "", name, out + ", " + name), out)
+    more = n_used - listed
+    out = np.where(more > 0, out + np.array([f" and {m} more" for m in more], dtype=object), out)
+    total = c.sum(axis=1)
+    rows_used = np.flatnonzero(n_used > 0)
+    line = np.full(rows, "", dtype=object)
+    line[rows_used] = [f"{title}: {o} ({t:+.2f}{' together' if m > 1 else ''})"
+                       for o, t, m in zip(out[rows_used], total[rows_used].tolist(),
+                                          n_used[rows_used].tolist(), strict=True)]  # fmt: skip
+    return line
+
+
 def top_drivers(
     X: pd.DataFrame,
     contributions: np.ndarray,
@@ -169,14 +233,35 @@ def top_drivers(
     landmark_h: np.ndarray,
     n: int = 3,
     catalogue: pd.DataFrame | None = None,
+    imputed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One driver string per row: the top ``n`` features by |contribution|, largest first.
+    """One driver string per row: the top ``n`` measured features by |contribution|, largest
+    first, then one line for the inputs not measured yet and one for those imputed with the
+    training median (``imputed``: (rows, features) mask), each with their summed contribution.
 
-    Vectorised per driver slot and feature (no per-row Python loop)."""
+    Only the presentation groups: the SHAP values themselves are untouched. Vectorised per
+    driver slot and feature (no per-row Python loop)."""
     rows = len(X)
     out = np.full(rows, "", dtype=object)
     if rows == 0 or n <= 0 or not np.isfinite(contributions).any():
         return out
+    absent = not_measured(X, names, catalogue)
+    if imputed is None:
+        imputed = np.zeros_like(absent)
+    absent &= ~imputed
+    out = _measured_drivers(X, np.where(absent | imputed, 0.0, contributions), names,
+                            landmark_h, n, catalogue)  # fmt: skip
+    groups = [input_name(name, catalogue) for name in names]
+    for title, mask in (("not measured yet", absent), ("imputed (training median)", imputed)):
+        line = _group_line(title, contributions, mask, groups)
+        out = np.where(line == "", out, np.where(out == "", line, out + "; " + line))
+    return out
+
+
+def _measured_drivers(X, contributions, names, landmark_h, n, catalogue) -> np.ndarray:
+    """The top ``n`` features by |contribution| (zero contributions never listed)."""
+    rows = len(X)
+    out = np.full(rows, "", dtype=object)
     n = min(n, len(names))
     abs_c = np.nan_to_num(np.abs(contributions), nan=0.0)
     if n < len(names):

@@ -45,6 +45,8 @@ def input_signature(feature_names: list[str] | None = None) -> ModelSignature:
     """Signature of the one-table input (value: number or text) and of the scores table."""
     from mlflow.types.schema import AnyType
 
+    from crs_ml.completeness import key_input_columns
+
     inputs = Schema(
         [
             ColSpec("string", "record"),
@@ -67,6 +69,10 @@ def input_signature(feature_names: list[str] | None = None) -> ModelSignature:
                 ColSpec("string", "status"),
                 ColSpec("double", "risk", required=False),
                 ColSpec("string", "risk_band", required=False),
+                ColSpec("double", "completeness", required=False),
+                ColSpec("string", "completeness_band", required=False),
+                ColSpec("string", "missing_inputs", required=False),
+                *[ColSpec("double", c, required=False) for c in key_input_columns()],
                 ColSpec("string", "top_drivers"),
                 ColSpec("double", "base_value", required=False),
                 *[ColSpec("double", f"shap_{f}", required=False) for f in feature_names],

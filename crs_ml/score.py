@@ -37,6 +37,7 @@ import pandas as pd
 
 from crs_ml.artifact import Bundle
 from crs_ml.cohort import Cohort
+from crs_ml.completeness import Completeness, completeness, key_input_columns
 from crs_ml.errors import CrsMlError, ModelError
 from crs_ml.score_status import Statuses, statuses
 
@@ -50,6 +51,10 @@ FIXED_COLUMNS = [
     "status",
     "risk",
     "risk_band",
+    "completeness",
+    "completeness_band",
+    "missing_inputs",
+    *key_input_columns(),
     "top_drivers",
     "base_value",
 ]
@@ -167,6 +172,10 @@ class Scoring:
     features: Any  #: the model's FeatureConfig
     settings: Any  #: the model's ScoringConfig (risk bands, number of drivers)
     note: str = ""
+    complete: Completeness | None = None  #: key inputs measured by L, per patient
+    #: share of sum |SHAP| from inputs not measured or imputed, per patient
+    absent_share: np.ndarray | None = None
+    imputed: np.ndarray | None = None  #: inputs imputed with the training median (text)
 
 
 def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) -> Scoring:
@@ -185,7 +194,10 @@ def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) 
     return Scoring(bundle, cohort, st, chunks, _partition(st.obs_code, chunk_of, n_chunks),
                    _partition(st.ev_code, chunk_of, n_chunks), np.full(n, np.nan),
                    np.full(n, np.nan), np.full((n, len(bundle.feature_names)), np.nan),
-                   np.full(n, "", dtype=object), features, settings)  # fmt: skip
+                   np.full(n, "", dtype=object), features, settings,
+                   complete=completeness(cohort.observations, st.obs_code, st.landmark_h),
+                   absent_share=np.full(n, np.nan),
+                   imputed=np.full(n, "", dtype=object))  # fmt: skip
 
 
 def chunk_features(s: Scoring, k: int):
@@ -212,7 +224,9 @@ def chunk_features(s: Scoring, k: int):
 
 def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
     """Risk, SHAP and drivers of chunk ``k`` from its features (or its error) into ``s``;
-    ``threads`` for TreeSHAP (None: all cores)."""
+    ``threads`` for TreeSHAP (None: all cores). Features never missing in training are set
+    to their training median where missing first (:mod:`crs_ml.completeness`)."""
+    from crs_ml.completeness import impute_untrained_missing
     from crs_ml.drivers import top_drivers
     from crs_ml.explain import explain
 
@@ -222,6 +236,8 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
     try:
         if isinstance(X, CrsMlError):
             raise X
+        names = s.bundle.feature_names
+        X, imputed = impute_untrained_missing(X, names, s.bundle.training_inputs)
         ex = explain(s.bundle, X, threads)
     except CrsMlError as exc:
         s.st.status[rows] = "error"
@@ -231,9 +247,11 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
     s.base[rows] = ex.base_value
     s.shap[rows] = ex.contributions
     s.note = ex.note
-    s.drivers[rows] = top_drivers(X, ex.contributions, s.bundle.feature_names,
-                                  s.st.landmark_h[rows], s.settings.top_drivers,
-                                  s.bundle.catalogue)  # fmt: skip
+    catalogue = s.bundle.catalogue
+    s.drivers[rows] = top_drivers(X, ex.contributions, names, s.st.landmark_h[rows],
+                                  s.settings.top_drivers, catalogue, imputed)  # fmt: skip
+    s.absent_share[rows], s.imputed[rows] = _absence(X, ex.contributions, names, catalogue,
+                                                      imputed)  # fmt: skip
 
 
 def scores_table(s: Scoring) -> pd.DataFrame:
@@ -249,6 +267,9 @@ def scores_table(s: Scoring) -> pd.DataFrame:
     )
     if s.note:
         message[scored] = [f"{m}; {s.note}" if m else s.note for m in message[scored]]
+    complete = s.complete.frame()
+    complete.loc[~scored, :] = None  # only a scored patient's completeness is shown
+    message = _with_completeness(message, scored, complete, s.absent_share, s.imputed)
     message = _with_rejected(message, s.cohort, st.pid)
     out = pd.DataFrame(
         {
@@ -259,6 +280,7 @@ def scores_table(s: Scoring) -> pd.DataFrame:
             "status": pd.Series(status, dtype=object),
             "risk": risk,
             "risk_band": pd.Series(band, dtype=object),
+            **{c: complete[c] for c in complete.columns},
             "top_drivers": pd.Series(s.drivers, dtype=object),
             "base_value": s.base,
         }
@@ -290,6 +312,57 @@ def score(
         if progress:
             progress("scoring", done, total)
     return scores_table(s)
+
+
+def _absence(X, contributions, names, catalogue, imputed) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the share of sum |SHAP| from inputs not measured or imputed, and the names
+    of the imputed inputs (comma-separated)."""
+    from crs_ml.drivers import input_name, not_measured
+
+    absent = not_measured(X, names, catalogue) | imputed
+    size = np.nan_to_num(np.abs(contributions), nan=0.0)
+    total = size.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, (size * absent).sum(axis=1) / total, np.nan)
+    groups = pd.Index([input_name(n, catalogue, part=False) for n in names])
+    codes, uniq = pd.factorize(groups)
+    text = np.full(len(X), "", dtype=object)
+    for i in np.flatnonzero(imputed.any(axis=1)):  # inputs by |SHAP|, largest first
+        weight = np.bincount(codes[imputed[i]], weights=size[i, imputed[i]], minlength=len(uniq))
+        used = np.bincount(codes[imputed[i]], minlength=len(uniq)) > 0
+        order = [g for g in np.argsort(-weight, kind="stable") if used[g]]
+        text[i] = ", ".join(uniq[order])
+    return share, text
+
+
+def _with_completeness(message, scored, complete, absent_share, imputed) -> np.ndarray:
+    """Messages of scored patients that rest on sparse or absent data, or on imputed inputs,
+    say so (thresholds in :mod:`crs_ml.completeness`)."""
+    from crs_ml.completeness import KEY_INPUTS, MOSTLY_ABSENT_SHARE
+
+    out = message.copy()
+    share = complete["completeness"].to_numpy(dtype=np.float64)
+    band = complete["completeness_band"].to_numpy(dtype=object)
+    missing = complete["missing_inputs"].to_numpy(dtype=object)
+    k = len(KEY_INPUTS)
+
+    def add(i: int, text: str) -> None:
+        out[i] = f"{out[i]}; {text}" if out[i] else text
+
+    for i in np.flatnonzero(scored):
+        notes = []
+        if absent_share[i] > MOSTLY_ABSENT_SHARE:
+            notes.append(f"score rests mostly on absent data: {absent_share[i]:.0%} of its "
+                         "explanation comes from inputs not measured or imputed")  # fmt: skip
+        if band[i] == "sparse":
+            notes.append(f"sparse data: {round(share[i] * k)} of {k} key inputs measured "
+                         f"(not measured: {missing[i]})")  # fmt: skip
+        if imputed[i]:
+            notes.append(f"imputed with the training median (never missing in training): "
+                         f"{imputed[i]}")  # fmt: skip
+        for text in notes:
+            add(i, text)
+    return out
 
 
 def _with_rejected(message: np.ndarray, cohort: Cohort, pid: pd.Index) -> np.ndarray:

@@ -44,8 +44,10 @@ class TrainResult:
 
     def save(self, out_dir, fingerprint: dict | None = None, extra: dict | None = None):
         """The refit model as a bundle folder (:func:`crs_ml.artifact.save_bundle`) with its
-        type, feature names, catalogue and resolved config; returns the folder."""
+        type, feature names, catalogue, resolved config and the training missingness and
+        medians per feature (used at scoring, :mod:`crs_ml.completeness`); returns the folder."""
         from crs_ml.artifact import save_bundle
+        from crs_ml.completeness import training_inputs
 
         return save_bundle(
             self.model,
@@ -55,7 +57,7 @@ class TrainResult:
             catalogue=self.catalogue,
             config=self.config.model_dump(mode="json"),
             fingerprint=fingerprint,
-            extra=extra,
+            extra={"training_inputs": training_inputs(self.X), **(extra or {})},
         )
 
 

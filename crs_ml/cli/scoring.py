@@ -94,6 +94,8 @@ def score(
             progress=update,
         )  # fmt: skip
     summary = ", ".join(f"{k} {v}" for k, v in result.status.items())
+    bands = ", ".join(f"{k} {v}" for k, v in result.completeness.items())
+    typer.echo(f"key inputs measured, scored patients: {bands}")
     typer.echo(f"{result.n_patients} patients: {summary} -> {out}")
     if result.errors is not None:
         typer.echo(f"{result.rejected_rows} rejected input rows -> {result.errors}")
@@ -108,7 +110,7 @@ def score(
     if json_out:
         write_json(json_out, {"out": str(out), "errors": str(result.errors) if result.errors
                               else None, "model": model, "n_patients": result.n_patients,
-                              "status": result.status,
+                              "status": result.status, "completeness": result.completeness,
                               "rejected_rows": result.rejected_rows,
                               "unknown_variable_rows": result.unknown_variables,
                               "failure": failure})  # fmt: skip
@@ -125,12 +127,14 @@ def _print_top(scores, n: int) -> None:
 
     scored = scores[scores["status"] == "scored"].sort_values("risk", ascending=False).head(n)
     table = Table(title=f"{len(scored)} highest-risk patients")
-    for col in ("patient", "hours", "landmark", "risk", "band", "top drivers (SHAP, log-odds)"):
+    for col in ("patient", "hours", "landmark", "risk", "band", "completeness",
+                "top drivers (SHAP, log-odds)"):  # fmt: skip
         table.add_column(col, justify="right" if col in ("hours", "landmark", "risk") else "left")
     for r in scored.itertuples(index=False):
         drivers = str(r.top_drivers).replace("; ", "\n")
         table.add_row(str(r.patient_id), f"{r.hours_since_infusion:.0f}", f"{r.landmark_h:g} h",
-                      f"{r.risk:.1%}", str(r.risk_band), drivers)  # fmt: skip
+                      f"{r.risk:.1%}", str(r.risk_band),
+                      f"{r.completeness:.0%} {r.completeness_band}", drivers)  # fmt: skip
     console(160).print(table)
 
 

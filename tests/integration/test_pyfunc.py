@@ -69,6 +69,10 @@ def test_champion_in_a_fresh_process_matches_the_python_function(
     shap = [c for c in expected.columns if c.startswith("shap_")]
     np.testing.assert_allclose(served[shap], expected[shap], rtol=0, atol=1e-9)
     assert (served["top_drivers"] == expected["top_drivers"]).all()
+    np.testing.assert_array_equal(served["completeness"], expected["completeness"])
+    bands = served["completeness_band"].fillna("")  # the file round trip: None -> NaN
+    assert list(bands) == list(expected["completeness_band"].fillna(""))
+    assert served.loc[served["status"] == "scored", "completeness_band"].notna().all()
     assert served["as_of"].isna().all()
 
 

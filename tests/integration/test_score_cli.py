@@ -22,7 +22,15 @@ def same_scores(got: pd.DataFrame, expected: pd.DataFrame) -> None:
 
     def norm(df):
         out = df.copy()
-        for col in ("patient_id", "status", "risk_band", "top_drivers", "message"):
+        for col in (
+            "patient_id",
+            "status",
+            "risk_band",
+            "completeness_band",
+            "missing_inputs",
+            "top_drivers",
+            "message",
+        ):
             text = out[col].astype(object)
             out[col] = text.where(text.notna(), None).astype(object)
         return out
@@ -58,8 +66,16 @@ def test_score_writes_parquet_atomically_with_a_summary(trained, new, tmp_path, 
     scores = pd.read_parquet(out)
     same_scores(scores, score(trained.bundle, new.cohort, as_of_hours=30))
     assert [p.name for p in out.parent.iterdir()] == ["scores.parquet"]  # no temp file left
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr().out.strip().splitlines()
+    line = printed[-1]
     counts = json.loads(summary.read_text())["status"]
+    bands = json.loads(summary.read_text())["completeness"]
+    assert bands == {b: int((scores["completeness_band"] == b).sum())
+                     for b in ("full", "partial", "sparse")}  # fmt: skip
+    assert sum(bands.values()) == counts["scored"]
+    assert printed[-2] == "key inputs measured, scored patients: " + ", ".join(
+        f"{b} {n}" for b, n in bands.items()
+    )
     assert sum(counts.values()) == len(new.cohort.patients) == len(scores)
     assert line.startswith(f"{len(scores)} patients: ")
     for status in STATUSES:

@@ -20,7 +20,16 @@ pytestmark = pytest.mark.spark
 
 
 def _ddl(columns: list[str]) -> str:
-    text = {"patient_id", "as_of", "status", "risk_band", "top_drivers", "message"}
+    text = {
+        "patient_id",
+        "as_of",
+        "status",
+        "risk_band",
+        "completeness_band",
+        "missing_inputs",
+        "top_drivers",
+        "message",
+    }
     return ", ".join(f"`{c}` {'string' if c in text else 'double'}" for c in columns)
 
 

@@ -96,19 +96,37 @@ def test_treeshap_does_not_depend_on_the_thread_count(trained, new):
     assert nthread() == before  # the shared booster keeps its own setting
 
 
-def test_top_drivers_show_the_feature_values_and_shap(trained, new):
+def test_top_drivers_list_measured_values_first_and_group_the_absent(trained, new):
+    # issue 21: the top drivers are the largest contributions among measured values; the
+    # contributions of inputs not measured yet are summed into one trailing line
+    from crs_ml.completeness import impute_untrained_missing
+    from crs_ml.drivers import not_measured
+
     out = score(trained.bundle, new.cohort, as_of_hours=24)
     scored, X = _features(trained.bundle, new.cohort, out)
     names = trained.bundle.feature_names
+    X, imputed = impute_untrained_missing(X, names, trained.bundle.training_inputs)
     shap = scored[[f"shap_{n}" for n in names]].to_numpy()
-    top = np.argsort(-np.abs(shap), axis=1, kind="stable")[:, :3]
+    absent = not_measured(X, names, trained.bundle.catalogue)
+    top = np.argsort(-np.where(absent | imputed, 0.0, np.abs(shap)), axis=1, kind="stable")[:, :3]
+    grouped_rows = 0
     for i, text in enumerate(scored["top_drivers"]):
         items = text.split("; ")
-        assert len(items) == 3
-        for item, j in zip(items, top[i], strict=True):
+        measured = [t for t in items if not t.startswith(("not measured yet:", "imputed"))]
+        assert items[: len(measured)] == measured and len(measured) == 3, items
+        for item, j in zip(measured, top[i], strict=True):
             name = names[j]
             value = format_value(name, X[name].iloc[i], trained.bundle.catalogue)
             assert item.endswith(f"= {value} ({shap[i, j]:+.2f})"), (item, name)
+            assert "not measured" not in item
+        grouped = [t for t in items if t.startswith("not measured yet:")]
+        gone = absent[i] & (shap[i] != 0)
+        assert len(grouped) == int(gone.any())
+        if gone.any():
+            grouped_rows += 1
+            together = " together" if len(grouped[0].split(",")) > 1 else ""
+            assert grouped[0].endswith(f"({shap[i, gone].sum():+.2f}{together})"), grouped[0]
+    assert grouped_rows > 0  # the cohort has unmeasured inputs that carry weight
 
 
 def test_data_after_the_landmark_changes_nothing(trained, new):
