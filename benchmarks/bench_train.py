@@ -35,8 +35,8 @@ LANDMARK_H = 24.0
 
 
 def cohort(n: int, seed: int, tmp: Path):
-    from crs_ml.load import load_cohort
-    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     folder = tmp / f"sim_{n}_{seed}"
     write_cohort(simulate_cohort(n, seed=seed), folder)
@@ -45,7 +45,7 @@ def cohort(n: int, seed: int, tmp: Path):
 
 def landmark_data(cfg, n: int, seed: int, tmp: Path, landmarks):
     """(X, y, person ids) of a simulated cohort of ``n`` patients at ``landmarks``."""
-    from crs_ml.landmarks import build_landmark_dataset
+    from crs_ml.features.landmarks import build_landmark_dataset
 
     X, y, meta = build_landmark_dataset(
         cohort(n, seed, tmp), landmarks, cfg.task.horizon_h, cfg.features
@@ -65,8 +65,8 @@ def gap_row(label: str, measure, draws: list, reference) -> str:
 
 def fit(cfg, data, model_type: str, params: dict | None = None):
     """A model of ``model_type`` fit on ``data`` = (X, y, person ids) of :func:`landmark_data`."""
-    from crs_ml.feature_catalogue import feature_catalogue
-    from crs_ml.models import make_model
+    from crs_ml.features.catalogue import feature_catalogue
+    from crs_ml.modeling.estimators import make_model
 
     X, y, groups = data
     model_cfg = cfg.model.model_copy(
@@ -77,7 +77,7 @@ def fit(cfg, data, model_type: str, params: dict | None = None):
 
 
 def evaluate(models: dict, test_set) -> dict:
-    from crs_ml import metrics as M
+    from crs_ml.evaluation import metrics as M
 
     X, y, meta, oracle = test_set
     out = {
@@ -112,8 +112,8 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from crs_ml.config import load_config
-    from crs_ml.landmarks import build_landmark_dataset
-    from crs_ml.train import oracle_risk
+    from crs_ml.features.landmarks import build_landmark_dataset
+    from crs_ml.modeling.train import oracle_risk
 
     cfg = load_config(ROOT / "configs" / "default.yaml")
     RESULTS.mkdir(parents=True, exist_ok=True)

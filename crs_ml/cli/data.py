@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
 
         from crs_ml.config import DataConfig, load_config
         from crs_ml.errors import InputError
-        from crs_ml.load import CheckReport, load_cohort
+        from crs_ml.ingest.load import CheckReport, load_cohort
 
         options = load_config(config).data if config is not None else DataConfig()
         source = data if data is not None else options.path

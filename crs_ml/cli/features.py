@@ -14,7 +14,7 @@ def _load(data: Path, config: Path | None, ignore_outcomes: bool = False):
     """Config and cohort; fatal loading problems stop here (those of the outcomes table
     too, unless ``ignore_outcomes``: relabelling must work over a broken outcomes.csv)."""
     from crs_ml.config import load_config
-    from crs_ml.load import load_cohort
+    from crs_ml.ingest.load import load_cohort
 
     cfg = load_config(config)
     cohort = load_cohort(data, cfg.data)
@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option(help="replace an existing outcomes file")] = False,
     ) -> None:
         """Derive outcomes.csv (ASTCT-2019-derived-v1) from temperatures, sbp and events."""
-        from crs_ml.label import LABEL_DEFINITION, derive_outcomes
+        from crs_ml.features.grading import LABEL_DEFINITION, derive_outcomes
 
         if not horizon_h > 0:
             raise InputError("--horizon-h must be > 0")
@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path | None, typer.Option(help="YAML config")] = None,
     ) -> None:
         """Write the landmark feature table (features + patient_id, landmark_h, y)."""
-        from crs_ml.landmarks import build_landmark_dataset
+        from crs_ml.features.landmarks import build_landmark_dataset
 
         _check_out(out)
         cfg, cohort = _load(data, config)

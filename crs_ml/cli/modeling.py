@@ -13,7 +13,7 @@ from crs_ml.cli._common import progress_bar, write_json
 
 def _load(data: Path, config: Path | None, overrides: list[str] | None, experiment: str | None):
     from crs_ml.config import load_config
-    from crs_ml.load import load_cohort
+    from crs_ml.ingest.load import load_cohort
 
     cfg = load_config(config, overrides or [])
     if experiment:
@@ -103,9 +103,9 @@ def train(
 ) -> None:
     """Cross-validate one configuration by person, refit on all data, log it to MLflow."""
 
-    from crs_ml.runs import log_training_run
-    from crs_ml.tracking import setup_tracking
-    from crs_ml.train import train_model
+    from crs_ml.modeling.train import train_model
+    from crs_ml.tracking.runs import log_training_run
+    from crs_ml.tracking.store import setup_tracking
 
     overrides = list(set_ or [])
     if validation:
@@ -168,8 +168,8 @@ def compare(
     """Leaderboard of training runs with a paired bootstrap AUROC test vs the best run."""
     import mlflow
 
-    from crs_ml.compare import leaderboard, render, to_records
-    from crs_ml.tracking import resolve_tracking_uri
+    from crs_ml.tracking.leaderboard import leaderboard, render, to_records
+    from crs_ml.tracking.store import resolve_tracking_uri
 
     mlflow.set_tracking_uri(resolve_tracking_uri(None))
     board = leaderboard(experiment, landmark, n_boot=bootstrap)
@@ -205,9 +205,9 @@ def tune(
     """Nested-CV hyperparameter search for xgboost; writes the best config as YAML."""
     import mlflow
 
-    from crs_ml import tracking
-    from crs_ml.tune import tune as run_tune
-    from crs_ml.tune import tuned_config_yaml
+    from crs_ml.modeling.tune import tune as run_tune
+    from crs_ml.modeling.tune import tuned_config_yaml
+    from crs_ml.tracking import store as tracking
 
     if trials < 1:
         raise typer.BadParameter("--trials must be >= 1")

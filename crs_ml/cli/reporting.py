@@ -61,7 +61,7 @@ def open_model(model: str, workdir: Path):
     URIs are downloaded into ``workdir`` (the bundle's folder stays there while it is used).
     """
     from crs_ml.errors import ModelError
-    from crs_ml.score import _load_folder, download_model
+    from crs_ml.scoring.score import _load_folder, download_model
 
     path = Path(model).expanduser()
     if path.exists():
@@ -77,7 +77,7 @@ def open_model(model: str, workdir: Path):
 
 def _load_data(data: Path, config: Path | None):
     from crs_ml.config import load_config
-    from crs_ml.load import load_cohort
+    from crs_ml.ingest.load import load_cohort
 
     options = load_config(config).data if config else None
     return load_cohort(data, options)
@@ -87,7 +87,7 @@ def summary_table(metrics: dict[str, Any]):
     """Rich table: per landmark and slice n, events, AUROC, calibration, Brier."""
     from rich.table import Table
 
-    from crs_ml.report_html import fmt
+    from crs_ml.reporting.html import fmt
 
     def ci(block, name, digits=3):
         lo, hi = block.get(f"{name}_ci") or (None, None)
@@ -140,8 +140,8 @@ def validate(
 ) -> None:
     """Score a labelled cohort from another site and write a validation report."""
 
-    from crs_ml.report import log_validation_run, write_report
-    from crs_ml.validate import model_settings, validate_cohort
+    from crs_ml.evaluation.validate import model_settings, validate_cohort
+    from crs_ml.reporting.report import log_validation_run, write_report
 
     lms = parse_landmarks(landmarks)
     if bootstrap < 0:
@@ -212,7 +212,7 @@ def recalibrate(
 ) -> None:
     """Refit only the calibration map of a model on a site's data (booster unchanged)."""
 
-    from crs_ml.recalibrate import (
+    from crs_ml.evaluation.recalibration import (
         recalibrate_cohort,
         render_recalibration,
         write_recalibrated_bundle,
@@ -271,10 +271,10 @@ def register_recalibrated(bundle_dir: Path, out: Path, summary: dict, bundle, in
     import mlflow
     from mlflow import MlflowClient
 
-    from crs_ml import tracking
-    from crs_ml.pyfunc import log_pyfunc_model
-    from crs_ml.runs import register_model
-    from crs_ml.validate import model_settings
+    from crs_ml.evaluation.validate import model_settings
+    from crs_ml.tracking import store as tracking
+    from crs_ml.tracking.pyfunc import log_pyfunc_model
+    from crs_ml.tracking.runs import register_model
 
     s = model_settings(bundle)
     tracking.setup_tracking(None, s["experiment"])

@@ -59,9 +59,9 @@ def score(
     the reason in message. Without --as-of / --as-of-hours each patient is scored at the
     landmark just before their latest observation.
     """
-    from crs_ml.batch import output_kind, score_to_file
     from crs_ml.errors import InputError
-    from crs_ml.score import resolve_model
+    from crs_ml.scoring.batch import output_kind, score_to_file
+    from crs_ml.scoring.score import resolve_model
 
     if as_of is not None and as_of_hours is not None:
         raise InputError("give --as-of or --as-of-hours, not both")
@@ -113,7 +113,7 @@ def export(
     import tempfile
 
     from crs_ml.errors import InputError
-    from crs_ml.score import _load_folder, download_model
+    from crs_ml.scoring.score import _load_folder, download_model
 
     if out.exists() and not force:
         raise InputError(f"{out} exists: choose another folder or pass --force")
@@ -136,7 +136,7 @@ def serve_command(model: str, host: str, port: int) -> tuple[str, list[str], dic
     import shutil
 
     from crs_ml.errors import ConfigError
-    from crs_ml.tracking import resolve_tracking_uri
+    from crs_ml.tracking.store import resolve_tracking_uri
 
     bin_dir = Path(sys.executable).parent
     exe = bin_dir / "mlflow"

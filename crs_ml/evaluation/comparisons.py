@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml import metrics as M
-from crs_ml.performance import VALIDATION_MIN_EVENTS, performance
+from crs_ml.evaluation import metrics as M
+from crs_ml.evaluation.performance import VALIDATION_MIN_EVENTS, performance
 
 AGE_BANDS = ("<40", "40-64", ">=65")
 

@@ -6,8 +6,8 @@ one outcome class is present: they return NaN instead, so a bootstrap replicate 
 subgroup without events does not abort a report.
 
 Companion modules, whose public functions are re-exported here (``metrics.bootstrap_ci``
-works): :mod:`crs_ml.utility` (decision curves, threshold tables and the alert metrics
-clinicians ask for) and :mod:`crs_ml.resampling` (person-level bootstrap intervals and
+works): :mod:`crs_ml.evaluation.utility` (decision curves, threshold tables and the alert metrics
+clinicians ask for) and :mod:`crs_ml.evaluation.resampling` (person-level bootstrap intervals and
 Harrell's optimism-corrected bootstrap).
 """
 
@@ -387,7 +387,7 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(f"crs_ml.{_REEXPORTS[name]}"), name)
-    raise AttributeError(f"module 'crs_ml.metrics' has no attribute {name!r}")
+    raise AttributeError(f"module 'crs_ml.evaluation.metrics' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from crs_ml import metrics as M
-from crs_ml.resampling import GroupResampler
+from crs_ml.evaluation import metrics as M
+from crs_ml.evaluation.resampling import GroupResampler
 
 #: external validation needs at least ~100 events (Collins et al. 2016)
 VALIDATION_MIN_EVENTS = 100
@@ -41,7 +41,7 @@ class WeightedMetrics:
     A person-level bootstrap replicate is the original rows weighted by how often their
     person was drawn, so the risk order (and its ties) is computed once; AUROC (Mann-Whitney,
     ties 1/2), AUPRC (tied scores one threshold), Brier and the calibration fits then equal
-    the :mod:`crs_ml.metrics` functions on the materialised resample. The calibration
+    the :mod:`crs_ml.evaluation.metrics` functions on the materialised resample. The calibration
     intercept and slope are weighted Newton fits started at the full-data estimates.
     """
 

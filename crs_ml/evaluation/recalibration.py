@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from crs_ml import metrics as M
 from crs_ml.errors import InputError, ModelError
+from crs_ml.evaluation import metrics as M
 
 MIN_EVENTS_SLOPE = 20
 ALPHA = 0.05
@@ -215,7 +215,7 @@ def evaluate_maps(y, margin, persons, lm, landmarks, maps: dict, n_boot: int, se
     over all stacked rows."""
     from scipy.special import expit
 
-    from crs_ml.performance import performance
+    from crs_ml.evaluation.performance import performance
 
     out: dict[str, Any] = {}
     slices = {f"{h:g}": lm == h for h in landmarks}
@@ -248,8 +248,8 @@ def recalibrate_cohort(
     held-out report describes that exact bundle; ``refit_all`` refits the chosen method on
     every person after the evaluation (more precise; the report then describes the method).
     """
-    from crs_ml.landmarks import build_landmark_dataset
-    from crs_ml.validate import model_settings
+    from crs_ml.evaluation.validate import model_settings
+    from crs_ml.features.landmarks import build_landmark_dataset
 
     if bundle.booster is None:
         raise ModelError(f"a {bundle.model_type} model has no booster margin to recalibrate")
@@ -275,7 +275,7 @@ def recalibrate_cohort(
         if len(np.unique(y[held])) == 2:
             from scipy.special import expit
 
-            from crs_ml.report import data_uri
+            from crs_ml.reporting.report import data_uri
 
             figure = data_uri(
                 calibration_before_after_figure(
@@ -314,7 +314,7 @@ def recalibrate_cohort(
 # --------------------------------------------------------------------------- report
 def calibration_before_after_figure(y, p_before, p_after, title: str):
     """Binned observed rate against predicted risk, before and after (held-out rows)."""
-    from crs_ml.plots import _plt
+    from crs_ml.reporting.figures import _plt
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
@@ -343,7 +343,7 @@ def render_recalibration(summary: dict[str, Any], figure: str | None = None) -> 
     held-out persons."""
     import html
 
-    from crs_ml.report_html import CSS, fmt, fmt_ci, table
+    from crs_ml.reporting.html import CSS, fmt, fmt_ci, table
 
     rows = []
     for key, ev in summary["evaluation"].items():

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.errors import InputError
-from crs_ml.metrics import auroc, check_binary
+from crs_ml.evaluation.metrics import auroc, check_binary
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 

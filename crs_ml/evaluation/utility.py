@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.errors import InputError
-from crs_ml.metrics import check_binary
+from crs_ml.evaluation.metrics import check_binary
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.501, 0.05), 2)
 

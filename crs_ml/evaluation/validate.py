@@ -7,7 +7,7 @@ discrimination (AUROC, AUPRC), Brier score, calibration intercept and slope (Van
 alerts per patient-day, number needed to evaluate) use the stacked rows of all the model's
 landmarks, i.e. the patient scored every few hours. The m-EASIX and early-fever baselines
 are scored on the same rows, subgroups by product, site, sex and age band, and a drift
-check compares the cohort's features with the training fingerprint (:mod:`crs_ml.drift`).
+check compares the cohort's features with the training fingerprint (:mod:`crs_ml.evaluation.drift`).
 
 Every interval is a 95% percentile bootstrap resampling PERSONS (all rows of a person move
 together); see :data:`INTERVALS_CONDITION_ON`.
@@ -22,23 +22,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml import metrics as M
-from crs_ml import utility as U
 from crs_ml.errors import InputError
-from crs_ml.performance import (  # noqa: F401 - re-exported for the report and tests
-    _POINT,
-    VALIDATION_MIN_EVENTS,
-    WeightedMetrics,
-    performance,
-    point_metrics,
-)
-from crs_ml.validate_compare import (
+from crs_ml.evaluation import metrics as M
+from crs_ml.evaluation import utility as U
+from crs_ml.evaluation.comparisons import (
     baseline_scores,
     cohort_summary,
     compare_baselines,
     sample_size,
     subgroup_attributes,
     subgroup_metrics,
+)
+from crs_ml.evaluation.performance import (  # noqa: F401 - re-exported for the report and tests
+    _POINT,
+    VALIDATION_MIN_EVENTS,
+    WeightedMetrics,
+    performance,
+    point_metrics,
 )
 
 Progress = Callable[[str, int, int], None]
@@ -139,9 +139,9 @@ def validate_cohort(
     progress: Progress | None = None,
 ) -> ValidationResult:
     """Score a labelled cohort with ``bundle`` and compute every metric of metrics.json."""
-    from crs_ml.drift import drift_summary, drift_table
-    from crs_ml.landmarks import build_landmark_dataset
-    from crs_ml.tracking import data_fingerprint, dataset_digest
+    from crs_ml.evaluation.drift import drift_summary, drift_table
+    from crs_ml.features.landmarks import build_landmark_dataset
+    from crs_ml.tracking.store import data_fingerprint, dataset_digest
 
     s = model_settings(bundle)
     report_lms = sorted({float(h) for h in report_landmarks_h})

@@ -8,7 +8,7 @@ known to be running up to now. Every feature below is computed from ``_visible``
 observations or events, so data after L cannot reach a feature at L.
 
 The feature names, order, units and definitions are those of
-:func:`crs_ml.feature_catalogue.feature_catalogue`. Everything is vectorised: rows are sorted
+:func:`crs_ml.features.catalogue.feature_catalogue`. Everything is vectorised: rows are sorted
 once by (point, variable, hours, source_row) and summarised with ``numpy.ufunc.reduceat`` and
 ``numpy.bincount``; there is no per-patient Python loop. Outcomes are never read, so the same
 code runs at training and at scoring time.
@@ -22,7 +22,7 @@ import pandas as pd
 from crs_ml.cohort import Cohort
 from crs_ml.config import FeatureConfig
 from crs_ml.errors import InputError
-from crs_ml.feature_catalogue import (
+from crs_ml.features.catalogue import (
     LAB_VARIABLES,
     PRETOCI,
     VARIABLES,
@@ -30,7 +30,7 @@ from crs_ml.feature_catalogue import (
     feature_names,
     static_features,
 )
-from crs_ml.label import FEVER_C, FEVER_WINDOW_H, HYPOTENSION_SBP_MMHG, grade_summary
+from crs_ml.features.grading import FEVER_C, FEVER_WINDOW_H, HYPOTENSION_SBP_MMHG, grade_summary
 
 SLOPE_WINDOW_H = 24.0
 _NV = len(VARIABLES)

@@ -1,8 +1,8 @@
 """The feature catalogue: every landmark feature with its group, unit, meaning and monotone sign.
 
-``feature_catalogue(config)`` is the contract between :mod:`crs_ml.features` (which computes
+``feature_catalogue(config)`` is the contract between :mod:`crs_ml.features.builder` (which computes
 the columns in exactly this order) and the models (monotone constraints, names).
-``python -m crs_ml.feature_catalogue`` prints it as a markdown table (the README includes
+``python -m crs_ml.features.catalogue`` prints it as a markdown table (the README includes
 that output; it is generated, never hand-copied). The static (time-invariant) patient
 features are encoded here too, with the same vocabulary (:func:`static_features`).
 
@@ -347,7 +347,7 @@ def readme_with_catalogue(text: str) -> str:
 
 
 def main() -> None:  # pragma: no cover - thin wrapper
-    """``python -m crs_ml.feature_catalogue [--update README.md]``"""
+    """``python -m crs_ml.features.catalogue [--update README.md]``"""
     import sys
     from pathlib import Path
 

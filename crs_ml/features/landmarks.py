@@ -21,7 +21,7 @@ import pandas as pd
 from crs_ml.cohort import Cohort
 from crs_ml.config import DEFAULT_LANDMARKS_H, FeatureConfig
 from crs_ml.errors import InputError
-from crs_ml.features import build_features
+from crs_ml.features.builder import build_features
 
 EXCLUSION_REASONS = (
     "already_grade3",

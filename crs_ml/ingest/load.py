@@ -1,7 +1,7 @@
 """Loading a cohort: read, validate and normalise the input tables into a :class:`Cohort`.
 
 ``load_cohort(path_or_paths, options)`` reads patients, observations and optionally events,
-outcomes and truth (CSV or Parquet, see :mod:`crs_ml.tables`), and returns the normalised
+outcomes and truth (CSV or Parquet, see :mod:`crs_ml.ingest.tables`), and returns the normalised
 cohort described in :mod:`crs_ml.cohort` with a :class:`CheckReport`.
 
 Rules (the data README documents them for users):
@@ -9,7 +9,7 @@ Rules (the data README documents them for users):
 - Only structural problems raise :class:`InputError`: a missing or unreadable file, a missing
   required column, an empty patients table, a duplicated ``patient_id``. Bad rows never stop
   the load: they are left out and listed in ``Cohort.rejected`` (file, 1-based data row,
-  column, reason, patient_id) and counted in the report; see :mod:`crs_ml.validation` for
+  column, reason, patient_id) and counted in the report; see :mod:`crs_ml.ingest.problems` for
   what is fatal, an error or a warning.
 - Times: a row's ``hours`` is used when given, else its ``time`` (ISO 8601, naive = UTC)
   minus the patient's ``infusion_time``. Unparseable, empty, before-1900 or future times
@@ -39,8 +39,9 @@ import pandas as pd
 from crs_ml.cohort import EVENT_COLUMNS, PATIENT_COLUMNS, Cohort
 from crs_ml.config import DataConfig
 from crs_ml.errors import InputError
-from crs_ml.load_rows import Patients, finish_observations, observation_values, row_hours
-from crs_ml.load_tables import (
+from crs_ml.ingest.problems import CheckReport, Collector, RowChecks, TableSummary, counts_by
+from crs_ml.ingest.rows import Patients, finish_observations, observation_values, row_hours
+from crs_ml.ingest.secondary_tables import (
     column_of,
     events_table,
     outcomes_table,
@@ -50,7 +51,7 @@ from crs_ml.load_tables import (
     text_of,
     truth_table,
 )
-from crs_ml.tables import (
+from crs_ml.ingest.tables import (
     RawTable,
     check_mapping,
     check_table_names,
@@ -58,8 +59,7 @@ from crs_ml.tables import (
     locate_tables,
     read_table,
 )
-from crs_ml.validation import CheckReport, Collector, RowChecks, TableSummary, counts_by
-from crs_ml.values import (
+from crs_ml.ingest.values import (
     DISEASE_VOCAB,
     PRODUCT_VOCAB,
     SEX_VOCAB,

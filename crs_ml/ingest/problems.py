@@ -5,7 +5,7 @@ Severities:
 ``fatal``
     the cohort is not usable as it is (``crs-ml check`` exits 1): a structural problem
     (missing file or required column, unreadable file, duplicated patient ids: these raise
-    :class:`~crs_ml.errors.InputError` in :func:`crs_ml.load.load_cohort`), no usable
+    :class:`~crs_ml.errors.InputError` in :func:`crs_ml.ingest.load.load_cohort`), no usable
     observation, or rows that name patients missing from the patients table (a linkage
     problem: the rows are rejected, the rest still loads).
 ``error``

@@ -16,7 +16,7 @@ end_hours  events only, optional
 
 :func:`records_to_cohort` checks the table's shape (columns, record types, numbers in
 ``hours`` / ``end_hours``, patient attributes) and then normalises it through exactly the
-loading code used for files (:func:`crs_ml.load.load_frames`, in memory: units, aliases, censored and
+loading code used for files (:func:`crs_ml.ingest.load.load_frames`, in memory: units, aliases, censored and
 non-numeric results, duplicates, events). Every patient_id that appears gets a patient, in
 order of first appearance. ``source_row`` and rejected rows refer to 1-based rows of the input
 table (file ``input``). With ``strict=True`` (the MLflow model) a row that loading would
@@ -29,9 +29,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from crs_ml.catalogue import VARIABLES, name_key
 from crs_ml.cohort import Cohort
 from crs_ml.errors import InputError
+from crs_ml.variables import VARIABLES, name_key
 
 RECORD_COLUMNS = ["record", "patient_id", "hours", "variable", "value", "unit", "end_hours"]
 REQUIRED_COLUMNS = ("record", "patient_id", "hours", "variable", "value")
@@ -52,7 +52,7 @@ def _first_bad(mask: np.ndarray) -> int:
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A numeric column (float64, NaN when empty); unparseable text is an InputError."""
-    from crs_ml.values import parse_hours
+    from crs_ml.ingest.values import parse_hours
 
     if column not in frame:
         return np.full(len(frame), np.nan)
@@ -167,7 +167,7 @@ def _input_column(table: str, column: object) -> str:
 
 def records_to_cohort(frame: pd.DataFrame, strict: bool = True, options=None) -> Cohort:
     """The one-table input as a normalised Cohort (see the module docstring)."""
-    from crs_ml.load import load_frames
+    from crs_ml.ingest.load import load_frames
 
     clean, record = check_records(frame)
     patients, patient_rows = _patients_table(clean, record)

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from crs_ml.catalogue import VARIABLES, resolve_variable
 from crs_ml.config import DataConfig
-from crs_ml.tables import RawTable
-from crs_ml.validation import CodedText, Collector, RowChecks, counts_by
-from crs_ml.values import (
+from crs_ml.ingest.problems import CodedText, Collector, RowChecks, counts_by
+from crs_ml.ingest.tables import RawTable
+from crs_ml.ingest.values import (
     hour_problem_codes,
     hours_since,
     parse_times,
@@ -20,6 +19,7 @@ from crs_ml.values import (
     sort_order,
     unique_small,
 )
+from crs_ml.variables import VARIABLES, resolve_variable
 
 NAT = np.iinfo("int64").min
 VARIABLE_NAMES = np.array(list(VARIABLES), dtype=object)

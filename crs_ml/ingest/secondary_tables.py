@@ -1,5 +1,5 @@
 """Normalisation of the secondary tables (events, outcomes, truth) and the row helpers the
-loaders share. The rules are documented in :mod:`crs_ml.load`."""
+loaders share. The rules are documented in :mod:`crs_ml.ingest.load`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.cohort import EVENT_COLUMNS, OUTCOME_COLUMNS, TRUTH_COLUMNS
-from crs_ml.load_rows import Patients, patient_codes, row_hours, sorted_frame
-from crs_ml.tables import RawTable
-from crs_ml.validation import CodedText, Collector, RowChecks, counts_by
-from crs_ml.values import EVENT_VOCAB, normalise_category, parse_values
+from crs_ml.ingest.problems import CodedText, Collector, RowChecks, counts_by
+from crs_ml.ingest.rows import Patients, patient_codes, row_hours, sorted_frame
+from crs_ml.ingest.tables import RawTable
+from crs_ml.ingest.values import EVENT_VOCAB, normalise_category, parse_values
 
 
 def column_of(frame: pd.DataFrame, name: str) -> pd.Series:

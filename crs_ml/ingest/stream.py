@@ -3,7 +3,7 @@
 ``CohortChunks(source, options, chunk_size)`` reads the patients table whole (one row per
 patient), then yields one normalised :class:`~crs_ml.cohort.Cohort` per chunk of at most
 ``chunk_size`` patients, in the order of the patients table. Each chunk is loaded by the
-same code and rules as :func:`crs_ml.load.load_cohort`, so the rows of a chunk's cohort are
+same code and rules as :func:`crs_ml.ingest.load.load_cohort`, so the rows of a chunk's cohort are
 exactly the rows the whole load would give for those patients; after the iteration,
 ``report`` and ``rejected`` cover the whole cohort (row numbers are the input file's).
 
@@ -35,9 +35,10 @@ import pandas as pd
 from crs_ml.cohort import Cohort
 from crs_ml.config import DataConfig
 from crs_ml.errors import InputError
-from crs_ml.load import check_patients, normalise
-from crs_ml.load_tables import coded_text_of, text_of
-from crs_ml.tables import (
+from crs_ml.ingest.load import check_patients, normalise
+from crs_ml.ingest.problems import MAX_EXAMPLES, CheckReport, Collector, TableSummary
+from crs_ml.ingest.secondary_tables import coded_text_of, text_of
+from crs_ml.ingest.tables import (
     RawTable,
     check_mapping,
     ids_to_text,
@@ -47,7 +48,6 @@ from crs_ml.tables import (
     read_table,
     typed_frame,
 )
-from crs_ml.validation import MAX_EXAMPLES, CheckReport, Collector, TableSummary
 
 #: rows per Parquet record batch read at a time
 BATCH_ROWS = 262_144
@@ -67,7 +67,7 @@ class CohortChunks:
     """The cohort at ``source`` as a sequence of cohorts of at most ``chunk_size`` patients.
 
     ``len()`` is the number of chunks and ``n_patients`` the number of patient rows, known
-    before the iteration. ``report`` (a :class:`~crs_ml.validation.CheckReport` for the
+    before the iteration. ``report`` (a :class:`~crs_ml.ingest.problems.CheckReport` for the
     whole cohort) and ``rejected`` are filled in by a complete iteration. Structural
     problems (missing files or columns, duplicated patient ids) raise
     :class:`~crs_ml.errors.InputError` on construction, before any chunk is read.

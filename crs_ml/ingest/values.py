@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from crs_ml.catalogue import name_key
+from crs_ml.variables import name_key
 
 _SPACES = re.compile(r"[\s\u00a0\u2009\u202f]+")
 _PLAIN = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")

@@ -1,10 +1,10 @@
 """Baseline risk models: penalised logistic regression, m-EASIX and the early-fever rule.
 
-Same interface as :class:`crs_ml.models.XGBRiskModel` (``fit(X, y, groups=None)``,
+Same interface as :class:`crs_ml.modeling.estimators.XGBRiskModel` (``fit(X, y, groups=None)``,
 ``predict_proba``, ``predict``; ``groups`` is accepted for a uniform call and unused, since
 none of these makes an inner split). Everything is fitted on the training rows only
 (imputation medians, scaling, rates), so they can sit inside cross-validation folds.
-Also importable from :mod:`crs_ml.models`.
+Also importable from :mod:`crs_ml.modeling.estimators`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from crs_ml.errors import InputError
-from crs_ml.inner_splits import encode_binary_target
+from crs_ml.modeling.inner_splits import encode_binary_target
 
 #: m-EASIX values are floored here before the log (0 would give -inf)
 MEASIX_FLOOR = 1e-3

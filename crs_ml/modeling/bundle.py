@@ -227,7 +227,7 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
 
 def _check_schema(folder: Path, manifest: dict[str, Any]) -> None:
     from crs_ml.config import FeatureConfig
-    from crs_ml.features import feature_catalogue
+    from crs_ml.features.builder import feature_catalogue
 
     feature_cfg = FeatureConfig.model_validate(manifest["config"]["features"])
     current = list(feature_catalogue(feature_cfg)["name"])

@@ -8,8 +8,8 @@ sit on both sides); ``None`` makes every row its own group.
 
 * :class:`XGBRiskModel` - gradient-boosted trees with early stopping and Platt calibration
   on the margin, both on a person-level inner validation split of the training data.
-* :class:`~crs_ml.baselines.LogisticRiskModel`, :class:`~crs_ml.baselines.MEasixModel`,
-  :class:`~crs_ml.baselines.FeverRuleModel` - see :mod:`crs_ml.baselines`.
+* :class:`~crs_ml.modeling.baselines.LogisticRiskModel`, :class:`~crs_ml.modeling.baselines.MEasixModel`,
+  :class:`~crs_ml.modeling.baselines.FeverRuleModel` - see :mod:`crs_ml.modeling.baselines`.
 * :func:`make_model` - build one from a :class:`crs_ml.config.ModelConfig`.
 """
 
@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from crs_ml.errors import ConfigError
-from crs_ml.inner_splits import (  # noqa: F401 - re-exported for the baselines
+from crs_ml.modeling.inner_splits import (  # noqa: F401 - re-exported for the baselines
     encode_binary_target,
     group_codes,
     inner_group_folds,
@@ -317,7 +317,7 @@ def make_model(model_cfg, catalogue: pd.DataFrame | None, seed: int):
     from ``model_cfg.calibration`` and, when ``model_cfg.monotone`` is true, the monotone
     constraints from the catalogue's ``monotone`` column (the non-zero entries).
     """
-    from crs_ml.baselines import FeverRuleModel, LogisticRiskModel, MEasixModel
+    from crs_ml.modeling.baselines import FeverRuleModel, LogisticRiskModel, MEasixModel
 
     registry = {
         "xgboost": XGBRiskModel,
@@ -360,10 +360,10 @@ _BASELINES = ("LogisticRiskModel", "MEasixModel", "FeverRuleModel")
 
 
 def __getattr__(name: str):
-    # the baselines live in crs_ml.baselines (which imports the helpers above); re-exported
-    # lazily so ``from crs_ml.models import LogisticRiskModel`` works without an import cycle
+    # the baselines live in crs_ml.modeling.baselines (which imports the helpers above); re-exported
+    # lazily so ``from crs_ml.modeling.estimators import LogisticRiskModel`` works without an import cycle
     if name in _BASELINES:
-        from crs_ml import baselines
+        from crs_ml.modeling import baselines
 
         return getattr(baselines, name)
-    raise AttributeError(f"module 'crs_ml.models' has no attribute {name!r}")
+    raise AttributeError(f"module 'crs_ml.modeling.estimators' has no attribute {name!r}")

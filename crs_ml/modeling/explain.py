@@ -8,19 +8,19 @@ xgboost models
     rounding (xgboost accumulates in float32, about 1e-6 in log-odds), and it makes the
     additivity exact by construction.
 
-logistic regression (:class:`crs_ml.baselines.LogisticRiskModel`)
+logistic regression (:class:`crs_ml.modeling.baselines.LogisticRiskModel`)
     Exact linear SHAP with the training data as background: on the model's design matrix z
     (median-imputed features and missing indicators, standardised on the training rows, so
     the training mean of every z column is 0) the contribution of design column k is
     ``beta_k * z_k``, the base value is the intercept (the log-odds at the training mean),
     and a feature's contribution is the sum over its own column and its missing indicator.
 
-m-EASIX (:class:`crs_ml.baselines.MEasixModel`)
+m-EASIX (:class:`crs_ml.modeling.baselines.MEasixModel`)
     One input, x = log m-EASIX (landmark value, else the baseline one). Linear SHAP with the
     training median of x as the reference point: contribution ``beta * (x - median)`` on the
     column that supplied x (nothing when x was imputed), base = the log-odds at the median.
 
-early-fever rule (:class:`crs_ml.baselines.FeverRuleModel`)
+early-fever rule (:class:`crs_ml.modeling.baselines.FeverRuleModel`)
     One binary input: base = the training-weighted mean log-odds of both sides of the rule,
     and temperature_max_early carries the rest.
 

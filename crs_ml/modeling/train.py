@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml import metrics as M
 from crs_ml.config import Config
+from crs_ml.evaluation import metrics as M
 
 Progress = Callable[[str, int, int], None]
 
@@ -43,9 +43,9 @@ class TrainResult:
     sample_size: dict[str, Any] = field(default_factory=dict)
 
     def save(self, out_dir, fingerprint: dict | None = None, extra: dict | None = None):
-        """The refit model as a bundle folder (:func:`crs_ml.artifact.save_bundle`) with its
+        """The refit model as a bundle folder (:func:`crs_ml.modeling.bundle.save_bundle`) with its
         type, feature names, catalogue and resolved config; returns the folder."""
-        from crs_ml.artifact import save_bundle
+        from crs_ml.modeling.bundle import save_bundle
 
         return save_bundle(
             self.model,
@@ -150,10 +150,10 @@ def slice_metrics(
 ) -> dict[str, float]:
     """Discrimination and calibration of one slice (pooled rows; groups = persons).
 
-    The same computation as the validation report (:func:`crs_ml.performance.performance`),
+    The same computation as the validation report (:func:`crs_ml.evaluation.performance.performance`),
     under the training run's metric names; intervals for AUROC and AUPRC.
     """
-    from crs_ml.performance import performance
+    from crs_ml.evaluation.performance import performance
 
     out: dict[str, float] = {"n": float(len(y)), "events": float(np.sum(y))}
     if len(y) == 0:
@@ -242,8 +242,8 @@ def sample_size_report(
 def training_data(cohort, cfg: Config):
     """(X, y as int, meta, the catalogue of X's features, person id per row) of the
     configured landmark dataset; raises InputError unless both outcomes occur."""
-    from crs_ml.features import feature_catalogue
-    from crs_ml.landmarks import build_landmark_dataset
+    from crs_ml.features.builder import feature_catalogue
+    from crs_ml.features.landmarks import build_landmark_dataset
 
     X, y, meta = build_landmark_dataset(
         cohort,
@@ -267,7 +267,7 @@ def training_data(cohort, cfg: Config):
 
 def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainResult:
     """Landmark dataset -> CV (or optimism bootstrap) -> metrics -> refit on all data."""
-    from crs_ml.models import make_model
+    from crs_ml.modeling.estimators import make_model
 
     X, y, meta, catalogue, persons = training_data(cohort, cfg)
 

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml import metrics as M
 from crs_ml.config import Config
-from crs_ml.train import cross_validate, evaluate_predictions, person_folds, training_data
+from crs_ml.evaluation import metrics as M
+from crs_ml.modeling.train import cross_validate, evaluate_predictions, person_folds, training_data
 
 Progress = Callable[[str, int, int], None]
 
@@ -43,7 +43,7 @@ class TuneResult:
     outer_metrics: dict[str, float]
     outer_params: list[dict[str, Any]]
     config: Config
-    #: digest of the data the search saw (crs_ml.tracking.dataset_digest)
+    #: digest of the data the search saw (crs_ml.tracking.store.dataset_digest)
     dataset_digest: str
 
 
@@ -52,7 +52,7 @@ def _study(
 ):
     import optuna
 
-    from crs_ml.models import make_model
+    from crs_ml.modeling.estimators import make_model
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -82,7 +82,7 @@ def tune(
     log_trial=None,
 ) -> TuneResult:
     """Nested CV search; ``log_trial(stage, number, params, auroc)`` records each trial."""
-    from crs_ml.models import make_model
+    from crs_ml.modeling.estimators import make_model
 
     X, y, meta, catalogue, persons = training_data(cohort, cfg)
     total = trials * (outer_folds + 1)
@@ -129,7 +129,7 @@ def tune(
     best = {**cfg.model.params, **final.best_params}
     tuned = cfg.model_copy(deep=True)
     tuned.model = cfg.model.model_copy(update={"params": best, "type": "xgboost"})
-    from crs_ml.tracking import data_fingerprint, dataset_digest
+    from crs_ml.tracking.store import data_fingerprint, dataset_digest
 
     digest = dataset_digest(data_fingerprint(cohort, y, meta))
     return TuneResult(best, float(final.best_value), outer_metrics, outer_params, tuned, digest)

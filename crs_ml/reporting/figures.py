@@ -66,7 +66,7 @@ def pr_figure(y: np.ndarray, risks: dict[str, np.ndarray], title: str = "Precisi
 
 def calibration_figure(y: np.ndarray, p: np.ndarray, n_bins: int = 10, title: str = "Calibration"):
     """Binned observed rate (Wilson 95% CI) against mean predicted risk, plus a smooth curve."""
-    from crs_ml import metrics as M
+    from crs_ml.evaluation import metrics as M
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=110)

@@ -1,12 +1,12 @@
 """The validation report: figures, the model card, output files and the MLflow evaluation run.
 
 :func:`write_report` writes, into the output folder, ``metrics.json`` (everything
-:func:`crs_ml.validate.validate_cohort` computed, plus where the model came from),
+:func:`crs_ml.evaluation.validate.validate_cohort` computed, plus where the model came from),
 ``report.html`` (one self-contained page: figures are base64 PNG data URIs, CSS is inline,
 no script, font or image is fetched from the network), ``attrition.csv`` and ``drift.csv``.
 :func:`log_validation_run` logs the same files to MLflow as an evaluation run (tags only,
 aggregates only: no patient identifier, no row) and links it to the registered model
-version. The HTML itself is rendered by :mod:`crs_ml.report_html`.
+version. The HTML itself is rendered by :mod:`crs_ml.reporting.html`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml.validate import ValidationResult
+from crs_ml.evaluation.validate import ValidationResult
 
 
 # --------------------------------------------------------------------------- figures
 def data_uri(fig) -> str:
     """A matplotlib figure as a base64 PNG data URI (figure closed afterwards)."""
-    from crs_ml.plots import _plt
+    from crs_ml.reporting.figures import _plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
@@ -35,7 +35,7 @@ def data_uri(fig) -> str:
 
 def decision_curve_figure(net_benefit: list[dict], title: str = "Decision curve"):
     """Net benefit of the model against treat-all and treat-none (Vickers & Elkin 2006)."""
-    from crs_ml.plots import _plt
+    from crs_ml.reporting.figures import _plt
 
     plt = _plt()
     nb = pd.DataFrame(net_benefit)
@@ -57,8 +57,8 @@ def decision_curve_figure(net_benefit: list[dict], title: str = "Decision curve"
 
 def calibration_figure(y, p, n_bins: int = 10, title: str = "Calibration"):
     """Deciles of predicted risk (observed rate, Wilson 95% CI) and a spline-smoothed curve."""
-    from crs_ml import metrics as M
-    from crs_ml.plots import _plt
+    from crs_ml.evaluation import metrics as M
+    from crs_ml.reporting.figures import _plt
 
     plt = _plt()
     bins = M.calibration_curve_binned(y, p, n_bins=n_bins)
@@ -84,9 +84,9 @@ def calibration_figure(y, p, n_bins: int = 10, title: str = "Calibration"):
 
 def shap_contributions(bundle, X: pd.DataFrame, seed: int = 0, max_rows: int = 2000):
     """SHAP contributions in calibrated log-odds on up to ``max_rows`` rows, and those rows
-    (:func:`crs_ml.explain.explain`: TreeSHAP scaled by the Platt slope for xgboost, exact
+    (:func:`crs_ml.modeling.explain.explain`: TreeSHAP scaled by the Platt slope for xgboost, exact
     linear SHAP for the baselines); None when the model type has no explanation."""
-    from crs_ml.explain import explain
+    from crs_ml.modeling.explain import explain
 
     if len(X) == 0:
         return None
@@ -101,7 +101,7 @@ def shap_contributions(bundle, X: pd.DataFrame, seed: int = 0, max_rows: int = 2
 
 def report_figures(result: ValidationResult, bundle, seed: int = 0) -> dict[str, str]:
     """Data URIs: roc_/pr_/calibration_/decision_<L> per reported landmark, and shap."""
-    from crs_ml import plots
+    from crs_ml.reporting import figures as plots
 
     figs: dict[str, str] = {}
     lm = result.meta["landmark_h"].to_numpy(dtype=float)
@@ -222,7 +222,7 @@ def write_report(
 ) -> dict[str, Path]:
     """Write metrics.json, report.html, attrition.csv and drift.csv into ``out_dir``."""
     from crs_ml.files import write_json
-    from crs_ml.report_html import render_report
+    from crs_ml.reporting.html import render_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -295,7 +295,7 @@ def log_validation_run(
     import mlflow
     from mlflow import MlflowClient
 
-    from crs_ml import tracking
+    from crs_ml.tracking import store as tracking
 
     tracking.setup_tracking(tracking_uri, experiment)
     tags = {

@@ -1,13 +1,13 @@
 """The batch job behind ``crs-ml score``: a cohort folder in, one scores file out.
 
 ``score_to_file(model, data, out, ...)`` reads the cohort chunk by chunk
-(:class:`~crs_ml.load_stream.CohortChunks`), scores each chunk as :func:`crs_ml.score.score`
+(:class:`~crs_ml.ingest.stream.CohortChunks`), scores each chunk as :func:`crs_ml.scoring.score.score`
 does and appends it to a temporary file beside ``out``, renamed onto ``out`` only when every
 chunk is written (:class:`crs_ml.files.AtomicTable`): a killed run leaves the previous file or
 none, never half of one. While one chunk gets its SHAP values, drivers and file write, the
 next one is read, checked and turned into features in a background thread (xgboost releases
 the GIL during TreeSHAP, which runs on all cores but one, leaving that one to the reader).
-Memory holds a chunk, not the cohort (Parquet input; see :mod:`crs_ml.load_stream`).
+Memory holds a chunk, not the cohort (Parquet input; see :mod:`crs_ml.ingest.stream`).
 
 The scores are the same, row for row, as ``score(model, load_cohort(data))``; rows rejected
 by the checks go to the errors file (file, row, column, reason), written the same way.
@@ -92,8 +92,8 @@ def score_to_file(
     ``errors``: where rejected input rows go (default ``<out stem>.errors.csv``, written
     only when some row was rejected). ``progress(stage, done, total)`` counts patients.
     """
-    from crs_ml.load_stream import CohortChunks
-    from crs_ml.score import (
+    from crs_ml.ingest.stream import CohortChunks
+    from crs_ml.scoring.score import (
         STATUSES,
         begin,
         chunk_features,

@@ -1,7 +1,7 @@
 """Human-readable top drivers of a score, e.g. ``IL-6 max to 24h = 1,240 pg/mL (+0.92)``.
 
 A driver is one feature: its clinical label (variable display names and units from
-:mod:`crs_ml.catalogue`, the feature's meaning from the feature catalogue), its value as the
+:mod:`crs_ml.variables`, the feature's meaning from the feature catalogue), its value as the
 model saw it, and its SHAP contribution in calibrated log-odds (signed, 2 decimals). The top
 ``n`` features by absolute contribution are listed, largest first, separated by ``"; "``;
 features contributing exactly 0 are never listed.
@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from crs_ml.catalogue import VARIABLES
+from crs_ml.variables import VARIABLES
 
 OXYGEN_LEVELS = {0: "none", 1: "low flow", 2: "high flow", 3: "positive pressure"}
 VASOPRESSOR_LEVELS = {0: "none", 1: "one", 2: "several at once"}

@@ -7,15 +7,15 @@ that order, always. Per patient:
    the infusion time, or ``as_of_hours`` (relative cohorts), or, with neither, the hours of
    the patient's latest observation or event;
 2. the landmark L = the largest model landmark <= those hours; only data with hours <= L
-   enter the features (:func:`crs_ml.features.build_features` enforces it);
+   enter the features (:func:`crs_ml.features.builder.build_features` enforces it);
 3. status: ``too_early`` before the first landmark; ``not_at_risk`` when grade >= 3 CRS was
-   already reached by L (graded from the data visible at L with :mod:`crs_ml.label`, or from
+   already reached by L (graded from the data visible at L with :mod:`crs_ml.features.grading`, or from
    the outcomes when the cohort has them) or the patient died by L; ``error`` when the
    patient cannot be scored (no infusion time for an absolute as-of, no data at or before L,
    a failure while scoring), with the reason in ``message``; otherwise ``scored``;
 4. for scored patients: risk, risk band (the bundle's scoring config), base value and one
-   SHAP column per model feature (:mod:`crs_ml.explain`; base_value + sum(shap_*) =
-   logit(risk)), and the top drivers (:mod:`crs_ml.drivers`).
+   SHAP column per model feature (:mod:`crs_ml.modeling.explain`; base_value + sum(shap_*) =
+   logit(risk)), and the top drivers (:mod:`crs_ml.scoring.drivers`).
 
 A patient some of whose input rows were rejected at load is still scored; its message counts
 those rows. Work is done in chunks of ``chunk_size`` patients (features, prediction and SHAP
@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml.artifact import Bundle
 from crs_ml.cohort import Cohort
 from crs_ml.errors import CrsMlError, ModelError
-from crs_ml.score_status import Statuses, statuses
+from crs_ml.modeling.bundle import Bundle
+from crs_ml.scoring.statuses import Statuses, statuses
 
 DEFAULT_MODEL_URI = "models:/crs-severity@champion"
 STATUSES = ("scored", "not_at_risk", "too_early", "error")
@@ -58,7 +58,7 @@ Progress = Callable[[str, int, int], None]
 
 # --------------------------------------------------------------------------- the model
 def _load_folder(folder: Path) -> Bundle:
-    from crs_ml.artifact import MANIFEST, load_bundle
+    from crs_ml.modeling.bundle import MANIFEST, load_bundle
 
     if (folder / MANIFEST).is_file():
         return load_bundle(folder)
@@ -85,7 +85,7 @@ def download_model(uri: str, dst: str | Path) -> Path:
     """Download an MLflow model URI (models:/, runs:/, ...) into ``dst``; returns its folder."""
     import mlflow
 
-    from crs_ml.tracking import resolve_tracking_uri, sqlite_path
+    from crs_ml.tracking.store import resolve_tracking_uri, sqlite_path
 
     if not mlflow.is_tracking_uri_set():
         store = resolve_tracking_uri(None)
@@ -190,7 +190,7 @@ def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) 
 
 def chunk_features(s: Scoring, k: int):
     """The feature matrix of chunk ``k`` (None when empty), or the error that stopped it."""
-    from crs_ml.features import build_features
+    from crs_ml.features.builder import build_features
 
     rows = s.chunks[k]
     if len(rows) == 0:
@@ -213,8 +213,8 @@ def chunk_features(s: Scoring, k: int):
 def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
     """Risk, SHAP and drivers of chunk ``k`` from its features (or its error) into ``s``;
     ``threads`` for TreeSHAP (None: all cores)."""
-    from crs_ml.drivers import top_drivers
-    from crs_ml.explain import explain
+    from crs_ml.modeling.explain import explain
+    from crs_ml.scoring.drivers import top_drivers
 
     rows = s.chunks[k]
     if X is None:
@@ -312,15 +312,15 @@ def status_counts(scores: pd.DataFrame) -> dict[str, int]:
 
 
 def score_records(model, records: pd.DataFrame, as_of_hours=None, strict: bool = True):
-    """Score DESIGN.md's one-table MLflow input (see :mod:`crs_ml.records`)."""
-    from crs_ml.records import records_to_cohort
+    """Score DESIGN.md's one-table MLflow input (see :mod:`crs_ml.ingest.records`)."""
+    from crs_ml.ingest.records import records_to_cohort
 
     return score(model, records_to_cohort(records, strict=strict), as_of_hours=as_of_hours)
 
 
 class _CallableModule(types.ModuleType):
     """Lets ``crs_ml.score(model, cohort, ...)`` call :func:`score` (the issue's spelling);
-    ``from crs_ml.score import score`` works as well."""
+    ``from crs_ml.scoring.score import score`` works as well."""
 
     def __call__(self, *args, **kwargs) -> pd.DataFrame:
         return score(*args, **kwargs)

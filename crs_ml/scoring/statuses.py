@@ -4,7 +4,7 @@
 as-of time, the landmark L (the largest model landmark <= those hours) and whether the
 patient can be scored: ``too_early``, ``not_at_risk`` (grade >= 3 CRS or death by L),
 ``error`` (no infusion time for an absolute as-of, no data at or before L) or ``scored``, with
-the reason in ``message``. Used by :mod:`crs_ml.score`.
+the reason in ``message``. Used by :mod:`crs_ml.scoring.score`.
 """
 
 from __future__ import annotations
@@ -125,13 +125,13 @@ def _not_at_risk(
     cohort: Cohort, pid: pd.Index, ev_code: np.ndarray, L: np.ndarray, cand: np.ndarray
 ) -> np.ndarray:
     """Reason text ('' when at risk) for each patient: grade >= 3 or death by L."""
-    from crs_ml.label import grade_summary
+    from crs_ml.features.grading import grade_summary
 
     why = np.full(len(pid), "", dtype=object)
     if not cand.any():
         return why
     until = pd.Series(L[cand], index=pd.Index(pid[cand], dtype=object))
-    from crs_ml.label import FEVER_C, HYPOTENSION_SBP_MMHG
+    from crs_ml.features.grading import FEVER_C, HYPOTENSION_SBP_MMHG
 
     obs = cohort.observations
     # only what grading reads: fevers and low sbp after infusion (label._intervals)

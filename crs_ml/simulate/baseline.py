@@ -3,10 +3,10 @@
 Baseline risk factors follow domain.md "Biomarkers and risk factors". A latent tumour
 burden (standard normal) raises LDH, CRP and ferritin and lowers platelets; each lab also
 has its own patient-specific deviation. The latent severity ``s`` (see
-:class:`crs_ml.simulate_params.SeverityParams`) combines the tumour burden, the CRP,
+:class:`crs_ml.simulate.params.SeverityParams`) combines the tumour burden, the CRP,
 platelet and ferritin deviations, age and an unexplained part, and drives every hazard of
-the CRS process (crs_ml.simulate_chain) and the size of the inflammatory response
-(crs_ml.simulate_kinetics). Distributions: crs_ml.simulate_params.BaselineParams.
+the CRS process (crs_ml.simulate.chain) and the size of the inflammatory response
+(crs_ml.simulate.kinetics). Distributions: crs_ml.simulate.params.BaselineParams.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crs_ml.simulate_params import SimulationParams
+from crs_ml.simulate.params import SimulationParams
 
 
 @dataclass

@@ -9,8 +9,8 @@ For each product, on a reference sample of latent patients (default site mix):
    ``grade3``.
 
 All probabilities are exact functions of the latent state (no Monte Carlo beyond drawing
-the reference patients). The defaults in crs_ml.simulate_params were produced by
-``python -m crs_ml.simulate_calibrate`` (prints the constants to paste).
+the reference patients). The defaults in crs_ml.simulate.params were produced by
+``python -m crs_ml.simulate.calibrate`` (prints the constants to paste).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import replace
 import numpy as np
 from scipy.optimize import brentq
 
-from crs_ml.simulate_baseline import draw_baseline
-from crs_ml.simulate_chain import activity_profile, backward_risk, chain_rates
-from crs_ml.simulate_params import SimulationParams, default_params, with_products
+from crs_ml.simulate.baseline import draw_baseline
+from crs_ml.simulate.chain import activity_profile, backward_risk, chain_rates
+from crs_ml.simulate.params import SimulationParams, default_params, with_products
 
 
 def _onset_stats(c1, death, mode_h, sigma, horizon_steps):

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crs_ml.simulate_baseline import Baseline
-from crs_ml.simulate_params import SimulationParams
+from crs_ml.simulate.baseline import Baseline
+from crs_ml.simulate.params import SimulationParams
 
 PRE, G1, G1T, G2, G2T, G2TS, RES, G3, DEAD = range(9)
 N_STATES = 9

@@ -4,7 +4,7 @@ Times. A chain transition in step k happens at k + j/100 with j uniform in 1..10
 (k, k + 1] on a 0.01 h (36 s) grid, so everything known at a whole-hour landmark L is a
 function of the chain up to step L (no information from after L leaks into data at L).
 
-ASTCT consistency (label ``ASTCT-2019-derived-v1``, crs_ml.label). By construction:
+ASTCT consistency (label ``ASTCT-2019-derived-v1``, crs_ml.features.grading). By construction:
 
 * CRS onset = the first recorded temperature >= 38.0 (a vital-sign set is forced at onset;
   earlier temperatures after infusion are < 38.0); an antipyretic follows within an hour,
@@ -17,7 +17,7 @@ ASTCT consistency (label ``ASTCT-2019-derived-v1``, crs_ml.label). By constructi
 * grade 5 = a 'death' event with detail 'CRS' after grade 4.
 
 So the outcomes written here are exactly what the grading rules derive from the data (the
-tests check this with crs_ml.label). The post-grade-3 course (grade 4/5, durations, ICU,
+tests check this with crs_ml.features.grading). The post-grade-3 course (grade 4/5, durations, ICU,
 steroids) does not enter the true risk.
 """
 
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from crs_ml.simulate_baseline import Baseline
-from crs_ml.simulate_chain import DEAD, G1, G1T, G2, G2T, G2TS, G3, RES
-from crs_ml.simulate_params import SimulationParams
+from crs_ml.simulate.baseline import Baseline
+from crs_ml.simulate.chain import DEAD, G1, G1T, G2, G2T, G2TS, G3, RES
+from crs_ml.simulate.params import SimulationParams
 
 #: level grid codes (kinetics and sampling)
 L_PRE, L_G1, L_G2, L_G3, L_G4, L_RES, L_DEAD = range(7)

@@ -40,9 +40,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import lfilter
 
-from crs_ml.simulate_baseline import Baseline
-from crs_ml.simulate_chain import activity_profile
-from crs_ml.simulate_course import (
+from crs_ml.simulate.baseline import Baseline
+from crs_ml.simulate.chain import activity_profile
+from crs_ml.simulate.course import (
     BOTH,
     HFNO,
     HYPO,
@@ -54,7 +54,7 @@ from crs_ml.simulate_course import (
     VASO,
     Course,
 )
-from crs_ml.simulate_params import SimulationParams
+from crs_ml.simulate.params import SimulationParams
 
 #: display precision (decimals) per variable
 DECIMALS = {

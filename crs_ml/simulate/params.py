@@ -39,7 +39,7 @@ Horizon: the constants are calibrated for the default horizon of 336 h; at anoth
 the product rates are those of that horizon under the same mechanism.
 
 The mechanism constants of each product (``onset_log_scale``, ``profile_mode_h``,
-``progression_log_scale``) are *calibrated*, not chosen: :func:`crs_ml.simulate_calibrate.
+``progression_log_scale``) are *calibrated*, not chosen: :func:`crs_ml.simulate.calibrate.
 calibrate_products` solves them so that the latent any-grade rate, grade >= 3 rate (under
 the default site mix) and median onset hit the targets. Re-run it after changing anything
 that moves the rates (severity weights, hazards, site policies or mix).
@@ -90,7 +90,7 @@ class SiteParams:
     tocilizumab at grade 2 (``steroid_grade2_per_h``). At grade 3 every site gives
     tocilizumab; corticosteroids at grade 3 if ``steroid_at_grade3`` else at grade 4.
     Memoryless (exponential) decision delays keep the latent process Markov, which is what
-    makes the true risk exact (see crs_ml.simulate_chain).
+    makes the true risk exact (see crs_ml.simulate.chain).
     """
 
     name: str

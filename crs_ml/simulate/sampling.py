@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from crs_ml.simulate_baseline import Baseline
-from crs_ml.simulate_course import L_DEAD, L_G1, L_G2, L_G3, L_G4, L_RES, Course
-from crs_ml.simulate_kinetics import Kinetics
-from crs_ml.simulate_params import SimulationParams
+from crs_ml.simulate.baseline import Baseline
+from crs_ml.simulate.course import L_DEAD, L_G1, L_G2, L_G3, L_G4, L_RES, Course
+from crs_ml.simulate.kinetics import Kinetics
+from crs_ml.simulate.params import SimulationParams
 
 #: level code -> level group (0 well, 1 grade 1, 2 grade 2, 3 grade >= 3); -1 = dead
 _GROUP = np.full(7, 0, dtype=np.int64)

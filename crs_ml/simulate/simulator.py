@@ -8,7 +8,7 @@ as CSV. :func:`simulate` returns the same tables together with the latent quanti
 target tests and the calibration benchmark use.
 
 The model, in the order it runs (each step in its own module; assumptions in
-crs_ml.simulate_params):
+crs_ml.simulate.params):
 
 1. baseline (simulate_baseline): product, site, demographics, baseline labs, latent
    severity s;
@@ -32,7 +32,7 @@ so cohorts of different seeds never share an id.
 Truth rows: every landmark L (whole hours, L < H) and every patient at risk and included at
 L by the task definition (brief rules 1-4: not yet grade >= 3, alive, followed beyond L,
 not censored before the horizon without an event), i.e. before the 'no data' exclusion.
-What the true risk conditions on is documented in crs_ml.simulate_chain. Follow-up ending
+What the true risk conditions on is documented in crs_ml.simulate.chain. Follow-up ending
 early (dropout, 3%) is independent of everything; because rule 4 drops such patients only
 when they had no event, events are very slightly over-represented among them (negligible:
 see the calibration rows of benchmarks/results/simulator_calibration.md).
@@ -53,20 +53,20 @@ import pandas as pd
 
 from crs_ml.config import DEFAULT_LANDMARKS_H
 from crs_ml.errors import ConfigError
-from crs_ml.label import LABEL_DEFINITION
-from crs_ml.simulate_baseline import Baseline, draw_baseline
-from crs_ml.simulate_chain import (
+from crs_ml.features.grading import LABEL_DEFINITION
+from crs_ml.simulate.baseline import Baseline, draw_baseline
+from crs_ml.simulate.chain import (
     STATE_NAMES,
     backward_risk,
     chain_rates,
     median_onset_h,
     simulate_paths,
 )
-from crs_ml.simulate_course import Course, build_course, outcomes
-from crs_ml.simulate_kinetics import Kinetics
-from crs_ml.simulate_params import SimulationParams, default_params
-from crs_ml.simulate_sampling import sample_observations
-from crs_ml.simulate_write import render_clean, render_messy, write_cohort
+from crs_ml.simulate.course import Course, build_course, outcomes
+from crs_ml.simulate.kinetics import Kinetics
+from crs_ml.simulate.params import SimulationParams, default_params
+from crs_ml.simulate.sampling import sample_observations
+from crs_ml.simulate.write import render_clean, render_messy, write_cohort
 
 __all__ = [
     "SimulationResult", "simulate", "simulate_cohort", "write_cohort", "latent_probabilities",

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from crs_ml.simulate import SimulationResult
+from crs_ml.simulate.simulator import SimulationResult
 
 #: sites with IL-6 measured in-house (result delay of hours), used for the Spearman target
 IN_HOUSE_IL6_MAX_DELAY_H = 12.0

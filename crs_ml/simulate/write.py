@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crs_ml.catalogue import VARIABLES
-from crs_ml.simulate_kinetics import DECIMALS
-from crs_ml.simulate_params import SimulationParams
+from crs_ml.simulate.kinetics import DECIMALS
+from crs_ml.simulate.params import SimulationParams
+from crs_ml.variables import VARIABLES
 
 TABLES = ("patients", "observations", "events", "outcomes", "truth")
 ALIAS = {

@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from crs_ml import metrics as M
+from crs_ml.evaluation import metrics as M
 
 KEY_PARAMS = ("max_depth", "learning_rate", "n_estimators", "C", "threshold_c")
 

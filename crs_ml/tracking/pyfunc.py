@@ -1,10 +1,10 @@
 """The MLflow pyfunc model: raw records in, explained scores out.
 
 Input is DESIGN.md's one-table "MLflow model input" (``record`` = patient, observation or
-event, in relative hours; :mod:`crs_ml.records`); output is the scores table of
-:func:`crs_ml.score.score`, with ``as_of`` as ISO 8601 text (empty for relative-hours input,
+event, in relative hours; :mod:`crs_ml.ingest.records`); output is the scores table of
+:func:`crs_ml.scoring.score.score`, with ``as_of`` as ISO 8601 text (empty for relative-hours input,
 which is what this input always is). The model folder carries the bundle
-(:mod:`crs_ml.artifact`) as the artifact ``bundle``, so a logged, registered, exported,
+(:mod:`crs_ml.modeling.bundle`) as the artifact ``bundle``, so a logged, registered, exported,
 served or Spark-applied model all run the same code as the Python function.
 
 Params (optional): ``as_of_hours`` (score everyone at that many hours since infusion instead
@@ -84,7 +84,7 @@ class CrsSeverityModel(PythonModel):
     """Scores the records of one or many patients with the bundled model."""
 
     def load_context(self, context):
-        from crs_ml.artifact import load_bundle
+        from crs_ml.modeling.bundle import load_bundle
 
         self.bundle = load_bundle(context.artifacts["bundle"])
 
@@ -93,8 +93,8 @@ class CrsSeverityModel(PythonModel):
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
         from crs_ml.errors import InputError
-        from crs_ml.records import records_to_cohort
-        from crs_ml.score import score
+        from crs_ml.ingest.records import records_to_cohort
+        from crs_ml.scoring.score import score
 
         params = params or {}
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -135,7 +135,7 @@ def log_pyfunc_model(
 ):
     """Log the bundle as a pyfunc model in the active run; returns MLflow's ModelInfo.
 
-    The input example defaults to :func:`crs_ml.records.synthetic_example` (two invented
+    The input example defaults to :func:`crs_ml.ingest.records.synthetic_example` (two invented
     patients): never a training row.
     """
     import json
@@ -143,7 +143,7 @@ def log_pyfunc_model(
 
     import mlflow
 
-    from crs_ml.records import synthetic_example
+    from crs_ml.ingest.records import synthetic_example
 
     manifest = json.loads((Path(bundle_dir) / "bundle.json").read_text())
     if input_example is None:

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crs_ml import tracking
 from crs_ml.config import config_to_yaml
-from crs_ml.train import TrainResult
+from crs_ml.modeling.train import TrainResult
+from crs_ml.tracking import store as tracking
 
 
 @dataclass
@@ -94,7 +94,7 @@ def oof_table(result: TrainResult) -> pd.DataFrame:
 
 
 def _figures(result: TrainResult, folder: Path, bundle) -> list[Path]:
-    from crs_ml import plots
+    from crs_ml.reporting import figures as plots
 
     paths: list[Path] = []
     lm = result.meta["landmark_h"].to_numpy(dtype=float)
@@ -161,8 +161,8 @@ def log_training_run(
     """Log ``result`` to the configured store; register it as ``crs-severity`` if asked."""
     import mlflow
 
-    from crs_ml.artifact import load_bundle
-    from crs_ml.pyfunc import log_pyfunc_model
+    from crs_ml.modeling.bundle import load_bundle
+    from crs_ml.tracking.pyfunc import log_pyfunc_model
 
     cfg = result.config
     uri, experiment_id = tracking.setup_tracking(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)

@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from crs_ml.simulate import latent_probabilities, simulate
+from crs_ml.simulate.simulator import latent_probabilities, simulate
 
 SEED = 20240
 HORIZON = 336.0

@@ -15,8 +15,8 @@ import pytest
 from conftest_scoring import MALFORMED, logged, malformed, new_patients, setup
 from mlflow.exceptions import MlflowException
 
-from crs_ml.records import cohort_to_records, records_to_cohort, synthetic_example
-from crs_ml.score import score
+from crs_ml.ingest.records import cohort_to_records, records_to_cohort, synthetic_example
+from crs_ml.scoring.score import score
 
 CHAMPION = "models:/crs-severity@champion"
 
@@ -116,7 +116,7 @@ def test_malformed_input_is_an_invalid_parameter_naming_column_and_reason(
 
 
 def test_bundle_folder_and_loaded_model_resolve_to_the_same_bundle(model, session_dir):
-    from crs_ml.score import resolve_model
+    from crs_ml.scoring.score import resolve_model
 
     bundle = resolve_model(model)
     assert bundle.feature_names == setup(session_dir).bundle.feature_names

@@ -119,8 +119,8 @@ def test_train_logs_everything_and_registers(cohort_dir, tmp_path):
 
 def test_same_config_and_seed_give_identical_metrics(cohort_dir):
     from crs_ml.config import load_config
-    from crs_ml.load import load_cohort
-    from crs_ml.train import train_model
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.modeling.train import train_model
 
     cfg = load_config(None, [o for o in FAST + SMALL_TREES if o != "--set"])
     cohort = load_cohort(cohort_dir, cfg.data)
@@ -142,7 +142,7 @@ def test_compare_leaderboard_with_paired_test(cohort_dir, tmp_path):
     aurocs = [r["auroc"] for r in runs]
     assert aurocs == sorted(aurocs, reverse=True)
     assert runs[0]["diff_vs_best"] == 0.0
-    from crs_ml.metrics import auroc
+    from crs_ml.evaluation.metrics import auroc
 
     def averaged(run_id):
         path = mlflow.artifacts.download_artifacts(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crs_ml.catalogue import (
+from crs_ml.errors import InputError
+from crs_ml.variables import (
     CORE_VARIABLES,
     VARIABLES,
     catalogue_table,
@@ -13,7 +14,6 @@ from crs_ml.catalogue import (
     resolve_variable,
     unit_key,
 )
-from crs_ml.errors import InputError
 
 #: canonical variables and units as DESIGN.md lists them
 DESIGN_UNITS = {

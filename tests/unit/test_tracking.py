@@ -1,6 +1,6 @@
 import numpy as np
 
-from crs_ml import tracking
+from crs_ml.tracking import store as tracking
 
 
 def test_salted_keys_stable_and_salt_dependent():
