@@ -386,7 +386,7 @@ def __getattr__(name: str):
     if name in _REEXPORTS:
         import importlib
 
-        return getattr(importlib.import_module(f"crs_ml.{_REEXPORTS[name]}"), name)
+        return getattr(importlib.import_module(f"crs_ml.evaluation.{_REEXPORTS[name]}"), name)
     raise AttributeError(f"module 'crs_ml.evaluation.metrics' has no attribute {name!r}")
 
 
