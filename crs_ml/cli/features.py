@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from crs_ml.cli._common import console as make_console
+from crs_ml.cli._common import parse_landmarks
 from crs_ml.errors import InputError
 
 
@@ -31,23 +33,6 @@ def _load(data: Path, config: Path | None, ignore_outcomes: bool = False):
             file=first.table,
         )
     return cfg, cohort
-
-
-def parse_landmarks(text: str) -> list[float]:
-    """``"24,48"`` -> [24.0, 48.0]; every landmark must be a number of hours > 0."""
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            value = float(part)
-        except ValueError:
-            raise InputError(f"--landmarks: '{part}' is not a number of hours") from None
-        if not value > 0 or value == float("inf"):
-            raise InputError(f"--landmarks: {part} must be hours > 0 after infusion")
-        out.append(value)
-    if not out:
-        raise InputError("--landmarks: give at least one landmark, e.g. 24,48")
-    return sorted(set(out))
 
 
 def _grade_table(outcomes, horizon_h: float):
@@ -86,14 +71,6 @@ def attrition_rich(attrition):
     for row in attrition.itertuples(index=False):
         table.add_row(f"{row[0]:g}", *(f"{int(v):,}" for v in row[1:]))
     return table
-
-
-def _console():
-    from rich.console import Console
-
-    console = Console()
-    # piped or captured output: no terminal to fit, keep the tables readable
-    return console if console.is_terminal else Console(width=160)
 
 
 def _check_out(out: Path) -> None:
@@ -141,7 +118,7 @@ def register(app: typer.Typer) -> None:
         _, cohort = _load(data, config, ignore_outcomes=True)
         outcomes = derive_outcomes(cohort, horizon_h=horizon_h, fever_window_h=fever_window_h)
         _write_table(outcomes, target)
-        console = _console()
+        console = make_console(160)
         console.print(_grade_table(outcomes, horizon_h))
         console.print(f"label definition: {LABEL_DEFINITION}")
         console.print(f"wrote {len(outcomes):,} patients to {target}")
@@ -172,7 +149,7 @@ def register(app: typer.Typer) -> None:
         table.insert(0, "patient_id", meta["patient_id"].astype(str).to_numpy())
         table["y"] = y
         _write_table(table, out)
-        console = _console()
+        console = make_console(160)
         console.print(attrition_rich(meta.attrs["attrition"]))
         console.print(
             f"wrote {len(table):,} rows x {X.shape[1]} features ({int(y.sum()):,} events) to {out}"

@@ -1,7 +1,7 @@
 """Drift check: a validation cohort's features against the model's training fingerprint.
 
 The training fingerprint (``bundle.manifest['fingerprint']['features']``, written by
-:func:`crs_ml.tracking.store.feature_fingerprint` on the stacked training rows) holds per feature
+:func:`crs_ml.fingerprints.feature_fingerprint` on the stacked training rows) holds per feature
 the share of rows where it was measured and the mean, sd and quartiles of the measured
 values: aggregates only, never rows. The same aggregates are computed on the validation
 cohort's stacked landmark rows (same landmarks, same feature code) and compared:
@@ -78,7 +78,7 @@ def drift_table(
     by flagged, then by the larger of |SMD| and |measured_diff| / measured_threshold *
     smd_threshold (both on the scale of their thresholds), descending.
     """
-    from crs_ml.tracking.store import feature_fingerprint
+    from crs_ml.fingerprints import feature_fingerprint
 
     if not training_features:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in DRIFT_COLUMNS})

@@ -19,7 +19,7 @@ from crs_ml.evaluation.resampling import GroupResampler
 
 #: external validation needs at least ~100 events (Collins et al. 2016)
 VALIDATION_MIN_EVENTS = 100
-_POINT = ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope")
+POINT_METRICS = ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -127,8 +127,8 @@ def performance(y, p, groups, n_boot: int = 1000, seed: int = 0, alpha: float = 
         "mean_risk": float(p.mean()) if n else float("nan"),
         "reaches_100_events": events >= VALIDATION_MIN_EVENTS,
     }
-    out.update(point_metrics(y, p) if n else dict.fromkeys(_POINT, float("nan")))
-    values = np.full((max(n_boot, 0), len(_POINT)), np.nan)
+    out.update(point_metrics(y, p) if n else dict.fromkeys(POINT_METRICS, float("nan")))
+    values = np.full((max(n_boot, 0), len(POINT_METRICS)), np.nan)
     skipped = 0
     if n_boot > 0 and 0 < events < n:
         resampler = GroupResampler(groups, n)
@@ -142,7 +142,7 @@ def performance(y, p, groups, n_boot: int = 1000, seed: int = 0, alpha: float = 
                 skipped += 1
                 continue
             values[b] = replicate(w.astype(np.float64))
-    for j, name in enumerate(_POINT):
+    for j, name in enumerate(POINT_METRICS):
         col = values[:, j][np.isfinite(values[:, j])]
         lo, hi = (
             np.percentile(col, [100 * alpha / 2, 100 * (1 - alpha / 2)])

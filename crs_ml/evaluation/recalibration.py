@@ -25,15 +25,12 @@ is measured on the other, which the fit never saw.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
+from scipy.special import expit
 
 from crs_ml.errors import InputError, ModelError
 from crs_ml.evaluation import metrics as M
@@ -145,49 +142,6 @@ def fit_recalibration(
     )
 
 
-def write_recalibrated_bundle(
-    source_dir, out_dir, slope: float, intercept: float, provenance: dict[str, Any] | None = None
-) -> Path:
-    """Copy a bundle folder and rewrite only its calibration (and the file hashes).
-
-    The booster file is copied unchanged; ``bundle.json`` gets the new calibration, the
-    previous one under ``calibration.previous`` and ``provenance`` under ``recalibration``.
-    ``out_dir`` must not exist or be empty.
-    """
-    src, out = Path(source_dir), Path(out_dir)
-    manifest = json.loads((src / "bundle.json").read_text())
-    if manifest.get("model_type") != "xgboost":
-        raise ModelError(
-            f"recalibration updates the Platt map of a booster margin; a "
-            f"{manifest.get('model_type')} model has none"
-        )
-    if out.exists() and any(out.iterdir()):
-        raise InputError(f"output folder {out} is not empty", file=str(out))
-    if out.exists():
-        out.rmdir()
-    shutil.copytree(src, out)
-    previous = {k: v for k, v in manifest["calibration"].items() if k != "previous"}
-    manifest["calibration"] = {
-        "method": f"platt+site_{(provenance or {}).get('method', 'update')}",
-        "slope": float(slope),
-        "intercept": float(intercept),
-        "previous": previous,
-    }
-    manifest["recalibration"] = provenance or {}
-    manifest["files_sha256"] = {
-        name: hashlib.sha256((out / name).read_bytes()).hexdigest()
-        for name in manifest.get("files_sha256", {})
-    }
-    (out / "bundle.json").write_text(json.dumps(manifest, indent=1, default=_json_default))
-    return out
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def split_persons(persons, y, holdout: float, seed: int) -> np.ndarray:
     """True for rows of held-out persons: ``holdout`` share of persons with and of persons
     without an event (seeded), so both parts keep the event rate."""
@@ -207,7 +161,9 @@ class RecalibrationResult:
     fit: RecalibrationFit  # the map written into the new bundle
     evaluation: dict[str, Any]  # before / after on held-out persons
     summary: dict[str, Any]  # recalibration.json
-    figure: str | None = None  # calibration before / after on held-out rows (data URI)
+    #: held-out rows: outcome and risk before / after (``y``, ``before``, ``after``), for the
+    #: calibration figure of the report (:func:`crs_ml.reporting.html.render_recalibration`)
+    held_out: dict[str, np.ndarray] | None = None
 
 
 def evaluate_maps(y, margin, persons, lm, landmarks, maps: dict, n_boot: int, seed: int) -> dict:
@@ -265,26 +221,18 @@ def recalibrate_cohort(
     old = (bundle.platt_slope, bundle.platt_intercept)
     fit = fit_recalibration(margin[~held], y[~held], persons[~held], *old, method=method)
     evaluation: dict[str, Any] = {}
-    figure = None
+    held_out = None
     if held.any():
         lms = [h for h in report_landmarks_h if h in set(s["landmarks_h"])]
         maps = {"before": old, "after": (fit.slope, fit.intercept)}
         evaluation = evaluate_maps(
             y[held], margin[held], persons[held], lm[held], lms, maps, n_boot, seed
         )
-        if len(np.unique(y[held])) == 2:
-            from scipy.special import expit
-
-            from crs_ml.reporting.report import data_uri
-
-            figure = data_uri(
-                calibration_before_after_figure(
-                    y[held],
-                    expit(old[0] * margin[held] + old[1]),
-                    expit(fit.slope * margin[held] + fit.intercept),
-                    "Held-out persons, all landmarks",
-                )
-            )
+        held_out = {
+            "y": y[held],
+            "before": expit(old[0] * margin[held] + old[1]),
+            "after": expit(fit.slope * margin[held] + fit.intercept),
+        }
     final = fit
     if refit_all and held.any() and fit.method != "none":
         final = fit_recalibration(margin, y, persons, *old, method=fit.method)
@@ -308,85 +256,4 @@ def recalibrate_cohort(
         "n_persons": int(np.unique(persons).size),
         "sites": sorted(set(meta["site"].dropna().astype(str))),
     }
-    return RecalibrationResult(final, evaluation, summary, figure)
-
-
-# --------------------------------------------------------------------------- report
-def calibration_before_after_figure(y, p_before, p_after, title: str):
-    """Binned observed rate against predicted risk, before and after (held-out rows)."""
-    from crs_ml.reporting.figures import _plt
-
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
-    top = 0.05
-    for label, p, marker in (("before", p_before, "o"), ("after", p_after, "s")):
-        bins = M.calibration_curve_binned(y, p, n_bins=8)
-        lo = bins["observed"] - bins["ci_lo"]
-        hi = bins["ci_hi"] - bins["observed"]
-        ax.errorbar(
-            bins["mean_predicted"], bins["observed"], yerr=[lo, hi], fmt=marker + "-", ms=4,
-            capsize=2, lw=1.2, label=f"{label} (95% CI)",
-        )  # fmt: skip
-        top = max(top, float(bins["mean_predicted"].max()), float(bins["observed"].max()))
-    top *= 1.08
-    ax.plot([0, top], [0, top], ls="--", c="grey", lw=1, label="ideal")
-    ax.set(
-        xlabel="predicted risk", ylabel="observed rate", title=title, xlim=(0, top), ylim=(0, top)
-    )
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def render_recalibration(summary: dict[str, Any], figure: str | None = None) -> str:
-    """A self-contained HTML page: the chosen update and calibration before / after on the
-    held-out persons."""
-    import html
-
-    from crs_ml.reporting.html import CSS, fmt, fmt_ci, table
-
-    rows = []
-    for key, ev in summary["evaluation"].items():
-        for when in ("before", "after"):
-            b = ev[when]
-            rows.append(
-                [
-                    f"{key} h, {when}" if key != "all" else f"all landmarks, {when}",
-                    str(b["n"]), str(b["n_events"]),
-                    fmt_ci(b["calibration_intercept"], b["calibration_intercept_ci"], 2),
-                    fmt_ci(b["calibration_slope"], b["calibration_slope_ci"], 2),
-                    fmt_ci(b["brier"], b["brier_ci"], 4), fmt_ci(b["auroc"], b["auroc_ci"]),
-                ]
-            )  # fmt: skip
-    head = ["held-out slice", "n", "events", "calibration intercept", "calibration slope"]
-    before, after = summary["calibration_before"], summary["calibration_after"]
-    tests = summary["fit"]["tests"]
-    test_rows = [
-        [k.replace("_", " "), fmt(t["statistic"], 2), str(t["df"]), fmt(t["p_value"], 4)]
-        for k, t in tests.items()
-        if t
-    ]
-    e = html.escape
-    hold = summary["holdout"]
-    img = f"<img src='{figure}' alt='calibration before and after' style='max-width:520px'>"
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>Site recalibration</title><style>{CSS}</style></head><body><main>"
-        "<header><h1>Site recalibration</h1>"
-        f"<div class='sub'>Model <code>{e(str(summary['source_model'].get('uri')))}</code> "
-        f"&middot; sites {e(', '.join(summary['sites']) or 'unknown')}</div></header>"
-        f"<h2>Update chosen: {e(summary['method'])}</h2><p>{e(summary['rule'])}.</p>"
-        f"<p>Calibration map of the booster margin: slope {before['slope']:.4f} &rarr; "
-        f"{after['slope']:.4f}, intercept {before['intercept']:.4f} &rarr; "
-        f"{after['intercept']:.4f}. The booster and its unscaled SHAP values are unchanged."
-        f" Fitted on {summary['fit']['n_persons']} persons ({summary['fit']['n_event_persons']} "
-        f"with an event, {summary['fit']['n_rows']} landmark rows)"
-        + ("; then refitted on all persons." if summary["refit_on_all_persons"] else ".")
-        + "</p>"
-        + table(["likelihood-ratio test", "statistic", "df", "p"], test_rows)
-        + f"<h2>Calibration on held-out persons ({hold['n_persons']} persons, not used to fit)</h2>"
-        + (table(head + ["Brier", "AUROC"], rows) if rows else "<p>No held-out persons.</p>")
-        + (f"<div class='wide'>{img}</div>" if figure else "")
-        + f"<p class='note'>95% intervals: bootstrap of held-out persons ({hold['bootstrap']} "
-        "replicates), conditional on the fitted map.</p></main></body></html>"
-    )
+    return RecalibrationResult(final, evaluation, summary, held_out)

@@ -34,7 +34,7 @@ from crs_ml.evaluation.comparisons import (
     subgroup_metrics,
 )
 from crs_ml.evaluation.performance import (  # noqa: F401 - re-exported for the report and tests
-    _POINT,
+    POINT_METRICS,
     VALIDATION_MIN_EVENTS,
     WeightedMetrics,
     performance,
@@ -141,7 +141,7 @@ def validate_cohort(
     """Score a labelled cohort with ``bundle`` and compute every metric of metrics.json."""
     from crs_ml.evaluation.drift import drift_summary, drift_table
     from crs_ml.features.landmarks import build_landmark_dataset
-    from crs_ml.tracking.store import data_fingerprint, dataset_digest
+    from crs_ml.fingerprints import data_fingerprint, dataset_digest
 
     s = model_settings(bundle)
     report_lms = sorted({float(h) for h in report_landmarks_h})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml.errors import ModelError
+from crs_ml.errors import InputError, ModelError
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
@@ -239,3 +240,71 @@ def _check_schema(folder: Path, manifest: dict[str, Any]) -> None:
             f"build ({missing[:5]}); install the crs_ml version it was trained with "
             f"({manifest['versions']['crs_ml']}) or re-train"
         )
+
+
+def write_recalibrated_bundle(
+    source_dir, out_dir, slope: float, intercept: float, provenance: dict[str, Any] | None = None
+) -> Path:
+    """Copy a bundle folder and rewrite only its calibration (and the file hashes); the site
+    recalibration (:mod:`crs_ml.evaluation.recalibration`) fits the two numbers.
+
+    The booster file is copied unchanged; ``bundle.json`` gets the new calibration, the
+    previous one under ``calibration.previous`` and ``provenance`` under ``recalibration``.
+    ``out_dir`` must not exist or be empty.
+    """
+    src, out = Path(source_dir), Path(out_dir)
+    manifest = json.loads((src / MANIFEST).read_text())
+    if manifest.get("model_type") != "xgboost":
+        raise ModelError(
+            f"recalibration updates the Platt map of a booster margin; a "
+            f"{manifest.get('model_type')} model has none"
+        )
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"output folder {out} is not empty", file=str(out))
+    if out.exists():
+        out.rmdir()
+    shutil.copytree(src, out)
+    previous = {k: v for k, v in manifest["calibration"].items() if k != "previous"}
+    manifest["calibration"] = {
+        "method": f"platt+site_{(provenance or {}).get('method', 'update')}",
+        "slope": float(slope),
+        "intercept": float(intercept),
+        "previous": previous,
+    }
+    manifest["recalibration"] = provenance or {}
+    manifest["files_sha256"] = {
+        name: _sha256(out / name) for name in manifest.get("files_sha256", {})
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
+    return out
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_model_folder(folder: str | Path) -> Bundle:
+    """The bundle in a folder: a bundle folder itself, or an exported / downloaded MLflow model
+    folder that carries one (the pyfunc's ``bundle`` artifact)."""
+    import yaml
+
+    folder = Path(folder)
+    if (folder / MANIFEST).is_file():
+        return load_bundle(folder)
+    mlmodel = folder / "MLmodel"
+    if mlmodel.is_file():
+        spec = yaml.safe_load(mlmodel.read_text()) or {}
+        artifacts = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+        rel = artifacts.get("bundle", {}).get("path")
+        if rel and (folder / rel / MANIFEST).is_file():
+            return load_bundle(folder / rel)
+        found = sorted(folder.glob(f"artifacts/**/{MANIFEST}"))
+        if found:
+            return load_bundle(found[0].parent)
+        raise ModelError(f"{folder} is an MLflow model but not a crs_ml one (no model bundle)")
+    raise ModelError(
+        f"{folder} is neither a crs_ml model bundle ({MANIFEST}) nor an MLflow model folder "
+        "(MLmodel); export one with `crs-ml export`"
+    )

@@ -43,7 +43,7 @@ class TuneResult:
     outer_metrics: dict[str, float]
     outer_params: list[dict[str, Any]]
     config: Config
-    #: digest of the data the search saw (crs_ml.tracking.store.dataset_digest)
+    #: digest of the data the search saw (crs_ml.fingerprints.dataset_digest)
     dataset_digest: str
 
 
@@ -129,7 +129,7 @@ def tune(
     best = {**cfg.model.params, **final.best_params}
     tuned = cfg.model_copy(deep=True)
     tuned.model = cfg.model.model_copy(update={"params": best, "type": "xgboost"})
-    from crs_ml.tracking.store import data_fingerprint, dataset_digest
+    from crs_ml.fingerprints import data_fingerprint, dataset_digest
 
     digest = dataset_digest(data_fingerprint(cohort, y, meta))
     return TuneResult(best, float(final.best_value), outer_metrics, outer_params, tuned, digest)

@@ -1,4 +1,4 @@
-"""Figures for runs and reports: ROC, precision-recall, calibration, SHAP summary.
+"""Figures for runs and reports: ROC, precision-recall, calibration, decision curve, SHAP.
 
 Every function returns a matplotlib Figure (Agg backend, no screen needed) and shows only
 aggregates: curves, binned rates and feature-level SHAP distributions, never an identifier.
@@ -6,11 +6,17 @@ aggregates: curves, binned rates and feature-level SHAP distributions, never an 
 
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 import pandas as pd
 
+from crs_ml.evaluation import metrics as M
 
-def _plt():
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (imported on first use: matplotlib is slow)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -23,7 +29,7 @@ def roc_figure(y: np.ndarray, risks: dict[str, np.ndarray], title: str = "ROC"):
     """ROC curves of several risk scores on the same rows, AUROC in the legend."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
     for name, p in risks.items():
         ok = np.isfinite(p)
@@ -41,7 +47,7 @@ def roc_figure(y: np.ndarray, risks: dict[str, np.ndarray], title: str = "ROC"):
 def pr_figure(y: np.ndarray, risks: dict[str, np.ndarray], title: str = "Precision-recall"):
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
     for name, p in risks.items():
         ok = np.isfinite(p)
@@ -64,35 +70,62 @@ def pr_figure(y: np.ndarray, risks: dict[str, np.ndarray], title: str = "Precisi
     return fig
 
 
-def calibration_figure(y: np.ndarray, p: np.ndarray, n_bins: int = 10, title: str = "Calibration"):
-    """Binned observed rate (Wilson 95% CI) against mean predicted risk, plus a smooth curve."""
-    from crs_ml.evaluation import metrics as M
+def calibration_figure(
+    y: np.ndarray, p, n_bins: int = 10, title: str = "Calibration", smooth: bool | None = None
+):
+    """Observed rate per bin of predicted risk (Wilson 95% CI) against the bin's mean risk.
 
-    plt = _plt()
+    ``p`` is one risk, or several on the same rows as ``{label: risk}`` (e.g. before / after a
+    recalibration). One risk also gets a spline-smoothed curve (``smooth``, default on for one
+    risk). Bins are quantiles of the risk (deciles by default).
+    """
+    curves = p if isinstance(p, dict) else {"deciles of risk" if n_bins == 10 else "binned": p}
+    smooth = len(curves) == 1 if smooth is None else smooth
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
-    bins = M.calibration_curve_binned(y, p, n_bins=n_bins)
-    top = float(max(np.nanmax(p), bins["observed"].max(), 0.05)) * 1.05
+    top = 0.05
+    for (label, risk), marker in zip(curves.items(), "os^dv", strict=False):
+        bins = M.calibration_curve_binned(y, risk, n_bins=n_bins)
+        yerr = np.clip(
+            [bins["observed"] - bins["ci_lo"], bins["ci_hi"] - bins["observed"]], 0, None
+        )
+        ax.errorbar(
+            bins["mean_predicted"], bins["observed"], yerr=yerr,
+            fmt=marker if len(curves) == 1 else marker + "-", ms=4, capsize=2, lw=1.2,
+            label=f"{label} (95% CI)",
+        )  # fmt: skip
+        top = max(top, float(bins["mean_predicted"].max()), float(bins["ci_hi"].max()))
+        if smooth:
+            try:
+                grid, fitted = M.calibration_curve_smooth(y, risk)
+                ax.plot(grid, fitted, lw=1.8, label="smoothed (spline)")
+            except Exception:  # a smoother can fail on tiny or one-class data; the bins stand
+                pass
+    top *= 1.05
     ax.plot([0, top], [0, top], ls="--", c="grey", lw=1, label="ideal")
-    lo = np.clip(bins["observed"] - bins["ci_lo"], 0, None)  # rounding can cross 0
-    hi = np.clip(bins["ci_hi"] - bins["observed"], 0, None)
-    ax.errorbar(
-        bins["mean_predicted"],
-        bins["observed"],
-        yerr=[lo, hi],
-        fmt="o",
-        ms=4,
-        capsize=2,
-        label="binned (95% CI)",
-    )
-    try:
-        grid, smooth = M.calibration_curve_smooth(y, p)
-        ax.plot(grid, smooth, lw=1.8, label="smoothed")
-    except Exception:  # a smoother can fail on tiny or one-class data; the bins still stand
-        pass
-    ax.set(
-        xlabel="predicted risk", ylabel="observed rate", title=title, xlim=(0, top), ylim=(0, top)
-    )
+    ax.set(xlabel="predicted risk", ylabel="observed rate", title=title)
+    ax.set(xlim=(0, top), ylim=(0, top))
     ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def decision_curve_figure(net_benefit: list[dict], title: str = "Decision curve"):
+    """Net benefit of the model against treat-all and treat-none (Vickers & Elkin 2006)."""
+    plt = pyplot()
+    nb = pd.DataFrame(net_benefit)
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
+    ax.plot(nb["threshold"], nb["net_benefit_model"], lw=1.8, marker="o", ms=3, label="model")
+    ax.plot(nb["threshold"], nb["net_benefit_treat_all"], lw=1.2, c="grey", label="treat all")
+    ax.axhline(0, lw=1.2, ls="--", c="black", label="treat none")
+    model = nb["net_benefit_model"].to_numpy(dtype=float)
+    top = max(float(np.nanmax(nb[["net_benefit_model", "net_benefit_treat_all"]])), 0.01)
+    bottom = min(float(np.nanmin(model)), 0.0)  # treat-all may run far below: clipped
+    pad = 0.08 * (top - bottom)
+    ax.set(xlabel="threshold probability", ylabel="net benefit", title=title)
+    ax.set(xlim=(float(nb["threshold"].min()) - 0.01, float(nb["threshold"].max()) + 0.01))
+    ax.set(ylim=(bottom - pad, top + pad))
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -105,7 +138,7 @@ def shap_summary_figure(
     title: str = "SHAP summary",
 ):
     """Beeswarm-style summary: per feature, SHAP value (log-odds) coloured by feature value."""
-    plt = _plt()
+    plt = pyplot()
     labels = labels or {}
     contrib = np.asarray(contributions)[:, : X.shape[1]]
     order = np.argsort(-np.abs(contrib).mean(axis=0))[:top][::-1]
@@ -140,4 +173,12 @@ def shap_summary_figure(
 def save(fig, path) -> None:
     """Save without identifying metadata (matplotlib writes its version only)."""
     fig.savefig(path, metadata={"Software": None} if str(path).endswith(".png") else None)
-    _plt().close(fig)
+    pyplot().close(fig)
+
+
+def data_uri(fig) -> str:
+    """A matplotlib figure as a base64 PNG data URI (figure closed afterwards)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    pyplot().close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -403,3 +403,53 @@ def render_report(metrics: dict, card: dict, figures: dict[str, str]) -> str:
         f"{_cards(m)}{body}<footer>crs_ml {_e(pkg)} &middot; generated {stamp} &middot; "
         "aggregates only, no patient identifiers.</footer></main></body></html>"
     )
+
+
+def render_recalibration(summary: dict[str, Any], figure: str | None = None) -> str:
+    """A self-contained HTML page: the chosen update and calibration before / after on the
+    held-out persons."""
+    rows = []
+    for key, ev in summary["evaluation"].items():
+        for when in ("before", "after"):
+            b = ev[when]
+            rows.append(
+                [
+                    f"{key} h, {when}" if key != "all" else f"all landmarks, {when}",
+                    str(b["n"]), str(b["n_events"]),
+                    fmt_ci(b["calibration_intercept"], b["calibration_intercept_ci"], 2),
+                    fmt_ci(b["calibration_slope"], b["calibration_slope_ci"], 2),
+                    fmt_ci(b["brier"], b["brier_ci"], 4), fmt_ci(b["auroc"], b["auroc_ci"]),
+                ]
+            )  # fmt: skip
+    head = ["held-out slice", "n", "events", "calibration intercept", "calibration slope"]
+    before, after = summary["calibration_before"], summary["calibration_after"]
+    tests = summary["fit"]["tests"]
+    test_rows = [
+        [k.replace("_", " "), fmt(t["statistic"], 2), str(t["df"]), fmt(t["p_value"], 4)]
+        for k, t in tests.items()
+        if t
+    ]
+    e = html.escape
+    hold = summary["holdout"]
+    img = f"<img src='{figure}' alt='calibration before and after' style='max-width:520px'>"
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>Site recalibration</title><style>{CSS}</style></head><body><main>"
+        "<header><h1>Site recalibration</h1>"
+        f"<div class='sub'>Model <code>{e(str(summary['source_model'].get('uri')))}</code> "
+        f"&middot; sites {e(', '.join(summary['sites']) or 'unknown')}</div></header>"
+        f"<h2>Update chosen: {e(summary['method'])}</h2><p>{e(summary['rule'])}.</p>"
+        f"<p>Calibration map of the booster margin: slope {before['slope']:.4f} &rarr; "
+        f"{after['slope']:.4f}, intercept {before['intercept']:.4f} &rarr; "
+        f"{after['intercept']:.4f}. The booster and its unscaled SHAP values are unchanged."
+        f" Fitted on {summary['fit']['n_persons']} persons ({summary['fit']['n_event_persons']} "
+        f"with an event, {summary['fit']['n_rows']} landmark rows)"
+        + ("; then refitted on all persons." if summary["refit_on_all_persons"] else ".")
+        + "</p>"
+        + table(["likelihood-ratio test", "statistic", "df", "p"], test_rows)
+        + f"<h2>Calibration on held-out persons ({hold['n_persons']} persons, not used to fit)</h2>"
+        + (table(head + ["Brier", "AUROC"], rows) if rows else "<p>No held-out persons.</p>")
+        + (f"<div class='wide'>{img}</div>" if figure else "")
+        + f"<p class='note'>95% intervals: bootstrap of held-out persons ({hold['bootstrap']} "
+        "replicates), conditional on the fitted map.</p></main></body></html>"
+    )

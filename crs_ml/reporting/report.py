@@ -11,8 +11,6 @@ version. The HTML itself is rendered by :mod:`crs_ml.reporting.html`.
 
 from __future__ import annotations
 
-import base64
-import io
 from pathlib import Path
 from typing import Any
 
@@ -20,74 +18,18 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.evaluation.validate import ValidationResult
+from crs_ml.files import write_json
+from crs_ml.modeling.explain import explain
+from crs_ml.reporting import figures as plots
+from crs_ml.reporting.figures import calibration_figure, data_uri, decision_curve_figure
+from crs_ml.reporting.html import render_report
 
 
 # --------------------------------------------------------------------------- figures
-def data_uri(fig) -> str:
-    """A matplotlib figure as a base64 PNG data URI (figure closed afterwards)."""
-    from crs_ml.reporting.figures import _plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    _plt().close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def decision_curve_figure(net_benefit: list[dict], title: str = "Decision curve"):
-    """Net benefit of the model against treat-all and treat-none (Vickers & Elkin 2006)."""
-    from crs_ml.reporting.figures import _plt
-
-    plt = _plt()
-    nb = pd.DataFrame(net_benefit)
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
-    ax.plot(nb["threshold"], nb["net_benefit_model"], lw=1.8, marker="o", ms=3, label="model")
-    ax.plot(nb["threshold"], nb["net_benefit_treat_all"], lw=1.2, c="grey", label="treat all")
-    ax.axhline(0, lw=1.2, ls="--", c="black", label="treat none")
-    model = nb["net_benefit_model"].to_numpy(dtype=float)
-    top = max(float(np.nanmax(nb[["net_benefit_model", "net_benefit_treat_all"]])), 0.01)
-    bottom = min(float(np.nanmin(model)), 0.0)  # treat-all may run far below: clipped
-    pad = 0.08 * (top - bottom)
-    ax.set(xlabel="threshold probability", ylabel="net benefit", title=title)
-    ax.set(xlim=(float(nb["threshold"].min()) - 0.01, float(nb["threshold"].max()) + 0.01))
-    ax.set(ylim=(bottom - pad, top + pad))
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def calibration_figure(y, p, n_bins: int = 10, title: str = "Calibration"):
-    """Deciles of predicted risk (observed rate, Wilson 95% CI) and a spline-smoothed curve."""
-    from crs_ml.evaluation import metrics as M
-    from crs_ml.reporting.figures import _plt
-
-    plt = _plt()
-    bins = M.calibration_curve_binned(y, p, n_bins=n_bins)
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
-    top = float(max(bins["mean_predicted"].max(), bins["ci_hi"].max(), 0.05)) * 1.05
-    ax.plot([0, top], [0, top], ls="--", c="grey", lw=1, label="ideal")
-    yerr = np.clip([bins["observed"] - bins["ci_lo"], bins["ci_hi"] - bins["observed"]], 0, None)
-    ax.errorbar(
-        bins["mean_predicted"], bins["observed"], yerr=yerr, fmt="o", ms=4, capsize=2,
-        label="deciles of risk (95% CI)",
-    )  # fmt: skip
-    try:
-        grid, smooth = M.calibration_curve_smooth(y, p)
-        ax.plot(grid, smooth, lw=1.8, label="smoothed (spline)")
-    except Exception:  # a smoother can fail on tiny data; the bins still stand
-        pass
-    ax.set(xlabel="predicted risk", ylabel="observed rate", title=title)
-    ax.set(xlim=(0, top), ylim=(0, top))
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def shap_contributions(bundle, X: pd.DataFrame, seed: int = 0, max_rows: int = 2000):
     """SHAP contributions in calibrated log-odds on up to ``max_rows`` rows, and those rows
     (:func:`crs_ml.modeling.explain.explain`: TreeSHAP scaled by the Platt slope for xgboost, exact
     linear SHAP for the baselines); None when the model type has no explanation."""
-    from crs_ml.modeling.explain import explain
-
     if len(X) == 0:
         return None
     rng = np.random.default_rng(seed)
@@ -101,8 +43,6 @@ def shap_contributions(bundle, X: pd.DataFrame, seed: int = 0, max_rows: int = 2
 
 def report_figures(result: ValidationResult, bundle, seed: int = 0) -> dict[str, str]:
     """Data URIs: roc_/pr_/calibration_/decision_<L> per reported landmark, and shap."""
-    from crs_ml.reporting import figures as plots
-
     figs: dict[str, str] = {}
     lm = result.meta["landmark_h"].to_numpy(dtype=float)
     for key, entry in result.metrics["landmarks"].items():
@@ -221,8 +161,6 @@ def write_report(
     result: ValidationResult, bundle, model_info: dict[str, Any], out_dir, seed: int = 0
 ) -> dict[str, Path]:
     """Write metrics.json, report.html, attrition.csv and drift.csv into ``out_dir``."""
-    from crs_ml.files import write_json
-    from crs_ml.reporting.html import render_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,92 +180,3 @@ def write_report(
     result.attrition.to_csv(paths["attrition"], index=False)
     result.drift.to_csv(paths["drift"], index=False)
     return paths
-
-
-def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The headline numbers as MLflow metrics, prefixed ``val_`` (training runs' names are
-    kept apart, so ``crs-ml compare`` never mistakes a validation for a training run)."""
-    out: dict[str, float] = {}
-
-    def put(name: str, value) -> None:
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            return
-        if np.isfinite(v):
-            out[f"val_{name}"] = v
-
-    for key, entry in metrics["landmarks"].items():
-        for part in ("overall", "untreated", "treated"):
-            block = entry[part]
-            tag = f"L{key}" if part == "overall" else f"L{key}_{part}"
-            put(f"n_{tag}", block["n"])
-            put(f"events_{tag}", block["n_events"])
-            for m in ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope"):
-                put(f"{m}_{tag}", block[m])
-                lo, hi = block.get(f"{m}_ci", [None, None])
-                put(f"{m}_lo_{tag}", lo)
-                put(f"{m}_hi_{tag}", hi)
-    for m in ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope"):
-        put(f"{m}_all", metrics["all_landmarks"][m])
-    alerts = metrics["alerts"]
-    put("lead_time_median_h", alerts["lead_time_h"]["median"])
-    put("alerts_per_patient_day", alerts["alerts_per_patient_day"])
-    put("number_needed_to_evaluate", alerts["number_needed_to_evaluate"])
-    put("drift_n_flagged", metrics["drift"]["n_flagged"])
-    return out
-
-
-def log_validation_run(
-    paths: dict[str, Path],
-    metrics: dict[str, Any],
-    model_info: dict[str, Any],
-    experiment: str,
-    tracking_uri: str | None = None,
-    run_name: str | None = None,
-) -> str:
-    """Log the report files as an MLflow evaluation run; returns its run id.
-
-    Tags: run_type=validation, model_uri, model_name / model_version (registered models),
-    model_run_id (the training run, when known), dataset_digest, label_definition. When the
-    model is a registered version, that version gets the tag ``last_validation_run``.
-    """
-    import mlflow
-    from mlflow import MlflowClient
-
-    from crs_ml.tracking import store as tracking
-
-    tracking.setup_tracking(tracking_uri, experiment)
-    tags = {
-        "run_type": "validation",
-        "model_uri": str(model_info.get("uri")),
-        "dataset_digest": str(metrics["cohort"].get("dataset_digest", "unknown")),
-        "label_definition": ",".join(metrics["cohort"].get("label_definition", [])) or "unknown",
-    }
-    for key in ("model_name", "model_version", "model_run_id"):
-        if model_info.get(key):
-            tags[key] = str(model_info[key])
-    with mlflow.start_run(run_name=run_name or "validation") as run:
-        mlflow.set_tags(tags)
-        mlflow.log_params(
-            {
-                "bootstrap": metrics["settings"]["bootstrap"],
-                "seed": metrics["settings"]["seed"],
-                "report_landmarks_h": ",".join(
-                    f"{h:g}" for h in metrics["settings"]["report_landmarks_h"]
-                ),
-            }
-        )
-        mlflow.log_metrics(flat_metrics(metrics))
-        for path in paths.values():
-            mlflow.log_artifact(str(path))
-        run_id = run.info.run_id
-    if model_info.get("model_name") and model_info.get("model_version"):
-        tracking._retry(
-            MlflowClient().set_model_version_tag,
-            model_info["model_name"],
-            str(model_info["model_version"]),
-            "last_validation_run",
-            run_id,
-        )
-    return run_id

@@ -95,17 +95,17 @@ def score_to_file(
     from crs_ml.ingest.stream import CohortChunks
     from crs_ml.scoring.score import (
         STATUSES,
+        as_bundle,
         begin,
         chunk_features,
         explain_chunk,
-        resolve_model,
         scores_table,
         status_counts,
     )
 
     out = Path(out)
     kind = output_kind(out)
-    bundle = resolve_model(model)
+    bundle = as_bundle(model)
     chunks = CohortChunks(data, options, chunk_size=chunk_size)
     counts = dict.fromkeys(STATUSES, 0)
     done, held = 0, None

@@ -1,6 +1,6 @@
 """Score new patients: calibrated risk of grade >= 3 CRS with exact SHAP explanations.
 
-:func:`score` returns DESIGN.md's scores table: one row per patient of ``cohort.patients``, in
+:func:`score` returns the scores table (README, "Scoring new admissions"): one row per patient of ``cohort.patients``, in
 that order, always. Per patient:
 
 1. hours since infusion at the as-of time: ``as_of`` (absolute; needs the infusion time) minus
@@ -25,8 +25,6 @@ per chunk) so memory stays bounded, with ``progress(stage, done, total)`` after 
 from __future__ import annotations
 
 import dataclasses
-import sys
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +35,9 @@ import pandas as pd
 
 from crs_ml.cohort import Cohort
 from crs_ml.errors import CrsMlError, ModelError
-from crs_ml.modeling.bundle import Bundle
+from crs_ml.modeling.bundle import Bundle, load_model_folder
 from crs_ml.scoring.statuses import Statuses, statuses
 
-DEFAULT_MODEL_URI = "models:/crs-severity@champion"
 STATUSES = ("scored", "not_at_risk", "too_early", "error")
 FIXED_COLUMNS = [
     "patient_id",
@@ -57,75 +54,23 @@ Progress = Callable[[str, int, int], None]
 
 
 # --------------------------------------------------------------------------- the model
-def _load_folder(folder: Path) -> Bundle:
-    from crs_ml.modeling.bundle import MANIFEST, load_bundle
-
-    if (folder / MANIFEST).is_file():
-        return load_bundle(folder)
-    mlmodel = folder / "MLmodel"
-    if mlmodel.is_file():
-        import yaml
-
-        spec = yaml.safe_load(mlmodel.read_text()) or {}
-        artifacts = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {})
-        rel = artifacts.get("bundle", {}).get("path")
-        if rel and (folder / rel / MANIFEST).is_file():
-            return load_bundle(folder / rel)
-        found = sorted(folder.glob(f"artifacts/**/{MANIFEST}"))
-        if found:
-            return load_bundle(found[0].parent)
-        raise ModelError(f"{folder} is an MLflow model but not a crs_ml one (no model bundle)")
-    raise ModelError(
-        f"{folder} is neither a crs_ml model bundle ({MANIFEST}) nor an MLflow model folder "
-        "(MLmodel); export one with `crs-ml export`"
-    )
-
-
-def download_model(uri: str, dst: str | Path) -> Path:
-    """Download an MLflow model URI (models:/, runs:/, ...) into ``dst``; returns its folder."""
-    import mlflow
-
-    from crs_ml.tracking.store import resolve_tracking_uri, sqlite_path
-
-    if not mlflow.is_tracking_uri_set():
-        store = resolve_tracking_uri(None)
-        db = sqlite_path(store)
-        if db is not None and not db.is_file():
-            raise ModelError(
-                f"no MLflow tracking store at {db} to resolve '{uri}': set MLFLOW_TRACKING_URI, "
-                "or pass an exported model folder (crs-ml export)"
-            )
-        mlflow.set_tracking_uri(store)
-    try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
-    except Exception as exc:  # mlflow raises its own types for unknown names and aliases
-        raise ModelError(
-            f"cannot fetch model '{uri}' from the tracking store {mlflow.get_tracking_uri()}: "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        ) from None
-    return Path(local)
-
-
-def resolve_model(model: Any) -> Bundle:
-    """A :class:`Bundle` from a Bundle, a loaded pyfunc model, a bundle folder, an exported
-    MLflow model folder, or an MLflow model URI (``models:/crs-severity@champion``,
-    ``runs:/<id>/model``)."""
+def as_bundle(model: Any) -> Bundle:
+    """The :class:`Bundle` of a Bundle, of a loaded crs_ml pyfunc model, or of a bundle / exported
+    model folder. MLflow URIs are resolved by :func:`crs_ml.tracking.models.resolve_model`
+    (``crs_ml.score(uri, cohort)`` does it for you)."""
     if isinstance(model, Bundle):
         return model
     if hasattr(model, "unwrap_python_model"):
         inner = model.unwrap_python_model()
         if isinstance(getattr(inner, "bundle", None), Bundle):
             return inner.bundle
-    text = str(model)
-    path = Path(text).expanduser()
+    path = Path(str(model)).expanduser()
     if path.exists():
-        return _load_folder(path)
-    if ":/" in text:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="crs_ml_model_") as tmp:
-            return _load_folder(download_model(text, tmp))
-    raise ModelError(f"model '{text}' is neither an existing folder nor an MLflow model URI")
+        return load_model_folder(path)
+    raise ModelError(
+        f"model '{model}' is not a model bundle, a loaded model or an existing folder; resolve an "
+        "MLflow URI with crs_ml.tracking.store.resolve_model (or call crs_ml.scoring.score)"
+    )
 
 
 def _model_settings(bundle: Bundle):
@@ -171,7 +116,7 @@ class Scoring:
 
 def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) -> Scoring:
     """Decide every patient's status and split the patients to score into chunks."""
-    bundle = resolve_model(model)
+    bundle = as_bundle(model)
     landmarks, features, settings = _model_settings(bundle)
     cohort = dataclasses.replace(cohort, patients=cohort.patients.reset_index(drop=True))
     st = statuses(cohort, landmarks, as_of, as_of_hours)
@@ -237,7 +182,7 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
 
 
 def scores_table(s: Scoring) -> pd.DataFrame:
-    """DESIGN.md's scores table once every chunk is explained."""
+    """the scores table (README, "Scoring new admissions") once every chunk is explained."""
     st, scoring = s.st, s.settings
     status, message, risk = st.status, st.message.copy(), s.risk
     scored = status == "scored"
@@ -312,18 +257,7 @@ def status_counts(scores: pd.DataFrame) -> dict[str, int]:
 
 
 def score_records(model, records: pd.DataFrame, as_of_hours=None, strict: bool = True):
-    """Score DESIGN.md's one-table MLflow input (see :mod:`crs_ml.ingest.records`)."""
+    """Score the one-table MLflow model input (see :mod:`crs_ml.ingest.records`)."""
     from crs_ml.ingest.records import records_to_cohort
 
     return score(model, records_to_cohort(records, strict=strict), as_of_hours=as_of_hours)
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``crs_ml.score(model, cohort, ...)`` call :func:`score` (the issue's spelling);
-    ``from crs_ml.scoring.score import score`` works as well."""
-
-    def __call__(self, *args, **kwargs) -> pd.DataFrame:
-        return score(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,6 +1,6 @@
-"""Log a training run to MLflow and optionally register the model.
+"""MLflow runs: training (and registering the model), validation and site recalibration.
 
-What goes in (DESIGN.md "MLflow conventions"): the resolved config, a data fingerprint
+What goes in (README, "Training and comparing models"): the resolved config, a data fingerprint
 (counts, rates, file hashes, per-feature aggregates), every metric, the attrition table, the
 feature catalogue, the sample-size report, ROC / PR / calibration / SHAP-summary figures,
 out-of-fold predictions keyed by salted hashes, and the model as a pyfunc with a signature
@@ -15,13 +15,19 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from crs_ml.config import config_to_yaml
+from crs_ml.evaluation.validate import model_settings
+from crs_ml.fingerprints import data_fingerprint, dataset_digest, feature_fingerprint, salted_keys
+from crs_ml.modeling.bundle import load_bundle
 from crs_ml.modeling.train import TrainResult
+from crs_ml.reporting import figures as plots
 from crs_ml.tracking import store as tracking
+from crs_ml.tracking.pyfunc import log_pyfunc_model
 
 
 @dataclass
@@ -82,8 +88,8 @@ def oof_table(result: TrainResult) -> pd.DataFrame:
     n = len(meta)
     return pd.DataFrame(
         {
-            "patient_key": np.tile(tracking.salted_keys(meta["patient_id"]), repeats),
-            "person_key": np.tile(tracking.salted_keys(meta["person_id"]), repeats),
+            "patient_key": np.tile(salted_keys(meta["patient_id"]), repeats),
+            "person_key": np.tile(salted_keys(meta["person_id"]), repeats),
             "landmark_h": np.tile(meta["landmark_h"].to_numpy(dtype=float), repeats),
             "treated_before_L": np.tile(meta["treated_before_L"].to_numpy(dtype=bool), repeats),
             "repeat": np.repeat(np.arange(repeats), n),
@@ -94,8 +100,6 @@ def oof_table(result: TrainResult) -> pd.DataFrame:
 
 
 def _figures(result: TrainResult, folder: Path, bundle) -> list[Path]:
-    from crs_ml.reporting import figures as plots
-
     paths: list[Path] = []
     lm = result.meta["landmark_h"].to_numpy(dtype=float)
     if result.oof is not None:
@@ -161,13 +165,10 @@ def log_training_run(
     """Log ``result`` to the configured store; register it as ``crs-severity`` if asked."""
     import mlflow
 
-    from crs_ml.modeling.bundle import load_bundle
-    from crs_ml.tracking.pyfunc import log_pyfunc_model
-
     cfg = result.config
     uri, experiment_id = tracking.setup_tracking(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
-    fingerprint = tracking.data_fingerprint(cohort, result.y, result.meta)
-    digest = tracking.dataset_digest(fingerprint)
+    fingerprint = data_fingerprint(cohort, result.y, result.meta)
+    digest = dataset_digest(fingerprint)
     tags = {
         "crs_ml.version": metadata.version("crs_ml"),
         "crs_ml.git_commit": git_commit(),
@@ -184,7 +185,7 @@ def log_training_run(
         folder = Path(tmp)
         bundle_dir = result.save(
             folder / "bundle",
-            fingerprint={**fingerprint, "features": tracking.feature_fingerprint(result.X)},
+            fingerprint={**fingerprint, "features": feature_fingerprint(result.X)},
             extra={"metrics": result.metrics, "dataset_digest": digest},
         )
         bundle = load_bundle(bundle_dir)
@@ -228,7 +229,139 @@ def register_model(model_uri: str, name: str, alias: str | None = None) -> str:
     import mlflow
     from mlflow import MlflowClient
 
-    mv = tracking._retry(mlflow.register_model, model_uri, name)
+    mv = tracking.retry(mlflow.register_model, model_uri, name)
     if alias:
-        tracking._retry(MlflowClient().set_registered_model_alias, name, alias, mv.version)
+        tracking.retry(MlflowClient().set_registered_model_alias, name, alias, mv.version)
     return str(mv.version)
+
+
+# --------------------------------------------------------------------------- validation
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers as MLflow metrics, prefixed ``val_`` (training runs' names are
+    kept apart, so ``crs-ml compare`` never mistakes a validation for a training run)."""
+    out: dict[str, float] = {}
+
+    def put(name: str, value) -> None:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return
+        if np.isfinite(v):
+            out[f"val_{name}"] = v
+
+    for key, entry in metrics["landmarks"].items():
+        for part in ("overall", "untreated", "treated"):
+            block = entry[part]
+            tag = f"L{key}" if part == "overall" else f"L{key}_{part}"
+            put(f"n_{tag}", block["n"])
+            put(f"events_{tag}", block["n_events"])
+            for m in ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope"):
+                put(f"{m}_{tag}", block[m])
+                lo, hi = block.get(f"{m}_ci", [None, None])
+                put(f"{m}_lo_{tag}", lo)
+                put(f"{m}_hi_{tag}", hi)
+    for m in ("auroc", "auprc", "brier", "calibration_intercept", "calibration_slope"):
+        put(f"{m}_all", metrics["all_landmarks"][m])
+    alerts = metrics["alerts"]
+    put("lead_time_median_h", alerts["lead_time_h"]["median"])
+    put("alerts_per_patient_day", alerts["alerts_per_patient_day"])
+    put("number_needed_to_evaluate", alerts["number_needed_to_evaluate"])
+    put("drift_n_flagged", metrics["drift"]["n_flagged"])
+    return out
+
+
+def log_validation_run(
+    paths: dict[str, Path],
+    metrics: dict[str, Any],
+    model_info: dict[str, Any],
+    experiment: str,
+    tracking_uri: str | None = None,
+    run_name: str | None = None,
+) -> str:
+    """Log the report files as an MLflow evaluation run; returns its run id.
+
+    Tags: run_type=validation, model_uri, model_name / model_version (registered models),
+    model_run_id (the training run, when known), dataset_digest, label_definition. When the
+    model is a registered version, that version gets the tag ``last_validation_run``.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    tracking.setup_tracking(tracking_uri, experiment)
+    tags = {
+        "run_type": "validation",
+        "model_uri": str(model_info.get("uri")),
+        "dataset_digest": str(metrics["cohort"].get("dataset_digest", "unknown")),
+        "label_definition": ",".join(metrics["cohort"].get("label_definition", [])) or "unknown",
+    }
+    for key in ("model_name", "model_version", "model_run_id"):
+        if model_info.get(key):
+            tags[key] = str(model_info[key])
+    with mlflow.start_run(run_name=run_name or "validation") as run:
+        mlflow.set_tags(tags)
+        mlflow.log_params(
+            {
+                "bootstrap": metrics["settings"]["bootstrap"],
+                "seed": metrics["settings"]["seed"],
+                "report_landmarks_h": ",".join(
+                    f"{h:g}" for h in metrics["settings"]["report_landmarks_h"]
+                ),
+            }
+        )
+        mlflow.log_metrics(flat_metrics(metrics))
+        for path in paths.values():
+            mlflow.log_artifact(str(path))
+        run_id = run.info.run_id
+    if model_info.get("model_name") and model_info.get("model_version"):
+        tracking.retry(
+            MlflowClient().set_model_version_tag,
+            model_info["model_name"],
+            str(model_info["model_version"]),
+            "last_validation_run",
+            run_id,
+        )
+    return run_id
+
+
+# --------------------------------------------------------------------------- recalibration
+def register_recalibrated(
+    bundle_dir: Path, out: Path, summary: dict, bundle, info: dict
+) -> dict[str, Any]:
+    """Log a recalibrated bundle (:func:`crs_ml.modeling.bundle.write_recalibrated_bundle`) as a
+    pyfunc in a new run, with ``recalibration.json`` / ``.html`` from ``out``, and register it
+    as a new version of the source model's name; returns name, version, run id and URI."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    s = model_settings(bundle)
+    tracking.setup_tracking(None, s["experiment"])
+    with mlflow.start_run(run_name="recalibration") as run:
+        tags = {"run_type": "recalibration", "source_model_uri": info["uri"]}
+        tags["recalibration_method"] = summary["method"]
+        for key in ("model_name", "model_version", "model_run_id"):
+            if info.get(key):
+                tags[f"source_{key}"] = str(info[key])
+        mlflow.set_tags(tags)
+        mlflow.log_params(
+            {"holdout": summary["holdout"]["share"], "seed": summary["holdout"]["seed"]}
+        )
+        for key, ev in summary["evaluation"].items():
+            for when in ("before", "after"):
+                for m in ("calibration_intercept", "calibration_slope", "auroc", "brier"):
+                    v = ev[when].get(m)
+                    if v is not None and v == v:
+                        mlflow.log_metric(f"holdout_{m}_{key}_{when}", float(v))
+        mlflow.log_artifact(str(out / "recalibration.json"))
+        mlflow.log_artifact(str(out / "recalibration.html"))
+        model_uri = log_pyfunc_model(bundle_dir).model_uri
+        run_id = run.info.run_id
+    name = info.get("model_name") or s["registered_model"]
+    version = register_model(model_uri, name)
+    client = MlflowClient()
+    for key, value in (
+        ("recalibrated_from", info["uri"]),
+        ("recalibration_method", summary["method"]),
+        ("recalibration_run", run_id),
+    ):
+        tracking.retry(client.set_model_version_tag, name, version, key, str(value))
+    return {"name": name, "version": version, "run_id": run_id, "model_uri": model_uri}

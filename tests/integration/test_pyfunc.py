@@ -116,7 +116,7 @@ def test_malformed_input_is_an_invalid_parameter_naming_column_and_reason(
 
 
 def test_bundle_folder_and_loaded_model_resolve_to_the_same_bundle(model, session_dir):
-    from crs_ml.scoring.score import resolve_model
+    from crs_ml.tracking.models import resolve_model
 
     bundle = resolve_model(model)
     assert bundle.feature_names == setup(session_dir).bundle.feature_names

@@ -10,12 +10,8 @@ import pytest
 from scipy.special import expit
 from shared_bundle import build_bundle
 
-from crs_ml.evaluation.recalibration import (
-    fit_recalibration,
-    recalibrate_cohort,
-    split_persons,
-    write_recalibrated_bundle,
-)
+from crs_ml.evaluation.recalibration import fit_recalibration, recalibrate_cohort, split_persons
+from crs_ml.modeling.bundle import write_recalibrated_bundle
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 """The package's imports follow its rooms: a room imports only itself and rooms below it.
 
 Order (docs/architecture.md): core < ingest, features < evaluation, simulate < modeling <
-scoring, reporting < tracking < cli. Rooms on one level do not import each other. Every
+scoring, reporting < tracking < cli. Rooms on one level do not import each other. The
+package's front door (``crs_ml/__init__.py``: ``crs_ml.score(model, cohort)`` resolves any
+model, and ``__main__``) stands with the cli. Every
 ``import`` statement counts, including those inside functions (lazy imports). No module
 imports another module's underscore names, nor a private (underscore) module from outside
 its own room.
@@ -38,12 +40,16 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+#: the package's front door (``crs_ml.score(...)``, ``python -m crs_ml``) stands with the cli
+FRONT_DOOR = {"crs_ml", "crs_ml.__main__"}
+
+
 def room(module: str) -> str:
-    """``crs_ml.ingest.load`` -> ingest; ``crs_ml.config`` -> core; ``crs_ml`` -> core."""
+    """``crs_ml.ingest.load`` -> ingest; ``crs_ml.config`` -> core; ``crs_ml`` -> cli."""
     parts = module.split(".")
     if len(parts) > 1 and parts[1] in LEVELS:
         return parts[1]
-    if len(parts) > 1 and parts[1] == "__main__":
+    if module in FRONT_DOOR:
         return "cli"
     return "core"
 
@@ -102,7 +108,34 @@ def violations() -> list[str]:
                 private = [p for p in mod.split(".") if p.startswith("_") and p != "__init__"]
                 if private and there != here:
                     problems.append(f"{rel}:{line}: imports the private module {mod}")
-    return problems
+        for line, mod, attr in private_attributes(path, name, known):
+            problems.append(f"{rel}:{line}: uses the private name {mod}.{attr}")
+    return sorted(set(problems))
+
+
+def private_attributes(path: Path, name: str, known: dict[str, Path]):
+    """``alias._name`` where ``alias`` is another crs_ml module (``tracking._retry``)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("crs_ml"):
+            for a in node.names:
+                if f"{node.module}.{a.name}" in known:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname and a.name in known:
+                    aliases[a.asname] = a.name
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and aliases[node.value.id] != name
+        ):
+            yield node.lineno, aliases[node.value.id], node.attr
 
 
 def test_every_room_is_known():
