@@ -70,8 +70,8 @@ def metrics_table(metrics: dict[str, float], landmarks: list[float], title: str)
             fmt("auroc", key),
             fmt("auprc", key),
             fmt("brier", key, False, 4),
-            fmt("cal_intercept", key, False, 2),
-            fmt("cal_slope", key, False, 2),
+            fmt("calibration_intercept", key, False, 2),
+            fmt("calibration_slope", key, False, 2),
             fmt("oracle_auroc", key, False),
             fmt("oracle_ratio", key, False),
         )

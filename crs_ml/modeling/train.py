@@ -162,8 +162,8 @@ def slice_metrics(
     perf = performance(y, p, groups, n_boot=n_boot if with_ci and both else 0, seed=seed)
     out.update(auroc=perf["auroc"], auprc=perf["auprc"], brier=perf["brier"])
     if both:
-        out["cal_intercept"] = perf["calibration_intercept"]
-        out["cal_slope"] = perf["calibration_slope"]
+        out["calibration_intercept"] = perf["calibration_intercept"]
+        out["calibration_slope"] = perf["calibration_slope"]
         if with_ci and n_boot > 0:
             for name in ("auroc", "auprc"):
                 out[f"{name}_lo"], out[f"{name}_hi"] = perf[f"{name}_ci"]

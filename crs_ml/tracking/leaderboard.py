@@ -100,7 +100,7 @@ def leaderboard(
             "auroc_hi": metric("auroc_hi"),
             "auprc": metric("auprc"),
             "brier": metric("brier"),
-            "cal_slope": metric("cal_slope"),
+            "calibration_slope": metric("calibration_slope"),
             "oracle_ratio": metric("oracle_ratio"),
             "dataset": runs.get("tags.dataset_digest", pd.Series("", index=runs.index)),
             "optimistic": runs.get(
@@ -196,7 +196,7 @@ def render(board: pd.DataFrame, landmark_h: float):
             ci,
             f"{r.auprc:.3f}",
             f"{r.brier:.4f}",
-            f"{_finite(r.cal_slope):.2f}",
+            f"{_finite(r.calibration_slope):.2f}",
             f"{_finite(r.oracle_ratio):.3f}",
             diff,
             p,

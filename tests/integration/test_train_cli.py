@@ -68,8 +68,8 @@ def test_train_logs_everything_and_registers(cohort_dir, tmp_path):
     assert 0.5 < m["auroc_L24"] <= 1 and m["auroc_lo_L24"] <= m["auroc_L24"] <= m["auroc_hi_L24"]
     assert {
         "brier_L24",
-        "cal_slope_L24",
-        "cal_intercept_L24",
+        "calibration_slope_L24",
+        "calibration_intercept_L24",
         "auroc_L24_treated",
         "auroc_L24_untreated",
     } <= set(m)
