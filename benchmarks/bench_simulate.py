@@ -1,4 +1,4 @@
-"""Speed of the simulator and its calibration against the targets of domain.md.
+"""Speed of the simulator and its calibration against the targets of docs/domain.md.
 
 Speed: ``simulate`` of 10,000 patients (clean and messy style) and ``write_cohort`` of the
 result, median wall time over ``--repeats`` (target: under 30 s for 10,000 patients on the

@@ -89,7 +89,7 @@ EVENT_NAMES = (
     "death",
 )
 PRODUCTS = ("axi-cel", "tisa-cel", "liso-cel", "brexu-cel", "ide-cel", "cilta-cel", "other")
-#: CD28-costimulated products start earlier and more severely (domain.md).
+#: CD28-costimulated products start earlier and more severely (docs/domain.md).
 CD28_PRODUCTS = ("axi-cel", "brexu-cel")
 
 

@@ -1,4 +1,4 @@
-"""DESIGN.md's one-table "MLflow model input" <-> :class:`~crs_ml.cohort.Cohort`.
+"""The one-table MLflow model input (README, "Scoring new admissions") <-> a Cohort.
 
 One long table carries one or many patients in relative hours:
 

@@ -1,6 +1,6 @@
 """Simulated patients at infusion: product, site, demographics, baseline labs, latent severity.
 
-Baseline risk factors follow domain.md "Biomarkers and risk factors". A latent tumour
+Baseline risk factors follow docs/domain.md "Biomarkers and risk factors". A latent tumour
 burden (standard normal) raises LDH, CRP and ferritin and lowers platelets; each lab also
 has its own patient-specific deviation. The latent severity ``s`` (see
 :class:`crs_ml.simulate.params.SeverityParams`) combines the tumour burden, the CRP,

@@ -1,4 +1,4 @@
-"""Calibration of the product constants of the simulator to the targets of domain.md.
+"""Calibration of the product constants of the simulator to the targets of docs/domain.md.
 
 For each product, on a reference sample of latent patients (default site mix):
 

@@ -9,7 +9,7 @@ with amplitude log A = amplitude_severity * s + amplitude_progression * (a3_p - 
 + amplitude_sd * z (a3_p the product's progression log scale, z a patient factor that moves
 all cytokines together but no hazard): log A moves with the log progression hazard
 a3_p + progression_exponent * s, so among patients alike in everything observable, higher
-early IL-6 and fever mean a higher risk of progression (domain.md, Teachey 2016, Hay 2017).
+early IL-6 and fever mean a higher risk of progression (docs/domain.md, Teachey 2016, Hay 2017).
 The pre-onset level multiplier is subclinical CAR-T activation (IL-6 and sub-febrile
 temperatures rise before fever in those who will be sick). The latent inflammation I is J
 smoothed with time constant ``tau_il6_h`` (causal first-order filter, so I(k) depends only

@@ -1,11 +1,11 @@
 """Every assumption of the CRS simulator, in one place: :class:`SimulationParams`.
 
-Numbers taken from domain.md cite their source; everything else is an **assumption** of
+Numbers taken from docs/domain.md cite their source; everything else is an **assumption** of
 this simulator (marked so), chosen to be clinically plausible and to land the cohort on the
-targets of domain.md ("Simulator targets"). All of it is configurable: build a variant with
+targets of docs/domain.md ("Simulator targets"). All of it is configurable: build a variant with
 ``dataclasses.replace`` (or :func:`with_products` / :func:`with_sites`).
 
-Product rates. Targets per product are the pivotal-trial figures of domain.md with these
+Product rates. Targets per product are the pivotal-trial figures of docs/domain.md with these
 choices for grade >= 3 (the trials graded on different scales):
 
 * axi-cel 15% (ZUMA-1 reports 13% on the Lee 2014 scale, which puts one low-dose
@@ -57,7 +57,7 @@ LEVEL_GROUPS = ("well", "grade1", "grade2", "grade3plus")
 
 @dataclass(frozen=True)
 class ProductParams:
-    """One CAR-T product: targets (domain.md) and calibrated mechanism constants."""
+    """One CAR-T product: targets (docs/domain.md) and calibrated mechanism constants."""
 
     name: str
     share: float  #: share of the default mixed cohort (assumption)
@@ -162,7 +162,7 @@ class BaselineParams:
 class SeverityParams:
     """Latent severity s (assumption): s = sum of weights x standardised risk factors + noise.
 
-    Risk factors after domain.md "Biomarkers and risk factors": tumour burden (latent; drives
+    Risk factors after docs/domain.md "Biomarkers and risk factors": tumour burden (latent; drives
     LDH, CRP, ferritin up and platelets down), the CRP- and platelet-specific baseline
     deviations (Pennisi 2021, Hay 2017), ferritin (Greenbaum 2021) and age. The weights set
     how much of s baseline labs reveal (m-EASIX AUROC) and ``unexplained_sd`` how much they
@@ -228,7 +228,7 @@ class KineticsParams:
     ferritin follows more slowly; tocilizumab blocks CRP synthesis and fever and raises serum
     IL-6 (receptor blockade, Nishimoto 2008); steroids damp the drive itself.
 
-    Early phenotype (domain.md: Teachey 2016, Hay 2017): the amplitude follows the log
+    Early phenotype (docs/domain.md: Teachey 2016, Hay 2017): the amplitude follows the log
     progression hazard, so patients who will progress have higher IL-6 (before and after
     onset) and higher fevers. No kinetics parameter changes a hazard or the true risk.
     Measured signal: benchmarks/results/simulator_calibration.md."""
@@ -282,7 +282,7 @@ class KineticsParams:
     noise_il6: float = 0.25
     noise_crp: float = 0.10
     noise_ferritin: float = 0.15
-    il6_limits: tuple[float, float] = (1.5, 5000.0)  #: assay range (domain.md)
+    il6_limits: tuple[float, float] = (1.5, 5000.0)  #: assay range (docs/domain.md)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The simulator targets of domain.md, measured on a simulated (clean) cohort.
+"""The simulator targets of docs/domain.md, measured on a simulated (clean) cohort.
 
 Definitions (the tests in tests/data/test_simulator_targets.py compute the same quantities
 independently from the tables):
@@ -9,7 +9,7 @@ independently from the tables):
   exact latent median;
 * Spearman(IL-6, CRP): patient-days (result day = floor(hours / 24)) with both measured,
   mean of each per day, from CRS onset to its resolution and before tocilizumab (after it
-  IL-6 rises while CRP falls, domain.md), at sites whose IL-6 is an in-house test (result
+  IL-6 rises while CRP falls, docs/domain.md), at sites whose IL-6 is an in-house test (result
   within hours: send-out results arrive days later and cannot be paired by day);
 * m-EASIX at day 0 = LDH x CRP [mg/dL] / platelets from the last values at hours <= 0 (the
   pre-infusion panel), AUROC for crs_max_grade >= 3;

@@ -1,6 +1,6 @@
 """The MLflow pyfunc model: raw records in, explained scores out.
 
-Input is DESIGN.md's one-table "MLflow model input" (``record`` = patient, observation or
+Input is the one-table MLflow model input (README, "Scoring new admissions") (``record`` = patient, observation or
 event, in relative hours; :mod:`crs_ml.ingest.records`); output is the scores table of
 :func:`crs_ml.scoring.score.score`, with ``as_of`` as ISO 8601 text (empty for relative-hours input,
 which is what this input always is). The model folder carries the bundle

@@ -15,7 +15,7 @@ from crs_ml.variables import (
     unit_key,
 )
 
-#: canonical variables and units as DESIGN.md lists them
+#: canonical variables and units as the README's input section lists them
 DESIGN_UNITS = {
     "temperature": "degC", "il6": "pg/mL", "crp": "mg/L", "ferritin": "ng/mL", "ldh": "U/L",
     "platelets": "10^9/L", "creatinine": "mg/dL", "sbp": "mmHg", "dbp": "mmHg",
