@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crs_ml.fingerprints import feature_fingerprint
+
 SMD_THRESHOLD = 0.2
 MEASURED_THRESHOLD = 0.2
 DRIFT_COLUMNS = [
@@ -78,8 +80,6 @@ def drift_table(
     by flagged, then by the larger of |SMD| and |measured_diff| / measured_threshold *
     smd_threshold (both on the scale of their thresholds), descending.
     """
-    from crs_ml.fingerprints import feature_fingerprint
-
     if not training_features:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in DRIFT_COLUMNS})
     names = [c for c in X.columns if c in training_features]

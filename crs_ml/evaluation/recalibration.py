@@ -34,6 +34,9 @@ from scipy.special import expit
 
 from crs_ml.errors import InputError, ModelError
 from crs_ml.evaluation import metrics as M
+from crs_ml.evaluation.performance import performance
+from crs_ml.evaluation.validate import model_settings
+from crs_ml.features.landmarks import build_landmark_dataset
 
 MIN_EVENTS_SLOPE = 20
 ALPHA = 0.05
@@ -171,8 +174,6 @@ def evaluate_maps(y, margin, persons, lm, landmarks, maps: dict, n_boot: int, se
     over all stacked rows."""
     from scipy.special import expit
 
-    from crs_ml.evaluation.performance import performance
-
     out: dict[str, Any] = {}
     slices = {f"{h:g}": lm == h for h in landmarks}
     slices["all"] = np.ones(len(y), dtype=bool)
@@ -204,9 +205,6 @@ def recalibrate_cohort(
     held-out report describes that exact bundle; ``refit_all`` refits the chosen method on
     every person after the evaluation (more precise; the report then describes the method).
     """
-    from crs_ml.evaluation.validate import model_settings
-    from crs_ml.features.landmarks import build_landmark_dataset
-
     if bundle.booster is None:
         raise ModelError(f"a {bundle.model_type} model has no booster margin to recalibrate")
     if not 0.0 <= holdout < 1.0:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crs_ml.config import config_from_dict
 from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation import utility as U
@@ -33,6 +34,7 @@ from crs_ml.evaluation.comparisons import (
     subgroup_attributes,
     subgroup_metrics,
 )
+from crs_ml.evaluation.drift import drift_summary, drift_table
 from crs_ml.evaluation.performance import (  # noqa: F401 - re-exported for the report and tests
     POINT_METRICS,
     VALIDATION_MIN_EVENTS,
@@ -40,6 +42,8 @@ from crs_ml.evaluation.performance import (  # noqa: F401 - re-exported for the 
     performance,
     point_metrics,
 )
+from crs_ml.features.landmarks import build_landmark_dataset
+from crs_ml.fingerprints import data_fingerprint, dataset_digest
 
 Progress = Callable[[str, int, int], None]
 
@@ -116,8 +120,6 @@ class ValidationResult:
 
 def model_settings(bundle) -> dict[str, Any]:
     """Task, features and risk bands the bundle was trained with (defaults when absent)."""
-    from crs_ml.config import config_from_dict
-
     cfg = config_from_dict(dict(bundle.manifest.get("config") or {}), source="model bundle")
     return {
         "landmarks_h": [float(h) for h in cfg.task.landmarks_h],
@@ -139,10 +141,6 @@ def validate_cohort(
     progress: Progress | None = None,
 ) -> ValidationResult:
     """Score a labelled cohort with ``bundle`` and compute every metric of metrics.json."""
-    from crs_ml.evaluation.drift import drift_summary, drift_table
-    from crs_ml.features.landmarks import build_landmark_dataset
-    from crs_ml.fingerprints import data_fingerprint, dataset_digest
-
     s = model_settings(bundle)
     report_lms = sorted({float(h) for h in report_landmarks_h})
     if not report_lms or any(h <= 0 for h in report_lms):

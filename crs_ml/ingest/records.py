@@ -31,6 +31,8 @@ import pandas as pd
 
 from crs_ml.cohort import Cohort
 from crs_ml.errors import InputError
+from crs_ml.ingest.load import load_frames
+from crs_ml.ingest.values import parse_hours
 from crs_ml.variables import VARIABLES, name_key
 
 RECORD_COLUMNS = ["record", "patient_id", "hours", "variable", "value", "unit", "end_hours"]
@@ -52,8 +54,6 @@ def _first_bad(mask: np.ndarray) -> int:
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A numeric column (float64, NaN when empty); unparseable text is an InputError."""
-    from crs_ml.ingest.values import parse_hours
-
     if column not in frame:
         return np.full(len(frame), np.nan)
     raw = frame[column]
@@ -167,8 +167,6 @@ def _input_column(table: str, column: object) -> str:
 
 def records_to_cohort(frame: pd.DataFrame, strict: bool = True, options=None) -> Cohort:
     """The one-table input as a normalised Cohort (see the module docstring)."""
-    from crs_ml.ingest.load import load_frames
-
     clean, record = check_records(frame)
     patients, patient_rows = _patients_table(clean, record)
     obs_rows = np.flatnonzero(record == "observation")

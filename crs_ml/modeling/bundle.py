@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crs_ml.config import FeatureConfig
 from crs_ml.errors import InputError, ModelError
+from crs_ml.features.builder import feature_catalogue
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
@@ -227,9 +229,6 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
 
 
 def _check_schema(folder: Path, manifest: dict[str, Any]) -> None:
-    from crs_ml.config import FeatureConfig
-    from crs_ml.features.builder import feature_catalogue
-
     feature_cfg = FeatureConfig.model_validate(manifest["config"]["features"])
     current = list(feature_catalogue(feature_cfg)["name"])
     wanted = list(manifest["feature_names"])

@@ -22,7 +22,13 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.config import Config
+from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
+from crs_ml.evaluation.performance import performance
+from crs_ml.features.builder import feature_catalogue
+from crs_ml.features.landmarks import build_landmark_dataset
+from crs_ml.modeling.bundle import save_bundle
+from crs_ml.modeling.estimators import make_model
 
 Progress = Callable[[str, int, int], None]
 
@@ -45,8 +51,6 @@ class TrainResult:
     def save(self, out_dir, fingerprint: dict | None = None, extra: dict | None = None):
         """The refit model as a bundle folder (:func:`crs_ml.modeling.bundle.save_bundle`) with its
         type, feature names, catalogue and resolved config; returns the folder."""
-        from crs_ml.modeling.bundle import save_bundle
-
         return save_bundle(
             self.model,
             out_dir,
@@ -153,8 +157,6 @@ def slice_metrics(
     The same computation as the validation report (:func:`crs_ml.evaluation.performance.performance`),
     under the training run's metric names; intervals for AUROC and AUPRC.
     """
-    from crs_ml.evaluation.performance import performance
-
     out: dict[str, float] = {"n": float(len(y)), "events": float(np.sum(y))}
     if len(y) == 0:
         return out
@@ -242,9 +244,6 @@ def sample_size_report(
 def training_data(cohort, cfg: Config):
     """(X, y as int, meta, the catalogue of X's features, person id per row) of the
     configured landmark dataset; raises InputError unless both outcomes occur."""
-    from crs_ml.features.builder import feature_catalogue
-    from crs_ml.features.landmarks import build_landmark_dataset
-
     X, y, meta = build_landmark_dataset(
         cohort,
         landmarks_h=cfg.task.landmarks_h,
@@ -253,8 +252,6 @@ def training_data(cohort, cfg: Config):
     )
     y = np.asarray(y, dtype=int)
     if len(y) == 0 or y.sum() == 0 or y.sum() == len(y):
-        from crs_ml.errors import InputError
-
         raise InputError(
             f"the landmark dataset has {len(y)} rows and {int(y.sum())} events: "
             "training needs both outcomes",
@@ -267,8 +264,6 @@ def training_data(cohort, cfg: Config):
 
 def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainResult:
     """Landmark dataset -> CV (or optimism bootstrap) -> metrics -> refit on all data."""
-    from crs_ml.modeling.estimators import make_model
-
     X, y, meta, catalogue, persons = training_data(cohort, cfg)
 
     def make():

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml.config import Config
+from crs_ml.config import Config, config_to_yaml
 from crs_ml.evaluation import metrics as M
+from crs_ml.fingerprints import data_fingerprint, dataset_digest
+from crs_ml.modeling.estimators import make_model
 from crs_ml.modeling.train import cross_validate, evaluate_predictions, person_folds, training_data
 
 Progress = Callable[[str, int, int], None]
@@ -52,8 +54,6 @@ def _study(
 ):
     import optuna
 
-    from crs_ml.modeling.estimators import make_model
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial) -> float:
@@ -82,8 +82,6 @@ def tune(
     log_trial=None,
 ) -> TuneResult:
     """Nested CV search; ``log_trial(stage, number, params, auroc)`` records each trial."""
-    from crs_ml.modeling.estimators import make_model
-
     X, y, meta, catalogue, persons = training_data(cohort, cfg)
     total = trials * (outer_folds + 1)
     done = [0]
@@ -129,7 +127,6 @@ def tune(
     best = {**cfg.model.params, **final.best_params}
     tuned = cfg.model_copy(deep=True)
     tuned.model = cfg.model.model_copy(update={"params": best, "type": "xgboost"})
-    from crs_ml.fingerprints import data_fingerprint, dataset_digest
 
     digest = dataset_digest(data_fingerprint(cohort, y, meta))
     return TuneResult(best, float(final.best_value), outer_metrics, outer_params, tuned, digest)
@@ -137,8 +134,6 @@ def tune(
 
 def tuned_config_yaml(result: TuneResult, trials: int) -> str:
     """The winning configuration as YAML, with where and how it was selected."""
-    from crs_ml.config import config_to_yaml
-
     cfg = result.config.model_copy(deep=True)
     cfg.provenance = {
         "selected_by": "crs-ml tune (nested CV)",

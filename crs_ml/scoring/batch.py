@@ -25,6 +25,16 @@ import pandas as pd
 
 from crs_ml.errors import InputError
 from crs_ml.files import AtomicTable, atomic_write
+from crs_ml.ingest.stream import CohortChunks
+from crs_ml.scoring.score import (
+    STATUSES,
+    as_bundle,
+    begin,
+    chunk_features,
+    explain_chunk,
+    scores_table,
+    status_counts,
+)
 
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 ERROR_COLUMNS = ["file", "row", "column", "reason"]
@@ -92,17 +102,6 @@ def score_to_file(
     ``errors``: where rejected input rows go (default ``<out stem>.errors.csv``, written
     only when some row was rejected). ``progress(stage, done, total)`` counts patients.
     """
-    from crs_ml.ingest.stream import CohortChunks
-    from crs_ml.scoring.score import (
-        STATUSES,
-        as_bundle,
-        begin,
-        chunk_features,
-        explain_chunk,
-        scores_table,
-        status_counts,
-    )
-
     out = Path(out)
     kind = output_kind(out)
     bundle = as_bundle(model)

@@ -34,8 +34,13 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.cohort import Cohort
+from crs_ml.config import FeatureConfig, ScoringConfig, TaskConfig
 from crs_ml.errors import CrsMlError, ModelError
+from crs_ml.features.builder import build_features
+from crs_ml.ingest.records import records_to_cohort
 from crs_ml.modeling.bundle import Bundle, load_model_folder
+from crs_ml.modeling.explain import explain
+from crs_ml.scoring.drivers import top_drivers
 from crs_ml.scoring.statuses import Statuses, statuses
 
 STATUSES = ("scored", "not_at_risk", "too_early", "error")
@@ -74,8 +79,6 @@ def as_bundle(model: Any) -> Bundle:
 
 
 def _model_settings(bundle: Bundle):
-    from crs_ml.config import FeatureConfig, ScoringConfig, TaskConfig
-
     cfg = bundle.manifest.get("config", {})
     task = TaskConfig.model_validate(cfg.get("task", {}))
     features = FeatureConfig.model_validate(cfg.get("features", {}))
@@ -135,8 +138,6 @@ def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) 
 
 def chunk_features(s: Scoring, k: int):
     """The feature matrix of chunk ``k`` (None when empty), or the error that stopped it."""
-    from crs_ml.features.builder import build_features
-
     rows = s.chunks[k]
     if len(rows) == 0:
         return None
@@ -158,9 +159,6 @@ def chunk_features(s: Scoring, k: int):
 def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
     """Risk, SHAP and drivers of chunk ``k`` from its features (or its error) into ``s``;
     ``threads`` for TreeSHAP (None: all cores)."""
-    from crs_ml.modeling.explain import explain
-    from crs_ml.scoring.drivers import top_drivers
-
     rows = s.chunks[k]
     if X is None:
         return
@@ -258,6 +256,4 @@ def status_counts(scores: pd.DataFrame) -> dict[str, int]:
 
 def score_records(model, records: pd.DataFrame, as_of_hours=None, strict: bool = True):
     """Score the one-table MLflow model input (see :mod:`crs_ml.ingest.records`)."""
-    from crs_ml.ingest.records import records_to_cohort
-
     return score(model, records_to_cohort(records, strict=strict), as_of_hours=as_of_hours)

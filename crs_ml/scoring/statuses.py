@@ -16,6 +16,7 @@ import pandas as pd
 
 from crs_ml.cohort import Cohort
 from crs_ml.errors import InputError
+from crs_ml.features.grading import FEVER_C, HYPOTENSION_SBP_MMHG, grade_summary
 
 
 @dataclass
@@ -125,13 +126,10 @@ def _not_at_risk(
     cohort: Cohort, pid: pd.Index, ev_code: np.ndarray, L: np.ndarray, cand: np.ndarray
 ) -> np.ndarray:
     """Reason text ('' when at risk) for each patient: grade >= 3 or death by L."""
-    from crs_ml.features.grading import grade_summary
-
     why = np.full(len(pid), "", dtype=object)
     if not cand.any():
         return why
     until = pd.Series(L[cand], index=pd.Index(pid[cand], dtype=object))
-    from crs_ml.features.grading import FEVER_C, HYPOTENSION_SBP_MMHG
 
     obs = cohort.observations
     # only what grading reads: fevers and low sbp after infusion (label._intervals)

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from crs_ml.cohort import PRODUCTS
 from crs_ml.errors import ConfigError
 
 #: level groups used by sampling schedules: well (no CRS / resolved), grade 1, 2, >= 3
@@ -371,8 +372,6 @@ class SimulationParams:
 
     def validate(self) -> SimulationParams:
         """Raise ConfigError on inconsistent assumptions; returns self."""
-        from crs_ml.cohort import PRODUCTS
-
         for group, items in (("products", self.products), ("sites", self.sites)):
             if not items:
                 raise ConfigError(f"simulation params: no {group}")

@@ -14,6 +14,7 @@ import tempfile
 import numpy as np
 import pandas as pd
 
+from crs_ml.errors import CrsMlError
 from crs_ml.evaluation import metrics as M
 
 KEY_PARAMS = ("max_depth", "learning_rate", "n_estimators", "C", "threshold_c")
@@ -33,8 +34,6 @@ def list_runs(experiment: str, landmark_h: float) -> pd.DataFrame:
 
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
-        from crs_ml.errors import CrsMlError
-
         raise CrsMlError(f"no experiment named '{experiment}' in {mlflow.get_tracking_uri()}")
     runs = mlflow.search_runs(
         experiment_ids=[exp.experiment_id],
