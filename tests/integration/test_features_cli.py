@@ -10,7 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from crs_ml.cli.features import parse_landmarks, register
+from crs_ml.cli._common import parse_landmarks
+from crs_ml.cli.features import register
 from crs_ml.errors import InputError
 from crs_ml.features.catalogue import feature_catalogue
 from crs_ml.features.grading import LABEL_DEFINITION
