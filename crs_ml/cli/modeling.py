@@ -203,44 +203,15 @@ def tune(
     ] = None,
 ) -> None:
     """Nested-CV hyperparameter search for xgboost; writes the best config as YAML."""
-    import mlflow
-
-    from crs_ml.modeling.tune import tune as run_tune
-    from crs_ml.modeling.tune import tuned_config_yaml
-    from crs_ml.tracking import store as tracking
+    from crs_ml.tracking.runs import log_tune_run
 
     if trials < 1:
         raise typer.BadParameter("--trials must be >= 1")
     cfg, cohort = _load(data, config, list(set_ or []), experiment)
-    uri, exp_id = tracking.setup_tracking(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
     console = make_console()
-    with mlflow.start_run(experiment_id=exp_id, run_name="tune") as parent:
-        mlflow.set_tags({"run_type": "tune", "validation": "nested_cv"})
-        mlflow.log_params(
-            {
-                "trials": trials,
-                "outer_folds": outer_folds,
-                "inner_folds": inner_folds,
-                "seed": cfg.seed,
-            }
-        )
-
-        def log_trial(stage, number, params, score):
-            with mlflow.start_run(
-                experiment_id=exp_id, run_name=f"{stage}-trial{number}", nested=True
-            ):
-                mlflow.set_tag("run_type", "tune_trial")
-                mlflow.log_params({k: v for k, v in params.items()})
-                mlflow.log_metric("auroc_inner_cv", score)
-
-        with progress_bar() as update:
-            result = run_tune(
-                cohort, cfg, trials, outer_folds, inner_folds, progress=update, log_trial=log_trial
-            )
-        text = tuned_config_yaml(result, trials)
-        mlflow.log_metrics({f"nested_{k}": v for k, v in result.outer_metrics.items() if v == v})
-        mlflow.log_text(text, "tuned.yaml")
-        mlflow.set_tag("dataset_digest", result.dataset_digest)
+    with progress_bar() as update:
+        run = log_tune_run(cohort, cfg, trials, outer_folds, inner_folds, progress=update)
+    result, text, uri = run.result, run.config_yaml, run.tracking_uri
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     console.print(
@@ -253,12 +224,12 @@ def tune(
     console.print(
         f"best inner-CV AUROC on all data: {result.best_inner_auroc:.3f}\nbest params: {result.best_params}"
     )
-    console.print(f"wrote {out}; tune run {parent.info.run_id} in {uri}")
+    console.print(f"wrote {out}; tune run {run.run_id} in {uri}")
     if json_out:
         write_json(
             json_out,
             {
-                "run_id": parent.info.run_id,
+                "run_id": run.run_id,
                 "best_params": result.best_params,
                 "nested_metrics": result.outer_metrics,
                 "config": str(out),

@@ -74,7 +74,7 @@ def as_bundle(model: Any) -> Bundle:
         return load_model_folder(path)
     raise ModelError(
         f"model '{model}' is not a model bundle, a loaded model or an existing folder; resolve an "
-        "MLflow URI with crs_ml.tracking.store.resolve_model (or call crs_ml.scoring.score)"
+        "MLflow URI with crs_ml.tracking.resolve_model (or call crs_ml.score)"
     )
 
 

@@ -1,4 +1,4 @@
-"""MLflow runs: training (and registering the model), validation and site recalibration.
+"""MLflow runs: training (and registering the model), tuning, validation, site recalibration.
 
 What goes in (README, "Training and comparing models"): the resolved config, a data fingerprint
 (counts, rates, file hashes, per-feature aggregates), every metric, the attrition table, the
@@ -25,6 +25,7 @@ from crs_ml.evaluation.validate import model_settings
 from crs_ml.fingerprints import data_fingerprint, dataset_digest, feature_fingerprint, salted_keys
 from crs_ml.modeling.bundle import load_bundle
 from crs_ml.modeling.train import TrainResult
+from crs_ml.modeling.tune import TuneResult, tune, tuned_config_yaml
 from crs_ml.reporting import figures as plots
 from crs_ml.tracking import store as tracking
 from crs_ml.tracking.pyfunc import log_pyfunc_model
@@ -365,3 +366,49 @@ def register_recalibrated(
     ):
         tracking.retry(client.set_model_version_tag, name, version, key, str(value))
     return {"name": name, "version": version, "run_id": run_id, "model_uri": model_uri}
+
+
+# --------------------------------------------------------------------------- tuning
+@dataclass
+class TuneRun:
+    result: TuneResult
+    config_yaml: str  #: the best configuration (tuned.yaml)
+    run_id: str  #: the parent run; each trial is a nested run
+    tracking_uri: str
+
+
+def log_tune_run(
+    cohort, cfg, trials: int, outer_folds: int = 3, inner_folds: int = 3, progress=None
+) -> TuneRun:
+    """Run :func:`crs_ml.modeling.tune.tune` inside an MLflow run: parameters, every trial as a
+    nested run, the nested-CV metrics, the data digest and ``tuned.yaml``."""
+    import mlflow
+
+    uri, exp_id = tracking.setup_tracking(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+    with mlflow.start_run(experiment_id=exp_id, run_name="tune") as parent:
+        mlflow.set_tags({"run_type": "tune", "validation": "nested_cv"})
+        mlflow.log_params(
+            {
+                "trials": trials,
+                "outer_folds": outer_folds,
+                "inner_folds": inner_folds,
+                "seed": cfg.seed,
+            }
+        )
+
+        def log_trial(stage, number, params, score):
+            with mlflow.start_run(
+                experiment_id=exp_id, run_name=f"{stage}-trial{number}", nested=True
+            ):
+                mlflow.set_tag("run_type", "tune_trial")
+                mlflow.log_params({k: v for k, v in params.items()})
+                mlflow.log_metric("auroc_inner_cv", score)
+
+        result = tune(
+            cohort, cfg, trials, outer_folds, inner_folds, progress=progress, log_trial=log_trial
+        )
+        text = tuned_config_yaml(result, trials)
+        mlflow.log_metrics({f"nested_{k}": v for k, v in result.outer_metrics.items() if v == v})
+        mlflow.log_text(text, "tuned.yaml")
+        mlflow.set_tag("dataset_digest", result.dataset_digest)
+    return TuneRun(result, text, parent.info.run_id, uri)
