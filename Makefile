@@ -21,7 +21,7 @@ $(STAMP): requirements.lock pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m crs_ml.demo
+	$(BIN)/python -m crs_ml.cli.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not spark" -p no:cacheprovider
@@ -44,7 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 readme: $(STAMP)
-	$(BIN)/python -m crs_ml.feature_catalogue --update README.md
+	$(BIN)/python -m crs_ml.features.catalogue --update README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

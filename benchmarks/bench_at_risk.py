@@ -1,5 +1,5 @@
 """At-risk event rates under random loss to follow-up: the censoring rule (rule 4 of
-crs_ml.landmarks) against the rule it replaced.
+crs_ml.features.landmarks) against the rule it replaced.
 
 Draws: ``--draws`` simulated cohorts of ``--patients`` (seeds 5001, 5002, ...; the
 simulator's baseline, chain and course steps with its dropout off, so every patient is
@@ -65,9 +65,9 @@ def no_dropout():
 def outcomes_only(n: int, seed: int) -> pd.DataFrame:
     """The outcomes table of a simulated cohort (no dropout), without drawing observations:
     the simulator's baseline, latent chain and clinical course steps, seeded here."""
-    from crs_ml.simulate_baseline import draw_baseline
-    from crs_ml.simulate_chain import chain_rates, simulate_paths
-    from crs_ml.simulate_course import build_course, outcomes
+    from crs_ml.simulate.baseline import draw_baseline
+    from crs_ml.simulate.chain import chain_rates, simulate_paths
+    from crs_ml.simulate.course import build_course, outcomes
 
     params = no_dropout()
     rng = [np.random.default_rng(c) for c in np.random.SeedSequence(seed).spawn(3)]
@@ -103,7 +103,7 @@ def old_rule_at_risk(oc: pd.DataFrame, L: float) -> tuple[np.ndarray, np.ndarray
 
 
 def new_rule_at_risk(oc: pd.DataFrame, L: float) -> tuple[np.ndarray, np.ndarray]:
-    from crs_ml.landmarks import at_risk_status
+    from crs_ml.features.landmarks import at_risk_status
 
     cols = (oc[c].to_numpy() for c in ("grade3_hours", "death_hours", "followup_hours"))
     status, event, _ = at_risk_status(*cols, L, H)
@@ -170,11 +170,11 @@ def single_cohort(n: int, train_n: int, share: float, tmp: Path) -> list[dict]:
     """Event rate and O/E at 24 h and 48 h on one cohort with loss, old and current rule."""
     from crs_ml.config import load_config
     from crs_ml.features import build_features
-    from crs_ml.landmarks import build_landmark_dataset, landmark_status
-    from crs_ml.load import load_cohort
-    from crs_ml.models import make_model
+    from crs_ml.features.landmarks import build_landmark_dataset, landmark_status
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.modeling.estimators import make_model
+    from crs_ml.modeling.train import training_data
     from crs_ml.simulate import simulate_cohort, write_cohort
-    from crs_ml.train import training_data
 
     cfg = load_config(ROOT / "configs" / "default.yaml")
     folder = tmp / "train"

@@ -8,7 +8,7 @@ removed, every pre-infusion lab removed, and every lab removed. Per scenario and
 the patients scored both ways: median and 90th percentile of |change in risk|, the share whose
 risk band changes, the completeness bands, and the share whose message says the score rests
 mostly on absent data. Also prints the ranking of inputs by mean |SHAP| in the training rows
-that :data:`crs_ml.completeness.KEY_INPUTS` is taken from.
+that :data:`crs_ml.modeling.completeness.KEY_INPUTS` is taken from.
 
 Writes benchmarks/results/completeness.json and completeness.md. Usage:
 ``python benchmarks/bench_completeness.py [--train 1000] [--new 1000]``.
@@ -24,17 +24,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crs_ml.artifact import load_bundle
-from crs_ml.catalogue import VARIABLES
 from crs_ml.cohort import Cohort
-from crs_ml.completeness import BANDS, KEY_INPUTS
 from crs_ml.config import load_config
-from crs_ml.drivers import input_name
-from crs_ml.explain import explain
-from crs_ml.load import load_cohort
-from crs_ml.score import score
+from crs_ml.ingest.load import load_cohort
+from crs_ml.modeling.bundle import load_bundle
+from crs_ml.modeling.completeness import BANDS, KEY_INPUTS
+from crs_ml.modeling.explain import explain
+from crs_ml.modeling.train import train_model
+from crs_ml.scoring.drivers import input_name
+from crs_ml.scoring.score import score
 from crs_ml.simulate import simulate_cohort, write_cohort
-from crs_ml.train import train_model
+from crs_ml.variables import VARIABLES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CYTOKINES = ["il6", "ifng", "mcp1", "il10", "tnf_alpha", "il1b"]

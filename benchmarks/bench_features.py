@@ -27,7 +27,7 @@ import pandas as pd
 
 from crs_ml.cohort import EVENT_COLUMNS, OBSERVATION_COLUMNS, PRODUCTS, Cohort
 from crs_ml.config import FeatureConfig
-from crs_ml.features import build_features
+from crs_ml.features.builder import build_features
 
 VITALS = ["temperature", "sbp", "dbp", "heart_rate", "resp_rate", "spo2"]
 LABS = ["il6", "crp", "ferritin", "ldh", "platelets", "creatinine"]

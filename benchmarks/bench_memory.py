@@ -43,8 +43,8 @@ GB = 1024**3
 WHOLE = """
 import sys
 from pathlib import Path
-from crs_ml.load import load_cohort
-from crs_ml.score import score
+from crs_ml.ingest.load import load_cohort
+from crs_ml.scoring.score import score
 from crs_ml.files import atomic_write
 data, bundle, out, as_of = sys.argv[1:5]
 scores = score(bundle, load_cohort(Path(data)), as_of_hours=float(as_of))

@@ -9,7 +9,7 @@
    normalise, features + predict + TreeSHAP + drivers, the atomic Parquet write; and the
    scored patients' feature matrix at their landmark (building it timed for reference).
 4. In turn, ``--runs`` times: end to end as ``crs-ml score`` does it
-   (``crs_ml.batch.score_to_file``: chunked load + validate + normalise with the next chunk
+   (``crs_ml.scoring.batch.score_to_file``: chunked load + validate + normalise with the next chunk
    read in a thread, features, predict, TreeSHAP, drivers, the atomic Parquet write; checked
    to give the stage-by-stage table), then the floor, bare
    ``booster.predict(DMatrix(X), pred_contribs=True)`` on that matrix (the faster of two).
@@ -56,11 +56,11 @@ def _stage(name: str, t0: float) -> float:
 
 
 def train_bundle(folder: Path, n: int, seed: int):
-    from crs_ml.artifact import load_bundle
     from crs_ml.config import config_from_dict
-    from crs_ml.load import load_cohort
-    from crs_ml.simulate import simulate_cohort, write_cohort
-    from crs_ml.train import train_model
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.modeling.bundle import load_bundle
+    from crs_ml.modeling.train import train_model
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     write_cohort(simulate_cohort(n, seed), folder / "train")
     cohort = load_cohort(folder / "train")
@@ -75,7 +75,7 @@ def train_bundle(folder: Path, n: int, seed: int):
 def admissions(n: int, seed: int, as_of_h: float) -> dict[str, pd.DataFrame]:
     """Simulated patients, observations and events as a batch run at ``as_of_h`` hours since
     infusion would see them (rows up to then; a support still running has no end yet)."""
-    from crs_ml.simulate import simulate_cohort
+    from crs_ml.simulate.simulator import simulate_cohort
 
     tables = simulate_cohort(n, seed)
     obs = tables["observations"]
@@ -106,8 +106,8 @@ def batch_input(folder: Path, n: int, seed: int, as_of_h: float, kind: str) -> d
 def end_to_end(bundle, data: Path, out: Path, as_of_h: float) -> tuple[float, float]:
     """(wall s, CPU s) of what ``crs-ml score`` runs: chunked load (next chunk read in a
     thread), features, predict, TreeSHAP, drivers, appended to the atomic Parquet output."""
-    from crs_ml.batch import score_to_file
     from crs_ml.cli.scoring import _data_options
+    from crs_ml.scoring.batch import score_to_file
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     result = score_to_file(bundle, data, out, options=_data_options(bundle, None),
@@ -121,8 +121,8 @@ def stages(bundle, data: Path, out: Path, as_of_h: float) -> tuple[dict, tuple]:
     """The same work one stage after the other on the whole cohort, timed per stage."""
     from crs_ml.cli.scoring import _data_options
     from crs_ml.files import atomic_write
-    from crs_ml.load import load_cohort
-    from crs_ml.score import score
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.scoring.score import score
 
     times = {}
     cpu0 = time.process_time()
@@ -144,7 +144,7 @@ def stages(bundle, data: Path, out: Path, as_of_h: float) -> tuple[dict, tuple]:
 def feature_matrix(bundle, cohort, scores) -> tuple[np.ndarray, float]:
     """The scored patients' feature matrix at their landmark, and the seconds to build it."""
     from crs_ml.config import FeatureConfig
-    from crs_ml.features import build_features
+    from crs_ml.features.builder import build_features
 
     scored = scores[scores["status"] == "scored"]
     points = scored[["patient_id", "landmark_h"]].reset_index(drop=True)
@@ -196,9 +196,9 @@ def paired(bundle, data: Path, out: Path, as_of_h: float, matrix, n_patients: in
 def latency(bundle_dir: Path, folder: Path, cohort, n: int, seed: int) -> dict:
     import mlflow
 
-    from crs_ml.pyfunc import CrsSeverityModel, input_signature, pip_requirements
-    from crs_ml.records import cohort_to_records, records_to_cohort
-    from crs_ml.score import score
+    from crs_ml.ingest.records import cohort_to_records, records_to_cohort
+    from crs_ml.scoring.score import score
+    from crs_ml.tracking.pyfunc import CrsSeverityModel, input_signature, pip_requirements
 
     manifest = json.loads((bundle_dir / "bundle.json").read_text())
     with warnings.catch_warnings():

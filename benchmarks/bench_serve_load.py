@@ -53,9 +53,9 @@ def _payloads(tmp: Path, n: int, seed: int) -> list[bytes]:
     """``n`` request bodies: 1-3 patients each, drawn from 200 new simulated patients."""
     import pandas as pd
 
-    from crs_ml.load import load_cohort
-    from crs_ml.records import cohort_to_records
-    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.ingest.records import cohort_to_records
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     tables = simulate_cohort(200, seed)
     tables.pop("truth", None)

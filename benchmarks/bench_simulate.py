@@ -1,4 +1,4 @@
-"""Speed of the simulator and its calibration against the targets of domain.md.
+"""Speed of the simulator and its calibration against the targets of docs/domain.md.
 
 Speed: ``simulate`` of 10,000 patients (clean and messy style) and ``write_cohort`` of the
 result, median wall time over ``--repeats`` (target: under 30 s for 10,000 patients on the
@@ -8,7 +8,7 @@ Calibration: one clean cohort of >= 20,000 realised patients; every row of the t
 table (product any-grade and grade >= 3 rates, realised and latent; median onset; Spearman
 IL-6/CRP; m-EASIX AUROC; oracle AUROC at 24 h; share of grade >= 3 by 24 h) plus the
 calibration of the true risk at every landmark -> benchmarks/results/simulator_calibration
-.{json,md}. Definitions: crs_ml.simulate_targets.
+.{json,md}. Definitions: crs_ml.simulate.targets.
 
 Usage: ``python benchmarks/bench_simulate.py [--patients 10000] [--calibration-patients
 20000] [--repeats 3] [--seed 1]``.
@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from crs_ml.simulate import simulate, write_cohort
-from crs_ml.simulate_targets import calibration_table, markdown_table
+from crs_ml.simulate.simulator import simulate, write_cohort
+from crs_ml.simulate.targets import calibration_table, markdown_table
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_SECONDS = 30.0

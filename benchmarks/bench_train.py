@@ -35,8 +35,8 @@ LANDMARK_H = 24.0
 
 
 def cohort(n: int, seed: int, tmp: Path):
-    from crs_ml.load import load_cohort
-    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     folder = tmp / f"sim_{n}_{seed}"
     write_cohort(simulate_cohort(n, seed=seed), folder)
@@ -45,7 +45,7 @@ def cohort(n: int, seed: int, tmp: Path):
 
 def landmark_data(cfg, n: int, seed: int, tmp: Path, landmarks):
     """(X, y, person ids) of a simulated cohort of ``n`` patients at ``landmarks``."""
-    from crs_ml.landmarks import build_landmark_dataset
+    from crs_ml.features.landmarks import build_landmark_dataset
 
     X, y, meta = build_landmark_dataset(
         cohort(n, seed, tmp), landmarks, cfg.task.horizon_h, cfg.features
@@ -65,8 +65,8 @@ def gap_row(label: str, measure, draws: list, reference) -> str:
 
 def fit(cfg, data, model_type: str, params: dict | None = None):
     """A model of ``model_type`` fit on ``data`` = (X, y, person ids) of :func:`landmark_data`."""
-    from crs_ml.feature_catalogue import feature_catalogue
-    from crs_ml.models import make_model
+    from crs_ml.features.catalogue import feature_catalogue
+    from crs_ml.modeling.estimators import make_model
 
     X, y, groups = data
     model_cfg = cfg.model.model_copy(
@@ -77,7 +77,7 @@ def fit(cfg, data, model_type: str, params: dict | None = None):
 
 
 def evaluate(models: dict, test_set) -> dict:
-    from crs_ml import metrics as M
+    from crs_ml.evaluation import metrics as M
 
     X, y, meta, oracle = test_set
     out = {
@@ -93,8 +93,8 @@ def evaluate(models: dict, test_set) -> dict:
             "auroc": M.auroc(y, p),
             "auprc": M.auprc(y, p),
             "brier": M.brier(y, p),
-            "cal_slope": slope,
-            "cal_intercept": intercept,
+            "calibration_slope": slope,
+            "calibration_intercept": intercept,
         }
     for base in ("measix", "fever_rule"):
         if base in risks:
@@ -112,8 +112,8 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from crs_ml.config import load_config
-    from crs_ml.landmarks import build_landmark_dataset
-    from crs_ml.train import oracle_risk
+    from crs_ml.features.landmarks import build_landmark_dataset
+    from crs_ml.modeling.train import oracle_risk
 
     cfg = load_config(ROOT / "configs" / "default.yaml")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,7 @@ def main() -> None:
                 models["fever_rule"] = fit(cfg, train, "fever_rule", {})
             res = evaluate(models, test_set)
             print(
-                f"n={n} seed={seed}: xgboost AUROC {res['xgboost']['auroc']:.3f} slope {res['xgboost']['cal_slope']:.2f}",
+                f"n={n} seed={seed}: xgboost AUROC {res['xgboost']['auroc']:.3f} slope {res['xgboost']['calibration_slope']:.2f}",
                 flush=True,
             )
             return res
@@ -161,13 +161,17 @@ def main() -> None:
         "mean_auroc_1000": mean_auroc,
         "reference_auroc": reference["xgboost"]["auroc"],
         "gap_to_reference": reference["xgboost"]["auroc"] - mean_auroc,
-        "mean_cal_slope_1000": float(np.mean([d["xgboost"]["cal_slope"] for d in draws])),
+        "mean_calibration_slope_1000": float(
+            np.mean([d["xgboost"]["calibration_slope"] for d in draws])
+        ),
         "learning_curve": {str(n): curve[n]["xgboost"] for n in sorted(curve)},
         "seconds": time.perf_counter() - started,
     }
     checks = {
         "within_0.02_of_reference": abs(summary["gap_to_reference"]) <= 0.02,
-        "cal_slope_0.8_1.2": all(0.8 <= d["xgboost"]["cal_slope"] <= 1.2 for d in draws),
+        "calibration_slope_0.8_1.2": all(
+            0.8 <= d["xgboost"]["calibration_slope"] <= 1.2 for d in draws
+        ),
         "beats_measix_ci_excludes_0": all(d["xgboost_minus_measix"]["lo"] > 0 for d in draws),
         "beats_fever_rule_ci_excludes_0": all(
             d["xgboost_minus_fever_rule"]["lo"] > 0 for d in draws
@@ -184,11 +188,11 @@ def main() -> None:
     for s, d in zip(DRAW_SEEDS, draws, strict=True):
         a, b = d["xgboost_minus_measix"], d["xgboost_minus_fever_rule"]
         lines.append(
-            f"| seed {s} | {d['xgboost']['auroc']:.3f} | {d['xgboost']['cal_slope']:.2f} | {d['measix']['auroc']:.3f} | {d['fever_rule']['auroc']:.3f} | {a['diff']:+.3f} ({a['lo']:+.3f} to {a['hi']:+.3f}) | {b['diff']:+.3f} ({b['lo']:+.3f} to {b['hi']:+.3f}) |"
+            f"| seed {s} | {d['xgboost']['auroc']:.3f} | {d['xgboost']['calibration_slope']:.2f} | {d['measix']['auroc']:.3f} | {d['fever_rule']['auroc']:.3f} | {a['diff']:+.3f} ({a['lo']:+.3f} to {a['hi']:+.3f}) | {b['diff']:+.3f} ({b['lo']:+.3f} to {b['hi']:+.3f}) |"
         )
     lines += [
-        f"| **mean of five** | **{mean_auroc:.3f}** | {summary['mean_cal_slope_1000']:.2f} | | | | |",
-        f"| reference: {args.reference_n:,} patients (seed {REFERENCE_SEED}) | {summary['reference_auroc']:.3f} | {reference['xgboost']['cal_slope']:.2f} | | | | |",
+        f"| **mean of five** | **{mean_auroc:.3f}** | {summary['mean_calibration_slope_1000']:.2f} | | | | |",
+        f"| reference: {args.reference_n:,} patients (seed {REFERENCE_SEED}) | {summary['reference_auroc']:.3f} | {reference['xgboost']['calibration_slope']:.2f} | | | | |",
         "",
         "| training patients | AUROC | AUPRC | Brier | cal. slope |",
         "|---|---|---|---|---|",
@@ -196,7 +200,7 @@ def main() -> None:
     for n in sorted(curve):
         r = curve[n]["xgboost"]
         lines.append(
-            f"| {n:,} | {r['auroc']:.3f} | {r['auprc']:.3f} | {r['brier']:.4f} | {r['cal_slope']:.2f} |"
+            f"| {n:,} | {r['auroc']:.3f} | {r['auprc']:.3f} | {r['brier']:.4f} | {r['calibration_slope']:.2f} |"
         )
     lines += ["", "Checks: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items())]
     (RESULTS / "train.md").write_text("\n".join(lines) + "\n")

@@ -31,10 +31,10 @@ def main() -> None:
     import bench_train as bench
     import xgboost as xgb
 
-    from crs_ml import metrics as M
     from crs_ml.config import load_config
-    from crs_ml.feature_catalogue import feature_catalogue
-    from crs_ml.models import make_model
+    from crs_ml.evaluation import metrics as M
+    from crs_ml.features.catalogue import feature_catalogue
+    from crs_ml.modeling.estimators import make_model
 
     cfg = load_config(HERE.parent / "configs" / "default.yaml")
     catalogue = feature_catalogue(cfg.features)

@@ -27,10 +27,10 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     import bench_train as bench
 
-    from crs_ml import metrics as M
     from crs_ml.config import load_config
-    from crs_ml.feature_catalogue import feature_catalogue
-    from crs_ml.models import make_model
+    from crs_ml.evaluation import metrics as M
+    from crs_ml.features.catalogue import feature_catalogue
+    from crs_ml.modeling.estimators import make_model
 
     base = load_config(HERE.parent / "configs" / "default.yaml")
     pipelines = {name: load_config(HERE.parent / "configs" / f"{name}.yaml").model

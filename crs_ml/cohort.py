@@ -1,6 +1,6 @@
 """The normalised cohort: the one in-memory form every later step reads.
 
-Loading (:func:`crs_ml.load.load_cohort`) and the simulator both produce a :class:`Cohort`;
+Loading (:func:`crs_ml.ingest.load.load_cohort`) and the simulator both produce a :class:`Cohort`;
 features, labelling, training and scoring only ever read this form. Columns and dtypes:
 
 ``patients`` (one row per infusion episode)
@@ -31,7 +31,7 @@ features, labelling, training and scoring only ever read this form. Columns and 
     of grade >= 3 CRS in (landmark_h, horizon] for every patient at risk at that landmark.
 
 ``report``
-    the validation report of loading (:class:`crs_ml.load.CheckReport`), or None.
+    the validation report of loading (:class:`crs_ml.ingest.load.CheckReport`), or None.
 
 ``rejected``
     rows that failed validation and were left out: file, row, column, reason, patient_id.
@@ -89,7 +89,7 @@ EVENT_NAMES = (
     "death",
 )
 PRODUCTS = ("axi-cel", "tisa-cel", "liso-cel", "brexu-cel", "ide-cel", "cilta-cel", "other")
-#: CD28-costimulated products start earlier and more severely (domain.md).
+#: CD28-costimulated products start earlier and more severely (docs/domain.md).
 CD28_PRODUCTS = ("axi-cel", "brexu-cel")
 
 

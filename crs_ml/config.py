@@ -46,7 +46,7 @@ class DataConfig(_Strict):
     @field_validator("variable_aliases")
     @classmethod
     def _known_targets(cls, v: dict[str, str]) -> dict[str, str]:
-        from crs_ml.catalogue import VARIABLES, resolve_variable
+        from crs_ml.variables import VARIABLES, resolve_variable
 
         for site, target in v.items():
             if resolve_variable(target) is None:
@@ -98,7 +98,7 @@ class FeatureConfig(_Strict):
 
 
 class LabelConfig(_Strict):
-    """ASTCT-2019 grading as derivable from data (crs_ml.label, ``crs-ml label``).
+    """ASTCT-2019 grading as derivable from data (crs_ml.features.grading, ``crs-ml label``).
 
     The consensus (Lee 2019) states neither a fever-to-organ-support window nor how to read a
     flow from an oxygen record; these are this project's choices, declared here."""

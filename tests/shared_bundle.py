@@ -24,22 +24,22 @@ def build_bundle(base: Path) -> Path:
     folder = base / "crs_validate_bundle"
     if (folder / "bundle.json").is_file():
         return folder
-    from crs_ml import tracking
+    from crs_ml import fingerprints
     from crs_ml.config import load_config
-    from crs_ml.load import load_cohort
-    from crs_ml.simulate import simulate_cohort, write_cohort
-    from crs_ml.simulate_params import default_params, with_sites
-    from crs_ml.train import train_model
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.modeling.train import train_model
+    from crs_ml.simulate.params import default_params, with_sites
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     params = with_sites(default_params(), A=0.4, B=0.3, C=0.3)
     write_cohort(simulate_cohort(400, seed=101, params=params), base / "train_cohort")
     cohort = load_cohort(base / "train_cohort")
     cfg = load_config(None, OVERRIDES)
     res = train_model(cohort, cfg)
-    fp = tracking.data_fingerprint(cohort, res.y, res.meta)
+    fp = fingerprints.data_fingerprint(cohort, res.y, res.meta)
     res.save(
         folder,
-        fingerprint={**fp, "features": tracking.feature_fingerprint(res.X)},
-        extra={"metrics": res.metrics, "dataset_digest": tracking.dataset_digest(fp)},
+        fingerprint={**fp, "features": fingerprints.feature_fingerprint(res.X)},
+        extra={"metrics": res.metrics, "dataset_digest": fingerprints.dataset_digest(fp)},
     )
     return folder

@@ -1,14 +1,35 @@
-"""Small helpers shared by the command modules: progress bars, consoles and JSON output
-(``write_json``, from :mod:`crs_ml.files`)."""
+"""Small helpers shared by the command modules: the default model, the ``--landmarks`` parser,
+progress bars, consoles and JSON output (``write_json``, from :mod:`crs_ml.files`)."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Any
 
+from crs_ml.errors import InputError
 from crs_ml.files import write_json
 
-__all__ = ["console", "progress_bar", "write_json"]
+__all__ = ["DEFAULT_MODEL", "console", "parse_landmarks", "progress_bar", "write_json"]
+
+#: the model every command uses unless told otherwise: the registry's champion
+DEFAULT_MODEL = "models:/crs-severity@champion"
+
+
+def parse_landmarks(text: str) -> list[float]:
+    """``"24,48"`` -> [24.0, 48.0]; every landmark must be a number of hours > 0."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = float(part)
+        except ValueError:
+            raise InputError(f"--landmarks: '{part}' is not a number of hours") from None
+        if not value > 0 or value == float("inf"):
+            raise InputError(f"--landmarks: {part} must be hours > 0 after infusion")
+        out.append(value)
+    if not out:
+        raise InputError("--landmarks: give at least one landmark, e.g. 24,48")
+    return sorted(set(out))
 
 
 @contextmanager
@@ -33,9 +54,10 @@ def progress_bar():
         yield update
 
 
-def console(min_width: int = 150):
-    """A rich console; when output is not a terminal (logs, CI) tables get ``min_width``."""
+def console(min_width: int = 150, **kwargs):
+    """A rich console; when output is not a terminal (logs, CI) tables get ``min_width``
+    columns. ``kwargs`` go to :class:`rich.console.Console` (e.g. ``soft_wrap``)."""
     from rich.console import Console
 
-    c = Console()
-    return c if c.is_terminal else Console(width=min_width)
+    c = Console(**kwargs)
+    return c if c.is_terminal else Console(width=min_width, **kwargs)

@@ -13,13 +13,7 @@ from pathlib import Path
 
 import typer
 
-
-def _console(**kwargs):
-    """Terminal width on a terminal; 150 columns in logs and CI output."""
-    from rich.console import Console
-
-    c = Console(**kwargs)
-    return c if c.is_terminal else Console(width=150, **kwargs)
+from crs_ml.cli._common import console as make_console
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
         from crs_ml.config import DataConfig, load_config
         from crs_ml.errors import InputError
-        from crs_ml.load import CheckReport, load_cohort
+        from crs_ml.ingest.load import CheckReport, load_cohort
 
         options = load_config(config).data if config is not None else DataConfig()
         source = data if data is not None else options.path
@@ -56,7 +50,7 @@ def register(app: typer.Typer) -> None:
         except InputError as exc:
             report = CheckReport.from_error(exc, source=str(source))
             report.options = options.model_dump(mode="json")
-        report.render(_console(soft_wrap=False))
+        report.render(make_console(soft_wrap=False))
         if json_path is not None:
             import json
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from crs_ml.cli._common import console as make_console
+from crs_ml.cli._common import parse_landmarks
 from crs_ml.errors import InputError
 
 
@@ -14,7 +16,7 @@ def _load(data: Path, config: Path | None, ignore_outcomes: bool = False):
     """Config and cohort; fatal loading problems stop here (those of the outcomes table
     too, unless ``ignore_outcomes``: relabelling must work over a broken outcomes.csv)."""
     from crs_ml.config import load_config
-    from crs_ml.load import load_cohort
+    from crs_ml.ingest.load import load_cohort
 
     cfg = load_config(config)
     cohort = load_cohort(data, cfg.data)
@@ -31,23 +33,6 @@ def _load(data: Path, config: Path | None, ignore_outcomes: bool = False):
             file=first.table,
         )
     return cfg, cohort
-
-
-def parse_landmarks(text: str) -> list[float]:
-    """``"24,48"`` -> [24.0, 48.0]; every landmark must be a number of hours > 0."""
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            value = float(part)
-        except ValueError:
-            raise InputError(f"--landmarks: '{part}' is not a number of hours") from None
-        if not value > 0 or value == float("inf"):
-            raise InputError(f"--landmarks: {part} must be hours > 0 after infusion")
-        out.append(value)
-    if not out:
-        raise InputError("--landmarks: give at least one landmark, e.g. 24,48")
-    return sorted(set(out))
 
 
 def _grade_table(outcomes, horizon_h: float):
@@ -88,14 +73,6 @@ def attrition_rich(attrition):
     return table
 
 
-def _console():
-    from rich.console import Console
-
-    console = Console()
-    # piped or captured output: no terminal to fit, keep the tables readable
-    return console if console.is_terminal else Console(width=160)
-
-
 def _check_out(out: Path) -> None:
     if not out.name.lower().endswith((".parquet", ".pq", ".csv", ".csv.gz")):
         raise InputError(f"--out {out}: use a .parquet or .csv file name")
@@ -134,7 +111,7 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option(help="replace an existing outcomes file")] = False,
     ) -> None:
         """Derive outcomes.csv (ASTCT-2019-derived-v2) from temperatures, sbp and events."""
-        from crs_ml.label import derive_outcomes, label_definition
+        from crs_ml.features.grading import derive_outcomes, label_definition
 
         if not horizon_h > 0:
             raise InputError("--horizon-h must be > 0")
@@ -152,7 +129,7 @@ def register(app: typer.Typer) -> None:
             cohort, horizon_h=horizon_h, fever_window_h=fever_window_h, settings=cfg.label
         )
         _write_table(outcomes, target)
-        console = _console()
+        console = make_console(160)
         console.print(_grade_table(outcomes, horizon_h))
         defn = (
             outcomes["label_definition"].iloc[0] if len(outcomes) else label_definition(cfg.label)
@@ -173,7 +150,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path | None, typer.Option(help="YAML config")] = None,
     ) -> None:
         """Write the landmark feature table (features + patient_id, landmark_h, y)."""
-        from crs_ml.landmarks import build_landmark_dataset
+        from crs_ml.features.landmarks import build_landmark_dataset
 
         _check_out(out)
         cfg, cohort = _load(data, config)
@@ -186,7 +163,7 @@ def register(app: typer.Typer) -> None:
         table.insert(0, "patient_id", meta["patient_id"].astype(str).to_numpy())
         table["y"] = y
         _write_table(table, out)
-        console = _console()
+        console = make_console(160)
         console.print(attrition_rich(meta.attrs["attrition"]))
         console.print(
             f"wrote {len(table):,} rows x {X.shape[1]} features ({int(y.sum()):,} events) to {out}"

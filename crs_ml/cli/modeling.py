@@ -13,7 +13,7 @@ from crs_ml.cli._common import progress_bar, write_json
 
 def _load(data: Path, config: Path | None, overrides: list[str] | None, experiment: str | None):
     from crs_ml.config import load_config
-    from crs_ml.load import load_cohort
+    from crs_ml.ingest.load import load_cohort
 
     cfg = load_config(config, overrides or [])
     if experiment:
@@ -70,8 +70,8 @@ def metrics_table(metrics: dict[str, float], landmarks: list[float], title: str)
             fmt("auroc", key),
             fmt("auprc", key),
             fmt("brier", key, False, 4),
-            fmt("cal_intercept", key, False, 2),
-            fmt("cal_slope", key, False, 2),
+            fmt("calibration_intercept", key, False, 2),
+            fmt("calibration_slope", key, False, 2),
             fmt("oracle_auroc", key, False),
             fmt("oracle_ratio", key, False),
         )
@@ -103,9 +103,9 @@ def train(
 ) -> None:
     """Cross-validate one configuration by person, refit on all data, log it to MLflow."""
 
-    from crs_ml.runs import log_training_run
-    from crs_ml.tracking import setup_tracking
-    from crs_ml.train import train_model
+    from crs_ml.modeling.train import train_model
+    from crs_ml.tracking.runs import log_training_run
+    from crs_ml.tracking.store import setup_tracking
 
     overrides = list(set_ or [])
     if validation:
@@ -168,8 +168,8 @@ def compare(
     """Leaderboard of training runs with a paired bootstrap AUROC test vs the best run."""
     import mlflow
 
-    from crs_ml.compare import leaderboard, render, to_records
-    from crs_ml.tracking import existing_tracking_uri
+    from crs_ml.tracking.leaderboard import leaderboard, render, to_records
+    from crs_ml.tracking.store import existing_tracking_uri
 
     mlflow.set_tracking_uri(existing_tracking_uri(None))  # reads runs: never creates a store
     board = leaderboard(experiment, landmark, n_boot=bootstrap)
@@ -203,52 +203,16 @@ def tune(
     ] = None,
 ) -> None:
     """Nested-CV hyperparameter search for xgboost; writes the best config as YAML."""
-    import mlflow
-
-    from crs_ml import tracking
     from crs_ml.cli.reporting import warn
-    from crs_ml.tune import tune as run_tune
-    from crs_ml.tune import tuned_config_yaml
+    from crs_ml.tracking.runs import log_tune_run
 
     if trials < 1:
         raise typer.BadParameter("--trials must be >= 1")
     cfg, cohort = _load(data, config, list(set_ or []), experiment)
-    uri, exp_id = tracking.setup_tracking(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
     console = make_console()
-    with mlflow.start_run(experiment_id=exp_id, run_name="tune") as parent:
-        mlflow.set_tags({"run_type": "tune", "validation": "nested_cv"})
-        mlflow.log_params(
-            {
-                "trials": trials,
-                "outer_folds": outer_folds,
-                "inner_folds": inner_folds,
-                "seed": cfg.seed,
-            }
-        )
-
-        def log_trial(stage, number, params, score):
-            with mlflow.start_run(
-                experiment_id=exp_id, run_name=f"{stage}-trial{number}", nested=True
-            ):
-                mlflow.set_tag("run_type", "tune_trial")
-                mlflow.log_params({k: v for k, v in params.items()})
-                mlflow.log_metric("auroc_inner_cv", score)
-
-        with progress_bar() as update:
-            result = run_tune(
-                cohort, cfg, trials, outer_folds, inner_folds, progress=update, log_trial=log_trial
-            )
-        text = tuned_config_yaml(result, trials)
-        mlflow.log_metrics({f"nested_{k}": v for k, v in result.outer_metrics.items() if v == v})
-        mlflow.log_text(text, "tuned.yaml")
-        mlflow.set_tag("dataset_digest", result.dataset_digest)
-        mlflow.log_metrics(
-            {
-                "inner_auroc_tuned": result.best_inner_auroc,
-                "inner_auroc_starting_config": result.default_inner_auroc,
-            }
-        )
-        mlflow.set_tag("warnings", " | ".join(result.warnings) or "none")
+    with progress_bar() as update:
+        run = log_tune_run(cohort, cfg, trials, outer_folds, inner_folds, progress=update)
+    result, text, uri = run.result, run.config_yaml, run.tracking_uri
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     console.print(
@@ -264,12 +228,12 @@ def tune(
         f"best params: {result.best_params}"
     )
     warn(console, result.warnings, "tune")
-    console.print(f"wrote {out}; tune run {parent.info.run_id} in {uri}")
+    console.print(f"wrote {out}; tune run {run.run_id} in {uri}")
     if json_out:
         write_json(
             json_out,
             {
-                "run_id": parent.info.run_id,
+                "run_id": run.run_id,
                 "best_params": result.best_params,
                 "nested_metrics": result.outer_metrics,
                 "inner_auroc_tuned": result.best_inner_auroc,

@@ -2,82 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from crs_ml.cli._common import DEFAULT_MODEL, parse_landmarks, progress_bar, write_json
 from crs_ml.cli._common import console as make_console
-from crs_ml.cli._common import progress_bar, write_json
-
-DEFAULT_MODEL = "models:/crs-severity@champion"
-
-
-def parse_landmarks(text: str) -> list[float]:
-    """'24,48' -> [24.0, 48.0]."""
-    try:
-        values = [float(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise typer.BadParameter(f"--landmarks '{text}': expected hours such as 24,48") from None
-    if not values or any(v <= 0 for v in values):
-        raise typer.BadParameter(f"--landmarks '{text}': hours must be > 0")
-    return values
-
-
-def model_info(uri: str) -> dict[str, Any]:
-    """Registered name, version and training run of an MLflow model URI (what is known)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    info: dict[str, Any] = {"uri": uri}
-    try:
-        client = MlflowClient()
-        if uri.startswith("models:/"):
-            rest = uri[len("models:/") :].strip("/")
-            mv = None
-            if "@" in rest:
-                name, alias = rest.split("@", 1)
-                mv = client.get_model_version_by_alias(name, alias)
-            elif "/" in rest:
-                name, version = rest.split("/", 1)
-                mv = client.get_model_version(name, version)
-            else:  # a logged model id (models:/m-...)
-                info["model_run_id"] = mlflow.get_logged_model(rest).source_run_id
-            if mv is not None:
-                info.update(model_name=mv.name, model_version=str(mv.version))
-                info["model_run_id"] = mv.run_id
-        elif uri.startswith("runs:/"):
-            info["model_run_id"] = uri[len("runs:/") :].split("/", 1)[0]
-    except Exception:  # provenance is informative; the model itself was already fetched
-        pass
-    return info
-
-
-def open_model(model: str, workdir: Path):
-    """(Bundle, info) from a bundle folder, an exported MLflow model folder or a URI.
-
-    URIs are downloaded into ``workdir`` (the bundle's folder stays there while it is used).
-    """
-    from crs_ml.errors import ModelError
-    from crs_ml.score import _load_folder, download_model
-
-    path = Path(model).expanduser()
-    if path.exists():
-        bundle = _load_folder(path)
-        return bundle, {"uri": str(model)}
-    if ":/" not in model:
-        raise ModelError(f"model '{model}' is neither an existing folder nor an MLflow model URI")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    local = download_model(model, workdir)
-    bundle = _load_folder(local)
-    return bundle, model_info(model)
 
 
 def _load_data(data: Path, config: Path | None):
     from crs_ml.config import load_config
-    from crs_ml.load import load_cohort
+    from crs_ml.ingest.load import load_cohort
 
     options = load_config(config).data if config else None
     return load_cohort(data, options)
@@ -108,7 +45,7 @@ def summary_table(metrics: dict[str, Any]):
     """Rich table: per landmark and slice n, events, AUROC, calibration, Brier."""
     from rich.table import Table
 
-    from crs_ml.report_html import fmt
+    from crs_ml.reporting.html import fmt
 
     def ci(block, name, digits=3):
         lo, hi = block.get(f"{name}_ci") or (None, None)
@@ -162,8 +99,10 @@ def validate(
 ) -> None:
     """Score a labelled cohort from another site and write a validation report."""
 
-    from crs_ml.report import log_validation_run, write_report
-    from crs_ml.validate import model_settings, validate_cohort
+    from crs_ml.evaluation.validate import model_settings, validate_cohort
+    from crs_ml.reporting.report import write_report
+    from crs_ml.tracking.models import open_model
+    from crs_ml.tracking.runs import log_validation_run
 
     lms = parse_landmarks(landmarks)
     if bootstrap < 0:
@@ -238,11 +177,12 @@ def recalibrate(
 ) -> None:
     """Refit only the calibration map of a model on a site's data (booster unchanged)."""
 
-    from crs_ml.recalibrate import (
-        recalibrate_cohort,
-        render_recalibration,
-        write_recalibrated_bundle,
-    )
+    from crs_ml.evaluation.recalibration import recalibrate_cohort
+    from crs_ml.modeling.bundle import write_recalibrated_bundle
+    from crs_ml.reporting.figures import calibration_figure, data_uri
+    from crs_ml.reporting.html import render_recalibration
+    from crs_ml.tracking.models import open_model
+    from crs_ml.tracking.runs import register_recalibrated
 
     console = make_console()
     with tempfile.TemporaryDirectory(prefix="crs_ml_recal_") as tmp:
@@ -263,9 +203,13 @@ def recalibrate(
         )
     write_json(out / "recalibration.json", summary)
     (out / "recalibration.json").chmod(0o644)
-    (out / "recalibration.html").write_text(
-        render_recalibration(summary, result.figure), encoding="utf-8"
-    )
+    figure = None
+    held = result.held_out
+    if held is not None and len(set(held["y"].tolist())) == 2:
+        risks = {"before": held["before"], "after": held["after"]}
+        title = "Held-out persons, all landmarks"
+        figure = data_uri(calibration_figure(held["y"], risks, n_bins=8, title=title))
+    (out / "recalibration.html").write_text(render_recalibration(summary, figure), encoding="utf-8")
     console.print(
         f"method: {summary['method']} ({summary['rule']})\n"
         f"calibration slope {summary['calibration_before']['slope']:.3f} -> "
@@ -291,52 +235,6 @@ def recalibrate(
         console.print(f"registered: {version['name']} version {version['version']}")
         summary["registered"] = version
         write_json(out / "recalibration.json", summary)
-
-
-def register_recalibrated(bundle_dir: Path, out: Path, summary: dict, bundle, info: dict) -> dict:
-    """Log the recalibrated bundle as a pyfunc in a new run and register a new version."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from crs_ml import tracking
-    from crs_ml.pyfunc import log_pyfunc_model
-    from crs_ml.runs import register_model
-    from crs_ml.validate import model_settings
-
-    s = model_settings(bundle)
-    tracking.setup_tracking(None, s["experiment"])
-    with mlflow.start_run(run_name="recalibration") as run:
-        tags = {"run_type": "recalibration", "source_model_uri": info["uri"]}
-        tags["recalibration_method"] = summary["method"]
-        for key in ("model_name", "model_version", "model_run_id"):
-            if info.get(key):
-                tags[f"source_{key}"] = str(info[key])
-        tags["warnings"] = " | ".join(summary.get("warnings", [])) or "none"
-        mlflow.set_tags(tags)
-        mlflow.log_params(
-            {"holdout": summary["holdout"]["share"], "seed": summary["holdout"]["seed"]}
-        )
-        for key, ev in summary["evaluation"].items():
-            for when in ("before", "after"):
-                for m in ("calibration_intercept", "calibration_slope", "auroc", "brier"):
-                    v = ev[when].get(m)
-                    if v is not None and v == v:
-                        mlflow.log_metric(f"holdout_{m}_{key}_{when}", float(v))
-        mlflow.log_artifact(str(out / "recalibration.json"))
-        mlflow.log_artifact(str(out / "recalibration.html"))
-        model_uri = log_pyfunc_model(bundle_dir).model_uri
-        run_id = run.info.run_id
-    name = info.get("model_name") or s["registered_model"]
-    version = register_model(model_uri, name)
-    client = MlflowClient()
-    for key, value in (
-        ("recalibrated_from", info["uri"]),
-        ("recalibration_method", summary["method"]),
-        ("recalibration_run", run_id),
-        ("recalibration_warnings", " | ".join(summary.get("warnings", [])) or "none"),
-    ):
-        tracking._retry(client.set_model_version_tag, name, version, key, str(value))
-    return {"name": name, "version": version, "run_id": run_id, "model_uri": model_uri}
 
 
 def register(app: typer.Typer) -> None:

@@ -9,9 +9,7 @@ from typing import Annotated
 
 import typer
 
-from crs_ml.cli._common import progress_bar, write_json
-
-DEFAULT_MODEL = "models:/crs-severity@champion"
+from crs_ml.cli._common import DEFAULT_MODEL, progress_bar, write_json
 
 
 def _data_options(bundle, config: Path | None):
@@ -73,10 +71,10 @@ def score(
     landmark just before their latest observation. Exit 3 (the file still written) when no
     patient could be scored, or more than --max-unscored-fraction were in status error.
     """
-    from crs_ml.batch import output_kind, score_to_file
     from crs_ml.errors import EXIT_UNSCORED, InputError
-    from crs_ml.score import resolve_model
-    from crs_ml.values import parse_time
+    from crs_ml.ingest.values import parse_time
+    from crs_ml.scoring.batch import output_kind, score_to_file
+    from crs_ml.tracking.models import resolve_model
 
     if as_of is not None and as_of_hours is not None:
         raise InputError("give --as-of or --as-of-hours, not both")
@@ -148,14 +146,15 @@ def export(
     import tempfile
 
     from crs_ml.errors import InputError
-    from crs_ml.score import _load_folder, download_model
+    from crs_ml.modeling.bundle import load_model_folder
+    from crs_ml.tracking.models import download_model
 
     if out.exists() and not force:
         raise InputError(f"{out} exists: choose another folder or pass --force")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         local = download_model(model, Path(tmp) / "download")
-        bundle = _load_folder(local)  # refuses anything that is not a usable crs_ml model
+        bundle = load_model_folder(local)  # refuses anything that is not a usable crs_ml model
         staged = Path(tmp) / "model"
         os.replace(local, staged)
         if out.exists():
@@ -171,7 +170,7 @@ def serve_command(model: str, host: str, port: int) -> tuple[str, list[str], dic
     import shutil
 
     from crs_ml.errors import ConfigError
-    from crs_ml.tracking import resolve_tracking_uri
+    from crs_ml.tracking.store import resolve_tracking_uri
 
     bin_dir = Path(sys.executable).parent
     exe = bin_dir / "mlflow"

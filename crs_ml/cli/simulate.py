@@ -66,7 +66,7 @@ def _params(sites: str | None, products: str | None):
     """Default simulation parameters with the given site and product shares."""
     if sites is None and products is None:
         return None
-    from crs_ml.simulate_params import default_params, with_products, with_sites
+    from crs_ml.simulate.params import default_params, with_products, with_sites
 
     params = default_params()
     if sites is not None:
@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from crs_ml.errors import ConfigError
-        from crs_ml.simulate import simulate, write_cohort
+        from crs_ml.simulate.simulator import simulate, write_cohort
 
         if style not in ("clean", "messy"):
             raise ConfigError(f"--style must be 'clean' or 'messy', got '{style}'")

@@ -28,7 +28,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crs_ml.catalogue import VARIABLES
 from crs_ml.cohort import (
     EVENT_COLUMNS,
     EVENT_NAMES,
@@ -38,8 +37,9 @@ from crs_ml.cohort import (
     REJECTED_COLUMNS,
 )
 from crs_ml.errors import CrsMlError, InputError
-from crs_ml.load import load_cohort
-from crs_ml.tables import CONTRACT_COLUMNS
+from crs_ml.ingest.load import load_cohort
+from crs_ml.ingest.tables import CONTRACT_COLUMNS
+from crs_ml.variables import VARIABLES
 
 CASES: Counter[str] = Counter()
 FUZZ = settings(
@@ -434,7 +434,7 @@ def test_millions_of_rows_for_one_patient_load_and_score(tmp_path, session_dir):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
     import conftest_scoring as cs
 
-    from crs_ml.score import score
+    from crs_ml.scoring.score import score
 
     bundle = cs.setup(session_dir).bundle
     rng = np.random.default_rng(20240)

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crs_ml.label import LABEL_DEFINITION, derive_outcomes, oxygen_flow
+from crs_ml.features.grading import LABEL_DEFINITION, derive_outcomes, oxygen_flow
 
 
 @pytest.fixture(scope="module")
 def clean_cohort(tmp_path_factory):
-    from crs_ml.load import load_cohort
-    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     out = tmp_path_factory.mktemp("label_vs_sim")
     write_cohort(simulate_cohort(1200, seed=7, style="clean"), out)

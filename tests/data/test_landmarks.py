@@ -8,8 +8,8 @@ import pytest
 
 from crs_ml.cohort import EVENT_COLUMNS, OBSERVATION_COLUMNS, OUTCOME_COLUMNS, Cohort
 from crs_ml.errors import InputError
-from crs_ml.features import build_features
-from crs_ml.landmarks import (
+from crs_ml.features.builder import build_features
+from crs_ml.features.landmarks import (
     ATTRITION_COLUMNS,
     META_COLUMNS,
     at_risk_status,

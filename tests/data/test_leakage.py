@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crs_ml.cohort import EVENT_COLUMNS, EVENT_NAMES, OBSERVATION_COLUMNS, TRUTH_COLUMNS, Cohort
-from crs_ml.feature_catalogue import VARIABLES
-from crs_ml.features import build_features
-from crs_ml.label import derive_outcomes, grade_events
-from crs_ml.landmarks import build_landmark_dataset
+from crs_ml.features.builder import build_features
+from crs_ml.features.catalogue import VARIABLES
+from crs_ml.features.grading import derive_outcomes, grade_events
+from crs_ml.features.landmarks import build_landmark_dataset
 
 PIDS = ["a", "b", "c"]
 OBS_VARS = [*VARIABLES, "wbc"]

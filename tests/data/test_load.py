@@ -21,8 +21,8 @@ from crs_ml.cohort import (
 )
 from crs_ml.config import DataConfig
 from crs_ml.errors import InputError
-from crs_ml.load import CheckReport, load_cohort
-from crs_ml.values import parse_number
+from crs_ml.ingest.load import CheckReport, load_cohort
+from crs_ml.ingest.values import parse_number
 
 PATIENTS = [
     {"patient_id": "007", "infusion_time": "2024-03-01T08:00:00", "product": "Yescarta",

@@ -1,4 +1,4 @@
-"""Reading a cohort chunk by chunk (crs_ml.load_stream) gives what a whole load gives.
+"""Reading a cohort chunk by chunk (crs_ml.ingest.stream) gives what a whole load gives.
 
 A messy simulated cohort with injected bad rows (unknown unit, unparseable time, text
 values, rows of a patient absent from the patients table, a patient row without an id) is
@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import crs_ml.load_stream as load_stream
+import crs_ml.ingest.stream as load_stream
 from crs_ml.errors import InputError
-from crs_ml.load import load_cohort
-from crs_ml.load_stream import CohortChunks
-from crs_ml.simulate import simulate_cohort
+from crs_ml.ingest.load import load_cohort
+from crs_ml.ingest.stream import CohortChunks
+from crs_ml.simulate.simulator import simulate_cohort
 
 N_PATIENTS = 150
 KEYS = {

@@ -11,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from crs_ml.catalogue import CORE_VARIABLES, VARIABLES
 from crs_ml.cohort import EVENT_NAMES, PRODUCTS, Cohort
 from crs_ml.errors import ConfigError
-from crs_ml.simulate import simulate, simulate_cohort, write_cohort
+from crs_ml.simulate.simulator import simulate, simulate_cohort, write_cohort
+from crs_ml.variables import CORE_VARIABLES, VARIABLES
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "data" / "example"
 EXAMPLE_SEED, EXAMPLE_N = 2024, 20
@@ -139,7 +139,7 @@ def test_clean_tables_follow_the_contract(clean):
 
 
 def test_truth_covers_exactly_the_at_risk_and_included_set(clean):
-    from crs_ml.landmarks import landmark_status
+    from crs_ml.features.landmarks import landmark_status
 
     cohort = as_cohort(clean.tables)
     status = landmark_status(cohort, LANDMARKS, HORIZON)
@@ -160,7 +160,7 @@ def test_truth_covers_exactly_the_at_risk_and_included_set(clean):
 
 
 def test_derived_astct_labels_equal_simulator_outcomes(clean):
-    from crs_ml.label import derive_outcomes
+    from crs_ml.features.grading import derive_outcomes
 
     cohort = as_cohort(clean.tables)
     derived = derive_outcomes(cohort, horizon_h=HORIZON).set_index("patient_id")
@@ -200,9 +200,9 @@ def test_true_risk_matches_monte_carlo_of_the_same_chain():
     """Backward recursion == frequency over many replays of the same patients' chains."""
     from dataclasses import replace
 
-    from crs_ml.simulate_baseline import Baseline, draw_baseline
-    from crs_ml.simulate_chain import backward_risk, chain_rates, simulate_paths
-    from crs_ml.simulate_params import default_params
+    from crs_ml.simulate.baseline import Baseline, draw_baseline
+    from crs_ml.simulate.chain import backward_risk, chain_rates, simulate_paths
+    from crs_ml.simulate.params import default_params
 
     params = default_params()
     base = draw_baseline(400, 0, params, np.random.default_rng(3))
@@ -265,7 +265,7 @@ def test_messy_style_has_every_kind_of_dirt(clean, messy):
 def test_messy_and_clean_of_a_seed_load_to_the_same_cohort(clean, messy, tmp_path):
     """Rows removed by design: text results (left out by the loader), exact duplicates (one
     kept) and conflicting duplicates (the true row is last in the file: 'last_row' keeps it)."""
-    from crs_ml.load import load_cohort
+    from crs_ml.ingest.load import load_cohort
 
     write_cohort(clean.tables, tmp_path / "clean")
     write_cohort(messy.tables, tmp_path / "messy")
@@ -328,12 +328,12 @@ def test_committed_example_cohort_is_what_the_simulator_makes(tmp_path):
 
 def test_il6_peaks_first_then_crp_then_ferritin():
     """Latent kinetics of untreated CRS: CRP lags IL-6 (hepatic synthesis), ferritin later."""
-    from crs_ml.simulate import _streams
-    from crs_ml.simulate_baseline import draw_baseline
-    from crs_ml.simulate_chain import chain_rates, simulate_paths
-    from crs_ml.simulate_course import build_course
-    from crs_ml.simulate_kinetics import Kinetics
-    from crs_ml.simulate_params import default_params
+    from crs_ml.simulate.baseline import draw_baseline
+    from crs_ml.simulate.chain import chain_rates, simulate_paths
+    from crs_ml.simulate.course import build_course
+    from crs_ml.simulate.kinetics import Kinetics
+    from crs_ml.simulate.params import default_params
+    from crs_ml.simulate.simulator import _streams
 
     params, rng = default_params(), _streams(8)
     base = draw_baseline(1500, 8, params, rng["baseline"])

@@ -1,4 +1,4 @@
-"""The simulator lands on the targets of domain.md ("Simulator targets").
+"""The simulator lands on the targets of docs/domain.md ("Simulator targets").
 
 One 3,000-patient clean cohort is simulated once for the module; product rates are checked on
 the simulator's LATENT probabilities of 20,000 patients (on 3,000 realised patients a
@@ -14,11 +14,11 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from crs_ml.simulate import latent_probabilities, simulate
+from crs_ml.simulate.simulator import latent_probabilities, simulate
 
 SEED = 20240
 HORIZON = 336.0
-#: domain.md "Products" table: any-grade, grade >= 3 (ranges: upper figure), median onset days
+#: docs/domain.md "Products" table: any-grade, grade >= 3 (ranges: upper figure), median onset days
 TABLE = {
     "axi-cel": (0.94, 0.13, 2), "tisa-cel": (0.58, 0.22, 3), "liso-cel": (0.42, 0.04, 5),
     "brexu-cel": (0.91, 0.18, 3), "ide-cel": (0.84, 0.09, 1), "cilta-cel": (0.95, 0.05, 7),
@@ -130,7 +130,7 @@ def test_true_risk_is_calibrated_at_every_landmark(sim, outcomes):
 
 
 def test_tocilizumab_raises_il6_while_crp_and_fever_fall(sim, obs):
-    """domain.md: serum IL-6 rises after tocilizumab (receptor blockade), CRP and fever fall."""
+    """docs/domain.md: serum IL-6 rises after tocilizumab (receptor blockade), CRP and fever fall."""
     toci = sim.latent.set_index("patient_id")["tocilizumab_hours"].dropna()
     o = obs[obs["patient_id"].isin(toci.index)]
     dt = o["hours"] - o["patient_id"].map(toci)
@@ -162,7 +162,7 @@ def _auc_median_imputed(y, v):
 
 
 def test_early_il6_and_fever_signal_progression(sim, obs, outcomes):
-    """domain.md (Teachey 2016, Hay 2017): early IL-6 and early high fever mark the patients
+    """docs/domain.md (Teachey 2016, Hay 2017): early IL-6 and early high fever mark the patients
     who progress to grade >= 3; CRP alone does not beat m-EASIX early. At risk at 24 h and
     48 h (truth rows); il6_max over every result at hours <= L (baseline included, as the
     feature), temperature_max_early over [0, min(36, L)]. Targets (assumption): IL-6 where

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from crs_ml.config import DataConfig
-from crs_ml.load import load_cohort
+from crs_ml.ingest.load import load_cohort
 
 VARIABLES = {  # canonical name: (low, high) of simulated values in the canonical unit
     "temperature": (36.0, 40.5), "il6": (2.0, 4000.0), "crp": (1.0, 250.0),

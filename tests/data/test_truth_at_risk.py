@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from crs_ml.landmarks import landmark_status
+from crs_ml.features.landmarks import landmark_status
 
 
 def _load(tmp_path_factory, n, seed, **kw):
-    from crs_ml.load import load_cohort
-    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     out = tmp_path_factory.mktemp(f"truth_{seed}")
     write_cohort(simulate_cohort(n, seed=seed, style="clean", **kw), out)

@@ -39,11 +39,11 @@ _CACHE: dict[str, object] = {}
 def setup(session_dir: Path) -> SimpleNamespace:
     """Training cohort, fitted result and saved bundle (built once)."""
     if "setup" not in _CACHE:
-        from crs_ml.artifact import load_bundle
         from crs_ml.config import config_from_dict
-        from crs_ml.load import load_cohort
-        from crs_ml.simulate import simulate_cohort, write_cohort
-        from crs_ml.train import train_model
+        from crs_ml.ingest.load import load_cohort
+        from crs_ml.modeling.bundle import load_bundle
+        from crs_ml.modeling.train import train_model
+        from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
         root = Path(session_dir) / "scoring"
         data = root / "train"
@@ -67,7 +67,7 @@ def setup(session_dir: Path) -> SimpleNamespace:
 def logged(session_dir: Path):
     """The training run logged to the session's MLflow store and registered (champion)."""
     if "logged" not in _CACHE:
-        from crs_ml.runs import log_training_run
+        from crs_ml.tracking.runs import log_training_run
 
         s = setup(session_dir)
         _CACHE["logged"] = log_training_run(s.result, s.cohort, register=True, alias="champion")
@@ -85,8 +85,8 @@ def point_champion(info) -> None:
 def new_patients(session_dir: Path) -> SimpleNamespace:
     """Another simulated cohort (new ids), as CSV files and loaded."""
     if "new" not in _CACHE:
-        from crs_ml.load import load_cohort
-        from crs_ml.simulate import simulate_cohort, write_cohort
+        from crs_ml.ingest.load import load_cohort
+        from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
         folder = Path(session_dir) / "scoring" / "new"
         tables = simulate_cohort(NEW_PATIENTS, NEW_SEED)

@@ -12,7 +12,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def cohort_dir(tmp_path_factory):
-    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     out = tmp_path_factory.mktemp("concurrent")
     write_cohort(simulate_cohort(200, seed=51), out)

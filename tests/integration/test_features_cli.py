@@ -10,10 +10,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from crs_ml.cli.features import parse_landmarks, register
+from crs_ml.cli._common import parse_landmarks
+from crs_ml.cli.features import register
 from crs_ml.errors import InputError
-from crs_ml.feature_catalogue import feature_catalogue
-from crs_ml.label import LABEL_DEFINITION
+from crs_ml.features.catalogue import feature_catalogue
+from crs_ml.features.grading import LABEL_DEFINITION
 
 
 def _app() -> typer.Typer:

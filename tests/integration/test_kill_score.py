@@ -63,7 +63,7 @@ main(sys.argv[1:])
 @pytest.fixture(scope="module")
 def case(session_dir):
     """Bundle, a 3,000-patient cohort (CSV) and reference outputs of uninterrupted runs."""
-    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     bundle = setup(session_dir).bundle_dir
     root = session_dir / "kill_score"

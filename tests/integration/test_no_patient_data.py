@@ -14,7 +14,7 @@ MARK_VALUE = "98765.4321"  # one IL-6 result nobody else has
 
 @pytest.fixture(scope="module")
 def marked_cohort(tmp_path_factory):
-    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     out = tmp_path_factory.mktemp("marked")
     tables = simulate_cohort(300, seed=41)

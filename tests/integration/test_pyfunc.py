@@ -22,8 +22,8 @@ from conftest_scoring import MALFORMED, logged, malformed, new_patients, setup
 from mlflow.exceptions import MlflowException
 
 import crs_ml.cli as cli
-from crs_ml.records import cohort_to_records, records_to_cohort, synthetic_example
-from crs_ml.score import score
+from crs_ml.ingest.records import cohort_to_records, records_to_cohort, synthetic_example
+from crs_ml.scoring.score import score
 
 CHAMPION = "models:/crs-severity@champion"
 
@@ -127,7 +127,7 @@ def test_malformed_input_is_an_invalid_parameter_naming_column_and_reason(
 
 
 def test_bundle_folder_and_loaded_model_resolve_to_the_same_bundle(model, session_dir):
-    from crs_ml.score import resolve_model
+    from crs_ml.tracking.models import resolve_model
 
     bundle = resolve_model(model)
     assert bundle.feature_names == setup(session_dir).bundle.feature_names
@@ -174,7 +174,7 @@ def test_exported_model_is_logged_from_code_and_no_file_is_a_pickle(info, tmp_pa
 def test_looks_like_pickle_spots_what_cloudpickle_writes(tmp_path):
     import cloudpickle
 
-    from crs_ml.pyfunc import CrsSeverityModel
+    from crs_ml.tracking.pyfunc import CrsSeverityModel
 
     path = tmp_path / "python_model"
     path.write_bytes(cloudpickle.dumps(CrsSeverityModel()))
@@ -185,10 +185,10 @@ def test_looks_like_pickle_spots_what_cloudpickle_writes(tmp_path):
 
 def test_a_model_saved_the_old_way_is_refused_with_how_to_re_export(session_dir, tmp_path):
     """Format 1: a cloudpickled PythonModel next to a bundle whose manifest says format 1."""
-    from crs_ml.artifact import MANIFEST
     from crs_ml.errors import ModelError
-    from crs_ml.pyfunc import CrsSeverityModel
-    from crs_ml.score import resolve_model
+    from crs_ml.modeling.bundle import MANIFEST
+    from crs_ml.tracking.models import resolve_model
+    from crs_ml.tracking.pyfunc import CrsSeverityModel
 
     bundle = shutil.copytree(setup(session_dir).bundle_dir, tmp_path / "bundle")
     manifest = json.loads((bundle / MANIFEST).read_text())

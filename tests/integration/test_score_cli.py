@@ -14,7 +14,7 @@ import pytest
 from conftest_scoring import logged, new_patients, setup, with_bad_units
 
 import crs_ml.cli as cli
-from crs_ml.score import STATUSES, score
+from crs_ml.scoring.score import STATUSES, score
 
 
 def same_scores(got: pd.DataFrame, expected: pd.DataFrame) -> None:
@@ -86,7 +86,7 @@ def test_score_writes_parquet_atomically_with_a_summary(trained, new, tmp_path, 
 def test_score_streams_shuffled_parquet_by_chunks_like_one_whole_load(trained, new, tmp_path):
     """Parquet rows in random order, bad rows included, scored 6 patients at a time (the
     rows are spilled per chunk): the same table as scoring the whole cohort at once."""
-    from crs_ml.load import load_cohort
+    from crs_ml.ingest.load import load_cohort
 
     data = tmp_path / "cohort"
     data.mkdir()
@@ -153,7 +153,7 @@ def test_export_then_score_and_load_without_a_tracking_store(session_dir, new, t
     # one fresh process: `crs-ml score --model FOLDER`, then mlflow.pyfunc.load_model(FOLDER)
     code = (
         "import sys, json, mlflow, crs_ml.cli as c\n"
-        "from crs_ml.records import synthetic_example\n"
+        "from crs_ml.ingest.records import synthetic_example\n"
         "try:\n"
         "    c.main(['score', '--model', sys.argv[1], '--data', sys.argv[2],\n"
         "            '--as-of-hours', '24', '--out', sys.argv[3]])\n"
@@ -168,7 +168,7 @@ def test_export_then_score_and_load_without_a_tracking_store(session_dir, new, t
     expected = score(setup(session_dir).bundle, new.cohort, as_of_hours=24)
     same_scores(pd.read_parquet(out), expected)
     risks = json.loads(done.stdout.strip().splitlines()[-1])
-    from crs_ml.records import records_to_cohort, synthetic_example
+    from crs_ml.ingest.records import records_to_cohort, synthetic_example
 
     ref = score(setup(session_dir).bundle, records_to_cohort(synthetic_example()))["risk"]
     np.testing.assert_allclose(risks, ref, rtol=0, atol=1e-12)

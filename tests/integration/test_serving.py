@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 from conftest_scoring import MALFORMED, logged, malformed, new_patients, setup
 
-from crs_ml.records import cohort_to_records, records_to_cohort
-from crs_ml.score import score
+from crs_ml.ingest.records import cohort_to_records, records_to_cohort
+from crs_ml.scoring.score import score
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90
@@ -40,14 +40,20 @@ def _get(url: str, timeout: float = 2.0) -> int:
         return resp.status
 
 
+def _strict(constant: str):
+    raise ValueError(f"not strict JSON: bare {constant} in the response")
+
+
 def _post(url: str, payload: dict, timeout: float = 60.0) -> tuple[int, dict]:
+    """POST ``payload``; the response is parsed as strict JSON (NaN / Infinity raise), as a
+    browser or a Java client would."""
     body = json.dumps(payload, allow_nan=True).encode()
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
+            return resp.status, json.loads(resp.read(), parse_constant=_strict)
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+        return exc.code, json.loads(exc.read() or b"{}", parse_constant=_strict)
 
 
 def _split(frame: pd.DataFrame) -> dict:
@@ -114,6 +120,20 @@ def test_served_scores_equal_the_python_function(server, records, session_dir):
     with_params = {**_split(records), "params": {"as_of_hours": 24.0}}
     status, body = _post(f"{server}/invocations", with_params)
     assert status == 200 and {p["landmark_h"] for p in body["predictions"]} == {24.0}
+
+
+def test_unscored_patients_come_back_as_strict_json_nulls(server, records):
+    # 3 h is before the first landmark: every patient is too_early, with no risk or SHAP
+    status, body = _post(
+        f"{server}/invocations", {**_split(records), "params": {"as_of_hours": 3.0}}
+    )
+    assert status == 200, body
+    rows = body["predictions"]
+    assert len(rows) == records["patient_id"].nunique()
+    assert {r["status"] for r in rows} == {"too_early"}
+    assert all(r["risk"] is None and r["base_value"] is None for r in rows)
+    with pytest.raises(ValueError, match="not strict JSON"):
+        json.loads('{"risk": NaN}', parse_constant=_strict)
 
 
 @pytest.mark.parametrize(("kind", "column", "reason"), MALFORMED)

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from conftest_scoring import logged, new_patients, setup
 
-from crs_ml.records import cohort_to_records, records_to_cohort
-from crs_ml.score import score
+from crs_ml.ingest.records import cohort_to_records, records_to_cohort
+from crs_ml.scoring.score import score
 
 pytestmark = pytest.mark.spark
 

@@ -68,8 +68,8 @@ def test_train_logs_everything_and_registers(cohort_dir, tmp_path):
     assert 0.5 < m["auroc_L24"] <= 1 and m["auroc_lo_L24"] <= m["auroc_L24"] <= m["auroc_hi_L24"]
     assert {
         "brier_L24",
-        "cal_slope_L24",
-        "cal_intercept_L24",
+        "calibration_slope_L24",
+        "calibration_intercept_L24",
         "auroc_L24_treated",
         "auroc_L24_untreated",
     } <= set(m)
@@ -121,8 +121,8 @@ def test_train_logs_everything_and_registers(cohort_dir, tmp_path):
 
 def test_same_config_and_seed_give_identical_metrics(cohort_dir):
     from crs_ml.config import load_config
-    from crs_ml.load import load_cohort
-    from crs_ml.train import train_model
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.modeling.train import train_model
 
     cfg = load_config(None, [o for o in FAST + SMALL_TREES if o != "--set"])
     cohort = load_cohort(cohort_dir, cfg.data)
@@ -144,7 +144,7 @@ def test_compare_leaderboard_with_paired_test(cohort_dir, tmp_path):
     aurocs = [r["auroc"] for r in runs]
     assert aurocs == sorted(aurocs, reverse=True)
     assert runs[0]["diff_vs_best"] == 0.0
-    from crs_ml.metrics import auroc
+    from crs_ml.evaluation.metrics import auroc
 
     def averaged(run_id):
         path = mlflow.artifacts.download_artifacts(
@@ -167,10 +167,10 @@ def test_compare_pairs_only_runs_on_the_same_data(tmp_path, capsys):
     # two simulated cohorts whose ids both run S1-000000, ... but hold different patients
     # (no files: the digest has to come from the tables' content); two runs on each
     from crs_ml.config import load_config
-    from crs_ml.load import load_frames
-    from crs_ml.runs import log_training_run
+    from crs_ml.ingest.load import load_frames
+    from crs_ml.modeling.train import train_model
     from crs_ml.simulate import simulate_cohort
-    from crs_ml.train import train_model
+    from crs_ml.tracking.runs import log_training_run
 
     exp = "it-compare-digest"
     fast = [o for o in FAST if o != "--set"] + [f"mlflow.experiment={exp}"]

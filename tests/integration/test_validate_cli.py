@@ -32,8 +32,8 @@ def bundle_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def external(tmp_path_factory) -> Path:
     """Another site (D) and another product mix than the training cohort."""
-    from crs_ml.simulate import simulate_cohort, write_cohort
-    from crs_ml.simulate_params import default_params, with_products, with_sites
+    from crs_ml.simulate.params import default_params, with_products, with_sites
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     params = with_products(with_sites(default_params(), D=1), axi_cel=0.5, cilta_cel=0.5)
     out = tmp_path_factory.mktemp("external")
@@ -46,9 +46,9 @@ def registered(bundle_dir) -> str:
     """The bundle logged as a pyfunc and registered with alias 'candidate'."""
     import mlflow
 
-    from crs_ml import tracking
-    from crs_ml.pyfunc import log_pyfunc_model
-    from crs_ml.runs import register_model
+    from crs_ml.tracking import store as tracking
+    from crs_ml.tracking.pyfunc import log_pyfunc_model
+    from crs_ml.tracking.runs import register_model
 
     tracking.setup_tracking(None, "crs-ml")
     with mlflow.start_run(run_name="validate-test-model"):
@@ -119,11 +119,11 @@ def _check_predictions(out: Path, external: Path, metrics: dict, bundle_dir: Pat
     """One row per patient x reported landmark; the report's rows, risks and metrics."""
     import numpy as np
 
-    from crs_ml import metrics as M
-    from crs_ml.artifact import load_bundle
-    from crs_ml.landmarks import build_landmark_dataset
-    from crs_ml.load import load_cohort
-    from crs_ml.validate import model_settings
+    from crs_ml.evaluation import metrics as M
+    from crs_ml.evaluation.validate import model_settings
+    from crs_ml.features.landmarks import build_landmark_dataset
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.modeling.bundle import load_bundle
 
     pred = pd.read_parquet(out / "predictions.parquet")
     patients = pd.read_csv(external / "patients.csv")["patient_id"].astype(str)
@@ -171,7 +171,7 @@ def test_validate_registered_model_tags_the_version(app, registered, external, t
 def test_recalibrate_register_creates_a_new_version(app, registered, external, tmp_path):
     from mlflow import MlflowClient
 
-    from crs_ml.artifact import load_bundle
+    from crs_ml.modeling.bundle import load_bundle
 
     client = MlflowClient()
     before = {v.version for v in client.search_model_versions(f"name='{MODEL_NAME}'")}

@@ -14,16 +14,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import conftest_scoring as cs  # noqa: E402
 from shared_bundle import build_bundle  # noqa: E402
 
-from crs_ml.artifact import load_bundle  # noqa: E402
-from crs_ml.completeness import (  # noqa: E402
+from crs_ml.modeling.bundle import load_bundle  # noqa: E402
+from crs_ml.modeling.completeness import (  # noqa: E402
     KEY_INPUTS,
     band_of,
     completeness,
     impute_untrained_missing,
     key_input_columns,
 )
-from crs_ml.drivers import top_drivers  # noqa: E402
-from crs_ml.score import score_records  # noqa: E402
+from crs_ml.scoring.drivers import top_drivers  # noqa: E402
+from crs_ml.scoring.score import score_records  # noqa: E402
 
 #: the README's example patient (IL-6 1,240 pg/mL at 10 h, 38.6 degC at 11 h), no age given
 EXAMPLE = [
@@ -73,7 +73,7 @@ def test_completeness_counts_key_inputs_measured_by_the_landmark():
 
 
 def test_completeness_bands_use_the_documented_thresholds():
-    from crs_ml.completeness import FULL_FROM, SPARSE_BELOW
+    from crs_ml.modeling.completeness import FULL_FROM, SPARSE_BELOW
 
     shares = np.array([1.0, FULL_FROM, FULL_FROM - 1e-9, SPARSE_BELOW, SPARSE_BELOW - 1e-9, 0.0])
     assert list(band_of(shares)) == ["full", "full", "partial", "partial", "sparse", "sparse"]

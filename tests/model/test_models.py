@@ -15,8 +15,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from crs_ml.config import ModelConfig
 from crs_ml.errors import ConfigError, InputError
-from crs_ml.metrics import auroc, calibration_intercept_slope
-from crs_ml.models import (
+from crs_ml.evaluation.metrics import auroc, calibration_intercept_slope
+from crs_ml.modeling.estimators import (
     FeverRuleModel,
     LogisticRiskModel,
     MEasixModel,
@@ -163,7 +163,7 @@ def test_platt_on_held_out_rows_corrects_an_overfitted_booster():
 
 
 def test_crossfitted_calibration_uses_every_row_and_out_of_fold_margins():
-    from crs_ml.models import booster_margin, inner_group_folds
+    from crs_ml.modeling.estimators import booster_margin, inner_group_folds
 
     X, y, person = landmark_like(600, 3, seed=7)
     model = XGBRiskModel(**SMALL_XGB, inner_folds=4).fit(X, y, groups=person)

@@ -9,7 +9,7 @@ import pytest
 from scipy.special import expit
 
 from crs_ml.config import ModelConfig
-from crs_ml.models import XGBRiskModel, make_model
+from crs_ml.modeling.estimators import XGBRiskModel, make_model
 
 CATALOGUE = pd.DataFrame(
     {

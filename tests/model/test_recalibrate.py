@@ -10,12 +10,8 @@ import pytest
 from scipy.special import expit
 from shared_bundle import build_bundle
 
-from crs_ml.recalibrate import (
-    fit_recalibration,
-    recalibrate_cohort,
-    split_persons,
-    write_recalibrated_bundle,
-)
+from crs_ml.evaluation.recalibration import fit_recalibration, recalibrate_cohort, split_persons
+from crs_ml.modeling.bundle import write_recalibrated_bundle
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +22,9 @@ def bundle_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def site_cohort(tmp_path_factory):
     """The same population as training (so the bundle itself is roughly calibrated)."""
-    from crs_ml.load import load_cohort
-    from crs_ml.simulate import simulate_cohort, write_cohort
-    from crs_ml.simulate_params import default_params, with_sites
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.simulate.params import default_params, with_sites
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     out = tmp_path_factory.mktemp("site_cohort")
     params = with_sites(default_params(), A=0.4, B=0.3, C=0.3)
@@ -44,9 +40,9 @@ def _contribs(bundle, X) -> np.ndarray:
 
 
 def test_recalibration_fixes_held_out_intercept(bundle_dir, site_cohort, tmp_path):
-    from crs_ml.artifact import load_bundle
-    from crs_ml.landmarks import build_landmark_dataset
-    from crs_ml.validate import model_settings
+    from crs_ml.evaluation.validate import model_settings
+    from crs_ml.features.landmarks import build_landmark_dataset
+    from crs_ml.modeling.bundle import load_bundle
 
     original = load_bundle(bundle_dir)
     shifted_dir = write_recalibrated_bundle(

@@ -1,4 +1,4 @@
-"""Behaviour of crs_ml.score.score on new simulated patients with a trained model."""
+"""Behaviour of crs_ml.scoring.score.score on new simulated patients with a trained model."""
 
 import sys
 from pathlib import Path
@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 import conftest_scoring as cs  # noqa: E402
 
 from crs_ml.cohort import Cohort  # noqa: E402
-from crs_ml.drivers import format_value  # noqa: E402
-from crs_ml.features import build_features  # noqa: E402
-from crs_ml.score import FIXED_COLUMNS, STATUSES, score, status_counts  # noqa: E402
+from crs_ml.features.builder import build_features  # noqa: E402
+from crs_ml.scoring.drivers import format_value  # noqa: E402
+from crs_ml.scoring.score import FIXED_COLUMNS, STATUSES, score, status_counts  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_shap_adds_up_to_the_logit_and_risk_matches_the_booster(trained, new):
 def test_treeshap_does_not_depend_on_the_thread_count(trained, new):
     import json
 
-    from crs_ml.explain import SMALL_INPUT_ROWS, tree_shap
+    from crs_ml.modeling.explain import SMALL_INPUT_ROWS, tree_shap
 
     bundle = trained.bundle
     _, X = _features(bundle, new.cohort, score(bundle, new.cohort, as_of_hours=48))
@@ -99,8 +99,8 @@ def test_treeshap_does_not_depend_on_the_thread_count(trained, new):
 def test_top_drivers_list_measured_values_first_and_group_the_absent(trained, new):
     # issue 21: the top drivers are the largest contributions among measured values; the
     # contributions of inputs not measured yet are summed into one trailing line
-    from crs_ml.completeness import impute_untrained_missing
-    from crs_ml.drivers import not_measured
+    from crs_ml.modeling.completeness import impute_untrained_missing
+    from crs_ml.scoring.drivers import not_measured
 
     out = score(trained.bundle, new.cohort, as_of_hours=24)
     scored, X = _features(trained.bundle, new.cohort, out)
@@ -218,7 +218,7 @@ def test_without_as_of_each_patient_uses_the_landmark_before_the_latest_row(trai
 
 
 def test_patient_with_rejected_rows_is_still_scored(trained, new, tmp_path):
-    from crs_ml.load import load_cohort
+    from crs_ml.ingest.load import load_cohort
 
     folder = tmp_path / "cohort"
     pid = cs.with_bad_units(new, folder, row=0, n_rows=2)
@@ -231,8 +231,8 @@ def test_patient_with_rejected_rows_is_still_scored(trained, new, tmp_path):
 
 
 def test_logistic_model_scores_with_exact_linear_shap(trained, new):
-    from crs_ml.artifact import Bundle
-    from crs_ml.models import LogisticRiskModel
+    from crs_ml.modeling.bundle import Bundle
+    from crs_ml.modeling.estimators import LogisticRiskModel
 
     r = trained.result
     model = LogisticRiskModel(C=0.1).fit(r.X, r.y)

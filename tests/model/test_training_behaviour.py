@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crs_ml.config import load_config
-from crs_ml.train import train_model
+from crs_ml.modeling.train import train_model
 
 CV = [
     "cv.folds=2",
@@ -20,8 +20,8 @@ OVERRIDES = CV + ["model.n_estimators=60", "model.max_depth=3"]
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from crs_ml.load import load_cohort
-    from crs_ml.simulate import simulate_cohort, write_cohort
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 
     out = tmp_path_factory.mktemp("behaviour")
     write_cohort(simulate_cohort(500, seed=31), out)
@@ -60,7 +60,7 @@ def test_monotone_constraints_reach_the_booster(monotone_result):
 
 
 def test_post_landmark_data_changes_no_prediction(cohort, monotone_result):
-    from crs_ml.landmarks import build_landmark_dataset
+    from crs_ml.features.landmarks import build_landmark_dataset
 
     cfg = monotone_result.config
     changed = cohort.subset(cohort.patients["patient_id"])

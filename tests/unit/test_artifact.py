@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crs_ml.artifact import (
+from crs_ml.config import Config
+from crs_ml.errors import ModelError
+from crs_ml.features.catalogue import feature_catalogue
+from crs_ml.modeling.bundle import (
     BOOSTER_FILE,
     ESTIMATOR_FILE,
     FORMAT_CHANGES,
@@ -18,10 +21,7 @@ from crs_ml.artifact import (
     load_bundle,
     save_bundle,
 )
-from crs_ml.config import Config
-from crs_ml.errors import ModelError
-from crs_ml.feature_catalogue import feature_catalogue
-from crs_ml.models import make_model
+from crs_ml.modeling.estimators import make_model
 
 
 @pytest.fixture(scope="module")

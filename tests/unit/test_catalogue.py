@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crs_ml.catalogue import (
+from crs_ml.errors import InputError
+from crs_ml.variables import (
     CORE_VARIABLES,
     VARIABLES,
     catalogue_table,
@@ -13,9 +14,8 @@ from crs_ml.catalogue import (
     resolve_variable,
     unit_key,
 )
-from crs_ml.errors import InputError
 
-#: canonical variables and units as DESIGN.md lists them
+#: canonical variables and units as the README's input section lists them
 DESIGN_UNITS = {
     "temperature": "degC", "il6": "pg/mL", "crp": "mg/L", "ferritin": "ng/mL", "ldh": "U/L",
     "platelets": "10^9/L", "creatinine": "mg/dL", "sbp": "mmHg", "dbp": "mmHg",
@@ -171,6 +171,6 @@ def test_catalogue_table_has_one_row_per_variable():
      ("ferritin", None)],  # a known name needs no suggestion
 )  # fmt: skip
 def test_suggest_variable_for_names_that_resemble_the_catalogue(text, name):
-    from crs_ml.catalogue import suggest_variable
+    from crs_ml.variables import suggest_variable
 
     assert suggest_variable(text) == name

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crs_ml.drift import drift_summary, drift_table, standardised_mean_difference
-from crs_ml.tracking import feature_fingerprint
+from crs_ml.evaluation.drift import drift_summary, drift_table, standardised_mean_difference
+from crs_ml.fingerprints import feature_fingerprint
 
 
 def _cohort(n: int, seed: int, shift: float = 0.0, measured: float = 0.9) -> pd.DataFrame:

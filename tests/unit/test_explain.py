@@ -1,16 +1,16 @@
-"""Exact SHAP in calibrated log-odds (crs_ml.explain) and the driver text (crs_ml.drivers)."""
+"""Exact SHAP in calibrated log-odds (crs_ml.modeling.explain) and the driver text (crs_ml.scoring.drivers)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.special import expit, logit
 
-from crs_ml.artifact import Bundle, load_bundle, save_bundle
 from crs_ml.config import Config
-from crs_ml.drivers import format_number, format_value, top_drivers
-from crs_ml.explain import explain
-from crs_ml.feature_catalogue import feature_catalogue
-from crs_ml.models import FeverRuleModel, LogisticRiskModel, MEasixModel, XGBRiskModel
+from crs_ml.features.catalogue import feature_catalogue
+from crs_ml.modeling.bundle import Bundle, load_bundle, save_bundle
+from crs_ml.modeling.estimators import FeverRuleModel, LogisticRiskModel, MEasixModel, XGBRiskModel
+from crs_ml.modeling.explain import explain
+from crs_ml.scoring.drivers import format_number, format_value, top_drivers
 
 
 @pytest.fixture(scope="module")

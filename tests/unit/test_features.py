@@ -11,8 +11,8 @@ import pytest
 from crs_ml.cohort import EVENT_COLUMNS, OBSERVATION_COLUMNS, Cohort
 from crs_ml.config import FeatureConfig
 from crs_ml.errors import ConfigError, InputError
-from crs_ml.feature_catalogue import catalogue_markdown, feature_catalogue
-from crs_ml.features import _visible, build_features
+from crs_ml.features.builder import _visible, build_features
+from crs_ml.features.catalogue import catalogue_markdown, feature_catalogue
 
 
 def _cohort(obs=(), events=(), patients=None) -> Cohort:

@@ -9,7 +9,7 @@ import pytest
 from crs_ml.cohort import EVENT_COLUMNS, OBSERVATION_COLUMNS, OUTCOME_COLUMNS, Cohort
 from crs_ml.config import LabelConfig, load_config
 from crs_ml.errors import ConfigError
-from crs_ml.label import (
+from crs_ml.features.grading import (
     LABEL_DEFINITION,
     TIMELINE_COLUMNS,
     derive_outcomes,

@@ -12,15 +12,15 @@ from scipy.optimize import minimize
 from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from crs_ml import metrics as M
 from crs_ml.errors import InputError
-from crs_ml.resampling import (
+from crs_ml.evaluation import metrics as M
+from crs_ml.evaluation.resampling import (
     GroupResampler,
     bootstrap_ci,
     optimism_corrected_bootstrap,
     paired_bootstrap_diff,
 )
-from crs_ml.utility import (
+from crs_ml.evaluation.utility import (
     alerts_per_patient_day,
     lead_time_hours,
     net_benefit,

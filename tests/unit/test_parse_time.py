@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from crs_ml.errors import InputError
-from crs_ml.values import parse_time, parse_times
+from crs_ml.ingest.values import parse_time, parse_times
 
 
 @pytest.mark.parametrize(

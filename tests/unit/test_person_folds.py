@@ -1,6 +1,6 @@
 import numpy as np
 
-from crs_ml.train import person_folds
+from crs_ml.modeling.train import person_folds
 
 
 def _data(n_persons=60, rows_each=4, seed=0):

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from crs_ml.feature_catalogue import README_BEGIN, README_END, readme_with_catalogue
+from crs_ml.features.catalogue import README_BEGIN, README_END, readme_with_catalogue
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -1,11 +1,11 @@
-"""The one-table MLflow model input <-> Cohort (crs_ml.records)."""
+"""The one-table MLflow model input <-> Cohort (crs_ml.ingest.records)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from crs_ml.errors import InputError
-from crs_ml.records import (
+from crs_ml.ingest.records import (
     RECORD_COLUMNS,
     cohort_to_records,
     records_to_cohort,

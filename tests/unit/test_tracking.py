@@ -1,22 +1,23 @@
 import numpy as np
 
-from crs_ml import tracking
+from crs_ml import fingerprints
+from crs_ml.tracking import store as tracking
 
 
 def test_salted_keys_stable_and_salt_dependent():
     ids = np.array(["007", "8", "007"], dtype=object)
-    a = tracking.salted_keys(ids, "s1")
+    a = fingerprints.salted_keys(ids, "s1")
     assert a[0] == a[2] and a[0] != a[1]
-    assert np.array_equal(a, tracking.salted_keys(ids, "s1"))
-    assert not np.array_equal(a, tracking.salted_keys(ids, "s2"))
+    assert np.array_equal(a, fingerprints.salted_keys(ids, "s1"))
+    assert not np.array_equal(a, fingerprints.salted_keys(ids, "s2"))
     assert all("007" not in k for k in a)
 
 
 def test_salt_from_file_created_once(tmp_path, monkeypatch):
-    monkeypatch.delenv(tracking.SALT_ENV, raising=False)
-    monkeypatch.setenv(tracking.SALT_FILE_ENV, str(tmp_path / "salt"))
-    first = tracking.salt()
-    assert len(first) == 32 and tracking.salt() == first
+    monkeypatch.delenv(fingerprints.SALT_ENV, raising=False)
+    monkeypatch.setenv(fingerprints.SALT_FILE_ENV, str(tmp_path / "salt"))
+    first = fingerprints.salt()
+    assert len(first) == 32 and fingerprints.salt() == first
     assert (tmp_path / "salt").read_text().strip() == first
 
 
@@ -40,7 +41,7 @@ def test_feature_fingerprint_is_aggregates_only():
     import pandas as pd
 
     X = pd.DataFrame({"il6_max": [1.0, np.nan, 3.0, 5.0], "age_years": [50, 60, 70, 80]})
-    fp = tracking.feature_fingerprint(X)
+    fp = fingerprints.feature_fingerprint(X)
     assert fp["il6_max"]["share_measured"] == 0.75
     assert fp["il6_max"]["median"] == 3.0
     assert set(fp["age_years"]) == {"share_measured", "mean", "sd", "q25", "median", "q75"}
@@ -51,8 +52,8 @@ def test_dataset_digest_follows_content_not_counts():
     # one laboratory value changed must change the digest; the same data must not
     import json
 
-    from crs_ml.landmarks import build_landmark_dataset
-    from crs_ml.load import load_frames
+    from crs_ml.features.landmarks import build_landmark_dataset
+    from crs_ml.ingest.load import load_frames
     from crs_ml.simulate import simulate_cohort
 
     tables = simulate_cohort(60, seed=3)
@@ -61,8 +62,8 @@ def test_dataset_digest_follows_content_not_counts():
         cohort = load_frames(frames)
         assert cohort.source is None
         _, y, meta = build_landmark_dataset(cohort, [12, 24])
-        fp = tracking.data_fingerprint(cohort, y, meta)
-        return tracking.dataset_digest(fp), fp
+        fp = fingerprints.data_fingerprint(cohort, y, meta)
+        return fingerprints.dataset_digest(fp), fp
 
     first, fp = digest(tables)
     assert digest(simulate_cohort(60, seed=3))[0] == first

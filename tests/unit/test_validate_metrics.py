@@ -8,17 +8,17 @@ import pytest
 from scipy.optimize import brentq
 from scipy.special import expit, logit
 
-from crs_ml.validate import (
-    alert_metrics,
-    decision_curve,
-    operating_points,
-    performance,
-)
-from crs_ml.validate_compare import (
+from crs_ml.evaluation.comparisons import (
     age_band,
     baseline_scores,
     compare_baselines,
     subgroup_metrics,
+)
+from crs_ml.evaluation.validate import (
+    alert_metrics,
+    decision_curve,
+    operating_points,
+    performance,
 )
 
 
@@ -227,8 +227,8 @@ def test_age_band():
 
 
 def test_weighted_replicate_equals_metrics_on_the_materialised_resample():
-    from crs_ml.resampling import GroupResampler
-    from crs_ml.validate import WeightedMetrics, point_metrics
+    from crs_ml.evaluation.resampling import GroupResampler
+    from crs_ml.evaluation.validate import WeightedMetrics, point_metrics
 
     rng = np.random.default_rng(0)
     p = np.round(rng.beta(1, 6, 900), 2)  # many ties

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crs_ml.verdict import (
+from crs_ml.evaluation.verdict import (
     MIN_EVENTS,
     calibration_finding,
     discrimination_finding,

@@ -1,0 +1,348 @@
+"""The model artifact: one folder that carries everything from features to calibrated risk.
+
+Layout of a bundle folder::
+
+    bundle.json      manifest: versions, model type, feature schema and catalogue, feature and
+                     task configuration, Platt calibration, risk bands, training fingerprint,
+                     training missingness and medians per feature (optional), SHA-256 of
+                     every other file
+    booster.ubj      the xgboost booster in xgboost's own format (xgboost models)
+    estimator.skops  the fitted estimator (logistic regression and baselines), via skops
+
+No file is a pickle. ``format_version`` in bundle.json is :data:`FORMAT_VERSION`
+(:data:`FORMAT_CHANGES` says what each step changed). Loading checks the format version, the
+crs_ml and xgboost major versions, that the installed feature code produces the same feature
+schema, and that no file changed since it was written; each failure is a
+:class:`~crs_ml.errors.ModelError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crs_ml.config import FeatureConfig
+from crs_ml.errors import InputError, ModelError
+from crs_ml.features.builder import feature_catalogue
+from crs_ml.modeling.completeness import impute_untrained_missing
+
+#: the format this crs_ml writes and reads; each step, what changed (an older model is refused
+#: with the change and what to do)
+FORMAT_VERSION = 2
+FORMAT_CHANGES = {
+    2: "its MLflow model is logged from code, without a pickled Python object",
+}
+MANIFEST = "bundle.json"
+BOOSTER_FILE = "booster.ubj"
+ESTIMATOR_FILE = "estimator.skops"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def _major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A loaded model: predicts calibrated risk and margins from a feature matrix."""
+
+    manifest: dict[str, Any]
+    booster: Any = None  # xgboost.Booster for xgboost models
+    estimator: Any = None  # sklearn-style estimator otherwise
+    path: Path | None = None
+    _cols: list[str] = field(default_factory=list)
+
+    @property
+    def model_type(self) -> str:
+        return self.manifest["model_type"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.manifest["feature_names"])
+
+    @property
+    def platt_slope(self) -> float:
+        return float(self.manifest["calibration"]["slope"])
+
+    @property
+    def platt_intercept(self) -> float:
+        return float(self.manifest["calibration"]["intercept"])
+
+    @property
+    def training_inputs(self) -> dict[str, Any]:
+        """Per feature, the share of training rows missing and the training median
+        (:func:`crs_ml.modeling.completeness.training_inputs`); empty for bundles saved without them."""
+        return dict(self.manifest.get("training_inputs") or {})
+
+    @property
+    def catalogue(self) -> pd.DataFrame:
+        return pd.DataFrame(self.manifest["catalogue"])
+
+    def model_inputs(self, X: pd.DataFrame) -> pd.DataFrame:
+        """``X`` in the model's column order, with each feature that was never missing in
+        training set to its training median where missing (:func:`impute_untrained_missing`):
+        the one rule every prediction (scoring, validation, recalibration) goes through."""
+        missing = [c for c in self.feature_names if c not in X.columns]
+        if missing:
+            raise ModelError(
+                f"feature matrix lacks {len(missing)} model features, e.g. {missing[:3]}"
+            )
+        out, _ = impute_untrained_missing(
+            X[self.feature_names], self.feature_names, self.training_inputs
+        )
+        return out
+
+    def matrix(self, X: pd.DataFrame) -> np.ndarray:
+        """Dense float matrix of :meth:`model_inputs` (NaN = missing)."""
+        return self.model_inputs(X).to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def predict_margin(self, X: pd.DataFrame) -> np.ndarray:
+        """Raw booster margin (log-odds before calibration); xgboost only."""
+        if self.booster is None:
+            raise ModelError(f"a {self.model_type} model has no booster margin")
+        import xgboost as xgb
+
+        dm = xgb.DMatrix(self.matrix(X), missing=np.nan, feature_names=self.feature_names)
+        return self.booster.predict(dm, output_margin=True)
+
+    def predict_logit(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated log-odds of grade >= 3 CRS within the horizon."""
+        if self.booster is not None:
+            return (
+                self.platt_slope * self.predict_margin(X).astype(np.float64) + self.platt_intercept
+            )
+        p = np.clip(self.estimator.predict_proba(self.model_inputs(X))[:, 1], 1e-12, 1 - 1e-12)
+        return np.log(p) - np.log1p(-p)
+
+    def predict_risk(self, X: pd.DataFrame) -> np.ndarray:
+        from scipy.special import expit
+
+        return expit(self.predict_logit(X))
+
+
+def save_bundle(
+    model: Any,
+    out_dir: str | Path,
+    *,
+    model_type: str,
+    feature_names: list[str],
+    catalogue: pd.DataFrame,
+    config: dict[str, Any],
+    fingerprint: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a fitted model as a bundle folder; returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[str] = []
+    calibration = {"method": "none", "slope": 1.0, "intercept": 0.0}
+    if model_type == "xgboost":
+        booster = model.booster_
+        best = getattr(model, "best_iteration_", None)
+        if best is not None and booster.num_boosted_rounds() > int(best) + 1:
+            booster = booster[: int(best) + 1]
+        booster.feature_names = list(feature_names)
+        booster.save_model(str(out / BOOSTER_FILE))
+        files.append(BOOSTER_FILE)
+        calibration = {
+            "method": "platt",
+            "slope": float(model.platt_slope_),
+            "intercept": float(model.platt_intercept_),
+        }
+    else:
+        import skops.io as sio
+
+        sio.dump(model, out / ESTIMATOR_FILE)
+        files.append(ESTIMATOR_FILE)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model_type": model_type,
+        "versions": {
+            "crs_ml": _version("crs_ml"),
+            "xgboost": _version("xgboost"),
+            "scikit-learn": _version("scikit-learn"),
+        },
+        "feature_names": list(feature_names),
+        "catalogue": catalogue.to_dict(orient="records"),
+        "config": config,
+        "calibration": calibration,
+        "fingerprint": fingerprint or {},
+        **(extra or {}),
+        "files_sha256": {name: _sha256(out / name) for name in files},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
+    """Load and verify a bundle folder (see the module docstring for the checks)."""
+    folder = Path(path)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise ModelError(f"{folder} is not a crs_ml model folder (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{manifest_path} is not valid JSON ({exc}); re-export the model") from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelError(_format_message(folder, manifest.get("format_version")))
+    for name, expected in manifest.get("files_sha256", {}).items():
+        f = folder / name
+        if not f.is_file() or _sha256(f) != expected:
+            raise ModelError(
+                f"{folder}: file {name} is missing or changed since the model was saved "
+                "(SHA-256 mismatch); do not edit model folders: re-export the model from MLflow"
+            )
+    trained = manifest["versions"]
+    for package in ("crs_ml", "xgboost"):
+        have = _version(package)
+        if _major(trained.get(package, "?")) != _major(have):
+            raise ModelError(
+                f"{folder}: trained with {package} {trained.get(package)}, installed {have}; "
+                f"install {package}=={trained.get(package)} (see requirements.lock) or re-train"
+            )
+    if check_schema:
+        _check_schema(folder, manifest)
+    bundle = Bundle(manifest=manifest, path=folder)
+    if manifest["model_type"] == "xgboost":
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(str(folder / BOOSTER_FILE))
+        bundle.booster = booster
+    else:
+        import skops.io as sio
+
+        file = folder / ESTIMATOR_FILE
+        listed = sio.get_untrusted_types(file=file)
+        trusted = [t for t in listed if t.startswith(("crs_ml.", "sklearn.", "numpy.", "scipy."))]
+        untrusted = [t for t in listed if t not in trusted]
+        if untrusted:
+            raise ModelError(f"{folder}: estimator file holds untrusted types {untrusted}")
+        bundle.estimator = sio.load(file, trusted=trusted)
+    return bundle
+
+
+def _format_message(folder: Path, found: Any) -> str:
+    if isinstance(found, int) and found > FORMAT_VERSION:
+        return (
+            f"{folder}: model format {found} is newer than format {FORMAT_VERSION}, the one this "
+            "crs_ml reads; install the crs_ml version the model was trained with"
+        )
+    changes = "; ".join(
+        f"format {v}: {text}"
+        for v, text in FORMAT_CHANGES.items()
+        if not isinstance(found, int) or v > found
+    )
+    return (
+        f"{folder}: model format {found} is older than format {FORMAT_VERSION}, the one this "
+        f"crs_ml reads ({changes}); re-export it: train it again with this crs_ml "
+        "(crs-ml train --register) and export the new version (crs-ml export)"
+    )
+
+
+def _check_schema(folder: Path, manifest: dict[str, Any]) -> None:
+    feature_cfg = FeatureConfig.model_validate(manifest["config"]["features"])
+    current = list(feature_catalogue(feature_cfg)["name"])
+    wanted = list(manifest["feature_names"])
+    missing = [f for f in wanted if f not in current]
+    if missing:
+        raise ModelError(
+            f"{folder}: the model was trained on features this version of crs_ml does not "
+            f"build ({missing[:5]}); install the crs_ml version it was trained with "
+            f"({manifest['versions']['crs_ml']}) or re-train"
+        )
+
+
+def write_recalibrated_bundle(
+    source_dir, out_dir, slope: float, intercept: float, provenance: dict[str, Any] | None = None
+) -> Path:
+    """Copy a bundle folder and rewrite only its calibration (and the file hashes); the site
+    recalibration (:mod:`crs_ml.evaluation.recalibration`) fits the two numbers.
+
+    The booster file is copied unchanged; ``bundle.json`` gets the new calibration, the
+    previous one under ``calibration.previous`` and ``provenance`` under ``recalibration``.
+    ``out_dir`` must not exist or be empty.
+    """
+    src, out = Path(source_dir), Path(out_dir)
+    manifest = json.loads((src / MANIFEST).read_text())
+    if manifest.get("model_type") != "xgboost":
+        raise ModelError(
+            f"recalibration updates the Platt map of a booster margin; a "
+            f"{manifest.get('model_type')} model has none"
+        )
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"output folder {out} is not empty", file=str(out))
+    if out.exists():
+        out.rmdir()
+    shutil.copytree(src, out)
+    previous = {k: v for k, v in manifest["calibration"].items() if k != "previous"}
+    manifest["calibration"] = {
+        "method": f"platt+site_{(provenance or {}).get('method', 'update')}",
+        "slope": float(slope),
+        "intercept": float(intercept),
+        "previous": previous,
+    }
+    manifest["recalibration"] = provenance or {}
+    manifest["files_sha256"] = {
+        name: _sha256(out / name) for name in manifest.get("files_sha256", {})
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
+    return out
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_model_folder(folder: str | Path) -> Bundle:
+    """The bundle in a folder: a bundle folder itself, or an exported / downloaded MLflow model
+    folder that carries one (the pyfunc's ``bundle`` artifact)."""
+    import yaml
+
+    folder = Path(folder)
+    if (folder / MANIFEST).is_file():
+        return load_bundle(folder)
+    mlmodel = folder / "MLmodel"
+    if mlmodel.is_file():
+        spec = yaml.safe_load(mlmodel.read_text()) or {}
+        artifacts = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+        rel = artifacts.get("bundle", {}).get("path")
+        if rel and (folder / rel / MANIFEST).is_file():
+            return load_bundle(folder / rel)
+        found = sorted(folder.glob(f"artifacts/**/{MANIFEST}"))
+        if found:
+            return load_bundle(found[0].parent)
+        raise ModelError(f"{folder} is an MLflow model but not a crs_ml one (no model bundle)")
+    raise ModelError(
+        f"{folder} is neither a crs_ml model bundle ({MANIFEST}) nor an MLflow model folder "
+        "(MLmodel); export one with `crs-ml export`"
+    )

@@ -1,0 +1,356 @@
+"""Fit and internally validate one model configuration.
+
+Repeated k-fold by person, stratified at person level (a person counts as positive when any
+of their landmark rows is), gives out-of-fold risks; everything that is fit (imputers,
+calibrators, early stopping) is fit inside the training fold by the model itself. Metrics
+are computed per landmark, over all stacked landmarks, and for treated / untreated patients
+at L; then the model is refit on all data. ``validation="optimism"`` replaces the CV with
+Harrell's optimism-corrected bootstrap.
+
+Intervals are person-level bootstrap percentiles of the pooled out-of-fold predictions:
+they condition on the fitted models and ignore training variability (Bates, Hastie &
+Tibshirani 2024), so they are somewhat too narrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crs_ml.config import Config
+from crs_ml.errors import InputError
+from crs_ml.evaluation import metrics as M
+from crs_ml.evaluation.performance import performance
+from crs_ml.features.builder import feature_catalogue
+from crs_ml.features.landmarks import build_landmark_dataset
+from crs_ml.modeling.bundle import save_bundle
+from crs_ml.modeling.estimators import make_model
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class TrainResult:
+    """Everything a training run produces (the model is refit on all data)."""
+
+    config: Config
+    model: Any
+    X: pd.DataFrame
+    y: np.ndarray
+    meta: pd.DataFrame
+    catalogue: pd.DataFrame
+    attrition: pd.DataFrame
+    metrics: dict[str, float]
+    oof: np.ndarray | None  # (repeats, n_rows) out-of-fold risk, None for optimism runs
+    sample_size: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, out_dir, fingerprint: dict | None = None, extra: dict | None = None):
+        """The refit model as a bundle folder (:func:`crs_ml.modeling.bundle.save_bundle`) with its
+        type, feature names, catalogue, resolved config and the training missingness and
+        medians per feature (used at scoring, :mod:`crs_ml.modeling.completeness`); returns the
+        folder."""
+        from crs_ml.modeling.completeness import training_inputs
+
+        return save_bundle(
+            self.model,
+            out_dir,
+            model_type=self.config.model.type,
+            feature_names=list(self.X.columns),
+            catalogue=self.catalogue,
+            config=self.config.model_dump(mode="json"),
+            fingerprint=fingerprint,
+            extra={"training_inputs": training_inputs(self.X), **(extra or {})},
+        )
+
+
+# --------------------------------------------------------------------------- splitting
+def person_folds(
+    persons: np.ndarray, y: np.ndarray, folds: int, repeats: int, seed: int
+) -> np.ndarray:
+    """Fold index per row, shape (repeats, n): all rows of a person share a fold.
+
+    Persons are stratified by whether any of their rows is positive, so each fold gets its
+    share of the (rare) events.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    persons = np.asarray(persons, dtype=object).astype(str)
+    unique, inverse = np.unique(persons, return_inverse=True)
+    person_pos = np.zeros(len(unique), dtype=int)
+    np.maximum.at(person_pos, inverse, np.asarray(y, dtype=int))
+    n_splits = min(folds, len(unique))
+    if n_splits < 2:
+        raise ValueError("cross-validation needs at least two persons")
+    min_class = int(min(person_pos.sum(), len(person_pos) - person_pos.sum()))
+    out = np.empty((repeats, len(persons)), dtype=np.int16)
+    for r in range(repeats):
+        rng_seed = int(np.random.SeedSequence([seed, r]).generate_state(1)[0])
+        if min_class >= n_splits:
+            splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=rng_seed)
+            split = splitter.split(np.zeros(len(unique)), person_pos)
+        else:  # too few events to stratify: plain shuffled folds
+            from sklearn.model_selection import KFold
+
+            split = KFold(n_splits=n_splits, shuffle=True, random_state=rng_seed).split(unique)
+        person_fold = np.empty(len(unique), dtype=np.int16)
+        for k, (_, test) in enumerate(split):
+            person_fold[test] = k
+        out[r] = person_fold[inverse]
+    return out
+
+
+def cross_validate(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    persons: np.ndarray,
+    make: Callable[[], Any],
+    folds: int,
+    repeats: int,
+    seed: int,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Out-of-fold calibrated risk, shape (repeats, n_rows)."""
+    fold_ids = person_folds(persons, y, folds, repeats, seed)
+    oof = np.full(fold_ids.shape, np.nan)
+    total = repeats * folds
+    done = 0
+    for r in range(repeats):
+        for k in np.unique(fold_ids[r]):
+            test = fold_ids[r] == k
+            model = make()
+            model.fit(X.loc[~test], y[~test], groups=persons[~test])
+            oof[r, test] = model.predict_proba(X.loc[test])[:, 1]
+            done += 1
+            if progress:
+                progress("cross-validation", done, total)
+    return oof
+
+
+# --------------------------------------------------------------------------- evaluation
+def _slices(meta: pd.DataFrame, landmarks: list[float]) -> dict[str, np.ndarray]:
+    """Row masks per reported slice: each landmark, treated/untreated at it, all stacked."""
+    lm = meta["landmark_h"].to_numpy(dtype=float)
+    treated = meta["treated_before_L"].to_numpy(dtype=bool)
+    out: dict[str, np.ndarray] = {"all": np.ones(len(meta), dtype=bool)}
+    for h in landmarks:
+        at = lm == float(h)
+        if not at.any():
+            continue
+        tag = f"L{float(h):g}"
+        out[tag] = at
+        out[f"{tag}_treated"] = at & treated
+        out[f"{tag}_untreated"] = at & ~treated
+    return out
+
+
+def slice_metrics(
+    y: np.ndarray,
+    p: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int,
+    seed: int,
+    oracle: np.ndarray | None = None,
+    with_ci: bool = True,
+    repeats: int = 1,
+) -> dict[str, float]:
+    """Discrimination and calibration of one slice (pooled rows; groups = persons).
+
+    The same computation as the validation report
+    (:func:`crs_ml.evaluation.performance.performance`), under the training run's metric names;
+    intervals for AUROC and AUPRC. ``too_few_events`` (1.0 or 0.0, a metric MLflow can store)
+    flags a slice with fewer than :data:`crs_ml.evaluation.metrics.MIN_SLICE_EVENTS` events or
+    non-events among its ``len(y) / repeats`` rows (``repeats`` CV repeats pooled); such a slice
+    gets no interval.
+    """
+    out: dict[str, float] = {"n": float(len(y)), "events": float(np.sum(y))}
+    if len(y) == 0:
+        return out
+    both = 0 < np.sum(y) < len(y)
+    few = M.too_few_events(np.sum(y) / repeats, len(y) / repeats)
+    out["too_few_events"] = float(few)
+    perf = performance(y, p, groups, n_boot=n_boot if with_ci and both else 0, seed=seed)
+    out.update(auroc=perf["auroc"], auprc=perf["auprc"], brier=perf["brier"])
+    if both:
+        out["calibration_intercept"] = perf["calibration_intercept"]
+        out["calibration_slope"] = perf["calibration_slope"]
+        if with_ci and n_boot > 0 and not few:
+            for name in ("auroc", "auprc"):
+                out[f"{name}_lo"], out[f"{name}_hi"] = perf[f"{name}_ci"]
+    if oracle is not None and np.isfinite(oracle).all() and both:
+        out["oracle_auroc"] = M.auroc(y, oracle)
+        out["oracle_ratio"] = out["auroc"] / out["oracle_auroc"]
+    return out
+
+
+def oracle_risk(meta: pd.DataFrame, truth: pd.DataFrame | None) -> np.ndarray | None:
+    """The simulator's true risk aligned to the landmark rows, or None without truth."""
+    if truth is None or truth.empty:
+        return None
+    key = meta[["patient_id", "landmark_h"]].astype({"patient_id": str, "landmark_h": float})
+    t = truth.astype({"patient_id": str, "landmark_h": float})
+    merged = key.merge(t, on=["patient_id", "landmark_h"], how="left")
+    return merged["true_risk"].to_numpy(dtype=float)
+
+
+def evaluate_predictions(
+    y: np.ndarray,
+    oof: np.ndarray,
+    meta: pd.DataFrame,
+    report_landmarks: list[float],
+    n_boot: int,
+    seed: int,
+    truth: pd.DataFrame | None = None,
+) -> dict[str, float]:
+    """Flat metric dict ``{metric}_{slice}`` from (repeats, n) out-of-fold risks.
+
+    Rows of all repeats are pooled and bootstrapped together by person.
+    """
+    repeats = oof.shape[0]
+    persons = meta["person_id"].astype(str).to_numpy()
+    oracle = oracle_risk(meta, truth)
+    out: dict[str, float] = {}
+    for name, mask in _slices(meta, report_landmarks).items():
+        yy = np.tile(y[mask], repeats)
+        pp = oof[:, mask].ravel()
+        gg = np.tile(persons[mask], repeats)
+        orc = np.tile(oracle[mask], repeats) if oracle is not None else None
+        ci = name != "all"  # the stacked slice is large; its CI adds little
+        sliced = slice_metrics(yy, pp, gg, n_boot, seed, orc, with_ci=ci, repeats=repeats)
+        for key, value in sliced.items():
+            if key in ("n", "events"):
+                value = value / repeats
+            out[f"{key}_{name}"] = float(value)
+    return out
+
+
+def sample_size_report(
+    y: np.ndarray, meta: pd.DataFrame, n_parameters: int, c_statistic: float | None
+) -> dict[str, Any]:
+    """Events per candidate parameter and the Riley (BMJ 2020) minimum sample size.
+
+    Computed at the patient level (a patient counts as an event if any landmark row is),
+    which is what the Riley criteria assume.
+    """
+    per_patient = pd.Series(y).groupby(meta["patient_id"].astype(str).to_numpy()).max()
+    n, events = int(len(per_patient)), int(per_patient.sum())
+    prevalence = events / n if n else float("nan")
+    report: dict[str, Any] = {
+        "n_patients": n,
+        "n_events": events,
+        "n_candidate_parameters": int(n_parameters),
+        "events_per_parameter": M.events_per_parameter(events, n_parameters),
+    }
+    if 0 < events < n:
+        riley = M.riley_min_sample_size(prevalence, n_parameters, c_statistic=c_statistic)
+        report["riley"] = riley
+        report["riley_min_n"] = riley.get("min_n")
+        report["meets_riley"] = bool(n >= (riley.get("min_n") or np.inf))
+    return report
+
+
+# --------------------------------------------------------------------------- the run
+def training_data(cohort, cfg: Config):
+    """(X, y as int, meta, the catalogue of X's features, person id per row) of the
+    configured landmark dataset; raises InputError unless both outcomes occur."""
+    X, y, meta = build_landmark_dataset(
+        cohort,
+        landmarks_h=cfg.task.landmarks_h,
+        horizon_h=cfg.task.horizon_h,
+        features=cfg.features,
+    )
+    y = np.asarray(y, dtype=int)
+    if len(y) == 0 or y.sum() == 0 or y.sum() == len(y):
+        raise InputError(
+            f"the landmark dataset has {len(y)} rows and {int(y.sum())} events: "
+            "training needs both outcomes",
+            file=str(cohort.source) if cohort.source else None,
+        )
+    catalogue = feature_catalogue(cfg.features)
+    catalogue = catalogue[catalogue["name"].isin(X.columns)].reset_index(drop=True)
+    return X, y, meta, catalogue, meta["person_id"].astype(str).to_numpy()
+
+
+def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainResult:
+    """Landmark dataset -> CV (or optimism bootstrap) -> metrics -> refit on all data."""
+    X, y, meta, catalogue, persons = training_data(cohort, cfg)
+
+    def make():
+        return make_model(cfg.model, catalogue, cfg.seed)
+
+    report_lms = [h for h in cfg.cv.report_landmarks_h if h in set(cfg.task.landmarks_h)]
+    oof = None
+    if cfg.cv.validation == "cv":
+        oof = cross_validate(X, y, persons, make, cfg.cv.folds, cfg.cv.repeats, cfg.seed, progress)
+        metrics = evaluate_predictions(
+            y, oof, meta, report_lms, cfg.cv.bootstrap, cfg.seed, cohort.truth
+        )
+    if progress:
+        progress("final refit", 0, 1)
+    model = make().fit(X, y, groups=persons)
+    if progress:
+        progress("final refit", 1, 1)
+    if cfg.cv.validation == "optimism":  # the final model gives the apparent performance
+        metrics = optimism_metrics(X, y, meta, make, cfg, model, progress)
+    c_stat = metrics.get("auroc_all")
+    # Riley's R2 from the C-statistic needs C > 0.5; otherwise the conservative default
+    usable_c = c_stat if c_stat is not None and np.isfinite(c_stat) and 0.5 < c_stat < 1 else None
+    # candidate parameters: every feature for learned models, the one score for baselines
+    n_params = 1 if cfg.model.type in ("measix", "fever_rule") else X.shape[1]
+    sample = sample_size_report(y, meta, n_params, usable_c)
+    metrics["events_per_parameter"] = float(sample["events_per_parameter"])
+    if sample.get("riley_min_n") is not None:
+        metrics["riley_min_n"] = float(sample["riley_min_n"])
+    return TrainResult(
+        config=cfg,
+        model=model,
+        X=X,
+        y=y,
+        meta=meta,
+        catalogue=catalogue,
+        attrition=meta.attrs.get("attrition", pd.DataFrame()),
+        metrics=metrics,
+        oof=oof,
+        sample_size=sample,
+    )
+
+
+def optimism_metrics(
+    X, y, meta, make, cfg: Config, model, progress: Progress | None
+) -> dict[str, float]:
+    """Harrell's optimism-corrected bootstrap by person, per reported landmark and overall.
+
+    ``model`` is the model fitted on all rows (its predictions give the apparent
+    performance); each bootstrap sample of persons is fit once and scored on every slice.
+    """
+    persons = meta["person_id"].astype(str).to_numpy()
+    lm = meta["landmark_h"].to_numpy(dtype=float)
+    slices = {"all": np.ones(len(y), dtype=bool)}
+    for h in cfg.cv.report_landmarks_h:
+        if (lm == h).any():
+            slices[f"L{float(h):g}"] = lm == h
+    n_boot = max(cfg.cv.bootstrap // 5, 20)
+
+    def fit_predict(train_idx: np.ndarray, eval_sets: list[np.ndarray]) -> list[np.ndarray]:
+        fitted = make().fit(X.iloc[train_idx], y[train_idx], groups=persons[train_idx])
+        return [fitted.predict_proba(X.iloc[idx])[:, 1] for idx in eval_sets]
+
+    res = M.optimism_corrected_bootstrap(
+        fit_predict, y, persons, {"auroc": M.auroc, "auprc": M.auprc, "brier": M.brier},
+        n_boot=n_boot, seed=cfg.seed, slices=slices,
+        p_apparent=model.predict_proba(X)[:, 1],
+        progress=(lambda done, total: progress("optimism bootstrap", done, total)) if progress else None,
+    )  # fmt: skip
+    out: dict[str, float] = {}
+    for s, by_metric in res.items():
+        mask = slices[s]
+        out[f"too_few_events_{s}"] = float(M.too_few_events(y[mask].sum(), mask.sum()))
+        for m, (apparent, optimism, corrected) in by_metric.items():
+            out[f"{m}_{s}"] = corrected
+            out[f"{m}_apparent_{s}"] = apparent
+            out[f"{m}_optimism_{s}"] = optimism
+    out["optimism_bootstrap_samples"] = float(n_boot)
+    return out

@@ -1,0 +1,30 @@
+"""Scoring: new patients in, one row per patient out, with risk, band and drivers.
+
+Per patient the as-of time, landmark and status (``statuses``); the scores with exact SHAP
+(``score``); readable drivers (``drivers``); the chunked batch job behind ``crs-ml score``
+(``batch``). A model arrives as a :class:`~crs_ml.modeling.bundle.Bundle`, a loaded model or
+a folder; MLflow URIs are resolved by :mod:`crs_ml.tracking.models` (``crs_ml.score`` does it).
+
+May import: every room below (core, ingest, features, evaluation, simulate, modeling). Not
+reporting (same level) nor tracking.
+"""
+
+_EXPORTS = {
+    "STATUSES": "score",
+    "as_bundle": "score",
+    "score_records": "score",
+    "score_to_file": "batch",
+    "scores_table": "score",
+    "status_counts": "score",
+    "top_drivers": "drivers",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # public names load their module on first use, so importing the room stays cheap
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,336 @@
+"""Score new patients: calibrated risk of grade >= 3 CRS with exact SHAP explanations.
+
+:func:`score` returns the scores table (README, "Scoring new admissions"): one row per patient of ``cohort.patients``, in
+that order, always. Per patient:
+
+1. hours since infusion at the as-of time: ``as_of`` (absolute; needs the infusion time) minus
+   the infusion time, or ``as_of_hours`` (relative cohorts), or, with neither, the hours of
+   the patient's latest observation or event;
+2. the landmark L = the largest model landmark <= those hours; only data with hours <= L
+   enter the features (:func:`crs_ml.features.builder.build_features` enforces it);
+3. status: ``too_early`` before the first landmark; ``not_at_risk`` when grade >= 3 CRS was
+   already reached by L (graded from the data visible at L with :mod:`crs_ml.features.grading`, or from
+   the outcomes when the cohort has them) or the patient died by L; ``error`` when the
+   patient cannot be scored (no infusion time for an absolute as-of, no data at or before L,
+   a failure while scoring), with the reason in ``message``; otherwise ``scored``;
+4. for scored patients: risk, risk band (the bundle's scoring config), base value and one
+   SHAP column per model feature (:mod:`crs_ml.modeling.explain`; base_value + sum(shap_*) =
+   logit(risk)), and the top drivers (:mod:`crs_ml.scoring.drivers`).
+
+A patient some of whose input rows were rejected at load is still scored; its message counts
+those rows. Work is done in chunks of ``chunk_size`` patients (features, prediction and SHAP
+per chunk) so memory stays bounded, with ``progress(stage, done, total)`` after each chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crs_ml.cohort import Cohort
+from crs_ml.config import FeatureConfig, ScoringConfig, TaskConfig
+from crs_ml.errors import CrsMlError, ModelError
+from crs_ml.features.builder import build_features
+from crs_ml.ingest.records import records_to_cohort
+from crs_ml.modeling.bundle import Bundle, load_model_folder
+from crs_ml.modeling.completeness import (
+    Completeness,
+    completeness,
+    impute_untrained_missing,
+    key_input_columns,
+)
+from crs_ml.modeling.explain import explain
+from crs_ml.scoring.drivers import top_drivers
+from crs_ml.scoring.statuses import Statuses, statuses
+
+STATUSES = ("scored", "not_at_risk", "too_early", "error")
+FIXED_COLUMNS = [
+    "patient_id",
+    "as_of",
+    "hours_since_infusion",
+    "landmark_h",
+    "status",
+    "risk",
+    "risk_band",
+    "completeness",
+    "completeness_band",
+    "missing_inputs",
+    *key_input_columns(),
+    "top_drivers",
+    "base_value",
+]
+Progress = Callable[[str, int, int], None]
+
+
+# --------------------------------------------------------------------------- the model
+def as_bundle(model: Any) -> Bundle:
+    """The :class:`Bundle` of a Bundle, of a loaded crs_ml pyfunc model, or of a bundle / exported
+    model folder. MLflow URIs are resolved by :func:`crs_ml.tracking.models.resolve_model`
+    (``crs_ml.score(uri, cohort)`` does it for you)."""
+    if isinstance(model, Bundle):
+        return model
+    if hasattr(model, "unwrap_python_model"):
+        inner = model.unwrap_python_model()
+        if isinstance(getattr(inner, "bundle", None), Bundle):
+            return inner.bundle
+    path = Path(str(model)).expanduser()
+    if path.exists():
+        return load_model_folder(path)
+    raise ModelError(
+        f"model '{model}' is not a model bundle, a loaded model or an existing folder; resolve an "
+        "MLflow URI with crs_ml.tracking.resolve_model (or call crs_ml.score)"
+    )
+
+
+def _model_settings(bundle: Bundle):
+    cfg = bundle.manifest.get("config", {})
+    task = TaskConfig.model_validate(cfg.get("task", {}))
+    features = FeatureConfig.model_validate(cfg.get("features", {}))
+    scoring = ScoringConfig.model_validate(cfg.get("scoring", {}))
+    return np.asarray(task.landmarks_h, dtype=np.float64), features, scoring
+
+
+# --------------------------------------------------------------------------- scoring
+def _partition(code: np.ndarray, chunk_of: np.ndarray, n_chunks: int):
+    """Row positions of a table per chunk (rows of patients not being scored dropped)."""
+    if len(code) == 0:
+        return [np.empty(0, dtype=np.int64)] * n_chunks
+    chunk = np.where(code >= 0, chunk_of[np.maximum(code, 0)], -1)
+    order = np.argsort(chunk, kind="stable")
+    bounds = np.searchsorted(chunk[order], np.arange(n_chunks + 1))
+    return [order[bounds[k] : bounds[k + 1]] for k in range(n_chunks)]
+
+
+@dataclass
+class Scoring:
+    """A cohort on its way to the scores table: statuses decided, the patients to score in
+    chunks, and the result arrays that :func:`explain_chunk` fills."""
+
+    bundle: Bundle
+    cohort: Cohort
+    st: Statuses
+    chunks: list  #: row positions (into the patients) of each chunk to score
+    obs_parts: list
+    ev_parts: list
+    risk: np.ndarray
+    base: np.ndarray
+    shap: np.ndarray
+    drivers: np.ndarray
+    features: Any  #: the model's FeatureConfig
+    settings: Any  #: the model's ScoringConfig (risk bands, number of drivers)
+    note: str = ""
+    complete: Completeness | None = None  #: key inputs measured by L, per patient
+    #: share of sum |SHAP| from inputs not measured or imputed, per patient
+    absent_share: np.ndarray | None = None
+    imputed: np.ndarray | None = None  #: inputs imputed with the training median (text)
+
+
+def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) -> Scoring:
+    """Decide every patient's status and split the patients to score into chunks."""
+    bundle = as_bundle(model)
+    landmarks, features, settings = _model_settings(bundle)
+    cohort = dataclasses.replace(cohort, patients=cohort.patients.reset_index(drop=True))
+    st = statuses(cohort, landmarks, as_of, as_of_hours)
+    n = len(st.pid_values)
+    todo = np.flatnonzero(st.status == "scored")
+    chunk_size = max(int(chunk_size), 1)
+    n_chunks = max(-(-len(todo) // chunk_size), 1)
+    chunk_of = np.full(n, -1, dtype=np.int64)
+    chunk_of[todo] = np.arange(len(todo)) // chunk_size
+    chunks = [todo[k * chunk_size : (k + 1) * chunk_size] for k in range(n_chunks)]
+    return Scoring(bundle, cohort, st, chunks, _partition(st.obs_code, chunk_of, n_chunks),
+                   _partition(st.ev_code, chunk_of, n_chunks), np.full(n, np.nan),
+                   np.full(n, np.nan), np.full((n, len(bundle.feature_names)), np.nan),
+                   np.full(n, "", dtype=object), features, settings,
+                   complete=completeness(cohort.observations, st.obs_code, st.landmark_h),
+                   absent_share=np.full(n, np.nan),
+                   imputed=np.full(n, "", dtype=object))  # fmt: skip
+
+
+def chunk_features(s: Scoring, k: int):
+    """The feature matrix of chunk ``k`` (None when empty), or the error that stopped it."""
+    rows = s.chunks[k]
+    if len(rows) == 0:
+        return None
+    c = s.cohort
+    sub = Cohort(
+        patients=c.patients.iloc[rows].reset_index(drop=True),
+        observations=c.observations.iloc[s.obs_parts[k]].reset_index(drop=True),
+        events=c.events.iloc[s.ev_parts[k]].reset_index(drop=True),
+    )
+    points = pd.DataFrame(
+        {"patient_id": s.st.pid_values[rows], "landmark_h": s.st.landmark_h[rows]}
+    )
+    try:
+        return build_features(sub, points, s.features)
+    except CrsMlError as exc:
+        return exc
+
+
+def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
+    """Risk, SHAP and drivers of chunk ``k`` from its features (or its error) into ``s``;
+    ``threads`` for TreeSHAP (None: all cores). Features never missing in training are set
+    to their training median where missing first (:mod:`crs_ml.modeling.completeness`)."""
+    rows = s.chunks[k]
+    if X is None:
+        return
+    try:
+        if isinstance(X, CrsMlError):
+            raise X
+        names = s.bundle.feature_names
+        X, imputed = impute_untrained_missing(X, names, s.bundle.training_inputs)
+        ex = explain(s.bundle, X, threads)
+    except CrsMlError as exc:
+        s.st.status[rows] = "error"
+        s.st.message[rows] = f"could not be scored: {exc}"
+        return
+    s.risk[rows] = ex.risk
+    s.base[rows] = ex.base_value
+    s.shap[rows] = ex.contributions
+    s.note = ex.note
+    catalogue = s.bundle.catalogue
+    s.drivers[rows] = top_drivers(X, ex.contributions, names, s.st.landmark_h[rows],
+                                  s.settings.top_drivers, catalogue, imputed)  # fmt: skip
+    s.absent_share[rows], s.imputed[rows] = _absence(X, ex.contributions, names, catalogue,
+                                                      imputed)  # fmt: skip
+
+
+def scores_table(s: Scoring) -> pd.DataFrame:
+    """the scores table (README, "Scoring new admissions") once every chunk is explained."""
+    st, scoring = s.st, s.settings
+    status, message, risk = st.status, st.message.copy(), s.risk
+    scored = status == "scored"
+    band = np.full(len(status), None, dtype=object)
+    band[scored] = np.select(
+        [risk[scored] < scoring.low_below, risk[scored] >= scoring.high_from],
+        ["low", "high"],
+        "intermediate",
+    )
+    if s.note:
+        message[scored] = [f"{m}; {s.note}" if m else s.note for m in message[scored]]
+    complete = s.complete.frame()
+    complete.loc[~scored, :] = None  # only a scored patient's completeness is shown
+    message = _with_completeness(message, scored, complete, s.absent_share, s.imputed)
+    message = _with_rejected(message, s.cohort, st.pid)
+    out = pd.DataFrame(
+        {
+            "patient_id": pd.Series(st.pid_values, dtype=object),
+            "as_of": st.when.reset_index(drop=True).astype("datetime64[ns, UTC]"),
+            "hours_since_infusion": st.hours,
+            "landmark_h": st.landmark_h,
+            "status": pd.Series(status, dtype=object),
+            "risk": risk,
+            "risk_band": pd.Series(band, dtype=object),
+            **{c: complete[c] for c in complete.columns},
+            "top_drivers": pd.Series(s.drivers, dtype=object),
+            "base_value": s.base,
+        }
+    )
+    shap_frame = pd.DataFrame(s.shap, columns=[f"shap_{c}" for c in s.bundle.feature_names])
+    msg = pd.DataFrame({"message": pd.Series(message, dtype=object)})
+    return pd.concat([out, shap_frame, msg], axis=1)
+
+
+def score(
+    model,
+    cohort: Cohort,
+    as_of=None,
+    as_of_hours: float | None = None,
+    chunk_size: int = 5000,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """The scores table of ``cohort`` (see the module docstring); one row per patient."""
+    s = begin(model, cohort, as_of, as_of_hours, chunk_size)
+    total = sum(len(rows) for rows in s.chunks)
+    if progress:
+        progress("scoring", 0, total)
+    done = 0
+    for k, rows in enumerate(s.chunks):
+        if len(rows) == 0:
+            continue
+        explain_chunk(s, k, chunk_features(s, k))
+        done += len(rows)
+        if progress:
+            progress("scoring", done, total)
+    return scores_table(s)
+
+
+def _absence(X, contributions, names, catalogue, imputed) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the share of sum |SHAP| from inputs not measured or imputed, and the names
+    of the imputed inputs (comma-separated)."""
+    from crs_ml.scoring.drivers import input_name, not_measured
+
+    absent = not_measured(X, names, catalogue) | imputed
+    size = np.nan_to_num(np.abs(contributions), nan=0.0)
+    total = size.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, (size * absent).sum(axis=1) / total, np.nan)
+    groups = pd.Index([input_name(n, catalogue, part=False) for n in names])
+    codes, uniq = pd.factorize(groups)
+    text = np.full(len(X), "", dtype=object)
+    for i in np.flatnonzero(imputed.any(axis=1)):  # inputs by |SHAP|, largest first
+        weight = np.bincount(codes[imputed[i]], weights=size[i, imputed[i]], minlength=len(uniq))
+        used = np.bincount(codes[imputed[i]], minlength=len(uniq)) > 0
+        order = [g for g in np.argsort(-weight, kind="stable") if used[g]]
+        text[i] = ", ".join(uniq[order])
+    return share, text
+
+
+def _with_completeness(message, scored, complete, absent_share, imputed) -> np.ndarray:
+    """Messages of scored patients that rest on sparse or absent data, or on imputed inputs,
+    say so (thresholds in :mod:`crs_ml.modeling.completeness`)."""
+    from crs_ml.modeling.completeness import KEY_INPUTS, MOSTLY_ABSENT_SHARE
+
+    out = message.copy()
+    share = complete["completeness"].to_numpy(dtype=np.float64)
+    band = complete["completeness_band"].to_numpy(dtype=object)
+    missing = complete["missing_inputs"].to_numpy(dtype=object)
+    k = len(KEY_INPUTS)
+
+    def add(i: int, text: str) -> None:
+        out[i] = f"{out[i]}; {text}" if out[i] else text
+
+    for i in np.flatnonzero(scored):
+        notes = []
+        if absent_share[i] > MOSTLY_ABSENT_SHARE:
+            notes.append(f"score rests mostly on absent data: {absent_share[i]:.0%} of its "
+                         "explanation comes from inputs not measured or imputed")  # fmt: skip
+        if band[i] == "sparse":
+            notes.append(f"sparse data: {round(share[i] * k)} of {k} key inputs measured "
+                         f"(not measured: {missing[i]})")  # fmt: skip
+        if imputed[i]:
+            notes.append(f"imputed with the training median (never missing in training): "
+                         f"{imputed[i]}")  # fmt: skip
+        for text in notes:
+            add(i, text)
+    return out
+
+
+def _with_rejected(message: np.ndarray, cohort: Cohort, pid: pd.Index) -> np.ndarray:
+    rejected = cohort.rejected
+    if rejected is None or len(rejected) == 0 or "patient_id" not in rejected:
+        return message
+    counts = rejected["patient_id"].astype(object).value_counts()
+    k = pd.Series(pid.to_numpy(), dtype=object).map(counts).fillna(0).to_numpy(dtype=np.int64)
+    out = message.copy()
+    for i in np.flatnonzero(k):
+        text = f"{k[i]} input row{'s' if k[i] > 1 else ''} rejected (see errors file)"
+        out[i] = f"{out[i]}; {text}" if out[i] else text
+    return out
+
+
+def status_counts(scores: pd.DataFrame) -> dict[str, int]:
+    """Patients per status (every status listed, zeros included)."""
+    counts = scores["status"].value_counts()
+    return {s: int(counts.get(s, 0)) for s in STATUSES}
+
+
+def score_records(model, records: pd.DataFrame, as_of_hours=None, strict: bool = True):
+    """Score the one-table MLflow model input (see :mod:`crs_ml.ingest.records`)."""
+    return score(model, records_to_cohort(records, strict=strict), as_of_hours=as_of_hours)

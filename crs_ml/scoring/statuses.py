@@ -1,0 +1,162 @@
+"""Per patient, before any feature is built: the as-of time, the landmark and the status.
+
+:func:`statuses` decides, for each patient of a cohort, the hours since infusion at the
+as-of time, the landmark L (the largest model landmark <= those hours) and whether the
+patient can be scored: ``too_early``, ``not_at_risk`` (grade >= 3 CRS or death by L),
+``error`` (no infusion time for an absolute as-of, no data at or before L) or ``scored``, with
+the reason in ``message``. Used by :mod:`crs_ml.scoring.score`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from crs_ml.cohort import Cohort
+from crs_ml.errors import InputError
+from crs_ml.features.grading import FEVER_C, HYPOTENSION_SBP_MMHG, grade_summary
+from crs_ml.ingest.values import parse_time
+
+
+@dataclass
+class Statuses:
+    """Per patient of ``cohort.patients`` (in order) and per row of its tables."""
+
+    pid_values: np.ndarray  #: patient ids (object array)
+    pid: pd.Index
+    hours: np.ndarray  #: hours since infusion at the as-of time
+    when: pd.Series  #: the as-of timestamps
+    landmark_h: np.ndarray  #: L, NaN when none
+    status: np.ndarray
+    message: np.ndarray
+    obs_code: np.ndarray  #: patient position of each observation row (-1: none)
+    ev_code: np.ndarray  #: the same for events
+
+
+def statuses(cohort: Cohort, landmarks: np.ndarray, as_of=None, as_of_hours=None) -> Statuses:
+    """See the module docstring."""
+    patients = cohort.patients
+    n = len(patients)
+    pid_values = patients["patient_id"].astype(object).to_numpy()
+    pid = pd.Index(pid_values, dtype=object)
+    obs_code = _codes(pid, cohort.observations["patient_id"])
+    ev_code = _codes(pid, cohort.events["patient_id"])
+    tables = [(cohort.observations, obs_code), (cohort.events, ev_code)]
+    hours, when, why = _as_of_hours(cohort, tables, as_of, as_of_hours)
+
+    status = np.full(n, "scored", dtype=object)
+    message = why.copy()
+    status[why != ""] = "error"
+    idx = np.searchsorted(landmarks, np.nan_to_num(hours, nan=-np.inf), side="right") - 1
+    L = np.where((idx >= 0) & ~np.isnan(hours), landmarks[np.maximum(idx, 0)], np.nan)
+    early = (status == "scored") & np.isnan(L)
+    status[early] = "too_early"
+    message[early] = [f"{h:g} h since infusion: before the first landmark ({landmarks[0]:g} h)"
+                      for h in hours[early]]  # fmt: skip
+    late = (status == "scored") & (hours > landmarks[-1])
+    message[late] = f"scored at the last landmark ({landmarks[-1]:g} h)"
+
+    at_risk = _not_at_risk(cohort, pid, ev_code, L, status == "scored")
+    status[at_risk != ""] = "not_at_risk"
+    message[at_risk != ""] = at_risk[at_risk != ""]
+
+    cand = status == "scored"
+    obs_hours = cohort.observations["hours"].to_numpy(dtype=np.float64)
+    seen = (obs_code >= 0) & (obs_hours <= L[np.maximum(obs_code, 0)])
+    n_visible = np.bincount(obs_code[seen], minlength=n)
+    no_data = cand & (n_visible == 0)
+    status[no_data] = "error"
+    message[no_data] = [f"no observation at or before the {lm:g} h landmark: nothing to score"
+                        for lm in L[no_data]]  # fmt: skip
+    return Statuses(pid_values, pid, hours, when, L, status, message, obs_code, ev_code)
+
+
+def _codes(pid: pd.Index, ids: pd.Series) -> np.ndarray:
+    """Position in ``pid`` of each id (-1 when absent); factorised first, which is ~10x
+    faster than a lookup per row on millions of rows."""
+    if len(ids) == 0:
+        return np.empty(0, dtype=np.int64)
+    codes, uniques = pd.factorize(ids)
+    where = pid.get_indexer(pd.Index(np.asarray(uniques, dtype=object), dtype=object))
+    return np.where(codes >= 0, where[np.maximum(codes, 0)], -1).astype(np.int64)
+
+
+def _latest_hours(tables, n: int) -> np.ndarray:
+    latest = np.full(n, -np.inf)
+    for table, code in tables:
+        ok = code >= 0
+        np.maximum.at(latest, code[ok], table["hours"].to_numpy(dtype=np.float64)[ok])
+    latest[np.isinf(latest)] = np.nan
+    return latest
+
+
+def _as_of_hours(cohort: Cohort, tables, as_of, as_of_hours):
+    """(hours since infusion, as-of timestamps, reason when hours are unknown) per patient."""
+    n = len(cohort.patients)
+    infusion = pd.to_datetime(cohort.patients["infusion_time"], utc=True).reset_index(drop=True)
+    why = np.full(n, "", dtype=object)
+    if as_of is not None and as_of_hours is not None:
+        raise InputError("give either an as-of time or as-of hours, not both")
+    if as_of is not None:
+        ts = parse_time(as_of, "as-of time")  # read as the data's time columns are
+        hours = ((ts - infusion) / pd.Timedelta(hours=1)).to_numpy(dtype=np.float64)
+        when = pd.Series(pd.DatetimeIndex([ts] * n))
+        why[np.isnan(hours)] = (
+            "no infusion_time: an absolute as-of time needs it (use as-of hours instead)"
+        )
+        return hours, when, why
+    if as_of_hours is not None:
+        h = float(as_of_hours)
+        if not np.isfinite(h):
+            raise InputError(f"as-of hours must be a finite number, got {as_of_hours}")
+        hours = np.full(n, h)
+    else:
+        hours = _latest_hours(tables, n)
+        why[np.isnan(hours)] = "no observations or events: nothing to score"
+    when = infusion + pd.to_timedelta(hours, unit="h")
+    return hours, when, why
+
+
+def _not_at_risk(
+    cohort: Cohort, pid: pd.Index, ev_code: np.ndarray, L: np.ndarray, cand: np.ndarray
+) -> np.ndarray:
+    """Reason text ('' when at risk) for each patient: grade >= 3 or death by L."""
+    why = np.full(len(pid), "", dtype=object)
+    if not cand.any():
+        return why
+    until = pd.Series(L[cand], index=pd.Index(pid[cand], dtype=object))
+
+    obs = cohort.observations
+    # only what grading reads: fevers and low sbp after infusion (label._intervals)
+    value = obs["value"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        maybe = (obs["hours"].to_numpy(dtype=np.float64) >= 0) & (
+            (value >= FEVER_C) | (value < HYPOTENSION_SBP_MMHG)
+        )
+    rows = np.flatnonzero(maybe)
+    variable = obs["variable"].iloc[rows]
+    rows = rows[variable.isin(["temperature", "sbp"]).to_numpy(dtype=bool)]
+    relevant = obs.iloc[rows]
+    summary = grade_summary(relevant, cohort.events, "patient_id", until=until)
+    g3 = pd.Series(pid, dtype=object).map(summary["grade3_hours"]).to_numpy(dtype=np.float64)
+    ev = cohort.events
+    death = np.full(len(pid), np.inf)
+    dead = (ev["event"].to_numpy(dtype=object) == "death") & (ev_code >= 0)
+    if dead.any():
+        np.minimum.at(death, ev_code[dead], ev["hours"].to_numpy(dtype=np.float64)[dead])
+    if cohort.outcomes is not None and len(cohort.outcomes):
+        oc = cohort.outcomes.drop_duplicates("patient_id").set_index("patient_id")
+        known = pd.Series(pid, dtype=object)
+        og3 = known.map(oc["grade3_hours"]).to_numpy(dtype=np.float64)
+        g3 = np.fmin(g3, np.where(og3 <= L, og3, np.nan))
+        if "death_hours" in oc:
+            death = np.fmin(death, known.map(oc["death_hours"]).to_numpy(dtype=np.float64))
+    with np.errstate(invalid="ignore"):
+        is_g3 = cand & (g3 <= L)
+        is_dead = cand & ~is_g3 & (death <= L)
+    why[is_g3] = [f"already grade >= 3 CRS at {h:g} h (by the {lm:g} h landmark)"
+                  for h, lm in zip(g3[is_g3], L[is_g3], strict=True)]  # fmt: skip
+    why[is_dead] = [f"died at {h:g} h" for h in death[is_dead]]
+    return why
