@@ -215,7 +215,8 @@ def _cohort(m: dict) -> str:
         + "</div><div><h3>Attrition per landmark</h3>"
         + table([_e(k.replace("_", " ")) for k in cols], att_rows)
         + "</div></div><p class='note'>Exclusions in rule order: already grade &ge; 3, died, follow-up ended, "
-        "censored before the horizon without an event, no data up to L; the rest are at risk "
+        "follow-up ending before the horizon other than by death (with or without an event), "
+        "no data up to L; the rest are at risk "
         "and evaluated at that landmark.</p>"
     )
 
