@@ -12,6 +12,8 @@ May import: the core, ingest and features. A model is used through its interface
 (``predict_proba``, ``predict_margin``), never imported from modeling.
 """
 
+from crs_ml.lazy import exports_getattr
+
 _EXPORTS = {
     "ValidationResult": "validate",
     "drift_table": "drift",
@@ -23,11 +25,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    # public names load their module on first use, so importing the room stays cheap
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = exports_getattr(__name__, _EXPORTS)

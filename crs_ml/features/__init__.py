@@ -9,6 +9,8 @@ May import: the core. Not ingest (features read a :class:`~crs_ml.cohort.Cohort`
 made it).
 """
 
+from crs_ml.lazy import exports_getattr
+
 _EXPORTS = {
     "attrition_table": "landmarks",
     "build_features": "builder",
@@ -20,11 +22,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    # public names load their module on first use, so importing the room stays cheap
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = exports_getattr(__name__, _EXPORTS)

@@ -9,6 +9,8 @@ input (``records``). Every rejected row is counted with its file, row, column an
 May import: the core (errors, config, cohort, files, variables, fingerprints). Nothing else.
 """
 
+from crs_ml.lazy import exports_getattr
+
 _EXPORTS = {
     "CheckReport": "problems",
     "CohortChunks": "stream",
@@ -21,11 +23,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    # public names load their module on first use, so importing the room stays cheap
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = exports_getattr(__name__, _EXPORTS)

@@ -8,6 +8,8 @@ May import: every room below (core, ingest, features, evaluation, simulate, mode
 scoring (same level) nor tracking.
 """
 
+from crs_ml.lazy import exports_getattr
+
 _EXPORTS = {
     "calibration_figure": "figures",
     "model_card": "report",
@@ -17,11 +19,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    # public names load their module on first use, so importing the room stays cheap
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = exports_getattr(__name__, _EXPORTS)

@@ -9,6 +9,8 @@ May import: every room below (core, ingest, features, evaluation, simulate, mode
 reporting (same level) nor tracking.
 """
 
+from crs_ml.lazy import exports_getattr
+
 _EXPORTS = {
     "STATUSES": "score",
     "as_bundle": "score",
@@ -20,11 +22,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    # public names load their module on first use, so importing the room stays cheap
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = exports_getattr(__name__, _EXPORTS)

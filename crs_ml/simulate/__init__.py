@@ -10,6 +10,8 @@ May import: the core, ingest and features (outcomes are graded with :mod:`crs_ml
 so that the simulator and the label agree). Not evaluation (same level).
 """
 
+from crs_ml.lazy import exports_getattr
+
 _EXPORTS = {
     "SimulationParams": "params",
     "SimulationResult": "simulator",
@@ -22,11 +24,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    # public names load their module on first use, so importing the room stays cheap
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = exports_getattr(__name__, _EXPORTS)
