@@ -25,6 +25,11 @@ from crs_ml.verdict import validation_verdict
 
 #: files of the output folder logged to MLflow; predictions.parquet (patient ids) never is
 LOGGED_FILES = ("metrics", "report", "attrition", "drift")
+#: the intended-use sentence every product surface repeats (model card, ward board)
+DECISION_SUPPORT = (
+    "Decision support for clinicians monitoring CAR-T patients; not a replacement for "
+    "clinical assessment and not validated for other therapies."
+)
 
 
 # --------------------------------------------------------------------------- figures
@@ -186,8 +191,7 @@ def model_card(bundle, metrics: dict[str, Any]) -> dict[str, Any]:
             "Early warning of severe cytokine release syndrome after CAR T-cell infusion: at a "
             "landmark L hours after infusion, the probability of ASTCT grade >= 3 CRS in "
             f"(L, {settings['horizon_h']:g}] hours, from labs, vitals and treatments recorded "
-            "up to L. Decision support for clinicians monitoring CAR-T patients; not a "
-            "replacement for clinical assessment and not validated for other therapies."
+            f"up to L. {DECISION_SUPPORT}"
         ),
         "outcome": (
             f"ASTCT grade >= 3 CRS within {settings['horizon_h']:g} h of infusion, after the "
