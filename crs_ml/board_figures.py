@@ -49,7 +49,7 @@ def trajectory_figure(course: Course, title: str | None = None):
         h, r = zip(*course.trajectory, strict=True)
         ax.plot(h, np.asarray(r) * 100, "-o", c="k", lw=1.8, ms=4, label="risk at landmark")
     top = max([r for _, r in course.trajectory] + [0.1]) * 115
-    for hours, name, detail in course.treatments:
+    for hours, name, _ in course.treatments:
         ax.axvline(hours, c="#6a3d9a", lw=1.2)
         ax.annotate(_MARK.get(name, name), (hours, top), ha="center", va="bottom", fontsize=8)
     best = 0
@@ -74,7 +74,7 @@ def waterfall_figure(waterfall: Waterfall, title: str = "Why this risk"):
     bars = waterfall.bars
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(bars) + 1.4), dpi=110)
     start = waterfall.base_value
-    for k, (label, c) in enumerate(bars):
+    for k, (_, c) in enumerate(bars):
         ax.barh(k, c, left=start, color="#b2182b" if c > 0 else "#92c5de",
                 edgecolor="#2166ac" if c <= 0 else "#b2182b")  # fmt: skip
         ax.annotate(f"{c:+.2f}", (max(start, start + c), k), xytext=(3, 0),
