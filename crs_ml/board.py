@@ -317,7 +317,7 @@ def courses(scores: pd.DataFrame, cohort: Cohort, model) -> list[Course]:
 TRAJ_W, TRAJ_H, TRAJ_M = 400, 160, (40, 12, 18, 28)
 #: waterfall: width, label column, row height
 WF_W, WF_LABEL_W, WF_ROW = 600, 330, 19
-_NICE_RISK = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+_NICE_RISK = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
 _PROB_TICKS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
 _MARK = {"tocilizumab": "T", "steroid": "S", "anakinra": "A"}
 
@@ -355,7 +355,7 @@ def _trajectory_svg(c: Course, low_below: float, high_from: float) -> dict | Non
     def Y(p):
         return round(top + ph * (1 - p / y_max), 1)
 
-    pts = [{"x": X(h), "y": Y(r), "title": f"{h:g} h: {_pct(r)}"} for h, r in c.trajectory]
+    pts = [{"x": X(h), "y": Y(r)} for h, r in c.trajectory]
     step = 12 if x_max <= 48 else 24
     xticks = [{"x": X(h), "label": f"{h:g}"} for h in np.arange(0, x_max + 1e-9, step)]
     yticks = [{"y": Y(v), "label": _pct(v)} for v in np.linspace(0, y_max, 3)]
@@ -364,8 +364,13 @@ def _trajectory_svg(c: Course, low_below: float, high_from: float) -> dict | Non
     marks = [{"x": X(h), "mark": _MARK.get(name, "?"),
               "title": f"{name} at {h:g} h" + (f": {detail}" if detail else "")}
              for h, name, detail in c.treatments if 0 <= h <= x_max]  # fmt: skip
-    grades = [{"x": X(h), "label": f"G{g}", "title": f"ASTCT grade {g} first reached at {h:.1f} h"}
-              for h, g in _first_reached(c.grades) if 0 <= h <= x_max]  # fmt: skip
+    grades = []
+    for h, g in _first_reached(c.grades):  # a label too close to the next one gives way to it
+        if 0 <= h <= x_max:
+            if grades and X(h) - grades[-1]["x"] < 16:
+                grades.pop()
+            grades.append({"x": X(h), "label": f"G{g}",
+                           "title": f"ASTCT grade {g} first reached at {h:.1f} h"})  # fmt: skip
     return {
         "w": TRAJ_W, "h": TRAJ_H, "left": left, "right": TRAJ_W - right, "top": top,
         "bottom": TRAJ_H - bottom, "line": " ".join(f"{p['x']},{p['y']}" for p in pts),
@@ -388,18 +393,18 @@ def _waterfall_svg(wf: Waterfall) -> dict:
 
     rows = []
     y = 6
-    rows.append({"y": y, "label": "average patient (base value)", "value": _pct(expit(cum[0])),
+    rows.append({"y": y, "label": "average patient (base value)", "title": "", "value": _pct(expit(cum[0])),
                  "x": X(cum[0]) - 1, "width": 2, "kind": "end"})  # fmt: skip
     for k, (label, contribution) in enumerate(wf.bars):
         y += WF_ROW
         a, b = cum[k], cum[k + 1]
         short = label if len(label) <= 54 else label[:52] + "…"
-        rows.append({"y": y, "label": short, "title": f"{label}: {contribution:+.2f} log-odds",
+        rows.append({"y": y, "label": short, "title": label if short != label else "",
                      "value": f"{contribution:+.2f}", "x": X(min(a, b)),
                      "width": max(round(X(max(a, b)) - X(min(a, b)), 1), 1.0),
                      "kind": "up" if contribution > 0 else "down"})  # fmt: skip
     y += WF_ROW
-    rows.append({"y": y, "label": "this patient (risk)", "value": _pct(expit(cum[-1])),
+    rows.append({"y": y, "label": "this patient (risk)", "title": "", "value": _pct(expit(cum[-1])),
                  "x": X(cum[-1]) - 1, "width": 2, "kind": "end"})  # fmt: skip
     height = y + WF_ROW + 22
     ticks = [{"x": X(float(logit(p))), "label": _pct(p)} for p in _PROB_TICKS
