@@ -111,8 +111,11 @@ def test_trajectory_ends_at_the_score_and_the_waterfall_adds_up(trained, new, sc
     landmarks = trained.bundle.manifest["config"]["task"]["landmarks_h"]
     scored = scores[scores["status"] == "scored"]
     assert len(scored) >= 20
+    later = new.cohort.events["hours"] > AS_OF_H
+    assert later.any()  # the simulated follow-up goes on: none of it may show
     for c, r in zip(items, scores.itertuples(), strict=True):
         assert c.patient_id == r.patient_id
+        assert all(h <= AS_OF_H for h, *_ in c.treatments + c.grades)
         if r.status != "scored":
             continue
         hours = [h for h, _ in c.trajectory]
