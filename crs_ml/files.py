@@ -7,7 +7,8 @@ gone. Files get the permissions the umask gives (not mkstemp's 0600).
 
 - :class:`AtomicTable`: frames appended chunk by chunk as Parquet or CSV;
 - :func:`atomic_write`: one frame;
-- :func:`write_json`: JSON, NaN and inf written as null.
+- :func:`write_json`: JSON, NaN and inf written as null;
+- :func:`write_text`: text (an HTML page).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pandas is imported by whoever passes a frame; the CLI starts without it
     import pandas as pd
 
-__all__ = ["AtomicTable", "atomic_write", "write_json"]
+__all__ = ["AtomicTable", "atomic_write", "write_json", "write_text"]
 
 
 def _temp_beside(target: Path) -> Path:
@@ -130,6 +131,17 @@ def write_json(path: str | Path, payload: Any) -> None:
     try:
         with open(tmp, "w") as fh:
             json.dump(_clean(payload), fh, indent=2)
+        _publish(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 text atomically (temp file in the same folder, then rename)."""
+    target = Path(path)
+    tmp = _temp_beside(target)
+    try:
+        tmp.write_text(text, encoding="utf-8")
         _publish(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """``make demo``: the main job end to end on synthetic data, as a user would type it.
 
 Every step is a ``crs-ml`` command run in a subprocess, printed before it runs, so the demo
-doubles as a transcript of the workflow. It writes only ``data/demo*``, ``mlflow.db`` and
+doubles as a transcript of the workflow; it ends with the ward board of the admissions
+(``data/demo_board.html``, its path printed). It writes only ``data/demo*``, ``mlflow.db`` and
 ``mlruns/`` in the working folder (all git-ignored).
 """
 
@@ -128,9 +129,25 @@ def main() -> None:
             "1000",
         ],
     )
+    board = root / "data" / "demo_board.html"
+    step(
+        "11. The ward board of the admissions at 36 h: risk over time and why, per patient",
+        [
+            "score",
+            "--data",
+            str(admissions),
+            "--as-of-hours",
+            "36",
+            "--out",
+            str(root / "data" / "demo_scores.parquet"),
+            "--board",
+            str(board),
+        ],
+    )
     print(
         f"\nDone. The validation report is {report / 'report.html'}; `make ui` opens the MLflow UI on the same store."
     )
+    print(f"Ward board (open in a browser): {board}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ def score(
     top: Annotated[
         int, typer.Option(min=0, help="print the N highest-risk patients with their drivers")
     ] = 0,
+    board: Annotated[
+        Path | None,
+        typer.Option(help="also write the ward board: one self-contained HTML page (.html)"),
+    ] = None,
     max_unscored_fraction: Annotated[
         float | None,
         typer.Option(
@@ -84,6 +88,8 @@ def score(
         except InputError as exc:
             raise InputError(f"{exc}; or --as-of-hours H (hours since infusion)") from None
     output_kind(out)
+    if board is not None and board.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"--board {board}: the file name must end in .html")
     bundle = resolve_model(model)
     with progress_bar() as update:
         result = score_to_file(
@@ -104,6 +110,8 @@ def score(
                    f"the catalogue left out ({shown}; crs-ml check lists them)")  # fmt: skip
     if top:
         _print_top(result.top, top)
+    if board is not None:
+        _write_board(board, bundle, data, out, config, model)
     failure = result.failure(max_unscored_fraction)
     if json_out:
         write_json(json_out, {"out": str(out), "errors": str(result.errors) if result.errors
@@ -115,6 +123,22 @@ def score(
     if failure is not None:
         typer.echo(f"error: {failure}; scores written to {out} (exit {EXIT_UNSCORED})", err=True)
         sys.exit(EXIT_UNSCORED)
+
+
+def _write_board(path: Path, bundle, data: Path, out: Path, config: Path | None, model: str):
+    """The ward board of the scores just written (:mod:`crs_ml.scoring.board`), written atomically."""
+    import pandas as pd
+
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.scoring.board import board
+
+    if out.name.lower().endswith(".csv"):
+        scores = pd.read_csv(out, dtype={"patient_id": str, "status": str, "message": str})
+    else:
+        scores = pd.read_parquet(out)
+    cohort = load_cohort(data, _data_options(bundle, config))
+    board(scores, cohort, bundle, path, model_name=model)
+    typer.echo(f"ward board of {len(scores)} patients -> {path}")
 
 
 def _print_top(scores, n: int) -> None:

@@ -34,6 +34,12 @@ from crs_ml.errors import InputError, ModelError
 from crs_ml.features.builder import feature_catalogue
 from crs_ml.modeling.completeness import impute_untrained_missing
 
+#: the intended-use sentence every product surface repeats (model card, ward board)
+DECISION_SUPPORT = (
+    "Decision support for clinicians monitoring CAR-T patients; not a replacement for "
+    "clinical assessment and not validated for other therapies."
+)
+
 #: the format this crs_ml writes and reads; each step, what changed (an older model is refused
 #: with the change and what to do)
 FORMAT_VERSION = 2

@@ -21,6 +21,7 @@ from crs_ml.evaluation.validate import ValidationResult
 from crs_ml.evaluation.verdict import limitations as verdict_limitations
 from crs_ml.evaluation.verdict import validation_verdict
 from crs_ml.files import atomic_write, write_json
+from crs_ml.modeling.bundle import DECISION_SUPPORT
 from crs_ml.modeling.explain import explain
 from crs_ml.reporting import figures as plots
 from crs_ml.reporting.figures import calibration_figure, data_uri, decision_curve_figure
@@ -128,8 +129,7 @@ def model_card(bundle, metrics: dict[str, Any]) -> dict[str, Any]:
             "Early warning of severe cytokine release syndrome after CAR T-cell infusion: at a "
             "landmark L hours after infusion, the probability of ASTCT grade >= 3 CRS in "
             f"(L, {settings['horizon_h']:g}] hours, from labs, vitals and treatments recorded "
-            "up to L. Decision support for clinicians monitoring CAR-T patients; not a "
-            "replacement for clinical assessment and not validated for other therapies."
+            f"up to L. {DECISION_SUPPORT}"
         ),
         "outcome": (
             f"ASTCT grade >= 3 CRS within {settings['horizon_h']:g} h of infusion, after the "

@@ -2,8 +2,8 @@
 
 Per patient the as-of time, landmark and status (``statuses``); the scores with exact SHAP
 (``score``); readable drivers (``drivers``); the chunked batch job behind ``crs-ml score``
-(``batch``). A model arrives as a :class:`~crs_ml.modeling.bundle.Bundle`, a loaded model or
-a folder; MLflow URIs are resolved by :mod:`crs_ml.tracking.models` (``crs_ml.score`` does it).
+(``batch``); the ward board and its figures (``board``, ``board_figures``). A model arrives
+as a :class:`~crs_ml.modeling.bundle.Bundle`, a loaded model or a folder; MLflow URIs are resolved by :mod:`crs_ml.tracking.models` (``crs_ml.score`` does it).
 
 May import: every room below (core, ingest, features, evaluation, simulate, modeling). Not
 reporting (same level) nor tracking.
@@ -14,6 +14,8 @@ from crs_ml.lazy import exports_getattr
 _EXPORTS = {
     "STATUSES": "score",
     "as_bundle": "score",
+    "board": "board",
+    "render_board": "board",
     "score_records": "score",
     "score_to_file": "batch",
     "scores_table": "score",

@@ -88,7 +88,8 @@ def as_bundle(model: Any) -> Bundle:
     )
 
 
-def _model_settings(bundle: Bundle):
+def scoring_settings(bundle: Bundle):
+    """(landmarks_h, FeatureConfig, ScoringConfig) of a model, from its stored config."""
     cfg = bundle.manifest.get("config", {})
     task = TaskConfig.model_validate(cfg.get("task", {}))
     features = FeatureConfig.model_validate(cfg.get("features", {}))
@@ -134,7 +135,7 @@ class Scoring:
 def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) -> Scoring:
     """Decide every patient's status and split the patients to score into chunks."""
     bundle = as_bundle(model)
-    landmarks, features, settings = _model_settings(bundle)
+    landmarks, features, settings = scoring_settings(bundle)
     cohort = dataclasses.replace(cohort, patients=cohort.patients.reset_index(drop=True))
     st = statuses(cohort, landmarks, as_of, as_of_hours)
     n = len(st.pid_values)
