@@ -198,13 +198,13 @@ def latency(bundle_dir: Path, folder: Path, cohort, n: int, seed: int) -> dict:
 
     from crs_ml.ingest.records import cohort_to_records, records_to_cohort
     from crs_ml.scoring.score import score
-    from crs_ml.tracking.pyfunc import CrsSeverityModel, input_signature, pip_requirements
+    from crs_ml.tracking.pyfunc import MODEL_CODE, input_signature, pip_requirements
 
     manifest = json.loads((bundle_dir / "bundle.json").read_text())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no input example: this model is never logged
         mlflow.pyfunc.save_model(
-            path=str(folder / "pyfunc"), python_model=CrsSeverityModel(),
+            path=str(folder / "pyfunc"), python_model=MODEL_CODE,
             artifacts={"bundle": str(bundle_dir)},
             signature=input_signature(manifest["feature_names"]),
             pip_requirements=pip_requirements(),

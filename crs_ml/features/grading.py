@@ -35,6 +35,8 @@ for all patients (no per-patient loop). A closed interval [a, b] stops counting 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -89,6 +91,22 @@ def label_definition(settings: LabelConfig | None = None) -> str:
     )
 
 
+_FLOW_RE, _FIO2_RE = re.compile(FLOW_PATTERN), re.compile(FIO2_PATTERN)
+_CANNULA_RE, _MASK_RE = re.compile(CANNULA_PATTERN), re.compile(MASK_PATTERN)
+
+
+def _parse_detail(text: str) -> tuple[float, float, bool]:
+    """(highest flow stated, FiO2 as a fraction, names a cannula and no mask) of one text."""
+    flows = [float(x) for x in _FLOW_RE.findall(text)]
+    fio2 = float("nan")
+    found = _FIO2_RE.search(text)
+    if found:
+        value = float(found.group(1))
+        fio2 = value / 100.0 if found.group(2) == "%" or value > 1 else value
+    cannula = bool(_CANNULA_RE.search(text)) and not _MASK_RE.search(text)
+    return (max(flows) if flows else float("nan"), fio2, cannula)
+
+
 def oxygen_flow(detail: pd.Series) -> pd.DataFrame:
     """Flow and FiO2 stated in oxygen event details (vectorised; NaN where none is stated).
 
@@ -96,17 +114,12 @@ def oxygen_flow(detail: pd.Series) -> pd.DataFrame:
     '40%' and '40' are 0.40, '0.4' is 0.40), cannula (names a nasal cannula and no mask,
     Venturi or rebreather). Each distinct text is parsed once."""
     codes, uniq = pd.factorize(detail.astype(object).where(detail.notna(), ""), sort=False)
-    text = pd.Series(pd.Index(uniq).astype(str), dtype=object)
-    flows = text.str.extractall(FLOW_PATTERN)[0].astype("float64").groupby(level=0).max()
-    fio2 = text.str.extract(FIO2_PATTERN)
-    value = fio2[0].astype("float64")
-    value = np.where((fio2[1] == "%") | (value > 1), value / 100.0, value)
-    cannula = text.str.contains(CANNULA_PATTERN) & ~text.str.contains(MASK_PATTERN)
+    parsed = [_parse_detail(str(t)) for t in uniq]  # few distinct texts: plain re is fastest
     per_text = pd.DataFrame(
         {
-            "flow_l_min": flows.reindex(text.index).to_numpy("float64"),
-            "fio2": value.astype("float64"),
-            "cannula": cannula.to_numpy(bool),
+            "flow_l_min": np.array([p[0] for p in parsed], dtype="float64"),
+            "fio2": np.array([p[1] for p in parsed], dtype="float64"),
+            "cannula": np.array([p[2] for p in parsed], dtype=bool),
         }
     )
     out = per_text.iloc[codes].reset_index(drop=True)

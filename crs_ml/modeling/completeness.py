@@ -157,14 +157,22 @@ def impute_untrained_missing(
     if not stored or not len(X):
         return X, mask
     share, median = stored.get("missing_share", {}), stored.get("median", {})
-    out = None
-    for j, name in enumerate(names):
-        s, m = share.get(name), median.get(name)
-        if s is None or m is None or s > UNTRAINED_MISSING_SHARE:
-            continue
-        gap = X[name].isna().to_numpy()
-        if gap.any():
-            out = X.copy() if out is None else out
-            out.loc[gap, name] = float(m)
-            mask[:, j] = gap
-    return (X if out is None else out), mask
+    cols = [
+        j
+        for j, name in enumerate(names)
+        if share.get(name) is not None
+        and median.get(name) is not None
+        and share[name] <= UNTRAINED_MISSING_SHARE
+    ]
+    if not cols:
+        return X, mask
+    chosen = [names[j] for j in cols]
+    values = X[chosen].to_numpy(dtype=np.float64, na_value=np.nan)
+    gap = np.isnan(values)
+    if not gap.any():
+        return X, mask
+    out = X.copy()
+    # one vectorised fill (a column loop cost ~8 ms a call for one patient)
+    out[chosen] = np.where(gap, np.array([float(median[n]) for n in chosen]), values)
+    mask[:, cols] = gap
+    return out, mask
