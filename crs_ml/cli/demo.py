@@ -76,23 +76,23 @@ def main() -> None:
         )
     step("5. Compare the runs at the 24 h landmark", ["compare", "--landmark", "24"])
     admissions = root / "data" / "demo_admissions"
+    scores_out = str(root / "data" / "demo_scores.parquet")
+    score_admissions = [
+        "score",
+        "--data",
+        str(admissions),
+        "--as-of-hours",
+        "36",
+        "--out",
+        scores_out,
+    ]
     step(
         "6. A fresh batch of admissions, 36 h after infusion (new seed, so new patients)",
         ["simulate", "--n-patients", "300", "--seed", "3", "--out", str(admissions)],
     )
     step(
         "7. Score them with the champion; the five highest-risk patients, their completeness and drivers",
-        [
-            "score",
-            "--data",
-            str(admissions),
-            "--as-of-hours",
-            "36",
-            "--out",
-            str(root / "data" / "demo_scores.parquet"),
-            "--top",
-            "5",
-        ],
+        [*score_admissions, "--top", "5"],
     )
     external = root / "data" / "demo_external"
     step(
@@ -132,17 +132,7 @@ def main() -> None:
     board = root / "data" / "demo_board.html"
     step(
         "11. The ward board of the admissions at 36 h: risk over time and why, per patient",
-        [
-            "score",
-            "--data",
-            str(admissions),
-            "--as-of-hours",
-            "36",
-            "--out",
-            str(root / "data" / "demo_scores.parquet"),
-            "--board",
-            str(board),
-        ],
+        [*score_admissions, "--board", str(board)],
     )
     print(
         f"\nDone. The validation report is {report / 'report.html'}; `make ui` opens the MLflow UI on the same store."
