@@ -54,6 +54,7 @@ import pandas as pd
 from crs_ml.config import DEFAULT_LANDMARKS_H
 from crs_ml.errors import ConfigError
 from crs_ml.features.grading import LABEL_DEFINITION
+from crs_ml.features.landmarks import at_risk_status
 from crs_ml.simulate.baseline import Baseline, draw_baseline
 from crs_ml.simulate.chain import (
     STATE_NAMES,
@@ -118,9 +119,8 @@ def _truth(path, risk, oc: pd.DataFrame, steps, horizon: float, ids) -> pd.DataF
     rows = np.arange(len(ids))
     parts = []
     for L in steps:
-        lost = (fu < horizon) & ~(death <= fu)  # follow-up ended early, not by death
-        excluded = (g3 <= L) | (death <= L) | (fu <= L) | lost
-        keep = ~excluded
+        status, _, _ = at_risk_status(g3, death, fu, float(L), horizon)  # rules 1-4
+        keep = status == "included"
         state = path[:, L]
         r = risk.risk_at[int(L)][rows, state]
         parts.append(
