@@ -102,19 +102,24 @@ class Bundle:
     def catalogue(self) -> pd.DataFrame:
         return pd.DataFrame(self.manifest["catalogue"])
 
-    def model_inputs(self, X: pd.DataFrame) -> pd.DataFrame:
+    def fill_untrained_missing(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """``X`` in the model's column order, with each feature that was never missing in
-        training set to its training median where missing (:func:`impute_untrained_missing`):
-        the one rule every prediction (scoring, validation, recalibration) goes through."""
+        training set to its training median where missing (:func:`impute_untrained_missing`),
+        and the (rows, features) mask of the values so filled. Every prediction (scoring,
+        validation, recalibration, the board) goes through this rule, via
+        :meth:`model_inputs`; scoring also uses the mask to name the filled inputs."""
         missing = [c for c in self.feature_names if c not in X.columns]
         if missing:
             raise ModelError(
                 f"feature matrix lacks {len(missing)} model features, e.g. {missing[:3]}"
             )
-        out, _ = impute_untrained_missing(
+        return impute_untrained_missing(
             X[self.feature_names], self.feature_names, self.training_inputs
         )
-        return out
+
+    def model_inputs(self, X: pd.DataFrame) -> pd.DataFrame:
+        """:meth:`fill_untrained_missing` without the mask."""
+        return self.fill_untrained_missing(X)[0]
 
     def matrix(self, X: pd.DataFrame) -> np.ndarray:
         """Dense float matrix of :meth:`model_inputs` (NaN = missing)."""

@@ -41,7 +41,7 @@ from crs_ml.features.builder import build_features
 from crs_ml.features.grading import grade_events
 from crs_ml.files import write_text
 from crs_ml.modeling.bundle import DECISION_SUPPORT
-from crs_ml.modeling.completeness import KEY_INPUTS, impute_untrained_missing
+from crs_ml.modeling.completeness import KEY_INPUTS
 from crs_ml.scoring.drivers import (
     feature_spec,
     format_numbers,
@@ -160,7 +160,7 @@ def trajectories(model, cohort: Cohort, scores: pd.DataFrame):
         empty = pd.DataFrame(columns=names, dtype=np.float64)
         return points.assign(risk=np.empty(0)), empty, np.zeros((0, len(names)), dtype=bool)
     X = build_features(cohort.subset(points["patient_id"].unique()), points, features)
-    X, imputed = impute_untrained_missing(X, names, bundle.training_inputs)
+    X, imputed = bundle.fill_untrained_missing(X)
     points["risk"] = bundle.predict_risk(X)
     return points, X[names].reset_index(drop=True), imputed
 

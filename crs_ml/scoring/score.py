@@ -42,7 +42,6 @@ from crs_ml.modeling.bundle import Bundle, load_model_folder
 from crs_ml.modeling.completeness import (
     Completeness,
     completeness,
-    impute_untrained_missing,
     key_input_columns,
 )
 from crs_ml.modeling.explain import explain
@@ -185,7 +184,7 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
         if isinstance(X, CrsMlError):
             raise X
         names = s.bundle.feature_names
-        X, imputed = impute_untrained_missing(X, names, s.bundle.training_inputs)
+        X, imputed = s.bundle.fill_untrained_missing(X)
         ex = explain(s.bundle, X, threads)
     except CrsMlError as exc:
         s.st.status[rows] = "error"
