@@ -25,6 +25,9 @@ from pydantic import (
 from crs_ml.errors import ConfigError
 
 DEFAULT_LANDMARKS_H = [float(h) for h in range(6, 97, 6)]
+#: landmarks of the simulator's truth table (true risk): every 6 h up to day 7, since severe
+#: CRS of 4-1BB products starts on days 4-9; contains DEFAULT_LANDMARKS_H
+SIMULATOR_TRUTH_LANDMARKS_H = [float(h) for h in range(6, 169, 6)]
 
 
 class _Strict(BaseModel):

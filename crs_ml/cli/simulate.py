@@ -103,6 +103,20 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[
             Path | None, typer.Option("--json", help="Also write the summary as JSON.")
         ] = None,
+        markers: Annotated[
+            str,
+            typer.Option(
+                "--markers",
+                help="core (the 12 variables) or all (also cytokine panel, coagulation, "
+                "liver and blood counts; about 1.6x the observation rows).",
+            ),
+        ] = "core",
+        landmarks_h: Annotated[
+            str | None,
+            typer.Option(
+                "--landmarks-h", help="Landmarks of truth.csv, e.g. 24,48,72 (default 6-168 h)."
+            ),
+        ] = None,
     ) -> None:
         """Simulate a cohort: patients, observations, events, outcomes and truth (CSV)."""
         import time
@@ -115,16 +129,26 @@ def register(app: typer.Typer) -> None:
         if style not in ("clean", "messy"):
             raise ConfigError(f"--style must be 'clean' or 'messy', got '{style}'")
         params = _params(sites, products)
+        landmarks = None
+        if landmarks_h is not None:
+            try:
+                landmarks = [float(x) for x in landmarks_h.split(",")]
+            except ValueError:
+                raise ConfigError(
+                    f"--landmarks-h '{landmarks_h}': expected hours, e.g. 24,48,72"
+                ) from None
         started = time.perf_counter()
         with progress_bar() as update:
             result = simulate(
-                n_patients, seed, style=style, horizon_h=horizon_h, params=params, progress=update
-            )
+                n_patients, seed, style=style, horizon_h=horizon_h, landmarks_h=landmarks,
+                params=params, progress=update, markers=markers,
+            )  # fmt: skip
             update("writing files", 0, 1)
             paths = write_cohort(result.tables, out)
             update("writing files", 1, 1)
         summary = cohort_summary(result.tables, time.perf_counter() - started)
-        summary.update({"seed": seed, "style": style, "horizon_h": horizon_h, "out": str(out)})
+        summary.update({"seed": seed, "style": style, "horizon_h": horizon_h, "out": str(out),
+                        "markers": markers})  # fmt: skip
 
         table = Table(title=f"Simulated cohort ({style}, seed {seed}) -> {out}")
         table.add_column("quantity")

@@ -63,7 +63,7 @@ DECIMALS = {
 }  # fmt: skip
 
 
-def _smooth(x: np.ndarray, tau_h: float) -> np.ndarray:
+def smooth(x: np.ndarray, tau_h: float) -> np.ndarray:
     """Causal exponential smoothing along axis 1 (hourly grid), starting from 0."""
     a = float(np.exp(-1.0 / tau_h))
     return lfilter([1.0 - a], [1.0, -a], x, axis=1)
@@ -105,18 +105,18 @@ class Kinetics:
         elif name == "toci_on":
             out = (kk >= c.toci[:, None]).astype("float64")
         elif name == "il6":
-            out = _smooth(self._grid("drive"), kp.tau_il6_h)
+            out = smooth(self._grid("drive"), kp.tau_il6_h)
         elif name == "crp":
             il6, d = self._grid("il6"), int(kp.crp_delay_h)
             lagged = np.zeros_like(il6)
             lagged[:, d:] = il6[:, : il6.shape[1] - d]
             synthesis = lagged * (1 - kp.toci_crp_block * self._grid("toci_on"))
             synthesis *= np.exp(kp.crp_response_sd * self.base.crp_response_z)[:, None]
-            out = _smooth(synthesis, kp.tau_crp_h)
+            out = smooth(synthesis, kp.tau_crp_h)
         elif name == "ferritin":
-            out = _smooth(self._grid("il6"), kp.tau_ferritin_h)
+            out = smooth(self._grid("il6"), kp.tau_ferritin_h)
         elif name == "fever":
-            out = _smooth(
+            out = smooth(
                 self._grid("drive") * (1 - kp.toci_fever_block * self._grid("toci_on")),
                 kp.tau_fever_h,
             )
@@ -125,7 +125,7 @@ class Kinetics:
             hypo = ((lev == L_G2) & np.isin(c.grade2_type, [HYPO, BOTH])[:, None]) | (
                 np.isin(lev, [L_G3, L_G4]) & (c.grade3_type == VASO)[:, None]
             )
-            out = _smooth(hypo.astype("float64"), 24.0)
+            out = smooth(hypo.astype("float64"), 24.0)
         else:  # pragma: no cover
             raise KeyError(name)
         out = np.asarray(out, dtype=np.float32)  # halves the memory of the hourly grids
@@ -134,6 +134,11 @@ class Kinetics:
 
     def release(self) -> None:
         self._cache.clear()
+
+    def grid(self, name: str) -> np.ndarray:
+        """A latent grid (n, K + 1) by name: drive, il6, crp, ferritin, fever, hypotension,
+        toci_on (see the module docstring); computed once and cached until ``release``."""
+        return self._grid(name)
 
     def _at(self, name: str, i: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Grid value at (patient i, hour k); k < 0 (before infusion) gives 0."""

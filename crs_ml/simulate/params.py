@@ -30,6 +30,13 @@ another's):
 * D (15%): early intervention: tocilizumab after about 12 h of fever, at once at grade 2,
   steroids soon after; in-house IL-6; messy files with absolute times and aliases.
 
+Markers beyond the core 12 (``markers="all"``, :class:`MarkerParams`; assumption): blood
+counts, coagulation and liver panels at the first lab draw of each day at every site
+(coagulation 80% at B, 40% at C); a cytokine panel (IFN-gamma, IL-10, MCP-1, TNF-alpha,
+IL-1beta) daily at A only (a research protocol), result 6-24 h after the draw. Messy units:
+D-dimer ng/mL DDU, fibrinogen g/L, bilirubin umol/L (B); WBC and ANC /uL,
+bilirubin umol/L, fibrinogen g/L (C); D-dimer mg/L FEU, ALT and AST IU/L (D).
+
 Sampling (informative): vital signs every 12/8/4/4 h and labs every 24/12/12/8 h when well /
 grade 1 / grade 2 / grade >= 3; well patients are on the ward schedule for 48 h, then have
 weekly outpatient labs. This gives about 90 observation rows per patient (more in CRS);
@@ -125,6 +132,11 @@ class SiteParams:
     units: tuple[tuple[str, str], ...] = ()
     #: messy style only: "canonical", "alias" or "loinc" variable names
     naming: str = "canonical"
+    #: markers="all" only: P(panel ordered) at the first lab draw of each day, per panel of
+    #: MARKER_PANELS; a panel not listed is never ordered at this site
+    panels: tuple[tuple[str, float], ...] = (("cbc", 1.0), ("coagulation", 1.0), ("liver", 1.0))
+    #: result delay of the cytokine panel (hours; a send-out multiplex assay, assumption)
+    cytokine_delay_h: tuple[float, float] = (12.0, 36.0)
 
 
 @dataclass(frozen=True)
@@ -287,6 +299,137 @@ class KineticsParams:
 
 
 @dataclass(frozen=True)
+class CytokineParams:
+    """One serum cytokine of a multiplex panel: a function of the same latent drive as IL-6.
+
+    value = (baseline + per_unit * C(k)) * exp(noise_sd * z), C the drive J (see
+    KineticsParams) with the cytokine's own amplitude and time constant: J x exp(
+    severity_loading * s + patient_sd * z_c) smoothed with ``tau_h`` (z_c a patient factor
+    that changes no hazard). ``severity_loading`` > 0 means the cytokine carries more of the
+    latent severity than IL-6 does. Results below ``lower_limit`` are reported ``<limit``.
+    Tocilizumab does not raise these (the receptor blockade is IL-6's); a steroid damps them
+    through J."""
+
+    name: str
+    baseline_median: float  #: pg/mL before infusion
+    baseline_sd: float  #: log-scale sd of the baseline
+    per_unit: float  #: pg/mL per unit of the smoothed drive
+    tau_h: float
+    severity_loading: float
+    patient_sd: float
+    noise_sd: float
+    lower_limit: float  #: assay lower limit of quantification, pg/mL
+    source: str
+
+
+def _default_cytokines() -> tuple[CytokineParams, ...]:
+    C = CytokineParams
+    teachey = "Teachey, Cancer Discov 2016 (n=51): peak "
+    return (
+        C("ifng", 2.0, 0.6, 30.0, 3.0, 0.30, 0.35, 0.25, 1.0,
+          teachey + "IFN-gamma highly associated with severe CRS and in the early predictive "
+          "signature; Hay, Blood 2017: higher in severe CRS. Sizes and timing: assumption"),
+        C("il10", 3.0, 0.5, 8.0, 6.0, 0.20, 0.35, 0.25, 1.0,
+          teachey + "IL-10 higher in severe CRS; Hay, Blood 2017 likewise. Sizes and timing: "
+          "assumption"),
+        C("mcp1", 300.0, 0.35, 120.0, 6.0, 0.20, 0.30, 0.20, 10.0,
+          "Hay, Blood 2017: MCP-1 early after infusion in the severe-CRS classification tree; "
+          "Teachey 2016: among the cytokines higher in severe CRS. Sizes: assumption"),
+        C("tnf_alpha", 8.0, 0.4, 1.0, 4.0, 0.0, 0.30, 0.25, 1.0,
+          "assumption: a modest rise with the drive and no severity signal of its own (not "
+          "among the separating cytokines of Teachey 2016)"),
+        C("il1b", 1.0, 0.5, 0.2, 4.0, 0.0, 0.30, 0.30, 0.5,
+          "assumption: serum IL-1beta is low and often below the assay limit in patients "
+          "(its role in CRS is shown in mouse models: Norelli, Giavridis, Nat Med 2018)"),
+    )  # fmt: skip
+
+
+#: panels of the catalogue markers the core simulator does not write (variables in order)
+MARKER_PANELS: dict[str, tuple[str, ...]] = {
+    "cbc": ("wbc", "anc"),
+    "coagulation": ("d_dimer", "fibrinogen", "inr"),
+    "liver": ("alt", "ast", "bilirubin"),
+    "cytokines": ("ifng", "il10", "mcp1", "tnf_alpha", "il1b"),
+}
+
+
+@dataclass(frozen=True)
+class MarkerParams:
+    """The catalogue markers beyond the core 12 (cytokine panel, coagulation, liver, blood
+    counts). Written when the simulation option ``markers="all"``; drawn from their own random
+    stream, so the core observations, events and outcomes of a seed are the same with and
+    without them. Every marker is a function of the latent grids of the core kinetics
+    (crs_ml.simulate.kinetics): they add measurements of the same course, never a hazard.
+
+    Baselines: ``median * exp(tb * tumour_burden + sd * own deviation)`` (assumptions)."""
+
+    cytokines: tuple[CytokineParams, ...] = field(default_factory=_default_cytokines)
+    # ---- coagulation (Hay, Blood 2017: severe CRS is a consumptive coagulopathy with rising
+    # D-dimer, falling fibrinogen and prolonged PT; Buechner, Blood Adv 2021 (ELIANA/ENSIGN,
+    # n=137): fibrinogen < 1.5 g/L only in severe CRS, PT/INR prolonged in some; Haematologica
+    # 2024;109:2969 (n=41): fibrinogen first rises in CRS (IL-6-driven acute phase), then
+    # falls after tocilizumab). Consumption K = the IL-6-speed inflammation I smoothed over
+    # ``tau_consumption_h``.
+    fibrinogen_median: float = 380.0  #: mg/dL (assumption; upper-normal in lymphoma)
+    fibrinogen_sd: float = 0.2
+    #: acute phase: x (1 + acute_max * S / (S + crp_half_unit)), S the CRP synthesis grid
+    #: (blocked by tocilizumab, so fibrinogen falls after it: Haematologica 2024)
+    fibrinogen_acute_max: float = 0.6
+    #: consumption: x exp(-fibrinogen_consumption * K) (size: assumption, set so that about
+    #: 40% of grade >= 3 patients and < 1% of the others reach a nadir < 150 mg/dL, near
+    #: Buechner 2021's 23 replaced patients, all with severe CRS)
+    fibrinogen_consumption: float = 0.06
+    tau_consumption_h: float = 24.0
+    fibrinogen_noise: float = 0.08
+    d_dimer_median: float = 0.8  #: ug/mL FEU (assumption; above normal in active lymphoma)
+    d_dimer_tb: float = 0.3
+    d_dimer_sd: float = 0.5
+    d_dimer_per_unit: float = 0.4  #: x (1 + per_unit * K) (assumption)
+    d_dimer_noise: float = 0.12
+    inr_median: float = 1.05
+    inr_sd: float = 0.06
+    inr_per_unit: float = 0.02  #: x (1 + per_unit * K) (assumption)
+    inr_noise: float = 0.04
+    # ---- liver (Lee, Blood 2014 and Brudno & Kochenderfer, Blood 2016: transaminase and
+    # bilirubin rises are organ toxicities of CRS; Haematologica 2024: liver dysfunction
+    # mainly at grade >= 3). Hepatic injury H = I smoothed over tau_liver_h (AST, ALT) or
+    # tau_bilirubin_h, plus hypoperfusion (the smoothed hypotension of the core kinetics).
+    alt_median: float = 22.0  #: U/L (assumption)
+    alt_sd: float = 0.45
+    ast_median: float = 24.0
+    ast_sd: float = 0.35
+    alt_per_unit: float = 0.08  #: x (1 + per_unit * H + hypoperfusion term) (assumption)
+    ast_per_unit: float = 0.12  #: AST rises more than ALT early (assumption)
+    liver_per_hypotension: float = 1.5
+    tau_liver_h: float = 24.0
+    bilirubin_median: float = 0.5  #: mg/dL
+    bilirubin_sd: float = 0.35
+    bilirubin_per_unit: float = 0.05
+    tau_bilirubin_h: float = 48.0
+    liver_noise: float = 0.08
+    # ---- blood counts (cytopenias after lymphodepletion: Fried, Bone Marrow Transplant 2019
+    # (early neutropenia, nadir in the first week); Jain, Blood Adv 2020 and Juluri, Blood Adv
+    # 2022: higher-grade CRS and its cytokines mean deeper, longer cytopenias). Neutrophils
+    # x exp(-depth * g(t)) with g a log-Gaussian bump of mode ``anc_nadir_h`` (timing:
+    # assumption) and depth per patient, x exp(-anc_per_unit * F) with F the ferritin-speed
+    # inflammation; lymphocytes and monocytes (WBC - ANC) fall deeper and earlier.
+    anc_median: float = 3.0  #: 10^9/L at the pre-infusion draw
+    anc_tb: float = -0.2  #: marrow tumour burden lowers the counts (assumption)
+    anc_sd: float = 0.45
+    neutrophil_share: float = 0.65  #: of the WBC at baseline (assumption)
+    other_leukocytes_sd: float = 0.2  #: log-scale sd of the non-neutrophil share
+    anc_depth: float = 2.5  #: exp(-2.5) = 8% of baseline at the nadir (grade 4 in many)
+    anc_depth_sd: float = 0.3
+    anc_nadir_h: float = 144.0
+    anc_nadir_sigma: float = 0.55
+    anc_per_unit: float = 0.03
+    lymph_depth: float = 2.0
+    lymph_nadir_h: float = 48.0
+    lymph_nadir_sigma: float = 0.9
+    count_noise: float = 0.1
+
+
+@dataclass(frozen=True)
 class DirtParams:
     """Messy style only: rates of the dirt the loader must handle (assumptions)."""
 
@@ -322,7 +465,9 @@ def _default_sites() -> tuple[SiteParams, ...]:
     return (
         # A: academic centre, research protocol with daily in-house IL-6, toci at grade 2
         # or after ~36 h of fever, steroids if grade 2 persists after toci
-        S("A", 0.35, 1 / 36, 1 / 2, 1 / 36, True),
+        S("A", 0.35, 1 / 36, 1 / 2, 1 / 36, True,
+          panels=(("cbc", 1.0), ("coagulation", 1.0), ("liver", 1.0), ("cytokines", 1.0)),
+          cytokine_delay_h=(6.0, 24.0)),
         # B: IL-6 as a send-out test (result 12-24 h after the draw), CRP in mg/dL, degF,
         # aliases, brand names, absolute times
         S("B", 0.25, 0.0, 1 / 4, 0.0, True,
@@ -331,8 +476,11 @@ def _default_sites() -> tuple[SiteParams, ...]:
           labs=(("crp", 1.0), ("ferritin", 0.5), ("ldh", 0.3), ("platelets", 1.0),
                 ("creatinine", 1.0)),
           il6_prob=(0.15, 0.6, 0.6, 0.6), il6_delay_h=(12.0, 24.0),
-          absolute_times=True, units=(("crp", "mg/dL"), ("temperature", "degF")),
-          naming="alias"),
+          absolute_times=True, units=(("crp", "mg/dL"), ("temperature", "degF"),
+                                      ("d_dimer", "ng/mL DDU"), ("fibrinogen", "g/L"),
+                                      ("bilirubin", "umol/L")),
+          naming="alias",
+          panels=(("cbc", 1.0), ("coagulation", 0.8), ("liver", 1.0))),
         # C: conservative policy (toci only at grade 3, steroids only at grade 4), IL-6
         # rarely measured, LOINC codes, platelets per uL, creatinine umol/L
         S("C", 0.25, 0.0, 0.0, 0.0, False,
@@ -341,7 +489,10 @@ def _default_sites() -> tuple[SiteParams, ...]:
           labs=(("crp", 1.0), ("ferritin", 0.7), ("ldh", 0.3), ("platelets", 1.0),
                 ("creatinine", 1.0)),
           il6_prob=(0.02, 0.05, 0.1, 0.1), il6_delay_h=(12.0, 24.0),
-          units=(("platelets", "/uL"), ("creatinine", "umol/L")), naming="loinc"),
+          units=(("platelets", "/uL"), ("creatinine", "umol/L"), ("wbc", "/uL"),
+                 ("anc", "/uL"), ("bilirubin", "umol/L"), ("fibrinogen", "g/L")),
+          naming="loinc",
+          panels=(("cbc", 1.0), ("coagulation", 0.4), ("liver", 1.0))),
         # D: early intervention (toci after ~12 h of fever, steroids soon after toci at
         # grade 2), in-house IL-6 at fever, absolute times, aliases
         S("D", 0.15, 1 / 12, 1.0, 1 / 6, True,
@@ -350,7 +501,8 @@ def _default_sites() -> tuple[SiteParams, ...]:
           labs=(("crp", 1.0), ("ferritin", 1.0), ("ldh", 0.3), ("platelets", 1.0),
                 ("creatinine", 1.0)),
           il6_prob=(0.3, 1.0, 1.0, 1.0), il6_delay_h=(2.0, 6.0),
-          absolute_times=True, naming="alias"),
+          absolute_times=True, naming="alias",
+          units=(("d_dimer", "mg/L FEU"), ("alt", "IU/L"), ("ast", "IU/L"))),
     )  # fmt: skip
 
 
@@ -366,6 +518,7 @@ class SimulationParams:
     course: CourseParams = field(default_factory=CourseParams)
     kinetics: KineticsParams = field(default_factory=KineticsParams)
     dirt: DirtParams = field(default_factory=DirtParams)
+    markers: MarkerParams = field(default_factory=MarkerParams)
 
     def product_names(self) -> list[str]:
         return [p.name for p in self.products]
@@ -398,6 +551,18 @@ class SimulationParams:
                     )
             if s.naming not in ("canonical", "alias", "loinc"):
                 raise ConfigError(f"simulation params: site {s.name}: naming '{s.naming}'")
+            for panel, prob in s.panels:
+                if panel not in MARKER_PANELS or not 0 <= prob <= 1:
+                    raise ConfigError(
+                        f"simulation params: site {s.name}: panel '{panel}' with probability "
+                        f"{prob} (panels: {sorted(MARKER_PANELS)}, probability in [0, 1])"
+                    )
+        cyto = {c.name for c in self.markers.cytokines}
+        if cyto != set(MARKER_PANELS["cytokines"]):
+            raise ConfigError(
+                f"simulation params: markers.cytokines must describe exactly "
+                f"{list(MARKER_PANELS['cytokines'])}, got {sorted(cyto)}"
+            )
         return self
 
 

@@ -62,8 +62,10 @@ def sample_observations(
     kin: Kinetics,
     params: SimulationParams,
     rng: np.random.Generator,
-) -> pd.DataFrame:
-    """Observation rows: idx, hours (result time), variable, value, censored, unit-free."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(observations, lab draws): observation rows idx, hours (result time), variable,
+    value, censored (unit-free); every lab draw as idx, time (draw time), k (grid hour, -1
+    before infusion), group, full (the marker panels are ordered at these draws)."""
     n = base.n
     site = base.site
     level = course.level
@@ -179,7 +181,7 @@ def sample_observations(
                 {"idx": i[ok], "hours": res[ok], "variable": var, "value": v[ok], "censored": c[ok]}
             )
         )
-    kin.release()
     obs = pd.concat(rows, ignore_index=True)
     obs = obs.drop_duplicates(["idx", "hours", "variable"], keep="first")
-    return obs.sort_values(["idx", "hours", "variable"], kind="stable").reset_index(drop=True)
+    obs = obs.sort_values(["idx", "hours", "variable"], kind="stable").reset_index(drop=True)
+    return obs, dr

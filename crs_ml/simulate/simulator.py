@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from crs_ml.config import DEFAULT_LANDMARKS_H
+from crs_ml.config import SIMULATOR_TRUTH_LANDMARKS_H
 from crs_ml.errors import ConfigError
 from crs_ml.features.grading import LABEL_DEFINITION
 from crs_ml.features.landmarks import at_risk_status
@@ -65,6 +65,7 @@ from crs_ml.simulate.chain import (
 )
 from crs_ml.simulate.course import Course, build_course, outcomes
 from crs_ml.simulate.kinetics import Kinetics
+from crs_ml.simulate.markers import sample_markers
 from crs_ml.simulate.params import SimulationParams, default_params
 from crs_ml.simulate.sampling import sample_observations
 from crs_ml.simulate.write import render_clean, render_messy, write_cohort
@@ -75,7 +76,12 @@ __all__ = [
 ]  # fmt: skip
 
 STYLES = ("clean", "messy")
-_STREAMS = ("baseline", "chain", "course", "sampling", "dirt")
+#: "core": the 12 variables of the core kinetics; "all": also the catalogue markers of
+#: crs_ml.simulate.markers (cytokine panel, coagulation, liver, blood counts)
+MARKER_SETS = ("core", "all")
+#: independent streams spawned from SeedSequence(seed), in this order (a stream appended at the
+#: end leaves the earlier ones, and so every cohort written before it, unchanged)
+_STREAMS = ("baseline", "chain", "course", "sampling", "dirt", "markers")
 
 
 @dataclass
@@ -100,7 +106,8 @@ def _horizon_steps(horizon_h: float) -> int:
 
 
 def _landmark_steps(landmarks_h, K: int) -> np.ndarray:
-    lm = np.asarray(DEFAULT_LANDMARKS_H if landmarks_h is None else landmarks_h, dtype="float64")
+    default = SIMULATOR_TRUTH_LANDMARKS_H
+    lm = np.asarray(default if landmarks_h is None else landmarks_h, dtype="float64")
     if lm.ndim != 1 or (lm <= 0).any() or (lm != np.round(lm)).any():
         raise ConfigError(f"landmarks must be whole hours > 0, got {list(np.atleast_1d(lm))}")
     lm = np.unique(lm).astype(np.int64)
@@ -171,10 +178,14 @@ def simulate(
     landmarks_h=None,
     params: SimulationParams | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    markers: str = "core",
 ) -> SimulationResult:
-    """Simulate a cohort; see the module docstring. ``progress(stage, done, total)``."""
+    """Simulate a cohort; see the module docstring. ``progress(stage, done, total)``;
+    ``markers``: "core" (the 12 variables) or "all" (also the catalogue markers)."""
     if style not in STYLES:
         raise ConfigError(f"style must be one of {STYLES}, got '{style}'")
+    if markers not in MARKER_SETS:
+        raise ConfigError(f"markers must be one of {MARKER_SETS}, got '{markers}'")
     if int(n_patients) != n_patients or n_patients < 1:
         raise ConfigError(f"n_patients must be a whole number >= 1, got {n_patients}")
     n = int(n_patients)
@@ -196,13 +207,27 @@ def simulate(
     if progress is not None:
         progress("observations", 0, 1)
     kin = Kinetics(base, course, params)
-    obs = sample_observations(base, course, kin, params, rng["sampling"])
-    obs.insert(0, "patient_id", ids[obs.pop("idx").to_numpy()])
+    obs, draws = sample_observations(base, course, kin, params, rng["sampling"])
+    marker_obs, marker_dirt = None, None
+    if markers == "all":
+        marker_sampling, marker_dirt = rng["markers"].spawn(2)
+        marker_obs = sample_markers(base, course, kin, draws, params, marker_sampling)
+    kin.release()
+    all_obs = obs
+    if marker_obs is not None:  # the markers go between the core rows, in time order
+        all_obs = pd.concat([obs, marker_obs], ignore_index=True)
+        all_obs = all_obs.sort_values(["idx", "hours", "variable"], kind="stable")
+    for frame in {id(f): f for f in (obs, all_obs, marker_obs) if f is not None}.values():
+        frame.insert(0, "patient_id", ids[frame.pop("idx").to_numpy()])
     if progress is not None:
         progress("observations", 1, 1)
-    tables = render_clean(_patients_table(base, params), obs, _events_table(course, ids), oc, truth)
+    tables = render_clean(
+        _patients_table(base, params), all_obs, _events_table(course, ids), oc, truth
+    )
     if style == "messy":
-        tables = render_messy(tables, obs, base.site, params, rng["dirt"])
+        tables = render_messy(
+            tables, obs, base.site, params, rng["dirt"], marker_obs, marker_dirt
+        )
 
     prod_names = np.array(params.product_names(), dtype=object)
     latent = pd.DataFrame(
@@ -239,9 +264,10 @@ def simulate_cohort(
     horizon_h: float = 336,
     landmarks_h=None,
     params: SimulationParams | None = None,
+    markers: str = "core",
 ) -> dict[str, pd.DataFrame]:
     """The input tables (patients, observations, events, outcomes) and truth, as written."""
-    return simulate(n_patients, seed, style, horizon_h, landmarks_h, params).tables
+    return simulate(n_patients, seed, style, horizon_h, landmarks_h, params, markers=markers).tables
 
 
 def latent_probabilities(

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crs_ml.simulate.kinetics import DECIMALS
+from crs_ml.simulate.kinetics import DECIMALS as CORE_DECIMALS
+from crs_ml.simulate.markers import MARKER_DECIMALS
 from crs_ml.simulate.params import SimulationParams
 from crs_ml.variables import VARIABLES
 
@@ -37,20 +38,34 @@ ALIAS = {
     "temperature": "Temp", "il6": "IL-6", "crp": "CRP", "ferritin": "Ferritin", "ldh": "LDH",
     "platelets": "PLT", "creatinine": "Creat", "sbp": "SBP", "dbp": "DBP", "heart_rate": "HR",
     "resp_rate": "RR", "spo2": "SpO2",
+    "d_dimer": "D-dimer", "fibrinogen": "Fib", "inr": "PT-INR", "alt": "SGPT", "ast": "SGOT",
+    "bilirubin": "Tbili", "wbc": "WBC", "anc": "ANC", "ifng": "IFN-g", "il10": "IL-10",
+    "mcp1": "MCP-1", "tnf_alpha": "TNFa", "il1b": "IL-1b",
 }  # fmt: skip
 BRAND = {
     "axi-cel": "Yescarta", "tisa-cel": "Kymriah", "liso-cel": "Breyanzi",
     "brexu-cel": "Tecartus", "ide-cel": "Abecma", "cilta-cel": "Carvykti",
 }  # fmt: skip
-#: messy unit -> (factor, offset, decimals) from the canonical value
+#: messy unit -> (factor, offset, decimals) from the canonical value; the decimals keep the
+#: canonical value exact (the catalogue's conversion back gives it to rounding error)
 UNIT_CONVERSION = {
     ("crp", "mg/dL"): (0.1, 0.0, 2),
     ("temperature", "degF"): (1.8, 32.0, 2),
     ("platelets", "/uL"): (1000.0, 0.0, 0),
     ("creatinine", "umol/L"): (88.4, 0.0, 3),
+    ("d_dimer", "ng/mL DDU"): (500.0, 0.0, 0),  # ug/mL FEU x 1000 / 2 (FEU = 2 x DDU)
+    ("d_dimer", "mg/L FEU"): (1.0, 0.0, 2),
+    ("fibrinogen", "g/L"): (0.01, 0.0, 2),
+    ("bilirubin", "umol/L"): (17.1, 0.0, 2),
+    ("wbc", "/uL"): (1000.0, 0.0, 0),
+    ("anc", "/uL"): (1000.0, 0.0, 0),
+    ("alt", "IU/L"): (1.0, 0.0, 0),
+    ("ast", "IU/L"): (1.0, 0.0, 0),
+    ("il10", "ng/L"): (1.0, 0.0, 1),
 }
 TEXT_RESULTS = np.array(["Hemolyzed", "QNS", "---"], dtype=object)
-LAB_VARIABLES = ("il6", "crp", "ferritin", "ldh", "platelets", "creatinine")
+#: vital signs: never text results or conflicting duplicates (they drive the labels)
+VITAL_VARIABLES = ("temperature", "sbp", "dbp", "heart_rate", "resp_rate", "spo2")
 _EPOCH_MINUTES = int(pd.Timestamp("2019-01-01").value // 60_000_000_000)
 
 
@@ -89,7 +104,11 @@ def _censored_text(values, censored, decimals, thousands=None) -> np.ndarray:
     return out
 
 
+#: display precision (decimals) per variable: the core 12 and the markers
+DECIMALS = {**CORE_DECIMALS, **MARKER_DECIMALS}
 CANONICAL_UNIT = {v: VARIABLES[v].unit for v in DECIMALS}
+#: LOINC-naming sites write the first LOINC code, or the canonical name when there is none
+LOINC_NAME = {v: (VARIABLES[v].loinc or (v,))[0] for v in DECIMALS}
 
 
 def render_clean(
@@ -136,10 +155,14 @@ def render_messy(
     site_of: np.ndarray,
     params: SimulationParams,
     rng: np.random.Generator,
+    marker_obs: pd.DataFrame | None = None,
+    marker_rng: np.random.Generator | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Messy tables from the clean ones (``obs``: numeric rows aligned with clean
-    observations; ``site_of``: site index per patient row of clean patients)."""
-    dirt = params.dirt
+    observations; ``site_of``: site index per patient row of clean patients). The marker rows
+    (``marker_obs``, numeric, not in ``obs``) get their dirt from ``marker_rng``, so the core
+    rows are written exactly as without them; in the file a patient's marker rows follow
+    the patient's core rows."""
     sites = params.sites
     pts = clean["patients"]
     n = len(pts)
@@ -148,6 +171,53 @@ def render_messy(
     absolute = np.array([s.absolute_times for s in sites])
 
     # ---- observations ----
+    frame = _messy_observations(obs, ids, site_of, params, rng, first_order=0)
+    if marker_obs is not None and len(marker_obs):
+        if marker_rng is None:
+            raise ValueError("marker_obs needs its own marker_rng")
+        extra = _messy_observations(
+            marker_obs, ids, site_of, params, marker_rng, first_order=4 * len(obs) + 8
+        )
+        frame = pd.concat([frame, extra], ignore_index=True)
+        frame = frame.sort_values(["_p", "_order"], kind="stable")
+    frame = _times(frame, absolute[site_of], infusion_min)
+    observations = frame[["patient_id", "time", "hours", "variable", "value", "unit"]]
+
+    # ---- events ----
+    ev = clean["events"]
+    ef = ev.assign(_p=ids.get_indexer(ev["patient_id"].to_numpy(dtype=object)))
+    ef = _times(ef, absolute[site_of], infusion_min, end=True)
+    events = ef[["patient_id", "time", "hours", "end_time", "end_hours", "event", "detail"]]
+
+    # ---- patients ----
+    patients = pts.copy()
+    ts = (infusion_min.astype(np.int64) * 60).astype("datetime64[s]")
+    patients.insert(2, "infusion_time", np.datetime_as_string(ts, unit="s").astype(object) + "Z")
+    brand = np.array([s.naming == "alias" and s.absolute_times for s in sites])[site_of]
+    patients["product"] = np.where(
+        brand, patients["product"].map(BRAND).fillna(patients["product"]), patients["product"]
+    )
+    return {
+        "patients": patients.reset_index(drop=True),
+        "observations": observations.reset_index(drop=True),
+        "events": events.reset_index(drop=True),
+        "outcomes": clean["outcomes"].copy(),
+        "truth": clean["truth"].copy(),
+    }
+
+
+def _messy_observations(
+    obs: pd.DataFrame,
+    ids: pd.Index,
+    site_of: np.ndarray,
+    params: SimulationParams,
+    rng: np.random.Generator,
+    first_order: int,
+) -> pd.DataFrame:
+    """Observation rows in the sites' conventions, with the dirt rows (``_p``: patient
+    position; ``_order``: file order, from ``first_order``)."""
+    dirt = params.dirt
+    sites = params.sites
     o = obs.reset_index(drop=True)
     p_row = ids.get_indexer(o["patient_id"].to_numpy(dtype=object))
     s_row = site_of[p_row]
@@ -170,16 +240,14 @@ def render_messy(
     text = _censored_text(value, cens, dec, thousands)
     naming = np.array([s.naming for s in sites], dtype=object)[s_row]
     name = np.where(naming == "alias", _lookup(var, ALIAS), var)
-    name = np.where(
-        naming == "loinc", _lookup(var, {v: VARIABLES[v].loinc[0] for v in DECIMALS}), name
-    )
+    name = np.where(naming == "loinc", _lookup(var, LOINC_NAME), name)
     unit = np.where(canonical_unit & (rng.random(len(o)) < dirt.missing_unit_rate), "", unit)
     frame = pd.DataFrame(
         {"patient_id": _obj(o["patient_id"]), "hours": o["hours"].to_numpy(dtype="float64"),
          "variable": _obj(name), "value": _obj(text), "unit": _obj(unit), "_p": p_row,
-         "_order": np.arange(len(o)) * 4 + 2}
+         "_order": first_order + np.arange(len(o)) * 4 + 2}
     )  # fmt: skip
-    is_lab = np.isin(var, LAB_VARIABLES)
+    is_lab = ~np.isin(var, VITAL_VARIABLES)
     extra = []
     m = is_lab & (rng.random(len(o)) < dirt.text_result_rate)
     if m.any():
@@ -206,31 +274,7 @@ def render_messy(
         t["value"] = _fmt(value[m] * factor + (dec[m] == 0) * np.sign(factor - 1), dec[m])
         t["_order"] -= 1
         extra.append(t)
-    frame = pd.concat([frame, *extra], ignore_index=True).sort_values("_order", kind="stable")
-    frame = _times(frame, absolute[site_of], infusion_min)
-    observations = frame[["patient_id", "time", "hours", "variable", "value", "unit"]]
-
-    # ---- events ----
-    ev = clean["events"]
-    ef = ev.assign(_p=ids.get_indexer(ev["patient_id"].to_numpy(dtype=object)))
-    ef = _times(ef, absolute[site_of], infusion_min, end=True)
-    events = ef[["patient_id", "time", "hours", "end_time", "end_hours", "event", "detail"]]
-
-    # ---- patients ----
-    patients = pts.copy()
-    ts = (infusion_min.astype(np.int64) * 60).astype("datetime64[s]")
-    patients.insert(2, "infusion_time", np.datetime_as_string(ts, unit="s").astype(object) + "Z")
-    brand = np.array([s.naming == "alias" and s.absolute_times for s in sites])[site_of]
-    patients["product"] = np.where(
-        brand, patients["product"].map(BRAND).fillna(patients["product"]), patients["product"]
-    )
-    return {
-        "patients": patients.reset_index(drop=True),
-        "observations": observations.reset_index(drop=True),
-        "events": events.reset_index(drop=True),
-        "outcomes": clean["outcomes"].copy(),
-        "truth": clean["truth"].copy(),
-    }
+    return pd.concat([frame, *extra], ignore_index=True).sort_values("_order", kind="stable")
 
 
 def _times(frame, absolute_patient, infusion_min, end=False):

@@ -12,6 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from crs_ml.cohort import EVENT_NAMES, PRODUCTS, Cohort
+from crs_ml.config import SIMULATOR_TRUTH_LANDMARKS_H
 from crs_ml.errors import ConfigError
 from crs_ml.simulate.simulator import simulate, simulate_cohort, write_cohort
 from crs_ml.variables import CORE_VARIABLES, VARIABLES
@@ -19,7 +20,7 @@ from crs_ml.variables import CORE_VARIABLES, VARIABLES
 EXAMPLE = Path(__file__).resolve().parents[2] / "data" / "example"
 EXAMPLE_SEED, EXAMPLE_N = 2024, 20
 HORIZON = 336.0
-LANDMARKS = [float(h) for h in range(6, 97, 6)]
+LANDMARKS = SIMULATOR_TRUTH_LANDMARKS_H  # every 6 h up to day 7 (issue 14)
 
 
 @pytest.fixture(scope="module")
