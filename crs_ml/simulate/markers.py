@@ -89,7 +89,9 @@ def draw_marker_baseline(
         ast0=mp.ast_median * np.exp(mp.ast_sd * z[4]),
         bilirubin0=mp.bilirubin_median * np.exp(mp.bilirubin_sd * z[5]),
         anc0=anc0,
-        other_leukocytes0=anc0 * (1 - mp.neutrophil_share) / mp.neutrophil_share
+        other_leukocytes0=anc0
+        * (1 - mp.neutrophil_share)
+        / mp.neutrophil_share
         * np.exp(mp.other_leukocytes_sd * z[7]),
         anc_depth=mp.anc_depth * np.exp(mp.anc_depth_sd * z[8]),
     )
@@ -183,10 +185,7 @@ class MarkerKinetics:
             out["wbc"] = (anc_r + np.round(other, MARKER_DECIMALS["wbc"]), none)
         else:  # pragma: no cover - validated in SimulationParams.validate
             raise KeyError(panel)
-        return {
-            var: (np.round(v, MARKER_DECIMALS[var]), c)
-            for var, (v, c) in out.items()
-        }
+        return {var: (np.round(v, MARKER_DECIMALS[var]), c) for var, (v, c) in out.items()}
 
     def release(self) -> None:
         self._cache.clear()

@@ -225,9 +225,7 @@ def simulate(
         _patients_table(base, params), all_obs, _events_table(course, ids), oc, truth
     )
     if style == "messy":
-        tables = render_messy(
-            tables, obs, base.site, params, rng["dirt"], marker_obs, marker_dirt
-        )
+        tables = render_messy(tables, obs, base.site, params, rng["dirt"], marker_obs, marker_dirt)
 
     prod_names = np.array(params.product_names(), dtype=object)
     latent = pd.DataFrame(

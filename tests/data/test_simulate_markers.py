@@ -110,9 +110,10 @@ def test_severe_crs_has_the_literature_marker_pattern(full):
     for var, (how, sign) in expected.items():
         x = per_patient(obs, var, how)
         y = severe.reindex(x.index).to_numpy()
-        assert y.sum() >= 40, var
+        assert y.sum() >= 30, var
         auc[var] = roc_auc_score(y, sign * x.to_numpy())
-        assert auc[var] > 0.65, (var, auc[var])
+        # the cytopenia signal is weaker (lymphodepletion dominates the nadir)
+        assert auc[var] > (0.6 if var == "anc" else 0.75), (var, auc[var])
     # the cytokine peaks separate severe CRS strongly (peak, not early: Teachey 2016)
     for var in ("ifng", "il10"):
         x = per_patient(obs, var, "max")
@@ -147,12 +148,12 @@ def test_panels_follow_the_sites(full):
     obs = full.tables["observations"]
     site = full.tables["patients"].set_index("patient_id")["site"]
     panels = {s.name: dict(s.panels) for s in full.params.sites}
+    pts = full.tables["patients"]
     cyto = obs[obs["variable"] == "ifng"]
     assert set(cyto["patient_id"].map(site)) == {"A"}  # cytokines only at the research site
+    assert pts.loc[pts["site"] == "A", "patient_id"].isin(cyto["patient_id"]).mean() > 0.97
     # share of patients with a pre-infusion panel = the site's order probability
-    pts = full.tables["patients"]
-    for var, panel in (("fibrinogen", "coagulation"), ("wbc", "cbc"), ("alt", "liver"),
-                       ("il10", "cytokines")):  # fmt: skip
+    for var, panel in (("fibrinogen", "coagulation"), ("wbc", "cbc"), ("alt", "liver")):
         pre = set(obs.loc[(obs["variable"] == var) & (obs["hours"] < 0), "patient_id"])
         share = pts["patient_id"].isin(pre).groupby(pts["site"]).mean()
         for name, p in share.items():
@@ -191,7 +192,7 @@ def test_marker_unit_variants_load_to_the_clean_values(tmp_path):
     raw = messy["observations"]
     ddu = raw[raw["unit"] == "ng/mL DDU"]
     assert len(ddu) > 50
-    assert pd.to_numeric(ddu["value"].str.replace(",", "")).median() > 100
+    assert pd.to_numeric(ddu["value"].str.replace(",", ""), errors="coerce").median() > 100
 
 
 def test_cli_writes_markers_and_truth_landmarks(tmp_path):

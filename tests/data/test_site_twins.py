@@ -1,9 +1,12 @@
 """Site twins: one cohort written the way three sites write it loads to the same observations.
 
 Site A writes canonical names and units with relative hours. Site B writes CRP in mg/dL,
-temperature in degF, clinical aliases, absolute times with and without a UTC offset, and brand
-names for products. Site C writes LOINC codes, platelets per uL, creatinine in umol/L, its own
-column names (mapped in the config), and its rows in another order.
+temperature in degF, D-dimer in ng/mL DDU, fibrinogen in g/L, bilirubin in umol/L, IL-10 in
+ng/L, clinical aliases, absolute times with and without a UTC offset, and brand names for
+products. Site C writes LOINC codes (the canonical name where a variable has none), platelets,
+WBC and ANC per uL, creatinine in umol/L, ALT and AST in ukat/L, fibrinogen in mg/L, its own
+column names (mapped in the config), and its rows in another order. The simulator's messy style
+writes the same unit variants (tests/data/test_simulate_markers.py).
 """
 
 from __future__ import annotations
@@ -17,24 +20,58 @@ import pytest
 
 from crs_ml.config import DataConfig
 from crs_ml.ingest.load import load_cohort
+from crs_ml.variables import VARIABLES as CATALOGUE
 
 VARIABLES = {  # canonical name: (low, high) of simulated values in the canonical unit
     "temperature": (36.0, 40.5), "il6": (2.0, 4000.0), "crp": (1.0, 250.0),
     "ferritin": (50.0, 9000.0), "ldh": (150.0, 900.0), "platelets": (20.0, 350.0),
     "creatinine": (0.5, 3.0), "sbp": (75.0, 150.0), "dbp": (40.0, 95.0),
     "heart_rate": (55.0, 150.0), "resp_rate": (10.0, 35.0), "spo2": (85.0, 100.0),
+    "d_dimer": (0.2, 20.0), "fibrinogen": (60.0, 700.0), "inr": (0.9, 2.5),
+    "alt": (8.0, 400.0), "ast": (10.0, 500.0), "bilirubin": (0.2, 6.0), "wbc": (0.1, 15.0),
+    "anc": (0.01, 10.0), "ifng": (1.0, 3000.0), "il10": (1.0, 800.0), "mcp1": (100.0, 8000.0),
+    "tnf_alpha": (2.0, 80.0), "il1b": (0.5, 20.0),
 }  # fmt: skip
 LOINC = {
     "temperature": "8310-5", "il6": "26881-3", "crp": "1988-5", "ferritin": "2276-4",
     "ldh": "2532-0", "platelets": "777-3", "creatinine": "2160-0", "sbp": "8480-6",
     "dbp": "8462-4", "heart_rate": "8867-4", "resp_rate": "9279-1", "spo2": "59408-5",
+    "d_dimer": "48065-7", "fibrinogen": "3255-7", "inr": "6301-6", "alt": "1742-6",
+    "ast": "1920-8", "bilirubin": "1975-2", "wbc": "6690-2", "anc": "751-8",
 }  # fmt: skip
 ALIASES_B = {"temperature": "Body temperature", "il6": "IL-6", "crp": "C-reactive protein",
-             "platelets": "PLT", "heart_rate": "Pulse", "spo2": "O2 sat"}  # fmt: skip
+             "platelets": "PLT", "heart_rate": "Pulse", "spo2": "O2 sat",
+             "d_dimer": "D-dimer", "fibrinogen": "Fib", "inr": "PT-INR", "alt": "SGPT",
+             "ast": "SGOT", "bilirubin": "Total bilirubin", "wbc": "Leukocytes",
+             "anc": "Absolute neutrophil count", "ifng": "IFN-gamma", "il10": "IL-10",
+             "mcp1": "CCL2", "tnf_alpha": "TNF-alpha", "il1b": "IL-1beta"}  # fmt: skip
 PRODUCTS = {"axi-cel": "Yescarta", "tisa-cel": "Kymriah", "cilta-cel": "Carvykti"}
 CANONICAL_UNIT = {"temperature": "degC", "il6": "pg/mL", "crp": "mg/L", "ferritin": "ng/mL",
                   "ldh": "U/L", "platelets": "10^9/L", "creatinine": "mg/dL", "sbp": "mmHg",
-                  "dbp": "mmHg", "heart_rate": "/min", "resp_rate": "/min", "spo2": "%"}  # fmt: skip
+                  "dbp": "mmHg", "heart_rate": "/min", "resp_rate": "/min", "spo2": "%",
+                  "d_dimer": "ug/mL FEU", "fibrinogen": "mg/dL", "inr": "ratio", "alt": "U/L",
+                  "ast": "U/L", "bilirubin": "mg/dL", "wbc": "10^9/L", "anc": "10^9/L",
+                  "ifng": "pg/mL", "il10": "pg/mL", "mcp1": "pg/mL", "tnf_alpha": "pg/mL",
+                  "il1b": "pg/mL"}  # fmt: skip
+#: site -> {variable: (unit written, factor from the canonical value)}
+SITE_UNITS = {
+    "b": {"crp": ("mg/dL", 0.1), "d_dimer": ("ng/mL DDU", 500.0), "fibrinogen": ("g/L", 0.01),
+          "bilirubin": ("umol/L", 17.1), "il10": ("ng/L", 1.0)},
+    "c": {"platelets": ("/uL", 1000.0), "creatinine": ("µmol/L", 88.4), "wbc": ("/uL", 1000.0),
+          "anc": ("cells/uL", 1000.0), "alt": ("µkat/L", 1 / 60), "ast": ("ukat/L", 1 / 60),
+          "fibrinogen": ("mg/L", 10.0)},
+}  # fmt: skip
+
+
+def site_units(obs: pd.DataFrame, site: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values, units) of ``obs`` as ``site`` writes them (SITE_UNITS; canonical otherwise)."""
+    value = obs["value"].to_numpy().copy()
+    unit = obs["variable"].map(CANONICAL_UNIT).to_numpy().copy()
+    for var, (u, factor) in SITE_UNITS[site].items():
+        m = (obs["variable"] == var).to_numpy()
+        value[m] = value[m] * factor
+        unit[m] = u
+    return value, unit
 
 
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -82,12 +119,8 @@ def site_b(folder: Path, patients, obs) -> None:
     naive = when.dt.strftime("%Y-%m-%dT%H:%M:%S")
     shifted = (when + pd.Timedelta(hours=2)).dt.strftime("%Y-%m-%dT%H:%M:%S+02:00")
     time = np.where(np.arange(len(obs)) % 2 == 0, shifted, naive)
-    value = obs["value"].to_numpy().copy()
-    unit = obs["variable"].map(CANONICAL_UNIT).to_numpy().copy()
-    crp = (obs["variable"] == "crp").to_numpy()
+    value, unit = site_units(obs, "b")
     temp = (obs["variable"] == "temperature").to_numpy()
-    value[crp] = value[crp] / 10.0
-    unit[crp] = "mg/dL"
     value[temp] = value[temp] * 9 / 5 + 32
     unit[temp] = "°F"
     out = pd.DataFrame(
@@ -115,19 +148,12 @@ C_MAPPING = {
 
 
 def site_c(folder: Path, patients, obs) -> None:
-    value = obs["value"].to_numpy().copy()
-    unit = obs["variable"].map(CANONICAL_UNIT).to_numpy().copy()
-    plt = (obs["variable"] == "platelets").to_numpy()
-    cre = (obs["variable"] == "creatinine").to_numpy()
-    value[plt] = value[plt] * 1000.0
-    unit[plt] = "/uL"
-    value[cre] = value[cre] * 88.4
-    unit[cre] = "µmol/L"
+    value, unit = site_units(obs, "c")
     out = pd.DataFrame(
         {
             "MRN": obs["patient_id"],
             "t_rel": obs["hours"].map(repr),
-            "loinc": obs["variable"].map(LOINC),
+            "loinc": obs["variable"].map(lambda v: LOINC.get(v, v)),
             "result": [repr(float(v)) for v in value],
             "units": unit,
         }
@@ -165,6 +191,8 @@ def test_the_three_sites_load_cleanly(twins, canonical):
         assert cohort.report.n_errors == 0 and cohort.report.n_warnings == 0
         assert len(cohort.rejected) == 0
         assert len(cohort.observations) == len(obs)
+        # every catalogue variable is in the twins, so every unit variant above is exercised
+        assert set(cohort.observations["variable"]) == set(CATALOGUE) == set(VARIABLES)
 
 
 def test_site_b_units_aliases_and_absolute_times_match_the_canonical_twin(twins):

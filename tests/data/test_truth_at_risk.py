@@ -1,4 +1,5 @@
-"""The simulator's truth covers exactly the builder's at-risk sets (before 'no data')."""
+"""The simulator's truth covers exactly the builder's at-risk sets (before 'no data'), at
+landmarks up to day 7 (168 h) by default."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from crs_ml.config import SIMULATOR_TRUTH_LANDMARKS_H
 from crs_ml.features.landmarks import landmark_status
 
 
@@ -30,6 +32,7 @@ def _dropout(rate: float):
     [
         (600, 21, 336.0, None, None),
         (300, 22, 200.0, [12.0, 30.0, 47.0], None),
+        (300, 24, 336.0, [72.0, 120.0, 168.0], None),  # days 3-7 (4-1BB products)
         (400, 23, 336.0, [24.0, 48.0], 0.5),  # much loss to follow-up: rule 4 decides
     ],
 )
@@ -44,6 +47,8 @@ def test_truth_rows_are_the_at_risk_sets(
     landmarks = sorted(truth["landmark_h"].unique())
     if landmarks_h:
         assert landmarks == landmarks_h
+    else:  # the default truth grid: every 6 h up to day 7
+        assert landmarks == SIMULATOR_TRUTH_LANDMARKS_H and landmarks[-1] == 168.0
     status = landmark_status(cohort, landmarks, horizon_h)
     at_risk = status[status["status"].isin(["included", "no_data"])]
     ours = set(zip(at_risk["patient_id"], at_risk["landmark_h"], strict=True))
