@@ -2,7 +2,8 @@
 
 Every assumption in one place (``params``); patients at infusion (``baseline``); the latent
 CRS process and its exact true risk (``chain``); the clinical course (``course``); biomarkers
-and vitals (``kinetics``); when things are measured (``sampling``); the clean or messy input
+and vitals (``kinetics``); the catalogue markers beyond the core 12 (``markers``); when things
+are measured (``sampling``); the clean or messy input
 files (``write``); the whole run (``simulator``). Calibration of the product constants
 (``calibrate``) and the measured targets (``targets``) are the tooling under it.
 

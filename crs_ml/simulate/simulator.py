@@ -22,14 +22,19 @@ crs_ml.simulate.params):
 5. kinetics and sampling (simulate_kinetics, simulate_sampling): IL-6, CRP, ferritin,
    LDH, platelets, creatinine and vitals read at informative, site-specific times, each
    row at its RESULT time;
-6. rendering (simulate_write): clean or messy files.
+6. markers (``markers="all"``, crs_ml.simulate.markers): cytokine panel, coagulation, liver
+   and blood counts from the same latent grids, at the first lab draw of each day, by site
+   panel;
+7. rendering (simulate_write): clean or messy files.
 
 Randomness: one ``numpy.random.SeedSequence(seed)`` spawns independent streams for
-baseline, chain, course, sampling and dirt, so the messy style of a seed has exactly the
-patients and values of the clean style. Patient ids carry the seed ('S{seed}-{index:06d}'),
+baseline, chain, course, sampling, dirt and markers, so the messy style of a seed has exactly
+the patients and values of the clean style, and a cohort with ``markers="all"`` has exactly
+the core observations, events, outcomes and truth of the same seed without them. Patient ids carry the seed ('S{seed}-{index:06d}'),
 so cohorts of different seeds never share an id.
 
-Truth rows: every landmark L (whole hours, L < H) and every patient at risk and included at
+Truth rows: every landmark L (whole hours, L < H; default every 6 h from 6 to 168 h,
+crs_ml.config.SIMULATOR_TRUTH_LANDMARKS_H) and every patient at risk and included at
 L by the task definition (crs_ml.features.landmarks rules 1-4: not yet grade >= 3, alive, followed
 beyond L, follow-up not ended before the horizon other than by death), i.e. before the 'no
 data' exclusion. What the true risk conditions on is documented in crs_ml.simulate.chain.
