@@ -42,6 +42,7 @@ from crs_ml.ingest.secondary_tables import coded_text_of, text_of
 from crs_ml.ingest.tables import (
     RawTable,
     check_mapping,
+    from_arrow,
     locate_tables,
     map_columns,
     mapped_names,
@@ -252,7 +253,7 @@ def _plan(table: str, path: Path, mapping) -> _Plan:
         pf = pq.ParquetFile(path)
         schema = pf.schema_arrow
         index = pandas_index_columns(schema)
-        empty = typed_polars(pl.from_arrow(schema.empty_table()).drop(index))
+        empty = typed_polars(from_arrow(schema.empty_table()).drop(index))
     except InputError:
         return plan
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
@@ -275,7 +276,7 @@ def _batches(plan: _Plan) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
     index = pandas_index_columns(plan.parquet.schema_arrow)
     for batch in plan.parquet.iter_batches(batch_size=BATCH_ROWS):
         try:
-            frame = typed_polars(pl.from_arrow(batch).drop(index))
+            frame = typed_polars(from_arrow(batch).drop(index))
         except InputError as exc:
             raise InputError(exc.reason, file=str(path), row=exc.row, column=exc.column) from None
         except (UnicodeDecodeError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:

@@ -325,9 +325,18 @@ def read_csv(path: Path) -> tuple[pl.DataFrame, np.ndarray, list, int, str]:
     if invalid:  # exact row numbers of malformed rows need the slow reader
         frame, src, bad, n = _read_csv_python(path, names, delimiter, encoding)
         frame = pl.DataFrame({c: pl.Series(c, frame[c].tolist(), pl.String) for c in names})
+        frame.columns = names
         return frame, src, bad, n, encoding
-    frame = pl.from_arrow(table)
+    frame = from_arrow(table)
     return frame, np.arange(1, len(frame) + 1, dtype="int64"), [], len(frame), encoding
+
+
+def from_arrow(table) -> pl.DataFrame:
+    """A pyarrow table or record batch as polars, column names kept as they are (polars
+    renames an empty name to ``column_<i>``; the reports name the file's columns)."""
+    frame = pl.from_arrow(table)
+    frame.columns = list(table.schema.names)
+    return frame
 
 
 def ids_to_text(s: pd.Series) -> pd.Series:
@@ -346,7 +355,9 @@ def read_parquet(path: Path) -> pl.DataFrame:
 
     try:
         frame = pl.read_parquet(path)
-        meta = pq.read_schema(path).pandas_metadata
+        schema = pq.read_schema(path)
+        frame.columns = list(schema.names)  # polars renames an empty name
+        meta = schema.pandas_metadata
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
         raise InputError(
             f"cannot read Parquet file ({type(exc).__name__}: {exc})", file=str(path)
@@ -394,7 +405,10 @@ def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def polars_frame(frame: pd.DataFrame) -> pl.DataFrame:
     """An in-memory pandas table as a typed polars frame (:func:`typed_frame`, then Arrow)."""
-    return pl.from_pandas(typed_frame(frame), nan_to_null=False)
+    typed = typed_frame(frame)
+    out = pl.from_pandas(typed, nan_to_null=False)
+    out.columns = list(typed.columns)  # polars renames an empty name
+    return out
 
 
 def _pandas_typed(s: pl.Series) -> pl.Series:
@@ -433,7 +447,11 @@ def typed_polars(frame: pl.DataFrame) -> pl.DataFrame:
         else:
             s = _pandas_typed(s)
         out.append(s)
-    return pl.DataFrame(out) if out else pl.DataFrame()
+    if not out:
+        return pl.DataFrame()
+    typed = pl.DataFrame(out)
+    typed.columns = names  # polars renames an empty name
+    return typed
 
 
 def mapped_names(columns, table: str, mapping: Mapping[str, str]) -> list[str]:

@@ -223,6 +223,7 @@ def _adversarial_tables() -> dict[str, pd.DataFrame]:
     patients = pd.DataFrame({"patient_id": ["p1", "p2", "p3"],
                              "infusion_time": ["2024-03-01T08:00:00", "2024-03-01", ""],
                              "age_years": ["61", "1,240", "<5"]})  # fmt: skip
+    patients[""] = "x"  # an empty column name (polars would rename it)
     base = {"patient_id": "p1", "time": "2024-03-01T12:00:00", "hours": "",
             "variable": "il6", "value": "12", "unit": "pg/mL"}  # fmt: skip
     obs = []
