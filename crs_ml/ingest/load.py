@@ -36,6 +36,7 @@ Rules (the data README documents them for users):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -65,6 +66,7 @@ from crs_ml.ingest.tables import (
     frame_table,
     locate_tables,
     mapping_snippet,
+    polars_frame,
     read_table,
 )
 from crs_ml.ingest.values import (
@@ -234,7 +236,14 @@ def normalise(
     allow_no_observations: bool = False,
 ) -> Cohort:
     """The body of loading once the tables are read: validate and normalise.
-    ``allow_no_observations``: for one chunk of a cohort, where having none is no problem."""
+    ``allow_no_observations``: for one chunk of a cohort, where having none is no problem.
+    A table read into pandas (``RawTable.frame`` a pandas frame) is taken over as polars."""
+    raws = {
+        name: dataclasses.replace(raw, frame=polars_frame(raw.frame))
+        if isinstance(raw.frame, pd.DataFrame)
+        else raw
+        for name, raw in raws.items()
+    }
     col = Collector()
     patients, pat = _patients(raws["patients"], col)
     observations = _observations(raws["observations"], pat, opts, col)

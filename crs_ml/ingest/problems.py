@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from crs_ml.cohort import REJECTED_COLUMNS, empty_rejected
 
@@ -125,7 +126,9 @@ class CodedText:
 def _as_text(values, idx: np.ndarray) -> np.ndarray:
     if values is None:
         return np.full(idx.size, "", dtype=object)
-    if isinstance(values, pd.Series):
+    if isinstance(values, pl.Series):  # rows of a polars column, read as pandas reads them
+        picked = values.gather(idx).to_pandas()
+    elif isinstance(values, pd.Series):
         picked = values.iloc[idx]
     elif isinstance(values, CodedText):
         picked = values[idx]

@@ -1,5 +1,7 @@
 """Row-level normalisation shared by the loaders: patient ids, times, observation values,
-duplicates and sorting. Vectorised: per-row Python never runs, per distinct text at most."""
+duplicates and sorting. The columns are polars Series: distinct texts are found and mapped
+back by polars (native threads), numbers and masks are numpy; per-row Python never runs,
+per distinct text at most."""
 
 from __future__ import annotations
 
@@ -7,16 +9,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from crs_ml.config import DataConfig
 from crs_ml.ingest.problems import CodedText, Collector, RowChecks, counts_by
 from crs_ml.ingest.tables import RawTable
 from crs_ml.ingest.values import (
+    TIME_PROBLEMS,
+    factorize,
     hour_problem_codes,
     hours_since,
+    pandas_text,
     parse_times,
     parse_values,
     sort_order,
+    time_problem_codes,
     unique_small,
 )
 from crs_ml.variables import VARIABLES, name_key, resolve_variable, suggest_variable
@@ -97,13 +104,18 @@ def row_hours(
         need = np.flatnonzero(~given & rc.ok)
         raw = frame[time_col]
         if need.size:
-            ns_part, problem_part = parse_times(raw.iloc[need])
-            problem = np.full(n, "empty", dtype=object)
-            problem[need] = problem_part
+            if isinstance(raw, pl.Series):
+                ns_part, code_part = time_problem_codes(raw.gather(need))
+            else:
+                ns_part, problem_part = parse_times(raw.iloc[need])
+                position = {p: i for i, p in enumerate(TIME_PROBLEMS)}
+                code_part = np.array([position[p] for p in problem_part], dtype="int8")
+            problem = np.ones(n, dtype="int8")  # 'empty'
+            problem[need] = code_part
             ns = np.full(n, NAT, dtype="int64")
             ns[need] = ns_part
             rc.reject(
-                problem == "unparseable",
+                problem == 2,
                 time_col,
                 "bad_time",
                 bad_msg,
@@ -111,9 +123,9 @@ def row_hours(
                 raw,
                 detail_key=time_col,
             )
-            for what in ("before 1900", "in the future"):
+            for what, code in (("before 1900", 3), ("in the future", 4)):
                 rc.reject(
-                    problem == what,
+                    problem == code,
                     time_col,
                     "implausible_time",
                     odd_msg,
@@ -122,7 +134,7 @@ def row_hours(
                     detail_key=time_col,
                 )
             infusion = pat.infusion_ns[np.maximum(pcode, 0)]
-            ok_time = (problem == "") & rc.ok
+            ok_time = (problem == 0) & rc.ok
             rc.reject(
                 ok_time & (infusion == NAT),
                 time_col,
@@ -157,8 +169,9 @@ class ObservationValues:
 def observation_values(frame, rc: RowChecks, opts: DataConfig) -> ObservationValues:
     """Resolve variables, parse values and convert units; problems go to ``rc``."""
     n = len(frame)
-    raw_var = frame["variable"].astype("str").fillna("")
-    vcodes, vuniq = pd.factorize(raw_var)
+    vcodes, distinct = factorize(pandas_text(frame["variable"]))
+    vuniq = np.asarray(distinct.to_list(), dtype=object)
+    raw_var = CodedText(vcodes, vuniq)
     aliases = {name_key(k): t for k, t in opts.variable_aliases.items()}
     canon = [resolve_variable(aliases.get(name_key(u), u)) for u in vuniq]
     lookup = {name: i for i, name in enumerate(VARIABLE_NAMES)}
@@ -212,8 +225,12 @@ def observation_values(frame, rc: RowChecks, opts: DataConfig) -> ObservationVal
         record=False,
     )
 
-    unit = frame["unit"].astype("str").fillna("") if "unit" in frame else pd.Series([""] * n)
-    ucodes, uuniq = pd.factorize(unit)
+    if "unit" in frame:
+        ucodes, distinct = factorize(pandas_text(frame["unit"]))
+        uuniq = np.asarray(distinct.to_list(), dtype=object)
+    else:
+        ucodes, uuniq = np.zeros(n, dtype=np.int64), np.array([""], dtype=object)
+    unit = CodedText(ucodes, uuniq)
     nu = max(len(uuniq), 1)
     pair_u, inverse = unique_small(np.maximum(vidx, 0) * nu + ucodes, len(VARIABLE_NAMES) * nu)
     factor_u = np.ones(len(pair_u))
@@ -388,14 +405,10 @@ def _dup_problem(col, raw: RawTable, code: str, message: str, positions, details
     if len(positions) == 0:
         return
     first = np.sort(positions)[:5]
+    values = raw.frame["value"].gather(first).to_pandas()
     examples = [
-        {
-            "file": raw.file,
-            "row": int(raw.source_row[i]),
-            "column": "value",
-            "value": str(raw.frame["value"].iloc[i]),
-        }
-        for i in first
+        {"file": raw.file, "row": int(raw.source_row[i]), "column": "value", "value": str(v)}
+        for i, v in zip(first, values, strict=True)
     ]
     col.add("observations", code, "warning", message, len(positions), examples, details)
 

@@ -7,29 +7,36 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from crs_ml.cohort import EVENT_COLUMNS, OUTCOME_COLUMNS, TRUTH_COLUMNS
 from crs_ml.ingest.problems import CodedText, Collector, RowChecks, counts_by
 from crs_ml.ingest.rows import Patients, patient_codes, row_hours, sorted_frame
 from crs_ml.ingest.tables import RawTable
-from crs_ml.ingest.values import EVENT_VOCAB, normalise_category, parse_values
+from crs_ml.ingest.values import (
+    EVENT_VOCAB,
+    factorize,
+    normalise_category,
+    pandas_text,
+    parse_values,
+    strip_text,
+)
 
 
-def column_of(frame: pd.DataFrame, name: str) -> pd.Series:
+def column_of(frame: pl.DataFrame, name: str) -> pl.Series:
     if name in frame.columns:
-        return frame[name]
-    return pd.Series(np.full(len(frame), "", dtype=object), dtype="str")
+        return frame.get_column(name)
+    return pl.Series(name, [""] * len(frame), pl.String)
 
 
-def text_of(frame: pd.DataFrame, name: str) -> np.ndarray:
-    return column_of(frame, name).astype("str").fillna("").str.strip().to_numpy(dtype=object)
+def text_of(frame: pl.DataFrame, name: str) -> np.ndarray:
+    return strip_text(pandas_text(column_of(frame, name))).to_numpy().astype(object)
 
 
-def coded_text_of(frame: pd.DataFrame, name: str) -> CodedText:
+def coded_text_of(frame: pl.DataFrame, name: str) -> CodedText:
     """:func:`text_of` as codes into the distinct texts (each distinct text cleaned once)."""
-    codes, uniques = pd.factorize(column_of(frame, name).astype("str").fillna(""))
-    clean = pd.Series(uniques).astype("str").fillna("").str.strip().to_numpy(dtype=object)
-    return CodedText(codes, clean)
+    codes, uniques = factorize(pandas_text(column_of(frame, name)))
+    return CodedText(codes, strip_text(uniques).to_numpy().astype(object))
 
 
 def str_series(values) -> pd.Series:
@@ -222,7 +229,9 @@ def outcomes_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame
             text_of(f, "patient_id"),
         )
         frame = frame[~conflict]
-    missing = int((~np.isin(pat.ids, frame["patient_id"].to_numpy())).sum())
+    # a hash lookup (numpy's isin compares object arrays pair by pair: minutes at 100k)
+    given = pl.Series(frame["patient_id"].to_numpy(dtype=object), dtype=pl.String)
+    missing = int((~pl.Series(pat.ids, dtype=pl.String).is_in(given.implode())).sum())
     col.add("outcomes", "no_outcome", "warning", "patients without a usable outcome row", missing)
     if len(frame) == 0:
         col.add("outcomes", "no_outcomes", "fatal", "the outcomes table has no usable row", 1)

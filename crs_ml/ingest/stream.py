@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from crs_ml.cohort import Cohort
 from crs_ml.config import DataConfig
@@ -41,13 +42,15 @@ from crs_ml.ingest.secondary_tables import coded_text_of, text_of
 from crs_ml.ingest.tables import (
     RawTable,
     check_mapping,
-    ids_to_text,
+    from_arrow,
     locate_tables,
     map_columns,
     mapped_names,
+    pandas_index_columns,
     read_table,
-    typed_frame,
+    typed_polars,
 )
+from crs_ml.ingest.values import factorize
 
 #: problems about a file's columns, which every chunk reports: counted once
 WHOLE_FILE = ("unused_columns", "unmapped_column")
@@ -61,7 +64,7 @@ __all__ = ["CohortChunks"]
 class _Piece:
     """Rows of one table for one chunk: contract columns and 1-based source rows."""
 
-    frame: pd.DataFrame
+    frame: pl.DataFrame
     source_row: np.ndarray
 
 
@@ -122,7 +125,7 @@ class CohortChunks:
             chunk = np.where(last >= 0, chunk[np.maximum(last, 0)], before)
         return chunk
 
-    def _frame_chunks(self, frame: pd.DataFrame, before: int) -> np.ndarray:
+    def _frame_chunks(self, frame: pl.DataFrame, before: int) -> np.ndarray:
         ids = coded_text_of(frame, "patient_id")
         return self._chunks(ids.codes, ids.uniques, before)
 
@@ -154,10 +157,10 @@ class CohortChunks:
             raw = read_table(plan.path, plan.table, plan.mapping)
             chunk = self._frame_chunks(raw.frame, before=0)
             extra = raw.rows_read - len(raw.frame)
-            meta = RawTable(plan.table, raw.file, raw.path, raw.frame.iloc[:0], raw.source_row[:0],
+            meta = RawTable(plan.table, raw.file, raw.path, raw.frame.head(0), raw.source_row[:0],
                             extra, raw.unused_columns, raw.malformed, raw.encoding)  # fmt: skip
             for pos in _positions(chunk, self.n_chunks):
-                yield _Piece(raw.frame.iloc[pos].reset_index(drop=True), raw.source_row[pos]), meta
+                yield _Piece(_rows(raw.frame, pos), raw.source_row[pos]), meta
             return
         meta = RawTable(plan.table, plan.path.name, plan.path, plan.template,
                         np.empty(0, "int64"), 0, plan.unused, [], "parquet")  # fmt: skip
@@ -172,16 +175,16 @@ class CohortChunks:
         """Whether the rows come grouped by chunk, in chunk order (a pass over the ids)."""
         last = 0
         for batch in plan.parquet.iter_batches(batch_size=BATCH_ROWS, columns=[plan.id_column]):
-            codes, uniques = pd.factorize(batch.column(0).to_pandas())
-            uniques = ids_to_text(pd.Series(uniques)).to_numpy(dtype=object)
-            chunk = self._chunks(codes, uniques, before=last)
+            ids = pl.DataFrame([pl.from_arrow(batch.column(0)).alias("patient_id")])
+            codes, uniques = factorize(typed_polars(ids).get_column("patient_id"))
+            chunk = self._chunks(codes, uniques.to_numpy().astype(object), before=last)
             if chunk.size:
                 if chunk[0] < last or np.any(np.diff(chunk) < 0):
                     return False
                 last = int(chunk[-1])
         return True
 
-    def _cut(self, batches, template: pd.DataFrame) -> Iterator[_Piece]:
+    def _cut(self, batches, template: pl.DataFrame) -> Iterator[_Piece]:
         """Pieces of a grouped table: batches cut where the chunk changes."""
         k, held, prev = 0, [], 0
         for frame, src in batches:
@@ -192,7 +195,7 @@ class CohortChunks:
             for j in range(k, self.n_chunks):
                 a, b = bounds[j], bounds[j + 1]
                 if b > a:
-                    held.append((frame.iloc[a:b], src[a:b]))
+                    held.append((frame.slice(a, b - a), src[a:b]))
                 if b < len(chunk):  # chunk j is complete
                     yield _join(held, template)
                     held, k = [], j + 1
@@ -202,7 +205,7 @@ class CohortChunks:
             yield _join(held, template)
             held = []
 
-    def _spill(self, batches, template: pd.DataFrame, folder: Path) -> Iterator[_Piece]:
+    def _spill(self, batches, template: pl.DataFrame, folder: Path) -> Iterator[_Piece]:
         """Pieces of an ungrouped table: one temporary Parquet file per chunk, then read."""
         folder.mkdir(parents=True, exist_ok=True)
         prev = 0
@@ -210,16 +213,16 @@ class CohortChunks:
             chunk = self._frame_chunks(frame, before=prev)
             if chunk.size:
                 prev = int(chunk[-1])
-            part = frame.assign(_source_row=src)
+            part = frame.with_columns(pl.Series("_source_row", src))
             for k, pos in enumerate(_positions(chunk, self.n_chunks)):
                 if pos.size:
-                    part.iloc[pos].to_parquet(folder / f"{k:06d}-{n:06d}.parquet", index=False)
+                    _rows(part, pos).write_parquet(folder / f"{k:06d}-{n:06d}.parquet")
         for k in range(self.n_chunks):
             files = sorted(folder.glob(f"{k:06d}-*.parquet"))
             held = []
             for f in files:
-                part = pd.read_parquet(f)
-                held.append((part.drop(columns="_source_row"), part["_source_row"].to_numpy()))
+                part = pl.read_parquet(f)
+                held.append((part.drop("_source_row"), part["_source_row"].to_numpy()))
                 f.unlink()
             yield _join(held, template)
 
@@ -233,7 +236,7 @@ class _Plan:
     mapping: dict
     parquet: object = None  #: pyarrow ParquetFile when streamed
     id_column: str = ""  #: the file's column that becomes patient_id
-    template: pd.DataFrame | None = None  #: the contract columns with their types, no rows
+    template: pl.DataFrame | None = None  #: the contract columns with their types, no rows
     unused: list | None = None
 
 
@@ -248,7 +251,9 @@ def _plan(table: str, path: Path, mapping) -> _Plan:
         return plan
     try:
         pf = pq.ParquetFile(path)
-        empty = typed_frame(pf.schema_arrow.empty_table().to_pandas())
+        schema = pf.schema_arrow
+        index = pandas_index_columns(schema)
+        empty = typed_polars(from_arrow(schema.empty_table()).drop(index))
     except InputError:
         return plan
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
@@ -264,16 +269,17 @@ def _plan(table: str, path: Path, mapping) -> _Plan:
     return plan
 
 
-def _batches(plan: _Plan) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+def _batches(plan: _Plan) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
     """(contract-column frame, 1-based source rows) per record batch of a Parquet file."""
     offset = 0
     path = plan.path
+    index = pandas_index_columns(plan.parquet.schema_arrow)
     for batch in plan.parquet.iter_batches(batch_size=BATCH_ROWS):
         try:
-            frame = typed_frame(batch.to_pandas())
+            frame = typed_polars(from_arrow(batch).drop(index))
         except InputError as exc:
             raise InputError(exc.reason, file=str(path), row=exc.row, column=exc.column) from None
-        except (UnicodeDecodeError, TypeError, ValueError) as exc:
+        except (UnicodeDecodeError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
             raise InputError(
                 f"a column cannot be read as text ({type(exc).__name__}: {exc})", file=str(path)
             ) from None
@@ -283,13 +289,18 @@ def _batches(plan: _Plan) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
         yield frame, src
 
 
-def _join(held: list, template: pd.DataFrame) -> _Piece:
+def _rows(frame: pl.DataFrame, pos: np.ndarray) -> pl.DataFrame:
+    return frame.select(pl.all().gather(pos))
+
+
+def _join(held: list, template: pl.DataFrame) -> _Piece:
     if not held:
         return _Piece(template, np.empty(0, dtype="int64"))
     if len(held) == 1:
         frame, src = held[0]
-        return _Piece(frame.reset_index(drop=True), np.asarray(src, dtype="int64"))
-    frame = pd.concat([f for f, _ in held], ignore_index=True)
+        return _Piece(frame, np.asarray(src, dtype="int64"))
+    # batches may type a column differently (integers with and without gaps): as pandas
+    frame = pl.concat([f for f, _ in held], how="vertical_relaxed")
     return _Piece(frame, np.concatenate([s for _, s in held]).astype("int64"))
 
 
@@ -300,7 +311,7 @@ def _positions(chunk: np.ndarray, n_chunks: int) -> list[np.ndarray]:
 
 
 def _subset(raw: RawTable, pos: np.ndarray, keep_malformed: bool) -> RawTable:
-    return RawTable(raw.name, raw.file, raw.path, raw.frame.iloc[pos].reset_index(drop=True),
+    return RawTable(raw.name, raw.file, raw.path, _rows(raw.frame, pos),
                     raw.source_row[pos], len(pos), raw.unused_columns,
                     raw.malformed if keep_malformed else [], raw.encoding)  # fmt: skip
 

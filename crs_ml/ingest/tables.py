@@ -1,10 +1,14 @@
 """Finding and reading the input tables: CSV or Parquet, column mapping, required columns.
 
-CSV files are read with every column as text (nothing is guessed: ``007`` stays ``007``,
-an empty cell stays ``''``), with pyarrow for speed. The delimiter is taken from the header
-line (``,`` ``;`` tab or ``|``); the encoding is UTF-8 (with or without BOM), falling back to
-Windows-1252. Rows with the wrong number of fields are set aside with their row number
-(they become rejected rows). Parquet ids are cast to text.
+Tables are held as polars frames (:class:`RawTable`). Parquet is read by polars. CSV files are
+read with every column as text (nothing is guessed: ``007`` stays ``007``, an empty cell stays
+``''``) by pyarrow's multi-threaded reader straight into Arrow, which polars takes over
+without a copy: polars' own CSV reader pads a row with too few fields silently, so it cannot
+name the malformed row. The delimiter is taken from the header line (``,`` ``;`` tab or
+``|``); the encoding is UTF-8 (with or without BOM), falling back to Windows-1252. Rows with
+the wrong number of fields are set aside with their row number (they become rejected rows):
+only files holding such rows are read again by the slower Python ``csv`` reader, which gives
+each one's row and column. Parquet ids are cast to text.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from crs_ml.cohort import PATIENT_COLUMNS
 from crs_ml.errors import ConfigError, InputError
+from crs_ml.ingest.values import strip_text
 
 TABLES = ("patients", "observations", "events", "outcomes", "truth")
 REQUIRED_TABLES = ("patients", "observations")
@@ -130,7 +136,7 @@ class RawTable:
     name: str
     file: str  #: file name, as used in reports and rejected rows
     path: Path
-    frame: pd.DataFrame
+    frame: pl.DataFrame  #: contract columns: text as String ('' for missing), others typed
     source_row: np.ndarray
     rows_read: int
     unused_columns: list[str] = field(default_factory=list)
@@ -278,7 +284,7 @@ def _read_csv_python(path, names, delimiter, encoding):
     return frame, np.asarray(src, dtype="int64"), bad, i
 
 
-def read_csv(path: Path) -> tuple[pd.DataFrame, np.ndarray, list, int, str]:
+def read_csv(path: Path) -> tuple[pl.DataFrame, np.ndarray, list, int, str]:
     """(frame of text, source rows, malformed rows, rows read, encoding)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
@@ -318,9 +324,19 @@ def read_csv(path: Path) -> tuple[pd.DataFrame, np.ndarray, list, int, str]:
             raise InputError(f"cannot parse CSV ({exc})", file=str(path)) from None
     if invalid:  # exact row numbers of malformed rows need the slow reader
         frame, src, bad, n = _read_csv_python(path, names, delimiter, encoding)
+        frame = pl.DataFrame({c: pl.Series(c, frame[c].tolist(), pl.String) for c in names})
+        frame.columns = names
         return frame, src, bad, n, encoding
-    frame = table.to_pandas()
+    frame = from_arrow(table)
     return frame, np.arange(1, len(frame) + 1, dtype="int64"), [], len(frame), encoding
+
+
+def from_arrow(table) -> pl.DataFrame:
+    """A pyarrow table or record batch as polars, column names kept as they are (polars
+    renames an empty name to ``column_<i>``; the reports name the file's columns)."""
+    frame = pl.from_arrow(table)
+    frame.columns = list(table.schema.names)
+    return frame
 
 
 def ids_to_text(s: pd.Series) -> pd.Series:
@@ -334,21 +350,38 @@ def ids_to_text(s: pd.Series) -> pd.Series:
     return s.astype("str").fillna("").str.strip()
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
+def read_parquet(path: Path) -> pl.DataFrame:
+    import pyarrow.parquet as pq
+
     try:
-        frame = pd.read_parquet(path)
+        frame = pl.read_parquet(path)
+        schema = pq.read_schema(path)
+        frame.columns = list(schema.names)  # polars renames an empty name
+        meta = schema.pandas_metadata
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
         raise InputError(
             f"cannot read Parquet file ({type(exc).__name__}: {exc})", file=str(path)
         ) from None
+    frame = frame.drop(_index_names(meta, frame.columns))
     try:
-        return typed_frame(frame)
+        return typed_polars(frame)
     except InputError as exc:  # name the file the column came from
         raise InputError(exc.reason, file=str(path), row=exc.row, column=exc.column) from None
-    except (UnicodeDecodeError, TypeError, ValueError) as exc:
+    except (UnicodeDecodeError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
         raise InputError(
             f"a column cannot be read as text ({type(exc).__name__}: {exc})", file=str(path)
         ) from None
+
+
+def _index_names(meta: dict | None, columns) -> list[str]:
+    """Columns holding a pandas index (pandas' reader makes them the index: not data)."""
+    names = [c for c in (meta or {}).get("index_columns", []) if isinstance(c, str)]
+    return [c for c in names if c in columns]
+
+
+def pandas_index_columns(schema) -> list[str]:
+    """:func:`_index_names` of a pyarrow schema."""
+    return _index_names(schema.pandas_metadata, schema.names)
 
 
 def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -370,6 +403,57 @@ def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
+def polars_frame(frame: pd.DataFrame) -> pl.DataFrame:
+    """An in-memory pandas table as a typed polars frame (:func:`typed_frame`, then Arrow)."""
+    typed = typed_frame(frame)
+    out = pl.from_pandas(typed, nan_to_null=False)
+    out.columns = list(typed.columns)  # polars renames an empty name
+    return out
+
+
+def _pandas_typed(s: pl.Series) -> pl.Series:
+    """One column typed as pandas would read it from Parquet (:func:`typed_frame`), for the
+    types the polars path does not handle itself (binary, dates, decimals, lists ...)."""
+    typed = typed_frame(pd.DataFrame({s.name: s.to_arrow().to_pandas()}))
+    return pl.from_pandas(typed, nan_to_null=False).to_series()
+
+
+def typed_polars(frame: pl.DataFrame) -> pl.DataFrame:
+    """A table read by polars typed like :func:`typed_frame` types pandas' read of it: ids
+    and other text columns as text ('' for missing), integers with missing values as
+    floats (as pandas reads them), numbers, booleans and datetimes kept as they are."""
+    names = [str(c).strip() for c in frame.columns]
+    out = []
+    for name, s in zip(names, frame.get_columns(), strict=True):
+        s = s.alias(name)
+        dt = s.dtype
+        if name in ID_COLUMNS:
+            if dt.is_float() or not (dt.is_integer() or dt == pl.String):
+                if dt == pl.Boolean:
+                    raise InputError("identifier column holds true/false values", column=name)
+                s = _pandas_typed(s)
+            else:
+                s = strip_text(s.cast(pl.String).fill_null(""))
+        elif dt == pl.String:
+            s = s.fill_null("")
+        elif isinstance(dt, pl.Categorical | pl.Enum):
+            s = s.cast(pl.String).fill_null("")
+        elif dt.is_integer() and s.null_count():
+            s = s.cast(pl.Float64)
+        elif dt.is_float() or dt.is_integer() or isinstance(dt, pl.Datetime):
+            pass
+        elif dt == pl.Boolean and not s.null_count():
+            pass
+        else:
+            s = _pandas_typed(s)
+        out.append(s)
+    if not out:
+        return pl.DataFrame()
+    typed = pl.DataFrame(out)
+    typed.columns = names  # polars renames an empty name
+    return typed
+
+
 def mapped_names(columns, table: str, mapping: Mapping[str, str]) -> list[str]:
     """The contract name each of a file's ``columns`` takes (mapping, then case-insensitive
     match; other names unchanged)."""
@@ -384,14 +468,14 @@ def mapped_names(columns, table: str, mapping: Mapping[str, str]) -> list[str]:
     return cols
 
 
-def map_columns(frame: pd.DataFrame, table: str, mapping: Mapping[str, str], file: str):
+def map_columns(frame: pl.DataFrame, table: str, mapping: Mapping[str, str], file: str):
     """(frame with the contract columns, renamed; names of the columns left unused)."""
     contract = CONTRACT_COLUMNS[table]
-    cols = mapped_names(list(frame.columns), table, mapping)
+    found = list(frame.columns)
+    cols = mapped_names(found, table, mapping)
     dup = sorted({c for c in cols if c in contract and cols.count(c) > 1})
     if dup:
         raise InputError(f"two columns map to '{dup[0]}'", file=file, column=dup[0])
-    frame = frame.set_axis(cols, axis=1)
     inverse = {target: site for site, target in mapping.items()}
     unused = [c for c in cols if c not in contract]
     for col in REQUIRED_COLUMNS[table]:
@@ -399,16 +483,17 @@ def map_columns(frame: pd.DataFrame, table: str, mapping: Mapping[str, str], fil
             if col in inverse:
                 hint = f" (the column mapping expects '{inverse[col]}')"
             else:
-                hint = _missing_hint(table, list(frame.columns), unused, cols)
+                hint = _missing_hint(table, found, unused, cols)
             raise InputError(f"missing required column '{col}'{hint}", file=file, column=col)
     if table in TIME_COLUMNS and not any(c in cols for c in TIME_COLUMNS[table]):
-        hint = _missing_hint(table, list(frame.columns), unused, cols)
+        hint = _missing_hint(table, found, unused, cols)
         raise InputError(
             f"missing required column: give 'time' (ISO 8601) or 'hours' (since infusion){hint}",
             file=file,
             column="time",
         )
-    return frame[[c for c in cols if c in contract]], unused
+    kept = [frame.get_column(f).alias(c) for f, c in zip(found, cols, strict=True) if c in contract]
+    return pl.DataFrame(kept, height=frame.height), unused
 
 
 def _missing_hint(table: str, found: list[str], unused: list[str], cols: list[str]) -> str:
@@ -429,25 +514,24 @@ def read_table(path: Path, table: str, mapping: Mapping[str, str] | None = None)
         malformed, n, encoding = [], len(frame), "parquet"
     else:
         frame, src, malformed, n, encoding = read_csv(path)
-        for col in ID_COLUMNS:
-            if col in frame.columns:
-                frame[col] = frame[col].str.strip()
+        ids = [c for c in ID_COLUMNS if c in frame.columns]
+        frame = frame.with_columns(strip_text(frame.get_column(c)) for c in ids)
     frame, unused = map_columns(frame, table, mapping or {}, file)
-    return RawTable(
-        table, file, path, frame.reset_index(drop=True), src, n, unused, malformed, encoding
-    )
+    return RawTable(table, file, path, frame, src, n, unused, malformed, encoding)
 
 
 def frame_table(
-    frame: pd.DataFrame, table: str, file: str, mapping: Mapping[str, str] | None = None
+    frame: pd.DataFrame | pl.DataFrame,
+    table: str,
+    file: str,
+    mapping: Mapping[str, str] | None = None,
 ) -> RawTable:
-    """An in-memory table as :func:`read_table` would return it from a Parquet file."""
-    frame = typed_frame(frame)
+    """An in-memory table (pandas or polars) as :func:`read_table` would return it from a
+    Parquet file."""
+    frame = typed_polars(frame) if isinstance(frame, pl.DataFrame) else polars_frame(frame)
     src = np.arange(1, len(frame) + 1, dtype="int64")
     frame, unused = map_columns(frame, table, mapping or {}, file)
-    return RawTable(
-        table, file, Path(file), frame.reset_index(drop=True), src, len(src), unused, [], "parquet"
-    )
+    return RawTable(table, file, Path(file), frame, src, len(src), unused, [], "parquet")
 
 
 def check_mapping(mapping: Mapping[str, Mapping[str, str]]) -> None:

@@ -1,7 +1,9 @@
 """Parsing of cell values: numbers, censored results, times, and categorical vocabularies.
 
-Numbers: the fast path is :func:`pandas.to_numeric`; only the cells it cannot read (or reads
-as NaN/inf) go through the text parser, once per distinct text. The text parser accepts
+Columns arrive as polars Series (pandas Series are accepted too). Texts are parsed once per
+distinct text (polars finds the distinct texts and maps them back, in native threads).
+Numbers: plain decimal numbers (``-12``, ``3.5e2``) are cast by polars; only the other
+distinct texts go through the text parser, which accepts
 
 - thousands separators when every group has exactly three digits: ``1,240``, ``1 240``,
   ``12'345``, ``1,240.5``, ``1.240,5`` (dot groups with a decimal comma);
@@ -22,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from crs_ml.errors import InputError
 from crs_ml.variables import name_key
@@ -102,6 +105,8 @@ def parse_values(
     ``kind`` is '' exactly where ``value`` is finite, so ``~np.isfinite(value)`` is a cheap
     stand-in for ``kind != ''``. Text is parsed once per distinct text (lab values repeat a
     lot: millions of cells hold tens of thousands of distinct texts)."""
+    if isinstance(raw, pl.Series):
+        return _parse_values_pl(raw, censored_below)
     n = len(raw)
     if pd.api.types.is_bool_dtype(raw.dtype):
         raw = raw.astype("str")
@@ -133,6 +138,81 @@ def _parse_distinct(text: pd.Series, censored_below: str):
     bad = np.flatnonzero(~np.isfinite(value))
     if bad.size:
         parsed = [parse_text_value(u, censored_below) for u in text.iloc[bad]]
+        value[bad] = np.array([p[0] for p in parsed], dtype="float64")
+        censored[bad] = np.array([p[1] for p in parsed], dtype="int8")
+        kind[bad] = np.array([p[2] for p in parsed], dtype=object)
+    return value, censored, kind
+
+
+#: the characters Python's ``str.strip()`` removes (polars' default set differs in a few
+#: control characters), so texts are cleaned exactly as before
+PY_WHITESPACE = "".join(
+    chr(c)
+    for c in (*range(0x09, 0x0E), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
+              0x2028, 0x2029, 0x202F, 0x205F, 0x3000)
+)  # fmt: skip
+
+
+def strip_text(s: pl.Series) -> pl.Series:
+    """Text with surrounding whitespace removed, as Python's ``str.strip()``."""
+    return s.str.strip_chars(PY_WHITESPACE)
+
+
+#: a plain decimal number (ASCII digits, nothing around it): the text polars casts itself
+_PLAIN_ASCII = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+
+
+def factorize(s: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """``pd.factorize`` in polars: (int64 code of each row, the distinct values in order of
+    first appearance). Nulls are a value of their own."""
+    uniques = s.unique(maintain_order=True)
+    if len(uniques) == 1:
+        return np.zeros(len(s), dtype=np.int64), uniques
+    table = uniques.to_frame("k").with_row_index("code")
+    codes = s.to_frame("k").join(table, on="k", how="left", maintain_order="left", nulls_equal=True)
+    return codes.get_column("code").cast(pl.Int64).to_numpy(), uniques
+
+
+def pandas_text(s: pl.Series) -> pl.Series:
+    """The column as text exactly as pandas' ``astype("str").fillna("")`` of the same data
+    (text columns directly; numbers and other types, rare in text columns, through pandas)."""
+    if s.dtype == pl.String:
+        return s.fill_null("")
+    if s.dtype == pl.Null or len(s) == 0:
+        return pl.Series(s.name, [""] * len(s), pl.String)
+    text = s.to_pandas().astype("str").fillna("")
+    return pl.Series(s.name, text.to_numpy(dtype=object), pl.String)
+
+
+def _parse_values_pl(raw: pl.Series, censored_below: str):
+    n = len(raw)
+    dt = raw.dtype
+    if dt.is_numeric():
+        value = raw.cast(pl.Float64).to_numpy().copy()
+        censored = np.zeros(n, dtype="int8")
+        kind = np.full(n, "", dtype=object)
+        bad = ~np.isfinite(value)
+        if bad.any():
+            kind[bad] = np.where(np.isnan(value[bad]), "empty", "placeholder")
+            value[bad] = np.nan
+        return value, censored, kind
+    text = pandas_text(raw) if dt != pl.Boolean else raw.cast(pl.String).fill_null("")
+    codes, uniques = factorize(text)
+    u_val, u_cens, u_kind = _parse_distinct_pl(uniques, censored_below)
+    return u_val[codes], u_cens[codes], u_kind[codes]
+
+
+def _parse_distinct_pl(text: pl.Series, censored_below: str):
+    """(value, censored, kind) of each distinct text: polars casts the plain numbers, the
+    text parser reads the rest (thousands separators, censoring, comments ...)."""
+    plain = text.str.contains(_PLAIN_ASCII).fill_null(False).to_numpy()
+    value = text.cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy().copy()
+    value[~plain] = np.nan
+    censored = np.zeros(len(value), dtype="int8")
+    kind = np.full(len(value), "", dtype=object)
+    bad = np.flatnonzero(~np.isfinite(value))
+    if bad.size:
+        parsed = [parse_text_value(u, censored_below) for u in text.gather(bad).to_list()]
         value[bad] = np.array([p[0] for p in parsed], dtype="float64")
         censored[bad] = np.array([p[1] for p in parsed], dtype="int8")
         kind[bad] = np.array([p[2] for p in parsed], dtype=object)
@@ -189,6 +269,9 @@ def latest_plausible() -> pd.Timestamp:
 def parse_times(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """ISO 8601 texts (naive = UTC) or datetimes -> (int64 ns since epoch, problem object
     array: '' ok, 'empty', 'unparseable', 'before 1900', 'in the future')."""
+    if isinstance(raw, pl.Series):
+        ns, code = time_problem_codes(raw)
+        return ns, TIME_PROBLEMS[code]
     n = len(raw)
     problem = np.full(n, "", dtype=object)
     if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw.dtype):
@@ -210,6 +293,62 @@ def parse_times(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     ns = np.full(n, np.iinfo("int64").min, dtype="int64")
     ns[good] = ts[good].astype("datetime64[ns, UTC]").array.asi8
     return ns, problem
+
+
+#: problem texts of :func:`time_problem_codes` (code = position)
+TIME_PROBLEMS = np.array(["", "empty", "unparseable", "before 1900", "in the future"], dtype=object)
+#: the usual ISO 8601 shape, converted by polars itself (years 1900-2099, valid clock times);
+#: every other text goes through pandas' ISO 8601 parser as before
+_ISO_FAST = r"^(19|20)[0-9]{2}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?Z?$"
+
+
+def time_problem_codes(raw: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`parse_times` of a polars column: (int64 ns since epoch, NaT sentinel unless
+    code 0; int8 code into :data:`TIME_PROBLEMS`)."""
+    n = len(raw)
+    nat = np.iinfo("int64").min
+    if isinstance(raw.dtype, pl.Datetime):
+        ts = raw
+        ts = ts.dt.replace_time_zone("UTC") if ts.dtype.time_zone is None else ts
+        us = ts.dt.convert_time_zone("UTC").dt.cast_time_unit("us").to_physical()
+        empty = us.is_null().to_numpy()
+        us = us.fill_null(0).to_numpy()
+        ns = np.full(n, nat, dtype="int64")
+        code = np.where(empty, 1, 0).astype("int8")
+        _range_codes(us, ~empty, code, ns, 1000)
+        return ns, code
+    text = strip_text(pandas_text(raw))
+    empty = (text == "").to_numpy()
+    fast = text.str.contains(_ISO_FAST).to_numpy()
+    base = text.str.strip_suffix("Z").str.replace(" ", "T", literal=True)
+    seconds = base.str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", strict=False)
+    minutes = base.str.to_datetime("%Y-%m-%dT%H:%M", time_unit="us", strict=False)
+    us = seconds.fill_null(minutes).to_physical().fill_null(nat).to_numpy()
+    ok = fast & (us != nat)
+    code = np.zeros(n, dtype="int8")
+    code[fast & ~ok] = 2  # a calendar date that does not exist (2024-02-30)
+    ns = np.full(n, nat, dtype="int64")
+    _range_codes(us, ok, code, ns, 1000)
+    rest = np.flatnonzero(~fast & ~empty)
+    if rest.size:
+        ns_rest, problem = parse_times(text.gather(rest).to_pandas())
+        position = {p: i for i, p in enumerate(TIME_PROBLEMS)}
+        code[rest] = [position[p] for p in problem]
+        ns[rest] = ns_rest
+    code[empty] = 1
+    return ns, code
+
+
+def _range_codes(values, ok, code, ns, to_ns: int) -> None:
+    """Codes 3/4 for times before 1900 or in the future; ``ns`` filled for the rest."""
+    early_us = EARLIEST.value // to_ns
+    late_us = latest_plausible().value // to_ns
+    early = ok & (values < early_us)
+    late = ok & (values > late_us)
+    code[early] = 3
+    code[late] = 4
+    good = ok & ~early & ~late
+    ns[good] = values[good] * to_ns
 
 
 #: what :func:`parse_time` and the data's time columns accept, for error messages
@@ -327,8 +466,11 @@ EVENT_VOCAB = _vocab({
 def normalise_category(raw: pd.Series, vocab: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """(canonical object array with None for empty/unknown, unknown bool mask); vectorised
     over distinct values."""
-    text = raw.astype("str").fillna("")
-    codes, uniques = pd.factorize(text)
+    if isinstance(raw, pl.Series):
+        codes, distinct = factorize(pandas_text(raw))
+        uniques = distinct.to_list()
+    else:
+        codes, uniques = pd.factorize(raw.astype("str").fillna(""))
     keys = [name_key(u) for u in uniques]
     canon = np.array([vocab.get(k) if k else None for k in keys] + [None], dtype=object)
     unknown_u = np.array([bool(k) and k not in vocab for k in keys] + [False], dtype=bool)

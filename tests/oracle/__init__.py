@@ -1,0 +1,1 @@
+"""Frozen implementations the tests compare the package against (not part of the package)."""

@@ -1,0 +1,259 @@
+"""Normalisation of the secondary tables (events, outcomes, truth) and the row helpers the
+loaders share. The rules are documented in :mod:`oracle.ingest_pandas.load`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from crs_ml.cohort import EVENT_COLUMNS, OUTCOME_COLUMNS, TRUTH_COLUMNS
+from oracle.ingest_pandas.problems import CodedText, Collector, RowChecks, counts_by
+from oracle.ingest_pandas.rows import Patients, patient_codes, row_hours, sorted_frame
+from oracle.ingest_pandas.tables import RawTable
+from oracle.ingest_pandas.values import EVENT_VOCAB, normalise_category, parse_values
+
+
+def column_of(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name in frame.columns:
+        return frame[name]
+    return pd.Series(np.full(len(frame), "", dtype=object), dtype="str")
+
+
+def text_of(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return column_of(frame, name).astype("str").fillna("").str.strip().to_numpy(dtype=object)
+
+
+def coded_text_of(frame: pd.DataFrame, name: str) -> CodedText:
+    """:func:`text_of` as codes into the distinct texts (each distinct text cleaned once)."""
+    codes, uniques = pd.factorize(column_of(frame, name).astype("str").fillna(""))
+    clean = pd.Series(uniques).astype("str").fillna("").str.strip().to_numpy(dtype=object)
+    return CodedText(codes, clean)
+
+
+def str_series(values) -> pd.Series:
+    return pd.Series(np.asarray(values, dtype=object), dtype="str")
+
+
+@dataclass
+class TableRows:
+    raw: RawTable
+    rc: RowChecks
+    pcode: np.ndarray
+
+
+def start_table(raw: RawTable, pat: Patients, col: Collector) -> TableRows:
+    """Row checks with malformed rows recorded and patient ids resolved."""
+    ids = coded_text_of(raw.frame, "patient_id")
+    rc = RowChecks(col, raw.name, raw.file, raw.source_row, ids)
+    record_malformed(raw, col)
+    pcode = patient_codes(ids, pat)
+    rc.reject(
+        (ids.uniques == "")[ids.codes] if len(ids) else np.zeros(0, dtype=bool),
+        "patient_id",
+        "missing_patient_id",
+        "rows without a patient_id",
+        "missing patient_id",
+    )
+    rc.reject(
+        pcode < 0,
+        "patient_id",
+        "unknown_patient_id",
+        "rows naming a patient_id that is not in the patients table",
+        "unknown patient_id '{value}' (not in patients)",
+        ids,
+        severity="fatal",
+    )
+    return TableRows(raw, rc, pcode)
+
+
+def record_malformed(raw: RawTable, col: Collector) -> None:
+    if not raw.malformed:
+        return
+    rows = np.array([r for r, _, _ in raw.malformed], dtype="int64")
+    reasons = [reason for _, reason, _ in raw.malformed]
+    columns = [column for _, _, column in raw.malformed]
+    col.add_rejected(
+        raw.name,
+        pd.DataFrame(
+            {"file": raw.file, "row": rows, "column": columns, "reason": reasons, "patient_id": ""}
+        ),
+    )
+    examples = [
+        {"file": raw.file, "row": int(r), "column": c, "value": why}
+        for r, why, c in raw.malformed[:5]
+    ]
+    col.add(
+        raw.name,
+        "malformed_row",
+        "error",
+        "rows with the wrong number of fields",
+        len(rows),
+        examples,
+    )
+
+
+def events_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame:
+    t = start_table(raw, pat, col)
+    f, rc = t.raw.frame, t.rc
+    hours = row_hours(f, rc, pat, t.pcode, "hours", "time", required=True)
+    end = row_hours(f, rc, pat, t.pcode, "end_hours", "end_time", required=False)
+    event, unknown = normalise_category(column_of(f, "event"), EVENT_VOCAB)
+    raw_event = text_of(f, "event")
+    rc.reject(
+        raw_event == "", "event", "missing_event", "rows without an event name", "missing event"
+    )
+    rc.reject(
+        unknown,
+        "event",
+        "unknown_event",
+        "event names not recognised",
+        "unknown event '{value}'",
+        raw_event,
+        details=counts_by(raw_event, unknown & rc.ok),
+    )
+    end_col = "end_hours" if "end_hours" in f else "end_time"
+    rc.reject(
+        end < hours,
+        end_col,
+        "end_before_start",
+        "events that end before they start",
+        "event ends before it starts",
+    )
+    ok = rc.ok
+    detail = text_of(f, "detail")[ok]
+    frame = pd.DataFrame(
+        {
+            "patient_id": pat.ids[t.pcode[ok]],
+            "hours": hours[ok],
+            "end_hours": end[ok],
+            "event": event[ok],
+            "detail": np.where(detail == "", None, detail),
+            "source_row": raw.source_row[ok],
+        }
+    )
+    rank = pat.rank[t.pcode[ok]]
+    dup = frame.duplicated(["patient_id", "hours", "end_hours", "event", "detail"]).to_numpy()
+    if dup.any():
+        examples = [
+            {"file": raw.file, "row": int(r), "column": "event", "value": str(e)}
+            for r, e in zip(
+                frame["source_row"].to_numpy()[dup][:5],
+                frame["event"].to_numpy()[dup][:5],
+                strict=True,
+            )
+        ]
+        col.add(
+            "events",
+            "exact_duplicate",
+            "warning",
+            "identical event rows: the first kept",
+            int(dup.sum()),
+            examples,
+        )
+        frame, rank = frame[~dup], rank[~dup]
+    return sorted_frame(frame, rank, ["hours", "event", "source_row"], EVENT_COLUMNS)
+
+
+def outcomes_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame:
+    t = start_table(raw, pat, col)
+    f, rc = t.raw.frame, t.rc
+    raw_grade = column_of(f, "crs_max_grade")
+    grade, censored, kind = parse_values(raw_grade)
+    bad = (kind != "") | (censored != 0) | ~np.isin(grade, np.arange(6))
+    rc.reject(
+        bad,
+        "crs_max_grade",
+        "bad_grade",
+        "crs_max_grade not an integer 0-5",
+        "crs_max_grade must be an integer 0-5, got '{value}'",
+        raw_grade,
+    )
+    g3 = row_hours(f, rc, pat, t.pcode, "grade3_hours", "grade3_time", required=False)
+    follow = row_hours(f, rc, pat, t.pcode, "followup_hours", "followup_end_time", required=False)
+    death = row_hours(f, rc, pat, t.pcode, "death_hours", "death_time", required=False)
+    rc.reject(
+        (grade >= 3) & np.isnan(g3),
+        "crs_max_grade",
+        "grade3_time_missing",
+        "crs_max_grade >= 3 without the time grade 3 was reached",
+        "crs_max_grade {value} but no grade3 time",
+        raw_grade,
+    )
+    rc.reject(
+        (grade < 3) & ~np.isnan(g3),
+        "crs_max_grade",
+        "grade3_time_inconsistent",
+        "a grade3 time given with crs_max_grade < 3",
+        "grade3 time given but crs_max_grade is {value}",
+        raw_grade,
+    )
+    frame = pd.DataFrame(
+        {
+            "patient_id": pat.ids[np.maximum(t.pcode, 0)],
+            "crs_max_grade": np.nan_to_num(grade).astype("int64"),
+            "grade3_hours": g3,
+            "followup_hours": follow,
+            "death_hours": death,
+            "label_definition": text_of(f, "label_definition"),
+            "_row": np.arange(len(f)),
+        }
+    )[rc.ok]
+    same = frame.duplicated(OUTCOME_COLUMNS, keep="last").to_numpy()
+    col.add(
+        "outcomes",
+        "exact_duplicate",
+        "warning",
+        "identical outcome rows: one kept",
+        int(same.sum()),
+    )
+    frame = frame[~same]
+    conflict = frame["patient_id"].duplicated(keep=False).to_numpy()
+    if conflict.any():
+        mask = np.zeros(len(f), dtype=bool)
+        mask[frame["_row"].to_numpy()[conflict]] = True
+        rc.reject(
+            mask,
+            "patient_id",
+            "conflicting_outcomes",
+            "patients with several different outcome rows: all of them left out",
+            "several different outcome rows for patient '{value}'",
+            text_of(f, "patient_id"),
+        )
+        frame = frame[~conflict]
+    missing = int((~np.isin(pat.ids, frame["patient_id"].to_numpy())).sum())
+    col.add("outcomes", "no_outcome", "warning", "patients without a usable outcome row", missing)
+    if len(frame) == 0:
+        col.add("outcomes", "no_outcomes", "fatal", "the outcomes table has no usable row", 1)
+    rank = pat.rank[t.pcode[frame["_row"].to_numpy()]]
+    return sorted_frame(frame, rank, [], OUTCOME_COLUMNS)
+
+
+def truth_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame:
+    t = start_table(raw, pat, col)
+    f, rc = t.raw.frame, t.rc
+    landmark, c1, k1 = parse_values(column_of(f, "landmark_h"))
+    risk, c2, k2 = parse_values(column_of(f, "true_risk"))
+    rc.reject(
+        (k1 != "") | (c1 != 0),
+        "landmark_h",
+        "bad_number",
+        "numbers that do not parse",
+        "landmark_h not a number: '{value}'",
+        column_of(f, "landmark_h"),
+    )
+    rc.reject(
+        (k2 != "") | (c2 != 0) | (risk < 0) | (risk > 1),
+        "true_risk",
+        "bad_number",
+        "numbers that do not parse",
+        "true_risk not a probability: '{value}'",
+        column_of(f, "true_risk"),
+    )
+    ok = rc.ok
+    frame = pd.DataFrame(
+        {"patient_id": pat.ids[t.pcode[ok]], "landmark_h": landmark[ok], "true_risk": risk[ok]}
+    )
+    out = sorted_frame(frame, pat.rank[t.pcode[ok]], ["landmark_h"], TRUTH_COLUMNS)
+    return out.astype({"landmark_h": "float64", "true_risk": "float64"})

@@ -1,0 +1,464 @@
+"""Finding and reading the input tables: CSV or Parquet, column mapping, required columns.
+
+CSV files are read with every column as text (nothing is guessed: ``007`` stays ``007``,
+an empty cell stays ``''``), with pyarrow for speed. The delimiter is taken from the header
+line (``,`` ``;`` tab or ``|``); the encoding is UTF-8 (with or without BOM), falling back to
+Windows-1252. Rows with the wrong number of fields are set aside with their row number
+(they become rejected rows). Parquet ids are cast to text.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gzip
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crs_ml.cohort import PATIENT_COLUMNS
+from crs_ml.errors import ConfigError, InputError
+
+TABLES = ("patients", "observations", "events", "outcomes", "truth")
+REQUIRED_TABLES = ("patients", "observations")
+SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+
+CONTRACT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "patients": tuple(PATIENT_COLUMNS),  # the input columns are the normalised ones
+    "observations": ("patient_id", "time", "hours", "variable", "value", "unit"),
+    "events": ("patient_id", "time", "hours", "end_time", "end_hours", "event", "detail"),
+    "outcomes": (
+        "patient_id",
+        "crs_max_grade",
+        "grade3_time",
+        "grade3_hours",
+        "followup_end_time",
+        "followup_hours",
+        "death_time",
+        "death_hours",
+        "label_definition",
+    ),
+    "truth": ("patient_id", "landmark_h", "true_risk"),
+}
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "patients": ("patient_id",),
+    "observations": ("patient_id", "variable", "value"),
+    "events": ("patient_id", "event"),
+    "outcomes": ("patient_id", "crs_max_grade"),
+    "truth": ("patient_id", "landmark_h", "true_risk"),
+}
+#: tables that need at least one of the two columns
+TIME_COLUMNS = {"observations": ("time", "hours"), "events": ("time", "hours")}
+ID_COLUMNS = ("patient_id", "person_id")
+#: other names sites give contract columns (compared with case, spaces, '_', '-' ignored);
+#: an unused column named like this, or like the contract name itself, is a warning in the
+#: check report with the ``data.column_mapping`` that would use it
+COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "patient_id": ("patient", "pid", "mrn", "subject_id", "episode_id", "infusion_id"),
+    "person_id": ("person", "subject", "patient_number"),
+    "infusion_time": ("infusion", "infusion_date", "infusion_datetime", "cart_infusion"),
+    "product": ("product_name", "car_t", "cart_product", "car_t_product", "therapy"),
+    "age_years": ("age", "age_at_infusion"),
+    "sex": ("gender",),
+    "disease": ("diagnosis", "indication"),
+    "site": ("centre", "center", "hospital"),
+    "variable": ("test", "test_name", "analyte", "parameter", "lab", "measurement"),
+    "value": ("result", "result_value", "numeric_value"),
+    "unit": ("units", "uom", "result_unit"),
+    "time": ("datetime", "timestamp", "charttime", "collected", "collection_time"),
+    "hours": ("hours_since_infusion", "hours_post_infusion", "time_h"),
+    "event": ("event_name", "event_type", "treatment"),
+    "crs_max_grade": ("crs_grade", "max_crs_grade", "astct_grade"),
+}
+#: columns that stand in for one another: no suggestion for one when the other is present
+_EITHER = {"time": "hours", "hours": "time", "end_time": "end_hours", "end_hours": "end_time",
+           "grade3_time": "grade3_hours", "grade3_hours": "grade3_time",
+           "followup_end_time": "followup_hours", "followup_hours": "followup_end_time",
+           "death_time": "death_hours", "death_hours": "death_time"}  # fmt: skip
+#: file types crs_ml does not read, named when a table is only found in one of them
+_OTHER_FORMATS = (".xlsx", ".xlsm", ".xls", ".ods", ".tsv", ".txt", ".json", ".feather")
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s_\-.:/()]+", "", str(name).lower())
+
+
+def column_suggestions(unused, present, table: str) -> dict[str, str]:
+    """{unused column: contract column it resembles} for contract columns not present: the
+    same name up to case, spaces and '_' (``PatientID``), a declared synonym
+    (:data:`COLUMN_SYNONYMS`: ``Age``), a name containing the contract name or contained in
+    it (``Product Name``), or a close spelling (difflib ratio >= 0.8)."""
+    missing = [
+        c for c in CONTRACT_COLUMNS[table] if c not in present and _EITHER.get(c) not in present
+    ]
+    out: dict[str, str] = {}
+    for col in unused:
+        k = _key(col)
+        if not k:
+            continue
+        for target in missing:
+            names = {_key(target), *(_key(s) for s in COLUMN_SYNONYMS.get(target, ()))}
+            if (
+                k in names
+                or any(len(n) >= 4 and n in k or len(k) >= 4 and k in n for n in names)
+                or difflib.get_close_matches(k, list(names), n=1, cutoff=0.8)
+            ):
+                out[col] = target
+                missing.remove(target)
+                break
+    return out
+
+
+def mapping_snippet(table: str, pairs: Mapping[str, str]) -> str:
+    """The ``data.column_mapping`` YAML that maps ``pairs`` ({site column: contract column})."""
+    body = ", ".join(f"{_yaml_key(k)}: {v}" for k, v in pairs.items())
+    return f"data: {{column_mapping: {{{table}: {{{body}}}}}}}"
+
+
+def _yaml_key(text: str) -> str:
+    return text if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text) else f"'{text}'"
+
+
+@dataclass
+class RawTable:
+    """One input table as read: contract columns only, ``source_row`` 1-based data rows."""
+
+    name: str
+    file: str  #: file name, as used in reports and rejected rows
+    path: Path
+    frame: pd.DataFrame
+    source_row: np.ndarray
+    rows_read: int
+    unused_columns: list[str] = field(default_factory=list)
+    #: rows the reader could not split into the header's fields: (row, reason)
+    malformed: list[tuple[int, str, str]] = field(default_factory=list)  # row, reason, column
+    encoding: str = "utf-8"
+
+
+def _table_of(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            stem = name[: -len(suffix)]
+            return stem if stem in TABLES else None
+    return None
+
+
+def check_table_names(tables) -> None:
+    """Raise InputError for a table name not in the contract or a required table missing."""
+    for table in tables:
+        if table not in TABLES:
+            raise InputError(f"unknown table '{table}' (expected one of {', '.join(TABLES)})")
+    for table in REQUIRED_TABLES:
+        if table not in tables:
+            raise InputError(f"the {table} table is required but was not given")
+
+
+def locate_tables(path_or_paths) -> dict[str, Path]:
+    """Table name -> file, from a folder, a {table: path} mapping or a list of paths."""
+    if path_or_paths is None:
+        raise InputError("no data given: pass a folder or the table files (or set data.path)")
+    found: dict[str, Path] = {}
+    if isinstance(path_or_paths, Mapping):
+        check_table_names(path_or_paths)
+        found = {table: Path(p) for table, p in path_or_paths.items()}
+    elif isinstance(path_or_paths, list | tuple):
+        for p in map(Path, path_or_paths):
+            table = _table_of(p)
+            if table is None:
+                raise InputError(
+                    f"cannot tell which table {p.name} is: name it patients, observations, "
+                    "events, outcomes or truth (.csv or .parquet)",
+                    file=str(p),
+                )
+            if table in found:
+                raise InputError(f"two files for table '{table}'", file=str(p))
+            found[table] = p
+    else:
+        folder = Path(path_or_paths)
+        if not folder.exists():
+            raise InputError(f"data folder {folder} does not exist")
+        if not folder.is_dir():
+            raise InputError(f"{folder} is not a folder: pass the folder holding patients.csv")
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        for table in TABLES:  # any case: Patients.CSV is the patients table
+            hits = [p for p in files if _table_of(p) == table]
+            if len(hits) > 1:
+                names = " and ".join(h.name for h in hits)
+                raise InputError(f"both {names} exist: keep one", file=str(folder))
+            if hits:
+                found[table] = hits[0]
+                continue
+            other = [p for p in files if p.name.lower() in {table + x for x in _OTHER_FORMATS}]
+            if other:
+                raise InputError(_unreadable(other[0], table))
+        for table in REQUIRED_TABLES:
+            if table not in found:
+                seen = ", ".join(p.name for p in files[:10]) or "no files"
+                raise InputError(
+                    f"{table}.csv (or {table}.parquet) not found in {folder} (it holds: {seen})"
+                )
+    check_table_names(found)
+    for table, p in found.items():
+        if not p.is_file():
+            raise InputError(f"{table} file does not exist", file=str(p))
+    return found
+
+
+def _unreadable(path: Path, table: str) -> str:
+    """Why a table file in another format is not read, and how to convert it."""
+    if path.suffix.lower() in (".tsv", ".txt"):
+        how = f"rename it to {table}.csv (tab, ';' and '|' delimiters are detected)"
+    elif path.suffix.lower() in (".xlsx", ".xlsm", ".xls", ".ods"):
+        how = (
+            f"Excel files are not read (no spreadsheet reader is installed): save the sheet "
+            f"as {table}.csv (CSV UTF-8), or convert it with pandas and openpyxl: "
+            f"pd.read_excel('{path.name}', dtype=str).to_csv('{table}.csv', index=False)"
+        )
+    else:
+        how = f"write it as {table}.csv or {table}.parquet"
+    return f"{path} is the {table} table in a format crs_ml does not read: {how}"
+
+
+def _open_text(path: Path, encoding: str):
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding=encoding, newline="")
+    return open(path, encoding=encoding, newline="")
+
+
+def _header(path: Path) -> tuple[list[str], str, str]:
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            with _open_text(path, encoding) as fh:
+                line = fh.readline()
+            break
+        except UnicodeDecodeError:
+            continue
+        except OSError as exc:
+            raise InputError(f"cannot read file ({exc})", file=str(path)) from None
+    if not line.strip():
+        raise InputError("file is empty (no header line)", file=str(path))
+    delimiter = max([",", ";", "\t", "|"], key=line.count)
+    names = [
+        c.strip().lstrip("\ufeff").strip() for c in next(csv.reader([line], delimiter=delimiter))
+    ]
+    return names, delimiter, encoding
+
+
+def _read_csv_python(path, names, delimiter, encoding):
+    rows, src, bad = [], [], []
+    with _open_text(path, encoding) as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        next(reader, None)
+        i = 0
+        for record in reader:
+            if not record:
+                continue
+            i += 1
+            if len(record) != len(names):
+                if len(record) < len(names):  # the first field the row lacks
+                    column = names[len(record)]
+                    why = f"expected {len(names)} fields, found {len(record)}: '{column}' missing"
+                else:  # fields beyond the header's last column
+                    column = names[-1]
+                    why = (
+                        f"expected {len(names)} fields, found {len(record)}: extra after '{column}'"
+                    )
+                bad.append((i, why, column))
+                continue
+            rows.append(record)
+            src.append(i)
+    frame = pd.DataFrame(rows, columns=names, dtype="str") if rows else None
+    if frame is None:
+        frame = pd.DataFrame({n: pd.Series(dtype="str") for n in names})
+    return frame, np.asarray(src, dtype="int64"), bad, i
+
+
+def read_csv(path: Path) -> tuple[pd.DataFrame, np.ndarray, list, int, str]:
+    """(frame of text, source rows, malformed rows, rows read, encoding)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    names, delimiter, encoding = _header(path)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"column '{dup[0]}' appears twice in the header", file=str(path))
+    invalid: list = []
+
+    def _skip(row) -> str:
+        invalid.append(row)
+        return "skip"
+
+    for enc in dict.fromkeys([encoding, "cp1252", "latin-1"]):
+        try:
+            table = pcsv.read_csv(
+                path,
+                read_options=pcsv.ReadOptions(
+                    skip_rows=1, column_names=names, encoding="utf8" if "utf" in enc else enc
+                ),
+                parse_options=pcsv.ParseOptions(
+                    delimiter=delimiter, newlines_in_values=True, invalid_row_handler=_skip
+                ),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            encoding = enc
+            break
+        except pa.ArrowInvalid as exc:
+            if "utf8" in str(exc).lower().replace("-", "") and enc != "latin-1":
+                invalid.clear()
+                continue
+            raise InputError(f"cannot parse CSV ({exc})", file=str(path)) from None
+    if invalid:  # exact row numbers of malformed rows need the slow reader
+        frame, src, bad, n = _read_csv_python(path, names, delimiter, encoding)
+        return frame, src, bad, n, encoding
+    frame = table.to_pandas()
+    return frame, np.arange(1, len(frame) + 1, dtype="int64"), [], len(frame), encoding
+
+
+def ids_to_text(s: pd.Series) -> pd.Series:
+    """Identifier column as text; integral floats lose their '.0'; missing -> ''."""
+    if pd.api.types.is_float_dtype(s.dtype):
+        v = s.to_numpy(dtype="float64", na_value=np.nan)
+        if np.all(np.isnan(v) | (v == np.round(v))):
+            s = s.astype("Int64")
+    elif pd.api.types.is_bool_dtype(s.dtype):
+        raise InputError("identifier column holds true/false values", column=str(s.name))
+    return s.astype("str").fillna("").str.strip()
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+        raise InputError(
+            f"cannot read Parquet file ({type(exc).__name__}: {exc})", file=str(path)
+        ) from None
+    try:
+        return typed_frame(frame)
+    except InputError as exc:  # name the file the column came from
+        raise InputError(exc.reason, file=str(path), row=exc.row, column=exc.column) from None
+    except (UnicodeDecodeError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"a column cannot be read as text ({type(exc).__name__}: {exc})", file=str(path)
+        ) from None
+
+
+def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table read from Parquet or given in memory: ids and other text columns as text
+    ('' for missing), numeric and datetime columns kept as they are."""
+    frame = frame.reset_index(drop=True)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    out = {}
+    for col in frame.columns:
+        s = frame[col]
+        if col in ID_COLUMNS:
+            out[col] = ids_to_text(s)
+        elif isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(s.dtype):
+            out[col] = s.astype("str").fillna("")
+        elif pd.api.types.is_string_dtype(s.dtype):
+            out[col] = s.fillna("")
+        else:
+            out[col] = s
+    return pd.DataFrame(out, index=frame.index)
+
+
+def mapped_names(columns, table: str, mapping: Mapping[str, str]) -> list[str]:
+    """The contract name each of a file's ``columns`` takes (mapping, then case-insensitive
+    match; other names unchanged)."""
+    contract = CONTRACT_COLUMNS[table]
+    rename = {site: target for site, target in mapping.items() if site in columns}
+    cols = [rename.get(c, c) for c in columns]
+    present = set(cols)
+    for i, c in enumerate(cols):
+        if c not in contract and c.lower() in contract and c.lower() not in present:
+            present.add(c.lower())
+            cols[i] = c.lower()
+    return cols
+
+
+def map_columns(frame: pd.DataFrame, table: str, mapping: Mapping[str, str], file: str):
+    """(frame with the contract columns, renamed; names of the columns left unused)."""
+    contract = CONTRACT_COLUMNS[table]
+    cols = mapped_names(list(frame.columns), table, mapping)
+    dup = sorted({c for c in cols if c in contract and cols.count(c) > 1})
+    if dup:
+        raise InputError(f"two columns map to '{dup[0]}'", file=file, column=dup[0])
+    frame = frame.set_axis(cols, axis=1)
+    inverse = {target: site for site, target in mapping.items()}
+    unused = [c for c in cols if c not in contract]
+    for col in REQUIRED_COLUMNS[table]:
+        if col not in cols:
+            if col in inverse:
+                hint = f" (the column mapping expects '{inverse[col]}')"
+            else:
+                hint = _missing_hint(table, list(frame.columns), unused, cols)
+            raise InputError(f"missing required column '{col}'{hint}", file=file, column=col)
+    if table in TIME_COLUMNS and not any(c in cols for c in TIME_COLUMNS[table]):
+        hint = _missing_hint(table, list(frame.columns), unused, cols)
+        raise InputError(
+            f"missing required column: give 'time' (ISO 8601) or 'hours' (since infusion){hint}",
+            file=file,
+            column="time",
+        )
+    return frame[[c for c in cols if c in contract]], unused
+
+
+def _missing_hint(table: str, found: list[str], unused: list[str], cols: list[str]) -> str:
+    """' (columns found: ...; map ... with data.column_mapping ...)' for a missing column."""
+    shown = ", ".join(f"'{c}'" for c in found[:20]) + (" ..." if len(found) > 20 else "")
+    pairs = column_suggestions(unused, set(cols), table)
+    if pairs:
+        return f" (columns found: {shown}; to use them set {mapping_snippet(table, pairs)})"
+    return f" (columns found: {shown}; map a column to it with data.column_mapping.{table})"
+
+
+def read_table(path: Path, table: str, mapping: Mapping[str, str] | None = None) -> RawTable:
+    """Read one table and map its columns to the contract names."""
+    file = path.name
+    if path.name.lower().endswith((".parquet", ".pq")):
+        frame = read_parquet(path)
+        src = np.arange(1, len(frame) + 1, dtype="int64")
+        malformed, n, encoding = [], len(frame), "parquet"
+    else:
+        frame, src, malformed, n, encoding = read_csv(path)
+        for col in ID_COLUMNS:
+            if col in frame.columns:
+                frame[col] = frame[col].str.strip()
+    frame, unused = map_columns(frame, table, mapping or {}, file)
+    return RawTable(
+        table, file, path, frame.reset_index(drop=True), src, n, unused, malformed, encoding
+    )
+
+
+def frame_table(
+    frame: pd.DataFrame, table: str, file: str, mapping: Mapping[str, str] | None = None
+) -> RawTable:
+    """An in-memory table as :func:`read_table` would return it from a Parquet file."""
+    frame = typed_frame(frame)
+    src = np.arange(1, len(frame) + 1, dtype="int64")
+    frame, unused = map_columns(frame, table, mapping or {}, file)
+    return RawTable(
+        table, file, Path(file), frame.reset_index(drop=True), src, len(src), unused, [], "parquet"
+    )
+
+
+def check_mapping(mapping: Mapping[str, Mapping[str, str]]) -> None:
+    for table, cols in mapping.items():
+        if table not in CONTRACT_COLUMNS:
+            raise ConfigError(
+                f"data.column_mapping: unknown table '{table}' (expected one of {', '.join(TABLES)})"
+            )
+        for site, target in cols.items():
+            if target not in CONTRACT_COLUMNS[table]:
+                raise ConfigError(
+                    f"data.column_mapping.{table}: '{site}' maps to '{target}', which is not "
+                    f"a column of {table} ({', '.join(CONTRACT_COLUMNS[table])})"
+                )
