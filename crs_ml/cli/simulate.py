@@ -103,6 +103,16 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[
             Path | None, typer.Option("--json", help="Also write the summary as JSON.")
         ] = None,
+        data_format: Annotated[
+            str,
+            typer.Option("--format", help="contract (the CSV tables) or omop (the OMOP CDM twin)."),
+        ] = "contract",
+        omop_as: Annotated[
+            str,
+            typer.Option(
+                "--omop-as", help="OMOP twin as csv or parquet files, or duckdb (out/cdm.duckdb)."
+            ),
+        ] = "csv",
     ) -> None:
         """Simulate a cohort: patients, observations, events, outcomes and truth (CSV)."""
         import time
@@ -114,6 +124,13 @@ def register(app: typer.Typer) -> None:
 
         if style not in ("clean", "messy"):
             raise ConfigError(f"--style must be 'clean' or 'messy', got '{style}'")
+        if data_format not in ("contract", "omop"):
+            raise ConfigError(f"--format must be 'contract' or 'omop', got '{data_format}'")
+        if data_format == "omop" and (
+            style != "clean" or omop_as not in ("csv", "parquet", "duckdb")
+        ):
+            raise ConfigError("--format omop writes the twin of a clean cohort (--style clean) "
+                              "as --omop-as csv, parquet or duckdb")  # fmt: skip
         params = _params(sites, products)
         started = time.perf_counter()
         with progress_bar() as update:
@@ -121,10 +138,17 @@ def register(app: typer.Typer) -> None:
                 n_patients, seed, style=style, horizon_h=horizon_h, params=params, progress=update
             )
             update("writing files", 0, 1)
-            paths = write_cohort(result.tables, out)
+            if data_format == "omop":
+                from crs_ml.simulate.omop import write_omop
+
+                target = out / "cdm.duckdb" if omop_as == "duckdb" else out
+                paths = write_omop(result.tables, target, omop_as, seed)
+            else:
+                paths = write_cohort(result.tables, out)
             update("writing files", 1, 1)
         summary = cohort_summary(result.tables, time.perf_counter() - started)
-        summary.update({"seed": seed, "style": style, "horizon_h": horizon_h, "out": str(out)})
+        summary.update({"seed": seed, "style": style, "horizon_h": horizon_h, "out": str(out),
+                        "format": data_format})  # fmt: skip
 
         table = Table(title=f"Simulated cohort ({style}, seed {seed}) -> {out}")
         table.add_column("quantity")
