@@ -208,7 +208,7 @@ class OmopSource:
         sql = sql.format(**self.tables)
         try:
             if self.kind == "postgresql":
-                result = self._conn.exec_driver_sql(sql)
+                result = self._conn.exec_driver_sql(sql.replace("%", "%%"))
                 return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
             return self._conn.execute(sql).df()
         except Exception as exc:
@@ -834,26 +834,44 @@ def omop_frames(source, options: DataConfig | None = None):
             f"{opts.omop.time_zone} (data.omop.time_zone)", sum(times.naive.values()),
             details=times.naive,
         )  # fmt: skip
-        _unused_concepts(src, ids, frames, found)
+        _unused_concepts(src, ids, frames, found, ep)
     finally:
         src.close()
     return frames, found, src.label
 
 
-def _unused_concepts(src, ids, frames, found) -> None:
-    """Mapped variables the source never reports (so a site sees a mapping gap)."""
+def _unused_concepts(src, ids, frames, found, ep) -> None:
+    """Codes of the cohort's measurement and drug rows that map to nothing (counted in SQL by
+    concept, top 50), and core variables the source never reports."""
+    for table, concept, source_value in (
+        ("measurement", "measurement_concept_id", "measurement_source_value"),
+        ("drug_exposure", "drug_concept_id", "drug_source_value"),
+    ):
+        if not src.has(table):
+            continue
+        sv = source_value if source_value in src.columns(table) else "NULL"
+        rows = src.query(
+            f"SELECT {concept} AS concept_id, max({sv}) AS source_value, count(*) AS n "
+            f"FROM {{{table}}} WHERE person_id IN {_persons_sql(ep)} "
+            f"AND {concept} NOT IN {_in(ids)} GROUP BY {concept} ORDER BY n DESC LIMIT 50"
+        )
+        found.add(
+            table, "unmapped_codes", "warning",
+            f"{table} rows of the cohort's persons whose concept maps to nothing this project "
+            "reads (left out; map a code with data.codes if it is one of the catalogue's)",
+            int(rows["n"].sum()),
+            details={f"{int(c)} ({v})": int(n) for c, v, n in rows.itertuples(index=False)},
+        )  # fmt: skip
     seen = (
         set(frames["observations"]["variable"].unique()) if len(frames["observations"]) else set()
     )
-    mapped = {c.target for c in ids.values() if c.kind == "variable"}
     from crs_ml.variables import CORE_VARIABLES
 
     absent = [v for v in CORE_VARIABLES if v not in seen]
     found.add(
         "measurement", "unmapped_core_variables", "warning",
         "core variables with no row in the source: check their codes (LOINC in the catalogue, "
-        "or data.codes for local codes)", len(absent),
-        details={v: (1 if v in mapped else 0) for v in absent},
+        "or data.codes for local codes)", len(absent), details=dict.fromkeys(absent, 0),
     )  # fmt: skip
 
 

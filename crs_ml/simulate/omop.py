@@ -360,3 +360,44 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
         elif f[c].isna().all():
             f[c] = f[c].astype("object").astype("string")
     return f
+
+
+def _sql_type(series: pd.Series) -> str:
+    if pd.api.types.is_integer_dtype(series.dtype):
+        return "BIGINT"
+    if pd.api.types.is_float_dtype(series.dtype):
+        return "NUMERIC"
+    return "TEXT"
+
+
+def load_postgres(tables: dict[str, pd.DataFrame], url: str, schema: str = "public") -> None:
+    """Load the OMOP twin into PostgreSQL (``url`` without a password: libpq reads
+    ``PGPASSWORD`` or ``~/.pgpass``) with COPY; datetime columns become ``timestamp`` (no time
+    zone, as in the CDM), ``*_date`` columns ``date``. For tests and benchmarks."""
+    import io
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    conninfo = {"host": u.host, "port": u.port, "user": u.username, "dbname": u.database}
+    cdm = omop_tables(tables) if "patients" in tables else tables
+    with psycopg.connect(**{k: v for k, v in conninfo.items() if v is not None}) as con:
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        for name, frame in cdm.items():
+            cols = []
+            for c in frame.columns:
+                kind = ("TIMESTAMP" if c.endswith("_datetime") else
+                        "DATE" if c.endswith("_date") else _sql_type(frame[c]))  # fmt: skip
+                cols.append(f'"{c}" {kind}')
+            con.execute(f'DROP TABLE IF EXISTS "{schema}"."{name}"')
+            con.execute(f'CREATE TABLE "{schema}"."{name}" ({", ".join(cols)})')
+            buf = io.StringIO()
+            frame.to_csv(buf, index=False, header=False)
+            with con.cursor().copy(
+                f'COPY "{schema}"."{name}" FROM STDIN WITH (FORMAT csv)'
+            ) as copy:
+                copy.write(buf.getvalue())
+            if "person_id" in frame.columns and name != "person":
+                con.execute(f'CREATE INDEX ON "{schema}"."{name}" (person_id)')
+        con.commit()
