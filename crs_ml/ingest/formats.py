@@ -24,9 +24,9 @@ LOADERS = {
 
 def source_text(source) -> str | None:
     """The source as text, with a URL that went through ``pathlib.Path`` repaired."""
-    from crs_ml.ingest.omop import _fix_url
+    from crs_ml.ingest.omop import fix_url
 
-    return None if source is None else _fix_url(str(source))
+    return None if source is None else fix_url(str(source))
 
 
 def detect_format(source, options: DataConfig | None = None) -> str:

@@ -68,7 +68,7 @@ CONTINUOUS = ("vasopressor", "vasopressin", "oxygen_low_flow", "oxygen_high_flow
               "positive_pressure")  # fmt: skip
 
 
-def _fix_url(text: str) -> str:
+def fix_url(text: str) -> str:
     """``postgresql:/u@h/db`` (a URL that went through ``pathlib.Path``) -> ``postgresql://...``"""
     m = _URL.match(text)
     return text if m is None else m.group(0).rstrip("/") + "//" + text[m.end() :]
@@ -115,7 +115,7 @@ class OmopSource:
         self._engine = None
         self._conn = None
         if is_url(source):
-            self._open_postgres(_fix_url(str(source)))
+            self._open_postgres(fix_url(str(source)))
         else:
             p = Path(source)
             if not p.exists():
