@@ -117,6 +117,16 @@ def register(app: typer.Typer) -> None:
                 "--landmarks-h", help="Landmarks of truth.csv, e.g. 24,48,72 (default 6-168 h)."
             ),
         ] = None,
+        data_format: Annotated[
+            str,
+            typer.Option("--format", help="contract (the CSV tables) or omop (the OMOP CDM twin)."),
+        ] = "contract",
+        omop_as: Annotated[
+            str,
+            typer.Option(
+                "--omop-as", help="OMOP twin as csv or parquet files, or duckdb (out/cdm.duckdb)."
+            ),
+        ] = "csv",
     ) -> None:
         """Simulate a cohort: patients, observations, events, outcomes and truth (CSV)."""
         import time
@@ -128,6 +138,13 @@ def register(app: typer.Typer) -> None:
 
         if style not in ("clean", "messy"):
             raise ConfigError(f"--style must be 'clean' or 'messy', got '{style}'")
+        if data_format not in ("contract", "omop"):
+            raise ConfigError(f"--format must be 'contract' or 'omop', got '{data_format}'")
+        if data_format == "omop" and (
+            style != "clean" or omop_as not in ("csv", "parquet", "duckdb")
+        ):
+            raise ConfigError("--format omop writes the twin of a clean cohort (--style clean) "
+                              "as --omop-as csv, parquet or duckdb")  # fmt: skip
         params = _params(sites, products)
         landmarks = None
         if landmarks_h is not None:
@@ -144,11 +161,17 @@ def register(app: typer.Typer) -> None:
                 params=params, progress=update, markers=markers,
             )  # fmt: skip
             update("writing files", 0, 1)
-            paths = write_cohort(result.tables, out)
+            if data_format == "omop":
+                from crs_ml.simulate.omop import write_omop
+
+                target = out / "cdm.duckdb" if omop_as == "duckdb" else out
+                paths = write_omop(result.tables, target, omop_as, seed)
+            else:
+                paths = write_cohort(result.tables, out)
             update("writing files", 1, 1)
         summary = cohort_summary(result.tables, time.perf_counter() - started)
         summary.update({"seed": seed, "style": style, "horizon_h": horizon_h, "out": str(out),
-                        "markers": markers})  # fmt: skip
+                        "markers": markers, "format": data_format})  # fmt: skip
 
         table = Table(title=f"Simulated cohort ({style}, seed {seed}) -> {out}")
         table.add_column("quantity")
