@@ -31,10 +31,78 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def code_targets() -> dict[str, tuple[str, ...]]:
+    """Code-map kind -> the targets it may map to (:mod:`crs_ml.ingest.codes`)."""
+    from crs_ml.cohort import EVENT_NAMES, PRODUCTS
+    from crs_ml.variables import VARIABLES
+
+    return {
+        "variable": tuple(VARIABLES),
+        "event": tuple(e for e in EVENT_NAMES if e != "death"),
+        "product": tuple(p for p in PRODUCTS if p != "other"),
+        "infusion": ("cart",),
+        "disease": ("LBCL", "B-ALL", "MCL", "MM", "FL"),
+        "outcome": ("crs_grade", "followup_end"),
+    }
+
+
+class CodeEntry(_Strict):
+    """One site code mapping (``data.codes``), added to the package's code maps
+    (:mod:`crs_ml.ingest.codes`): a code (``vocabulary_id`` + ``concept_code``) or an OMOP
+    ``concept_id``, or both, mapped to a target of its kind."""
+
+    #: variable, event, product, infusion, disease or outcome
+    kind: str
+    #: a catalogue variable, event name, product, disease (``cart`` for infusion;
+    #: ``crs_grade`` / ``followup_end`` for outcome)
+    target: str
+    vocabulary_id: str | None = None
+    concept_code: str | None = None
+    concept_id: int | None = None
+    concept_name: str | None = None
+
+    @model_validator(mode="after")
+    def _known_target(self) -> CodeEntry:
+        kinds = code_targets()
+        if self.kind not in kinds:
+            raise ValueError(f"kind '{self.kind}' is not one of {', '.join(kinds)}")
+        if self.target not in kinds[self.kind]:
+            close = difflib.get_close_matches(self.target, kinds[self.kind], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"'{self.target}' is not a {self.kind} target{hint}")
+        if self.concept_id is None and not (self.vocabulary_id and self.concept_code):
+            raise ValueError("give a concept_id, or a vocabulary_id and a concept_code")
+        return self
+
+
+class OmopConfig(_Strict):
+    """Reading an OMOP CDM v5.4 source (``data.format: omop``)."""
+
+    #: database schema of the CDM tables (PostgreSQL; DuckDB: ``main``)
+    cdm_schema: str | None = None
+    #: CDM datetimes carry no time zone: the zone they are read in (IANA name)
+    time_zone: str = "UTC"
+    #: the cohort: persons of this ``cohort_definition_id`` in the ``cohort`` table; None:
+    #: every person with a CAR-T infusion record
+    cohort_definition_id: int | None = None
+    #: ``cohort`` table's schema (OHDSI results schema); None: ``cdm_schema``
+    results_schema: str | None = None
+    #: infusion records of one person within this many hours are one infusion episode
+    episode_gap_h: float = Field(72.0, gt=0)
+    #: site name for every patient when the source has no ``care_site`` names
+    site: str | None = None
+
+
 class DataConfig(_Strict):
     """How input files are read and normalised."""
 
     path: str | None = None
+    #: input format; None: detected from ``path`` (a ``postgresql://`` URL, a ``.duckdb`` file
+    #: or a folder of OMOP tables is ``omop``; a folder of contract tables is ``contract``)
+    format: Literal["contract", "omop", "meds", "fhir"] | None = None
+    #: site code mappings added to the package's (:mod:`crs_ml.ingest.codes`)
+    codes: list[CodeEntry] = Field(default_factory=list)
+    omop: OmopConfig = Field(default_factory=OmopConfig)
     #: per table (patients, observations, events, outcomes): {site_column: contract_column}
     column_mapping: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: {site variable name: catalogue variable}, for lab names the catalogue's aliases lack
