@@ -68,6 +68,11 @@ class CodedSource:
     unmapped: pd.DataFrame | None = None
 
 
+def _ns(times: pd.Series) -> np.ndarray:
+    """int64 ns since the epoch of UTC times (no NaT expected)."""
+    return pd.DatetimeIndex(times).asi8
+
+
 def _examples(rows: pd.DataFrame, column: str, values=None) -> list[dict]:
     head = rows.head(MAX_EXAMPLES)
     vals = head[column] if values is None else pd.Series(values).head(MAX_EXAMPLES)
@@ -112,7 +117,7 @@ class _Problems:
 def _infusions(rows: pd.DataFrame, merge_h: float) -> pd.DataFrame:
     """One row per infusion episode from the infusion records (sorted by subject, time)."""
     inf = rows.sort_values(["subject", "time", "row"], kind="stable")
-    t = inf["time"].to_numpy().view("int64")
+    t = _ns(inf["time"])
     subject = inf["subject"].to_numpy(dtype=object)
     new_subject = np.r_[True, subject[1:] != subject[:-1]]
     gap = np.r_[np.inf, np.diff(t) / NS_PER_HOUR]
@@ -157,14 +162,14 @@ def _assign_episodes(rows: pd.DataFrame, episodes: pd.DataFrame, history_h: floa
     left = pd.DataFrame(
         {
             "subject": rows["subject"].to_numpy(dtype=object),
-            "_t": rows["time"].to_numpy().view("int64") + int(history_h * NS_PER_HOUR),
+            "_t": _ns(rows["time"]) + int(history_h * NS_PER_HOUR),
             "_i": np.arange(len(rows)),
         }
     ).sort_values("_t", kind="stable")
     right = pd.DataFrame(
         {
             "subject": episodes["subject"].to_numpy(dtype=object),
-            "_t": episodes["infusion_time"].to_numpy().view("int64"),
+            "_t": _ns(episodes["infusion_time"]),
             "_ep": np.arange(len(episodes)),
         }
     ).sort_values("_t", kind="stable")
@@ -183,12 +188,13 @@ def _completed_years(birth: pd.Series, at: pd.Series) -> np.ndarray:
     return years.to_numpy(dtype="float64", na_value=np.nan)
 
 
-def classify_codes(codes: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(kind, target) of every code through the shared code mappings."""
+def classify_codes(codes: pd.Series, entries=None) -> tuple[np.ndarray, np.ndarray]:
+    """(kind, target) of every code through the shared code mappings (``entries``: the
+    site's ``data.codes``)."""
     from crs_ml.ingest.coded.mapping import classify
 
     uniq, inverse = np.unique(codes.to_numpy(dtype=object).astype(str), return_inverse=True)
-    kinds, targets = classify(uniq)
+    kinds, targets = classify(uniq, entries)
     return np.asarray(kinds, dtype=object)[inverse], np.asarray(targets, dtype=object)[inverse]
 
 
@@ -203,7 +209,7 @@ def coded_cohort(src: CodedSource, options: DataConfig | None = None) -> Cohort:
     prob = _Problems(fmt)
     prob.items.extend(src.problems)
     rows = src.rows.reset_index(drop=True)
-    kind, target = classify_codes(rows["code"])
+    kind, target = classify_codes(rows["code"], opts.codes)
     rows = rows.assign(kind=kind, target=target)
 
     un = rows[rows["kind"] == ""]
@@ -282,6 +288,8 @@ def coded_cohort(src: CodedSource, options: DataConfig | None = None) -> Cohort:
         _examples(several, "code"),
     )
 
+    diseases = _diseases(rows[rows["kind"] == "disease"], episodes)
+    rows = rows[rows["kind"] != "disease"].reset_index(drop=True)
     ep = _assign_episodes(rows, episodes, opts.history_h)
     orphan = rows[ep == -1]
     prob.add(
@@ -307,7 +315,7 @@ def coded_cohort(src: CodedSource, options: DataConfig | None = None) -> Cohort:
         patient_id=episodes["patient_id"].to_numpy(dtype=object)[ep[keep]], _ep=ep[keep]
     )
 
-    frames, origins = _contract_frames(rows, episodes, src.persons, prob)
+    frames, origins = _contract_frames(rows, episodes, src.persons, diseases, prob)
     names = {t: f"{fmt} {t}" for t in frames}
     try:
         cohort = load_frames(frames, opts, file_names=names)
@@ -324,8 +332,37 @@ def coded_cohort(src: CodedSource, options: DataConfig | None = None) -> Cohort:
     return cohort
 
 
+def _diseases(dis: pd.DataFrame, episodes: pd.DataFrame) -> np.ndarray:
+    """Per episode the target of the subject's latest disease record at or before the
+    infusion (None when there is none), however long before."""
+    disease = np.full(len(episodes), None, dtype=object)
+    if len(dis) == 0:
+        return disease
+    left = pd.DataFrame(
+        {
+            "subject": episodes["subject"].to_numpy(dtype=object),
+            "_t": _ns(episodes["infusion_time"]),
+            "_i": np.arange(len(episodes)),
+        }
+    ).sort_values("_t", kind="stable")
+    right = pd.DataFrame(
+        {
+            "subject": dis["subject"].to_numpy(dtype=object),
+            "_t": _ns(dis["time"]),
+            "_d": dis["target"].to_numpy(dtype=object),
+        }
+    ).sort_values("_t", kind="stable")
+    found = pd.merge_asof(left, right, on="_t", by="subject", direction="backward")
+    disease[found["_i"].to_numpy()] = found["_d"].astype(object).where(found["_d"].notna(), None)
+    return disease
+
+
 def _contract_frames(
-    rows: pd.DataFrame, episodes: pd.DataFrame, persons: pd.DataFrame, prob: _Problems
+    rows: pd.DataFrame,
+    episodes: pd.DataFrame,
+    persons: pd.DataFrame,
+    disease: np.ndarray,
+    prob: _Problems,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """The contract tables and, per table, the (file, row) each of their rows came from."""
     person = persons.drop_duplicates("subject", keep="first").set_index("subject")
@@ -339,14 +376,6 @@ def _contract_frames(
         "no_birth_date", "info", "episodes whose person has no birth date: age missing",
         no_birth,
     )  # fmt: skip
-    # disease: latest disease record of the subject at or before the infusion
-    dis = rows[rows["kind"] == "disease"]
-    disease = np.full(len(episodes), None, dtype=object)
-    if len(dis):
-        d = dis.assign(_t=dis["time"], _inf=infusion.to_numpy()[dis["_ep"].to_numpy()])
-        d = d[d["_t"] <= d["_inf"]].sort_values(["_ep", "_t"], kind="stable")
-        last = d.drop_duplicates("_ep", keep="last")
-        disease[last["_ep"].to_numpy()] = last["target"].to_numpy(dtype=object)
     product = np.where(episodes["product"] == "", "other", episodes["product"])
     patients = pd.DataFrame(
         {
@@ -398,10 +427,14 @@ def _contract_frames(
 def _outcomes(rows: pd.DataFrame, grades: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFrame:
     n = len(episodes)
     idx = np.arange(n)
-    g = grades.assign(_g=pd.to_numeric(grades["target"], errors="coerce"))
+    g = grades.assign(_g=pd.to_numeric(grades["value"], errors="coerce"))
     max_grade = g.groupby("_ep")["_g"].max().reindex(idx).fillna(0).astype("int64")
     g3 = g[g["_g"] >= 3].groupby("_ep")["time"].min().reindex(idx)
     label = g.drop_duplicates("_ep").set_index("_ep")["detail"].reindex(idx)
+    named = pd.unique(g["detail"].dropna().astype(str).str.strip())
+    named = [t for t in named if t]
+    if len(named) == 1:  # one grading definition named in the data: the cohort's
+        label = pd.Series(named[0], index=idx)
 
     def first_time(kind: str) -> pd.Series:
         r = rows[rows["kind"] == kind]

@@ -1,38 +1,64 @@
-"""TEMPORARY stand-in for the shared code mappings (replaced once they are merged)."""
+"""The shared code mappings (:mod:`crs_ml.ingest.codes`) as the coded readers use them.
+
+A code is ``VOCABULARY/CODE`` (MEDS spelling; FHIR codings are turned into it). Its kind for
+:mod:`crs_ml.ingest.coded.assemble`: ``variable`` / ``event`` / ``disease`` (target as in
+the maps), ``infusion`` (target the product, or "" for a CAR-T administration code naming
+none), ``crs_grade`` (the grade is the record's value), ``followup_end``, ``death``
+(``MEDS_DEATH``, FHIR ``Patient.deceasedDateTime``), or "" when not mapped. One rule beyond
+the maps: an ICD-10-CM malignancy code (``C00``-``C96``) that names none of the contract's
+diseases is disease ``other``.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 import numpy as np
 
-from crs_ml.variables import VARIABLES
+from crs_ml.ingest.codes import CodeMap, code_map, split_code
 
-_TABLE = {f"LOINC/{c}": ("variable", v.name) for v in VARIABLES.values() for c in v.loinc}
-_TABLE.update({
-    "HCPCS/Q2041": ("infusion", "axi-cel"), "HCPCS/Q2042": ("infusion", "tisa-cel"),
-    "HCPCS/Q2053": ("infusion", "brexu-cel"), "HCPCS/Q2054": ("infusion", "liso-cel"),
-    "HCPCS/Q2055": ("infusion", "ide-cel"), "HCPCS/Q2056": ("infusion", "cilta-cel"),
-    "ICD10PCS/XW033C3": ("infusion", ""),
-    "RxNorm/1923319": ("event", "tocilizumab"), "RxNorm/3264": ("event", "corticosteroid"),
-    "RxNorm/161": ("event", "antipyretic"), "RxNorm/7512": ("event", "vasopressor"),
-    "RxNorm/11149": ("event", "vasopressin"), "RxNorm/72435": ("event", "anakinra"),
-    "SNOMED/371907003": ("event", "oxygen_low_flow"), "SNOMED/426990007": ("event", "oxygen_high_flow"),
-    "SNOMED/40617009": ("event", "positive_pressure"), "SNOMED/305351004": ("event", "icu_admission"),
-    "MEDS_DEATH": ("death", ""), "ICD10CM/C83.30": ("disease", "LBCL"), "ICD10CM/C90.00": ("disease", "MM"),
-    "ICD10CM/C83.10": ("disease", "MCL"), "ICD10CM/C82.90": ("disease", "FL"),
-    "ICD10CM/C91.00": ("disease", "B-ALL"), "ICD10CM/C96.9": ("disease", "other"),
-    "CRS_ML/FOLLOWUP_END": ("followup_end", ""),
-    **{f"ICD10CM/D89.83{g}": ("crs_grade", str(g)) for g in range(1, 6)},
-})
+__all__ = ["DEATH_CODE", "classify", "preferred_code"]
+
+#: the MEDS standard's death code (also what FHIR deaths are read as)
+DEATH_CODE = "MEDS_DEATH"
+_MALIGNANCY = re.compile(r"^C(\d{2})")
 
 
-def classify(codes):
-    kinds = np.array([_TABLE.get(str(c), ("", ""))[0] for c in codes], dtype=object)
-    targets = np.array([_TABLE.get(str(c), ("", ""))[1] for c in codes], dtype=object)
-    return kinds, targets
+def _one(cmap: CodeMap, code: str) -> tuple[str, str]:
+    if code == DEATH_CODE:
+        return "death", ""
+    vocab, concept = split_code(code)
+    found = cmap.lookup(vocab, concept) if vocab else None
+    if found is None:
+        m = _MALIGNANCY.match(concept) if vocab == "ICD10CM" else None
+        if m and int(m.group(1)) <= 96:
+            return "disease", "other"
+        return "", ""
+    if found.kind == "product":
+        return "infusion", found.target
+    if found.kind == "infusion":
+        return "infusion", ""
+    if found.kind == "outcome":
+        return found.target, ""
+    return found.kind, found.target
+
+
+def classify(codes: Iterable[str], entries=None) -> tuple[np.ndarray, np.ndarray]:
+    """(kind, target) arrays of ``codes`` (distinct codes: each is looked up once).
+    ``entries``: the site's ``data.codes``."""
+    cmap = code_map(entries)
+    pairs = [_one(cmap, str(c)) for c in codes]
+    return (
+        np.array([k for k, _ in pairs], dtype=object),
+        np.array([t for _, t in pairs], dtype=object),
+    )
 
 
 def preferred_code(kind: str, target: str) -> str:
-    for code, (k, t) in _TABLE.items():
-        if k == kind and t == target:
-            return code
-    raise KeyError((kind, target))
+    """The first package code of a map kind and target, as ``VOCABULARY/CODE`` (what the
+    simulator's MEDS and FHIR twins write)."""
+    for c in code_map().codes:
+        if c.kind == kind and c.target == target and c.concept_code:
+            return f"{c.vocabulary_id}/{c.concept_code}"
+    raise KeyError(f"no package code for {kind} '{target}'")

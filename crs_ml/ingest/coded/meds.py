@@ -90,6 +90,7 @@ def read_meds(path, options: DataConfig | None = None) -> CodedSource:
     """The coded rows of a MEDS dataset (validated; see the module docstring)."""
     import polars as pl
 
+    opts = options or DataConfig()
     root = Path(path)
     data_dir = root / "data"
     files = sorted(data_dir.rglob("*.parquet")) if data_dir.is_dir() else []
@@ -111,7 +112,7 @@ def read_meds(path, options: DataConfig | None = None) -> CodedSource:
         scan = pl.scan_parquet(f).with_row_index("row", offset=1)
         names = scan.collect_schema().names()
         distinct = scan.select(pl.col("code").unique()).collect()["code"].to_numpy()
-        kinds, _ = classify_codes(pd.Series(distinct, dtype=object))
+        kinds, _ = classify_codes(pd.Series(distinct, dtype=object), opts.codes)
         special = np.array(
             [c in (BIRTH, DEATH) or _sex(str(c)) is not None for c in distinct], dtype=bool
         )
@@ -159,7 +160,7 @@ def read_meds(path, options: DataConfig | None = None) -> CodedSource:
     )
     if unmapped:
         u = pd.concat(unmapped, ignore_index=True)
-        kinds, _ = classify_codes(u["code"])
+        kinds, _ = classify_codes(u["code"], opts.codes)
         u = u[kinds == ""]  # codes mapped in another file are counted there
         if len(u):
             source.unmapped = u
