@@ -76,6 +76,20 @@ def _params(sites: str | None, products: str | None):
     return params
 
 
+def _write(tables: dict, out: Path, data_format: str, seed: int) -> dict:
+    if data_format == "meds":
+        from crs_ml.simulate.meds_twin import write_meds
+
+        return write_meds(tables, out, seed)
+    if data_format == "fhir":
+        from crs_ml.simulate.fhir_twin import write_fhir
+
+        return write_fhir(tables, out, seed)
+    from crs_ml.simulate.simulator import write_cohort
+
+    return write_cohort(tables, out)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_cmd(
@@ -103,6 +117,14 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[
             Path | None, typer.Option("--json", help="Also write the summary as JSON.")
         ] = None,
+        data_format: Annotated[
+            str,
+            typer.Option(
+                "--format",
+                help="contract (CSV tables), meds (MEDS 0.4) or fhir (FHIR R4 bulk NDJSON): "
+                "the same patients in each.",
+            ),
+        ] = "contract",
     ) -> None:
         """Simulate a cohort: patients, observations, events, outcomes and truth (CSV)."""
         import time
@@ -110,10 +132,16 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from crs_ml.errors import ConfigError
-        from crs_ml.simulate.simulator import simulate, write_cohort
+        from crs_ml.simulate.simulator import simulate
 
         if style not in ("clean", "messy"):
             raise ConfigError(f"--style must be 'clean' or 'messy', got '{style}'")
+        if data_format not in ("contract", "meds", "fhir"):
+            raise ConfigError(f"--format must be contract, meds or fhir, got '{data_format}'")
+        if data_format != "contract" and style != "clean":
+            raise ConfigError(
+                "--style messy is a contract-file style: use it with --format contract"
+            )
         params = _params(sites, products)
         started = time.perf_counter()
         with progress_bar() as update:
@@ -121,10 +149,11 @@ def register(app: typer.Typer) -> None:
                 n_patients, seed, style=style, horizon_h=horizon_h, params=params, progress=update
             )
             update("writing files", 0, 1)
-            paths = write_cohort(result.tables, out)
+            paths = _write(result.tables, out, data_format, seed)
             update("writing files", 1, 1)
         summary = cohort_summary(result.tables, time.perf_counter() - started)
-        summary.update({"seed": seed, "style": style, "horizon_h": horizon_h, "out": str(out)})
+        summary.update({"seed": seed, "style": style, "horizon_h": horizon_h, "out": str(out),
+                        "format": data_format})  # fmt: skip
 
         table = Table(title=f"Simulated cohort ({style}, seed {seed}) -> {out}")
         table.add_column("quantity")

@@ -11,9 +11,9 @@ Rules (the README's MEDS and FHIR sections document them for users):
 
 - Episodes: each CAR-T infusion record starts one episode (``patient_id``); records of one
   subject within ``data.infusion_merge_h`` of each other are one infusion (a procedure and a
-  drug record of the same bag). A subject with one infusion keeps its id as ``patient_id``;
-  with several, the episodes are ``<subject>-1``, ``<subject>-2`` in time order, and
-  ``person_id`` is the subject either way.
+  drug record of the same bag). The first episode's ``patient_id`` is the subject's id, later
+  ones ``<subject>-2``, ``<subject>-3`` in time order (as the OMOP adapter names them);
+  ``person_id`` is the subject.
 - A record belongs to the latest infusion at or before its time + ``data.history_h``, so a
   record up to that many hours before a re-infusion is that episode's baseline; records more
   than ``history_h`` before a subject's first infusion are not read (counted, info).
@@ -145,10 +145,9 @@ def _infusions(rows: pd.DataFrame, merge_h: float) -> pd.DataFrame:
         .to_numpy(dtype=object)
     )
     out["n_products"] = products.reindex(np.arange(len(out))).fillna(0).to_numpy(dtype="int64")
-    n = out.groupby("subject", sort=False)["subject"].transform("size").to_numpy()
     k = out.groupby("subject", sort=False).cumcount().to_numpy() + 1
     out["patient_id"] = np.where(
-        n > 1, out["subject"].astype(str) + "-" + k.astype(str), out["subject"].astype(str)
+        k > 1, out["subject"].astype(str) + "-" + k.astype(str), out["subject"].astype(str)
     )
     return out
 
@@ -220,8 +219,10 @@ def coded_cohort(src: CodedSource, options: DataConfig | None = None) -> Cohort:
         more = src.unmapped.groupby("code", sort=False).agg(
             n=("n", "sum"), file=("file", "first"), row=("row", "first")
         )
-        counted = pd.concat([counted, more]).groupby(level=0, sort=False).agg(
-            n=("n", "sum"), file=("file", "first"), row=("row", "first")
+        counted = (
+            pd.concat([counted, more])
+            .groupby(level=0, sort=False)
+            .agg(n=("n", "sum"), file=("file", "first"), row=("row", "first"))
         )
     counted = counted.sort_values("n", ascending=False, kind="stable").reset_index()
     prob.add(

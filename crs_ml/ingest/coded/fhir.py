@@ -75,7 +75,7 @@ def fhir_files(path) -> list[Path]:
     root = Path(path)
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*") if p.name.endswith((".ndjson", ".ndjson.gz")))
+    return sorted(p for p in root.glob("*") if p.name.endswith((".ndjson", ".ndjson.gz")))
 
 
 def is_fhir(path) -> bool:
