@@ -68,6 +68,11 @@ class CodedSource:
     unmapped: pd.DataFrame | None = None
 
 
+def _utc(times: pd.Series) -> pd.Series:
+    """UTC times with a fresh RangeIndex (no trip through Python objects)."""
+    return times.reset_index(drop=True).astype("datetime64[ns, UTC]")
+
+
 def _ns(times: pd.Series) -> np.ndarray:
     """int64 ns since the epoch of UTC times (no NaT expected)."""
     return pd.DatetimeIndex(times).asi8
@@ -131,7 +136,7 @@ def _infusions(rows: pd.DataFrame, merge_h: float) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "subject": first["subject"].to_numpy(dtype=object),
-            "infusion_time": first["time"].to_numpy(),
+            "infusion_time": _utc(first["time"]),
             "site": first["site"].to_numpy(dtype=object),
             "file": first["file"].to_numpy(dtype=object),
             "row": first["row"].to_numpy(dtype="int64"),
@@ -174,7 +179,7 @@ def _assign_episodes(rows: pd.DataFrame, episodes: pd.DataFrame, history_h: floa
     ).sort_values("_t", kind="stable")
     found = pd.merge_asof(left, right, on="_t", by="subject", direction="backward")
     ep = found["_ep"].to_numpy(dtype="float64")
-    known = np.isin(found["subject"].to_numpy(dtype=object), right["subject"].to_numpy())
+    known = found["subject"].isin(pd.unique(right["subject"])).to_numpy()
     out[found["_i"].to_numpy()] = np.where(
         np.isnan(ep), np.where(known, -2, -1), np.nan_to_num(ep, nan=-1)
     ).astype(np.int64)
@@ -370,7 +375,7 @@ def _contract_frames(
     subj = episodes["subject"]
     birth = person["birth"].reindex(subj.to_numpy()).reset_index(drop=True)
     sex = person["sex"].reindex(subj.to_numpy()).fillna("U").to_numpy(dtype=object)
-    infusion = pd.Series(episodes["infusion_time"].to_numpy(), dtype="datetime64[ns, UTC]")
+    infusion = _utc(episodes["infusion_time"])
     age = _completed_years(pd.Series(birth, dtype="datetime64[ns, UTC]"), infusion)
     no_birth = int(np.isnan(age).sum())
     prob.add(
@@ -396,21 +401,21 @@ def _contract_frames(
     observations = pd.DataFrame(
         {
             "patient_id": obs["patient_id"].to_numpy(dtype=object),
-            "time": obs["time"].to_numpy(),
+            "time": _utc(obs["time"]),
             "variable": obs["target"].to_numpy(dtype=object),
             "value": obs["value"].to_numpy(dtype=object),
             "unit": obs["unit"].to_numpy(dtype=object),
         }
     )
-    observations["time"] = pd.Series(obs["time"].to_numpy(), dtype="datetime64[ns, UTC]")
+    observations["time"] = _utc(obs["time"])
     origins["observations"] = obs[["file", "row"]]
 
     ev = rows[rows["kind"].isin(["event", "death"])]
     events = pd.DataFrame(
         {
             "patient_id": ev["patient_id"].to_numpy(dtype=object),
-            "time": pd.Series(ev["time"].to_numpy(), dtype="datetime64[ns, UTC]"),
-            "end_time": pd.Series(ev["end_time"].to_numpy(), dtype="datetime64[ns, UTC]"),
+            "time": _utc(ev["time"]),
+            "end_time": _utc(ev["end_time"]),
             "event": np.where(ev["kind"] == "death", "death", ev["target"]).astype(object),
             "detail": ev["detail"].to_numpy(dtype=object),
         }
@@ -445,11 +450,9 @@ def _outcomes(rows: pd.DataFrame, grades: pd.DataFrame, episodes: pd.DataFrame) 
         {
             "patient_id": episodes["patient_id"].to_numpy(dtype=object),
             "crs_max_grade": max_grade.to_numpy(),
-            "grade3_time": pd.Series(g3.to_numpy(), dtype="datetime64[ns, UTC]"),
-            "followup_end_time": pd.Series(
-                first_time("followup_end").to_numpy(), dtype="datetime64[ns, UTC]"
-            ),
-            "death_time": pd.Series(first_time("death").to_numpy(), dtype="datetime64[ns, UTC]"),
+            "grade3_time": _utc(g3),
+            "followup_end_time": _utc(first_time("followup_end")),
+            "death_time": _utc(first_time("death")),
             "label_definition": label.fillna("").to_numpy(dtype=object),
         }
     )

@@ -46,6 +46,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -102,10 +103,13 @@ def resource_lines(path: Path) -> Iterator[tuple[str, int, dict | None, str]]:
                 yield path.name, number, None, f"not JSON: {exc.msg}"
 
 
+@cache
+def _vocabulary(system: str) -> str:
+    return _SYSTEM_ALIASES.get(system) or vocabulary_of(system)
+
+
 def _code(coding: dict) -> str:
-    system = str(coding.get("system") or "")
-    vocab = _SYSTEM_ALIASES.get(system) or vocabulary_of(system)
-    return f"{vocab}/{coding.get('code', '')}".strip()
+    return f"{_vocabulary(str(coding.get('system') or ''))}/{coding.get('code', '')}".strip()
 
 
 def _codings(concept: dict | None) -> list[str]:
@@ -133,6 +137,7 @@ class _Collect:
         self.encounter_site: dict[str, str] = {}
         self.causes: dict[str, str] = {}
         self.counts: Counter = Counter()
+        self.problems: list[Problem] = []
         self.examples: dict[str, list[dict]] = {}
 
     def note(self, what: str, file: str, line: int, value: str) -> None:
@@ -283,6 +288,7 @@ def read_fhir(path, options: DataConfig | None = None) -> CodedSource:
         for what, n in c.counts.items()
     ]  # fmt: skip
     rows = _resolve_codes(c, opts)
+    problems.extend(c.problems)
     persons = pd.DataFrame(c.persons, columns=["subject", "sex", "birth", "file", "row"])
     birth = pd.to_datetime(persons["birth"], utc=True, format="ISO8601", errors="coerce")
     persons["birth"] = pd.Series(birth, dtype="datetime64[ns, UTC]")
@@ -309,7 +315,17 @@ def _resolve_codes(c: _Collect, opts: DataConfig) -> pd.DataFrame:
         for codes in r["codes"]
     ]
     time, problem = _times(r["time"])
-    end, _ = _times(r["end_time"])
+    end, end_problem = _times(r["end_time"])
+    unusable = ~np.isin(end_problem, ["", "missing", "no time zone"])
+    if unusable.any():
+        at = np.flatnonzero(unusable)
+        c.problems.append(
+            Problem("FHIR", "bad_end_time", "warning",
+                    "end times that are unparseable or a date only: read as no end", int(unusable.sum()),
+                    [{"file": r["file"][i], "row": r["row"][i], "column": "end",
+                      "value": str(r["end_time"][i])} for i in at[:MAX_EXAMPLES]],
+                    {str(k): int(v) for k, v in Counter(end_problem[at]).items()})
+        )  # fmt: skip
     subject = pd.Series(r["subject"], dtype=object)
     detail = pd.Series(r["detail"], dtype=object)
     is_death = np.array([x == DEATH_CODE for x in chosen], dtype=bool)

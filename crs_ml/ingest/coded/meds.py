@@ -144,7 +144,7 @@ def read_meds(path, options: DataConfig | None = None) -> CodedSource:
         ]
         got = scan.filter(pl.col("code").is_in(wanted)).select(cols).collect().to_pandas()
         got["file"] = rel
-        is_person = got["code"].isin([BIRTH]) | got["code"].map(lambda c: _sex(c) is not None)
+        is_person = got["code"].isin([BIRTH]) | got["code"].str.match(r"(?i)^(?:gender|sex)/")
         persons.append(got[is_person])
         parts.append(got[~is_person])
 
