@@ -41,7 +41,7 @@ def code_targets() -> dict[str, tuple[str, ...]]:
         "event": tuple(e for e in EVENT_NAMES if e != "death"),
         "product": tuple(p for p in PRODUCTS if p != "other"),
         "infusion": ("cart",),
-        "disease": ("LBCL", "B-ALL", "MCL", "MM", "FL"),
+        "disease": ("LBCL", "B-ALL", "MCL", "MM", "FL", "other"),
         "outcome": ("crs_grade", "followup_end"),
     }
 
@@ -89,6 +89,9 @@ class OmopConfig(_Strict):
     results_schema: str | None = None
     #: infusion records of one person within this many hours are one infusion episode
     episode_gap_h: float = Field(72.0, gt=0)
+    #: a row belongs to the latest infusion at or before its time plus this many hours (the
+    #: baseline window: results up to a week before a re-infusion belong to it)
+    baseline_window_h: float = Field(168.0, ge=0)
     #: site name for every patient when the source has no ``care_site`` names
     site: str | None = None
 
@@ -131,7 +134,7 @@ class DataConfig(_Strict):
     #: (baseline); older records of a subject are not read
     history_h: float = Field(default=168.0, ge=0)
     #: MEDS / FHIR: infusion records of one subject this close (hours) are one infusion
-    infusion_merge_h: float = Field(default=48.0, ge=0)
+    infusion_merge_h: float = Field(default=72.0, ge=0)
 
 
 class TaskConfig(_Strict):

@@ -20,7 +20,10 @@ def register(app: typer.Typer) -> None:
     @app.command("check")
     def check(
         data: Path | None = typer.Option(
-            None, "--data", help="Cohort folder (patients, observations, ...; CSV or Parquet)."
+            None,
+            "--data",
+            help="Cohort: contract folder (CSV or Parquet), OMOP folder or DuckDB file, or "
+            "postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass).",
         ),
         config: Path | None = typer.Option(
             None, "--config", help="YAML config; its 'data' section sets the loading options."
@@ -37,16 +40,18 @@ def register(app: typer.Typer) -> None:
 
         from crs_ml.config import DataConfig, load_config
         from crs_ml.errors import InputError
-        from crs_ml.ingest.load import CheckReport, load_cohort
+        from crs_ml.ingest.formats import load_data, source_text
+        from crs_ml.ingest.load import CheckReport
 
         options = load_config(config).data if config is not None else DataConfig()
         source = data if data is not None else options.path
         if source is None:
             raise InputError("no data given: pass --data DIR or set data.path in the config")
-        if not Path(source).exists():
+        source = source_text(source)
+        if not source.startswith("postgres") and not Path(source).exists():
             raise InputError(f"data folder {source} does not exist")
         try:
-            report = load_cohort(source, options).report
+            report = load_data(source, options).report
         except InputError as exc:
             report = CheckReport.from_error(exc, source=str(source))
             report.options = options.model_dump(mode="json")

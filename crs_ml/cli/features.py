@@ -16,10 +16,10 @@ def _load(data: Path, config: Path | None, ignore_outcomes: bool = False):
     """Config and cohort; fatal loading problems stop here (those of the outcomes table
     too, unless ``ignore_outcomes``: relabelling must work over a broken outcomes.csv)."""
     from crs_ml.config import load_config
-    from crs_ml.ingest.load import load_cohort
+    from crs_ml.ingest.formats import load_data
 
     cfg = load_config(config)
-    cohort = load_cohort(data, cfg.data)
+    cohort = load_data(data, cfg.data)
     report = cohort.report
     problems = getattr(report, "problems", None) or []
     fatal = [p for p in problems if p.severity == "fatal"]

@@ -13,12 +13,12 @@ from crs_ml.cli._common import progress_bar, write_json
 
 def _load(data: Path, config: Path | None, overrides: list[str] | None, experiment: str | None):
     from crs_ml.config import load_config
-    from crs_ml.ingest.load import load_cohort
+    from crs_ml.ingest.formats import load_data
 
     cfg = load_config(config, overrides or [])
     if experiment:
         cfg.mlflow.experiment = experiment
-    cohort = load_cohort(data, cfg.data)
+    cohort = load_data(data, cfg.data)
     return cfg, cohort
 
 

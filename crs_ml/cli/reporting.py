@@ -14,10 +14,10 @@ from crs_ml.cli._common import console as make_console
 
 def _load_data(data: Path, config: Path | None):
     from crs_ml.config import load_config
-    from crs_ml.ingest.load import load_cohort
+    from crs_ml.ingest.formats import load_data
 
     options = load_config(config).data if config else None
-    return load_cohort(data, options)
+    return load_data(data, options)
 
 
 def print_verdict(console, verdict: dict[str, Any]) -> None:

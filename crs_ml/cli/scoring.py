@@ -75,7 +75,10 @@ def score(
     landmark just before their latest observation. Exit 3 (the file still written) when no
     patient could be scored, or more than --max-unscored-fraction were in status error.
     """
+    import tempfile
+
     from crs_ml.errors import EXIT_UNSCORED, InputError
+    from crs_ml.ingest.formats import as_contract_folder
     from crs_ml.ingest.values import parse_time
     from crs_ml.scoring.batch import output_kind, score_to_file
     from crs_ml.tracking.models import resolve_model
@@ -91,12 +94,16 @@ def score(
     if board is not None and board.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"--board {board}: the file name must end in .html")
     bundle = resolve_model(model)
-    with progress_bar() as update:
+    with progress_bar() as update, tempfile.TemporaryDirectory(prefix="crs_ml_data_") as tmp:
+        # OMOP and other formats: their contract tables, then the chunked scorer as usual
+        data = as_contract_folder(data, _data_options(bundle, config), Path(tmp) / "cohort")
         result = score_to_file(
             bundle, data, out, options=_data_options(bundle, config), as_of=as_of,
             as_of_hours=as_of_hours, errors=errors, chunk_size=chunk_size, top=top,
             progress=update,
         )  # fmt: skip
+        if board is not None:
+            _write_board(board, bundle, data, out, config, model)
     summary = ", ".join(f"{k} {v}" for k, v in result.status.items())
     bands = ", ".join(f"{k} {v}" for k, v in result.completeness.items())
     typer.echo(f"key inputs measured, scored patients: {bands}")
@@ -110,8 +117,6 @@ def score(
                    f"the catalogue left out ({shown}; crs-ml check lists them)")  # fmt: skip
     if top:
         _print_top(result.top, top)
-    if board is not None:
-        _write_board(board, bundle, data, out, config, model)
     failure = result.failure(max_unscored_fraction)
     if json_out:
         write_json(json_out, {"out": str(out), "errors": str(result.errors) if result.errors

@@ -121,10 +121,16 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(
                 "--format",
-                help="contract (CSV tables), meds (MEDS 0.4) or fhir (FHIR R4 bulk NDJSON): "
-                "the same patients in each.",
+                help="contract (the CSV tables), omop (the OMOP CDM twin), meds (MEDS 0.4) or "
+                "fhir (FHIR R4 bulk NDJSON): the same patients in each.",
             ),
         ] = "contract",
+        omop_as: Annotated[
+            str,
+            typer.Option(
+                "--omop-as", help="OMOP twin as csv or parquet files, or duckdb (out/cdm.duckdb)."
+            ),
+        ] = "csv",
     ) -> None:
         """Simulate a cohort: patients, observations, events, outcomes and truth (CSV)."""
         import time
@@ -136,12 +142,17 @@ def register(app: typer.Typer) -> None:
 
         if style not in ("clean", "messy"):
             raise ConfigError(f"--style must be 'clean' or 'messy', got '{style}'")
-        if data_format not in ("contract", "meds", "fhir"):
-            raise ConfigError(f"--format must be contract, meds or fhir, got '{data_format}'")
-        if data_format != "contract" and style != "clean":
+        if data_format not in ("contract", "omop", "meds", "fhir"):
             raise ConfigError(
-                "--style messy is a contract-file style: use it with --format contract"
+                f"--format must be contract, omop, meds or fhir, got '{data_format}'"
             )
+        if data_format == "omop" and (
+            style != "clean" or omop_as not in ("csv", "parquet", "duckdb")
+        ):
+            raise ConfigError("--format omop writes the twin of a clean cohort (--style clean) "
+                              "as --omop-as csv, parquet or duckdb")  # fmt: skip
+        if data_format in ("meds", "fhir") and style != "clean":
+            raise ConfigError(f"--format {data_format} writes the twin of a clean cohort (--style clean)")
         params = _params(sites, products)
         started = time.perf_counter()
         with progress_bar() as update:
@@ -149,7 +160,13 @@ def register(app: typer.Typer) -> None:
                 n_patients, seed, style=style, horizon_h=horizon_h, params=params, progress=update
             )
             update("writing files", 0, 1)
-            paths = _write(result.tables, out, data_format, seed)
+            if data_format == "omop":
+                from crs_ml.simulate.omop import write_omop
+
+                target = out / "cdm.duckdb" if omop_as == "duckdb" else out
+                paths = write_omop(result.tables, target, omop_as, seed)
+            else:
+                paths = _write(result.tables, out, data_format, seed)
             update("writing files", 1, 1)
         summary = cohort_summary(result.tables, time.perf_counter() - started)
         summary.update({"seed": seed, "style": style, "horizon_h": horizon_h, "out": str(out),

@@ -176,10 +176,14 @@ class CodeMap:
         found = self._by_code.get((vocab, code))
         if found is not None:
             return found
-        for c in self.of_kind("disease"):
-            if vocabulary_of(c.vocabulary_id) == vocab and code.startswith(c.concept_code):
-                return c
-        return None
+        prefixes = [
+            c
+            for c in self.of_kind("disease")
+            if c.concept_code
+            and vocabulary_of(c.vocabulary_id) == vocab
+            and code.startswith(c.concept_code)
+        ]
+        return max(prefixes, key=lambda c: len(c.concept_code), default=None)  # the longest
 
     def by_concept_id(self, concept_id: int) -> Code | None:
         return self._by_id.get(int(concept_id))

@@ -14,7 +14,7 @@ target in the shared code mappings:
 - events: the event's code, start and end, the detail (drug and dose, oxygen flow); deaths
   as the MEDS death code with the cause;
 - the infusion: the product's HCPCS code at the infusion time, at the episode's site;
-- the disease: its ICD-10-CM code 30 days before the infusion (``other``: C88.8);
+- the disease: its ICD-10-CM code 30 days before the infusion;
 - outcomes: a CRS grade record (SNOMED 1290005006, value = the highest grade) at the time
   grade 3 was reached, or at the infusion for grades 1-2 (the contract has no onset for
   them); none for grade 0; the end of follow-up as a lost-to-follow-up record; the grading
@@ -32,8 +32,6 @@ import pandas as pd
 
 from crs_ml.ingest.coded.mapping import DEATH_CODE, preferred_code
 
-#: the ICD-10-CM code the twins write for disease 'other' (not one of the mapped diseases)
-OTHER_DISEASE = "ICD10CM/C88.8"
 _FIRST_MINUTE = pd.Timestamp("2019-01-01", tz="UTC")
 _SPAN_MINUTES = 5 * 365 * 1440
 
@@ -141,10 +139,7 @@ def twin_records(tables: dict[str, pd.DataFrame], seed: int) -> TwinRecords:
             }
         )
     )
-    disease = pts["disease"].astype(object)
-    known = (disease != "other").to_numpy()
-    dcode = np.full(n, OTHER_DISEASE, dtype=object)
-    dcode[known] = _codes("disease", disease[known])
+    dcode = _codes("disease", pts["disease"].astype(object))
     parts.append(
         pd.DataFrame(
             {

@@ -202,11 +202,20 @@ def classify_codes(codes: pd.Series, entries=None) -> tuple[np.ndarray, np.ndarr
     return np.asarray(kinds, dtype=object)[inverse], np.asarray(targets, dtype=object)[inverse]
 
 
-def coded_cohort(src: CodedSource, options: DataConfig | None = None) -> Cohort:
-    """The Cohort of a coded source: map codes, build episodes and the contract tables, load
-    them with :func:`crs_ml.ingest.load_frames`, and report the source's own problems."""
+@dataclass
+class ContractFrames:
+    """The contract tables of a coded source, where each row came from (file, row per
+    table), and the source's own problems and rejected rows."""
+
+    frames: dict[str, pd.DataFrame]
+    origins: dict[str, pd.DataFrame]
+    problems: list[Problem]
+    rejected: list[pd.DataFrame]
+
+
+def coded_frames(src: CodedSource, options: DataConfig | None = None) -> ContractFrames:
+    """Map the codes, build the episodes and the contract tables (not yet normalised)."""
     from crs_ml.errors import InputError
-    from crs_ml.ingest import load_frames
 
     opts = options or DataConfig()
     fmt = src.format
@@ -322,6 +331,20 @@ def coded_cohort(src: CodedSource, options: DataConfig | None = None) -> Cohort:
     )
 
     frames, origins = _contract_frames(rows, episodes, src.persons, diseases, prob)
+    return ContractFrames(frames, origins, prob.items, prob.rejected)
+
+
+def coded_cohort(src: CodedSource, options: DataConfig | None = None) -> Cohort:
+    """The Cohort of a coded source: :func:`coded_frames` loaded with
+    :func:`crs_ml.ingest.load_frames`, rows and examples pointing at the source files, and the
+    source's own problems in the check report."""
+    from crs_ml.errors import InputError
+    from crs_ml.ingest import load_frames
+
+    opts = options or DataConfig()
+    fmt = src.format
+    built = coded_frames(src, opts)
+    frames, origins = built.frames, built.origins
     names = {t: f"{fmt} {t}" for t in frames}
     try:
         cohort = load_frames(frames, opts, file_names=names)
@@ -330,10 +353,10 @@ def coded_cohort(src: CodedSource, options: DataConfig | None = None) -> Cohort:
     _point_at_sources(cohort, names, origins)
     report = cohort.report
     report.source = src.source
-    report.problems.extend(prob.items)
+    report.problems.extend(built.problems)
     report.sort()
-    if prob.rejected:
-        cohort.rejected = pd.concat([cohort.rejected, *prob.rejected], ignore_index=True)
+    if built.rejected:
+        cohort.rejected = pd.concat([cohort.rejected, *built.rejected], ignore_index=True)
     cohort.source = src.source
     return cohort
 

@@ -4,14 +4,11 @@ A code is ``VOCABULARY/CODE`` (MEDS spelling; FHIR codings are turned into it). 
 :mod:`crs_ml.ingest.coded.assemble`: ``variable`` / ``event`` / ``disease`` (target as in
 the maps), ``infusion`` (target the product, or "" for a CAR-T administration code naming
 none), ``crs_grade`` (the grade is the record's value), ``followup_end``, ``death``
-(``MEDS_DEATH``, FHIR ``Patient.deceasedDateTime``), or "" when not mapped. One rule beyond
-the maps: an ICD-10-CM malignancy code (``C00``-``C96``) that names none of the contract's
-diseases is disease ``other``.
+(``MEDS_DEATH``, FHIR ``Patient.deceasedDateTime``), or "" when not mapped.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 import numpy as np
@@ -22,7 +19,6 @@ __all__ = ["DEATH_CODE", "classify", "preferred_code"]
 
 #: the MEDS standard's death code (also what FHIR deaths are read as)
 DEATH_CODE = "MEDS_DEATH"
-_MALIGNANCY = re.compile(r"^C(\d{2})")
 
 
 def _one(cmap: CodeMap, code: str) -> tuple[str, str]:
@@ -31,9 +27,6 @@ def _one(cmap: CodeMap, code: str) -> tuple[str, str]:
     vocab, concept = split_code(code)
     found = cmap.lookup(vocab, concept) if vocab else None
     if found is None:
-        m = _MALIGNANCY.match(concept) if vocab == "ICD10CM" else None
-        if m and int(m.group(1)) <= 96:
-            return "disease", "other"
         return "", ""
     if found.kind == "product":
         return "infusion", found.target

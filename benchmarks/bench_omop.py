@@ -1,0 +1,101 @@
+"""Reading an OMOP cohort from PostgreSQL against reading the same cohort from Parquet.
+
+One simulated cohort (``--patients``, seed ``--seed``, clean style) is written three ways:
+its contract tables as Parquet (read by ``load_cohort``), its OMOP twin as Parquet files
+(read by the OMOP adapter through an in-memory DuckDB) and its OMOP twin loaded into
+PostgreSQL (read by the OMOP adapter over the URL in ``CRS_ML_TEST_PG_URL``, password in
+``PGPASSWORD``; ``.ci/postgres.sh start DIR`` prints both). Each read is timed ``--repeats``
+times (the median is reported) and the PostgreSQL read is split into its steps (profile of
+the adapter's functions: concept resolution, infusion episodes, each table's query, the
+contract normalisation). Writes JSON (``--out``).
+
+Indicative only on a shared machine: re-run on a quiet one, e.g.
+``python benchmarks/bench_omop.py --patients 100000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def _timed(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def _steps(fn) -> dict[str, float]:
+    """Cumulative seconds of the adapter's steps (cProfile)."""
+    prof = cProfile.Profile()
+    prof.runcall(fn)
+    stats = pstats.Stats(prof).stats
+    wanted = ("resolve_concepts", "_infusions", "_episodes", "_patients", "_observations",
+              "_events", "_outcomes", "_unused_concepts", "load_frames", "query")  # fmt: skip
+    out = {}
+    for (file, _, name), (_, _, _, cum, _) in stats.items():
+        if name in wanted and ("omop" in file or "load.py" in file):
+            out[name] = round(out.get(name, 0.0) + cum, 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--patients", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_omop.json"))
+    args = ap.parse_args()
+    url = os.environ.get("CRS_ML_TEST_PG_URL")
+    if not url:
+        raise SystemExit("set CRS_ML_TEST_PG_URL and PGPASSWORD (.ci/postgres.sh start DIR)")
+
+    from crs_ml.config import DataConfig, OmopConfig
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.ingest.omop import load_omop
+    from crs_ml.simulate.omop import load_postgres, omop_tables, write_omop
+    from crs_ml.simulate.simulator import simulate
+
+    t = time.perf_counter()
+    sim = simulate(args.patients, args.seed, style="clean")
+    result = {"patients": args.patients, "simulate_s": round(time.perf_counter() - t, 1)}
+    with tempfile.TemporaryDirectory(prefix="bench_omop_") as tmp:
+        contract = Path(tmp) / "contract"
+        contract.mkdir()
+        for name in ("patients", "observations", "events", "outcomes"):
+            sim.tables[name].to_parquet(contract / f"{name}.parquet", index=False)
+        write_omop(sim.tables, Path(tmp) / "omop", "parquet", args.seed)
+        t = time.perf_counter()
+        load_postgres(omop_tables(sim.tables, args.seed), url, schema="bench")
+        result["postgres_load_s"] = round(time.perf_counter() - t, 1)
+        opts = DataConfig(omop=OmopConfig(cdm_schema="bench"))
+        runs = {
+            "contract_parquet": lambda: load_cohort(contract),
+            "omop_parquet": lambda: load_omop(Path(tmp) / "omop"),
+            "omop_postgres": lambda: load_omop(url, opts),
+        }
+        for name, fn in runs.items():
+            seconds, cohort = _timed(fn, args.repeats)
+            result[f"{name}_s"] = round(seconds, 2)
+            result[f"{name}_observations"] = int(len(cohort.observations))
+        result["postgres_vs_parquet"] = round(
+            result["omop_postgres_s"] / result["contract_parquet_s"], 2
+        )
+        result["postgres_steps_s"] = _steps(lambda: load_omop(url, opts))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

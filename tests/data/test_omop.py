@@ -1,0 +1,152 @@
+"""The OMOP adapter against the contract twin: CSV, Parquet and DuckDB twins of one simulated
+cohort give the same normalised cohort and the same scores; the error cases are reported with
+their table, record and code."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from shared_bundle import build_bundle
+
+from crs_ml.errors import InputError
+from crs_ml.ingest.formats import detect_format, load_data
+from crs_ml.ingest.load import load_frames
+from crs_ml.ingest.omop import load_omop
+from crs_ml.simulate.omop import omop_tables, write_omop
+from crs_ml.simulate.simulator import simulate
+
+TABLES = ("patients", "observations", "events", "outcomes")
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate(250, 7, style="clean")
+
+
+@pytest.fixture(scope="module")
+def contract(sim):
+    return load_frames({k: v for k, v in sim.tables.items() if k != "truth"})
+
+
+@pytest.fixture(scope="module")
+def twins(sim, tmp_path_factory):
+    base = tmp_path_factory.mktemp("omop_twins")
+    write_omop(sim.tables, base / "csv", "csv")
+    write_omop(sim.tables, base / "parquet", "parquet")
+    write_omop(sim.tables, base / "cdm.duckdb", "duckdb")
+    return {"csv": base / "csv", "parquet": base / "parquet", "duckdb": base / "cdm.duckdb"}
+
+
+def comparable(cohort, table: str) -> pd.DataFrame:
+    """A normalised table without what only says where a row came from (``source_row``) or
+    that the twin has absolute times (``infusion_time``; the hours are compared)."""
+    f = getattr(cohort, table).drop(columns=["source_row", "infusion_time"], errors="ignore")
+    return f.sort_values(list(f.columns[:3])).reset_index(drop=True)
+
+
+def assert_same_cohort(a, b) -> None:
+    for table in TABLES:
+        pd.testing.assert_frame_equal(comparable(a, table), comparable(b, table),
+                                      check_dtype=False, obj=table)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "duckdb"])
+def test_omop_twin_gives_the_contract_cohort(kind, twins, contract):
+    assert detect_format(twins[kind]) == "omop"
+    cohort = load_data(twins[kind])
+    assert len(cohort.patients) == len(contract.patients)
+    assert_same_cohort(contract, cohort)
+    assert cohort.patients["infusion_time"].notna().all()
+    assert cohort.report.usable
+
+
+def test_omop_twin_gives_the_same_scores(twins, contract, tmp_path_factory):
+    from crs_ml.modeling.bundle import load_bundle
+    from crs_ml.scoring.score import score
+
+    bundle = load_bundle(build_bundle(tmp_path_factory.getbasetemp()))
+    a = score(bundle, contract, as_of_hours=48.0).sort_values("patient_id")
+    b = score(bundle, load_omop(twins["duckdb"]), as_of_hours=48.0).sort_values("patient_id")
+    assert (a["status"] == "scored").sum() > 100
+    cols = ["patient_id", "status", "landmark_h", "risk", "base_value"]
+    cols += [c for c in a.columns if c.startswith("shap_")]
+    pd.testing.assert_frame_equal(a[cols].reset_index(drop=True), b[cols].reset_index(drop=True))
+
+
+def _edited(sim, tmp_path, edit) -> object:
+    cdm = omop_tables(sim.tables)
+    edit(cdm)
+    folder = tmp_path / "edited"
+    folder.mkdir()
+    for name, frame in cdm.items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+    return load_omop(folder)
+
+
+def test_missing_infusion_record_names_the_person(sim, tmp_path):
+    def drop_first_person(cdm):
+        for t in ("procedure_occurrence", "drug_exposure"):
+            cdm[t] = cdm[t][cdm[t]["person_id"] != 1]
+
+    cohort = _edited(sim, tmp_path, drop_first_person)
+    p = cohort.report.problem("missing_infusion")
+    assert p is not None and p.count == 1 and p.table == "person"
+    assert p.examples[0]["row"] == 1
+    assert len(cohort.patients) == len(sim.tables["patients"]) - 1
+
+
+def test_person_without_product_is_reported_and_kept(sim, tmp_path):
+    first = sim.tables["patients"]["patient_id"].iloc[0]
+
+    def drop_product(cdm):
+        d = cdm["drug_exposure"]
+        cdm["drug_exposure"] = d[~((d["person_id"] == 1) & d["drug_source_value"].str.match(r"Q2"))]
+
+    cohort = _edited(sim, tmp_path, drop_product)
+    p = cohort.report.problem("no_product")
+    assert p is not None and p.count == 1
+    row = cohort.patients[cohort.patients["patient_id"] == first]
+    assert len(row) == 1 and pd.isna(row["product"].iloc[0])
+
+
+def test_unmapped_codes_are_counted_by_code(sim, tmp_path):
+    def local_code(cdm):
+        m = cdm["measurement"]
+        ferritin = m["measurement_source_value"] == "2276-4"
+        m.loc[ferritin, "measurement_concept_id"] = 2_100_000_001
+        m.loc[ferritin, "measurement_source_value"] = "FERR-LOCAL"
+
+    cohort = _edited(sim, tmp_path, local_code)
+    p = cohort.report.problem("unmapped_codes", "measurement")
+    assert p is not None and p.details == {"2100000001 (FERR-LOCAL)": p.count} and p.count > 100
+    assert "ferritin" not in set(cohort.observations["variable"])
+
+
+def test_naive_times_and_dates_without_time(sim, tmp_path):
+    def no_time(cdm):
+        cdm["measurement"].loc[[0, 1], "measurement_datetime"] = None
+
+    cohort = _edited(sim, tmp_path, no_time)
+    naive = cohort.report.problem("naive_times")
+    assert naive is not None and "measurement.dt" in naive.details and "UTC" in naive.message
+    dated = cohort.report.problem("date_without_time", "measurement")
+    assert dated is not None and dated.count == 2
+    assert dated.examples[0]["file"] == "measurement" and dated.examples[0]["row"] == 1
+    rejected = cohort.rejected[cohort.rejected["file"] == "measurement"]
+    assert sorted(rejected["row"]) == [1, 2]
+
+
+def test_rejected_rows_name_the_omop_table_and_record(sim, tmp_path):
+    def bad_unit(cdm):
+        cdm["measurement"].loc[4, "unit_source_value"] = "furlongs"
+
+    cohort = _edited(sim, tmp_path, bad_unit)
+    row = cohort.rejected[cohort.rejected["reason"].str.contains("furlongs")]
+    assert list(row["file"]) == ["measurement"] and list(row["row"]) == [5]
+
+
+def test_a_url_with_a_password_is_refused():
+    with pytest.raises(InputError, match="PGPASSWORD"):
+        load_omop("postgresql://someone:secret@127.0.0.1:1/db")
+    # a URL that went through pathlib.Path is still recognised
+    assert detect_format("postgresql:/someone@127.0.0.1/db") == "omop"
