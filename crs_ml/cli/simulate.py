@@ -143,16 +143,16 @@ def register(app: typer.Typer) -> None:
         if style not in ("clean", "messy"):
             raise ConfigError(f"--style must be 'clean' or 'messy', got '{style}'")
         if data_format not in ("contract", "omop", "meds", "fhir"):
-            raise ConfigError(
-                f"--format must be contract, omop, meds or fhir, got '{data_format}'"
-            )
+            raise ConfigError(f"--format must be contract, omop, meds or fhir, got '{data_format}'")
         if data_format == "omop" and (
             style != "clean" or omop_as not in ("csv", "parquet", "duckdb")
         ):
             raise ConfigError("--format omop writes the twin of a clean cohort (--style clean) "
                               "as --omop-as csv, parquet or duckdb")  # fmt: skip
         if data_format in ("meds", "fhir") and style != "clean":
-            raise ConfigError(f"--format {data_format} writes the twin of a clean cohort (--style clean)")
+            raise ConfigError(
+                f"--format {data_format} writes the twin of a clean cohort (--style clean)"
+            )
         params = _params(sites, products)
         started = time.perf_counter()
         with progress_bar() as update:

@@ -390,3 +390,26 @@ def test_site_codes_from_the_config_are_used(tmp_path):
     mapped = load_meds(root, opts)
     assert mapped.report.problem("unmapped_codes") is None
     assert len(mapped.observations) == len(plain.observations) + 1
+
+
+@pytest.mark.parametrize("fmt", ["meds", "fhir"])
+def test_check_cli_reads_the_twin_by_detection(twins, fmt, tmp_path):
+    from crs_ml.cli import main
+
+    report_path = tmp_path / "report.json"
+    main(["check", "--data", str(twins["base"] / fmt), "--json", str(report_path)])
+    report = json.loads(report_path.read_text())
+    assert report["usable"] and report["tables"]["patients"]["rows_used"] == N
+    assert report["tables"]["observations"]["rows_used"] == len(twins["contract"].observations)
+
+
+@pytest.mark.parametrize("fmt", ["meds", "fhir"])
+def test_chunked_scoring_reads_the_contract_tables_of_the_twin(twins, fmt, tmp_path):
+    from crs_ml.ingest.formats import as_contract_folder, detect_format
+
+    assert detect_format(twins["base"] / fmt) == fmt
+    folder = as_contract_folder(twins["base"] / fmt, DataConfig(), tmp_path / "contract")
+    again = load_cohort(folder)
+    got = _renamed(again.observations, twins["ids"][fmt])
+    _same(got, twins["contract"].observations, ["patient_id", "hours", "variable"],
+          drop=("source_row",))  # fmt: skip
