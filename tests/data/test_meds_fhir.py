@@ -324,8 +324,8 @@ def test_fhir_reports_time_zones_dates_bad_lines_and_missing_infusion(tmp_path):
     assert bad.count == 1 and bad.details == {"date without a time of day": 1}
     rej = cohort.rejected
     assert rej[["file", "row"]].values.tolist() == [["Observation.ndjson", 3]]
-    broken = [p for p in rep.problems if p.code == "resources_not_read"]
-    assert any(e["row"] == 4 for p in broken for e in p.examples)
+    broken = rep.problem("not_json")
+    assert broken.severity == "warning" and broken.examples[0]["row"] == 4
     assert rep.problem("unmapped_codes").details == {"LOINC/12345-6": 1}
     assert rep.problem("no_infusion_record").details == {"p2": 1}
     assert "ferritin" not in obs.index
@@ -401,6 +401,8 @@ def test_check_cli_reads_the_twin_by_detection(twins, fmt, tmp_path):
     report = json.loads(report_path.read_text())
     assert report["usable"] and report["tables"]["patients"]["rows_used"] == N
     assert report["tables"]["observations"]["rows_used"] == len(twins["contract"].observations)
+    source = report["tables"][fmt.upper()]  # the source's own line: records read and used
+    assert source["rows_read"] > source["rows_used"] > len(twins["contract"].observations)
 
 
 @pytest.mark.parametrize("fmt", ["meds", "fhir"])

@@ -40,7 +40,7 @@ import pandas as pd
 
 from crs_ml.cohort import Cohort
 from crs_ml.config import DataConfig
-from crs_ml.ingest.problems import MAX_EXAMPLES, Problem
+from crs_ml.ingest.problems import MAX_EXAMPLES, Problem, TableSummary
 
 #: columns of :attr:`CodedSource.rows`
 ROW_COLUMNS = (
@@ -63,7 +63,8 @@ class CodedSource:
     rows: pd.DataFrame  #: ROW_COLUMNS; time, end_time datetime64[ns, UTC]
     persons: pd.DataFrame  #: PERSON_COLUMNS; birth datetime64[ns, UTC]
     problems: list[Problem] = field(default_factory=list)  #: the reader's own findings
-    rows_read: int = 0  #: records read in total (before any filter)
+    #: records read in total (before any filter): the first line of the check report's tables
+    rows_read: int = 0
     #: codes the reader already found unmapped and did not materialise: code, n, file, row
     unmapped: pd.DataFrame | None = None
 
@@ -353,6 +354,10 @@ def coded_cohort(src: CodedSource, options: DataConfig | None = None) -> Cohort:
     _point_at_sources(cohort, names, origins)
     report = cohort.report
     report.source = src.source
+    used = sum(len(origins[t]) for t in ("patients", "observations", "events") if t in origins)
+    rejected = sum(len(r) for r in built.rejected)
+    summary = TableSummary(fmt, src.source, src.rows_read, used, rejected)
+    report.tables = {fmt: summary, **report.tables}
     report.problems.extend(built.problems)
     report.sort()
     if built.rejected:

@@ -68,6 +68,16 @@ _SKIP_STATUS = {"entered-in-error", "not-done", "cancelled", "stopped"}
 _SYSTEM_ALIASES = {"http://terminology.hl7.org/CodeSystem/v3-RoleCode": "Visit"}
 _ZONE = re.compile(r"(?:Z|[+-]\d{2}:\d{2})$")
 _GRADE = re.compile(r"\b([0-5])\b")
+#: resources left out: code -> (severity, message)
+_NOT_READ = {
+    "not_json": ("warning", "lines that are not a JSON resource: left out"),
+    "no_subject": ("warning", "resources without a subject reference: left out"),
+    "skipped_status": (
+        "info",
+        "resources entered in error, not done, cancelled or stopped: left out",
+    ),
+    "resource_type_not_read": ("info", "resource types this reader does not use: left out"),
+}
 _READ = ("Patient", "Observation", "MedicationAdministration", "Procedure", "Condition",
          "Encounter")  # fmt: skip
 
@@ -183,10 +193,10 @@ def _first_note(res: dict) -> str | None:
 def _read_resource(res: dict, c: _Collect, file: str, line: int) -> None:
     kind = res.get("resourceType")
     if kind not in _READ:
-        c.note(f"resource type {kind} not read", file, line, str(kind))
+        c.note("resource_type_not_read", file, line, str(kind))
         return
     if res.get("status") in _SKIP_STATUS:
-        c.note(f"status {res['status']}", file, line, f"{kind}/{res.get('id', '')}")
+        c.note("skipped_status", file, line, f"{kind}/{res.get('id', '')}: {res['status']}")
         return
     if kind == "Patient":
         pid = str(res.get("id") or "")
@@ -210,7 +220,7 @@ def _read_resource(res: dict, c: _Collect, file: str, line: int) -> None:
         return
     subject = _ref_id(res.get("subject"))
     if not subject:
-        c.note("no subject", file, line, f"{kind}/{res.get('id', '')}")
+        c.note("no_subject", file, line, f"{kind}/{res.get('id', '')}")
         return
     if kind == "Observation":
         codes = _codings(res.get("code"))
@@ -279,14 +289,14 @@ def read_fhir(path, options: DataConfig | None = None) -> CodedSource:
         for name, number, res, error in resource_lines(f):
             lines += 1
             if res is None or not isinstance(res, dict):
-                c.note("lines that are not a JSON resource", name, number, error or "not an object")
+                c.note("not_json", name, number, error or "not an object")
                 continue
             _read_resource(res, c, name, number)
     problems = [
-        Problem("FHIR", "resources_not_read", "warning" if "not JSON" in what else "info",
-                f"resources left out: {what}", n, c.examples.get(what, []))
-        for what, n in c.counts.items()
-    ]  # fmt: skip
+        Problem("FHIR", what, severity, message, c.counts[what], c.examples.get(what, []))
+        for what, (severity, message) in _NOT_READ.items()
+        if c.counts[what]
+    ]
     rows = _resolve_codes(c, opts)
     problems.extend(c.problems)
     persons = pd.DataFrame(c.persons, columns=["subject", "sex", "birth", "file", "row"])
