@@ -35,14 +35,14 @@ def detect_format(source, options: DataConfig | None = None) -> str:
     """``options.format`` when set, else: a PostgreSQL URL, a DuckDB file or a folder with a
     ``person`` table is ``omop``; a MEDS root (``data/*.parquet``) ``meds``; a folder of FHIR
     NDJSON files ``fhir``; anything else ``contract``."""
-    from crs_ml.ingest.coded.detect import detect_format as detect_coded
+    from crs_ml.ingest.coded.detect import coded_format
     from crs_ml.ingest.omop import is_omop_source
 
     if options is not None and options.format is not None:
         return options.format
     if is_omop_source(source_text(source)):
         return "omop"
-    return detect_coded(source_text(source)) or "contract"
+    return coded_format(source_text(source)) or "contract"
 
 
 def load_data(source, options: DataConfig | None = None):

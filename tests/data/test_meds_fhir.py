@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crs_ml.config import DataConfig  # noqa: E402
 from crs_ml.errors import InputError  # noqa: E402
-from crs_ml.ingest.coded.detect import detect_format  # noqa: E402
+from crs_ml.ingest.coded.detect import coded_format  # noqa: E402
 from crs_ml.ingest.coded.fhir import load_fhir  # noqa: E402
 from crs_ml.ingest.coded.meds import load_meds  # noqa: E402
 from crs_ml.ingest.load import load_cohort  # noqa: E402
@@ -169,9 +169,9 @@ def test_meds_twin_validates_against_the_meds_schema(twins):
 
 def test_formats_are_detected(twins):
     base = twins["base"]
-    assert detect_format(base / "meds") == "meds"
-    assert detect_format(base / "fhir") == "fhir"
-    assert detect_format(base / "contract") is None
+    assert coded_format(base / "meds") == "meds"
+    assert coded_format(base / "fhir") == "fhir"
+    assert coded_format(base / "contract") is None
 
 
 # ---- error cases ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Coded clinical data formats read into the :class:`~crs_ml.cohort.Cohort`: MEDS 0.4
 (``meds``) and FHIR R4 bulk NDJSON (``fhir``), both through the shared code mappings and the
-ordinary load (``assemble``). ``detect_format`` tells them from the contract's tables.
+ordinary load (``assemble``). ``coded_format`` tells them from the contract's tables.
 
 May import: the core and :mod:`crs_ml.ingest`'s public entry points.
 """
@@ -8,7 +8,7 @@ May import: the core and :mod:`crs_ml.ingest`'s public entry points.
 from crs_ml.lazy import exports_getattr
 
 _EXPORTS = {
-    "detect_format": "detect",
+    "coded_format": "detect",
     "load_fhir": "fhir",
     "load_meds": "meds",
 }

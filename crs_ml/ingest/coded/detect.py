@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["detect_format"]
+__all__ = ["coded_format"]
 
 
-def detect_format(path) -> str | None:
+def coded_format(path) -> str | None:
     """``"meds"`` for a folder with ``data/*.parquet`` (and ``metadata/`` or a ``subject_id``
     column), ``"fhir"`` for NDJSON files of FHIR resources, else None."""
     from crs_ml.ingest.coded.fhir import is_fhir
