@@ -133,6 +133,11 @@ class DataConfig(_Strict):
     censored_below: Literal["half", "limit"] = "half"
     #: rule for conflicting duplicates (same patient, time, variable, different value)
     conflicting_duplicates: Literal["last_row", "max", "mean"] = "last_row"
+    #: MEDS / FHIR: records up to this many hours before an infusion belong to its episode
+    #: (baseline); older records of a subject are not read
+    history_h: float = Field(default=168.0, ge=0)
+    #: MEDS / FHIR: infusion records of one subject this close (hours) are one infusion
+    infusion_merge_h: float = Field(default=72.0, ge=0)
 
 
 class TaskConfig(_Strict):

@@ -76,6 +76,20 @@ def _params(sites: str | None, products: str | None):
     return params
 
 
+def _write(tables: dict, out: Path, data_format: str, seed: int) -> dict:
+    if data_format == "meds":
+        from crs_ml.simulate.meds_twin import write_meds
+
+        return write_meds(tables, out, seed)
+    if data_format == "fhir":
+        from crs_ml.simulate.fhir_twin import write_fhir
+
+        return write_fhir(tables, out, seed)
+    from crs_ml.simulate.simulator import write_cohort
+
+    return write_cohort(tables, out)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_cmd(
@@ -119,7 +133,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         data_format: Annotated[
             str,
-            typer.Option("--format", help="contract (the CSV tables) or omop (the OMOP CDM twin)."),
+            typer.Option(
+                "--format",
+                help="contract (the CSV tables), omop (the OMOP CDM twin), meds (MEDS 0.4) or "
+                "fhir (FHIR R4 bulk NDJSON): the same patients in each.",
+            ),
         ] = "contract",
         omop_as: Annotated[
             str,
@@ -134,17 +152,21 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from crs_ml.errors import ConfigError
-        from crs_ml.simulate.simulator import simulate, write_cohort
+        from crs_ml.simulate.simulator import simulate
 
         if style not in ("clean", "messy"):
             raise ConfigError(f"--style must be 'clean' or 'messy', got '{style}'")
-        if data_format not in ("contract", "omop"):
-            raise ConfigError(f"--format must be 'contract' or 'omop', got '{data_format}'")
+        if data_format not in ("contract", "omop", "meds", "fhir"):
+            raise ConfigError(f"--format must be contract, omop, meds or fhir, got '{data_format}'")
         if data_format == "omop" and (
             style != "clean" or omop_as not in ("csv", "parquet", "duckdb")
         ):
             raise ConfigError("--format omop writes the twin of a clean cohort (--style clean) "
                               "as --omop-as csv, parquet or duckdb")  # fmt: skip
+        if data_format in ("meds", "fhir") and style != "clean":
+            raise ConfigError(
+                f"--format {data_format} writes the twin of a clean cohort (--style clean)"
+            )
         params = _params(sites, products)
         landmarks = None
         if landmarks_h is not None:
@@ -167,7 +189,7 @@ def register(app: typer.Typer) -> None:
                 target = out / "cdm.duckdb" if omop_as == "duckdb" else out
                 paths = write_omop(result.tables, target, omop_as, seed)
             else:
-                paths = write_cohort(result.tables, out)
+                paths = _write(result.tables, out, data_format, seed)
             update("writing files", 1, 1)
         summary = cohort_summary(result.tables, time.perf_counter() - started)
         summary.update({"seed": seed, "style": style, "horizon_h": horizon_h, "out": str(out),

@@ -19,6 +19,8 @@ __all__ = ["LOADERS", "as_contract_folder", "detect_format", "load_data", "sourc
 LOADERS = {
     "contract": "crs_ml.ingest.load:load_cohort",
     "omop": "crs_ml.ingest.omop:load_omop",
+    "meds": "crs_ml.ingest.coded.meds:load_meds",
+    "fhir": "crs_ml.ingest.coded.fhir:load_fhir",
 }
 
 
@@ -31,12 +33,16 @@ def source_text(source) -> str | None:
 
 def detect_format(source, options: DataConfig | None = None) -> str:
     """``options.format`` when set, else: a PostgreSQL URL, a DuckDB file or a folder with a
-    ``person`` table is ``omop``; anything else ``contract``."""
+    ``person`` table is ``omop``; a MEDS root (``data/*.parquet``) ``meds``; a folder of FHIR
+    NDJSON files ``fhir``; anything else ``contract``."""
+    from crs_ml.ingest.coded.detect import coded_format
     from crs_ml.ingest.omop import is_omop_source
 
     if options is not None and options.format is not None:
         return options.format
-    return "omop" if is_omop_source(source_text(source)) else "contract"
+    if is_omop_source(source_text(source)):
+        return "omop"
+    return coded_format(source_text(source)) or "contract"
 
 
 def load_data(source, options: DataConfig | None = None):
@@ -64,11 +70,20 @@ def as_contract_folder(source, options: DataConfig | None, out_dir: Path) -> Pat
     fmt = detect_format(source, options)
     if fmt == "contract":
         return Path(source)
-    if fmt != "omop":
-        raise InputError(f"data.format '{fmt}' cannot be scored in chunks in this version")
-    from crs_ml.ingest.omop import omop_frames
+    if fmt in ("meds", "fhir"):
+        from crs_ml.ingest.coded.assemble import coded_frames
+        from crs_ml.ingest.coded.fhir import read_fhir
+        from crs_ml.ingest.coded.meds import read_meds
 
-    frames, _, _ = omop_frames(source_text(source), options or DataConfig())
+        read = read_meds if fmt == "meds" else read_fhir
+        opts = options or DataConfig()
+        frames = coded_frames(read(source_text(source), opts), opts).frames
+    elif fmt != "omop":
+        raise InputError(f"data.format '{fmt}' cannot be scored in chunks in this version")
+    else:
+        from crs_ml.ingest.omop import omop_frames
+
+        frames, _, _ = omop_frames(source_text(source), options or DataConfig())
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in frames.items():
         frame.to_parquet(out_dir / f"{name}.parquet", index=False)
