@@ -64,3 +64,15 @@ def test_rows_keep_patients_censored_before_the_horizon():
     lost = set(oc["patient_id"][status == "censored_before_horizon"])
     assert lost and lost <= set(ht["patient_id"])
     assert pd.Series(list(lost)).isin(ht.loc[ht.horizon == "next 24 h", "patient_id"]).all()
+
+
+def test_window_risk_is_the_true_risk_of_a_shorter_horizon():
+    """P(grade >= 3 in (L, L + w]) is what the simulator's truth gives with horizon L + w:
+    the same transition probabilities and paths up to L + w, so equal to rounding."""
+    ht = horizon_truth(600, 2, [24, 48], [24])
+    for L in (24, 48):
+        short = simulate(600, 2, horizon_h=L + 24, landmarks_h=[L]).tables["truth"]
+        rows = ht[(ht.landmark_h == L) & (ht.horizon == "next 24 h")]
+        both = rows.merge(short, on=["patient_id", "landmark_h"], suffixes=("", "_short"))
+        assert len(both) > 0.9 * len(short)
+        np.testing.assert_allclose(both["true_risk"], both["true_risk_short"], rtol=1e-12)
