@@ -61,7 +61,7 @@ from crs_ml.features.landmarks import CAUSE_COMPETING, CAUSE_EVENT
 
 CENSORED_METRICS = ("auroc", "brier", "observed", "expected", "oe_ratio")
 #: risk groups of the calibration table (quantiles of the predicted risk)
-DEFAULT_RISK_GROUPS = 5
+DEFAULT_RISK_GROUPS = 10
 
 
 def check_competing(time_h, cause, risk=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
