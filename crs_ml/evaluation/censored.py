@@ -336,3 +336,28 @@ def censored_metrics(
     out["n_competing"] = int(((cause == CAUSE_COMPETING) & (time <= t)).sum())
     out["n_censored"] = int(((cause == 0) & (time < t)).sum())
     return out
+
+
+def censored_summary(
+    time_h,
+    cause,
+    risk,
+    horizon_h: float,
+    persons,
+    strata=None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_groups: int = DEFAULT_RISK_GROUPS,
+) -> dict:
+    """:func:`censored_metrics` as plain numbers for metrics.json: counts, each metric with
+    ``<name>_ci`` [lo, hi], and the calibration table by risk group (records)."""
+    r = censored_metrics(time_h, cause, risk, horizon_h, persons, strata, n_boot, seed,
+                         n_groups=n_groups)  # fmt: skip
+    out: dict = {"horizon_h": float(horizon_h)}
+    out.update({k: r[k] for k in ("n", "n_events", "n_competing", "n_censored")})
+    for k in CENSORED_METRICS:
+        est, lo, hi = r[k]
+        out[k], out[f"{k}_ci"] = est, [lo, hi]
+    table = calibration_by_risk_group(time_h, cause, risk, horizon_h, n_groups)
+    out["calibration"] = table.to_dict(orient="records")
+    return out
