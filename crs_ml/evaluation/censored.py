@@ -212,19 +212,25 @@ def time_dependent_brier(time_h, cause, risk, horizon_h: float, strata=None) -> 
     return float(np.sum(w * (case - risk) ** 2) / time.size)
 
 
-def aalen_johansen(time_h, cause, horizon_h: float) -> float:
-    """Aalen-Johansen cumulative incidence of grade >= 3 (cause 1) by t, death competing:
-    sum over u <= t of S(u-) d1(u) / n(u), S the all-cause Kaplan-Meier (equal to
-    ``sksurv.nonparametric.cumulative_incidence_competing_risks``, which the tests compare
-    against; vectorised for the bootstrap)."""
+def cumulative_incidence(time_h, cause, at_h) -> np.ndarray:
+    """Aalen-Johansen cumulative incidence of grade >= 3 (cause 1), death competing, at each
+    time of ``at_h``: sum over u <= t of S(u-) d1(u) / n(u), S the all-cause Kaplan-Meier
+    (equal to ``sksurv.nonparametric.cumulative_incidence_competing_risks``, which the tests
+    compare against; vectorised for the bootstrap). NaN without rows."""
     time, cause, _ = check_competing(time_h, cause)
+    at = np.atleast_1d(np.asarray(at_h, dtype="float64"))
     if time.size == 0:
-        return float("nan")
+        return np.full(at.shape, np.nan)
     uniq, at_risk, d1, d2, _ = _counts(time, cause)
-    keep = uniq <= float(horizon_h)
     surv = np.cumprod(1.0 - _ratio(d1 + d2, at_risk))
     before = np.r_[1.0, surv[:-1]]
-    return float(np.sum((before * _ratio(d1, at_risk))[keep]))
+    cif = np.r_[0.0, np.cumsum(before * _ratio(d1, at_risk))]
+    return cif[np.searchsorted(uniq, at, side="right")]
+
+
+def aalen_johansen(time_h, cause, horizon_h: float) -> float:
+    """:func:`cumulative_incidence` by one horizon t (hours)."""
+    return float(cumulative_incidence(time_h, cause, [float(horizon_h)])[0])
 
 
 def risk_groups(risk, n_groups: int = DEFAULT_RISK_GROUPS) -> np.ndarray:
@@ -335,6 +341,27 @@ def censored_metrics(
     out["n_events"] = int(_case(time, cause, t).sum())
     out["n_competing"] = int(((cause == CAUSE_COMPETING) & (time <= t)).sum())
     out["n_censored"] = int(((cause == 0) & (time < t)).sum())
+    return out
+
+
+def incidence_curves_by_band(
+    time_h, cause, risk, bands: dict[str, tuple[float, float]], hours
+) -> dict[str, dict]:
+    """Observed cumulative incidence (Aalen-Johansen) of grade >= 3 over ``hours`` in each
+    risk band {name: (lo, hi)} (lo <= risk < hi): band -> {n, mean_risk, hours,
+    cumulative_incidence}; bands without rows are left out."""
+    time, cause, risk = check_competing(time_h, cause, risk)
+    grid = np.asarray(hours, dtype="float64")
+    out = {}
+    for name, (lo, hi) in bands.items():
+        m = (risk >= lo) & (risk < hi)
+        if m.any():
+            out[name] = {
+                "n": int(m.sum()),
+                "mean_risk": float(risk[m].mean()),
+                "hours": grid.tolist(),
+                "cumulative_incidence": cumulative_incidence(time[m], cause[m], grid).tolist(),
+            }
     return out
 
 

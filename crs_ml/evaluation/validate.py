@@ -26,7 +26,7 @@ from crs_ml.config import config_from_dict
 from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation import utility as U
-from crs_ml.evaluation.censored import censored_summary
+from crs_ml.evaluation.censored import censored_summary, incidence_curves_by_band
 from crs_ml.evaluation.comparisons import (
     baseline_scores,
     cohort_summary,
@@ -195,7 +195,8 @@ def censored_view(bundle, cohort, report_lms, s: dict, n_boot: int, seed: int) -
     """Per report landmark, the IPCW metrics by the horizon (crs_ml.evaluation.censored) on
     everyone at risk at L with data (rules 1-3 and 5), the censored included through the
     censoring weights (reverse Kaplan-Meier, within sites when the bundle's
-    ``task.censoring_by`` is 'site')."""
+    ``task.censoring_by`` is 'site'), and the observed cumulative incidence curves (Aalen-
+    Johansen, every 6 h from L to the horizon) by risk band."""
     H = s["horizon_h"]
     hs = horizon_status(cohort, report_lms, [], H)
     inc = hs[hs["status"] == "included"].reset_index(drop=True)
@@ -203,6 +204,8 @@ def censored_view(bundle, cohort, report_lms, s: dict, n_boot: int, seed: int) -
         return {}
     risk = bundle.predict_risk(build_features(cohort, inc[["patient_id", "landmark_h"]],
                                               s["features"]))  # fmt: skip
+    lo, hi = s["low_below"], s["high_from"]
+    bands = {"low": (-np.inf, lo), "intermediate": (lo, hi), "high": (hi, np.inf)}
     out = {}
     for h in report_lms:
         at = (inc["landmark_h"] == h).to_numpy()
@@ -214,6 +217,9 @@ def censored_view(bundle, cohort, report_lms, s: dict, n_boot: int, seed: int) -
             rows["time_h"], rows["cause"], risk[at], H, rows["person_id"].astype(str).to_numpy(),
             strata, n_boot, seed,
         )  # fmt: skip
+        out[f"{h:g}"]["curves_by_band"] = incidence_curves_by_band(
+            rows["time_h"], rows["cause"], risk[at], bands, np.arange(h, H + 1e-9, 6.0)
+        )
     return out
 
 

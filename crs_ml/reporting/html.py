@@ -253,7 +253,7 @@ def _performance(m: dict) -> str:
     return table(head, rows) + f"<p class='note'>{_e(m['intervals_condition_on'])}</p>"
 
 
-def _censored(m: dict) -> str:
+def _censored(m: dict, figs: dict[str, str]) -> str:
     blocks = m.get("censored") or {}
     if not blocks:
         return "<p class='note'>No patient at risk at the report landmarks.</p>"
@@ -269,13 +269,22 @@ def _censored(m: dict) -> str:
         "landmark|at risk|grade &ge; 3 seen|deaths first|censored before horizon|"
         "AUROC, IPCW (95% CI)|Brier, IPCW|observed (Aalen-Johansen)|expected|observed / expected"
     )
-    return table(head, rows) + (
-        "<p class='note'>Everyone at risk at the landmark with data, including patients whose "
-        "follow-up ended before the horizon (the table above drops them): inverse probability "
-        "of censoring weights from a reverse Kaplan-Meier; deaths before grade &ge; 3 are "
-        "controls (Blanche 2013). Observed = Aalen-Johansen cumulative incidence within risk "
-        "deciles, averaged by size. Censoring is assumed independent of the outcome (within "
-        "risk decile for the observed; overall or within site for the weights).</p>"
+    return (
+        table(head, rows)
+        + (
+            "<p class='note'>Everyone at risk at the landmark with data, including patients whose "
+            "follow-up ended before the horizon (the table above drops them): inverse probability "
+            "of censoring weights from a reverse Kaplan-Meier; deaths before grade &ge; 3 are "
+            "controls (Blanche 2013). Observed = Aalen-Johansen cumulative incidence within risk "
+            "deciles, averaged by size. Censoring is assumed independent of the outcome (within "
+            "risk decile for the observed; overall or within site for the weights).</p>"
+        )
+        + "".join(
+            f"<div class='figs'><img src='{figs[f'incidence_{k}']}' alt='incidence at {_e(k)} h'>"
+            "</div>"
+            for k in blocks
+            if f"incidence_{k}" in figs
+        )
     )
 
 
@@ -451,7 +460,7 @@ def render_report(metrics: dict, card: dict, figures: dict[str, str]) -> str:
     sections = [
         ("cohort", "Cohort and attrition", _cohort(m)),
         ("performance", "Discrimination and calibration", _performance(m)),
-        ("censored", "With the censored weighted, not dropped", _censored(m)),
+        ("censored", "With the censored weighted, not dropped", _censored(m, figures)),
         ("baselines", "Comparison with published baselines", _baselines(m)),
     ]
     for key, entry in m["landmarks"].items():

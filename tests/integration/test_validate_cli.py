@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import typer
@@ -221,6 +222,15 @@ def test_validate_reports_censored_patients_weighted_not_dropped(bundle_dir, ext
     assert c["n"] > m["landmarks"]["24"]["overall"]["n"]  # the complete case drops them
     assert c["auroc_ci"][0] <= c["auroc"] <= c["auroc_ci"][1]
     assert sum(r["n"] for r in c["calibration"]) == c["n"]
+    curves = c["curves_by_band"]
+    assert sum(b["n"] for b in curves.values()) == c["n"] and set(curves) <= {
+        "low",
+        "intermediate",
+        "high",
+    }
+    for b in curves.values():
+        assert b["hours"][0] == 24.0 and b["hours"][-1] == 336.0
+        assert np.all(np.diff(b["cumulative_incidence"]) >= 0)
 
     cohort.outcomes["followup_hours"] = float("nan")  # followed to the horizon or death
     m = validate_cohort(bundle, cohort, [24.0], n_boot=0, seed=1).metrics

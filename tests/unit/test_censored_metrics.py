@@ -14,6 +14,8 @@ from crs_ml.evaluation.censored import (
     aalen_johansen,
     calibration_by_risk_group,
     censored_metrics,
+    cumulative_incidence,
+    incidence_curves_by_band,
     ipcw_weights,
     observed_expected,
     reverse_kaplan_meier,
@@ -106,6 +108,9 @@ def test_matches_scikit_survival_and_scikit_learn():
     np.testing.assert_allclose(times, ref_t)
     np.testing.assert_allclose(g, ref_g)
     ref_t, cif = cumulative_incidence_competing_risks(cause, time)
+    grid = np.r_[-1.0, ref_t, ref_t + 0.5]
+    ref = np.r_[0.0, cif[1], cif[1]]
+    np.testing.assert_allclose(cumulative_incidence(time, cause, grid), ref)
     for t in (5.0, 33.5, 80.0):
         i = np.searchsorted(ref_t, t, side="right") - 1
         assert aalen_johansen(time, cause, t) == pytest.approx(cif[1, i])
@@ -151,3 +156,19 @@ def test_bad_input_is_named():
     # everyone censored before the horizon: nobody carries weight, AUROC undefined
     assert ipcw_weights([1.0, 2.0, 3.0], [0, 0, 0], 5.0).tolist() == [0.0, 0.0, 0.0]
     assert np.isnan(time_dependent_auroc([1.0, 2.0, 3.0], [0, 0, 0], [0.1, 0.2, 0.3], 5.0))
+
+
+def test_incidence_curves_by_band():
+    time, cause, risk = _random(seed=4)
+    bands = {"low": (0.0, 0.3), "high": (0.3, 1.1), "none": (2.0, 3.0)}
+    curves = incidence_curves_by_band(time, cause, risk, bands, [0.0, 50.0, 100.0])
+    assert set(curves) == {"low", "high"}  # a band without rows is left out
+    for name, (lo, hi) in bands.items():
+        if name in curves:
+            m = (risk >= lo) & (risk < hi)
+            c = curves[name]
+            assert c["n"] == m.sum() and c["cumulative_incidence"][0] == 0.0
+            assert c["cumulative_incidence"][1] == pytest.approx(
+                aalen_johansen(time[m], cause[m], 50)
+            )
+            assert np.all(np.diff(c["cumulative_incidence"]) >= 0)
