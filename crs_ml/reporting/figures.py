@@ -120,7 +120,7 @@ def incidence_by_band_figure(curves: dict[str, dict], title: str = "Observed inc
         ax.step(c["hours"], c["cumulative_incidence"], where="post", lw=1.6, label=label)
     ax.set(xlabel="hours since infusion", ylabel="cumulative incidence of grade >= 3",
            title=title, ylim=(0, None))  # fmt: skip
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
 
