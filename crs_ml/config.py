@@ -71,8 +71,10 @@ class TaskConfig(_Strict):
     #: short horizons, hours after the landmark: at L the risk by min(L + w, horizon_h) for
     #: each w, beside the risk by horizon_h (censored, competing-risk labels and metrics)
     windows_h: list[float] = Field(default_factory=lambda: list(DEFAULT_WINDOWS_H))
-    #: censoring weights from a reverse Kaplan-Meier overall (None) or within each site
-    censoring_by: Literal["site"] | None = None
+    #: censoring weights from a reverse Kaplan-Meier within deciles of the predicted risk
+    #: (loss to follow-up that depends on risk does not bias the metrics:
+    #: benchmarks/bench_censoring.py), within each site, or one overall ("none")
+    censoring_by: Literal["risk_decile", "site", "none"] = "risk_decile"
 
     @field_validator("landmarks_h")
     @classmethod

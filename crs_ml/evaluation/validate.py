@@ -26,7 +26,7 @@ from crs_ml.config import config_from_dict
 from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation import utility as U
-from crs_ml.evaluation.censored import censored_summary, incidence_curves_by_band
+from crs_ml.evaluation.censored import censored_summary, incidence_curves_by_band, risk_groups
 from crs_ml.evaluation.comparisons import (
     baseline_scores,
     cohort_summary,
@@ -194,8 +194,8 @@ def model_settings(bundle) -> dict[str, Any]:
 def censored_view(bundle, cohort, report_lms, s: dict, n_boot: int, seed: int) -> dict:
     """Per report landmark, the IPCW metrics by the horizon (crs_ml.evaluation.censored) on
     everyone at risk at L with data (rules 1-3 and 5), the censored included through the
-    censoring weights (reverse Kaplan-Meier, within sites when the bundle's
-    ``task.censoring_by`` is 'site'), and the observed cumulative incidence curves (Aalen-
+    censoring weights (reverse Kaplan-Meier within deciles of predicted risk, sites or
+    overall: the bundle's ``task.censoring_by``), and the observed cumulative incidence curves (Aalen-
     Johansen, every 6 h from L to the horizon) by risk band."""
     H = s["horizon_h"]
     hs = horizon_status(cohort, report_lms, [], H)
@@ -212,11 +212,15 @@ def censored_view(bundle, cohort, report_lms, s: dict, n_boot: int, seed: int) -
         if not at.any():
             continue
         rows = inc[at]
-        strata = rows["site"].to_numpy() if s["censoring_by"] == "site" else None
+        strata = {
+            "site": rows["site"].to_numpy(),
+            "risk_decile": risk_groups(risk[at], 10),
+        }.get(s["censoring_by"])
         out[f"{h:g}"] = censored_summary(
             rows["time_h"], rows["cause"], risk[at], H, rows["person_id"].astype(str).to_numpy(),
             strata, n_boot, seed,
         )  # fmt: skip
+        out[f"{h:g}"]["censoring_by"] = s["censoring_by"]
         out[f"{h:g}"]["curves_by_band"] = incidence_curves_by_band(
             rows["time_h"], rows["cause"], risk[at], bands, np.arange(h, H + 1e-9, 6.0)
         )

@@ -253,6 +253,9 @@ def _performance(m: dict) -> str:
     return table(head, rows) + f"<p class='note'>{_e(m['intervals_condition_on'])}</p>"
 
 
+WEIGHTS_BY = {"risk_decile": "deciles of predicted risk", "site": "each site"}
+
+
 def _censored(m: dict, figs: dict[str, str]) -> str:
     blocks = m.get("censored") or {}
     if not blocks:
@@ -277,7 +280,9 @@ def _censored(m: dict, figs: dict[str, str]) -> str:
             "of censoring weights from a reverse Kaplan-Meier; deaths before grade &ge; 3 are "
             "controls (Blanche 2013). Observed = Aalen-Johansen cumulative incidence within risk "
             "deciles, averaged by size. Censoring is assumed independent of the outcome (within "
-            "risk decile for the observed; overall or within site for the weights).</p>"
+            "risk decile for the observed; for the weights within "
+            f"{_e(WEIGHTS_BY.get(next(iter(blocks.values())).get('censoring_by'), 'the whole cohort'))}"
+            ").</p>"
         )
         + "".join(
             f"<div class='figs'><img src='{figs[f'incidence_{k}']}' alt='incidence at {_e(k)} h'>"
