@@ -183,7 +183,7 @@ def weighted_auroc(case: np.ndarray, risk: np.ndarray, weights: np.ndarray) -> f
     W_control), the same as ``sklearn.metrics.roc_auc_score(..., sample_weight=weights)``
     (the tests compare; one sort instead of its input checks, for the bootstrap)."""
     used = weights > 0
-    y, r, w = case[used], risk[used], weights[used]
+    y, r, w = np.asarray(case, dtype=bool)[used], risk[used], weights[used]
     if y.size == 0 or y.min() == y.max():
         return float("nan")
     uniq, inv = np.unique(r, return_inverse=True)
