@@ -28,6 +28,8 @@ DEFAULT_LANDMARKS_H = [float(h) for h in range(6, 97, 6)]
 #: landmarks of the simulator's truth table (true risk): every 6 h up to day 7, since severe
 #: CRS of 4-1BB products starts on days 4-9; contains DEFAULT_LANDMARKS_H
 SIMULATOR_TRUTH_LANDMARKS_H = [float(h) for h in range(6, 169, 6)]
+#: short horizons after the landmark (hours): "in the next 24 h" and "in the next 72 h"
+DEFAULT_WINDOWS_H = [24.0, 72.0]
 
 
 class _Strict(BaseModel):
@@ -145,6 +147,13 @@ class TaskConfig(_Strict):
 
     landmarks_h: list[float] = Field(default_factory=lambda: list(DEFAULT_LANDMARKS_H))
     horizon_h: float = 336.0
+    #: short horizons, hours after the landmark: at L the risk by min(L + w, horizon_h) for
+    #: each w, beside the risk by horizon_h (censored, competing-risk labels and metrics)
+    windows_h: list[float] = Field(default_factory=lambda: list(DEFAULT_WINDOWS_H))
+    #: censoring weights from a reverse Kaplan-Meier within deciles of the predicted risk
+    #: (loss to follow-up that depends on risk does not bias the metrics:
+    #: benchmarks/bench_censoring.py), within each site, or one overall ("none")
+    censoring_by: Literal["risk_decile", "site", "none"] = "risk_decile"
 
     @field_validator("landmarks_h")
     @classmethod
@@ -153,6 +162,13 @@ class TaskConfig(_Strict):
             raise ValueError("at least one landmark is needed")
         if any(h <= 0 for h in v):
             raise ValueError("landmarks are hours after infusion and must be > 0")
+        return sorted({float(h) for h in v})
+
+    @field_validator("windows_h")
+    @classmethod
+    def _windows_positive(cls, v: list[float]) -> list[float]:
+        if any(h <= 0 for h in v):
+            raise ValueError("windows are hours after the landmark and must be > 0")
         return sorted({float(h) for h in v})
 
 

@@ -1,7 +1,9 @@
 """Evaluation: how good a risk score is, with honest intervals.
 
 Discrimination, calibration and sample-size statistics (``metrics``); person-level bootstrap
-(``resampling``); one validation slice with intervals (``performance``); decision curves,
+(``resampling``); one validation slice with intervals (``performance``); censored,
+competing-risk metrics at a horizon (``censored``: IPCW AUROC and Brier, Aalen-Johansen
+calibration); decision curves,
 thresholds and alert metrics (``utility``); feature drift against the training fingerprint
 (``drift``); external validation of a model bundle (``validate``) with its comparisons to the
 published baselines and subgroups (``comparisons``); and the statistics of site recalibration
@@ -16,6 +18,7 @@ from crs_ml.lazy import exports_getattr
 
 _EXPORTS = {
     "ValidationResult": "validate",
+    "censored_metrics": "censored",
     "drift_table": "drift",
     "fit_recalibration": "recalibration",
     "model_settings": "validate",

@@ -26,6 +26,7 @@ from crs_ml.config import config_from_dict
 from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation import utility as U
+from crs_ml.evaluation.censored import censored_summary, incidence_curves_by_band, risk_groups
 from crs_ml.evaluation.comparisons import (
     baseline_scores,
     cohort_summary,
@@ -43,7 +44,8 @@ from crs_ml.evaluation.performance import (  # noqa: F401 - re-exported for the 
     point_metrics,
 )
 from crs_ml.evaluation.verdict import validation_verdict
-from crs_ml.features.landmarks import build_landmark_dataset
+from crs_ml.features.builder import build_features
+from crs_ml.features.landmarks import build_landmark_dataset, horizon_status
 from crs_ml.fingerprints import data_fingerprint, dataset_digest
 
 Progress = Callable[[str, int, int], None]
@@ -181,11 +183,48 @@ def model_settings(bundle) -> dict[str, Any]:
         "landmarks_h": [float(h) for h in cfg.task.landmarks_h],
         "horizon_h": float(cfg.task.horizon_h),
         "features": cfg.features,
+        "censoring_by": cfg.task.censoring_by,
         "low_below": float(cfg.scoring.low_below),
         "high_from": float(cfg.scoring.high_from),
         "experiment": cfg.mlflow.experiment,
         "registered_model": cfg.mlflow.registered_model,
     }
+
+
+def censored_view(bundle, cohort, report_lms, s: dict, n_boot: int, seed: int) -> dict:
+    """Per report landmark, the IPCW metrics by the horizon (crs_ml.evaluation.censored) on
+    everyone at risk at L with data (rules 1-3 and 5), the censored included through the
+    censoring weights (reverse Kaplan-Meier within deciles of predicted risk, sites or
+    overall: the bundle's ``task.censoring_by``), and the observed cumulative incidence curves (Aalen-
+    Johansen, every 6 h from L to the horizon) by risk band."""
+    H = s["horizon_h"]
+    hs = horizon_status(cohort, report_lms, [], H)
+    inc = hs[hs["status"] == "included"].reset_index(drop=True)
+    if inc.empty:
+        return {}
+    risk = bundle.predict_risk(build_features(cohort, inc[["patient_id", "landmark_h"]],
+                                              s["features"]))  # fmt: skip
+    lo, hi = s["low_below"], s["high_from"]
+    bands = {"low": (-np.inf, lo), "intermediate": (lo, hi), "high": (hi, np.inf)}
+    out = {}
+    for h in report_lms:
+        at = (inc["landmark_h"] == h).to_numpy()
+        if not at.any():
+            continue
+        rows = inc[at]
+        strata = {
+            "site": rows["site"].to_numpy(),
+            "risk_decile": risk_groups(risk[at], 10),
+        }.get(s["censoring_by"])
+        out[f"{h:g}"] = censored_summary(
+            rows["time_h"], rows["cause"], risk[at], H, rows["person_id"].astype(str).to_numpy(),
+            strata, n_boot, seed,
+        )  # fmt: skip
+        out[f"{h:g}"]["censoring_by"] = s["censoring_by"]
+        out[f"{h:g}"]["curves_by_band"] = incidence_curves_by_band(
+            rows["time_h"], rows["cause"], risk[at], bands, np.arange(h, H + 1e-9, 6.0)
+        )
+    return out
 
 
 def validate_cohort(
@@ -306,6 +345,7 @@ def validate_cohort(
         "attrition": attrition.to_dict(orient="records"),
         "landmarks": per_landmark,
         "all_landmarks": all_block,
+        "censored": censored_view(bundle, cohort, report_lms, s, n_boot, seed),
         "alerts": alerts,
         "drift": drift_summary(drift),
         "sample_size": sample_size(per_landmark, bundle),

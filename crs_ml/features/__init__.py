@@ -1,7 +1,8 @@
 """Features: ASTCT grading, at-risk sets at each landmark, and the landmark features.
 
 ASTCT 2019 grades derived from vitals and support events (``grading``); who is at risk at
-landmark L, their outcome over the horizon and the attrition (``landmarks``); the feature
+landmark L, their outcome over the horizon (complete cases, or censored and competing at
+several horizons) and the attrition (``landmarks``); the feature
 builder, which sees only data with time <= L (``builder``); and the feature catalogue, every
 feature with its group, unit, meaning and monotone sign (``catalogue``).
 
@@ -19,6 +20,7 @@ _EXPORTS = {
     "feature_catalogue": "catalogue",
     "feature_names": "catalogue",
     "grade_events": "grading",
+    "horizon_status": "landmarks",
 }
 __all__ = sorted(_EXPORTS)
 

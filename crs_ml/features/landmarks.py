@@ -26,6 +26,17 @@ observable censoring time, so under random loss to follow-up deaths are kept sli
 often than others (the benchmark measures it); censoring weights (issue 18) would remove it.
 
 The simulator's truth covers the set after rule 4 (before ``no_data``).
+
+Censored, competing-risk view (issue 18; :func:`competing_risk_times`, :func:`horizon_status`).
+Rule 4 is the complete-case view of one horizon. For several horizons (by L + w for each of
+``TaskConfig.windows_h`` and by ``horizon_h``), and for metrics that weight the censored
+instead of dropping them, each patient passing rules 1-3 and 5 keeps one observed time and
+cause: ``time_h`` = the first of grade >= 3 (cause 1), death before grade >= 3 within
+follow-up (cause 2), end of follow-up (cause 0, censored) or ``horizon_h`` (cause 0,
+followed through). At horizon t the patient is an ``event`` (cause 1, time_h <= t),
+``competing`` (cause 2, time_h <= t), ``censored`` (cause 0, time_h < t: follow-up ended
+before t, as in rule 4) or ``event_free``. Censoring weights turn these into estimates for
+everyone at risk (crs_ml.evaluation.censored).
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.cohort import Cohort
-from crs_ml.config import DEFAULT_LANDMARKS_H, FeatureConfig
+from crs_ml.config import DEFAULT_LANDMARKS_H, DEFAULT_WINDOWS_H, FeatureConfig
 from crs_ml.errors import InputError
 from crs_ml.features.builder import build_features
 
@@ -62,6 +73,31 @@ META_COLUMNS = [
     "outcome_hours",
     "product",
     "site",
+]
+
+
+#: causes of :func:`competing_risk_times`: censored (or followed through), grade >= 3, death
+CAUSE_CENSORED, CAUSE_EVENT, CAUSE_COMPETING = 0, 1, 2
+#: a patient's status at one horizon (module docstring, censored view)
+HORIZON_OUTCOMES = ("event", "competing", "event_free", "censored")
+HORIZON_COLUMNS = [
+    "patient_id",
+    "person_id",
+    "landmark_h",
+    "horizon",
+    "horizon_end_h",
+    "status",
+    "outcome",
+    "time_h",
+    "cause",
+    "site",
+]
+HORIZON_ATTRITION_COLUMNS = [
+    "landmark_h",
+    "horizon",
+    "horizon_end_h",
+    "n_at_risk",
+    *(f"n_{o}" for o in HORIZON_OUTCOMES),
 ]
 
 
@@ -145,6 +181,56 @@ def at_risk_status(grade3_hours, death_hours, followup_hours, landmark_h, horizo
     return status, event, competing
 
 
+def competing_risk_times(grade3_hours, death_hours, followup_hours, horizon_h: float):
+    """(time_h, cause) elementwise: the first of grade >= 3 (cause 1), death before grade >= 3
+    and within follow-up (cause 2; death_hours <= followup_hours or followup_hours empty, as
+    in rule 4), end of follow-up (cause 0, censored) and ``horizon_h`` (cause 0, followed
+    through). An event recorded after the end of follow-up is not used (censored at the end);
+    grade >= 3 at the hour of death counts as grade >= 3, as in :func:`at_risk_status`."""
+    times = (grade3_hours, death_hours, followup_hours)
+    g3, death, fu = (np.asarray(t, dtype="float64") for t in times)
+    H = float(horizon_h)
+    end = np.fmin(np.where(np.isnan(fu), H, fu), H)
+    death_seen = np.where(death <= np.where(np.isnan(fu), np.inf, fu), death, np.nan)
+    event = g3 <= np.fmin(end, np.where(np.isnan(death_seen), np.inf, death_seen))
+    competing = ~event & (death_seen <= end)
+    time = np.select([event, competing], [g3, death_seen], default=end)
+    cause = np.select([event, competing], [CAUSE_EVENT, CAUSE_COMPETING], default=CAUSE_CENSORED)
+    return time, cause.astype(np.int8)
+
+
+def horizon_outcome(time_h, cause, horizon_end_h):
+    """Status at horizon t (object array of HORIZON_OUTCOMES) from :func:`competing_risk_times`:
+    event or competing if that cause happened by t, censored if follow-up ended before t
+    (time_h < t, as rule 4), else event_free (known free of both through t)."""
+    time, cause = np.asarray(time_h, dtype="float64"), np.asarray(cause)
+    t = np.asarray(horizon_end_h, dtype="float64")
+    by_t = time <= t
+    conds = [
+        by_t & (cause == CAUSE_EVENT),
+        by_t & (cause == CAUSE_COMPETING),
+        (time < t) & (cause == CAUSE_CENSORED),
+    ]
+    return np.select(conds, ["event", "competing", "censored"], default="event_free").astype(object)
+
+
+def horizon_label(window_h: float | None, horizon_h: float) -> str:
+    """'next 24 h' for a window after the landmark; 'by day 14' (or 'by 100 h') for the end."""
+    if window_h is not None:
+        return f"next {float(window_h):g} h"
+    days = float(horizon_h) / 24.0
+    return f"by day {days:g}" if days == round(days) else f"by {float(horizon_h):g} h"
+
+
+def _first_observation(cohort: Cohort) -> np.ndarray:
+    """Hours of each patient's first numeric observation (cohort order; NaN if none)."""
+    obs = cohort.observations
+    numeric = obs[obs["value"].notna()]
+    first_obs = numeric.groupby("patient_id", sort=False)["hours"].min()
+    pids = cohort.patients["patient_id"].astype(object)
+    return pids.map(first_obs).to_numpy(dtype="float64")
+
+
 def landmark_status(cohort: Cohort, landmarks_h=None, horizon_h: float = 336.0) -> pd.DataFrame:
     """One row per patient x landmark (landmark-major, patients in cohort order).
 
@@ -158,11 +244,8 @@ def landmark_status(cohort: Cohort, landmarks_h=None, horizon_h: float = 336.0) 
     n_p, n_l = len(oc), len(lm)
     g3, death, fu = (np.tile(oc[c].to_numpy(), n_l) for c in oc.columns)
     L = np.repeat(lm, n_p)
-    obs = cohort.observations
-    numeric = obs[obs["value"].notna()]
-    first_obs = numeric.groupby("patient_id", sort=False)["hours"].min()
     pids = cohort.patients["patient_id"].astype(object)
-    first = np.tile(pids.map(first_obs).to_numpy(dtype="float64"), n_l)
+    first = np.tile(_first_observation(cohort), n_l)
 
     status, event, competing = at_risk_status(g3, death, fu, L, H)
     status[(status == "included") & ~(first <= L)] = "no_data"
@@ -205,6 +288,89 @@ def attrition_table(cohort: Cohort, landmarks_h=None, horizon_h: float = 336.0) 
     included, i.e. the rows at L; n_patients = sum of exclusions + n_at_risk), n_events (y = 1)
     and n_competing (death before grade >= 3 within the horizon, y = 0)."""
     return _attrition(landmark_status(cohort, landmarks_h, horizon_h), _landmarks(landmarks_h))
+
+
+def horizon_status(
+    cohort: Cohort, landmarks_h=None, windows_h=None, horizon_h: float = 336.0
+) -> pd.DataFrame:
+    """Censored, competing-risk labels: one row per patient x landmark x horizon (landmark-
+    major, then horizon: each window of ``windows_h`` (default ``DEFAULT_WINDOWS_H``) ending at
+    min(L + w, horizon_h), then ``horizon_h``), patients in cohort order.
+
+    Columns (``HORIZON_COLUMNS``): patient_id, person_id, landmark_h, horizon (label),
+    horizon_end_h, status ('included' or the exclusion of rules 1-3 and 5: already_grade3,
+    died, followup_ended, no_data; rule 4 does not apply here), outcome (HORIZON_OUTCOMES for
+    included rows, None otherwise), time_h and cause (:func:`competing_risk_times`, the same
+    at every horizon; they feed the censoring weights), site. Unlike rule 4, a patient whose
+    follow-up ended early after a grade >= 3 event (or a death) seen before that end keeps
+    the event; one whose follow-up ended before the horizon without either is ``censored``.
+    """
+    lm = _landmarks(landmarks_h)
+    windows = np.unique(np.asarray(DEFAULT_WINDOWS_H if windows_h is None else windows_h, float))
+    if windows.ndim != 1 or not np.isfinite(windows).all() or (windows <= 0).any():
+        raise InputError(f"windows must be hours > 0, got {list(np.atleast_1d(windows))}")
+    H = float(horizon_h)
+    status = landmark_status(cohort, lm, H)
+    # rule 4 belongs to the complete-case view: here the censored stay, with their times
+    st = status["status"].to_numpy(dtype=object).copy()
+    lost = st == "censored_before_horizon"
+    oc = _outcomes_per_patient(cohort)
+    n_l = len(lm)
+    time, cause = competing_risk_times(*(oc[c].to_numpy() for c in oc.columns), H)
+    time, cause = np.tile(time, n_l), np.tile(cause, n_l)
+    if lost.any():  # rule 5 (no data at or before L) applies to them as to everyone
+        first = _first_observation(cohort)
+        st[lost] = np.where(np.tile(first, n_l)[lost] <= status["landmark_h"].to_numpy()[lost],
+                            "included", "no_data")  # fmt: skip
+    L = status["landmark_h"].to_numpy()
+    sites = np.tile(cohort.patients["site"].astype(object).to_numpy(), n_l)
+    parts = []
+    specs = [(float(w), horizon_label(w, H)) for w in windows] + [(None, horizon_label(None, H))]
+    for w, label in specs:
+        end = np.minimum(L + w, H) if w is not None else np.full(len(L), H)
+        outcome = horizon_outcome(time, cause, end)
+        outcome[st != "included"] = None
+        parts.append(
+            pd.DataFrame(
+                {
+                    "patient_id": status["patient_id"],
+                    "person_id": status["person_id"],
+                    "landmark_h": L,
+                    "horizon": label,
+                    "horizon_end_h": end,
+                    "status": pd.Series(st, dtype=object),
+                    "outcome": pd.Series(outcome, dtype=object),
+                    "time_h": time,
+                    "cause": cause,
+                    "site": pd.Series(sites, dtype=object),
+                    "_order": np.arange(len(L)),
+                }
+            )
+        )
+    out = pd.concat(parts, keys=range(len(parts)), names=["_h", None]).reset_index(level=0)
+    out = out.sort_values(["landmark_h", "_h", "_order"], kind="stable")
+    return out[HORIZON_COLUMNS].reset_index(drop=True)
+
+
+def horizon_attrition(
+    cohort: Cohort, landmarks_h=None, windows_h=None, horizon_h: float = 336.0
+) -> pd.DataFrame:
+    """Per landmark and horizon (``HORIZON_ATTRITION_COLUMNS``): n_at_risk (rules 1-3 and 5
+    passed) split into n_event, n_competing, n_event_free and n_censored (follow-up ended
+    before the horizon: weighted by the censoring weights, not dropped)."""
+    hs = horizon_status(cohort, landmarks_h, windows_h, horizon_h)
+    inc = hs[hs["status"] == "included"]
+    keys = ["landmark_h", "horizon", "horizon_end_h"]
+    frame = hs.drop_duplicates(["landmark_h", "horizon"])[keys]
+    counts = pd.crosstab([inc["landmark_h"], inc["horizon"]], inc["outcome"]).reindex(
+        columns=list(HORIZON_OUTCOMES), fill_value=0
+    )
+    counts.columns = [f"n_{o}" for o in HORIZON_OUTCOMES]
+    table = frame.merge(counts.reset_index(), on=["landmark_h", "horizon"], how="left")
+    table = table.fillna({c: 0 for c in counts.columns})
+    table["n_at_risk"] = table[counts.columns].sum(axis=1)
+    ints = {c: "int64" for c in HORIZON_ATTRITION_COLUMNS if c.startswith("n_")}
+    return table[HORIZON_ATTRITION_COLUMNS].astype(ints).reset_index(drop=True)
 
 
 def treated_before(cohort: Cohort, patient_ids, landmarks_h) -> np.ndarray:

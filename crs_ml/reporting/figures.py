@@ -110,6 +110,21 @@ def calibration_figure(
     return fig
 
 
+def incidence_by_band_figure(curves: dict[str, dict], title: str = "Observed incidence"):
+    """Observed cumulative incidence of grade >= 3 (Aalen-Johansen, death competing,
+    censored weighted) over hours since infusion, one step curve per risk band."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
+    for name, c in curves.items():
+        label = f"{name} (n = {c['n']}, mean predicted {c['mean_risk']:.2f})"
+        ax.step(c["hours"], c["cumulative_incidence"], where="post", lw=1.6, label=label)
+    ax.set(xlabel="hours since infusion", ylabel="cumulative incidence of grade >= 3",
+           title=title, ylim=(0, None))  # fmt: skip
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def decision_curve_figure(net_benefit: list[dict], title: str = "Decision curve"):
     """Net benefit of the model against treat-all and treat-none (Vickers & Elkin 2006)."""
     plt = pyplot()

@@ -253,6 +253,46 @@ def _performance(m: dict) -> str:
     return table(head, rows) + f"<p class='note'>{_e(m['intervals_condition_on'])}</p>"
 
 
+WEIGHTS_BY = {"risk_decile": "deciles of predicted risk", "site": "each site"}
+
+
+def _censored(m: dict, figs: dict[str, str]) -> str:
+    blocks = m.get("censored") or {}
+    if not blocks:
+        return "<p class='note'>No patient at risk at the report landmarks.</p>"
+    rows = []
+    for key, b in blocks.items():
+        rows.append([
+            f"{_e(key)} h", str(b["n"]), str(b["n_events"]), str(b["n_competing"]),
+            str(b["n_censored"]), fmt_ci(b["auroc"], b["auroc_ci"]),
+            fmt_ci(b["brier"], b["brier_ci"], 4), fmt_ci(b["observed"], b["observed_ci"], 3),
+            fmt(b["expected"]), fmt_ci(b["oe_ratio"], b["oe_ratio_ci"], 2),
+        ])  # fmt: skip
+    head = (
+        "landmark|at risk|grade &ge; 3 seen|deaths first|censored before horizon|"
+        "AUROC, IPCW (95% CI)|Brier, IPCW|observed (Aalen-Johansen)|expected|observed / expected"
+    )
+    return (
+        table(head, rows)
+        + (
+            "<p class='note'>Everyone at risk at the landmark with data, including patients whose "
+            "follow-up ended before the horizon (the table above drops them): inverse probability "
+            "of censoring weights from a reverse Kaplan-Meier; deaths before grade &ge; 3 are "
+            "controls (Blanche 2013). Observed = Aalen-Johansen cumulative incidence within risk "
+            "deciles, averaged by size. Censoring is assumed independent of the outcome (within "
+            "risk decile for the observed; for the weights within "
+            f"{_e(WEIGHTS_BY.get(next(iter(blocks.values())).get('censoring_by'), 'the whole cohort'))}"
+            ").</p>"
+        )
+        + "".join(
+            f"<div class='figs'><img src='{figs[f'incidence_{k}']}' alt='incidence at {_e(k)} h'>"
+            "</div>"
+            for k in blocks
+            if f"incidence_{k}" in figs
+        )
+    )
+
+
 def _baselines(m: dict) -> str:
     rows, defs = [], {}
     for key, entry in m["landmarks"].items():
@@ -425,6 +465,7 @@ def render_report(metrics: dict, card: dict, figures: dict[str, str]) -> str:
     sections = [
         ("cohort", "Cohort and attrition", _cohort(m)),
         ("performance", "Discrimination and calibration", _performance(m)),
+        ("censored", "With the censored weighted, not dropped", _censored(m, figures)),
         ("baselines", "Comparison with published baselines", _baselines(m)),
     ]
     for key, entry in m["landmarks"].items():

@@ -48,7 +48,8 @@ def shap_contributions(bundle, X: pd.DataFrame, seed: int = 0, max_rows: int = 2
 
 
 def report_figures(result: ValidationResult, bundle, seed: int = 0) -> dict[str, str]:
-    """Data URIs: roc_/pr_/calibration_/decision_<L> per reported landmark, and shap."""
+    """Data URIs: roc_/pr_/calibration_/decision_/incidence_<L> per reported landmark, and
+    shap."""
     figs: dict[str, str] = {}
     lm = result.meta["landmark_h"].to_numpy(dtype=float)
     for key, entry in result.metrics["landmarks"].items():
@@ -66,6 +67,12 @@ def report_figures(result: ValidationResult, bundle, seed: int = 0) -> dict[str,
         if nb:
             figs[f"decision_{key}"] = data_uri(
                 decision_curve_figure(nb, f"Decision curve at {key} h")
+            )
+    for key, entry in (result.metrics.get("censored") or {}).items():
+        if entry.get("curves_by_band"):
+            title = f"Observed incidence by risk band at {key} h"
+            figs[f"incidence_{key}"] = data_uri(
+                plots.incidence_by_band_figure(entry["curves_by_band"], title)
             )
     stacked = np.isin(lm, result.metrics["settings"]["model_landmarks_h"])
     shap = shap_contributions(bundle, result.X.loc[stacked], seed)

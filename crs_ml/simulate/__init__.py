@@ -17,6 +17,7 @@ _EXPORTS = {
     "SimulationParams": "params",
     "SimulationResult": "simulator",
     "default_params": "params",
+    "horizon_truth": "simulator",
     "simulate": "simulator",
     "simulate_cohort": "simulator",
     "with_products": "params",

@@ -208,6 +208,27 @@ def backward_risk(
     return RiskResult(out, r[:, PRE].copy(), r_any)
 
 
+def risk_by(rates: ChainRates, end_step: int, landmark_steps) -> dict[int, np.ndarray]:
+    """Exact P(G3 in (L, end] | state at L), step L -> (n, n_states), for the landmarks
+    L < end: the backward recursion of :func:`backward_risk` started at ``end`` instead of
+    the horizon (the risk over a shorter window after L)."""
+    end = min(int(end_step), rates.n_steps)
+    wanted = {int(k) for k in landmark_steps if 0 <= int(k) < end}
+    out: dict[int, np.ndarray] = {}
+    if not wanted:
+        return out
+    r = np.zeros((rates.n, N_STATES))
+    r[:, G3] = 1.0
+    nb = len(_BLOCK_STATES)
+    for k in range(end - 1, min(wanted) - 1, -1):
+        p_move, p_leave = rates.step_probabilities(k)
+        gain = np.add.reduceat(p_move * r[:, _TO], _BLOCK_OFFSETS, axis=1)
+        r[:, :nb] = (1.0 - p_leave) * r[:, :nb] + gain
+        if k in wanted:
+            out[k] = r.copy()
+    return out
+
+
 def median_onset_h(incidence: np.ndarray) -> np.ndarray:
     """Median onset (hours) per product from the onset incidence of :func:`simulate_paths`
     (linear within a step; onset in step k happens in (k, k + 1])."""

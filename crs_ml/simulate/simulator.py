@@ -56,16 +56,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from crs_ml.config import SIMULATOR_TRUTH_LANDMARKS_H
+from crs_ml.config import DEFAULT_WINDOWS_H, SIMULATOR_TRUTH_LANDMARKS_H
 from crs_ml.errors import ConfigError
 from crs_ml.features.grading import LABEL_DEFINITION
-from crs_ml.features.landmarks import at_risk_status
+from crs_ml.features.landmarks import at_risk_status, horizon_label
 from crs_ml.simulate.baseline import Baseline, draw_baseline
 from crs_ml.simulate.chain import (
     STATE_NAMES,
     backward_risk,
     chain_rates,
     median_onset_h,
+    risk_by,
     simulate_paths,
 )
 from crs_ml.simulate.course import Course, build_course, outcomes
@@ -77,7 +78,7 @@ from crs_ml.simulate.write import render_clean, render_messy, write_cohort
 
 __all__ = [
     "SimulationResult", "simulate", "simulate_cohort", "write_cohort", "latent_probabilities",
-    "default_params", "SimulationParams",
+    "default_params", "SimulationParams", "horizon_truth",
 ]  # fmt: skip
 
 STYLES = ("clean", "messy")
@@ -291,3 +292,68 @@ def latent_probabilities(
             "p_grade3": risk.p_grade3,
         }
     )
+
+
+def horizon_truth(
+    n_patients: int,
+    seed: int,
+    landmarks_h=None,
+    windows_h=None,
+    horizon_h: float = 336,
+    params: SimulationParams | None = None,
+) -> pd.DataFrame:
+    """True cumulative incidence of grade >= 3 by each horizon, for the same patients
+    ``simulate`` draws with this seed (it redraws baseline, latent course and outcomes from
+    the same streams; no observations, so it is fast).
+
+    One row per patient at risk at L by rules 1-3 (not yet grade >= 3, alive, followed
+    beyond L; rule 4 does not apply: a patient whose follow-up ends before the horizon has a
+    true risk too, which the censored metrics need) and horizon: each window w of
+    ``windows_h`` (default ``DEFAULT_WINDOWS_H``, hours after L, ending at min(L + w, H)),
+    then H. Columns: patient_id, landmark_h, horizon (label as in
+    :func:`crs_ml.features.landmarks.horizon_status`), horizon_end_h, true_risk =
+    P(grade >= 3 in (L, end] | everything the simulator knows at L), exact by the backward
+    recursion (:func:`crs_ml.simulate.chain.risk_by`), death competing. The "by H" rows equal
+    ``truth.csv`` on the patients it holds (rule 4 applied).
+    """
+    params = (params or default_params()).validate()
+    K = _horizon_steps(horizon_h)
+    steps = _landmark_steps(landmarks_h, K)
+    windows = np.unique(np.asarray(DEFAULT_WINDOWS_H if windows_h is None else windows_h, float))
+    if (windows <= 0).any() or (windows != np.round(windows)).any():
+        raise ConfigError(f"windows must be whole hours > 0, got {list(windows)}")
+    rng = _streams(seed)
+    base = draw_baseline(int(n_patients), int(seed), params, rng["baseline"])
+    rates = chain_rates(base, params, K)
+    path, _ = simulate_paths(rates, rng["chain"])
+    oc = outcomes(build_course(base, path, params, rng["course"]))
+    g3, death, fu = (oc[c].to_numpy() for c in ("grade3_hours", "death_hours", "followup_hours"))
+    ids = base.patient_id
+    rows = np.arange(len(ids))
+    specs = [(int(w), horizon_label(w, K)) for w in windows] + [(None, horizon_label(None, K))]
+    at_end = backward_risk(rates, steps).risk_at
+    parts = []
+    for L in steps:
+        status, _, _ = at_risk_status(g3, death, fu, float(L), float(K))
+        keep = np.isin(status, ("included", "censored_before_horizon"))  # rules 1-3
+        state = path[:, L]
+        for w, label in specs:
+            end = K if w is None else min(int(L) + w, K)
+            risk = at_end[int(L)] if end == K else risk_by(rates, end, [L])[int(L)]
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "patient_id": ids[keep],
+                        "landmark_h": float(L),
+                        "horizon": label,
+                        "horizon_end_h": float(end),
+                        "true_risk": risk[rows, state][keep],
+                    }
+                )
+            )
+    cols = ["patient_id", "landmark_h", "horizon", "horizon_end_h", "true_risk"]
+    if not parts:
+        return pd.DataFrame({c: [] for c in cols})
+    out = pd.concat(parts, ignore_index=True)
+    out["patient_id"] = out["patient_id"].astype(object)
+    return out[cols]

@@ -11,10 +11,16 @@ from crs_ml.errors import InputError
 from crs_ml.features.builder import build_features
 from crs_ml.features.landmarks import (
     ATTRITION_COLUMNS,
+    HORIZON_ATTRITION_COLUMNS,
+    HORIZON_COLUMNS,
+    HORIZON_OUTCOMES,
     META_COLUMNS,
     at_risk_status,
     attrition_table,
     build_landmark_dataset,
+    competing_risk_times,
+    horizon_attrition,
+    horizon_status,
     landmark_status,
 )
 
@@ -227,3 +233,101 @@ def test_outcomes_are_required():
         attrition_table(c, [6])
     with pytest.raises(InputError, match="landmarks"):
         attrition_table(_cohort(), [0, 6])
+
+
+# censored, competing-risk view (issue 18): (outcome by L + 24 h = 30 h, outcome by H) at L = 6
+HORIZON_EXPECTED = {
+    "event6": ("event", "event"),
+    "at_L": ("event", "event"),
+    "event_H": ("event_free", "event"),  # grade 3 exactly at H counts by H
+    "late": ("event_free", "event_free"),
+    "dies": ("competing", "competing"),
+    "dies_late": ("event_free", "event_free"),
+    "fu10": ("censored", "censored"),  # rule 4 drops it; here it stays, censored at 10 h
+    "fu_event": ("event", "event"),  # event seen at 20 h before follow-up ended at 30 h
+    "event_fu10": ("event", "event"),
+    "dies_fu": ("event_free", "competing"),
+    "event_dies": ("event", "event"),
+    "fu_dies": ("event_free", "censored"),  # death after follow-up ended is not seen
+    "fu_H": ("event_free", "event_free"),  # followed exactly to H: not censored
+    "fu_late": ("event_free", "event_free"),
+    "quiet": ("event_free", "event_free"),
+    "no_obs": (None, None),  # no_data
+    "obs_late": (None, None),  # no_data at 6
+}
+
+
+def test_horizon_status_each_patient():
+    hs = horizon_status(_cohort(), [6], windows_h=[24], horizon_h=H)
+    assert list(hs.columns) == HORIZON_COLUMNS
+    assert hs["horizon"].unique().tolist() == ["next 24 h", "by day 14"]
+    assert hs.groupby("horizon")["horizon_end_h"].first().to_dict() == {
+        "next 24 h": 30.0, "by day 14": H,
+    }  # fmt: skip
+    for label, i in (("next 24 h", 0), ("by day 14", 1)):
+        at = hs[hs.horizon == label].set_index("patient_id")
+        for pid, exp in HORIZON_EXPECTED.items():
+            got = at.loc[pid, "outcome"]
+            assert (got if exp[i] is not None else None) == exp[i], (pid, label, got)
+    at = hs[hs.horizon == "by day 14"].set_index("patient_id")
+    assert at.loc["fu10", ["time_h", "cause"]].tolist() == [10.0, 0]
+    assert at.loc["fu_event", ["time_h", "cause"]].tolist() == [20.0, 1]
+    assert at.loc["dies_fu", ["time_h", "cause"]].tolist() == [50.0, 2]
+    assert at.loc["fu_dies", ["time_h", "cause"]].tolist() == [40.0, 0]
+    assert at.loc["late", ["time_h", "cause"]].tolist() == [H, 0]
+    assert at.loc["no_obs", "status"] == "no_data"
+
+
+def test_horizon_status_window_capped_and_rules_1_to_3():
+    hs = horizon_status(_cohort(), [12, 320], windows_h=[24], horizon_h=H)
+    at = hs[(hs.landmark_h == 320.0) & (hs.horizon == "next 24 h")]
+    assert (at["horizon_end_h"] == H).all()  # L + 24 h is past the horizon: capped
+    at12 = hs[(hs.landmark_h == 12.0) & (hs.horizon == "next 24 h")].set_index("patient_id")
+    assert at12.loc["fu10", "status"] == "followup_ended"
+    assert at12.loc["event6", "status"] == "already_grade3"
+    assert at12.loc["dies", "status"] == "died"
+    assert at12.loc["obs_late", "status"] == "included"
+    assert at12["outcome"].isna().tolist() == (at12["status"] != "included").tolist()
+
+
+def test_horizon_status_agrees_with_the_complete_case_rule():
+    """Where rule 4 keeps a patient, the censored view gives the same outcome by H."""
+    cohort = _cohort()
+    st = landmark_status(cohort, [6, 12], H)
+    hs = horizon_status(cohort, [6, 12], windows_h=[], horizon_h=H)
+    assert len(hs) == len(st)
+    assert (hs["patient_id"].to_numpy() == st["patient_id"].to_numpy()).all()
+    kept = (st["status"] == "included").to_numpy()
+    assert (hs["status"].to_numpy()[kept] == "included").all()
+    outcome = hs["outcome"].to_numpy()[kept]
+    y = st["y"].to_numpy()[kept].astype(int)
+    assert ((outcome == "event") == (y == 1)).all()
+    assert ((outcome == "competing") == st["competing_event"].to_numpy()[kept]).all()
+    assert not (outcome == "censored").any()
+    # rule 4's exclusions are censored unless an event or death was seen before the end
+    lost = (st["status"] == "censored_before_horizon").to_numpy()
+    assert set(hs["outcome"].to_numpy()[lost]) == {"censored", "event"}
+
+
+def test_horizon_attrition_counts_the_censored():
+    cohort = _cohort()
+    tab = horizon_attrition(cohort, [6, 12], windows_h=[24], horizon_h=H)
+    assert list(tab.columns) == HORIZON_ATTRITION_COLUMNS
+    row = tab[(tab.landmark_h == 6.0) & (tab.horizon == "by day 14")].iloc[0]
+    expected = pd.Series([v[1] for v in HORIZON_EXPECTED.values() if v[1] is not None])
+    for o in HORIZON_OUTCOMES:
+        assert row[f"n_{o}"] == (expected == o).sum(), o
+    assert row["n_censored"] == 2 and row["n_at_risk"] == len(expected)
+    # the complete-case attrition table still counts the censored at the same horizon
+    att = attrition_table(cohort, [6, 12], H).set_index("landmark_h")
+    assert att.loc[6.0, "censored_before_horizon"] == 4
+
+
+def test_competing_risk_times_rules():
+    # grade 3 and death at the same hour: grade 3; death after follow-up: censored at its end
+    time, cause = competing_risk_times(
+        [20.0, np.nan, np.nan, 50.0, np.nan], [20.0, 30.0, 60.0, np.nan, np.nan],
+        [np.nan, 30.0, 40.0, 40.0, 500.0], H,
+    )  # fmt: skip
+    assert time.tolist() == [20.0, 30.0, 40.0, 40.0, H]
+    assert cause.tolist() == [1, 2, 0, 0, 0]

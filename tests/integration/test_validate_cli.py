@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import typer
@@ -197,3 +198,43 @@ def test_recalibrate_register_creates_a_new_version(app, registered, external, t
     assert "WARNING (recalibrate)" in result.output
     assert "persons with an event" in mv.tags["recalibration_warnings"]
     assert "Verdict" in page and "persons with an event" in page
+
+
+def test_validate_reports_censored_patients_weighted_not_dropped(bundle_dir, external):
+    """metrics.json's censored view holds everyone at risk at L with data, the censored too;
+    with nobody censored its IPCW AUROC is the complete-case AUROC of the same rows."""
+    from crs_ml.evaluation.validate import validate_cohort
+    from crs_ml.features.landmarks import horizon_status
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.modeling.bundle import load_bundle
+
+    bundle, cohort = load_bundle(bundle_dir), load_cohort(external)
+    cohort.outcomes = cohort.outcomes.copy()
+    g3 = cohort.outcomes["grade3_hours"]
+    # lose 40 patients without an event at 30 h, so that some are censored at 24 h
+    lost = cohort.outcomes.index[g3.isna() & cohort.outcomes["death_hours"].isna()][:40]
+    cohort.outcomes.loc[lost, "followup_hours"] = 30.0
+    m = validate_cohort(bundle, cohort, [24.0], n_boot=20, seed=1).metrics
+    c = m["censored"]["24"]
+    hs = horizon_status(cohort, [24.0], [], 336.0)
+    inc = hs[hs["status"] == "included"]
+    assert c["n"] == len(inc) and c["n_censored"] == (inc["outcome"] == "censored").sum() > 0
+    assert c["n"] > m["landmarks"]["24"]["overall"]["n"]  # the complete case drops them
+    assert c["auroc_ci"][0] <= c["auroc"] <= c["auroc_ci"][1]
+    assert sum(r["n"] for r in c["calibration"]) == c["n"]
+    curves = c["curves_by_band"]
+    assert sum(b["n"] for b in curves.values()) == c["n"] and set(curves) <= {
+        "low",
+        "intermediate",
+        "high",
+    }
+    for b in curves.values():
+        assert b["hours"][0] == 24.0 and b["hours"][-1] == 336.0
+        assert np.all(np.diff(b["cumulative_incidence"]) >= 0)
+
+    cohort.outcomes["followup_hours"] = float("nan")  # followed to the horizon or death
+    m = validate_cohort(bundle, cohort, [24.0], n_boot=0, seed=1).metrics
+    c, plain = m["censored"]["24"], m["landmarks"]["24"]["overall"]
+    assert c["n"] == plain["n"] and c["n_censored"] == 0
+    assert c["auroc"] == pytest.approx(plain["auroc"])
+    assert c["brier"] == pytest.approx(plain["brier"])
