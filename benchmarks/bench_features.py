@@ -40,6 +40,7 @@ import polars as pl
 from crs_ml.cohort import EVENT_COLUMNS, OBSERVATION_COLUMNS, PRODUCTS, Cohort
 from crs_ml.config import FeatureConfig
 from crs_ml.features.builder import build_features
+from crs_ml.variables import CORE_VARIABLES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from oracle.builder import build_features as pandas_build_features  # noqa: E402
@@ -183,7 +184,7 @@ def bare_polars(obs: pd.DataFrame, landmark_h: float) -> pl.DataFrame:
     return _polars_floor(pl.from_pandas(obs[cols], nan_to_null=False), landmark_h)
 
 
-def single_patient_p50(cohort: Cohort, fn, calls: int, landmark_h: float) -> float:
+def single_patient_p50(cohort: Cohort, fn, calls: int, landmark_h: float, config) -> float:
     """Median seconds of ``fn`` on one patient's cohort (a different patient each call)."""
     ids = cohort.patients["patient_id"].to_numpy()[:calls]
     times = []
@@ -191,7 +192,7 @@ def single_patient_p50(cohort: Cohort, fn, calls: int, landmark_h: float) -> flo
         one = cohort.subset([pid])
         pts = pd.DataFrame({"patient_id": [pid], "landmark_h": [landmark_h]})
         t0 = time.perf_counter()
-        fn(one, pts, FeatureConfig())
+        fn(one, pts, config)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -217,6 +218,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--single-calls", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--all-variables", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "features.json"))
     args = ap.parse_args()
 
@@ -226,7 +228,9 @@ def main() -> None:
     points = pd.DataFrame(
         {"patient_id": cohort.patients["patient_id"], "landmark_h": args.landmark}
     )
-    config = FeatureConfig()
+    # the 12 variables of the default model on the simulator (the oracle's 139 features);
+    # --all-variables: every catalogue variable (the cohort has 8 more)
+    config = FeatureConfig(variables=None if args.all_variables else list(CORE_VARIABLES))
     obs, lm = cohort.observations, args.landmark
     X = build_features(cohort, points, config)  # warm-up (imports, caches)
     floor = bare_polars(obs, lm)
@@ -242,8 +246,8 @@ def main() -> None:
         args.repeats,
     )
     med = {k: {m: statistics.median(v[m]) for m in v} for k, v in times.items()}
-    single = single_patient_p50(cohort, build_features, args.single_calls, lm)
-    single_old = single_patient_p50(cohort, pandas_build_features, args.single_calls, lm)
+    single = single_patient_p50(cohort, build_features, args.single_calls, lm, config)
+    single_old = single_patient_p50(cohort, pandas_build_features, args.single_calls, lm, config)
     wall = {k: v["wall"] for k, v in med.items()}
     result = {
         "benchmark": "features",

@@ -190,6 +190,61 @@ FEATURE_DECLARATIONS: dict[str, dict] = {
     ),
     "sbp": dict(direction=-1, evidence="hypotension grades CRS (ASTCT, Lee 2019)"),
     "spo2": dict(direction=-1, evidence="hypoxia grades CRS (ASTCT, Lee 2019)"),
+    # cytokine panels: the peak before tocilizumab (which changes the cytokine milieu)
+    "ifng": dict(
+        pretoci=("max",), monotone={"pretoci_max": 1},
+        evidence="IFN-gamma peaks higher in severe CRS (Teachey 2016 Cancer Discov: part of "
+        "the predictive cytokine signature; Lee 2014 Blood)",
+    ),
+    "il10": dict(
+        pretoci=("max",), monotone={"pretoci_max": 1},
+        evidence="IL-10 peaks higher in severe CRS (Teachey 2016 Cancer Discov; Hay 2017 "
+        "Blood)",
+    ),
+    "mcp1": dict(
+        pretoci=("max",),
+        evidence="MCP-1 higher in severe CRS (Teachey 2016; Hay 2017); no sign declared: "
+        "assay spread and few data (assumption: left free)",
+    ),
+    "tnf_alpha": dict(
+        pretoci=("max",),
+        evidence="TNF-alpha rises in CRS but separates severe from mild CRS poorly in "
+        "patients (Teachey 2016): no sign",
+    ),
+    "il1b": dict(
+        pretoci=("max",),
+        evidence="IL-1 drives CRS in mouse models (Norelli 2018 Nat Med; Giavridis 2018 Nat "
+        "Med); serum IL-1beta is often undetectable in patients: no sign",
+    ),
+    # coagulation: consumption coagulopathy accompanies severe CRS
+    "d_dimer": dict(
+        monotone={"max": 1},
+        evidence="D-dimer rises with the coagulopathy of severe CRS (Hay 2017 Blood; Wang 2020 "
+        "Biol Blood Marrow Transplant)",
+    ),
+    "fibrinogen": dict(
+        direction=-1, monotone={"min": -1},
+        evidence="hypofibrinogenaemia in severe CRS (Hay 2017 Blood; Wang 2020 Biol Blood "
+        "Marrow Transplant); fibrinogen is also an acute-phase protein that first rises, hence "
+        "only the minimum is constrained",
+    ),
+    "inr": dict(
+        evidence="INR prolongs with the coagulopathy of severe CRS (Hay 2017); no sign "
+        "(anticoagulation and liver disease also raise it)",
+    ),
+    # blood counts after lymphodepletion: the low side is the one clinicians watch
+    "wbc": dict(
+        direction=-1,
+        evidence="assumption: cytopenia after lymphodepletion is the watched side; no sign",
+    ),
+    "anc": dict(
+        direction=-1,
+        evidence="assumption: neutropenia after lymphodepletion is the watched side; no sign",
+    ),
+    # liver: transaminase and bilirubin rises accompany severe CRS
+    "alt": dict(evidence="transaminases rise in severe CRS (Lee 2014 Blood; Hay 2017): no sign"),
+    "ast": dict(evidence="transaminases rise in severe CRS (Lee 2014 Blood; Hay 2017): no sign"),
+    "bilirubin": dict(evidence="hyperbilirubinaemia in severe CRS (Lee 2014 Blood): no sign"),
 }  # fmt: skip
 
 _CYTO = "lab"

@@ -36,6 +36,7 @@ from crs_ml.config import FeatureConfig
 from crs_ml.errors import InputError
 from crs_ml.features.catalogue import (
     Feature,
+    catalogue_key,
     feature_catalogue,  # noqa: F401 - re-exported: callers import it from here
     feature_declarations,
     static_features,
@@ -172,7 +173,7 @@ _FEVER_KERNELS = {
 
 
 @lru_cache(maxsize=64)
-def _plan(config_json: str) -> _Plan:
+def _plan(config_json: str, catalogue: tuple) -> _Plan:
     config = FeatureConfig.model_validate_json(config_json)
     decl = feature_declarations(config)
     unknown = sorted({f.aggregation for f in decl} - set(KERNELS))
@@ -541,7 +542,7 @@ def build_features(
     with hours <= landmark_h; never the outcomes (works for new admissions).
     """
     config = config or FeatureConfig()
-    plan = _plan(config.model_dump_json())
+    plan = _plan(config.model_dump_json(), catalogue_key())
     checked = _check_points(points)
     n = len(checked)
     lm = checked["landmark_h"].to_numpy()

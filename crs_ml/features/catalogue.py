@@ -207,8 +207,30 @@ def _declarations(config: FeatureConfig, variables: tuple[str, ...]) -> list[Fea
 
 
 def feature_variables(config: FeatureConfig | None = None) -> tuple[str, ...]:
-    """The catalogue variables whose summaries ``config`` turns on, in catalogue order."""
-    return VARIABLES
+    """The catalogue variables whose summaries ``config`` turns on, in catalogue order (all
+    of them when ``config.variables`` is None)."""
+    chosen = None if config is None or config.variables is None else set(config.variables)
+    return tuple(v for v in VARIABLE_CATALOGUE if chosen is None or v in chosen)
+
+
+def measured_variables(observations: pd.DataFrame) -> list[str]:
+    """Catalogue variables with at least one numeric value in ``observations``."""
+    numeric = observations["variable"][observations["value"].notna()]
+    present = set(pd.unique(numeric.astype(object)))
+    return [v for v in VARIABLE_CATALOGUE if v in present]
+
+
+def select_feature_variables(cohort, config: FeatureConfig) -> tuple[FeatureConfig, list[str]]:
+    """``config`` with its variables decided on ``cohort``, the TRAINING data, and the
+    catalogue variables dropped. When ``config.variables`` is None: every catalogue variable
+    with at least one numeric value in the cohort (the others would give all-missing
+    columns); a given list is kept as it is. Scoring and validation use the stored list,
+    never their own data's."""
+    if config.variables is not None:
+        return config, []
+    kept = measured_variables(cohort.observations)
+    dropped = [v for v in VARIABLE_CATALOGUE if v not in kept]
+    return config.model_copy(update={"variables": kept}), dropped
 
 
 def _categories(values: pd.Series, listed, idx: np.ndarray, values_out: dict) -> dict:
@@ -260,7 +282,7 @@ def feature_declarations(config: FeatureConfig | None = None) -> tuple[Feature, 
 
     Group 'landmark' (the landmark_h column) is always on."""
     config = config or FeatureConfig()
-    return _cached(config.model_dump_json())[0]
+    return _cached(config.model_dump_json(), catalogue_key())[0]
 
 
 def feature_catalogue(config: FeatureConfig | None = None) -> pd.DataFrame:
@@ -268,18 +290,26 @@ def feature_catalogue(config: FeatureConfig | None = None) -> pd.DataFrame:
 
     Group 'landmark' (the landmark_h column) is always on."""
     config = config or FeatureConfig()
-    return _cached(config.model_dump_json())[1].copy()
+    return _cached(config.model_dump_json(), catalogue_key())[1].copy()
 
 
 def feature_names(config: FeatureConfig | None = None) -> list[str]:
     """``feature_catalogue(config)["name"]`` as a list (cached; no table copied)."""
     config = config or FeatureConfig()
-    return list(_cached(config.model_dump_json())[2])
+    return list(_cached(config.model_dump_json(), catalogue_key())[2])
+
+
+def catalogue_key() -> tuple:
+    """Identity of the variable catalogue's current entries (a cache key: a variable added
+    or redeclared at run time gives a new key)."""
+    return tuple((name, id(var)) for name, var in VARIABLE_CATALOGUE.items())
 
 
 @lru_cache(maxsize=64)
-def _cached(config_json: str) -> tuple[tuple[Feature, ...], pd.DataFrame, tuple[str, ...]]:
-    """(declarations, catalogue table, names) of one configuration, keyed by its JSON."""
+def _cached(
+    config_json: str, catalogue: tuple
+) -> tuple[tuple[Feature, ...], pd.DataFrame, tuple[str, ...]]:
+    """(declarations, catalogue table, names) of one configuration and variable catalogue."""
     config = FeatureConfig.model_validate_json(config_json)
     check_groups(config)
     on = set(config.groups) | {"landmark"}
