@@ -190,6 +190,26 @@ class FeatureConfig(_Strict):
     high_fever_c: float = 38.9
     #: window of the early-fever feature, cut to the landmark (hours)
     early_fever_window_h: float = 36.0
+    #: catalogue variables given the standard summaries (baseline, last, max or min, change,
+    #: slope, count, hours since last, measured). None: every catalogue variable, and at
+    #: training those without any value in the training cohort are dropped (the trained
+    #: model stores the resulting list, the run logs the dropped ones)
+    variables: list[str] | None = None
+
+    @field_validator("variables")
+    @classmethod
+    def _catalogue_variables(cls, v: list[str] | None) -> list[str] | None:
+        from crs_ml.variables import VARIABLES
+
+        if v is None:
+            return v
+        unknown = [name for name in v if name not in VARIABLES]
+        if unknown:
+            raise ValueError(
+                f"features.variables: {unknown} not in the variable catalogue "
+                f"({', '.join(VARIABLES)})"
+            )
+        return list(dict.fromkeys(v))
 
 
 class LabelConfig(_Strict):

@@ -52,6 +52,20 @@ class Variable:
     #: a missing unit is normal (dimensionless ratio) and not counted as a warning
     unit_optional: bool = False
     note: str = ""
+    # --- landmark features (crs_ml.features.catalogue builds them from these fields) ----
+    #: clinical direction: +1 high values are the dangerous side (summarised by the max),
+    #: -1 low values are (summarised by the min)
+    direction: int = 1
+    #: monotone sign (+1 / -1) of summaries, keyed by summary: baseline, last, max, min,
+    #: change, slope_24h, pretoci_max, pretoci_min, pretoci_last; unlisted summaries are free
+    monotone: Mapping[str, int] = field(default_factory=dict)
+    #: summaries of the values before the first tocilizumab dose: max, min, last
+    pretoci: tuple[str, ...] = ()
+    #: feature group of the pre-tocilizumab summaries ("" = the variable's own group)
+    pretoci_group: str = ""
+    #: why the direction, signs and pre-tocilizumab summaries are what they are (literature,
+    #: or the word "assumption")
+    evidence: str = ""
     _lookup: dict[str, Conversion] = field(default_factory=dict, repr=False, compare=False)
 
     def conversion(self, unit: str) -> Conversion | None:
@@ -130,8 +144,10 @@ def _v(name, display, unit, display_unit, kind, core, units, aliases=(), loinc=(
     var = Variable(
         name=name, display=display, unit=unit, display_unit=display_unit, kind=kind,
         core=core, units=dict(units), aliases=tuple(aliases), loinc=tuple(loinc),
-        plausible=(float(lo), float(hi)), **kw,
+        plausible=(float(lo), float(hi)), **{**FEATURE_DECLARATIONS.get(name, {}), **kw},
     )  # fmt: skip
+    if var.direction not in (-1, 1) or not set(var.monotone.values()) <= {-1, 1}:
+        raise AssertionError(f"{name}: direction and monotone signs must be +1 or -1")
     for spelling, conv in var.units.items():
         key = unit_key(spelling)
         if key in var._lookup and var._lookup[key] != conv:
@@ -141,6 +157,95 @@ def _v(name, display, unit, display_unit, kind, core, units, aliases=(), loinc=(
         raise AssertionError(f"{name}: canonical unit {unit!r} must convert with factor 1")
     return var
 
+
+#: How each variable enters the landmark features (fields of :class:`Variable`): clinical
+#: direction, monotone signs and pre-tocilizumab summaries, each with its reason. A variable
+#: not listed gets the defaults: high is the dangerous side, no sign, no pre-tocilizumab
+#: summary. Pre-tocilizumab summaries exist because tocilizumab blocks the IL-6 receptor:
+#: serum IL-6 then rises and CRP (made in the liver on IL-6 signalling) falls, so values after
+#: the first dose no longer mean what they meant before it.
+FEATURE_DECLARATIONS: dict[str, dict] = {
+    "il6": dict(
+        pretoci=("max", "last"), monotone={"pretoci_max": 1, "pretoci_last": 1},
+        evidence="higher peak IL-6 before treatment with severe CRS (Teachey 2016 Cancer "
+        "Discov; Hay 2017 Blood); after tocilizumab IL-6 rises from receptor blockade",
+    ),
+    "crp": dict(
+        pretoci=("max", "last"), monotone={"pretoci_max": 1, "pretoci_last": 1},
+        evidence="higher CRP with severe CRS (Teachey 2016; Hay 2017); tocilizumab lowers "
+        "CRP whatever the course",
+    ),
+    "ferritin": dict(
+        pretoci=("max",), monotone={"pretoci_max": 1},
+        evidence="higher peak ferritin with severe CRS (Teachey 2016; Hay 2017)",
+    ),
+    "temperature": dict(
+        pretoci=("max",), monotone={"pretoci_max": 1}, pretoci_group="fever",
+        evidence="fever >= 38.9 degC within 36 h flags severe CRS (Hay 2017 Blood)",
+    ),
+    "platelets": dict(
+        direction=-1, monotone={"baseline": -1, "last": -1, "min": -1},
+        evidence="low platelets with severe CRS and endothelial activation: EASIX / m-EASIX "
+        "(Greenbaum 2021 Blood Adv; Pennisi 2021 Blood Adv)",
+    ),
+    "sbp": dict(direction=-1, evidence="hypotension grades CRS (ASTCT, Lee 2019)"),
+    "spo2": dict(direction=-1, evidence="hypoxia grades CRS (ASTCT, Lee 2019)"),
+    # cytokine panels: the peak before tocilizumab (which changes the cytokine milieu)
+    "ifng": dict(
+        pretoci=("max",), monotone={"pretoci_max": 1},
+        evidence="IFN-gamma peaks higher in severe CRS (Teachey 2016 Cancer Discov: part of "
+        "the predictive cytokine signature; Lee 2014 Blood)",
+    ),
+    "il10": dict(
+        pretoci=("max",), monotone={"pretoci_max": 1},
+        evidence="IL-10 peaks higher in severe CRS (Teachey 2016 Cancer Discov; Hay 2017 "
+        "Blood)",
+    ),
+    "mcp1": dict(
+        pretoci=("max",),
+        evidence="MCP-1 higher in severe CRS (Teachey 2016; Hay 2017); no sign declared: "
+        "assay spread and few data (assumption: left free)",
+    ),
+    "tnf_alpha": dict(
+        pretoci=("max",),
+        evidence="TNF-alpha rises in CRS but separates severe from mild CRS poorly in "
+        "patients (Teachey 2016): no sign",
+    ),
+    "il1b": dict(
+        pretoci=("max",),
+        evidence="IL-1 drives CRS in mouse models (Norelli 2018 Nat Med; Giavridis 2018 Nat "
+        "Med); serum IL-1beta is often undetectable in patients: no sign",
+    ),
+    # coagulation: consumption coagulopathy accompanies severe CRS
+    "d_dimer": dict(
+        monotone={"max": 1},
+        evidence="D-dimer rises with the coagulopathy of severe CRS (Hay 2017 Blood; Wang 2020 "
+        "Biol Blood Marrow Transplant)",
+    ),
+    "fibrinogen": dict(
+        direction=-1, monotone={"min": -1},
+        evidence="hypofibrinogenaemia in severe CRS (Hay 2017 Blood; Wang 2020 Biol Blood "
+        "Marrow Transplant); fibrinogen is also an acute-phase protein that first rises, hence "
+        "only the minimum is constrained",
+    ),
+    "inr": dict(
+        evidence="INR prolongs with the coagulopathy of severe CRS (Hay 2017); no sign "
+        "(anticoagulation and liver disease also raise it)",
+    ),
+    # blood counts after lymphodepletion: the low side is the one clinicians watch
+    "wbc": dict(
+        direction=-1,
+        evidence="assumption: cytopenia after lymphodepletion is the watched side; no sign",
+    ),
+    "anc": dict(
+        direction=-1,
+        evidence="assumption: neutropenia after lymphodepletion is the watched side; no sign",
+    ),
+    # liver: transaminase and bilirubin rises accompany severe CRS
+    "alt": dict(evidence="transaminases rise in severe CRS (Lee 2014 Blood; Hay 2017): no sign"),
+    "ast": dict(evidence="transaminases rise in severe CRS (Lee 2014 Blood; Hay 2017): no sign"),
+    "bilirubin": dict(evidence="hyperbilirubinaemia in severe CRS (Lee 2014 Blood): no sign"),
+}  # fmt: skip
 
 _CYTO = "lab"
 _VARIABLE_LIST = [

@@ -127,6 +127,11 @@ def train(
             f"{cfg.model.type}: {'out-of-fold' if cfg.cv.validation == 'cv' else 'optimism-corrected'} performance",
         )
     )
+    if result.dropped_variables:
+        console.print(
+            "features: no value in the training cohort, left out: "
+            + ", ".join(result.dropped_variables)
+        )
     s = result.sample_size
     console.print(
         f"events per candidate parameter: {s['events_per_parameter']:.2f} ({s['n_events']} events / {s['n_candidate_parameters']} parameters); Riley minimum n: {s.get('riley_min_n', float('nan')):.0f} patients (cohort: {s['n_patients']})"

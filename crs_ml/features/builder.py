@@ -1,298 +1,486 @@
 """Landmark features: one row per (patient, landmark L) point, from the data visible at L.
 
-The leakage guard lives in ONE place, :func:`_visible`: it joins a table (observations or
+The leakage guard lives in ONE place, :func:`visible_rows`: it joins a table (observations or
 events) to the points and keeps only rows with ``hours <= landmark_h`` (result time at or
 before L); for events it also cuts ``end_hours`` to L, because at L a running support is only
-known to be running up to now. Every feature below is computed from ``_visible``'s output
-(plus the points and the time-invariant patient attributes); nothing else reads the raw
-observations or events, so data after L cannot reach a feature at L.
+known to be running up to now. Every feature below is computed from its output (plus the
+points and the time-invariant patient attributes); nothing else reads the raw observations or
+events, so data after L cannot reach a feature at L.
 
-The feature names, order, units and definitions are those of
-:func:`crs_ml.features.catalogue.feature_catalogue`. Everything is vectorised: rows are sorted
-once by (point, variable, hours, source_row) and summarised with ``numpy.ufunc.reduceat`` and
-``numpy.bincount``; there is no per-patient Python loop. Outcomes are never read, so the same
-code runs at training and at scoring time.
+The features are those DECLARED in :mod:`crs_ml.features.catalogue` (``feature_declarations``),
+in that order; each declaration names the kernel (``aggregation``) that computes it, and the
+kernels are the table :data:`KERNELS` below. The engine is polars (native threads, no Python
+loop over patients): the visible numeric observations are sorted by (point, variable, hours,
+source_row) and summarised per (point, variable) group in one ``group_by`` on the sorted key;
+slopes come from sufficient statistics (n, sum t, sum t^2, sum v, sum tv) of times and values
+taken relative to the group's last row, which keeps the sums small and the subtraction exact
+to rounding. The pandas :class:`~crs_ml.cohort.Cohort` is read through Arrow (numeric columns
+without copies) and the result is a pandas frame. Outcomes are never read, so the same code
+runs at training and at scoring time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from crs_ml.cohort import Cohort
 from crs_ml.config import FeatureConfig
 from crs_ml.errors import InputError
 from crs_ml.features.catalogue import (
-    LAB_VARIABLES,
-    PRETOCI,
-    VARIABLES,
+    Feature,
+    catalogue_key,
     feature_catalogue,  # noqa: F401 - re-exported: callers import it from here
-    feature_names,
+    feature_declarations,
     static_features,
 )
 from crs_ml.features.grading import FEVER_C, FEVER_WINDOW_H, HYPOTENSION_SBP_MMHG, grade_summary
+from crs_ml.variables import VARIABLES as VARIABLE_CATALOGUE
 
-SLOPE_WINDOW_H = 24.0
-_NV = len(VARIABLES)
-_VI = {v: i for i, v in enumerate(VARIABLES)}
-
-
-def _codes_in(values: pd.Series, reference, runs: bool = False) -> np.ndarray:
-    """Position of each value in ``reference`` (-1 when absent or missing).
-
-    Only distinct values are hashed (fast for Arrow-backed strings); with ``runs=True`` only
-    the first value of each run of equal neighbours is looked up, which is much cheaper for a
-    column sorted by that value (patient_id in a Cohort) and still right for any order."""
-    n = len(values)
-    if n == 0:
-        return np.empty(0, dtype=np.int64)
-    if isinstance(reference, pd.Index) and reference.dtype == object:
-        ref = reference  # keeps its cached hash table across calls
-    else:
-        ref = pd.Index(np.asarray(reference, dtype=object), dtype=object)
-    if runs:
-        v = values.reset_index(drop=True)
-        change = np.ones(n, dtype=bool)
-        same = v.iloc[1:].reset_index(drop=True).eq(v.iloc[:-1].reset_index(drop=True))
-        change[1:] = ~same.fillna(False).to_numpy(dtype=bool)
-        first = np.flatnonzero(change)
-        lookup = ref.get_indexer(pd.Index(np.asarray(v.iloc[first], dtype=object)))
-        return np.repeat(lookup, np.diff(np.append(first, n))).astype(np.int64)
-    codes, uniques = pd.factorize(values, sort=False)
-    lookup = np.append(ref.get_indexer(pd.Index(np.asarray(uniques, dtype=object))), -1)
-    return lookup[codes].astype(np.int64)  # code -1 (missing) picks the trailing -1
+OBSERVATION_INPUT = ["patient_id", "hours", "variable", "value", "source_row"]
+EVENT_INPUT = ["patient_id", "hours", "end_hours", "event", "detail"]
 
 
-def _point_patients(points: pd.DataFrame) -> tuple[np.ndarray, pd.Index]:
-    """(code per point, distinct patient ids) of the points' patient_id column."""
-    pid = points["patient_id"]
-    if isinstance(pid.dtype, pd.CategoricalDtype):
-        return pid.cat.codes.to_numpy().astype(np.int64), pid.cat.categories
-    codes, uniques = pd.factorize(pid, sort=False)
-    return codes, pd.Index(np.asarray(uniques, dtype=object), dtype=object)
+# --------------------------------------------------------------------------- the guard
+def visible_rows(
+    table: pd.DataFrame,
+    points: pl.DataFrame,
+    columns: list[str],
+    codes: dict[str, tuple[str, ...]] | None = None,
+) -> pl.DataFrame:
+    """THE leakage guard: ``table`` rows joined to ``points``, keeping hours <= landmark_h.
+
+    ``table`` is a Cohort table (pandas; read through Arrow); ``points`` has columns point
+    (0-based position), patient_id and landmark_h. Returns ``columns`` of the table (not
+    patient_id) plus ``point`` and ``landmark_h``; a patient with several points gets its
+    rows once per point. ``end_hours`` (events) is cut to the landmark: at L a running support
+    is only known to run up to L (a missing end stays missing). Rows come in table order
+    (repeated per point). A text column named in ``codes`` comes as the position of its value
+    in the given names (null when not among them).
+
+    The patients are matched through runs of equal patient_id (one run per patient in a
+    Cohort, whose tables are sorted by patient): only the first id of each run is hashed.
+    """
+    hours = table["hours"].to_numpy(dtype="float64")
+    latest = points["landmark_h"].max() if len(points) else -np.inf
+    keep = np.flatnonzero(hours <= latest)  # cheap first cut; the exact one is below
+    pid = _arrow_strings(table["patient_id"]).take(pa.array(keep))
+    start = np.ones(len(keep), dtype=bool)
+    if len(keep) > 1:
+        same = pc.equal(pid[1:], pid[:-1]).fill_null(False)
+        start[1:] = ~same.to_numpy(zero_copy_only=False)
+    first = np.flatnonzero(start)
+    runs = pl.DataFrame(
+        {
+            "run": np.arange(len(first), dtype=np.int64),
+            "patient_id": pl.from_arrow(pid.take(pa.array(first))).cast(pl.String),
+        }
+    )
+    run_points = runs.join(points, on="patient_id", how="inner").drop("patient_id")
+    data = {"run": np.cumsum(start, dtype=np.int64) - 1, "hours": hours[keep]}
+    for c in columns:
+        if c in ("patient_id", "hours"):
+            continue
+        if c in (codes or {}):
+            names = pa.array(list(codes[c]), type=pa.large_string())  # type: ignore[index]
+            found = pc.index_in(_arrow_strings(table[c]).take(pa.array(keep)), value_set=names)
+            data[c] = pl.from_arrow(found)
+        elif c in STRING_COLUMNS:
+            data[c] = pl.from_arrow(_arrow_strings(table[c]).take(pa.array(keep))).cast(pl.String)
+        else:
+            data[c] = table[c].to_numpy()[keep]
+    out = (
+        pl.DataFrame(data)
+        .join(run_points, on="run", how="inner", maintain_order="left")
+        .filter(pl.col("hours") <= pl.col("landmark_h"))
+        .drop("run")
+    )
+    if "end_hours" in out.columns:
+        end, lm = pl.col("end_hours"), pl.col("landmark_h")
+        # NaN (no end) compares as the largest number in polars: keep it NaN
+        out = out.with_columns(
+            end_hours=pl.when(end.is_nan()).then(end).otherwise(pl.min_horizontal(end, lm))
+        )
+    return out
 
 
 def _visible(table: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
-    """THE leakage guard: ``table`` rows joined to ``points``, keeping hours <= landmark_h.
-
-    Returns the table's columns except patient_id, plus ``point`` (0-based position in
-    ``points``, which names the patient) and ``landmark_h``; a patient with several points gets
-    its rows once per point. ``end_hours`` (events) is cut to the landmark: at L a running
-    support is only known to run up to L. Rows come in table order (repeated per point).
-    """
-    lm = points["landmark_h"].to_numpy(dtype="float64")
-    hours = table["hours"].to_numpy(dtype="float64")
-    pt_code, uniques = _point_patients(points)
-    if len(lm) and len(hours):
-        pre = np.flatnonzero(hours <= lm.max())
-        code = _codes_in(table["patient_id"].iloc[pre], uniques, runs=True)
-        if (code < 0).any():
-            pre, code = pre[code >= 0], code[code >= 0]
-    else:
-        pre = code = np.empty(0, dtype=np.int64)
-    n_per = np.bincount(pt_code[pt_code >= 0], minlength=len(uniques))
-    by_patient = np.argsort(np.where(pt_code >= 0, pt_code, len(uniques)), kind="stable")
-    first = np.cumsum(n_per) - n_per
-    if len(n_per) and n_per.max() == 1:
-        rows, point = pre, by_patient[first[code]]
-    else:
-        reps = n_per[code]
-        rows = np.repeat(pre, reps)
-        within = np.arange(len(rows)) - np.repeat(np.cumsum(reps) - reps, reps)
-        point = by_patient[np.repeat(first[code], reps) + within]
-    landmark = lm[point]
-    keep = hours[rows] <= landmark
-    if not keep.all():
-        rows, point, landmark = rows[keep], point[keep], landmark[keep]
-    out = table.drop(columns="patient_id").iloc[rows].reset_index(drop=True)
-    out["point"] = point.astype(np.int64)
-    out["landmark_h"] = landmark
-    if "end_hours" in out:
-        out["end_hours"] = np.minimum(out["end_hours"].to_numpy(dtype="float64"), landmark)
-    return out
+    """:func:`visible_rows` for pandas frames (``point`` = position in ``points``)."""
+    pts = _points_frame(_check_points(points))
+    return visible_rows(table, pts, list(table.columns)).to_pandas()
 
 
-def _first_per_point(vis_ev: pd.DataFrame, n: int) -> dict[str, np.ndarray]:
-    """Hours of the first visible event of each kind per point (NaN when none)."""
-    code, names = pd.factorize(vis_ev["event"], sort=False)
-    point, hours = vis_ev["point"].to_numpy(), vis_ev["hours"].to_numpy(dtype="float64")
-    out = {}
-    for k, name in enumerate(names):
-        first = np.full(n, np.inf)
-        np.minimum.at(first, point[code == k], hours[code == k])
-        first[np.isinf(first)] = np.nan
-        out[str(name)] = first
-    return out
+# --------------------------------------------------------------------------- conversion
+STRING_COLUMNS = ("patient_id", "variable", "event", "detail")
 
 
-def _order(g: np.ndarray, hours: np.ndarray, src: np.ndarray, rows: np.ndarray):
-    """Rows (positions in the full arrays) sorted by (g, hours, src), with sorted g and hours.
-
-    ``g`` is given for ``rows`` only. Cohort tables come sorted by hours and source row within
-    a patient, so a stable sort on g usually suffices; this is checked, and a full lexsort is
-    used when it does not hold."""
-    order = np.argsort(g, kind="stable")
-    idx = rows[order]
-    gs, hs = g[order], hours[idx]
-    same = gs[1:] == gs[:-1]
-    tie = np.flatnonzero(same & (hs[1:] == hs[:-1]))
-    back = (same & (hs[1:] < hs[:-1])).any() or (src[idx[tie + 1]] < src[idx[tie]]).any()
-    if back:
-        order = np.lexsort((src[rows], hours[rows], g))
-        idx = rows[order]
-        gs, hs = g[order], hours[idx]
-    return idx, gs, hs
+def _arrow_strings(col: pd.Series) -> pa.Array:
+    """A text column as an Arrow string array (no copy for Arrow-backed pandas strings);
+    missing -> null, any other object as its text."""
+    try:
+        arr = pa.array(col, from_pandas=True)
+        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            arr = arr.cast(pa.large_string())
+    except (pa.ArrowException, TypeError):
+        text = col.astype(object).where(col.isna(), col.astype(str))
+        arr = pa.array(text.astype(object), from_pandas=True, type=pa.large_string())
+    return arr
 
 
-class _Groups:
-    """Visible numeric observations of the catalogue variables, sorted by (point, variable,
-    hours, source_row); one group = one (point, variable). ``gid`` = point * 12 + variable."""
-
-    def __init__(self, g, var, hours, value, landmark):
-        self.g, self.var, self.hours, self.value, self.landmark = g, var, hours, value, landmark
-        n = len(g)
-        new = np.ones(n, dtype=bool)
-        new[1:] = g[1:] != g[:-1]
-        self.starts = np.flatnonzero(new)
-        self.ends = np.append(self.starts[1:], n)[: len(self.starts)] - 1
-        self.counts = self.ends - self.starts + 1
-        self.group = np.repeat(np.arange(len(self.starts)), self.counts)
-        self.gid = g[self.starts]
-        self.same_as_prev = ~new  # the row continues the group of the previous row
-
-    @classmethod
-    def from_visible(cls, vis: pd.DataFrame) -> _Groups:
-        var = _codes_in(vis["variable"], VARIABLES)
-        value = vis["value"].to_numpy(dtype="float64")
-        keep = np.flatnonzero((var >= 0) & ~np.isnan(value))
-        g = vis["point"].to_numpy()[keep] * _NV + var[keep]
-        hours = vis["hours"].to_numpy(dtype="float64")
-        src = vis["source_row"].to_numpy(dtype="int64")
-        idx, gs, hs = _order(g, hours, src, keep)
-        landmark = vis["landmark_h"].to_numpy(dtype="float64")[idx]
-        return cls(gs, var[idx], hs, value[idx], landmark)
-
-    def subset(self, variables) -> _Groups:
-        wanted = np.zeros(_NV, dtype=bool)
-        wanted[[_VI[v] for v in variables]] = True
-        rows = np.flatnonzero(wanted[self.var])
-        return _Groups(
-            self.g[rows], self.var[rows], self.hours[rows], self.value[rows], self.landmark[rows]
-        )
-
-    def scatter(self, n: int, values, fill=np.nan) -> np.ndarray:
-        """Per-group values into a (12 variables x n points) grid (rows contiguous)."""
-        if getattr(self, "_flat_n", None) != n:
-            self._flat = (self.gid % _NV) * n + self.gid // _NV
-            self._flat_n = n
-        grid = np.full(_NV * n, fill, dtype="float64")
-        grid[self._flat] = values
-        return grid.reshape(_NV, n)
-
-    def reduce(self, ufunc, values) -> np.ndarray:
-        """ufunc over each group; +-inf (the fill of masked rows) becomes NaN."""
-        if len(self.starts) == 0:
-            return np.empty(0)
-        out = ufunc.reduceat(values, self.starts)
-        out[np.isinf(out)] = np.nan
-        return out
-
-    def prefix_last(self, mask) -> np.ndarray:
-        """Value of the last row of each group among ``mask``, a prefix of each group."""
-        k = np.bincount(self.group, mask, minlength=len(self.starts)).astype(np.int64)
-        idx = np.maximum(self.starts + k - 1, 0)
-        return np.where(k > 0, self.value[idx], np.nan)
-
-    def slope(self, window_h: float) -> np.ndarray:
-        """Least-squares slope per hour over hours in (L - window_h, L]; NaN unless the
-        window holds at least two distinct times."""
-        rows = np.flatnonzero(self.hours > self.landmark - window_h)  # a suffix of each group
-        m, grp = len(self.starts), self.group[rows]
-        h, v = self.hours[rows], self.value[rows]
-        t = h - self.landmark[rows]
-        new_time = np.ones(len(rows), dtype=bool)
-        new_time[1:] = (grp[1:] != grp[:-1]) | (h[1:] != h[:-1])
-        n_t = np.bincount(grp[new_time], minlength=m)
-        n_w = np.bincount(grp, minlength=m)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            tbar = np.bincount(grp, t, minlength=m) / n_w
-            vbar = np.bincount(grp, v, minlength=m) / n_w
-            dt = t - tbar[grp]
-            sxx = np.bincount(grp, dt * dt, minlength=m)
-            slope = np.bincount(grp, dt * (v - vbar[grp]), minlength=m) / sxx
-        return np.where(n_t >= 2, slope, np.nan)
-
-
-def _variable_features(s: _Groups, n: int, toci_first: np.ndarray) -> dict:
-    """Per-variable and pre-tocilizumab features, as arrays of length n."""
-    f: dict[str, np.ndarray] = {}
-    last = s.scatter(n, s.value[s.ends])
-    base = s.scatter(n, s.prefix_last(s.hours < 0))
-    mx = s.scatter(n, s.reduce(np.maximum, s.value))
-    mn = s.scatter(n, s.reduce(np.minimum, s.value))
-    count = s.scatter(n, s.counts, 0.0)
-    since = s.scatter(n, s.landmark[s.ends] - s.hours[s.ends])
-    slope = s.scatter(n, s.slope(SLOPE_WINDOW_H))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where((last > 0) & (base > 0), np.log(last / base), np.nan)
-    for v, i in _VI.items():
-        f[f"{v}_baseline"], f[f"{v}_last"] = base[i], last[i]
-        f[f"{v}_max"], f[f"{v}_min"] = mx[i], mn[i]
-        f[f"{v}_change"] = ratio[i] if v in LAB_VARIABLES else last[i] - base[i]
-        f[f"{v}_slope_24h"], f[f"{v}_n"] = slope[i], count[i]
-        f[f"{v}_hours_since_last"] = since[i]
-        f[f"{v}_measured"] = (count[i] > 0).astype("float64")
-
-    # values with result time strictly before the first visible tocilizumab; all if none
-    p = s.subset({v for v, _ in PRETOCI})
-    tf = np.where(np.isnan(toci_first), np.inf, toci_first)
-    pre = p.hours < tf[p.g // _NV]
-    pre_last = p.scatter(n, p.prefix_last(pre))
-    pre_max = p.scatter(n, p.reduce(np.maximum, np.where(pre, p.value, -np.inf)))
-    for v, stat in PRETOCI:
-        f[f"{v}_pretoci_{stat}"] = (pre_max if stat == "max" else pre_last)[_VI[v]]
-    return f
-
-
-def _fever_features(s: _Groups, n: int, lm: np.ndarray, cfg: FeatureConfig) -> dict:
-    """Fever features from the temperature rows after infusion (hours >= 0)."""
-    t = s.subset(["temperature"])
-    ti = _VI["temperature"]
-    post = t.hours >= 0
-    febrile = post & (t.value >= FEVER_C)
-    onset = t.scatter(n, t.reduce(np.minimum, np.where(febrile, t.hours, np.inf)))[ti]
-    # each reading is carried forward to the next one (or to L); ties last 0 h
-    nxt = np.append(t.hours[1:], np.nan)
-    cont = np.append(t.same_as_prev[1:], False)
-    dur = np.where(cont, np.minimum(nxt, t.landmark), t.landmark) - t.hours
-    fsum = np.bincount(t.group, np.where(febrile, dur, 0.0), minlength=len(t.starts))
-    early = post & (t.hours <= np.minimum(cfg.early_fever_window_h, t.landmark))
-    tmax = t.scatter(n, t.reduce(np.maximum, np.where(early, t.value, -np.inf)))[ti]
-    return {
-        "fever_onset_h": np.where(np.isnan(onset), lm, onset),
-        "fever_onset_censored": np.isnan(onset).astype("float64"),
-        "febrile_hours": t.scatter(n, fsum, 0.0)[ti],
-        "temperature_max_early": tmax,
-        "high_fever_early": np.where(np.isnan(tmax), np.nan, tmax >= cfg.high_fever_c),
-    }
-
-
-def _crs_state(s: _Groups, vis_ev: pd.DataFrame, n: int, lm: np.ndarray) -> dict:
-    """CRS state at L: label.py's ASTCT grading run on the visible rows only (the fevers and
-    low sbp values it needs, and the visible events with end_hours cut to L)."""
-    rows = np.flatnonzero((s.var == _VI["temperature"]) | (s.var == _VI["sbp"]))
-    rows = rows[s.hours[rows] >= 0]
-    value, is_temp = s.value[rows], s.var[rows] == _VI["temperature"]
-    rows = rows[np.where(is_temp, value >= FEVER_C, value < HYPOTENSION_SBP_MMHG)]
-    obs = pd.DataFrame(
+def _points_frame(points: pd.DataFrame) -> pl.DataFrame:
+    """Checked points (see :func:`_check_points`) as polars: point, patient_id, landmark_h."""
+    pid = points["patient_id"]
+    codes = pid.cat.codes.to_numpy()
+    ids = pl.Series("patient_id", np.asarray(pid.cat.categories, dtype=object), pl.String)
+    return pl.DataFrame(
         {
-            "point": s.g[rows] // _NV,
-            "hours": s.hours[rows],
-            "variable": np.where(s.var[rows] == _VI["temperature"], "temperature", "sbp"),
-            "value": s.value[rows],
+            "point": np.arange(len(points), dtype=np.int64),
+            "patient_id": ids.gather(codes) if len(points) else pl.Series([], dtype=pl.String),
+            "landmark_h": points["landmark_h"].to_numpy(dtype="float64"),
         }
     )
-    st = grade_summary(obs, vis_ev, key="point", until=pd.Series(lm), fever_window_h=FEVER_WINDOW_H)
+
+
+# --------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class _Plan:
+    """What a configuration needs, derived once from its declarations (cached)."""
+
+    features: tuple[Feature, ...]
+    names: tuple[str, ...]
+    variables: tuple[str, ...]  #: variables summarised per (point, variable) group
+    windows: tuple[float, ...]  #: slope windows
+    pretoci: tuple[str, ...]  #: declared pre-tocilizumab statistics (max, min, last)
+    pretoci_variables: tuple[int, ...]  #: their variables' codes
+    fever: bool  #: the fever summaries of the temperature rows are needed
+
+
+_NEEDS_SCORES = ("measix", "easix")
+_FEVER_KERNELS = {
+    "fever_onset_h",
+    "fever_onset_censored",
+    "febrile_hours",
+    "max_early",
+    "high_fever_early",
+}
+
+
+@lru_cache(maxsize=64)
+def _plan(config_json: str, catalogue: tuple) -> _Plan:
+    config = FeatureConfig.model_validate_json(config_json)
+    decl = feature_declarations(config)
+    unknown = sorted({f.aggregation for f in decl} - set(KERNELS))
+    if unknown:  # pragma: no cover - a declaration without code is a programming error
+        raise AssertionError(f"features declared without a kernel: {unknown}")
+    wanted = {f.variable for f in decl if f.variable in VARIABLE_CATALOGUE}
+    if any(f.aggregation in _NEEDS_SCORES for f in decl):
+        wanted |= {"ldh", "crp", "platelets", "creatinine"}
+    if any(f.group == "crs_state" for f in decl):
+        wanted |= {"temperature", "sbp"}
+    variables = tuple(v for v in VARIABLE_CATALOGUE if v in wanted)
+    pre = [f for f in decl if f.aggregation.startswith("pretoci_")]
+    return _Plan(
+        features=decl,
+        names=tuple(f.name for f in decl),
+        variables=variables,
+        windows=tuple(sorted({f.window_h for f in decl if f.aggregation == "slope"})),  # type: ignore[type-var]
+        pretoci=tuple(sorted({f.aggregation.removeprefix("pretoci_") for f in pre})),
+        pretoci_variables=tuple(sorted({variables.index(f.variable) for f in pre})),
+        fever=any(f.aggregation in _FEVER_KERNELS for f in decl),
+    )
+
+
+# --------------------------------------------------------------------------- per-group stats
+class _Stats:
+    """Per (point, variable) summaries as dense (variables x points) grids, built on demand
+    from the group tables (each: gid + statistic columns)."""
+
+    def __init__(self, n: int, plan: _Plan):
+        self.n, self.plan, self.nv = n, plan, len(plan.variables)
+        self.code = {v: i for i, v in enumerate(plan.variables)}
+        self._where: dict[str, pl.DataFrame] = {}
+        self._grids: dict[tuple[str, float], np.ndarray] = {}
+        self._flats: dict[int, np.ndarray] = {}
+
+    def add(self, table: pl.DataFrame) -> None:
+        for c in table.columns:
+            if c != "gid":
+                self._where[c] = table
+
+    def grid(self, column: str, fill: float = np.nan) -> np.ndarray:
+        if (column, fill) not in self._grids:
+            grid = np.full(self.nv * self.n, fill, dtype="float64")
+            table = self._where.get(column)
+            if table is not None and len(table):
+                values = table[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
+                grid[self._flat(table)] = values
+            self._grids[column, fill] = grid.reshape(self.nv, self.n)
+        return self._grids[column, fill]
+
+    def _flat(self, table: pl.DataFrame) -> np.ndarray:
+        """Position of each group of ``table`` in a flat (variables x points) grid."""
+        key = id(table)
+        if key not in self._flats:
+            gid = table["gid"].to_numpy()
+            self._flats[key] = (gid % self.nv) * self.n + gid // self.nv
+        return self._flats[key]
+
+    def column(self, column: str, variable: str, fill: float = np.nan) -> np.ndarray:
+        if variable not in self.code:
+            return np.full(self.n, fill)
+        return self.grid(column, fill)[self.code[variable]]
+
+
+def _relative_to_last(frame: pl.DataFrame) -> pl.DataFrame:
+    """Hours and values relative to the last row of their group (``dh``, ``dv``); rows
+    sorted by gid. ``dh`` is 0 exactly when the hours equal the last row's."""
+    gid, h, v = pl.col("gid"), pl.col("hours"), pl.col("value")
+    is_last = (gid != gid.shift(-1)).fill_null(True)
+    return frame.with_columns(
+        dh=h - pl.when(is_last).then(h).backward_fill(),
+        dv=v - pl.when(is_last).then(v).backward_fill(),
+    )
+
+
+def _group_stats(
+    vis: pl.DataFrame, plan: _Plan, n: int, toci_first: np.ndarray, config: FeatureConfig
+) -> _Stats:
+    """Summaries of the visible rows sorted by (gid, hours, source_row), gid = point x
+    number of variables + variable code: one ``group_by`` on the sorted gid for what every
+    group needs, and one per subset (slope window, pre-tocilizumab rows, temperature rows)
+    on that subset's rows only."""
+    stats = _Stats(n, plan)
+    v, h, lm = pl.col("value"), pl.col("hours"), pl.col("landmark_h")
+
+    def by_gid(frame: pl.DataFrame, *aggs: pl.Expr) -> pl.DataFrame:
+        frame = frame.with_columns(pl.col("gid").set_sorted())
+        return frame.group_by("gid", maintain_order=True).agg(*aggs)
+
+    stats.add(
+        by_gid(
+            vis.with_columns(pre_infusion=pl.when(h < 0).then(v)),
+            pl.len().alias("n"),
+            v.last().alias("last"),
+            h.last().alias("hours_last"),
+            v.max().alias("max"),
+            v.min().alias("min"),
+            pl.col("pre_infusion").last(ignore_nulls=True).alias("baseline"),
+        )
+    )
+    for w in plan.windows:
+        # a suffix of each group; sufficient statistics relative to the group's last row
+        win = _relative_to_last(vis.filter(h > lm - w))
+        dh, dv = pl.col("dh"), pl.col("dv")
+        k = f"slope{w:g}"
+        stats.add(
+            by_gid(
+                win,
+                pl.len().alias(f"{k}_n"),
+                dh.sum().alias(f"{k}_t"),
+                (dh * dh).sum().alias(f"{k}_tt"),
+                dv.sum().alias(f"{k}_v"),
+                (dh * dv).sum().alias(f"{k}_tv"),
+            )
+        )
+    if plan.pretoci:
+        tf = np.where(np.isnan(toci_first), np.inf, toci_first)
+        pre = vis.filter(pl.col("var").is_in(list(plan.pretoci_variables)))
+        pre = pre.filter(h < pl.Series(tf[pre["point"].to_numpy()]))
+        stat = {"max": v.max(), "min": v.min(), "last": v.last()}
+        stats.add(by_gid(pre, *(stat[s].alias(f"pretoci_{s}") for s in plan.pretoci)))
+    if plan.fever:
+        post = h >= 0
+        temp = vis.filter(pl.col("var") == plan.variables.index("temperature"))
+        gid = pl.col("gid")
+        # each reading is carried forward to the next one (or to L); ties last 0 h
+        nxt = pl.when(gid == gid.shift(-1)).then(pl.min_horizontal(h.shift(-1), lm)).otherwise(lm)
+        febrile = post & (v >= FEVER_C)
+        early = post & (h <= pl.min_horizontal(pl.lit(config.early_fever_window_h), lm))
+        temp = temp.with_columns(
+            fever_onset=pl.when(febrile).then(h),
+            febrile_hours=pl.when(febrile).then(nxt - h),
+            temperature_max_early=pl.when(early).then(v),
+        )
+        stats.add(
+            by_gid(
+                temp,
+                pl.col("fever_onset").min(),
+                pl.col("febrile_hours").sum(),
+                pl.col("temperature_max_early").max(),
+            )
+        )
+    return stats
+
+
+def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> pl.DataFrame:
+    """Visible numeric observations of the plan's variables with ``var`` (position in the
+    plan) and ``gid``, sorted by (gid, hours, source_row). Cohort tables come sorted by hours
+    and source row within a patient, so a stable sort on gid usually suffices; this is
+    checked, and a full sort is used when it does not hold."""
+    vis = visible_rows(
+        cohort.observations, points, OBSERVATION_INPUT, codes={"variable": plan.variables}
+    )
+    out = (
+        vis.rename({"variable": "var"})
+        .filter(pl.col("var").is_not_null() & pl.col("value").is_not_nan())
+        .with_columns(gid=pl.col("point") * len(plan.variables) + pl.col("var").cast(pl.Int64))
+        .sort("gid", maintain_order=True)
+    )
+    g, h, s = pl.col("gid"), pl.col("hours"), pl.col("source_row")
+    back = (g == g.shift(1)) & ((h < h.shift(1)) | ((h == h.shift(1)) & (s < s.shift(1))))
+    if out.select(back.any()).item():
+        out = out.sort(["gid", "hours", "source_row"])
+    return out
+
+
+# --------------------------------------------------------------------------- kernels
+@dataclass
+class _Context:
+    """Everything a kernel may read: the visible data's summaries, never the raw tables."""
+
+    n: int
+    landmark: np.ndarray
+    stats: _Stats
+    first_event: dict[str, np.ndarray]
+    crs: dict[str, np.ndarray]
+    static: dict[str, np.ndarray]
+    config: FeatureConfig
+
+    def stat(self, column: str, variable: str, fill: float = np.nan) -> np.ndarray:
+        return self.stats.column(column, variable, fill)
+
+
+def _slope(c: _Context, f: Feature) -> np.ndarray:
+    k = f"slope{f.window_h:g}"
+    n = c.stat(f"{k}_n", f.variable)
+    st, stt = c.stat(f"{k}_t", f.variable), c.stat(f"{k}_tt", f.variable)
+    sv, stv = c.stat(f"{k}_v", f.variable), c.stat(f"{k}_tv", f.variable)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (stv - st * sv / n) / (stt - st * st / n)
+    # two distinct times in the window <=> some hours differ from the last row's (dh < 0)
+    return np.where(st < 0, slope, np.nan)
+
+
+def _change(c: _Context, f: Feature) -> np.ndarray:
+    last, base = c.stat("last", f.variable), c.stat("baseline", f.variable)
+    if f.aggregation == "difference":
+        return last - base
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((last > 0) & (base > 0), np.log(last / base), np.nan)
+
+
+def _fever_onset(c: _Context) -> np.ndarray:
+    return c.stat("fever_onset", "temperature")
+
+
+def _max_early(c: _Context, f: Feature) -> np.ndarray:
+    return c.stat("temperature_max_early", "temperature")
+
+
+def _high_fever_early(c: _Context, f: Feature) -> np.ndarray:
+    tmax = c.stat("temperature_max_early", "temperature")
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isnan(tmax), np.nan, tmax >= c.config.high_fever_c)
+
+
+def _febrile_now(c: _Context, f: Feature) -> np.ndarray:
+    tl = c.stat("last", "temperature")
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isnan(tl), np.nan, tl >= FEVER_C)
+
+
+def _score(c: _Context, f: Feature) -> np.ndarray:
+    stat = f.variable  # "baseline" or "last"
+    ldh, plt = c.stat(stat, "ldh"), c.stat(stat, "platelets")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if f.aggregation == "measix":
+            out = ldh * (c.stat(stat, "crp") / 10.0) / plt
+        else:
+            out = ldh * c.stat(stat, "creatinine") / plt
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+_Kernel = Callable[[_Context, Feature], np.ndarray]
+#: aggregation (as declared in the catalogue) -> the code that computes it
+KERNELS: dict[str, _Kernel] = {
+    "baseline": lambda c, f: c.stat("baseline", f.variable),
+    "last": lambda c, f: c.stat("last", f.variable),
+    "max": lambda c, f: c.stat("max", f.variable),
+    "min": lambda c, f: c.stat("min", f.variable),
+    "log_ratio": _change,
+    "difference": _change,
+    "slope": _slope,
+    "count": lambda c, f: c.stat("n", f.variable, 0.0),
+    "hours_since_last": lambda c, f: c.landmark - c.stat("hours_last", f.variable),
+    "measured": lambda c, f: (c.stat("n", f.variable, 0.0) > 0).astype("float64"),
+    "pretoci_max": lambda c, f: c.stat("pretoci_max", f.variable),
+    "pretoci_min": lambda c, f: c.stat("pretoci_min", f.variable),
+    "pretoci_last": lambda c, f: c.stat("pretoci_last", f.variable),
+    "fever_onset_h": lambda c, f: np.where(np.isnan(_fever_onset(c)), c.landmark, _fever_onset(c)),
+    "fever_onset_censored": lambda c, f: np.isnan(_fever_onset(c)).astype("float64"),
+    "febrile_hours": lambda c, f: c.stat("febrile_hours", "temperature", 0.0),
+    "max_early": _max_early,
+    "high_fever_early": _high_fever_early,
+    "febrile_now": _febrile_now,
+    "oxygen_level": lambda c, f: c.crs["oxygen_level"],
+    "vasopressor_level": lambda c, f: c.crs["vasopressor_level"],
+    "astct_grade_so_far": lambda c, f: c.crs["astct_grade_so_far"],
+    "hours_since_crs_onset": lambda c, f: c.crs["hours_since_crs_onset"],
+    "given": lambda c, f: (~np.isnan(c.first_event.get(f.variable, np.full(c.n, np.nan)))).astype(
+        "float64"
+    ),
+    "hours_since_first": lambda c, f: (
+        c.landmark - c.first_event.get(f.variable, np.full(c.n, np.nan))
+    ),
+    "static": lambda c, f: c.static[f.name],
+    "landmark": lambda c, f: c.landmark.astype("float64"),
+    "measix": _score,
+    "easix": _score,
+}
+
+
+# --------------------------------------------------------------------------- other inputs
+def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
+    """Hours of the first visible event of each kind per point (NaN when none)."""
+    first = vis_ev.group_by("event", "point").agg(pl.col("hours").min())
+    out = {}
+    for (name,), part in first.group_by("event"):
+        when = np.full(n, np.nan)
+        when[part["point"].to_numpy()] = part["hours"].to_numpy()
+        out[str(name)] = when
+    return out
+
+
+def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict:
+    """CRS state at L: label.py's ASTCT grading run on the visible rows only (the fevers and
+    low sbp values it needs, and the visible events with end_hours cut to L)."""
+    n, nv = len(lm), len(plan.variables)
+    ti, si = plan.variables.index("temperature"), plan.variables.index("sbp")
+    var = pl.col("gid") % nv
+    v = pl.col("value")
+    keep = (pl.col("hours") >= 0) & (
+        ((var == ti) & (v >= FEVER_C)) | ((var == si) & (v < HYPOTENSION_SBP_MMHG))
+    )
+    rows = obs.filter(keep).select(
+        point=pl.col("gid") // nv,
+        hours="hours",
+        variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
+        value="value",
+    )
+    st = grade_summary(
+        rows.to_pandas(),
+        vis_ev.to_pandas(),
+        key="point",
+        until=pd.Series(lm),
+        fever_window_h=FEVER_WINDOW_H,
+    )
     st = st.reindex(np.arange(n))
     return {
         "oxygen_level": st["oxygen_level"].fillna(0).to_numpy("float64"),
@@ -302,23 +490,24 @@ def _crs_state(s: _Groups, vis_ev: pd.DataFrame, n: int, lm: np.ndarray) -> dict
     }
 
 
-def _static(cohort: Cohort, points: pd.DataFrame) -> dict:
+def _static(cohort: Cohort, points: pl.DataFrame) -> dict:
     """Time-invariant patient attributes of each point (see static_features)."""
     pts = cohort.patients
-    codes, uniques = _point_patients(points)
-    # position of each patient among the points' patients (reuses that hash table)
-    pos = _codes_in(pts["patient_id"], uniques, runs=True)
-    row_of = np.full(len(uniques), -1, dtype=np.int64)
-    row_of[pos[pos >= 0]] = np.flatnonzero(pos >= 0)
-    idx = row_of[codes]
-    if (idx < 0).any():
-        bad = points["patient_id"].to_numpy()[idx < 0][0]
+    ids = pl.DataFrame({"patient_id": pl.from_arrow(_arrow_strings(pts["patient_id"]))})
+    ids = (
+        ids.cast({"patient_id": pl.String}).with_row_index("row").unique("patient_id", keep="last")
+    )
+    found = points.select("point", "patient_id").join(
+        ids, on="patient_id", how="left", maintain_order="left"
+    )
+    if found["row"].null_count():
+        bad = found.filter(pl.col("row").is_null())["patient_id"][0]
         raise InputError(
             f"patient '{bad}' of the landmark points is not in the patients table",
             file="patients",
             column="patient_id",
         )
-    return static_features(pts, idx)
+    return static_features(pts, found["row"].to_numpy().astype(np.int64))
 
 
 def _check_points(points: pd.DataFrame) -> pd.DataFrame:
@@ -334,7 +523,6 @@ def _check_points(points: pd.DataFrame) -> pd.DataFrame:
     if (codes < 0).any():
         row = int(np.flatnonzero(codes < 0)[0]) + 1
         raise InputError("landmark points: missing patient_id", row=row, column="patient_id")
-    # categorical: the patient ids are hashed once, not once per table
     categories = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
     return pd.DataFrame(
         {
@@ -354,42 +542,23 @@ def build_features(
     with hours <= landmark_h; never the outcomes (works for new admissions).
     """
     config = config or FeatureConfig()
-    names = feature_names(config)
-    points = _check_points(points)
-    n = len(points)
-    lm = points["landmark_h"].to_numpy()
-    vis_obs = _visible(
-        cohort.observations[["patient_id", "hours", "variable", "value", "source_row"]], points
-    )
-    vis_ev = _visible(
-        cohort.events[["patient_id", "hours", "end_hours", "event", "detail"]], points
-    )
+    plan = _plan(config.model_dump_json(), catalogue_key())
+    checked = _check_points(points)
+    n = len(checked)
+    lm = checked["landmark_h"].to_numpy()
+    pts = _points_frame(checked)
 
+    vis_ev = visible_rows(cohort.events, pts, EVENT_INPUT)
     first = _first_per_point(vis_ev, n)
-    none = np.full(n, np.nan)
-    toci = first.get("tocilizumab", none)
-    s = _Groups.from_visible(vis_obs)
-    f = _variable_features(s, n, toci)
-    f.update(_fever_features(s, n, lm, config))
-    tl = f["temperature_last"]
-    f["febrile_now"] = np.where(np.isnan(tl), np.nan, tl >= FEVER_C)
-    f.update(_crs_state(s, vis_ev, n, lm))
+    obs = _sorted_observations(cohort, plan, pts)
+    toci = first.get("tocilizumab", np.full(n, np.nan))
+    stats = _group_stats(obs, plan, n, toci, config)
+    groups = {f.group for f in plan.features}
+    crs = _crs_state(obs, plan, vis_ev, lm) if "crs_state" in groups else {}
+    static = _static(cohort, pts) if "static" in groups else {}
+    ctx = _Context(n, lm, stats, first, crs, static, config)
 
-    for drug in ("tocilizumab", "corticosteroid", "antipyretic"):
-        when = first.get(drug, none)
-        f[f"{drug}_given"] = (~np.isnan(when)).astype("float64")
-        f[f"hours_since_{drug}"] = lm - when
-
-    f.update(_static(cohort, points))
-    f["landmark_h"] = lm.astype("float64")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for when, stat in (("baseline", "baseline"), ("landmark", "last")):
-            ldh, plt = f[f"ldh_{stat}"], f[f"platelets_{stat}"]
-            measix = ldh * (f[f"crp_{stat}"] / 10.0) / plt
-            easix = ldh * f[f"creatinine_{stat}"] / plt
-            f[f"measix_{when}"] = np.where(np.isfinite(measix), measix, np.nan)
-            f[f"easix_{when}"] = np.where(np.isfinite(easix), easix, np.nan)
-    matrix = np.empty((n, len(names)), dtype="float64", order="F")
-    for j, name in enumerate(names):
-        matrix[:, j] = f[name]
-    return pd.DataFrame(matrix, columns=pd.Index(names, dtype=object), copy=False)
+    matrix = np.empty((n, len(plan.names)), dtype="float64", order="F")
+    for j, f in enumerate(plan.features):
+        matrix[:, j] = KERNELS[f.aggregation](ctx, f)
+    return pd.DataFrame(matrix, columns=pd.Index(plan.names, dtype=object), copy=False)

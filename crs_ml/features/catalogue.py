@@ -12,10 +12,18 @@ largest hours, and among values at the same hours the one with the larger ``sour
 later row of the input file) wins. ``last``, ``max``/``min``, ``n`` and ``hours_since_last``
 use every visible value, including pre-infusion ones; ``baseline`` is the last value at
 hours < 0. Censored results (``<x``, ``>x``) enter as the numbers the loader gave them.
+
+Every feature is DECLARED once, as a :class:`Feature` (name, group, unit, description,
+monotone sign, the variable or event it reads, its aggregation and window); the builder
+computes each declaration with the kernel its ``aggregation`` names, so the catalogue and the
+code cannot disagree. The per-variable summaries come from the variable catalogue
+(:mod:`crs_ml.variables`: kind, clinical direction, monotone signs, pre-tocilizumab
+summaries), so a variable added there gets its features without code changes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -24,232 +32,205 @@ import pandas as pd
 from crs_ml.cohort import CD28_PRODUCTS, PRODUCTS
 from crs_ml.config import FeatureConfig
 from crs_ml.errors import ConfigError
+from crs_ml.variables import CORE_VARIABLES, Variable
+from crs_ml.variables import VARIABLES as VARIABLE_CATALOGUE
 
-LAB_VARIABLES = ("il6", "crp", "ferritin", "ldh", "platelets", "creatinine")
-VITAL_VARIABLES = ("temperature", "sbp", "dbp", "heart_rate", "resp_rate", "spo2")
-VARIABLES = LAB_VARIABLES + VITAL_VARIABLES
+#: group of the per-variable summaries, by the catalogue's kind of variable
+KIND_GROUPS = {"lab": "labs", "vital": "vitals"}
+#: the 12 variables of the default features, and their split into labs and vitals
+VARIABLES = CORE_VARIABLES
+LAB_VARIABLES = tuple(v for v in VARIABLES if VARIABLE_CATALOGUE[v].kind == "lab")
+VITAL_VARIABLES = tuple(v for v in VARIABLES if VARIABLE_CATALOGUE[v].kind == "vital")
 #: variables summarised by their minimum instead of their maximum (low is bad)
-MIN_VARIABLES = ("platelets", "sbp", "spo2")
-UNITS = {
-    "il6": "pg/mL",
-    "crp": "mg/L",
-    "ferritin": "ng/mL",
-    "ldh": "U/L",
-    "platelets": "10^9/L",
-    "creatinine": "mg/dL",
-    "temperature": "degC",
-    "sbp": "mmHg",
-    "dbp": "mmHg",
-    "heart_rate": "/min",
-    "resp_rate": "/min",
-    "spo2": "%",
-}
-PRETOCI = (
-    ("il6", "max"),
-    ("il6", "last"),
-    ("crp", "max"),
-    ("crp", "last"),
-    ("ferritin", "max"),
-    ("temperature", "max"),
-)
+MIN_VARIABLES = tuple(v for v in VARIABLES if VARIABLE_CATALOGUE[v].direction < 0)
+UNITS = {v: VARIABLE_CATALOGUE[v].unit for v in VARIABLES}
+PRETOCI = tuple((v, stat) for v in VARIABLES for stat in VARIABLE_CATALOGUE[v].pretoci)
+#: window of the slope feature (hours before L)
+SLOPE_WINDOW_H = 24.0
+DRUGS = ("tocilizumab", "corticosteroid", "antipyretic")
 DISEASES = ("LBCL", "B-ALL", "MCL", "MM", "FL", "other")
 GROUPS = ("labs", "vitals", "fever", "crs_state", "treatment", "static", "scores")
 CATALOGUE_COLUMNS = ["name", "group", "unit", "description", "monotone"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One declared landmark feature; the builder computes it with the kernel named by
+    ``aggregation`` from the data of ``variable`` (a catalogue variable, an event name or a
+    patient attribute; "" for features of several inputs) visible at L."""
+
+    name: str
+    group: str
+    unit: str
+    description: str
+    monotone: int = 0
+    variable: str = ""
+    aggregation: str = ""
+    window_h: float | None = None
 
 
 def _slug(text: str) -> str:
     return text.lower().replace("-", "_")
 
 
-def _variable_rows(v: str, group: str) -> list[tuple]:
-    unit = UNITS[v]
-    lab = group == "labs"
-    extreme = "min" if v in MIN_VARIABLES else "max"
-    sign = -1 if v == "platelets" else 0
+def variable_features(var: Variable, group: str) -> list[Feature]:
+    """The standard summaries of one catalogue variable (see the module docstring)."""
+    v, unit, sign = var.name, var.unit, var.monotone.get
+    lab = var.kind != "vital"
+    extreme = "min" if var.direction < 0 else "max"
+    w = SLOPE_WINDOW_H
     return [
-        (f"{v}_baseline", group, unit, f"{v}: last value before infusion (hours < 0)", sign),
-        (f"{v}_last", group, unit, f"{v}: most recent value at hours <= L", sign),
-        (
-            f"{v}_{extreme}",
-            group,
-            unit,
-            f"{v}: {extreme}imum of the values at hours <= L",
-            sign if extreme == "min" else 0,
-        ),
-        (
-            f"{v}_change",
-            group,
-            "log ratio" if lab else unit,
-            f"{v}: " + ("ln(last / baseline)" if lab else "last - baseline"),
-            0,
-        ),
-        (
-            f"{v}_slope_24h",
-            group,
-            f"{unit} per h",
-            f"{v}: least-squares slope over hours in (L-24, L]; needs 2 distinct times",
-            0,
-        ),
-        (f"{v}_n", group, "count", f"{v}: number of values at hours <= L", 0),
-        (f"{v}_hours_since_last", group, "h", f"{v}: L - hours of the last value", 0),
-        (f"{v}_measured", group, "0/1", f"{v}: 1 if any value at hours <= L", 0),
+        Feature(f"{v}_baseline", group, unit, f"{v}: last value before infusion (hours < 0)",
+                sign("baseline", 0), v, "baseline"),
+        Feature(f"{v}_last", group, unit, f"{v}: most recent value at hours <= L",
+                sign("last", 0), v, "last"),
+        Feature(f"{v}_{extreme}", group, unit, f"{v}: {extreme}imum of the values at hours <= L",
+                sign(extreme, 0), v, extreme),
+        Feature(f"{v}_change", group, "log ratio" if lab else unit,
+                f"{v}: " + ("ln(last / baseline)" if lab else "last - baseline"),
+                sign("change", 0), v, "log_ratio" if lab else "difference"),
+        Feature(f"{v}_slope_{w:g}h", group, f"{unit} per h",
+                f"{v}: least-squares slope over hours in (L-{w:g}, L]; needs 2 distinct times",
+                sign(f"slope_{w:g}h", 0), v, "slope", w),
+        Feature(f"{v}_n", group, "count", f"{v}: number of values at hours <= L", 0, v, "count"),
+        Feature(f"{v}_hours_since_last", group, "h", f"{v}: L - hours of the last value", 0, v,
+                "hours_since_last"),
+        Feature(f"{v}_measured", group, "0/1", f"{v}: 1 if any value at hours <= L", 0, v,
+                "measured"),
+    ]  # fmt: skip
+
+
+def pretoci_features(var: Variable, group: str) -> list[Feature]:
+    """The variable's declared summaries of the values before the first tocilizumab dose."""
+    return [
+        Feature(
+            f"{var.name}_pretoci_{stat}",
+            var.pretoci_group or group,
+            var.unit,
+            f"{var.name}: {stat} of the values before the first tocilizumab (all if none)",
+            var.monotone.get(f"pretoci_{stat}", 0),
+            var.name,
+            f"pretoci_{stat}",
+        )
+        for stat in var.pretoci
     ]
 
 
-def _all_rows(config: FeatureConfig) -> list[tuple]:
-    rows: list[tuple] = []
-    for v in LAB_VARIABLES:
-        rows += _variable_rows(v, "labs")
-    for v, stat in PRETOCI:
-        if v == "temperature":
-            continue
-        rows.append(
-            (
-                f"{v}_pretoci_{stat}",
-                "labs",
-                UNITS[v],
-                f"{v}: {stat} of the values before the first tocilizumab (all if none)",
-                1,
-            )
-        )
-    for v in VITAL_VARIABLES:
-        rows += _variable_rows(v, "vitals")
+def _variable_blocks(variables: tuple[str, ...]) -> dict[str, list[Feature]]:
+    """{group: features} of the per-variable and pre-tocilizumab features, in order."""
+    blocks: dict[str, list[Feature]] = {"labs": [], "vitals": [], "fever": []}
+    for kind in ("lab", "vital"):
+        group = KIND_GROUPS[kind]
+        chosen = [VARIABLE_CATALOGUE[v] for v in variables if VARIABLE_CATALOGUE[v].kind == kind]
+        for var in chosen:
+            blocks[group] += variable_features(var, group)
+        for var in chosen:
+            for f in pretoci_features(var, group):
+                blocks.setdefault(f.group, []).append(f)
+    return blocks
+
+
+def _declarations(config: FeatureConfig, variables: tuple[str, ...]) -> list[Feature]:
+    blocks = _variable_blocks(variables)
     hf, win = config.high_fever_c, config.early_fever_window_h
+    rows = [*blocks.pop("labs"), *blocks.pop("vitals"), *blocks.pop("fever")]
     rows += [
-        (
-            "temperature_pretoci_max",
-            "fever",
-            "degC",
-            "temperature: max of the values before the first tocilizumab (all if none)",
-            1,
-        ),
-        (
-            "fever_onset_h",
-            "fever",
-            "h",
-            "first hours >= 0 with temperature >= 38.0 degC; L when none yet (censored)",
-            0,
-        ),
-        ("fever_onset_censored", "fever", "0/1", "1 if no fever yet at L", 0),
-        (
-            "febrile_hours",
-            "fever",
-            "h",
-            "hours in [0, L] spent febrile, each temperature carried forward to the next one",
-            0,
-        ),
-        (
-            "temperature_max_early",
-            "fever",
-            "degC",
-            f"max temperature at hours in [0, min({win:g}, L)]",
-            0,
-        ),
-        (
-            "high_fever_early",
-            "fever",
-            "0/1",
-            f"temperature_max_early >= {hf:g} degC (NaN when no temperature in the window)",
-            0,
-        ),
-        ("febrile_now", "crs_state", "0/1", "last temperature at hours <= L is >= 38.0 degC", 0),
-        (
-            "oxygen_level",
-            "crs_state",
-            "level",
-            "highest oxygen support in [0, L]: 0 none, 1 low flow, 2 high flow, 3 positive pressure",
-            0,
-        ),
-        (
-            "vasopressor_level",
-            "crs_state",
-            "level",
-            "vasopressors in [0, L]: 0 none, 1 one, 2 several running at once (vasopressin excluded)",
-            0,
-        ),
-        (
-            "astct_grade_so_far",
-            "crs_state",
-            "grade",
-            "highest ASTCT-2019-derived-v2 grade in [0, L] from the data visible at L",
-            0,
-        ),
-        (
-            "hours_since_crs_onset",
-            "crs_state",
-            "h",
-            "L - first hours at ASTCT grade >= 1; NaN when no CRS yet",
-            0,
-        ),
-    ]
-    for drug in ("tocilizumab", "corticosteroid", "antipyretic"):
+        Feature("fever_onset_h", "fever", "h",
+                "first hours >= 0 with temperature >= 38.0 degC; L when none yet (censored)",
+                0, "temperature", "fever_onset_h"),
+        Feature("fever_onset_censored", "fever", "0/1", "1 if no fever yet at L", 0,
+                "temperature", "fever_onset_censored"),
+        Feature("febrile_hours", "fever", "h",
+                "hours in [0, L] spent febrile, each temperature carried forward to the next one",
+                0, "temperature", "febrile_hours"),
+        Feature("temperature_max_early", "fever", "degC",
+                f"max temperature at hours in [0, min({win:g}, L)]", 0, "temperature",
+                "max_early", win),
+        Feature("high_fever_early", "fever", "0/1",
+                f"temperature_max_early >= {hf:g} degC (NaN when no temperature in the window)",
+                0, "temperature", "high_fever_early", win),
+        Feature("febrile_now", "crs_state", "0/1",
+                "last temperature at hours <= L is >= 38.0 degC", 0, "temperature",
+                "febrile_now"),
+        Feature("oxygen_level", "crs_state", "level",
+                "highest oxygen support in [0, L]: 0 none, 1 low flow, 2 high flow, 3 positive "
+                "pressure", 0, "", "oxygen_level"),
+        Feature("vasopressor_level", "crs_state", "level",
+                "vasopressors in [0, L]: 0 none, 1 one, 2 several running at once (vasopressin "
+                "excluded)", 0, "", "vasopressor_level"),
+        Feature("astct_grade_so_far", "crs_state", "grade",
+                "highest ASTCT-2019-derived-v2 grade in [0, L] from the data visible at L", 0,
+                "", "astct_grade_so_far"),
+        Feature("hours_since_crs_onset", "crs_state", "h",
+                "L - first hours at ASTCT grade >= 1; NaN when no CRS yet", 0, "",
+                "hours_since_crs_onset"),
+    ]  # fmt: skip
+    for drug in DRUGS:
         rows += [
-            (f"{drug}_given", "treatment", "0/1", f"1 if {drug} was given at hours <= L", 0),
-            (
-                f"hours_since_{drug}",
-                "treatment",
-                "h",
-                f"L - hours of the first {drug} dose; NaN when not given",
-                0,
-            ),
-        ]
+            Feature(f"{drug}_given", "treatment", "0/1", f"1 if {drug} was given at hours <= L",
+                    0, drug, "given"),
+            Feature(f"hours_since_{drug}", "treatment", "h",
+                    f"L - hours of the first {drug} dose; NaN when not given", 0, drug,
+                    "hours_since_first"),
+        ]  # fmt: skip
     for p in PRODUCTS:
-        rows.append(
-            (
-                f"product_{_slug(p)}",
-                "static",
-                "0/1",
-                f"product is {p} (all product columns 0 when unknown)",
-                0,
-            )
-        )
+        rows.append(Feature(f"product_{_slug(p)}", "static", "0/1",
+                            f"product is {p} (all product columns 0 when unknown)", 0,
+                            "product", "static"))  # fmt: skip
     rows += [
-        (
-            "costim_cd28",
-            "static",
-            "0/1",
-            "CD28-costimulated product (axi-cel, brexu-cel); NaN when product other or unknown",
-            0,
-        ),
-        ("age_years", "static", "years", "age at infusion", 0),
-        ("sex_female", "static", "0/1", "1 female, 0 male, NaN unknown", 0),
-    ]
+        Feature("costim_cd28", "static", "0/1",
+                "CD28-costimulated product (axi-cel, brexu-cel); NaN when product other or "
+                "unknown", 0, "product", "static"),
+        Feature("age_years", "static", "years", "age at infusion", 0, "age_years", "static"),
+        Feature("sex_female", "static", "0/1", "1 female, 0 male, NaN unknown", 0, "sex",
+                "static"),
+    ]  # fmt: skip
     for d in DISEASES:
-        rows.append(
-            (
-                f"disease_{_slug(d)}",
-                "static",
-                "0/1",
-                f"disease is {d} (all disease columns 0 when unknown)",
-                0,
-            )
-        )
+        rows.append(Feature(f"disease_{_slug(d)}", "static", "0/1",
+                            f"disease is {d} (all disease columns 0 when unknown)", 0,
+                            "disease", "static"))  # fmt: skip
+    unit = "U/L x mg/dL / 10^9/L"
     rows += [
-        ("landmark_h", "landmark", "h", "the landmark L: hours since infusion", 0),
-        (
-            "measix_baseline",
-            "scores",
-            "U/L x mg/dL / 10^9/L",
-            "m-EASIX at baseline: LDH x CRP[mg/dL = mg/L / 10] / platelets",
-            0,
-        ),
-        (
-            "measix_landmark",
-            "scores",
-            "U/L x mg/dL / 10^9/L",
-            "m-EASIX from the last values at L",
-            0,
-        ),
-        (
-            "easix_baseline",
-            "scores",
-            "U/L x mg/dL / 10^9/L",
-            "EASIX at baseline: LDH x creatinine / platelets",
-            0,
-        ),
-        ("easix_landmark", "scores", "U/L x mg/dL / 10^9/L", "EASIX from the last values at L", 0),
-    ]
+        Feature("landmark_h", "landmark", "h", "the landmark L: hours since infusion", 0, "",
+                "landmark"),
+        Feature("measix_baseline", "scores", unit,
+                "m-EASIX at baseline: LDH x CRP[mg/dL = mg/L / 10] / platelets", 0, "baseline",
+                "measix"),
+        Feature("measix_landmark", "scores", unit, "m-EASIX from the last values at L", 0,
+                "last", "measix"),
+        Feature("easix_baseline", "scores", unit,
+                "EASIX at baseline: LDH x creatinine / platelets", 0, "baseline", "easix"),
+        Feature("easix_landmark", "scores", unit, "EASIX from the last values at L", 0, "last",
+                "easix"),
+    ]  # fmt: skip
     return rows
+
+
+def feature_variables(config: FeatureConfig | None = None) -> tuple[str, ...]:
+    """The catalogue variables whose summaries ``config`` turns on, in catalogue order (all
+    of them when ``config.variables`` is None)."""
+    chosen = None if config is None or config.variables is None else set(config.variables)
+    return tuple(v for v in VARIABLE_CATALOGUE if chosen is None or v in chosen)
+
+
+def measured_variables(observations: pd.DataFrame) -> list[str]:
+    """Catalogue variables with at least one numeric value in ``observations``."""
+    numeric = observations["variable"][observations["value"].notna()]
+    present = set(pd.unique(numeric.astype(object)))
+    return [v for v in VARIABLE_CATALOGUE if v in present]
+
+
+def select_feature_variables(cohort, config: FeatureConfig) -> tuple[FeatureConfig, list[str]]:
+    """``config`` with its variables decided on ``cohort``, the TRAINING data, and the
+    catalogue variables dropped. When ``config.variables`` is None: every catalogue variable
+    with at least one numeric value in the cohort (the others would give all-missing
+    columns); a given list is kept as it is. Scoring and validation use the stored list,
+    never their own data's."""
+    if config.variables is not None:
+        return config, []
+    kept = measured_variables(cohort.observations)
+    dropped = [v for v in VARIABLE_CATALOGUE if v not in kept]
+    return config.model_copy(update={"variables": kept}), dropped
 
 
 def _categories(values: pd.Series, listed, idx: np.ndarray, values_out: dict) -> dict:
@@ -296,32 +277,49 @@ def check_groups(config: FeatureConfig) -> None:
         )
 
 
+def feature_declarations(config: FeatureConfig | None = None) -> tuple[Feature, ...]:
+    """The declared features ``config`` turns on, in column order (cached per config).
+
+    Group 'landmark' (the landmark_h column) is always on."""
+    config = config or FeatureConfig()
+    return _cached(config.model_dump_json(), catalogue_key())[0]
+
+
 def feature_catalogue(config: FeatureConfig | None = None) -> pd.DataFrame:
     """name, group, unit, description, monotone (+1, -1, 0) of the features ``config`` turns on.
 
     Group 'landmark' (the landmark_h column) is always on."""
     config = config or FeatureConfig()
-    return _cached_catalogue(config.model_dump_json()).copy()
+    return _cached(config.model_dump_json(), catalogue_key())[1].copy()
 
 
 def feature_names(config: FeatureConfig | None = None) -> list[str]:
     """``feature_catalogue(config)["name"]`` as a list (cached; no table copied)."""
     config = config or FeatureConfig()
-    return list(_cached_catalogue(config.model_dump_json())["name"])
+    return list(_cached(config.model_dump_json(), catalogue_key())[2])
 
 
-@lru_cache(maxsize=32)
-def _cached_catalogue(config_json: str) -> pd.DataFrame:
-    """The catalogue of one configuration (keyed by its JSON; callers get copies)."""
+def catalogue_key() -> tuple:
+    """Identity of the variable catalogue's current entries (a cache key: a variable added
+    or redeclared at run time gives a new key)."""
+    return tuple((name, id(var)) for name, var in VARIABLE_CATALOGUE.items())
+
+
+@lru_cache(maxsize=64)
+def _cached(
+    config_json: str, catalogue: tuple
+) -> tuple[tuple[Feature, ...], pd.DataFrame, tuple[str, ...]]:
+    """(declarations, catalogue table, names) of one configuration and variable catalogue."""
     config = FeatureConfig.model_validate_json(config_json)
     check_groups(config)
     on = set(config.groups) | {"landmark"}
-    rows = [r for r in _all_rows(config) if r[1] in on]
-    cat = pd.DataFrame(rows, columns=CATALOGUE_COLUMNS).astype(
-        {"name": object, "group": object, "unit": object, "description": object}
-    )
+    decl = tuple(f for f in _declarations(config, feature_variables(config)) if f.group in on)
+    cat = pd.DataFrame(
+        [(f.name, f.group, f.unit, f.description, f.monotone) for f in decl],
+        columns=CATALOGUE_COLUMNS,
+    ).astype({"name": object, "group": object, "unit": object, "description": object})
     cat["monotone"] = cat["monotone"].astype("int64")
-    return cat
+    return decl, cat, tuple(f.name for f in decl)
 
 
 def catalogue_markdown(config: FeatureConfig | None = None) -> str:

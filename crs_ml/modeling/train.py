@@ -14,6 +14,7 @@ Tibshirani 2024), so they are somewhat too narrow.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,11 +27,13 @@ from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation.performance import performance
 from crs_ml.features.builder import feature_catalogue
+from crs_ml.features.catalogue import select_feature_variables
 from crs_ml.features.landmarks import build_landmark_dataset
 from crs_ml.modeling.bundle import save_bundle
 from crs_ml.modeling.estimators import make_model
 
 Progress = Callable[[str, int, int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +50,8 @@ class TrainResult:
     metrics: dict[str, float]
     oof: np.ndarray | None  # (repeats, n_rows) out-of-fold risk, None for optimism runs
     sample_size: dict[str, Any] = field(default_factory=dict)
+    #: catalogue variables left out of the features: no value in the training cohort
+    dropped_variables: list[str] = field(default_factory=list)
 
     def save(self, out_dir, fingerprint: dict | None = None, extra: dict | None = None):
         """The refit model as a bundle folder (:func:`crs_ml.modeling.bundle.save_bundle`) with its
@@ -253,9 +258,20 @@ def sample_size_report(
 
 
 # --------------------------------------------------------------------------- the run
+def training_config(cohort, cfg: Config) -> tuple[Config, list[str]]:
+    """``cfg`` with the feature variables decided on the training ``cohort`` (by default the
+    catalogue variables that have a value in it) and the variables dropped; logged."""
+    features, dropped = select_feature_variables(cohort, cfg.features)
+    if dropped:
+        log.info("features: no value in the training cohort, dropped: %s", ", ".join(dropped))
+    return cfg.model_copy(update={"features": features}), dropped
+
+
 def training_data(cohort, cfg: Config):
     """(X, y as int, meta, the catalogue of X's features, person id per row) of the
-    configured landmark dataset; raises InputError unless both outcomes occur."""
+    configured landmark dataset; raises InputError unless both outcomes occur. The feature
+    variables are decided on ``cohort`` (:func:`training_config`) when not given."""
+    cfg, _ = training_config(cohort, cfg)
     X, y, meta = build_landmark_dataset(
         cohort,
         landmarks_h=cfg.task.landmarks_h,
@@ -276,6 +292,7 @@ def training_data(cohort, cfg: Config):
 
 def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainResult:
     """Landmark dataset -> CV (or optimism bootstrap) -> metrics -> refit on all data."""
+    cfg, dropped = training_config(cohort, cfg)
     X, y, meta, catalogue, persons = training_data(cohort, cfg)
 
     def make():
@@ -315,6 +332,7 @@ def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainR
         metrics=metrics,
         oof=oof,
         sample_size=sample,
+        dropped_variables=dropped,
     )
 
 

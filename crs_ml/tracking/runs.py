@@ -72,6 +72,7 @@ def flat_params(cfg) -> dict[str, str]:
         "task.horizon_h": f"{cfg.task.horizon_h:g}",
         "task.landmarks_h": ",".join(f"{h:g}" for h in cfg.task.landmarks_h),
         "features.groups": ",".join(cfg.features.groups),
+        "features.variables": ",".join(cfg.features.variables or ["all"]),
         "cv.validation": cfg.cv.validation,
         "cv.folds": str(cfg.cv.folds),
         "cv.repeats": str(cfg.cv.repeats),
@@ -178,6 +179,7 @@ def log_training_run(
         "validation": cfg.cv.validation,
         "dataset_digest": digest,
         "label_definition": ",".join(fingerprint["label_definition"]) or "unknown",
+        "features.dropped_variables": ",".join(result.dropped_variables) or "-",
     }
     selected = cfg.provenance.get("selected_on_dataset")
     if selected:

@@ -13,6 +13,10 @@ from crs_ml.config import FeatureConfig
 from crs_ml.errors import ConfigError, InputError
 from crs_ml.features.builder import _visible, build_features
 from crs_ml.features.catalogue import catalogue_markdown, feature_catalogue
+from crs_ml.variables import CORE_VARIABLES
+
+#: the 12 variables of the features before issue 14 (the simulator's default model)
+CORE = FeatureConfig(variables=list(CORE_VARIABLES))
 
 
 def _cohort(obs=(), events=(), patients=None) -> Cohort:
@@ -260,7 +264,7 @@ def test_columns_follow_the_catalogue_and_groups():
     X = build_features(c, pd.DataFrame({"patient_id": ["A"], "landmark_h": [24.0]}))
     cat = feature_catalogue()
     assert X.columns.tolist() == cat["name"].tolist()
-    assert (X.dtypes == "float64").all() and len(cat) == 139
+    assert (X.dtypes == "float64").all() and len(feature_catalogue(CORE)) == 139
     cfg = FeatureConfig(groups=["labs", "fever"])
     Xg = build_features(c, pd.DataFrame({"patient_id": ["A"], "landmark_h": [24.0]}), cfg)
     assert "landmark_h" in Xg.columns and "temperature_last" not in Xg.columns
@@ -270,7 +274,7 @@ def test_columns_follow_the_catalogue_and_groups():
 
 
 def test_catalogue_contract():
-    cat = feature_catalogue()
+    cat = feature_catalogue(CORE)  # the new markers' signs: test_feature_variables.py
     assert cat["name"].is_unique
     mono = dict(zip(cat["name"], cat["monotone"], strict=True))
     assert {k for k, v in mono.items() if v == 1} == {
@@ -286,7 +290,7 @@ def test_catalogue_contract():
         "platelets_last",
         "platelets_baseline",
     }
-    md = catalogue_markdown()
+    md = catalogue_markdown(CORE)
     assert md.count("\n") == len(cat) + 2 and all(f"`{n}`" in md for n in cat["name"])
 
 
@@ -310,7 +314,7 @@ def test_patient_without_data_and_unknown_patient():
     with pytest.raises(InputError, match="not in the patients table"):
         _at(c, 24, pid="nobody")
     empty = build_features(c, pd.DataFrame({"patient_id": [], "landmark_h": []}))
-    assert empty.shape == (0, 139)
+    assert empty.shape == (0, len(feature_catalogue()))
 
 
 def test_the_guard_is_inclusive_and_cuts_running_supports():
