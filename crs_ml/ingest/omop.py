@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from crs_ml.cohort import Cohort
 from crs_ml.config import DataConfig
@@ -208,14 +209,50 @@ class OmopSource:
         sql = sql.format(**self.tables)
         try:
             if self.kind == "postgresql":
-                result = self._conn.exec_driver_sql(sql.replace("%", "%%"))
-                return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+                return self._copy(sql).to_pandas()
             return self._conn.execute(sql).df()
         except Exception as exc:
             raise InputError(f"OMOP query failed on {self.label}: {_first_line(exc)}") from None
 
+    def _copy(self, sql: str) -> pa.Table:
+        """A PostgreSQL query's rows as an Arrow table: ``COPY (query) TO STDOUT`` as CSV,
+        parsed by Arrow's multithreaded CSV reader with the column types the server reports
+        (no Python object per row or cell)."""
+        from pyarrow import csv
+
+        raw = self._conn.connection.dbapi_connection
+        with raw.cursor() as cur:
+            cur.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
+            names = [d.name for d in cur.description]
+            types = [_ARROW_TYPES.get(d.type_code, pa.string()) for d in cur.description]
+            buf = bytearray()
+            with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
+                for block in copy:
+                    buf += block
+        schema = pa.schema(list(zip(names, types, strict=True)))
+        if not buf:
+            return schema.empty_table()
+        table = csv.read_csv(
+            pa.BufferReader(bytes(buf)),
+            read_options=csv.ReadOptions(column_names=[f"c{i}" for i in range(len(names))]),
+            convert_options=csv.ConvertOptions(
+                column_types={f"c{i}": t for i, t in enumerate(types)},
+                strings_can_be_null=True, quoted_strings_can_be_null=False,
+                null_values=[""], true_values=["t"], false_values=["f"],
+            ),
+        )  # fmt: skip
+        return table.rename_columns(names)
+
     def columns(self, table: str) -> set[str]:
         return set(self.query(f"SELECT * FROM {{{table}}} WHERE 1 = 0").columns)
+
+
+#: PostgreSQL type oid -> the Arrow type its CSV text is read as (others: text)
+_ARROW_TYPES = {
+    16: pa.bool_(), 20: pa.int64(), 21: pa.int64(), 23: pa.int64(), 26: pa.int64(),
+    700: pa.float64(), 701: pa.float64(), 1700: pa.float64(), 1082: pa.date32(),
+    1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"),
+}  # fmt: skip
 
 
 def _first_line(exc: Exception) -> str:
