@@ -6,8 +6,9 @@ its contract tables as Parquet (read by ``load_cohort``), its OMOP twin as Parqu
 PostgreSQL (read by the OMOP adapter over the URL in ``CRS_ML_TEST_PG_URL``, password in
 ``PGPASSWORD``; ``.ci/postgres.sh start DIR`` prints both). Each read is timed ``--repeats``
 times (the median is reported) and the PostgreSQL read is split into its steps (profile of
-the adapter's functions: concept resolution, infusion episodes, each table's query, the
-contract normalisation). Writes JSON (``--out``).
+the adapter's functions: concept resolution, infusion episodes, each table's query and its
+``COPY`` fetch, the contract normalisation; cumulative, so nested steps overlap). Wall and
+CPU seconds of this process are reported (the server's CPU is not). Writes JSON (``--out``).
 
 Indicative only on a shared machine: re-run on a quiet one, e.g.
 ``python benchmarks/bench_omop.py --patients 100000``.
@@ -26,13 +27,16 @@ import time
 from pathlib import Path
 
 
-def _timed(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
+def _timed(fn, repeats: int) -> tuple[float, float, object]:
+    """Median wall seconds, median CPU seconds of this process (the PostgreSQL server's
+    own CPU is not counted), and the last result."""
+    times, cpu, out = [], [], None
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        cpu.append(time.process_time() - c)
+    return statistics.median(times), statistics.median(cpu), out
 
 
 def _steps(fn) -> dict[str, float]:
@@ -41,7 +45,8 @@ def _steps(fn) -> dict[str, float]:
     prof.runcall(fn)
     stats = pstats.Stats(prof).stats
     wanted = ("resolve_concepts", "_infusions", "_episodes", "_patients", "_observations",
-              "_events", "_outcomes", "_unused_concepts", "load_frames", "query")  # fmt: skip
+              "_events", "_outcomes", "_unused_concepts", "load_frames", "query", "_copy",
+              "_diseases")  # fmt: skip
     out = {}
     for (file, _, name), (_, _, _, cum, _) in stats.items():
         if name in wanted and ("omop" in file or "load.py" in file):
@@ -85,11 +90,15 @@ def main() -> None:
             "omop_postgres": lambda: load_omop(url, opts),
         }
         for name, fn in runs.items():
-            seconds, cohort = _timed(fn, args.repeats)
+            seconds, cpu, cohort = _timed(fn, args.repeats)
             result[f"{name}_s"] = round(seconds, 2)
+            result[f"{name}_cpu_s"] = round(cpu, 2)
             result[f"{name}_observations"] = int(len(cohort.observations))
         result["postgres_vs_parquet"] = round(
             result["omop_postgres_s"] / result["contract_parquet_s"], 2
+        )
+        result["postgres_vs_parquet_cpu"] = round(
+            result["omop_postgres_cpu_s"] / result["contract_parquet_cpu_s"], 2
         )
         result["postgres_steps_s"] = _steps(lambda: load_omop(url, opts))
     args.out.parent.mkdir(parents=True, exist_ok=True)
