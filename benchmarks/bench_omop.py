@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--schema", default="bench", help="PostgreSQL schema the twin is loaded into")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_omop.json"))
     args = ap.parse_args()
     url = os.environ.get("CRS_ML_TEST_PG_URL")
@@ -122,9 +123,9 @@ def main() -> None:
             sim.tables[name].to_parquet(contract / f"{name}.parquet", index=False)
         write_omop(sim.tables, Path(tmp) / "omop", "parquet", args.seed)
         t = time.perf_counter()
-        load_postgres(omop_tables(sim.tables, args.seed), url, schema="bench")
+        load_postgres(omop_tables(sim.tables, args.seed), url, schema=args.schema)
         result["postgres_load_s"] = round(time.perf_counter() - t, 1)
-        opts = DataConfig(omop=OmopConfig(cdm_schema="bench"))
+        opts = DataConfig(omop=OmopConfig(cdm_schema=args.schema))
         runs = {
             "contract_parquet": lambda: load_cohort(contract),
             "omop_parquet": lambda: load_omop(Path(tmp) / "omop"),
