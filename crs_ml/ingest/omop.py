@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
+import pyarrow as pa
 
 from crs_ml.cohort import Cohort
 from crs_ml.config import DataConfig
@@ -208,14 +210,50 @@ class OmopSource:
         sql = sql.format(**self.tables)
         try:
             if self.kind == "postgresql":
-                result = self._conn.exec_driver_sql(sql.replace("%", "%%"))
-                return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+                return self._copy(sql).to_pandas()
             return self._conn.execute(sql).df()
         except Exception as exc:
             raise InputError(f"OMOP query failed on {self.label}: {_first_line(exc)}") from None
 
+    def _copy(self, sql: str) -> pa.Table:
+        """A PostgreSQL query's rows as an Arrow table: ``COPY (query) TO STDOUT`` as CSV,
+        parsed by Arrow's multithreaded CSV reader with the column types the server reports
+        (no Python object per row or cell)."""
+        from pyarrow import csv
+
+        raw = self._conn.connection.dbapi_connection
+        with raw.cursor() as cur:
+            cur.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
+            names = [d.name for d in cur.description]
+            types = [_ARROW_TYPES.get(d.type_code, pa.string()) for d in cur.description]
+            buf = bytearray()
+            with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
+                for block in copy:
+                    buf += block
+        schema = pa.schema(list(zip(names, types, strict=True)))
+        if not buf:
+            return schema.empty_table()
+        table = csv.read_csv(
+            pa.BufferReader(bytes(buf)),
+            read_options=csv.ReadOptions(column_names=[f"c{i}" for i in range(len(names))]),
+            convert_options=csv.ConvertOptions(
+                column_types={f"c{i}": t for i, t in enumerate(types)},
+                strings_can_be_null=True, quoted_strings_can_be_null=False,
+                null_values=[""], true_values=["t"], false_values=["f"],
+            ),
+        )  # fmt: skip
+        return table.rename_columns(names)
+
     def columns(self, table: str) -> set[str]:
         return set(self.query(f"SELECT * FROM {{{table}}} WHERE 1 = 0").columns)
+
+
+#: PostgreSQL type oid -> the Arrow type its CSV text is read as (others: text)
+_ARROW_TYPES = {
+    16: pa.bool_(), 20: pa.int64(), 21: pa.int64(), 23: pa.int64(), 26: pa.int64(),
+    700: pa.float64(), 701: pa.float64(), 1700: pa.float64(), 1082: pa.date32(),
+    1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"),
+}  # fmt: skip
 
 
 def _first_line(exc: Exception) -> str:
@@ -409,8 +447,9 @@ def _infusions(src: OmopSource, ids: dict[int, Code], found: _Found, times: _Tim
              for t, i, d in bad[["tbl", "record_id", "start_date"]].itertuples(index=False)],
         )  # fmt: skip
         rec = rec[~no_time]
-    code_of = rec["concept_id"].astype("int64").map(lambda i: ids[int(i)])
-    rec["product"] = [c.target if c.kind == "product" else None for c in code_of]
+    products = _of(ids, "product")
+    rec["product"] = _text(rec["concept_id"].astype("int64").map(
+        _lookup(products, [c.target for c in products.values()])))  # fmt: skip
     rec = rec.sort_values(["person_id", "start", "record_id"], kind="stable")
     gap = rec.groupby("person_id")["start"].diff() > pd.Timedelta(hours=src.omop.episode_gap_h)
     first = rec["person_id"].ne(rec["person_id"].shift())
@@ -440,14 +479,16 @@ def _episodes(src: OmopSource, rec: pd.DataFrame, found: _Found) -> pd.DataFrame
     ep = g.agg(person_id=("person_id", "first"), infusion=("start", "min"),
                visit=("visit_occurrence_id", "first"), record=("record_id", "first"),
                tbl=("tbl", "first")).reset_index()  # fmt: skip
-    products = g["product"].agg(lambda s: sorted({p for p in s if isinstance(p, str)}))
-    ep["product"] = [p[0] if p else None for p in products.reindex(ep["episode"])]
-    several = [p for p in products if len(p) > 1]
+    named = (rec.loc[rec["product"].notna(), ["episode", "product"]]
+             .drop_duplicates().sort_values(["episode", "product"]))  # fmt: skip
+    ep["product"] = _text(ep["episode"].map(named.groupby("episode")["product"].first()))
+    joined = named.groupby("episode")["product"].agg(" + ".join)
+    several = joined[named.groupby("episode").size() > 1]
     found.add(
         "drug_exposure", "several_products", "warning",
         "infusion episodes whose records name more than one CAR-T product: the first "
         "(alphabetically) is used", len(several),
-        details={" + ".join(p): 1 for p in several},
+        details=dict.fromkeys(several, 1),
     )  # fmt: skip
     none = ep[ep["product"].isna()]
     found.add(
@@ -566,31 +607,57 @@ def _observations(src, ids, ep, times, found) -> pd.DataFrame:
     f = pd.concat(frames, ignore_index=True)
     f = _dated_only(f, found, "value")
     f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
-    number = pd.to_numeric(f["value_as_number"], errors="coerce")
-    op = f["operator_concept_id"].map(lambda i: ops.get(int(i)) if pd.notna(i) else None)
-    text = number.map(lambda v: repr(float(v)) if pd.notna(v) else None)
-    censored = op.isin(["<", "<=", ">", ">="]) & number.notna()
-    text = text.where(~censored, op.fillna("") + text.fillna(""))
-    value = text.where(number.notna(), f["value_text"])
-    units = f["unit_text"].astype("object").where(f["unit_text"].notna(), None)
-    need = units.isna() & f["unit_concept_id"].notna() & (f["unit_concept_id"] != 0)
+    value = _value_text(f["value_as_number"], f["operator_concept_id"], f["value_text"], ops)
+    units = _text(f["unit_text"])
+    unit_id = pd.to_numeric(f["unit_concept_id"], errors="coerce")
+    need = pd.isna(units) & unit_id.notna().to_numpy() & (unit_id != 0).to_numpy()
     if need.any() and src.has("concept"):
-        uid = f.loc[need, "unit_concept_id"].astype("int64").unique()
+        uid = unit_id[need].astype("int64").unique()
         codes = src.query(
             f"SELECT concept_id, concept_code FROM {{concept}} WHERE concept_id IN {_in(uid)}"
         )
-        lookup = dict(zip(codes["concept_id"].astype("int64"), codes["concept_code"],
-                          strict=True))  # fmt: skip
-        units = units.where(~need, f["unit_concept_id"].map(
-            lambda i: lookup.get(int(i)) if pd.notna(i) else None))  # fmt: skip
-    f["variable"] = f["concept_id"].astype("int64").map(lambda i: ids[int(i)].target)
+        lookup = _lookup(codes["concept_id"], codes["concept_code"])
+        units[need] = _text(unit_id[need].map(lookup))
+    units[pd.isna(units)] = ""
+    variable = f["concept_id"].astype("int64").map(_lookup(ids, [c.target for c in ids.values()]))
     out = pd.DataFrame({
         "patient_id": ep["patient_id"].to_numpy(dtype=object)[f["patient"].to_numpy()],
-        "time": f["time"], "variable": f["variable"], "value": value.astype("object"),
-        "unit": units.fillna("").astype("object"),
+        "time": f["time"], "variable": variable.to_numpy(dtype=object), "value": value,
+        "unit": units,
     })  # fmt: skip
     found.origin["observations"] = (f["tbl"].to_numpy(dtype=object),
                                     f["record_id"].to_numpy(dtype="int64"))  # fmt: skip
+    return out
+
+
+def _lookup(keys, values) -> pd.Series:
+    """A mapping for ``Series.map`` (vectorised: an index lookup, not a call per row) from
+    integer keys (concept ids) to values; float keys (ids read with missing values) match."""
+    keys = np.asarray(list(keys), dtype="float64")
+    return pd.Series(np.asarray(list(values), dtype=object), index=keys).loc[
+        lambda m: ~m.index.duplicated(keep="first")]  # fmt: skip
+
+
+def _text(values) -> np.ndarray:
+    """Text values as an object array, missing ones as ``None``."""
+    out = np.asarray(values, dtype=object).copy()
+    out[pd.isna(out)] = None
+    return out
+
+
+def _value_text(number, operator_concept_id, value_text, ops: dict[int, str]) -> np.ndarray:
+    """The contract's ``value`` text of OMOP result rows: ``value_as_number`` written as the
+    shortest text that reads back as the same float (``<5.0`` / ``>1000.0`` when the
+    operator concept says the value is censored), else the row's text value."""
+    number = pd.to_numeric(number, errors="coerce").to_numpy(dtype="float64")
+    has = ~np.isnan(number)
+    out = _text(value_text)
+    written = np.asarray(pl.Series(number[has]).cast(pl.String).to_list(), dtype=object)
+    op = _text(pd.to_numeric(operator_concept_id, errors="coerce").map(
+        _lookup(ops, ops.values())))[has]  # fmt: skip
+    censored = np.isin(op, ["<", "<=", ">", ">="])
+    written[censored] = op[censored] + written[censored]
+    out[has] = written
     return out
 
 
@@ -660,7 +727,7 @@ def _events(src, ids, ep, times, found) -> tuple[pd.DataFrame, pd.DataFrame]:
     f = _dated_only(f, found, "event")
     f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
     event = f["concept_id"].astype("int64").map(
-        lambda i: "death" if i == -1 else ids[int(i)].target)  # fmt: skip
+        _lookup([*ids, -1], [*(c.target for c in ids.values()), "death"]))  # fmt: skip
     end = f["end_time"].where(event.isin(CONTINUOUS))
     end = pd.to_datetime(end, utc=True)
     out = pd.DataFrame({
@@ -690,7 +757,7 @@ def _outcomes(src, ids, ep, times, dead, found) -> pd.DataFrame | None:
     f["time"] = times.of(f, "observation", "dt")
     f = _dated_only(f, found, "outcome")
     f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
-    kind = f["concept_id"].astype("int64").map(lambda i: ids[int(i)].target)
+    kind = f["concept_id"].astype("int64").map(_lookup(ids, [c.target for c in ids.values()]))
     grade = f[kind == "crs_grade"].copy()
     grade["g"] = pd.to_numeric(grade["value_as_number"], errors="coerce")
     out = pd.DataFrame({"patient": np.arange(len(ep))})
@@ -725,8 +792,9 @@ def _outcomes(src, ids, ep, times, dead, found) -> pd.DataFrame | None:
 
 def _patients(src, ids, ep, found) -> pd.DataFrame:
     sexes = genders()
-    sex = ep.get("gender_concept_id", pd.Series(index=ep.index, dtype=float)).map(
-        lambda i: sexes.get(int(i), "U") if pd.notna(i) else "U")  # fmt: skip
+    gender = pd.to_numeric(ep.get("gender_concept_id", pd.Series(index=ep.index, dtype=float)),
+                           errors="coerce")  # fmt: skip
+    sex = gender.map(_lookup(sexes, sexes.values())).fillna("U")
     inf = ep["infusion"]
     yob = pd.to_numeric(ep.get("year_of_birth"), errors="coerce")
     mob = pd.to_numeric(ep.get("month_of_birth"), errors="coerce")
@@ -744,9 +812,7 @@ def _patients(src, ids, ep, found) -> pd.DataFrame:
             "SELECT care_site_id, care_site_name FROM {care_site} "
             f"WHERE care_site_id IN {_in(care.dropna().astype('int64'))}"
         )
-        lookup = dict(zip(names["care_site_id"].astype("int64"), names["care_site_name"],
-                          strict=True))  # fmt: skip
-        named = care.map(lambda i: lookup.get(int(i)) if pd.notna(i) else None)
+        named = care.map(_lookup(names["care_site_id"], names["care_site_name"]))
         site = named.where(named.notna(), site)
     disease = _diseases(src, ids, ep)
     return pd.DataFrame({
@@ -778,26 +844,37 @@ def _diseases(src, ids, ep) -> pd.Series:
     if f.empty:
         return none
     cm = code_map(src.options.codes)
-
-    def target(row) -> str | None:
-        c = ids.get(int(row.condition_concept_id)) if pd.notna(row.condition_concept_id) else None
-        if c is None or c.kind != "disease":
-            c = cm.lookup("ICD10CM", str(row.source_value or ""))
-        return c.target if c is not None else None
-
-    f["disease"] = [target(r) for r in f.itertuples(index=False)]
+    # the concept's disease, else the ICD-10-CM source value's (looked up once per value)
+    concept = pd.to_numeric(f["condition_concept_id"], errors="coerce")
+    disease = pd.Series(_text(concept.map(_lookup(dis, [c.target for c in dis.values()]))),
+                        index=f.index, dtype=object)  # fmt: skip
+    text = f["source_value"].astype("object").where(f["source_value"].notna(), "").astype("str")
+    distinct = text[disease.isna()].unique()
+    by_text = {t: getattr(cm.lookup("ICD10CM", t), "target", None) for t in distinct}
+    f["disease"] = disease.fillna(text.map(by_text))
     f = f.dropna(subset=["disease"])
     f["d"] = pd.to_datetime(f["d"], errors="coerce")
-    f = f.sort_values(["person_id", "d"], kind="stable")
-    out = []
-    by_person = {p: g for p, g in f.groupby("person_id")}
-    for p, when in zip(ep["person_id"], ep["infusion"].dt.tz_localize(None), strict=True):
-        g = by_person.get(p)
-        if g is None:
-            out.append(None)
-            continue
-        before = g[g["d"] <= when]
-        out.append((before if len(before) else g)["disease"].iloc[-1])
+    f["person_id"] = f["person_id"].astype("int64")
+    f = f.sort_values(["person_id", "d"], kind="stable").reset_index(drop=True)
+    # the person's latest diagnosis on or before the infusion, else the person's latest
+    rows = f[f["d"].notna()].assign(d=lambda x: x["d"].astype("datetime64[ns]"))
+    eps = pd.DataFrame({
+        "person_id": ep["person_id"].astype("int64").to_numpy(),
+        "when": ep["infusion"].dt.tz_localize(None).astype("datetime64[ns]").to_numpy(),
+        "e": np.arange(len(ep)),
+    }).sort_values("when", kind="stable")  # fmt: skip
+    hit = pd.merge_asof(
+        eps,
+        rows.sort_values("d", kind="stable")[["person_id", "d", "disease"]],
+        left_on="when",
+        right_on="d",
+        by="person_id",
+        direction="backward",
+    )
+    last = f.drop_duplicates("person_id", keep="last").set_index("person_id")["disease"]
+    chosen = hit["disease"].fillna(hit["person_id"].map(last))
+    out = np.full(len(ep), None, dtype=object)
+    out[hit["e"].to_numpy()] = _text(chosen)
     return pd.Series(out, index=ep.index, dtype=object)
 
 

@@ -150,3 +150,37 @@ def test_a_url_with_a_password_is_refused():
         load_omop("postgresql://someone:secret@127.0.0.1:1/db")
     # a URL that went through pathlib.Path is still recognised
     assert detect_format("postgresql:/someone@127.0.0.1/db") == "omop"
+
+
+def test_disease_is_the_latest_diagnosis_before_infusion(sim, tmp_path):
+    """Person 1 has a later diagnosis after the infusion (ignored); person 2's only
+    diagnosis is after the infusion (used); person 3 has two earlier ones (the latest)."""
+    patients = sim.tables["patients"]
+    ids = patients["patient_id"].iloc[:3].tolist()
+    first = patients["disease"].iloc[0]
+    later, later_code = ("MM", "C90.00") if first != "MM" else ("B-ALL", "C91.00")
+
+    def diagnoses(cdm):
+        c = cdm["condition_occurrence"]
+        base = {col: c[col].iloc[0] for col in c.columns}
+        day = pd.to_datetime(cdm["procedure_occurrence"].groupby("person_id")[
+            "procedure_datetime"].min())  # fmt: skip
+        rows = [  # (person, days after infusion, ICD-10-CM code)
+            (1, 30, later_code), (2, 5, "C91.00"), (3, -200, "C83.10"), (3, -10, "C82.90"),
+        ]  # fmt: skip
+        c = c[c["person_id"] != 2]
+        extra = pd.DataFrame([
+            {**base, "condition_occurrence_id": 9_000_000 + i, "person_id": p,
+             "condition_start_date": (day[p] + pd.Timedelta(days=d)).date(),
+             "condition_start_datetime": day[p] + pd.Timedelta(days=d),
+             "condition_source_value": code}
+            for i, (p, d, code) in enumerate(rows)
+        ])  # fmt: skip
+        cdm["condition_occurrence"] = pd.concat([c, extra], ignore_index=True)
+
+    cohort = _edited(sim, tmp_path, diagnoses)
+    got = cohort.patients.set_index("patient_id")["disease"]
+    expected = patients.set_index("patient_id")["disease"]
+    assert got[ids[0]] == expected[ids[0]] == first != later
+    assert got[ids[1]] == "B-ALL"
+    assert got[ids[2]] == "FL"
