@@ -202,9 +202,9 @@ def chunk_features(s: Scoring, k: int):
         return None
     c = s.cohort
     sub = Cohort(
-        patients=c.patients.iloc[rows].reset_index(drop=True),
-        observations=c.observations.iloc[s.obs_parts[k]].reset_index(drop=True),
-        events=c.events.iloc[s.ev_parts[k]].reset_index(drop=True),
+        patients=_take(c.patients, rows),
+        observations=_take(c.observations, s.obs_parts[k]),
+        events=_take(c.events, s.ev_parts[k]),
     )
     points = pd.DataFrame(
         {"patient_id": s.st.pid_values[rows], "landmark_h": s.st.landmark_h[rows]}
@@ -213,6 +213,16 @@ def chunk_features(s: Scoring, k: int):
         return build_features(sub, points, s.features)
     except CrsMlError as exc:
         return exc
+
+
+def _take(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """The rows at ``positions``, renumbered; the frame itself when that is all of it in
+    order (one chunk holding the whole cohort, as for one patient: no copy)."""
+    if (len(positions) == len(frame) and isinstance(frame.index, pd.RangeIndex)
+            and frame.index.start == 0 and frame.index.step == 1
+            and np.array_equal(positions, np.arange(len(frame)))):  # fmt: skip
+        return frame
+    return frame.iloc[positions].reset_index(drop=True)
 
 
 def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
@@ -345,7 +355,10 @@ def _with_completeness(message, scored, share, band, missing, absent_share,
     def add(i: int, text: str) -> None:
         out[i] = f"{out[i]}; {text}" if out[i] else text
 
-    for i in np.flatnonzero(scored):
+    with np.errstate(invalid="ignore"):
+        noted = scored & ((absent_share > MOSTLY_ABSENT_SHARE) | (band == "sparse")
+                          | (imputed != ""))  # fmt: skip
+    for i in np.flatnonzero(noted):  # a Python loop over the few patients with a note only
         notes = []
         if absent_share[i] > MOSTLY_ABSENT_SHARE:
             notes.append(f"score rests mostly on absent data: {absent_share[i]:.0%} of its "
