@@ -344,20 +344,22 @@ def latency(bundle_dir: Path, folder: Path, cohort, n: int, seed: int) -> dict:
     one = [small.subset([pid]) for pid in ids]  # one-patient cohorts, as a caller holds them
     for c in one[:5]:
         score(inner, c)
-    fn_t, stage_t = [], []
+    fn_t, fn_cpu, stage_t = [], [], []
     for c in one[5:]:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         score(inner, c)
         fn_t.append(time.perf_counter() - t0)
+        fn_cpu.append(time.process_time() - cpu0)
         stage_t.append(score_stages(inner, c))
     for g in groups[:5]:
         model.predict(g)
-    total, rec_t, score_t, out_t, own_t = [], [], [], [], []
+    total, total_cpu, rec_t, score_t, out_t, own_t = [], [], [], [], [], []
     python_model = model.unwrap_python_model()
     for g in groups[5:]:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         model.predict(g)
         total.append(time.perf_counter() - t0)
+        total_cpu.append(time.process_time() - cpu0)
         t0 = time.perf_counter()
         python_model.predict(None, g)  # without MLflow's input handling
         own_t.append(total[-1] - (time.perf_counter() - t0))
@@ -380,8 +382,11 @@ def latency(bundle_dir: Path, folder: Path, cohort, n: int, seed: int) -> dict:
         "python_function_p50_ms": ms(fn_t, 50),
         "python_function_p95_ms": ms(fn_t, 95),
         "python_function_stage_p50_ms": {k: ms([d[k] for d in stage_t]) for k in stage_t[0]},
+        # CPU time (one thread works for one patient): less distorted on a busy machine
+        "python_function_cpu_p50_ms": ms(fn_cpu),
         "p50_ms": ms(total, 50),
         "p95_ms": ms(total, 95),
+        "cpu_p50_ms": ms(total_cpu),
         "records_to_cohort_p50_ms": ms(rec_t),
         "score_p50_ms": ms(score_t),
         "to_output_p50_ms": ms(out_t),
@@ -531,13 +536,15 @@ def summary_table(r: dict) -> str:
         )
     rows += [
         f"| single patient, `crs_ml.score` p50 (p95) | **{lat['python_function_p50_ms']:.1f} "
-        f"ms** ({lat['python_function_p95_ms']:.1f}) | < 10 ms | "
+        f"ms** ({lat['python_function_p95_ms']:.1f}); CPU time p50 "
+        f"{lat['python_function_cpu_p50_ms']:.1f} ms | < 10 ms | "
         f"{yes[lat['python_function_p50_ms'] < 10]} |",
         f"| ... statuses + completeness / features / TreeSHAP + drivers / scores table, p50 | "
         f"{st['statuses_completeness']:.1f} / {st['features']:.1f} / "
         f"{st['treeshap_drivers']:.1f} / {st['scores_table']:.1f} ms | | |",
         f"| single patient, pyfunc `predict(records)` p50 (p95) | **{lat['p50_ms']:.1f} ms** "
-        f"({lat['p95_ms']:.1f}) | < 20 ms | {yes[lat['p50_ms'] < 20]} |",
+        f"({lat['p95_ms']:.1f}); CPU time p50 {lat['cpu_p50_ms']:.1f} ms | < 20 ms | "
+        f"{yes[lat['p50_ms'] < 20]} |",
         f"| ... records to cohort / scoring / output conversion / MLflow input handling, p50 | "
         f"{lat['records_to_cohort_p50_ms']:.1f} / {lat['score_p50_ms']:.1f} / "
         f"{lat['to_output_p50_ms']:.1f} / {lat['mlflow_input_handling_p50_ms']:.1f} ms | | |",
