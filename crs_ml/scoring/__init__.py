@@ -2,7 +2,7 @@
 
 Per patient the as-of time, landmark and status (``statuses``); the scores with exact SHAP
 (``score``); readable drivers (``drivers``); the chunked batch job behind ``crs-ml score``
-(``batch``); the ward board and its figures (``board``, ``board_figures``). A model arrives
+(``batch``) and its bounded read-ahead worker (``pipeline``); the ward board and its figures (``board``, ``board_figures``). A model arrives
 as a :class:`~crs_ml.modeling.bundle.Bundle`, a loaded model or a folder; MLflow URIs are resolved by :mod:`crs_ml.tracking.models` (``crs_ml.score`` does it).
 
 May import: every room below (core, ingest, features, evaluation, simulate, modeling). Not

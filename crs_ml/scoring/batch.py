@@ -5,9 +5,12 @@
 does and appends it to a temporary file beside ``out``, renamed onto ``out`` only when every
 chunk is written (:class:`crs_ml.files.AtomicTable`): a killed run leaves the previous file or
 none, never half of one. While one chunk gets its SHAP values, drivers and file write, the
-next one is read, checked and turned into features in a background thread (xgboost releases
-the GIL during TreeSHAP, which runs on all cores but one, leaving that one to the reader).
-Memory holds a chunk, not the cohort (Parquet input; see :mod:`crs_ml.ingest.stream`).
+next one is read, checked and turned into features in one worker thread
+(:func:`crs_ml.scoring.pipeline.read_ahead`; xgboost releases the GIL during TreeSHAP, which
+runs on all cores but one, leaving that one to the worker). At most two chunks are in memory
+(the one being explained and the one being read), not the cohort (Parquet input; see
+:mod:`crs_ml.ingest.stream`). The output keeps the patients table's order; an error while
+reading a chunk names the chunk, its patients and the data folder.
 
 The scores are the same, row for row, as ``score(model, load_cohort(data))``; rows rejected
 by the checks go to the errors file (file, row, column, reason), written the same way.
@@ -16,8 +19,7 @@ by the checks go to the errors file (file, row, column, reason), written the sam
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from crs_ml.errors import InputError
 from crs_ml.files import AtomicTable, atomic_write
 from crs_ml.ingest.stream import CohortChunks
 from crs_ml.modeling.completeness import BANDS
+from crs_ml.scoring.pipeline import read_ahead
 from crs_ml.scoring.score import (
     STATUSES,
     as_bundle,
@@ -40,7 +43,7 @@ from crs_ml.scoring.score import (
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 ERROR_COLUMNS = ["file", "row", "column", "reason"]
 
-__all__ = ["BatchResult", "output_kind", "score_to_file"]
+__all__ = ["BatchResult", "default_shap_threads", "output_kind", "score_to_file"]
 
 
 @dataclass
@@ -87,18 +90,11 @@ def output_kind(path: Path) -> str:
     return "csv" if name.endswith(".csv") else "parquet"
 
 
-def _prefetched(items: Iterable) -> Iterator:
-    """The items of ``items``, the next one computed in a thread while the caller works."""
-    end = object()
-    it = iter(items)
-    with ThreadPoolExecutor(1, thread_name_prefix="crs_ml_read") as pool:
-        pending = pool.submit(next, it, end)
-        while True:
-            item = pending.result()
-            if item is end:
-                return
-            pending = pool.submit(next, it, end)
-            yield item
+def default_shap_threads() -> int:
+    """xgboost threads for TreeSHAP in a batch run: all cores but one, which is left to the
+    worker thread reading and featurising the next chunk (all cores oversubscribe them:
+    README, "Speed")."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def _top(held: pd.DataFrame | None, scores: pd.DataFrame, n: int) -> pd.DataFrame | None:
@@ -120,11 +116,16 @@ def score_to_file(
     chunk_size: int = 5000,
     top: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
+    shap_threads: int | None = None,
+    read_ahead_chunks: int = 1,
 ) -> BatchResult:
     """Score the cohort at ``data`` into ``out`` (.parquet or .csv); see the module doc.
 
     ``errors``: where rejected input rows go (default ``<out stem>.errors.csv``, written
     only when some row was rejected). ``progress(stage, done, total)`` counts patients.
+    ``shap_threads``: xgboost threads for TreeSHAP (default :func:`default_shap_threads`).
+    ``read_ahead_chunks``: chunks read and featurised ahead in the worker thread (default 1:
+    two chunks in memory; 0: no worker, one stage after the other).
     """
     out = Path(out)
     kind = output_kind(out)
@@ -136,15 +137,20 @@ def score_to_file(
     if progress:
         progress("scoring", 0, chunks.n_patients)
 
-    def prepared(cohort):  # in the reading thread: statuses and features
+    def prepared(cohort):  # in the worker thread: statuses and features
         s = begin(bundle, cohort, as_of, as_of_hours, chunk_size)
         return s, [chunk_features(s, k) for k in range(len(s.chunks))]
 
-    # TreeSHAP leaves one core to the reading thread: all cores would oversubscribe them
-    # (5% slower on 2 cores, with more CPU time spent waiting)
-    threads = max(1, (os.cpu_count() or 2) - 1)
+    def where(k: int) -> str:
+        first, last = k * chunks.chunk_size + 1, min((k + 1) * chunks.chunk_size,
+                                                     chunks.n_patients)  # fmt: skip
+        return (f"reading chunk {k + 1} of {len(chunks)} (patients {first:,}-{last:,} of the "
+                f"patients table) of {data}")  # fmt: skip
+
+    threads = default_shap_threads() if shap_threads is None else max(1, int(shap_threads))
+    prepared_chunks = read_ahead(chunks, prepared, depth=read_ahead_chunks, where=where)
     with AtomicTable(out, kind) as table:
-        for s, features in _prefetched(map(prepared, chunks)):
+        for s, features in prepared_chunks:
             for k, X in enumerate(features):  # SHAP and drivers
                 explain_chunk(s, k, X, threads)
             scores = scores_table(s)

@@ -18,6 +18,7 @@ treatment or since CRS onset).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -183,15 +184,52 @@ _INPUT_NAMES = {"age_years": "age", "sex_female": "sex", "costim_cd28": "product
 _INPUT_PARTS = {"baseline": " baseline", "change": " baseline", "slope_24h": " trend"}
 
 
-def not_measured(X: pd.DataFrame, names: list[str], catalogue=None) -> np.ndarray:
+@dataclass(frozen=True, eq=False)
+class FeatureTexts:
+    """What the drivers need of each model feature, worked out once per model
+    (:meth:`of`) instead of on every call: label specs, which values mean "not measured",
+    and the clinical input each feature belongs to (with and without its part)."""
+
+    names: tuple[str, ...]
+    specs: tuple[tuple[str, str, str], ...]  #: :func:`feature_spec` of each feature
+    nan_is_absent: np.ndarray  #: NaN means not measured (not the ``never`` of ``since``)
+    zero_is_absent: np.ndarray  #: a count of results or a measured flag
+    groups: tuple[str, ...]  #: :func:`input_name` (with the part: ``IL-6 baseline``)
+    inputs: tuple[str, ...]  #: :func:`input_name` without the part (``IL-6``)
+
+    @classmethod
+    def of(cls, names: list[str], catalogue: pd.DataFrame | None = None) -> FeatureTexts:
+        specs = tuple(feature_spec(name, catalogue) for name in names)
+        return cls(
+            tuple(names),
+            specs,
+            np.array([spec[1] != "since" for spec in specs], dtype=bool),
+            np.array(
+                [_variable_spec(n) is not None and n.endswith(("_n", "_measured")) for n in names],
+                dtype=bool,
+            ),  # fmt: skip
+            tuple(input_name(name, catalogue) for name in names),
+            tuple(input_name(name, catalogue, part=False) for name in names),
+        )
+
+
+def _values(X: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """``X[names]`` as floats (no column selection when X already has exactly those)."""
+    frame = X if len(X.columns) == len(names) and list(X.columns) == list(names) else X[names]
+    return frame.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def not_measured(
+    X: pd.DataFrame, names: list[str], catalogue=None, texts: FeatureTexts | None = None
+) -> np.ndarray:
     """(rows, features) mask of values that say nothing was measured: NaN (but not the
     ``never`` of the hours since a treatment), and a variable's count of results or its
-    measured flag at 0."""
-    values = X[names].to_numpy(dtype=np.float64)
-    kinds = np.array([feature_spec(name, catalogue)[1] != "since" for name in names])
-    counts = np.array([_variable_spec(n) is not None and n.endswith(("_n", "_measured"))
-                       for n in names])  # fmt: skip
-    return (np.isnan(values) & kinds[None, :]) | ((values == 0) & counts[None, :])
+    measured flag at 0. ``texts``: :meth:`FeatureTexts.of` ``(names, catalogue)``, if held."""
+    texts = texts or FeatureTexts.of(names, catalogue)
+    values = _values(X, names)
+    return (np.isnan(values) & texts.nan_is_absent[None, :]) | (
+        (values == 0) & texts.zero_is_absent[None, :]
+    )
 
 
 def _group_line(title: str, contributions: np.ndarray, mask: np.ndarray, groups: list[str],
@@ -234,31 +272,34 @@ def top_drivers(
     n: int = 3,
     catalogue: pd.DataFrame | None = None,
     imputed: np.ndarray | None = None,
+    texts: FeatureTexts | None = None,
 ) -> np.ndarray:
     """One driver string per row: the top ``n`` measured features by |contribution|, largest
     first, then one line for the inputs not measured yet and one for those imputed with the
     training median (``imputed``: (rows, features) mask), each with their summed contribution.
 
     Only the presentation groups: the SHAP values themselves are untouched. Vectorised per
-    driver slot and feature (no per-row Python loop)."""
+    driver slot and feature (no per-row Python loop). ``texts``: :meth:`FeatureTexts.of`
+    ``(names, catalogue)`` when the caller holds it (scoring keeps one per model)."""
     rows = len(X)
     out = np.full(rows, "", dtype=object)
     if rows == 0 or n <= 0 or not np.isfinite(contributions).any():
         return out
-    absent = not_measured(X, names, catalogue)
+    texts = texts or FeatureTexts.of(names, catalogue)
+    absent = not_measured(X, names, texts=texts)
     if imputed is None:
         imputed = np.zeros_like(absent)
     absent &= ~imputed
     out = _measured_drivers(X, np.where(absent | imputed, 0.0, contributions), names,
-                            landmark_h, n, catalogue)  # fmt: skip
-    groups = [input_name(name, catalogue) for name in names]
+                            landmark_h, n, texts.specs)  # fmt: skip
+    groups = list(texts.groups)
     for title, mask in (("not measured yet", absent), ("imputed (training median)", imputed)):
         line = _group_line(title, contributions, mask, groups)
         out = np.where(line == "", out, np.where(out == "", line, out + "; " + line))
     return out
 
 
-def _measured_drivers(X, contributions, names, landmark_h, n, catalogue) -> np.ndarray:
+def _measured_drivers(X, contributions, names, landmark_h, n, specs) -> np.ndarray:
     """The top ``n`` features by |contribution| (zero contributions never listed)."""
     rows = len(X)
     out = np.full(rows, "", dtype=object)
@@ -270,9 +311,8 @@ def _measured_drivers(X, contributions, names, landmark_h, n, catalogue) -> np.n
         top = np.tile(np.arange(len(names)), (rows, 1))
     order = np.argsort(-np.take_along_axis(abs_c, top, axis=1), axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
-    specs = [feature_spec(name, catalogue) for name in names]
     row_index = np.arange(rows)[:, None]
-    values = X[names].to_numpy(dtype=np.float64)[row_index, top]
+    values = _values(X, names)[row_index, top]
     shap = contributions[row_index, top]
     uniq, which = np.unique(np.asarray(landmark_h, dtype=np.float64), return_inverse=True)
     which = which.ravel()

@@ -45,7 +45,7 @@ from crs_ml.modeling.completeness import (
     key_input_columns,
 )
 from crs_ml.modeling.explain import explain
-from crs_ml.scoring.drivers import top_drivers
+from crs_ml.scoring.drivers import FeatureTexts, not_measured, top_drivers
 from crs_ml.scoring.statuses import Statuses, statuses
 
 STATUSES = ("scored", "not_at_risk", "too_early", "error")
@@ -96,6 +96,45 @@ def scoring_settings(bundle: Bundle):
     return np.asarray(task.landmarks_h, dtype=np.float64), features, scoring
 
 
+@dataclass(frozen=True, eq=False)
+class ModelTexts:
+    """What scoring needs of a model that never changes between calls: its settings, feature
+    names, catalogue and driver texts. Worked out once per loaded model (:func:`model_texts`),
+    so one-patient calls do not rebuild them (README, "Speed")."""
+
+    manifest: dict  #: the manifest these were read from (a replaced manifest is re-read)
+    landmarks_h: np.ndarray
+    features: FeatureConfig
+    settings: ScoringConfig
+    names: list[str]
+    catalogue: pd.DataFrame
+    texts: FeatureTexts
+    input_codes: np.ndarray  #: each feature's clinical input (without its part), as a code
+    inputs: np.ndarray  #: ... and the names of those codes
+    shap_columns: list[str]
+
+
+#: the attribute of a Bundle that holds its ModelTexts
+_TEXTS_ATTRIBUTE = "_scoring_texts"
+
+
+def model_texts(bundle: Bundle) -> ModelTexts:
+    """The :class:`ModelTexts` of ``bundle``, built on first use and kept with it."""
+    held = bundle.__dict__.get(_TEXTS_ATTRIBUTE)
+    if held is not None and held.manifest is bundle.manifest:
+        return held
+    landmarks, features, settings = scoring_settings(bundle)
+    names = bundle.feature_names
+    catalogue = bundle.catalogue
+    texts = FeatureTexts.of(names, catalogue)
+    codes, inputs = pd.factorize(pd.Index(texts.inputs, dtype=object))
+    held = ModelTexts(bundle.manifest, landmarks, features, settings, names, catalogue, texts,
+                      codes, np.asarray(inputs, dtype=object),
+                      [f"shap_{c}" for c in names])  # fmt: skip
+    bundle.__dict__[_TEXTS_ATTRIBUTE] = held
+    return held
+
+
 # --------------------------------------------------------------------------- scoring
 def _partition(code: np.ndarray, chunk_of: np.ndarray, n_chunks: int):
     """Row positions of a table per chunk (rows of patients not being scored dropped)."""
@@ -124,6 +163,7 @@ class Scoring:
     drivers: np.ndarray
     features: Any  #: the model's FeatureConfig
     settings: Any  #: the model's ScoringConfig (risk bands, number of drivers)
+    model: ModelTexts | None = None
     note: str = ""
     complete: Completeness | None = None  #: key inputs measured by L, per patient
     #: share of sum |SHAP| from inputs not measured or imputed, per patient
@@ -134,8 +174,10 @@ class Scoring:
 def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) -> Scoring:
     """Decide every patient's status and split the patients to score into chunks."""
     bundle = as_bundle(model)
-    landmarks, features, settings = scoring_settings(bundle)
-    cohort = dataclasses.replace(cohort, patients=cohort.patients.reset_index(drop=True))
+    texts = model_texts(bundle)
+    landmarks, features, settings = texts.landmarks_h, texts.features, texts.settings
+    if not isinstance(cohort.patients.index, pd.RangeIndex) or cohort.patients.index.start:
+        cohort = dataclasses.replace(cohort, patients=cohort.patients.reset_index(drop=True))
     st = statuses(cohort, landmarks, as_of, as_of_hours)
     n = len(st.pid_values)
     todo = np.flatnonzero(st.status == "scored")
@@ -146,8 +188,8 @@ def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) 
     chunks = [todo[k * chunk_size : (k + 1) * chunk_size] for k in range(n_chunks)]
     return Scoring(bundle, cohort, st, chunks, _partition(st.obs_code, chunk_of, n_chunks),
                    _partition(st.ev_code, chunk_of, n_chunks), np.full(n, np.nan),
-                   np.full(n, np.nan), np.full((n, len(bundle.feature_names)), np.nan),
-                   np.full(n, "", dtype=object), features, settings,
+                   np.full(n, np.nan), np.full((n, len(texts.names)), np.nan),
+                   np.full(n, "", dtype=object), features, settings, texts,
                    complete=completeness(cohort.observations, st.obs_code, st.landmark_h),
                    absent_share=np.full(n, np.nan),
                    imputed=np.full(n, "", dtype=object))  # fmt: skip
@@ -160,9 +202,9 @@ def chunk_features(s: Scoring, k: int):
         return None
     c = s.cohort
     sub = Cohort(
-        patients=c.patients.iloc[rows].reset_index(drop=True),
-        observations=c.observations.iloc[s.obs_parts[k]].reset_index(drop=True),
-        events=c.events.iloc[s.ev_parts[k]].reset_index(drop=True),
+        patients=_take(c.patients, rows),
+        observations=_take(c.observations, s.obs_parts[k]),
+        events=_take(c.events, s.ev_parts[k]),
     )
     points = pd.DataFrame(
         {"patient_id": s.st.pid_values[rows], "landmark_h": s.st.landmark_h[rows]}
@@ -171,6 +213,16 @@ def chunk_features(s: Scoring, k: int):
         return build_features(sub, points, s.features)
     except CrsMlError as exc:
         return exc
+
+
+def _take(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """The rows at ``positions``, renumbered; the frame itself when that is all of it in
+    order (one chunk holding the whole cohort, as for one patient: no copy)."""
+    if (len(positions) == len(frame) and isinstance(frame.index, pd.RangeIndex)
+            and frame.index.start == 0 and frame.index.step == 1
+            and np.array_equal(positions, np.arange(len(frame)))):  # fmt: skip
+        return frame
+    return frame.iloc[positions].reset_index(drop=True)
 
 
 def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
@@ -183,7 +235,8 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
     try:
         if isinstance(X, CrsMlError):
             raise X
-        names = s.bundle.feature_names
+        model = s.model or model_texts(s.bundle)
+        names = model.names
         X, imputed = s.bundle.fill_untrained_missing(X)
         ex = explain(s.bundle, X, threads)
     except CrsMlError as exc:
@@ -194,16 +247,16 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
     s.base[rows] = ex.base_value
     s.shap[rows] = ex.contributions
     s.note = ex.note
-    catalogue = s.bundle.catalogue
     s.drivers[rows] = top_drivers(X, ex.contributions, names, s.st.landmark_h[rows],
-                                  s.settings.top_drivers, catalogue, imputed)  # fmt: skip
-    s.absent_share[rows], s.imputed[rows] = _absence(X, ex.contributions, names, catalogue,
-                                                      imputed)  # fmt: skip
+                                  s.settings.top_drivers, model.catalogue, imputed,
+                                  texts=model.texts)  # fmt: skip
+    s.absent_share[rows], s.imputed[rows] = _absence(X, ex.contributions, model, imputed)
 
 
 def scores_table(s: Scoring) -> pd.DataFrame:
     """the scores table (README, "Scoring new admissions") once every chunk is explained."""
     st, scoring = s.st, s.settings
+    model = s.model or model_texts(s.bundle)
     status, message, risk = st.status, st.message.copy(), s.risk
     scored = status == "scored"
     band = np.full(len(status), None, dtype=object)
@@ -214,27 +267,38 @@ def scores_table(s: Scoring) -> pd.DataFrame:
     )
     if s.note:
         message[scored] = [f"{m}; {s.note}" if m else s.note for m in message[scored]]
-    complete = s.complete.frame()
-    complete.loc[~scored, :] = None  # only a scored patient's completeness is shown
-    message = _with_completeness(message, scored, complete, s.absent_share, s.imputed)
+    # only a scored patient's completeness is shown
+    c = s.complete
+    share = np.where(scored, c.share, np.nan)
+    complete_band = np.where(scored, c.band, None)
+    missing = np.where(scored, c.missing, None)
+    ages = np.where(scored[:, None], c.hours_since, np.nan)
+    message = _with_completeness(message, scored, share, complete_band, missing,
+                                 s.absent_share, s.imputed)  # fmt: skip
     message = _with_rejected(message, s.cohort, st.pid)
-    out = pd.DataFrame(
-        {
-            "patient_id": pd.Series(st.pid_values, dtype=object),
-            "as_of": st.when.reset_index(drop=True).astype("datetime64[ns, UTC]"),
-            "hours_since_infusion": st.hours,
-            "landmark_h": st.landmark_h,
-            "status": pd.Series(status, dtype=object),
-            "risk": risk,
-            "risk_band": pd.Series(band, dtype=object),
-            **{c: complete[c] for c in complete.columns},
-            "top_drivers": pd.Series(s.drivers, dtype=object),
-            "base_value": s.base,
-        }
-    )
-    shap_frame = pd.DataFrame(s.shap, columns=[f"shap_{c}" for c in s.bundle.feature_names])
-    msg = pd.DataFrame({"message": pd.Series(message, dtype=object)})
-    return pd.concat([out, shap_frame, msg], axis=1)
+    text = {}  # object columns stay object (not pandas' string type)
+    for name, values in (("patient_id", st.pid_values), ("status", status), ("risk_band", band),
+                         ("completeness_band", complete_band), ("missing_inputs", missing),
+                         ("top_drivers", s.drivers), ("message", message)):  # fmt: skip
+        text[name] = pd.Series(values, dtype=object)
+    columns = {
+        "patient_id": text["patient_id"],
+        "as_of": st.when.reset_index(drop=True).astype("datetime64[ns, UTC]"),
+        "hours_since_infusion": st.hours,
+        "landmark_h": st.landmark_h,
+        "status": text["status"],
+        "risk": risk,
+        "risk_band": text["risk_band"],
+        "completeness": share,
+        "completeness_band": text["completeness_band"],
+        "missing_inputs": text["missing_inputs"],
+        **dict(zip(key_input_columns(), ages.T, strict=True)),
+        "top_drivers": text["top_drivers"],
+        "base_value": s.base,
+        **dict(zip(model.shap_columns, s.shap.T, strict=True)),
+        "message": text["message"],
+    }
+    return pd.DataFrame(columns, copy=False)
 
 
 def score(
@@ -261,18 +325,15 @@ def score(
     return scores_table(s)
 
 
-def _absence(X, contributions, names, catalogue, imputed) -> tuple[np.ndarray, np.ndarray]:
+def _absence(X, contributions, model: ModelTexts, imputed) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the share of sum |SHAP| from inputs not measured or imputed, and the names
     of the imputed inputs (comma-separated)."""
-    from crs_ml.scoring.drivers import input_name, not_measured
-
-    absent = not_measured(X, names, catalogue) | imputed
+    absent = not_measured(X, model.names, texts=model.texts) | imputed
     size = np.nan_to_num(np.abs(contributions), nan=0.0)
     total = size.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(total > 0, (size * absent).sum(axis=1) / total, np.nan)
-    groups = pd.Index([input_name(n, catalogue, part=False) for n in names])
-    codes, uniq = pd.factorize(groups)
+    codes, uniq = model.input_codes, model.inputs
     text = np.full(len(X), "", dtype=object)
     for i in np.flatnonzero(imputed.any(axis=1)):  # inputs by |SHAP|, largest first
         weight = np.bincount(codes[imputed[i]], weights=size[i, imputed[i]], minlength=len(uniq))
@@ -282,21 +343,22 @@ def _absence(X, contributions, names, catalogue, imputed) -> tuple[np.ndarray, n
     return share, text
 
 
-def _with_completeness(message, scored, complete, absent_share, imputed) -> np.ndarray:
+def _with_completeness(message, scored, share, band, missing, absent_share,
+                       imputed) -> np.ndarray:  # fmt: skip
     """Messages of scored patients that rest on sparse or absent data, or on imputed inputs,
     say so (thresholds in :mod:`crs_ml.modeling.completeness`)."""
     from crs_ml.modeling.completeness import KEY_INPUTS, MOSTLY_ABSENT_SHARE
 
     out = message.copy()
-    share = complete["completeness"].to_numpy(dtype=np.float64)
-    band = complete["completeness_band"].to_numpy(dtype=object)
-    missing = complete["missing_inputs"].to_numpy(dtype=object)
     k = len(KEY_INPUTS)
 
     def add(i: int, text: str) -> None:
         out[i] = f"{out[i]}; {text}" if out[i] else text
 
-    for i in np.flatnonzero(scored):
+    with np.errstate(invalid="ignore"):
+        noted = scored & ((absent_share > MOSTLY_ABSENT_SHARE) | (band == "sparse")
+                          | (imputed != ""))  # fmt: skip
+    for i in np.flatnonzero(noted):  # a Python loop over the few patients with a note only
         notes = []
         if absent_share[i] > MOSTLY_ABSENT_SHARE:
             notes.append(f"score rests mostly on absent data: {absent_share[i]:.0%} of its "

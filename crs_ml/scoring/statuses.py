@@ -16,7 +16,12 @@ import pandas as pd
 
 from crs_ml.cohort import Cohort
 from crs_ml.errors import InputError
-from crs_ml.features.grading import FEVER_C, HYPOTENSION_SBP_MMHG, grade_summary
+from crs_ml.features.grading import (
+    FEVER_C,
+    FEVER_LIFTING_EVENTS,
+    HYPOTENSION_SBP_MMHG,
+    grade_summary,
+)
 from crs_ml.ingest.values import parse_time
 
 
@@ -58,7 +63,7 @@ def statuses(cohort: Cohort, landmarks: np.ndarray, as_of=None, as_of_hours=None
     late = (status == "scored") & (hours > landmarks[-1])
     message[late] = f"scored at the last landmark ({landmarks[-1]:g} h)"
 
-    at_risk = _not_at_risk(cohort, pid, ev_code, L, status == "scored")
+    at_risk = _not_at_risk(cohort, pid, obs_code, ev_code, L, status == "scored")
     status[at_risk != ""] = "not_at_risk"
     message[at_risk != ""] = at_risk[at_risk != ""]
 
@@ -120,27 +125,55 @@ def _as_of_hours(cohort: Cohort, tables, as_of, as_of_hours):
 
 
 def _not_at_risk(
-    cohort: Cohort, pid: pd.Index, ev_code: np.ndarray, L: np.ndarray, cand: np.ndarray
+    cohort: Cohort,
+    pid: pd.Index,
+    obs_code: np.ndarray,
+    ev_code: np.ndarray,
+    L: np.ndarray,
+    cand: np.ndarray,
 ) -> np.ndarray:
     """Reason text ('' when at risk) for each patient: grade >= 3 or death by L."""
     why = np.full(len(pid), "", dtype=object)
     if not cand.any():
         return why
-    until = pd.Series(L[cand], index=pd.Index(pid[cand], dtype=object))
-
     obs = cohort.observations
     # only what grading reads: fevers and low sbp after infusion (label._intervals)
     value = obs["value"].to_numpy(dtype=np.float64)
+    hours = obs["hours"].to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        maybe = (obs["hours"].to_numpy(dtype=np.float64) >= 0) & (
-            (value >= FEVER_C) | (value < HYPOTENSION_SBP_MMHG)
-        )
+        maybe = (hours >= 0) & ((value >= FEVER_C) | (value < HYPOTENSION_SBP_MMHG))
     rows = np.flatnonzero(maybe)
     variable = obs["variable"].iloc[rows]
-    rows = rows[variable.isin(["temperature", "sbp"]).to_numpy(dtype=bool)]
-    relevant = obs.iloc[rows]
-    summary = grade_summary(relevant, cohort.events, "patient_id", until=until)
-    g3 = pd.Series(pid, dtype=object).map(summary["grade3_hours"]).to_numpy(dtype=np.float64)
+    is_temperature = variable.eq("temperature").to_numpy(dtype=bool)
+    used = is_temperature | variable.eq("sbp").to_numpy(dtype=bool)
+    rows, is_temperature = rows[used], is_temperature[used]
+    # Grade >= 3 by L needs a fever by L (fever first: a never-febrile patient is never
+    # graded) and a support started by L (fever, low sbp and treatments alone are grade <= 2;
+    # any event but a fever-lifting treatment or death counts as a possible support): only
+    # such candidates are graded, which spares most one-patient calls the grading's cost.
+    # tests/model/test_score.py checks the statuses against grading every patient.
+    code = obs_code[rows]
+    with np.errstate(invalid="ignore"):
+        fever = (code >= 0) & is_temperature & (value[rows] >= FEVER_C)
+        fever &= hours[rows] <= L[np.maximum(code, 0)]
+    ev = cohort.events
+    ev_name = ev["event"].to_numpy(dtype=object)
+    support = (ev_code >= 0) & ~np.isin(ev_name, [*FEVER_LIFTING_EVENTS, "death"])
+    with np.errstate(invalid="ignore"):
+        support &= ev["hours"].to_numpy(dtype=np.float64) <= L[np.maximum(ev_code, 0)]
+    graded = np.zeros(len(pid), dtype=bool)
+    graded[code[fever]] = True
+    supported = np.zeros(len(pid), dtype=bool)
+    supported[ev_code[support]] = True
+    graded &= cand & supported
+    g3 = np.full(len(pid), np.nan)
+    if graded.any():
+        until = pd.Series(L[graded], index=pd.Index(pid[graded], dtype=object))
+        keep = np.isin(code, np.flatnonzero(graded))
+        ev_keep = np.flatnonzero(np.isin(ev_code, np.flatnonzero(graded)))
+        summary = grade_summary(obs.iloc[rows[keep]], ev.iloc[ev_keep], "patient_id",
+                                until=until)  # fmt: skip
+        g3 = pd.Series(pid, dtype=object).map(summary["grade3_hours"]).to_numpy(dtype=np.float64)
     ev = cohort.events
     death = np.full(len(pid), np.inf)
     dead = (ev["event"].to_numpy(dtype=object) == "death") & (ev_code >= 0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
@@ -90,14 +91,19 @@ def to_output(scores: pd.DataFrame) -> pd.DataFrame:
     (``2026-03-01T08:00:00Z``) or None, and every missing number as None, so that the served
     response is strict JSON (``null``, never the bare ``NaN`` that browsers and Java parsers
     reject). Number columns with a missing value therefore have dtype object."""
-    out = scores.copy()
-    as_of = out["as_of"]
+    columns = dict(scores.items())
+    as_of = scores["as_of"]
     text = as_of.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype(object)
-    out["as_of"] = text.where(as_of.notna(), None)
-    for col in out.columns[out.dtypes.map(pd.api.types.is_float_dtype).to_numpy(bool)]:
-        if out[col].isna().any():
-            out[col] = out[col].astype(object).where(out[col].notna(), None)
-    return out
+    columns["as_of"] = text.where(as_of.notna(), None)
+    floats = [c for c, t in scores.dtypes.items() if pd.api.types.is_float_dtype(t)]
+    if floats:  # one pass over the numbers finds the columns with a gap (a column loop cost ms)
+        values = scores[floats].to_numpy(dtype=np.float64, na_value=np.nan)
+        gaps = np.isnan(values)
+        for j in np.flatnonzero(gaps.any(axis=0)):
+            column = values[:, j].astype(object)
+            column[gaps[:, j]] = None
+            columns[floats[j]] = pd.Series(column, index=scores.index, dtype=object)
+    return pd.DataFrame(columns, index=scores.index, copy=False)
 
 
 class CrsSeverityModel(PythonModel):

@@ -245,3 +245,32 @@ def test_logistic_model_scores_with_exact_linear_shap(trained, new):
     np.testing.assert_allclose(scored["base_value"] + shap.sum(axis=1), logit(scored["risk"]),
                                atol=1e-6)  # fmt: skip
     np.testing.assert_allclose(scored["risk"], model.predict_proba(X)[:, 1], atol=1e-12)
+
+
+@pytest.mark.parametrize("as_of_hours", [None, 12, 24, 48, 96])
+def test_not_at_risk_statuses_equal_grading_every_patient(as_of_hours, tmp_path):
+    """statuses() grades only the patients with a fever and a support by L (a shortcut for
+    speed); the result must equal grading every patient over [0, L] with the grading code."""
+    from crs_ml.features.grading import grade_summary
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.scoring.statuses import statuses
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
+
+    tables = simulate_cohort(600, seed=2024)
+    tables.pop("outcomes", None)
+    tables.pop("truth", None)
+    write_cohort(tables, tmp_path / "cohort")
+    cohort = load_cohort(tmp_path / "cohort")
+    landmarks = np.array([12.0, 24.0, 36.0, 48.0, 72.0])
+    st = statuses(cohort, landmarks, as_of_hours=as_of_hours)
+    pid = cohort.patients["patient_id"].astype(object).reset_index(drop=True)
+    until = pd.Series(st.landmark_h, index=pd.Index(pid))
+    full = grade_summary(cohort.observations, cohort.events, "patient_id", until=until)
+    g3 = pid.map(full["grade3_hours"]).to_numpy(dtype=np.float64)
+    ev = cohort.events
+    death = pid.map(ev[ev["event"] == "death"].groupby("patient_id")["hours"].min())
+    L = st.landmark_h
+    with np.errstate(invalid="ignore"):
+        expect = np.isfinite(L) & ((g3 <= L) | (death.to_numpy(dtype=np.float64) <= L))
+    assert ((st.status == "not_at_risk") == expect).all()
+    assert (st.status == "not_at_risk").sum() >= (3 if as_of_hours != 12 else 0)
