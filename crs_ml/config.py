@@ -28,6 +28,9 @@ DEFAULT_LANDMARKS_H = [float(h) for h in range(6, 97, 6)]
 #: landmarks of the simulator's truth table (true risk): every 6 h up to day 7, since severe
 #: CRS of 4-1BB products starts on days 4-9; contains DEFAULT_LANDMARKS_H
 SIMULATOR_TRUTH_LANDMARKS_H = [float(h) for h in range(6, 169, 6)]
+#: landmarks the metrics are reported at (training CV, validation): days 1 and 2, where most
+#: severe CRS starts, and days 3 and 5 for the late onsets of 4-1BB products
+DEFAULT_REPORT_LANDMARKS_H = [24.0, 48.0, 72.0, 120.0]
 #: short horizons after the landmark (hours): "in the next 24 h" and "in the next 72 h"
 DEFAULT_WINDOWS_H = [24.0, 72.0]
 
@@ -318,7 +321,10 @@ class CVConfig(_Strict):
     repeats: int = Field(5, ge=1)
     bootstrap: int = Field(1000, ge=0)
     validation: Literal["cv", "optimism"] = "cv"
-    report_landmarks_h: list[float] = Field(default_factory=lambda: [24.0, 48.0])
+    #: landmarks the CV metrics are reported at (those in task.landmarks_h)
+    report_landmarks_h: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_REPORT_LANDMARKS_H)
+    )
 
 
 class MlflowConfig(_Strict):

@@ -84,7 +84,10 @@ def validate(
     model: Annotated[
         str, typer.Option(help="bundle folder, exported MLflow model folder, runs:/ or models:/")
     ] = DEFAULT_MODEL,
-    landmarks: Annotated[str, typer.Option(help="landmarks to report, hours")] = "24,48",
+    landmarks: Annotated[
+        str | None,
+        typer.Option(help="landmarks to report, hours (default: 24,48,72,120, the config's)"),
+    ] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap replicates (by person)")] = 1000,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     config: Annotated[
@@ -99,12 +102,13 @@ def validate(
 ) -> None:
     """Score a labelled cohort from another site and write a validation report."""
 
+    from crs_ml.config import DEFAULT_REPORT_LANDMARKS_H
     from crs_ml.evaluation.validate import model_settings, validate_cohort
     from crs_ml.reporting.report import write_report
     from crs_ml.tracking.models import open_model
     from crs_ml.tracking.runs import log_validation_run
 
-    lms = parse_landmarks(landmarks)
+    lms = parse_landmarks(landmarks) if landmarks else list(DEFAULT_REPORT_LANDMARKS_H)
     if bootstrap < 0:
         raise typer.BadParameter("--bootstrap must be >= 0")
     console = make_console()

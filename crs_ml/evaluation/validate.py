@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml.config import config_from_dict
+from crs_ml.config import DEFAULT_REPORT_LANDMARKS_H, config_from_dict
 from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation import utility as U
@@ -230,7 +230,7 @@ def censored_view(bundle, cohort, report_lms, s: dict, n_boot: int, seed: int) -
 def validate_cohort(
     bundle,
     cohort,
-    report_landmarks_h=(24.0, 48.0),
+    report_landmarks_h=tuple(DEFAULT_REPORT_LANDMARKS_H),
     n_boot: int = 1000,
     seed: int = 0,
     progress: Progress | None = None,

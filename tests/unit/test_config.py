@@ -2,7 +2,12 @@ from pathlib import Path
 
 import pytest
 
-from crs_ml.config import DEFAULT_LANDMARKS_H, load_config, parse_override
+from crs_ml.config import (
+    DEFAULT_LANDMARKS_H,
+    DEFAULT_REPORT_LANDMARKS_H,
+    load_config,
+    parse_override,
+)
 from crs_ml.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -27,6 +32,14 @@ def test_defaults_are_6_to_96_hourly():
     cfg = load_config()
     assert cfg.task.landmarks_h == DEFAULT_LANDMARKS_H == [float(h) for h in range(6, 97, 6)]
     assert cfg.task.horizon_h == 336
+
+
+@pytest.mark.parametrize("name", [None, "default", "xgb_monotone", "logistic"])
+def test_reporting_covers_days_1_to_5(name):
+    """Issue 14: 72 h and 120 h are reported beside 24 h and 48 h (late onsets of 4-1BB
+    products), by the defaults and by the shipped configs."""
+    cfg = load_config(None if name is None else CONFIGS / f"{name}.yaml")
+    assert cfg.cv.report_landmarks_h == DEFAULT_REPORT_LANDMARKS_H == [24.0, 48.0, 72.0, 120.0]
 
 
 def test_unknown_key_is_an_error(tmp_path):
