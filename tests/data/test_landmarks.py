@@ -204,7 +204,7 @@ def test_dataset_rows_meta_and_attrition():
 
 def test_default_landmarks_and_horizon():
     tab = attrition_table(_cohort())
-    assert tab.landmark_h.tolist() == [float(h) for h in range(6, 97, 6)]
+    assert tab.landmark_h.tolist() == [float(h) for h in range(6, 169, 6)]  # issue 14
     # a shorter horizon: the 336 h event becomes y=0, follow-up to 336 h is still complete,
     # and follow-up ending at 150 h now censors
     st = landmark_status(_cohort(), [6], 200.0).set_index("patient_id")

@@ -28,9 +28,9 @@ def test_monotone_config_differs_from_default_only_in_monotone():
     assert a == b
 
 
-def test_defaults_are_6_to_96_hourly():
-    cfg = load_config()
-    assert cfg.task.landmarks_h == DEFAULT_LANDMARKS_H == [float(h) for h in range(6, 97, 6)]
+def test_defaults_are_6_to_168_hourly():
+    cfg = load_config()  # issue 14: the grid covers day 7
+    assert cfg.task.landmarks_h == DEFAULT_LANDMARKS_H == [float(h) for h in range(6, 169, 6)]
     assert cfg.task.horizon_h == 336
 
 
