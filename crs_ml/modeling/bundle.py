@@ -33,6 +33,7 @@ from crs_ml.config import FeatureConfig
 from crs_ml.errors import InputError, ModelError
 from crs_ml.features.builder import feature_catalogue
 from crs_ml.modeling.completeness import impute_untrained_missing
+from crs_ml.variables import CORE_VARIABLES
 
 #: the intended-use sentence every product surface repeats (model card, ward board)
 DECISION_SUPPORT = (
@@ -230,6 +231,10 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
                 f"{folder}: file {name} is missing or changed since the model was saved "
                 "(SHA-256 mismatch); do not edit model folders: re-export the model from MLflow"
             )
+    features = manifest.get("config", {}).get("features")
+    if isinstance(features, dict) and "variables" not in features:
+        # saved before features came from every catalogue variable: the 12 variables it used
+        features["variables"] = list(CORE_VARIABLES)
     trained = manifest["versions"]
     for package in ("crs_ml", "xgboost"):
         have = _version(package)
