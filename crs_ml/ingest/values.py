@@ -153,14 +153,27 @@ PY_WHITESPACE = "".join(
 )  # fmt: skip
 
 
+#: text columns up to this many rows are handled in plain Python (one patient's records):
+#: each polars call on a column costs a query's fixed overhead, which short columns do not
+#: earn back
+SMALL = 64
+
+
 def strip_text(s: pl.Series) -> pl.Series:
     """Text with surrounding whitespace removed, as Python's ``str.strip()``."""
+    if len(s) <= SMALL and s.dtype == pl.String:
+        texts = [None if t is None else t.strip() for t in s.to_list()]
+        return pl.Series(s.name, texts, dtype=pl.String)
     return s.str.strip_chars(PY_WHITESPACE)
 
 
 def factorize(s: pl.Series) -> tuple[np.ndarray, pl.Series]:
     """``pd.factorize`` in polars: (int64 code of each row, the distinct values in order of
     first appearance). Nulls are a value of their own."""
+    if len(s) <= SMALL and s.dtype == pl.String:
+        first: dict[str | None, int] = {}
+        codes = [first.setdefault(t, len(first)) for t in s.to_list()]
+        return np.array(codes, dtype=np.int64), pl.Series(s.name, list(first), dtype=pl.String)
     uniques = s.unique(maintain_order=True)
     if len(uniques) == 1:
         return np.zeros(len(s), dtype=np.int64), uniques
@@ -173,7 +186,7 @@ def pandas_text(s: pl.Series) -> pl.Series:
     """The column as text exactly as pandas' ``astype("str").fillna("")`` of the same data
     (text columns directly; numbers and other types, rare in text columns, through pandas)."""
     if s.dtype == pl.String:
-        return s.fill_null("")
+        return s.fill_null("") if s.null_count() else s
     if s.dtype == pl.Null or len(s) == 0:
         return pl.Series(s.name, [""] * len(s), pl.String)
     text = s.to_pandas().astype("str").fillna("")
