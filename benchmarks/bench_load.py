@@ -13,6 +13,8 @@ and how much of the load leaves Python's lock (GIL) free for a second thread.
    loop while the loader runs; its count rate during the load divided by its rate alone
    is the share of the load during which the lock was free (1.0: the load never held it;
    near 0: the thread mostly waited). Needs a second free core to mean anything.
+4. The one-patient path of ``crs_ml.score`` (``records_to_cohort`` of the example record
+   table), 200 calls per engine: p50 wall and CPU milliseconds (per-call overhead).
 
 Both loaders give the same cohort (checked on each run). The machine's load changes the
 numbers: compare figures of one run only. Writes benchmarks/results/load.json. Usage:
@@ -138,6 +140,24 @@ def _gil_free_share(module, folder: Path, rate_alone: float) -> float:
     return counter.count / wall / rate_alone
 
 
+def _one_patient(records, repeats: int) -> dict[str, float]:
+    """p50 wall and CPU milliseconds of ``records_to_cohort`` on the one-patient example
+    (the loading part of ``crs_ml.score``: per-call overhead, not rows)."""
+    example = records.synthetic_example()
+    for _ in range(20):
+        records.records_to_cohort(example)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        records.records_to_cohort(example)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return {
+        "p50_wall_ms": statistics.median(wall) * 1e3,
+        "p50_cpu_ms": statistics.median(cpu) * 1e3,
+    }
+
+
 def _median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -153,8 +173,10 @@ def main(argv=None) -> dict:
 
     sys.path.insert(0, str(ROOT / "tests"))
     from oracle.ingest_pandas import load as old_load
+    from oracle.ingest_pandas import records as old_records
 
     from crs_ml.ingest import load as new_load
+    from crs_ml.ingest import records as new_records
 
     tmp = Path(tempfile.mkdtemp(prefix="crs_ml_bench_load_"))
     try:
@@ -192,8 +214,10 @@ def main(argv=None) -> dict:
                 s: statistics.median(r["stages_cpu_s"].get(s, 0.0) for r in rs) for s in STAGES
             },  # fmt: skip
         }
+    one = {"new": _one_patient(new_records, 200), "old": _one_patient(old_records, 200)}
     result = {
         "patients": args.patients,
+        "one_patient_records": one,
         "style": args.style,
         "input": args.input,
         "rows": rows,
@@ -214,6 +238,9 @@ def main(argv=None) -> dict:
     for key, unit in (("wall_s", " s"), ("cpu_s", " s"), ("gil_free_share", "")):
         o, n = summary["old"][key], summary["new"][key]
         print(f"  {key:<14}{o:>12.2f}{unit:2}{n:>12.2f}{unit}")
+    for engine, r in one.items():
+        print(f"  one-patient records_to_cohort ({engine}): p50 {r['p50_wall_ms']:.1f} ms wall, "
+              f"{r['p50_cpu_ms']:.1f} ms CPU")  # fmt: skip
     print(f"  speed-up old/new: {result['speedup_old_over_new']:.2f}x wall, "
           f"{result['cpu_ratio_old_over_new']:.2f}x CPU")  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
