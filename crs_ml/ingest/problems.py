@@ -32,6 +32,7 @@ import pandas as pd
 import polars as pl
 
 from crs_ml.cohort import REJECTED_COLUMNS, empty_rejected
+from crs_ml.ingest.values import strip_text
 
 SEVERITIES = ("fatal", "error", "warning", "info")
 MAX_EXAMPLES = 5
@@ -123,6 +124,24 @@ class CodedText:
         return self.uniques[self.codes]
 
 
+class ColumnText:
+    """A text column held as a polars Series; rows are materialised only when indexed
+    (``column[idx]``, an object array), e.g. for rejected rows."""
+
+    def __init__(self, series: pl.Series, strip: bool = False):
+        self.series = series
+        self.strip = strip  #: rows are given without surrounding whitespace
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        picked = self.series.gather(np.asarray(idx))
+        if self.strip:
+            picked = strip_text(picked)
+        return np.asarray(picked.to_list(), dtype=object)
+
+
 def _as_text(values, idx: np.ndarray) -> np.ndarray:
     if values is None:
         return np.full(idx.size, "", dtype=object)
@@ -130,7 +149,7 @@ def _as_text(values, idx: np.ndarray) -> np.ndarray:
         picked = values.gather(idx).to_pandas()
     elif isinstance(values, pd.Series):
         picked = values.iloc[idx]
-    elif isinstance(values, CodedText):
+    elif isinstance(values, CodedText | ColumnText):
         picked = values[idx]
     else:
         picked = np.asarray(values)[idx]
@@ -146,7 +165,7 @@ class RowChecks:
         self.table = table
         self.file = file
         self.source_row = np.asarray(source_row, dtype="int64")
-        if isinstance(patient_id, CodedText):
+        if isinstance(patient_id, CodedText | ColumnText):
             self.patient_id = patient_id
         else:
             self.patient_id = np.asarray(patient_id, dtype=object)
