@@ -4,6 +4,8 @@ without pickle, and the save / load round trip through the bundle."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,10 +124,15 @@ def test_blend_weights_are_non_negative_when_a_member_points_backwards():
     assert coef[0] > 0 and coef[1] == 0.0
 
 
-def test_outer_fold_outcomes_never_reach_the_fit(data):
+def test_outer_fold_outcomes_never_reach_the_fit(data, monkeypatch):
     """Fit inside folds: changing the held-out fold's outcomes changes no weight and no
-    coefficient of the model fitted for that fold."""
+    coefficient of the model fitted for that fold. (The person folds are stratified on the
+    outcome, so they are pinned to those of the original outcomes.)"""
+    from crs_ml.modeling import train
+
     X, y, groups, catalogue = data
+    pinned = train.person_folds(groups, y, 2, 1, 0)
+    monkeypatch.setattr(train, "person_folds", lambda *a, **k: pinned)
     seen = []
 
     def make():
@@ -136,9 +143,7 @@ def test_outer_fold_outcomes_never_reach_the_fit(data):
     cross_validate(X, y, groups, make, folds=2, repeats=1, seed=0)
     first = [(m.weights_.copy(), m.platt_intercept_, _member(m, "compact").coef_.copy())
              for m in seen]  # fmt: skip
-    from crs_ml.modeling.train import person_folds
-
-    fold = person_folds(groups, y, 2, 1, 0)[0]
+    fold = pinned[0]
     y2 = y.copy()
     y2[fold == 0] = 1 - y2[fold == 0]  # flip every outcome of fold 0
     seen.clear()
@@ -235,3 +240,65 @@ def test_members_are_reported_beside_the_blend(tmp_path, data):
         assert m[f"stack_weight_{name}"] >= 0
     assert abs(sum(m[f"stack_weight_{n}"] for n in ("xgboost", "additive", "compact")) - 1) < 1e-9
     assert "auroc_L24" in m and pd.notna(m["auroc_L24"])
+
+
+def test_stack_through_mlflow_pyfunc_matches_the_bundle(tmp_path, tracking_uri):
+    """Train a stack, log it as the MLflow pyfunc (models from code), load it back and score:
+    the same risks and SHAP as the bundle, the blend's SHAP adds up, no pickle in the folder;
+    the run's params and metrics carry the members and the weights, and ``compare`` lists the
+    members beside the blend."""
+    import mlflow
+
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.ingest.records import cohort_to_records, records_to_cohort
+    from crs_ml.modeling.train import train_model
+    from crs_ml.scoring.score import score
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
+    from crs_ml.tracking.leaderboard import leaderboard
+    from crs_ml.tracking.runs import log_training_run
+
+    write_cohort(simulate_cohort(300, seed=33), tmp_path / "train")
+    tables = simulate_cohort(15, seed=34)
+    tables.pop("truth", None)
+    tables.pop("outcomes", None)
+    write_cohort(tables, tmp_path / "new")
+    cohort = load_cohort(tmp_path / "train")
+    cfg = config_from_dict(
+        {"model": STACK, "task": {"landmarks_h": [12, 24, 48]}, "mlflow": {"experiment": "stack"},
+         "cv": {"folds": 2, "repeats": 1, "bootstrap": 0, "report_landmarks_h": [24]}}
+    )  # fmt: skip
+    result = train_model(cohort, cfg)
+    for name in ("xgboost", "additive", "compact"):
+        assert 0.5 < result.metrics[f"member.{name}.auroc_L24"] <= 1.0
+    info = log_training_run(result, cohort)
+    run = mlflow.get_run(info.run_id)
+    assert run.data.params["model.member.compact"] == "additive (clinical_core features)"
+    weights = [run.data.metrics[f"stack_weight_{n}"] for n in ("xgboost", "additive", "compact")]
+    assert min(weights) >= 0 and abs(sum(weights) - 1) < 1e-9
+    assert "stack_inner_auroc_blend" in run.data.metrics
+
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "m")))
+    for f in local.rglob("*"):
+        if f.is_file():
+            assert f.suffix not in (".pkl", ".pickle", ".skops"), f
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    new = load_cohort(tmp_path / "new")
+    records = cohort_to_records(new, list(new.patients["patient_id"]))
+    served = model.predict(records)
+    from crs_ml.modeling.bundle import load_model_folder
+
+    bundle = load_model_folder(local)
+    assert bundle.model_type == "stack"
+    expected = score(bundle, records_to_cohort(records))
+    scored = served["status"] == "scored"
+    assert scored.sum() >= 10
+    np.testing.assert_allclose(served["risk"], expected["risk"], atol=1e-12)
+    shap = [c for c in served.columns if c.startswith("shap_")]
+    np.testing.assert_allclose(served[shap], expected[shap], atol=1e-12)
+    total = served.loc[scored, "base_value"] + served.loc[scored, shap].sum(axis=1)
+    np.testing.assert_allclose(total, logit(served.loc[scored, "risk"]), atol=1e-6)
+    assert served.loc[scored, "top_drivers"].str.len().gt(0).all()
+
+    board = leaderboard("stack", 24.0, n_boot=50)
+    assert list(board["model"]) == ["stack", "stack:additive", "stack:compact", "stack:xgboost"]
+    assert board["not_paired"].iloc[1:].str.contains("stack member").all()
