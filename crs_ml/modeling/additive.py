@@ -6,7 +6,8 @@ Each feature becomes one additive term, built on the training rows only:
   levels; :func:`log_scale_features` derives them from the feature catalogue): ``ln(max(x,
   floor))`` with ``floor`` half the smallest positive training value;
 * **natural-spline-like smooth** for features with at least ``min_distinct_for_spline``
-  distinct training values: cubic B-splines (scikit-learn ``SplineTransformer``) on
+  distinct training values: cubic B-splines (the basis of scikit-learn's ``SplineTransformer``,
+  evaluated for all terms at once by :func:`spline_basis`) on
   ``spline_knots`` knots at training quantiles, continued linearly beyond the boundary knots
   (so extrapolation stays linear, as for natural splines); other features enter linearly;
 * **missing indicator** when the feature is missing in some training rows (missing values
@@ -47,6 +48,21 @@ DEFAULT_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
 NOT_A_LEVEL = ("log ratio", "count", "h", "0/1", "level", "grade", "years")
 
 
+def known_frame(estimator, X) -> np.ndarray:
+    """``X`` as a float matrix for a fitted estimator: a DataFrame with exactly the fitted
+    feature names in order is converted directly (scoring one patient: sklearn's full input
+    validation costs more than the model); anything else goes through ``validate_data``."""
+    names = getattr(estimator, "feature_names_in_", None)
+    if isinstance(X, pd.DataFrame) and names is not None and len(X.columns) == len(names):
+        if all(a == b for a, b in zip(X.columns, names, strict=True)):
+            try:
+                return X.to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError):
+                pass  # non-numeric: let validate_data raise its usual error
+    return validate_data(estimator, X, reset=False, ensure_all_finite="allow-nan",
+                         dtype=np.float64)  # fmt: skip
+
+
 def log_scale_features(catalogue: pd.DataFrame) -> list[str]:
     """Features on the log scale: the level summaries of lab variables and the EASIX scores.
 
@@ -79,17 +95,65 @@ def log_scale_features(catalogue: pd.DataFrame) -> list[str]:
     return out
 
 
-def _spline(knots: np.ndarray):
-    """The fitted cubic B-spline basis on ``knots`` (linear beyond the boundary knots).
+def spline_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Cubic B-spline basis of each column of ``x`` (rows, terms) on its own breakpoints
+    ``knots`` (terms, K, strictly increasing), continued linearly beyond the boundary knots:
+    (rows, terms, K + 1) values.
 
-    Rebuilt from the knots alone (no data), so a model read from JSON transforms exactly
-    as the one that was fit."""
-    from sklearn.preprocessing import SplineTransformer
+    The basis of scikit-learn's ``SplineTransformer(knots=..., degree=3,
+    extrapolation="linear", include_bias=False)`` (equal to it to rounding; a test checks),
+    evaluated for all terms at once (Cox-de Boor recursion) instead of one transformer per
+    term, which costs milliseconds per call when scoring one patient."""
+    x = np.asarray(x, dtype=np.float64)
+    b = np.asarray(knots, dtype=np.float64)
+    d0 = (b[:, 1] - b[:, 0])[:, None]
+    d1 = (b[:, -1] - b[:, -2])[:, None]
+    first, last = b[:, :1], b[:, -1:]
+    t = np.concatenate(
+        [first - 3 * d0, first - 2 * d0, first - d0, b, last + d1, last + 2 * d1, last + 3 * d1],
+        axis=1,
+    )
+    lo, hi = b[:, 0], b[:, -1]
+    inside = np.clip(x, lo, hi)
+    basis3, basis2 = _cox_de_boor(inside, t, b.shape[1])
+    at_lo = _cox_de_boor(np.broadcast_to(lo, (1, len(lo))), t, b.shape[1])[1]
+    at_hi = _cox_de_boor(np.broadcast_to(hi, (1, len(hi))), t, b.shape[1])[1]
+    slope_lo, slope_hi = _derivative(at_lo, t)[0], _derivative(at_hi, t)[0]
+    beyond = (x - inside)[..., None]
+    slope = np.where((x < lo)[..., None], slope_lo, np.where((x > hi)[..., None], slope_hi, 0.0))
+    del basis2
+    return (basis3 + beyond * slope)[..., :-1]
 
-    grid = np.asarray(knots, dtype=np.float64)[:, None]
-    return SplineTransformer(
-        knots=grid, degree=3, extrapolation="linear", include_bias=False
-    ).fit(grid)
+
+def _cox_de_boor(x: np.ndarray, t: np.ndarray, n_knots: int):
+    """(degree-3 basis, degree-2 basis) at ``x`` (rows, terms) for knot vectors ``t``
+    (terms, n_knots + 6); ``x`` must lie within the breakpoints (the right end belongs to the
+    last interval)."""
+    xe = x[..., None]
+    basis = ((t[None, :, :-1] <= xe) & (xe < t[None, :, 1:])).astype(np.float64)
+    at_end = x >= t[None, :, n_knots + 2]  # the right boundary knot: last interval inside
+    last = n_knots + 1
+    basis[at_end] = 0.0
+    rows, terms = np.nonzero(at_end)
+    basis[rows, terms, last] = 1.0
+    previous = basis
+    for k in range(1, 4):
+        m = basis.shape[2] - 1
+        ti, tik = t[None, :, :m], t[None, :, k : k + m]
+        ti1, tik1 = t[None, :, 1 : m + 1], t[None, :, k + 1 : k + 1 + m]
+        previous = basis
+        basis = (xe - ti) / (tik - ti) * basis[..., :-1] + (tik1 - xe) / (tik1 - ti1) * basis[
+            ..., 1:
+        ]
+    return basis, previous
+
+
+def _derivative(basis2: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Derivative of the degree-3 basis from the degree-2 basis values at the same points."""
+    m = basis2.shape[2] - 1
+    left = 3.0 / (t[None, :, 3 : 3 + m] - t[None, :, :m])
+    right = 3.0 / (t[None, :, 4 : 4 + m] - t[None, :, 1 : 1 + m])
+    return basis2[..., :-1] * left - basis2[..., 1:] * right
 
 
 class AdditiveRiskModel(ClassifierMixin, BaseEstimator):
@@ -103,7 +167,7 @@ class AdditiveRiskModel(ClassifierMixin, BaseEstimator):
     ``max_iter``; ``random_state`` seeds the inner folds.
 
     Fitted: ``terms_`` (one dict per feature with a term), ``coef_``, ``intercept_``,
-    ``C_``, ``inner_log_loss_`` (mean held-out log-loss per C), ``design_mean_``,
+    ``C_``, ``n_iter_``, ``inner_log_loss_`` (mean held-out log-loss per C), ``design_mean_``,
     ``design_scale_``; ``get_feature_names_out()`` names the design columns.
     """
 
@@ -170,40 +234,44 @@ class AdditiveRiskModel(ClassifierMixin, BaseEstimator):
                     "knots": knots,
                 }
             )
-        self._splines = {}
 
-    def _term_block(self, term: dict, col: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        missing = np.isnan(col)
-        x = col
-        if term["log_floor"] is not None:
-            with np.errstate(invalid="ignore"):
-                x = np.log(np.maximum(col, term["log_floor"]))
-        x = np.where(missing, term["median"], x)
-        name = term["feature"]
-        if term["knots"] is not None:
-            cache = self.__dict__.setdefault("_splines", {})
-            key = name
-            if key not in cache:
-                cache[key] = _spline(np.asarray(term["knots"]))
-            block = cache[key].transform(x[:, None])
-            labels = [f"{name}_spline{i}" for i in range(block.shape[1])]
-        else:
-            block = x[:, None]
-            labels = [f"{name}_log" if term["log_floor"] is not None else name]
-        if term["indicator"]:
-            block = np.column_stack([block, missing.astype(np.float64)])
-            labels.append(f"missingindicator_{name}")
-        return block, labels
-
-    def _design(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (unscaled) design matrix and the term index that owns each column."""
-        blocks, owners = [], []
-        for t, term in enumerate(self.terms_):
-            block, _ = self._term_block(term, X[:, term["index"]])
-            blocks.append(block)
-            owners += [t] * block.shape[1]
-        if not blocks:
-            return np.zeros((X.shape[0], 0)), np.zeros(0, dtype=np.int64)
+    def _design(self, X: np.ndarray, labels: bool = False):
+        """Raw (unscaled) design matrix and the term that owns each column (all terms at
+        once): the linear terms, then the spline bases grouped by their number of knots,
+        then the missing indicators. ``labels=True`` returns the column names instead."""
+        terms = self.terms_
+        n = X.shape[0]
+        if not terms:
+            return [] if labels else (np.zeros((n, 0)), np.zeros(0, dtype=np.int64))
+        index = np.array([t["index"] for t in terms], dtype=np.int64)
+        values = X[:, index]
+        missing = np.isnan(values)
+        floors = np.array([np.nan if t["log_floor"] is None else t["log_floor"] for t in terms])
+        logged = ~np.isnan(floors)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values[:, logged] = np.log(np.maximum(values[:, logged], floors[logged]))
+        values = np.where(missing, np.array([t["median"] for t in terms]), values)
+        blocks, owners, names = [], [], []
+        linear = [i for i, t in enumerate(terms) if t["knots"] is None]
+        blocks.append(values[:, linear])
+        owners += linear
+        names += [terms[i]["feature"] + ("_log" if logged[i] else "") for i in linear]
+        sizes = sorted({len(t["knots"]) for t in terms if t["knots"] is not None})
+        for size in sizes:
+            group = [i for i, t in enumerate(terms) if t["knots"] is not None
+                     and len(t["knots"]) == size]  # fmt: skip
+            knots = np.array([terms[i]["knots"] for i in group], dtype=np.float64)
+            basis = spline_basis(values[:, group], knots)  # (n, group, size + 1)
+            blocks.append(basis.reshape(n, -1))
+            owners += [i for i in group for _ in range(basis.shape[2])]
+            names += [f"{terms[i]['feature']}_spline{j}" for i in group
+                      for j in range(basis.shape[2])]  # fmt: skip
+        flagged = [i for i, t in enumerate(terms) if t["indicator"]]
+        blocks.append(missing[:, flagged].astype(np.float64))
+        owners += flagged
+        names += [f"missingindicator_{terms[i]['feature']}" for i in flagged]
+        if labels:
+            return names
         return np.column_stack(blocks), np.asarray(owners, dtype=np.int64)
 
     # ------------------------------------------------------------------ fit
@@ -254,12 +322,13 @@ class AdditiveRiskModel(ClassifierMixin, BaseEstimator):
         self.coef_ = lr.coef_.ravel().astype(np.float64)
         self.coef_[~keep] = 0.0
         self.intercept_ = float(lr.intercept_[0])
+        self.n_iter_ = int(np.max(lr.n_iter_))
         return self
 
     # ------------------------------------------------------------------ predict
     def _check_X(self, X) -> np.ndarray:
         check_is_fitted(self, "coef_")
-        return validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+        return known_frame(self, X)
 
     def _z(self, X: np.ndarray) -> np.ndarray:
         raw, _ = self._design(X)
@@ -272,8 +341,10 @@ class AdditiveRiskModel(ClassifierMixin, BaseEstimator):
         phi = self._z(X) * self.coef_
         contrib = np.zeros((X.shape[0], self.n_features_in_))
         cols = np.array([t["index"] for t in self.terms_], dtype=np.int64)
-        if phi.shape[1]:
-            np.add.at(contrib.T, cols[self.design_owner_], phi.T)
+        if phi.shape[1]:  # sum each feature's design columns (a 0/1 matrix product)
+            owner = np.zeros((phi.shape[1], self.n_features_in_))
+            owner[np.arange(phi.shape[1]), cols[self.design_owner_]] = 1.0
+            contrib = phi @ owner
         return contrib, np.full(X.shape[0], self.intercept_)
 
     def decision_function(self, X) -> np.ndarray:
@@ -286,15 +357,14 @@ class AdditiveRiskModel(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[(self.decision_function(X) > 0).astype(np.int64)]
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(np.int64)]
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the design columns (spline bases, linear terms, missing indicators)."""
         check_is_fitted(self, "coef_")
-        labels: list[str] = []
-        for term in self.terms_:
-            labels += self._term_block(term, np.array([term["median"]]))[1]
-        return np.asarray(labels, dtype=object)
+        return np.asarray(self._design(np.zeros((1, self.n_features_in_)), labels=True),
+                          dtype=object)  # fmt: skip
 
     # ------------------------------------------------------------------ JSON state
     def to_state(self) -> dict:
@@ -315,6 +385,7 @@ class AdditiveRiskModel(ClassifierMixin, BaseEstimator):
             "coef": self.coef_.tolist(),
             "intercept": self.intercept_,
             "C": self.C_,
+            "n_iter": self.n_iter_,
             "inner_log_loss": self.inner_log_loss_,
         }
 
@@ -334,5 +405,6 @@ class AdditiveRiskModel(ClassifierMixin, BaseEstimator):
         model.coef_ = np.asarray(state["coef"], dtype=np.float64)
         model.intercept_ = float(state["intercept"])
         model.C_ = float(state["C"])
+        model.n_iter_ = int(state.get("n_iter", 0))
         model.inner_log_loss_ = dict(state.get("inner_log_loss", {}))
         return model

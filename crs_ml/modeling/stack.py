@@ -11,7 +11,10 @@
    with non-negative coefficients ``c_m >= 0`` (bounded L-BFGS): written as convex weights
    ``w_m = c_m / sum(c)`` (``weights_``) and a Platt map ``slope * blend + intercept`` with
    ``slope = sum(c)`` (``platt_slope_``, ``platt_intercept_``); non-negativity keeps every
-   member's drivers pointing the way the member says;
+   member's drivers pointing the way the member says. With few events such weights are
+   noisy, so the blending rule itself is chosen (``blend_rule_``) among these free weights,
+   equal weights and each member alone (each with its Platt map) by held-out log-loss across
+   the same inner folds (``rule_log_loss_``);
 3. each member is refit on all training rows (``members_``).
 
 The risk is ``expit(platt_intercept_ + platt_slope_ * sum_m w_m * logit_m(X))``. Each member's
@@ -41,7 +44,7 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from crs_ml.modeling.additive import AdditiveRiskModel
+from crs_ml.modeling.additive import AdditiveRiskModel, known_frame
 from crs_ml.modeling.inner_splits import encode_binary_target, group_codes, inner_group_folds
 
 _EPS = 1e-12
@@ -49,8 +52,11 @@ _EPS = 1e-12
 
 def member_logit(estimator, X: pd.DataFrame) -> np.ndarray:
     """Calibrated log-odds of a fitted member (float64)."""
-    if hasattr(estimator, "calibrated_logit"):  # XGBRiskModel
-        return np.asarray(estimator.calibrated_logit(X), dtype=np.float64)
+    if hasattr(estimator, "booster_"):  # XGBRiskModel (X holds exactly its columns)
+        from crs_ml.modeling.estimators import booster_margin
+
+        margin = booster_margin(estimator.booster_, X.to_numpy(dtype=np.float64, na_value=np.nan))
+        return estimator.platt_slope_ * margin + estimator.platt_intercept_
     if hasattr(estimator, "decision_function"):  # additive, logistic
         return np.asarray(estimator.decision_function(X), dtype=np.float64)
     p = np.clip(estimator.predict_proba(X)[:, 1], _EPS, 1 - _EPS)
@@ -100,6 +106,38 @@ def fit_blend(M: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
         bounds=[(None, None)] + [(0.0, None)] * m, options={"maxiter": 1000, "gtol": 1e-10},
     )  # fmt: skip
     return np.maximum(res.x[1:], 0.0), float(res.x[0])
+
+
+def fit_rule(rule: str, M: np.ndarray, y: np.ndarray, names: list[str]):
+    """(coefficients >= 0, intercept) of a blending rule on the member log-odds ``M``:
+    ``nnls`` (non-negative logistic regression on all members), ``equal`` (equal weights,
+    then a Platt map) or ``only:<member>`` (that member alone, with a Platt map)."""
+    if rule == "nnls":
+        return fit_blend(M, y)
+    if rule == "equal":
+        weights = np.full(M.shape[1], 1.0 / M.shape[1])
+    else:
+        weights = (np.asarray(names) == rule.split(":", 1)[1]).astype(np.float64)
+    score = M @ weights
+    coef, intercept = fit_blend(score[:, None], y)
+    return coef[0] * weights, intercept
+
+
+def choose_rule(M: np.ndarray, y: np.ndarray, folds, names: list[str]):
+    """The blending rule with the lowest held-out log-loss when each rule is fit on the other
+    inner folds' out-of-fold log-odds (the same person folds); ties go to the simpler rule
+    (equal weights first). Returns (rule, {rule: mean held-out log-loss})."""
+    rules = ["equal", "nnls", *(f"only:{n}" for n in names)]
+    losses = {}
+    for rule in rules:
+        total = 0.0
+        for train, valid in folds:
+            coef, b = fit_rule(rule, M[train], y[train].astype(np.float64), names)
+            eta = b + M[valid] @ coef
+            total += float(np.sum(np.logaddexp(0.0, eta) - y[valid] * eta))
+        losses[rule] = total / len(y)
+    best = min(rules, key=lambda r: (round(losses[r], 12), rules.index(r)))
+    return best, losses
 
 
 class StackedRiskModel(ClassifierMixin, BaseEstimator):
@@ -171,8 +209,11 @@ class StackedRiskModel(ClassifierMixin, BaseEstimator):
                         frame.iloc[train][cols], y01[train], groups=groups_arr[train]
                     )
                     oof[valid, j] = member_logit(fitted, frame.iloc[valid][cols])
+        self.blend_rule_, self.rule_log_loss_ = "nnls", {}
         if folds is not None:
-            coef, intercept = fit_blend(oof, y01.astype(np.float64))
+            names_ = [n for n, _, _ in specs]
+            self.blend_rule_, self.rule_log_loss_ = choose_rule(oof, y01, folds, names_)
+            coef, intercept = fit_rule(self.blend_rule_, oof, y01.astype(np.float64), names_)
         else:
             coef, intercept = np.full(len(specs), 1.0 / len(specs)), 0.0
         slope = float(coef.sum())
@@ -199,8 +240,7 @@ class StackedRiskModel(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ predict
     def _check(self, X) -> pd.DataFrame:
         check_is_fitted(self, "members_")
-        Xv = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
-        return self._frame(Xv)
+        return self._frame(known_frame(self, X))
 
     def member_logits(self, X) -> dict[str, np.ndarray]:
         """{member name: its calibrated log-odds} for the rows of X."""
@@ -234,7 +274,8 @@ class StackedRiskModel(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[(self.decision_function(X) > 0).astype(np.int64)]
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(np.int64)]
 
     def summary(self) -> dict[str, float]:
         """Flat numbers for the run log: each member's weight and inner-fold AUROC and
@@ -244,6 +285,8 @@ class StackedRiskModel(ClassifierMixin, BaseEstimator):
             "stack_platt_slope": self.platt_slope_,
             "stack_platt_intercept": self.platt_intercept_,
         }
+        for rule, loss in self.rule_log_loss_.items():
+            out[f"stack_rule_log_loss_{rule.replace(':', '_')}"] = float(loss)
         for (name, _, _), w in zip(self.members_, self.weights_, strict=True):
             out[f"stack_weight_{name}"] = float(w)
         for name, values in self.inner_metrics_.items():
@@ -294,6 +337,8 @@ def save_stack(model: StackedRiskModel, folder: Path) -> list[str]:
         "platt_slope": model.platt_slope_,
         "platt_intercept": model.platt_intercept_,
         "inner_metrics": model.inner_metrics_,
+        "blend_rule": model.blend_rule_,
+        "rule_log_loss": model.rule_log_loss_,
         "members": entries,
     }
     (folder / STACK_FILE).write_text(json.dumps(state, indent=1))
@@ -344,4 +389,6 @@ def load_stack(folder: Path, trusted_types=None) -> StackedRiskModel:
     model.platt_intercept_ = float(state["platt_intercept"])
     model.coef_ = model.platt_slope_ * model.weights_
     model.inner_metrics_ = state.get("inner_metrics", {})
+    model.blend_rule_ = state.get("blend_rule", "nnls")
+    model.rule_log_loss_ = state.get("rule_log_loss", {})
     return model
