@@ -88,8 +88,15 @@ def _world_fns():
         })  # fmt: skip
 
     def conservative_policy(p):
-        return _sites(p, lambda s: {"toci_fever_per_h": 0.0, "toci_grade2_per_h": 0.0,
-                                    "steroid_grade2_per_h": 0.0, "steroid_at_grade3": False})
+        return _sites(
+            p,
+            lambda s: {
+                "toci_fever_per_h": 0.0,
+                "toci_grade2_per_h": 0.0,
+                "steroid_grade2_per_h": 0.0,
+                "steroid_at_grade3": False,
+            },
+        )
 
     return {
         "default": lambda p: p,

@@ -310,7 +310,7 @@ class AdditiveRiskModel(ClassifierMixin, BaseEstimator):
             losses = np.zeros(len(grid))
             for train, valid in folds:
                 lr = LogisticRegression(max_iter=self.max_iter, warm_start=True)
-                for i, c in enumerate(sorted(grid)):
+                for c in sorted(grid):
                     lr.set_params(C=c).fit(Z[train], y01[train])
                     p = np.clip(lr.predict_proba(Z[valid])[:, 1], 1e-12, 1 - 1e-12)
                     ll = -np.mean(y01[valid] * np.log(p) + (1 - y01[valid]) * np.log1p(-p))

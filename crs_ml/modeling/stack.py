@@ -232,8 +232,7 @@ class StackedRiskModel(ClassifierMixin, BaseEstimator):
                     "log_loss": float(-np.mean(y01 * np.log(p) + (1 - y01) * np.log1p(-p))),
                 }
         self.members_ = [
-            (n, clone(est).fit(frame[cols], y01, groups=groups_arr), cols)
-            for n, est, cols in specs
+            (n, clone(est).fit(frame[cols], y01, groups=groups_arr), cols) for n, est, cols in specs
         ]
         return self
 

@@ -208,8 +208,10 @@ def test_stack_config_is_checked_before_any_data():
     [
         AdditiveRiskModel(C_grid=(0.1, 1.0), inner_folds=2),
         StackedRiskModel(
-            members=[("a", AdditiveRiskModel(C_grid=(1.0,)), None),
-                     ("b", AdditiveRiskModel(C_grid=(0.1,), spline_knots=0), None)],
+            members=[
+                ("a", AdditiveRiskModel(C_grid=(1.0,)), None),
+                ("b", AdditiveRiskModel(C_grid=(0.1,), spline_knots=0), None),
+            ],
             inner_folds=2,
         ),  # fmt: skip
     ]
@@ -302,3 +304,23 @@ def test_stack_through_mlflow_pyfunc_matches_the_bundle(tmp_path, tracking_uri):
     board = leaderboard("stack", 24.0, n_boot=50)
     assert list(board["model"]) == ["stack", "stack:additive", "stack:compact", "stack:xgboost"]
     assert board["not_paired"].iloc[1:].str.contains("stack member").all()
+
+
+def test_spline_basis_is_scikit_learns():
+    """The all-terms-at-once basis equals SplineTransformer's (linear extrapolation, no bias
+    column), inside the knots, at them and beyond them."""
+    from sklearn.preprocessing import SplineTransformer
+
+    from crs_ml.modeling.additive import spline_basis
+
+    rng = np.random.default_rng(0)
+    for n_knots in (3, 5):
+        knots = np.sort(rng.normal(size=(4, n_knots)), axis=1)
+        x = rng.normal(scale=2.0, size=(300, 4))
+        x[0], x[1] = knots[:, 0], knots[:, -1]
+        ours = spline_basis(x, knots)
+        for j in range(4):
+            grid = knots[j][:, None]
+            ref = SplineTransformer(knots=grid, degree=3, extrapolation="linear",
+                                    include_bias=False).fit(grid).transform(x[:, [j]])  # fmt: skip
+            np.testing.assert_allclose(ours[:, j], ref, atol=1e-12)
