@@ -255,9 +255,15 @@ def main() -> None:
                     train = landmark_set(params, n, seed, tmp, cfg, cfg.task.landmarks_h)
                     rows.append(run_one(cfg, catalogue, train, test, cfg.seed))
                     print(f"{world} n={n} draw {d}: stack {rows[-1]['stack']['auroc']:.3f}, "
-                          + ", ".join(f"{m} {rows[-1][m]['auroc']:.3f}" for m in members)
+                          + ", ".join(f"{m} {rows[-1][m]['auroc']:.3f}" for m in
+                                      [*members, "measix", "fever_rule"])
                           + f" [{time.perf_counter() - started:.0f} s]", flush=True)  # fmt: skip
                 w["sizes"][str(n)] = {**summarise(rows, members), "draws": rows}
+                write(results, members, args, started)  # after each size: a long run keeps
+    print(markdown(results, members, args))  # what it measured if stopped
+
+
+def write(results: dict, members: list[str], args, started: float) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"worlds": args.worlds, "sizes": args.sizes, "draws": args.draws,
@@ -265,7 +271,6 @@ def main() -> None:
             "seconds": round(time.perf_counter() - started)}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps({"run": meta, "results": results}, indent=1))
     out.with_suffix(".md").write_text(markdown(results, members, args))
-    print(markdown(results, members, args))
 
 
 if __name__ == "__main__":
