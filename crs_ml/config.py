@@ -273,7 +273,41 @@ MODEL_PARAM_RULES: dict[str, dict[str, Any]] = {
     },
     "fever_rule": {"threshold_c": Annotated[float, Field(ge=35, le=43)]},
     "measix": {},
+    "additive": {
+        "spline_knots": Annotated[int, Field(ge=0, le=20)],
+        "min_distinct_for_spline": Annotated[int, Field(ge=2)],
+        "C_grid": list[Annotated[float, Field(gt=0)]],
+        "inner_folds": Annotated[int, Field(ge=0)],
+        "max_iter": Annotated[int, Field(ge=1)],
+        "random_state": int,
+    },
+    "stack": {
+        "inner_folds": Annotated[int, Field(ge=2)],
+        "random_state": int,
+    },
 }
+
+#: named feature sets a model may be restricted to (``model.feature_set``): shell-style
+#: patterns over the feature names; a pattern that matches no feature of the data is skipped,
+#: so a set works whichever variables a cohort (or the feature catalogue) has. ``all``: every
+#: feature. ``clinical_core``: the compact clinical core that a simple, well-specified model
+#: uses: the early inflammatory maxima (IL-6, CRP, ferritin before tocilizumab and overall),
+#: fever height and timing, the baseline risk labs (LDH, platelets, CRP, ferritin), the
+#: product, the CRS state so far (grade, oxygen, vasopressors, treatment given) and the landmark.
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "all": ("*",),
+    "clinical_core": (
+        "il6_pretoci_max", "crp_pretoci_max", "ferritin_pretoci_max",
+        "il6_max", "crp_max", "ferritin_max",
+        "temperature_max_early", "temperature_pretoci_max", "fever_onset_h",
+        "fever_onset_censored",
+        "ldh_baseline", "platelets_baseline", "crp_baseline", "ferritin_baseline",
+        "product_*", "costim_cd28",
+        "astct_grade_so_far", "oxygen_level", "vasopressor_level",
+        "tocilizumab_given", "corticosteroid_given",
+        "landmark_h",
+    ),
+}  # fmt: skip
 _PARAM_MODELS = {
     kind: create_model(
         f"{kind}_params",
@@ -289,10 +323,31 @@ class ModelConfig(_Strict):
     laid over :data:`DEFAULT_XGBOOST_PARAMS`, so a config or ``--set`` names only what it
     changes."""
 
-    type: Literal["xgboost", "logistic", "measix", "fever_rule"] = "xgboost"
+    type: Literal["xgboost", "logistic", "measix", "fever_rule", "additive", "stack"] = "xgboost"
     params: dict[str, Any] = Field(default_factory=dict)
     monotone: bool = False
     calibration: Literal["platt", "none"] = "platt"
+    #: the features the model reads: a name of :data:`FEATURE_SETS` (default: all)
+    feature_set: str = "all"
+    #: the candidates of a ``stack`` model, by name (each a model configuration)
+    members: dict[str, ModelConfig] = Field(default_factory=dict)
+
+    @field_validator("feature_set")
+    @classmethod
+    def _known_set(cls, v: str) -> str:
+        if v not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set '{v}'; known: {', '.join(FEATURE_SETS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _stack_members(self) -> ModelConfig:
+        if self.type == "stack" and len(self.members) < 2:
+            raise ValueError("a stack model needs at least two members (model.members)")
+        if self.type != "stack" and self.members:
+            raise ValueError(f"model.members is for type 'stack', not '{self.type}'")
+        if any(m.type == "stack" for m in self.members.values()):
+            raise ValueError("a stack member cannot itself be a stack")
+        return self
 
     @model_validator(mode="before")
     @classmethod
