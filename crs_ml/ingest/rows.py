@@ -26,14 +26,15 @@ from crs_ml.ingest.values import (
     time_problem_codes,
     unique_small,
 )
-from crs_ml.variables import VARIABLES, name_key, resolve_variable, suggest_variable
+from crs_ml.variables import (
+    VARIABLES,
+    catalogue_arrays,
+    name_key,
+    resolve_variable,
+    suggest_variable,
+)
 
 NAT = np.iinfo("int64").min
-VARIABLE_NAMES = np.array(list(VARIABLES), dtype=object)
-#: rank of each catalogue variable in alphabetical order (the sort order of ``variable``)
-VARIABLE_RANK = np.argsort(np.argsort(VARIABLE_NAMES.astype(str)))
-_LO = np.array([v.plausible[0] for v in VARIABLES.values()])
-_HI = np.array([v.plausible[1] for v in VARIABLES.values()])
 
 
 @dataclass
@@ -160,7 +161,7 @@ def row_hours(
 
 @dataclass
 class ObservationValues:
-    vidx: np.ndarray  #: index into VARIABLE_NAMES (-1 unknown)
+    vidx: np.ndarray  #: index into catalogue_arrays().names (-1 unknown)
     value: np.ndarray  #: canonical unit
     censored: np.ndarray
     out_of_range: np.ndarray
@@ -174,7 +175,8 @@ def observation_values(frame, rc: RowChecks, opts: DataConfig) -> ObservationVal
     raw_var = CodedText(vcodes, vuniq)
     aliases = {name_key(k): t for k, t in opts.variable_aliases.items()}
     canon = [resolve_variable(aliases.get(name_key(u), u)) for u in vuniq]
-    lookup = {name: i for i, name in enumerate(VARIABLE_NAMES)}
+    cat = catalogue_arrays()  # the catalogue with the config's site variables
+    lookup = cat.index
     vidx = np.array([lookup[c] if c else -1 for c in canon] + [-1], dtype="int64")[vcodes]
     empty = np.array([not str(u).strip() for u in vuniq] + [True])[vcodes]
     rc.reject(
@@ -232,13 +234,13 @@ def observation_values(frame, rc: RowChecks, opts: DataConfig) -> ObservationVal
         ucodes, uuniq = np.zeros(n, dtype=np.int64), np.array([""], dtype=object)
     unit = CodedText(ucodes, uuniq)
     nu = max(len(uuniq), 1)
-    pair_u, inverse = unique_small(np.maximum(vidx, 0) * nu + ucodes, len(VARIABLE_NAMES) * nu)
+    pair_u, inverse = unique_small(np.maximum(vidx, 0) * nu + ucodes, len(cat.names) * nu)
     factor_u = np.ones(len(pair_u))
     offset_u = np.zeros(len(pair_u))
     live = np.zeros(len(pair_u), dtype=bool)
     live[inverse[rc.ok]] = True
     for k in np.flatnonzero(live):
-        var = VARIABLES[VARIABLE_NAMES[pair_u[k] // nu]]
+        var = VARIABLES[cat.names[pair_u[k] // nu]]
         spelling = str(uuniq[pair_u[k] % nu]) if len(uuniq) else ""
         if not spelling.strip():
             if not var.unit_optional and opts.strict_units:
@@ -283,7 +285,7 @@ def observation_values(frame, rc: RowChecks, opts: DataConfig) -> ObservationVal
             )
     value = value * factor_u[inverse] + offset_u[inverse]
     safe = np.maximum(vidx, 0)
-    out_of_range = (value < _LO[safe]) | (value > _HI[safe])
+    out_of_range = (value < cat.low[safe]) | (value > cat.high[safe])
     rc.note(
         out_of_range,
         "value",
@@ -317,8 +319,9 @@ def _significant(values: np.ndarray, digits: int = 12) -> np.ndarray:
 
 
 def _by_variable(vidx: np.ndarray, mask: np.ndarray, suffix: str = "") -> dict[str, int]:
-    counts = np.bincount(vidx[mask], minlength=len(VARIABLE_NAMES))
-    return {f"{VARIABLE_NAMES[i]}{suffix}": int(counts[i]) for i in np.flatnonzero(counts)}
+    names = catalogue_arrays().names
+    counts = np.bincount(vidx[mask], minlength=len(names))
+    return {f"{names[i]}{suffix}": int(counts[i]) for i in np.flatnonzero(counts)}
 
 
 def finish_observations(
@@ -334,7 +337,8 @@ def finish_observations(
     """Kept rows, sorted, with duplicates resolved, as the cohort's observations table."""
     pos = np.flatnonzero(rc.ok)
     p, h, v = pcode[pos], hours[pos], vals.vidx[pos]
-    order = sort_order(pat.rank[p], h, VARIABLE_RANK[v], raw.source_row[pos])
+    cat = catalogue_arrays()
+    order = sort_order(pat.rank[p], h, cat.rank[v], raw.source_row[pos])
     pos, p, h, v = pos[order], p[order], h[order], v[order]
     value = vals.value[pos].copy()
     censored = vals.censored[pos].copy()
@@ -392,10 +396,10 @@ def finish_observations(
         {
             "patient_id": pat.id_column(p),
             "hours": h.astype("float64"),
-            "variable": pd.Series(pd.array(VARIABLE_NAMES, dtype="str").take(v)),
+            "variable": pd.Series(pd.array(cat.names, dtype="str").take(v)),
             "value": value.astype("float64"),
             "censored": censored.astype("int8"),
-            "out_of_range": (value < _LO[v]) | (value > _HI[v]),
+            "out_of_range": (value < cat.low[v]) | (value > cat.high[v]),
             "source_row": raw.source_row[pos].astype("int64"),
         }
     )
