@@ -410,7 +410,6 @@ def register_site_variables(variables: dict[str, SiteVariable]) -> list[str]:
                 "another name)"
             )
         built.append(spec.to_variable(name))
-        _check_feature_names(name)
     return register_variables(built, source="")
 
 
@@ -424,24 +423,6 @@ def declare_site_variables(variables: dict[str, Any] | None, source: str) -> lis
     from crs_ml.variables import site_variables
 
     return [name for name in variables or {} if name in site_variables()]
-
-
-def _check_feature_names(name: str) -> None:
-    """A site variable's features (``<name>_max`` ...) must not clash with other features."""
-    from crs_ml.features.catalogue import feature_catalogue
-    from crs_ml.variables import VARIABLES
-
-    taken = [
-        f
-        for f in feature_catalogue(FeatureConfig())["name"]
-        if f.startswith(name + "_")
-        and not any(len(v) > len(name) and f.startswith(v + "_") for v in VARIABLES)
-    ]
-    if taken:
-        raise ConfigError(
-            f"variables.{name}: the name would clash with the "
-            f"feature(s) {taken[:3]}; choose another name"
-        )
 
 
 class Config(_Strict):
