@@ -21,11 +21,18 @@ import polars as pl
 
 from crs_ml.config import DataConfig
 from crs_ml.ingest.problems import Collector, RowChecks
-from crs_ml.ingest.rows import VARIABLE_NAMES, VARIABLE_RANK, Patients, row_hours
+from crs_ml.ingest.rows import Patients, row_hours
 from crs_ml.ingest.secondary_tables import start_table
 from crs_ml.ingest.tables import RawTable
 from crs_ml.ingest.values import KIND_TEXTS, pandas_text, value_codes
-from crs_ml.variables import VARIABLES, name_key, resolve_variable, suggest_variable
+from crs_ml.variables import (
+    VARIABLES,
+    catalogue_arrays,
+    catalogue_version,
+    name_key,
+    resolve_variable,
+    suggest_variable,
+)
 
 #: polars engine of the queries here: the in-memory engine (the default streaming engine
 #: sorts, filters and gathers these column-at-a-time queries up to ten times slower) ...
@@ -33,27 +40,46 @@ ENGINE = "in-memory"
 #: ... except for the window that finds each row's (variable, unit) pair (streaming: 40%
 #: less CPU time than in memory)
 PAIR_ENGINE = "streaming"
-_LO = np.array([v.plausible[0] for v in VARIABLES.values()])
-_HI = np.array([v.plausible[1] for v in VARIABLES.values()])
-_INDEX = {name: i for i, name in enumerate(VARIABLE_NAMES)}
-_VARIABLE_LIST = list(VARIABLES.values())
+
+
+class _Catalogue:
+    """The variable catalogue's lookup tables for this module, built once per catalogue
+    version (a config's site variables change it: :func:`crs_ml.variables.catalogue_version`)."""
+
+    def __init__(self) -> None:
+        cat = catalogue_arrays()
+        self.names, self.index = cat.names, cat.index
+        self.lo, self.hi = cat.low, cat.high
+        self.variables = list(VARIABLES.values())
+        self.rank_series = pl.Series("vrank", cat.rank, dtype=pl.Int64)
+        self.name_series = pl.Series("variable", list(cat.names), dtype=pl.String)
+        self.lo_series, self.hi_series = pl.Series(cat.low), pl.Series(cat.high)
+
+
+@functools.lru_cache(maxsize=4)
+def _catalogue_at(version: int) -> _Catalogue:
+    return _Catalogue()
+
+
+def _catalogue() -> _Catalogue:
+    return _catalogue_at(catalogue_version())
 
 
 @functools.lru_cache(maxsize=4096)
-def _variable_index(text: str) -> int:
+def _variable_index(text: str, version: int) -> int:
     """Catalogue position of the variable a name, alias or LOINC code resolves to (-1)."""
     found = resolve_variable(text)
-    return _INDEX[found] if found else -1
+    return _catalogue_at(version).index[found] if found else -1
 
 
 @functools.lru_cache(maxsize=4096)
-def _suggestion(text: str) -> str | None:
+def _suggestion(text: str, version: int) -> str | None:
     return suggest_variable(text)
 
 
 @functools.lru_cache(maxsize=4096)
-def _conversion(vidx: int, spelling: str):
-    return _VARIABLE_LIST[vidx].conversion(spelling)
+def _conversion(vidx: int, spelling: str, version: int):
+    return _catalogue_at(version).variables[vidx].conversion(spelling)
 
 
 def observations_table(
@@ -114,7 +140,10 @@ def _values(raw: RawTable, rc: RowChecks, opts: DataConfig):
     pairs = _Pairs(frame)
     names = pairs.variable
     aliases = {name_key(k): t for k, t in opts.variable_aliases.items()}
-    pair_v = np.array([_variable_index(aliases.get(name_key(u), u)) for u in names], dtype=np.int64)
+    version = catalogue_version()
+    pair_v = np.array(
+        [_variable_index(aliases.get(name_key(u), u), version) for u in names], dtype=np.int64
+    )
     vidx = pair_v[pairs.code]
     empty = np.array([not u.strip() for u in names], dtype=bool)
     if empty.any():
@@ -150,7 +179,7 @@ def _values(raw: RawTable, rc: RowChecks, opts: DataConfig):
     value = value * factor[pairs.code] + offset[pairs.code]
     safe = np.maximum(vidx, 0)
     with np.errstate(invalid="ignore"):
-        out_of_range = (value < _LO[safe]) | (value > _HI[safe])
+        out_of_range = (value < _catalogue().lo[safe]) | (value > _catalogue().hi[safe])
     rc.note(
         out_of_range,
         "value",
@@ -181,7 +210,7 @@ def _unknown_variables(rc: RowChecks, pairs: _Pairs, unknown_pair: np.ndarray) -
     (listed, with the alias to add); the others are left out and counted by name."""
     names = pairs.variable
     distinct = sorted({u for u in names[unknown_pair]})
-    like = {u: _suggestion(u) for u in distinct}
+    like = {u: _suggestion(u, catalogue_version()) for u in distinct}
     looks_pair = unknown_pair & np.array([like.get(u) is not None for u in names], dtype=bool)
     text = pairs.variable_text
     if looks_pair.any():
@@ -237,7 +266,7 @@ def _units(rc: RowChecks, pairs: _Pairs, pair_v: np.ndarray, opts: DataConfig):
     unit_text = pairs.unit_text
     for v, _ in sorted(groups):
         members = groups[(v, _)]
-        var = _VARIABLE_LIST[v]
+        var = _catalogue().variables[v]
         spelling = str(pairs.unit[members[0]])
 
         def rows(members=members) -> np.ndarray:
@@ -264,7 +293,7 @@ def _units(rc: RowChecks, pairs: _Pairs, pair_v: np.ndarray, opts: DataConfig):
                     detail_key=f"{var.name} ({var.unit})",
                 )
             continue
-        conv = _conversion(v, spelling)
+        conv = _conversion(v, spelling, catalogue_version())
         if conv is None:
             rc.reject(
                 rows(),
@@ -292,8 +321,9 @@ def _units(rc: RowChecks, pairs: _Pairs, pair_v: np.ndarray, opts: DataConfig):
 def _by_variable(vidx: np.ndarray, mask: np.ndarray, suffix: str = "") -> dict[str, int]:
     if not mask.any():
         return {}
-    counts = np.bincount(vidx[mask], minlength=len(VARIABLE_NAMES))
-    return {f"{VARIABLE_NAMES[i]}{suffix}": int(counts[i]) for i in np.flatnonzero(counts)}
+    names = _catalogue().names
+    counts = np.bincount(vidx[mask], minlength=len(names))
+    return {f"{names[i]}{suffix}": int(counts[i]) for i in np.flatnonzero(counts)}
 
 
 def significant(values: np.ndarray, digits: int = 12) -> np.ndarray:
@@ -303,10 +333,6 @@ def significant(values: np.ndarray, digits: int = 12) -> np.ndarray:
         exponent = np.floor(np.log10(np.abs(values)))
     scale = 10.0 ** np.where(np.isfinite(exponent), digits - 1 - exponent, 0)
     return np.round(values * scale) / scale
-
-
-_RANK = pl.Series("vrank", VARIABLE_RANK, dtype=pl.Int64)
-_NAMES = pl.Series("variable", list(VARIABLE_NAMES), dtype=pl.String)
 
 
 def _finish(
@@ -340,7 +366,7 @@ def _finish(
         .filter(pl.col("ok"))
         .with_columns(
             rank=pl.lit(pat.rank_series).gather(pl.col("p")),
-            vrank=pl.lit(_RANK).gather(pl.col("v")),
+            vrank=pl.lit(_catalogue().rank_series).gather(pl.col("v")),
         )
         .collect(engine=ENGINE)
     )
@@ -366,11 +392,11 @@ def _finish(
     out = kept.lazy().select(
         patient_id=pl.lit(pat.id_series).gather(pl.col("p")),
         hours=pl.col("hours"),
-        variable=pl.lit(_NAMES).gather(pl.col("v")),
+        variable=pl.lit(_catalogue().name_series).gather(pl.col("v")),
         value=pl.col("value"),
         censored=pl.col("censored").cast(pl.Int8),
-        out_of_range=(pl.col("value") < pl.lit(pl.Series(_LO)).gather(pl.col("v")))
-        | (pl.col("value") > pl.lit(pl.Series(_HI)).gather(pl.col("v"))),
+        out_of_range=(pl.col("value") < pl.lit(_catalogue().lo_series).gather(pl.col("v")))
+        | (pl.col("value") > pl.lit(_catalogue().hi_series).gather(pl.col("v"))),
         source_row=pl.col("source_row").cast(pl.Int64),
     )
     return out.collect(engine=ENGINE).to_pandas()

@@ -49,6 +49,20 @@ class Problem:
     examples: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def hint(self) -> str:
+        """What to do about the problem, when the report can say more than its message: for
+        variables not in the catalogue, a config snippet declaring the most frequent one."""
+        if self.code != "unknown_variable" or not self.details:
+            return ""
+        from crs_ml.variables import declaration_hint
+
+        name = min(self.details.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        return (
+            "to use one, declare it in the config (README: Site-defined variables), e.g. "
+            + declaration_hint(name)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         top = sorted(self.details.items(), key=lambda kv: (-kv[1], kv[0]))
         details = dict(top[:MAX_DETAILS])
@@ -340,9 +354,15 @@ class CheckReport:
             "options": self.options,
         }
 
+    def hints(self) -> dict[str, str]:
+        """{problem code: what to do} for the problems whose :attr:`Problem.hint` says more
+        than their message (``crs-ml check`` prints them and adds them to its JSON)."""
+        return {p.code: p.hint for p in self.problems if p.hint}
+
     def render(self, console=None) -> None:
         """Print the report with rich (tables of the inputs and of the problems)."""
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         console = console or Console()
@@ -368,7 +388,8 @@ class CheckReport:
                 for e in p.examples[:3]
                 if "value" in e
             )
-            body = "\n".join(x for x in (p.message, detail, ex) if x)
+            hint = escape(p.hint)  # a config snippet: its brackets are not markup
+            body = "\n".join(x for x in (p.message, detail, ex, hint) if x)
             t.add_row(
                 f"[{style.get(p.severity, '')}]{p.severity}[/]",
                 p.table,

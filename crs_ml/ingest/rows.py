@@ -19,12 +19,8 @@ from crs_ml.ingest.values import (
     parse_times,
     time_problem_codes,
 )
-from crs_ml.variables import VARIABLES
 
 NAT = np.iinfo("int64").min
-VARIABLE_NAMES = np.array(list(VARIABLES), dtype=object)
-#: rank of each catalogue variable in alphabetical order (the sort order of ``variable``)
-VARIABLE_RANK = np.argsort(np.argsort(VARIABLE_NAMES.astype(str)))
 
 
 @dataclass

@@ -15,7 +15,8 @@ Layout of a bundle folder::
 No file is a pickle. ``format_version`` in bundle.json is :data:`FORMAT_VERSION`
 (:data:`FORMAT_CHANGES` says what each step changed). Loading checks the format version, the
 crs_ml and xgboost major versions, that the installed feature code produces the same feature
-schema, and that no file changed since it was written; each failure is a
+schema, and that no file changed since it was written; the site-defined variables of the
+training config (``config.variables``) are registered in the variable catalogue; each failure is a
 :class:`~crs_ml.errors.ModelError` that says what to do.
 """
 
@@ -32,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml.config import FeatureConfig
-from crs_ml.errors import InputError, ModelError
+from crs_ml.config import FeatureConfig, declare_site_variables
+from crs_ml.errors import ConfigError, InputError, ModelError
 from crs_ml.features.builder import feature_catalogue
 from crs_ml.modeling.completeness import impute_untrained_missing
 from crs_ml.variables import CORE_VARIABLES
@@ -264,6 +265,12 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
                 f"{folder}: trained with {package} {trained.get(package)}, installed {have}; "
                 f"install {package}=={trained.get(package)} (see requirements.lock) or re-train"
             )
+    # the site-defined variables the model was trained with join this process's catalogue
+    # (a different definition of the same name is refused)
+    try:
+        declare_site_variables(manifest.get("config", {}).get("variables"), str(manifest_path))
+    except ConfigError as exc:
+        raise ModelError(str(exc)) from None
     if check_schema:
         _check_schema(folder, manifest)
     bundle = Bundle(manifest=manifest, path=folder)
