@@ -7,11 +7,14 @@ and how much of the load leaves Python's lock (GIL) free for a second thread.
    pandas loader (``tests/oracle/ingest_pandas``, the parity tests' oracle), with stages
    timed by wrapping the loader's own functions: reading the tables, patients,
    observations, events, outcomes, truth. Reported: medians of wall time and of CPU time
-   (``time.process_time``: all threads), and the speed-up old / new.
+   (``time.process_time``: all threads), per stage and in all, and the ratios old / new.
+   On a shared machine CPU seconds are the steadier figure.
 3. GIL, in a separate load of each engine per run: a second Python thread counts in a
    loop while the loader runs; its count rate during the load divided by its rate alone
    is the share of the load during which the lock was free (1.0: the load never held it;
    near 0: the thread mostly waited). Needs a second free core to mean anything.
+4. The one-patient path of ``crs_ml.score`` (``records_to_cohort`` of the example record
+   table), 200 calls per engine: p50 wall and CPU milliseconds (per-call overhead).
 
 Both loaders give the same cohort (checked on each run). The machine's load changes the
 numbers: compare figures of one run only. Writes benchmarks/results/load.json. Usage:
@@ -64,6 +67,7 @@ class _Stages:
     def __init__(self, module) -> None:
         self.module = module
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
         self.saved = {name: getattr(module, name) for name in STAGES.values()}
 
     def __enter__(self):
@@ -73,11 +77,13 @@ class _Stages:
 
     def _timed(self, stage, fn):
         def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+                cpu = time.process_time() - c0
+                self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + cpu
 
         return wrapper
 
@@ -118,7 +124,8 @@ def _run(module, folder: Path) -> tuple[dict, object]:
         w0, c0 = time.perf_counter(), time.process_time()
         cohort = module.load_cohort(folder)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    return {"wall_s": wall, "cpu_s": cpu, "stages_s": dict(stages.seconds)}, cohort
+    result = {"wall_s": wall, "cpu_s": cpu, "stages_s": dict(stages.seconds)}
+    return {**result, "stages_cpu_s": dict(stages.cpu_seconds)}, cohort
 
 
 def _gil_free_share(module, folder: Path, rate_alone: float) -> float:
@@ -131,6 +138,24 @@ def _gil_free_share(module, folder: Path, rate_alone: float) -> float:
     counter.stop.set()
     counter.join()
     return counter.count / wall / rate_alone
+
+
+def _one_patient(records, repeats: int) -> dict[str, float]:
+    """p50 wall and CPU milliseconds of ``records_to_cohort`` on the one-patient example
+    (the loading part of ``crs_ml.score``: per-call overhead, not rows)."""
+    example = records.synthetic_example()
+    for _ in range(20):
+        records.records_to_cohort(example)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        records.records_to_cohort(example)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return {
+        "p50_wall_ms": statistics.median(wall) * 1e3,
+        "p50_cpu_ms": statistics.median(cpu) * 1e3,
+    }
 
 
 def _median(runs: list[dict], key: str) -> float:
@@ -148,8 +173,10 @@ def main(argv=None) -> dict:
 
     sys.path.insert(0, str(ROOT / "tests"))
     from oracle.ingest_pandas import load as old_load
+    from oracle.ingest_pandas import records as old_records
 
     from crs_ml.ingest import load as new_load
+    from crs_ml.ingest import records as new_records
 
     tmp = Path(tempfile.mkdtemp(prefix="crs_ml_bench_load_"))
     try:
@@ -183,28 +210,39 @@ def main(argv=None) -> dict:
             "stages_s": {
                 s: statistics.median(r["stages_s"].get(s, 0.0) for r in rs) for s in STAGES
             },  # fmt: skip
+            "stages_cpu_s": {
+                s: statistics.median(r["stages_cpu_s"].get(s, 0.0) for r in rs) for s in STAGES
+            },  # fmt: skip
         }
+    one = {"new": _one_patient(new_records, 200), "old": _one_patient(old_records, 200)}
     result = {
         "patients": args.patients,
+        "one_patient_records": one,
         "style": args.style,
         "input": args.input,
         "rows": rows,
         "runs": args.runs,
         "speedup_old_over_new": summary["old"]["wall_s"] / summary["new"]["wall_s"],
+        "cpu_ratio_old_over_new": summary["old"]["cpu_s"] / summary["new"]["cpu_s"],
         "engines": summary,
         "machine": {"python": platform.python_version(), "processor": platform.processor()},
         "note": "indicative: timings depend on the machine's load; compare within one run",
     }
     print(f"\nload_cohort, {args.patients:,} patients ({args.style}, {args.input}), "
           f"medians of {args.runs} runs:")  # fmt: skip
-    print(f"  {'stage':<14}{'pandas (old)':>14}{'polars (new)':>14}")
+    print(f"  {'stage':<14}{'wall old':>12}{'wall new':>12}{'CPU old':>12}{'CPU new':>12}")
     for s in STAGES:
         o, n = summary["old"]["stages_s"][s], summary["new"]["stages_s"][s]
-        print(f"  {s:<14}{o:>12.2f} s{n:>12.2f} s")
+        oc, nc = summary["old"]["stages_cpu_s"][s], summary["new"]["stages_cpu_s"][s]
+        print(f"  {s:<14}{o:>10.2f} s{n:>10.2f} s{oc:>10.2f} s{nc:>10.2f} s")
     for key, unit in (("wall_s", " s"), ("cpu_s", " s"), ("gil_free_share", "")):
         o, n = summary["old"][key], summary["new"][key]
         print(f"  {key:<14}{o:>12.2f}{unit:2}{n:>12.2f}{unit}")
-    print(f"  speed-up old/new: {result['speedup_old_over_new']:.2f}x")
+    for engine, r in one.items():
+        print(f"  one-patient records_to_cohort ({engine}): p50 {r['p50_wall_ms']:.1f} ms wall, "
+              f"{r['p50_cpu_ms']:.1f} ms CPU")  # fmt: skip
+    print(f"  speed-up old/new: {result['speedup_old_over_new']:.2f}x wall, "
+          f"{result['cpu_ratio_old_over_new']:.2f}x CPU")  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -273,15 +273,40 @@ def command_time(pythonpath: Path, bundle_dir: Path, data: Path, out: Path, as_o
     return wall
 
 
+def bundle_for(old: Path, bundle_dir: Path, out: Path) -> Path:
+    """A copy of the model folder that the recorded commit can read: its config keeps only the
+    settings that commit knows (its strict config refuses later ones such as
+    ``features.variables``; their defaults there are what this model was trained with: the 12
+    variables of the simulator). Booster and hashed files are copied unchanged."""
+    known = json.loads(subprocess.run(
+        [sys.executable, "-c",
+         "from crs_ml.config import Config; print(Config().model_dump_json())"],
+        env={**os.environ, "PYTHONPATH": str(old)}, cwd=old, capture_output=True, text=True,
+        check=True,
+    ).stdout)  # fmt: skip
+
+    def prune(value, reference):
+        if isinstance(value, dict) and isinstance(reference, dict):
+            return {k: prune(v, reference[k]) for k, v in value.items() if k in reference}
+        return value
+
+    shutil.copytree(bundle_dir, out)
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["config"] = prune(manifest["config"], known)
+    (out / "bundle.json").write_text(json.dumps(manifest, indent=1))
+    return out
+
+
 def against_baseline(commit: str, folder: Path, bundle_dir: Path, data: Path, as_of_h: float,
                      runs: int) -> dict:  # fmt: skip
     """This tree's ``crs-ml score`` against the recorded commit's, in turn ``runs`` times."""
     old = baseline_tree(commit, folder / "baseline")
     if old is None:
         return {}
+    old_bundle = bundle_for(old, bundle_dir, folder / "old_bundle")
     new_t, old_t = [], []
     for _ in range(runs):
-        old_t.append(command_time(old, bundle_dir, data, folder / "old.parquet", as_of_h))
+        old_t.append(command_time(old, old_bundle, data, folder / "old.parquet", as_of_h))
         new_t.append(command_time(ROOT, bundle_dir, data, folder / "new.parquet", as_of_h))
     a = pd.read_parquet(folder / "old.parquet")
     b = pd.read_parquet(folder / "new.parquet")

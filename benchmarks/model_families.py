@@ -1,8 +1,8 @@
 """Is the small-sample gap a property of xgboost or of the sample size? (README, "Predictive
 quality").
 
-Trains shipped configurations (configs/default.yaml, xgb_monotone.yaml, logistic.yaml and the
-m-EASIX baseline measix.yaml) on the draws, test set and reference of bench_train.py (1,000 patients,
+Trains shipped configurations (configs/default.yaml, xgb_monotone.yaml, logistic.yaml, the
+m-EASIX baseline measix.yaml, additive.yaml, compact_logistic.yaml and stack.yaml) on the draws, test set and reference of bench_train.py (1,000 patients,
 seeds 101-105; 30,000, seed 300; test 5,000, seed 1000) and prints, at the 24 h landmark, the
 mean AUROC of the five draws, the reference AUROC, the gap and the draws' calibration slopes.
 Not part of ``make bench`` (about 15 minutes on 2 cores). Usage:
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CONFIGS = ["default", "xgb_monotone", "logistic", "measix"]
+CONFIGS = ["default", "xgb_monotone", "logistic", "measix", "additive", "compact_logistic", "stack"]
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     from crs_ml.config import load_config
     from crs_ml.evaluation import metrics as M
     from crs_ml.features.catalogue import feature_catalogue
-    from crs_ml.modeling.estimators import make_model
+    from crs_ml.modeling.estimators import feature_set_columns, make_model
 
     base = load_config(HERE.parent / "configs" / "default.yaml")
     pipelines = {name: load_config(HERE.parent / "configs" / f"{name}.yaml").model
@@ -53,6 +53,8 @@ def main() -> None:
 
             def measure(data, model_cfg=model_cfg):
                 X, y, groups = data
+                if model_cfg.type != "stack":  # the model's named feature set
+                    X = X[feature_set_columns(list(X.columns), model_cfg.feature_set)]
                 model = make_model(model_cfg, catalogue, base.seed).fit(X, y, groups=groups)
                 p = model.predict_proba(Xt[X.columns])[:, 1]
                 return M.auroc(yt, p), M.calibration_intercept_slope(yt, p)[1]

@@ -279,7 +279,41 @@ MODEL_PARAM_RULES: dict[str, dict[str, Any]] = {
     },
     "fever_rule": {"threshold_c": Annotated[float, Field(ge=35, le=43)]},
     "measix": {},
+    "additive": {
+        "spline_knots": Annotated[int, Field(ge=0, le=20)],
+        "min_distinct_for_spline": Annotated[int, Field(ge=2)],
+        "C_grid": list[Annotated[float, Field(gt=0)]],
+        "inner_folds": Annotated[int, Field(ge=0)],
+        "max_iter": Annotated[int, Field(ge=1)],
+        "random_state": int,
+    },
+    "stack": {
+        "inner_folds": Annotated[int, Field(ge=2)],
+        "random_state": int,
+    },
 }
+
+#: named feature sets a model may be restricted to (``model.feature_set``): shell-style
+#: patterns over the feature names; a pattern that matches no feature of the data is skipped,
+#: so a set works whichever variables a cohort (or the feature catalogue) has. ``all``: every
+#: feature. ``clinical_core``: the compact clinical core that a simple, well-specified model
+#: uses: the early inflammatory maxima (IL-6, CRP, ferritin before tocilizumab and overall),
+#: fever height and timing, the baseline risk labs (LDH, platelets, CRP, ferritin), the
+#: product, the CRS state so far (grade, oxygen, vasopressors, treatment given) and the landmark.
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "all": ("*",),
+    "clinical_core": (
+        "il6_pretoci_max", "crp_pretoci_max", "ferritin_pretoci_max",
+        "il6_max", "crp_max", "ferritin_max",
+        "temperature_max_early", "temperature_pretoci_max", "fever_onset_h",
+        "fever_onset_censored",
+        "ldh_baseline", "platelets_baseline", "crp_baseline", "ferritin_baseline",
+        "product_*", "costim_cd28",
+        "astct_grade_so_far", "oxygen_level", "vasopressor_level",
+        "tocilizumab_given", "corticosteroid_given",
+        "landmark_h",
+    ),
+}  # fmt: skip
 _PARAM_MODELS = {
     kind: create_model(
         f"{kind}_params",
@@ -295,10 +329,31 @@ class ModelConfig(_Strict):
     laid over :data:`DEFAULT_XGBOOST_PARAMS`, so a config or ``--set`` names only what it
     changes."""
 
-    type: Literal["xgboost", "logistic", "measix", "fever_rule"] = "xgboost"
+    type: Literal["xgboost", "logistic", "measix", "fever_rule", "additive", "stack"] = "xgboost"
     params: dict[str, Any] = Field(default_factory=dict)
     monotone: bool = False
     calibration: Literal["platt", "none"] = "platt"
+    #: the features the model reads: a name of :data:`FEATURE_SETS` (default: all)
+    feature_set: str = "all"
+    #: the candidates of a ``stack`` model, by name (each a model configuration)
+    members: dict[str, ModelConfig] = Field(default_factory=dict)
+
+    @field_validator("feature_set")
+    @classmethod
+    def _known_set(cls, v: str) -> str:
+        if v not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set '{v}'; known: {', '.join(FEATURE_SETS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _stack_members(self) -> ModelConfig:
+        if self.type == "stack" and len(self.members) < 2:
+            raise ValueError("a stack model needs at least two members (model.members)")
+        if self.type != "stack" and self.members:
+            raise ValueError(f"model.members is for type 'stack', not '{self.type}'")
+        if any(m.type == "stack" for m in self.members.values()):
+            raise ValueError("a stack member cannot itself be a stack")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -352,8 +407,113 @@ class ScoringConfig(_Strict):
         return v
 
 
+class UnitConversion(_Strict):
+    """``canonical = value * factor + offset`` (a bare number in YAML is the factor)."""
+
+    factor: float = Field(gt=0)
+    offset: float = 0.0
+
+
+class SiteVariable(_Strict):
+    """A site-defined variable (``variables: {name: ...}``), added to the variable catalogue
+    (:mod:`crs_ml.variables`): loaded by its name, aliases and LOINC codes, converted to its
+    canonical unit, flagged outside its plausible range, summarised into features and named
+    in drivers by its display name and unit. A trained model stores these definitions and
+    registers them when it loads."""
+
+    #: clinical name for reports and drivers (default: the variable's name)
+    display: str = ""
+    #: canonical unit; values are converted to it
+    unit: str = Field(min_length=1)
+    #: unit as printed in reports (default: ``unit``)
+    display_unit: str = ""
+    #: accepted unit spellings -> factor, or {factor, offset}: canonical = value * factor +
+    #: offset; the canonical unit is accepted with factor 1 when not listed
+    units: dict[str, float | UnitConversion] = Field(default_factory=dict)
+    #: other names the data may use (case, spaces, '-', '_' and '.' ignored)
+    aliases: list[str] = Field(default_factory=list)
+    #: LOINC codes, e.g. 736-9
+    loinc: list[str] = Field(default_factory=list)
+    #: [min, max] in the canonical unit: values outside are kept and flagged
+    plausible: tuple[float, float] | None = None
+    #: risk rises when the value goes up (summarised by its max) or down (by its min)
+    direction: Literal["up", "down"] = "up"
+    #: lab (change as log ratio) or vital (change as difference)
+    kind: Literal["lab", "vital"] = "lab"
+    #: a missing unit is normal and not counted as a warning
+    unit_optional: bool = False
+    #: free text shown in the catalogue table (e.g. the assay)
+    note: str = ""
+
+    @field_validator("units")
+    @classmethod
+    def _as_conversions(cls, v: dict) -> dict[str, UnitConversion]:
+        out = {}
+        for spelling, conv in v.items():
+            if not isinstance(conv, UnitConversion):
+                if conv <= 0:
+                    raise ValueError(f"unit {spelling!r}: factor must be > 0 (got {conv})")
+                conv = UnitConversion(factor=conv)
+            out[str(spelling)] = conv
+        return out
+
+    @field_validator("plausible")
+    @classmethod
+    def _ordered_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError(f"plausible range [min, max] needs min < max (got {list(v)})")
+        return v
+
+    def to_variable(self, name: str):
+        """The catalogue :class:`~crs_ml.variables.Variable` (not registered)."""
+        import math
+
+        from crs_ml.variables import Conversion, make_variable
+
+        units = {k: Conversion(c.factor, c.offset) for k, c in self.units.items()}
+        units.setdefault(self.unit, Conversion())
+        return make_variable(
+            name, unit=self.unit, units=units, display=self.display,
+            display_unit=self.display_unit, kind=self.kind, aliases=tuple(self.aliases),
+            loinc=tuple(self.loinc), plausible=self.plausible or (-math.inf, math.inf),
+            direction=1 if self.direction == "up" else -1, unit_optional=self.unit_optional,
+            note=self.note,
+        )  # fmt: skip
+
+
+def register_site_variables(variables: dict[str, SiteVariable]) -> list[str]:
+    """Register validated site variable definitions in the variable catalogue; returns the
+    names newly registered. Raises :class:`ConfigError` naming the variable and field."""
+    from crs_ml.variables import BUILTIN_VARIABLES, register_variables
+
+    built = []
+    for name, spec in variables.items():
+        if name in BUILTIN_VARIABLES:
+            raise ConfigError(
+                f"variables.{name}: a built-in catalogue variable cannot be redefined (choose "
+                "another name)"
+            )
+        built.append(spec.to_variable(name))
+    return register_variables(built, source="")
+
+
+def declare_site_variables(variables: dict[str, Any] | None, source: str) -> list[str]:
+    """Validate and register the ``variables`` section of a stored config (a model bundle's);
+    ``source`` names it in errors."""
+    try:
+        Config.model_validate({"variables": variables or {}})
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, source, [])) from None
+    from crs_ml.variables import site_variables
+
+    return [name for name in variables or {} if name in site_variables()]
+
+
 class Config(_Strict):
     seed: int = 0
+    #: site-defined variables added to the variable catalogue, {name: definition}; validated
+    #: (and registered) before the sections that may name them
+    variables: dict[str, SiteVariable] = Field(default_factory=dict)
     data: DataConfig = Field(default_factory=DataConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
@@ -367,6 +527,15 @@ class Config(_Strict):
     #: where this configuration came from when a program wrote it (``crs-ml tune`` records
     #: the data digest and seed it was selected on, so ``compare`` can flag optimism)
     provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("variables")
+    @classmethod
+    def _register_variables(cls, v: dict[str, SiteVariable]) -> dict[str, SiteVariable]:
+        try:
+            register_site_variables(v)
+        except ConfigError as exc:  # "variables" is already the key of the message
+            raise ValueError(str(exc).removeprefix("variables.")) from None
+        return v
 
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
@@ -414,11 +583,18 @@ def config_from_dict(
 
 
 def _section(loc: tuple) -> type[BaseModel] | None:
-    """The config class holding the last key of ``loc`` (None inside a free-form dict)."""
+    """The config class holding the last key of ``loc`` (None inside a free-form dict; a
+    ``dict[str, Model]`` section such as ``variables`` gives the model of its entries)."""
+    from typing import get_args, get_origin
+
     cls: type[BaseModel] = Config
-    for part in loc[:-1]:
-        field = cls.model_fields.get(str(part))
+    parts = list(loc[:-1])
+    while parts:
+        field = cls.model_fields.get(str(parts.pop(0)))
         ann = field.annotation if field is not None else None
+        if get_origin(ann) is dict and parts:
+            ann = get_args(ann)[1]
+            parts.pop(0)  # the entry's key
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
         cls = ann

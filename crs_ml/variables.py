@@ -20,12 +20,15 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from crs_ml.errors import InputError
+from crs_ml.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
@@ -429,3 +432,224 @@ def catalogue_table() -> pd.DataFrame:
         for v in _VARIABLE_LIST
     ]
     return pd.DataFrame(rows)
+
+
+# --- site-defined variables ------------------------------------------------------------------
+# A site's config may add variables to the catalogue (``variables:``; validated in
+# :mod:`crs_ml.config`). They are registered IN PLACE (``VARIABLES`` and the name and LOINC
+# indexes), because modules import ``VARIABLES`` by name; every change bumps
+# :func:`catalogue_version`, which caches built from the catalogue put in their keys.
+
+#: the variables shipped with the package (never redefined or removed by a site)
+BUILTIN_VARIABLES: frozenset[str] = frozenset(VARIABLES)
+_VARIABLE_FIELDS = frozenset(f.name for f in fields(Variable))
+if "direction" in _VARIABLE_FIELDS:
+    _SiteVariable = Variable
+else:
+
+    @dataclass(frozen=True)
+    class _SiteVariable(Variable):  # a Variable with its clinical direction
+        #: +1 high values are the dangerous side (summarised by the max), -1 low values are
+        direction: int = 1
+
+
+_VERSION = [0]
+#: a site variable's name: lower case letters, digits and ``_``, starting with a letter
+SITE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+def catalogue_version() -> int:
+    """A counter bumped by every change of the catalogue (site variables registered or
+    removed): cheap to put in a cache key."""
+    return _VERSION[0]
+
+
+def site_variables() -> list[str]:
+    """Names of the site-defined variables registered in this process, in catalogue order."""
+    return [name for name in VARIABLES if name not in BUILTIN_VARIABLES]
+
+
+def variable_direction(name: str) -> int:
+    """+1 when high values are the dangerous side of a variable, -1 when low values are."""
+    var = get_variable(name)
+    return int(getattr(var, "direction", 1))
+
+
+def make_variable(
+    name: str,
+    *,
+    unit: str,
+    units: Mapping[str, Conversion],
+    display: str = "",
+    display_unit: str = "",
+    kind: str = "lab",
+    aliases: tuple[str, ...] = (),
+    loinc: tuple[str, ...] = (),
+    plausible: tuple[float, float] = (-np.inf, np.inf),
+    direction: int = 1,
+    unit_optional: bool = False,
+    note: str = "",
+) -> Variable:
+    """A site :class:`Variable` (not core; not registered: see :func:`register_variables`).
+
+    Raises :class:`ConfigError` naming the variable and field when a unit spelling is
+    ambiguous or the canonical unit does not convert with factor 1 and offset 0."""
+    if not SITE_NAME_RE.match(name):
+        raise ConfigError(
+            f"variables.{name}: a variable name is lower case letters, digits and '_', "
+            "starting with a letter (at most 40 characters), e.g. lymphocytes_pct"
+        )
+    if kind not in ("lab", "vital"):
+        raise ConfigError(f"variables.{name}.kind: 'lab' or 'vital', not {kind!r}")
+    if direction not in (-1, 1):
+        raise ConfigError(f"variables.{name}.direction: +1 or -1, not {direction!r}")
+    var = _SiteVariable(
+        name=name, display=display or name, unit=unit, display_unit=display_unit or unit,
+        kind=kind, core=False, units=dict(units), aliases=tuple(aliases), loinc=tuple(loinc),
+        plausible=(float(plausible[0]), float(plausible[1])), unit_optional=unit_optional,
+        note=note, direction=direction,
+    )  # fmt: skip
+    for spelling, conv in var.units.items():
+        key = unit_key(spelling)
+        if key in var._lookup and var._lookup[key] != conv:
+            raise ConfigError(
+                f"variables.{name}.units: spelling {spelling!r} is the same unit as another "
+                "spelling with a different conversion"
+            )
+        var._lookup[key] = conv
+    canonical = var._lookup.get(unit_key(unit))
+    if canonical is None or (canonical.factor, canonical.offset) != (1.0, 0.0):
+        raise ConfigError(
+            f"variables.{name}.units: the canonical unit {unit!r} must be listed with factor 1 "
+            "and offset 0 "
+            + (
+                "(not listed)"
+                if canonical is None
+                else f"(got factor {canonical.factor:g}, offset {canonical.offset:g})"
+            )
+        )
+    return var
+
+
+def register_variables(variables: list[Variable], source: str = "config") -> list[str]:
+    """Add site variables to the catalogue, in place; returns the names newly added.
+
+    A variable registered again with the same definition is a no-op; any other
+    redefinition, a built-in name, or an alias, display name or LOINC code that already names
+    another variable raises :class:`ConfigError` naming the variable and field (nothing is
+    registered then)."""
+    where = f"{source}: " if source else ""
+    names: dict[str, str] = {}
+    codes: dict[str, str] = {}
+    new: list[Variable] = []
+    for var in variables:
+        old = VARIABLES.get(var.name)
+        if old is not None:
+            if var.name in BUILTIN_VARIABLES:
+                raise ConfigError(
+                    f"{where}variables.{var.name}: a built-in catalogue variable cannot be "
+                    "redefined (choose another name)"
+                )
+            if old != var:
+                raise ConfigError(
+                    f"{where}variables.{var.name}: already defined differently in this "
+                    "process (by another config or a loaded model); a model trained with one "
+                    "definition scores only with that definition"
+                )
+            continue
+        for field_name, texts in (("name", (var.name,)), ("display", (var.display,)),
+                                  ("aliases", var.aliases)):  # fmt: skip
+            for text in texts:
+                key = name_key(text)
+                owner = _NAMES.get(key) or names.get(key)
+                if owner is not None and owner != var.name:
+                    raise ConfigError(
+                        f"{where}variables.{var.name}.{field_name}: {text!r} already names "
+                        f"the catalogue variable {owner}"
+                    )
+                names[key] = var.name
+        for code in var.loinc:
+            if not _LOINC_RE.match(code):
+                raise ConfigError(
+                    f"{where}variables.{var.name}.loinc: {code!r} is not a LOINC code "
+                    "(digits, '-', check digit: 736-9)"
+                )
+            owner = _LOINC.get(code) or codes.get(code)
+            if owner is not None and owner != var.name:
+                raise ConfigError(
+                    f"{where}variables.{var.name}.loinc: {code} already names the catalogue "
+                    f"variable {owner}"
+                )
+            codes[code] = var.name
+        new.append(var)
+    for var in new:
+        VARIABLES[var.name] = var
+        _VARIABLE_LIST.append(var)
+    _NAMES.update(names)
+    _LOINC.update(codes)
+    if new:
+        _VERSION[0] += 1
+    return [v.name for v in new]
+
+
+def unregister_variables(names) -> None:
+    """Remove site variables from the catalogue (tests; built-in variables stay)."""
+    gone = [n for n in names if n in VARIABLES and n not in BUILTIN_VARIABLES]
+    for name in gone:
+        var = VARIABLES.pop(name)
+        _VARIABLE_LIST.remove(var)
+    for index in (_NAMES, _LOINC):
+        for key in [k for k, v in index.items() if v in gone]:
+            del index[key]
+    if gone:
+        _VERSION[0] += 1
+
+
+@contextmanager
+def variables_registered(variables: list[Variable]):
+    """Site variables registered for the duration of a ``with`` block (tests)."""
+    added = register_variables(variables)
+    try:
+        yield added
+    finally:
+        unregister_variables(added)
+
+
+class CatalogueArrays(NamedTuple):
+    """The catalogue as arrays for vectorised loading (rebuilt when the catalogue changes)."""
+
+    names: np.ndarray  #: object array of canonical names, catalogue order
+    rank: np.ndarray  #: rank of each name in alphabetical order
+    low: np.ndarray  #: plausible minimum
+    high: np.ndarray  #: plausible maximum
+    index: dict[str, int]  #: name -> position
+
+
+def catalogue_arrays() -> CatalogueArrays:
+    """:class:`CatalogueArrays` of the current catalogue (cached per :func:`catalogue_version`)."""
+    return _arrays(catalogue_version())
+
+
+@lru_cache(maxsize=4)
+def _arrays(version: int) -> CatalogueArrays:
+    names = np.array(list(VARIABLES), dtype=object)
+    return CatalogueArrays(
+        names,
+        np.argsort(np.argsort(names.astype(str))),
+        np.array([v.plausible[0] for v in VARIABLES.values()]),
+        np.array([v.plausible[1] for v in VARIABLES.values()]),
+        {name: i for i, name in enumerate(names)},
+    )
+
+
+def declaration_hint(raw_name: str, unit: str = "") -> str:
+    """A ``variables:`` config snippet declaring an unknown variable (for the check report)."""
+    text = unicodedata.normalize("NFKC", str(raw_name)).lower().replace("%", " pct")
+    slug = re.sub(r"[^a-z0-9]+", "_", text)
+    slug = slug.strip("_") or "my_variable"
+    slug = slug if slug[0].isalpha() else f"v_{slug}"
+    unit_text = unit.strip() or "<unit>"
+    return (
+        f"variables: {{{slug}: {{unit: '{unit_text}', aliases: ['{raw_name}'], kind: lab, "
+        "direction: up}}"
+    )

@@ -40,3 +40,14 @@ def tracking_uri() -> str:
 
 # per-patient keys are salted with a per-session salt kept outside the store
 os.environ.setdefault("CRS_ML_SALT_FILE", str(_SESSION_DIR / "salt"))
+
+
+@pytest.fixture(autouse=True)
+def _variable_catalogue_restored():
+    """Site variables a test registers (directly or through a config or a model bundle) are
+    removed after it: the variable catalogue is process-wide and the tests share a process."""
+    from crs_ml.variables import site_variables, unregister_variables
+
+    before = set(site_variables())
+    yield
+    unregister_variables([name for name in site_variables() if name not in before])

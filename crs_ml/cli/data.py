@@ -60,7 +60,9 @@ def register(app: typer.Typer) -> None:
             import json
 
             json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+            json_path.write_text(
+                json.dumps({**report.to_dict(), "hints": report.hints()}, indent=2, allow_nan=False)
+            )
             typer.echo(f"report written to {json_path}")
         if not report.passes(strict=strict):
             # sys.exit rather than typer.Exit: crs_ml.cli.main runs the app with

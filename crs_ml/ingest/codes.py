@@ -26,12 +26,12 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from crs_ml.config import code_targets
 from crs_ml.errors import ConfigError
-from crs_ml.variables import VARIABLES
+from crs_ml.variables import VARIABLES, catalogue_version
 
 __all__ = [
     "KINDS",
@@ -115,8 +115,13 @@ def _int_or_none(text: str | None) -> int | None:
     return int(text) if text else None
 
 
-@cache
 def _package_codes() -> tuple[Code, ...]:
+    """The shipped code maps and the LOINC codes of the catalogue (with site variables)."""
+    return _codes_of_catalogue(catalogue_version())
+
+
+@lru_cache(maxsize=4)
+def _codes_of_catalogue(version: int) -> tuple[Code, ...]:
     loinc_ids = {r["concept_code"]: r for r in _read("loinc_concepts.csv")}
     out: list[Code] = []
     for var in VARIABLES.values():

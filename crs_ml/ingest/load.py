@@ -46,14 +46,14 @@ import pandas as pd
 from crs_ml.cohort import EVENT_COLUMNS, PATIENT_COLUMNS, Cohort
 from crs_ml.config import DataConfig
 from crs_ml.errors import InputError
+from crs_ml.ingest.observations import observations_table
 from crs_ml.ingest.problems import CheckReport, Collector, RowChecks, TableSummary, counts_by
-from crs_ml.ingest.rows import Patients, finish_observations, observation_values, row_hours
+from crs_ml.ingest.rows import Patients
 from crs_ml.ingest.secondary_tables import (
     column_of,
     events_table,
     outcomes_table,
     record_malformed,
-    start_table,
     str_series,
     text_of,
     truth_table,
@@ -183,10 +183,7 @@ def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
 
 
 def _observations(raw: RawTable, pat: Patients, opts: DataConfig, col: Collector) -> pd.DataFrame:
-    t = start_table(raw, pat, col)
-    hours = row_hours(t.raw.frame, t.rc, pat, t.pcode, "hours", "time", required=True)
-    values = observation_values(t.raw.frame, t.rc, opts)
-    return finish_observations(t.rc, pat, t.pcode, hours, values, t.raw, opts, col)
+    return observations_table(raw, pat, opts, col)
 
 
 def load_cohort(path_or_paths=None, options: DataConfig | None = None) -> Cohort:

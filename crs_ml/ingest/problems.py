@@ -32,6 +32,7 @@ import pandas as pd
 import polars as pl
 
 from crs_ml.cohort import REJECTED_COLUMNS, empty_rejected
+from crs_ml.ingest.values import strip_text
 
 SEVERITIES = ("fatal", "error", "warning", "info")
 MAX_EXAMPLES = 5
@@ -47,6 +48,20 @@ class Problem:
     count: int = 0
     examples: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def hint(self) -> str:
+        """What to do about the problem, when the report can say more than its message: for
+        variables not in the catalogue, a config snippet declaring the most frequent one."""
+        if self.code != "unknown_variable" or not self.details:
+            return ""
+        from crs_ml.variables import declaration_hint
+
+        name = min(self.details.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        return (
+            "to use one, declare it in the config (README: Site-defined variables), e.g. "
+            + declaration_hint(name)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         top = sorted(self.details.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -123,6 +138,24 @@ class CodedText:
         return self.uniques[self.codes]
 
 
+class ColumnText:
+    """A text column held as a polars Series; rows are materialised only when indexed
+    (``column[idx]``, an object array), e.g. for rejected rows."""
+
+    def __init__(self, series: pl.Series, strip: bool = False):
+        self.series = series
+        self.strip = strip  #: rows are given without surrounding whitespace
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        picked = self.series.gather(np.asarray(idx))
+        if self.strip:
+            picked = strip_text(picked)
+        return np.asarray(picked.to_list(), dtype=object)
+
+
 def _as_text(values, idx: np.ndarray) -> np.ndarray:
     if values is None:
         return np.full(idx.size, "", dtype=object)
@@ -130,7 +163,7 @@ def _as_text(values, idx: np.ndarray) -> np.ndarray:
         picked = values.gather(idx).to_pandas()
     elif isinstance(values, pd.Series):
         picked = values.iloc[idx]
-    elif isinstance(values, CodedText):
+    elif isinstance(values, CodedText | ColumnText):
         picked = values[idx]
     else:
         picked = np.asarray(values)[idx]
@@ -146,7 +179,7 @@ class RowChecks:
         self.table = table
         self.file = file
         self.source_row = np.asarray(source_row, dtype="int64")
-        if isinstance(patient_id, CodedText):
+        if isinstance(patient_id, CodedText | ColumnText):
             self.patient_id = patient_id
         else:
             self.patient_id = np.asarray(patient_id, dtype=object)
@@ -321,9 +354,15 @@ class CheckReport:
             "options": self.options,
         }
 
+    def hints(self) -> dict[str, str]:
+        """{problem code: what to do} for the problems whose :attr:`Problem.hint` says more
+        than their message (``crs-ml check`` prints them and adds them to its JSON)."""
+        return {p.code: p.hint for p in self.problems if p.hint}
+
     def render(self, console=None) -> None:
         """Print the report with rich (tables of the inputs and of the problems)."""
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         console = console or Console()
@@ -349,7 +388,8 @@ class CheckReport:
                 for e in p.examples[:3]
                 if "value" in e
             )
-            body = "\n".join(x for x in (p.message, detail, ex) if x)
+            hint = escape(p.hint)  # a config snippet: its brackets are not markup
+            body = "\n".join(x for x in (p.message, detail, ex, hint) if x)
             t.add_row(
                 f"[{style.get(p.severity, '')}]{p.severity}[/]",
                 p.table,

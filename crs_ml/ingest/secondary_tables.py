@@ -10,17 +10,17 @@ import pandas as pd
 import polars as pl
 
 from crs_ml.cohort import EVENT_COLUMNS, OUTCOME_COLUMNS, TRUTH_COLUMNS
-from crs_ml.ingest.problems import CodedText, Collector, RowChecks, counts_by
-from crs_ml.ingest.rows import Patients, patient_codes, row_hours, sorted_frame
+from crs_ml.ingest.problems import CodedText, Collector, ColumnText, RowChecks, counts_by
+from crs_ml.ingest.rows import Patients, row_hours, sorted_frame
 from crs_ml.ingest.tables import RawTable
 from crs_ml.ingest.values import (
     EVENT_VOCAB,
     factorize,
-    normalise_category,
     pandas_text,
     parse_values,
     strip_text,
 )
+from crs_ml.variables import name_key
 
 
 def column_of(frame: pl.DataFrame, name: str) -> pl.Series:
@@ -52,26 +52,37 @@ class TableRows:
 
 def start_table(raw: RawTable, pat: Patients, col: Collector) -> TableRows:
     """Row checks with malformed rows recorded and patient ids resolved."""
-    ids = coded_text_of(raw.frame, "patient_id")
-    rc = RowChecks(col, raw.name, raw.file, raw.source_row, ids)
+    ids = pandas_text(column_of(raw.frame, "patient_id"))
+    text = ColumnText(ids, strip=True)  # ids are compared without surrounding whitespace
+    rc = RowChecks(col, raw.name, raw.file, raw.source_row, text)
     record_malformed(raw, col)
-    pcode = patient_codes(ids, pat)
-    rc.reject(
-        (ids.uniques == "")[ids.codes] if len(ids) else np.zeros(0, dtype=bool),
-        "patient_id",
-        "missing_patient_id",
-        "rows without a patient_id",
-        "missing patient_id",
-    )
-    rc.reject(
-        pcode < 0,
-        "patient_id",
-        "unknown_patient_id",
-        "rows naming a patient_id that is not in the patients table",
-        "unknown patient_id '{value}' (not in patients)",
-        ids,
-        severity="fatal",
-    )
+    pcode = pat.codes(ids)  # patients' ids are stripped: padded ids are looked up again
+    unknown = pcode < 0
+    if unknown.any():
+        at = np.flatnonzero(unknown)
+        stripped = strip_text(ids.gather(at))
+        pcode = pcode.copy()
+        pcode[at] = pat.codes(stripped)
+        unknown = pcode < 0
+        at = np.flatnonzero(unknown)
+        empty = np.zeros(len(pcode), dtype=bool)
+        empty[at] = text[at] == ""
+        rc.reject(
+            empty,
+            "patient_id",
+            "missing_patient_id",
+            "rows without a patient_id",
+            "missing patient_id",
+        )
+        rc.reject(
+            unknown,
+            "patient_id",
+            "unknown_patient_id",
+            "rows naming a patient_id that is not in the patients table",
+            "unknown patient_id '{value}' (not in patients)",
+            text,
+            severity="fatal",
+        )
     return TableRows(raw, rc, pcode)
 
 
@@ -102,24 +113,34 @@ def record_malformed(raw: RawTable, col: Collector) -> None:
 
 
 def events_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame:
+    """Validate and normalise the events table: names resolved once per distinct text,
+    duplicates found and rows sorted by polars, taken over by pandas through Arrow."""
     t = start_table(raw, pat, col)
     f, rc = t.raw.frame, t.rc
     hours = row_hours(f, rc, pat, t.pcode, "hours", "time", required=True)
     end = row_hours(f, rc, pat, t.pcode, "end_hours", "end_time", required=False)
-    event, unknown = normalise_category(column_of(f, "event"), EVENT_VOCAB)
-    raw_event = text_of(f, "event")
+    codes, distinct = factorize(pandas_text(column_of(f, "event")))
+    keys = [name_key(u) for u in distinct.to_list()]
+    canon = [EVENT_VOCAB.get(k) if k else None for k in keys]
+    raw_event = CodedText(codes, np.asarray(strip_text(distinct).to_list(), dtype=object))
     rc.reject(
-        raw_event == "", "event", "missing_event", "rows without an event name", "missing event"
-    )
-    rc.reject(
-        unknown,
+        (raw_event.uniques == "")[codes],
         "event",
-        "unknown_event",
-        "event names not recognised",
-        "unknown event '{value}'",
-        raw_event,
-        details=counts_by(raw_event, unknown & rc.ok),
+        "missing_event",
+        "rows without an event name",
+        "missing event",
     )
+    unknown = np.array([bool(k) and k not in EVENT_VOCAB for k in keys], dtype=bool)[codes]
+    if unknown.any():
+        rc.reject(
+            unknown,
+            "event",
+            "unknown_event",
+            "event names not recognised",
+            "unknown event '{value}'",
+            raw_event,
+            details=counts_by(raw_event.to_numpy(), unknown & rc.ok),
+        )
     end_col = "end_hours" if "end_hours" in f else "end_time"
     rc.reject(
         end < hours,
@@ -129,27 +150,24 @@ def events_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame:
         "event ends before it starts",
     )
     ok = rc.ok
-    detail = text_of(f, "detail")[ok]
-    frame = pd.DataFrame(
+    detail = strip_text(pandas_text(column_of(f, "detail"))).filter(pl.Series(ok))
+    frame = pl.DataFrame(
         {
-            "patient_id": pat.ids[t.pcode[ok]],
+            "p": t.pcode[ok],
             "hours": hours[ok],
             "end_hours": end[ok],
-            "event": event[ok],
-            "detail": np.where(detail == "", None, detail),
+            "event": pl.Series(canon, dtype=pl.String).gather(codes[ok]),
+            "detail": detail.set(detail == "", None) if len(detail) else detail,
             "source_row": raw.source_row[ok],
         }
     )
-    rank = pat.rank[t.pcode[ok]]
-    dup = frame.duplicated(["patient_id", "hours", "end_hours", "event", "detail"]).to_numpy()
+    columns = ["p", "hours", "end_hours", "event", "detail"]
+    dup = frame.select(pl.struct(columns).is_first_distinct().not_()).to_series()
     if dup.any():
+        first = frame.filter(dup).head(5)
         examples = [
             {"file": raw.file, "row": int(r), "column": "event", "value": str(e)}
-            for r, e in zip(
-                frame["source_row"].to_numpy()[dup][:5],
-                frame["event"].to_numpy()[dup][:5],
-                strict=True,
-            )
+            for r, e in zip(first["source_row"], first["event"], strict=True)
         ]
         col.add(
             "events",
@@ -159,8 +177,20 @@ def events_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame:
             int(dup.sum()),
             examples,
         )
-        frame, rank = frame[~dup], rank[~dup]
-    return sorted_frame(frame, rank, ["hours", "event", "source_row"], EVENT_COLUMNS)
+        frame = frame.filter(~dup)
+    out = (
+        frame.with_columns(rank=pat.rank_series.gather(frame.get_column("p")))
+        .sort("rank", "hours", "event", "source_row", nulls_last=True)  # as pandas
+        .select(
+            patient_id=pl.lit(pat.id_series).gather(pl.col("p")),
+            hours=pl.col("hours"),
+            end_hours=pl.col("end_hours"),
+            event=pl.col("event"),
+            detail=pl.col("detail"),
+            source_row=pl.col("source_row").cast(pl.Int64),
+        )
+    )
+    return out.to_pandas()[EVENT_COLUMNS]
 
 
 def outcomes_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame:

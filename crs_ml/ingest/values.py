@@ -153,18 +153,27 @@ PY_WHITESPACE = "".join(
 )  # fmt: skip
 
 
+#: text columns up to this many rows are handled in plain Python (one patient's records):
+#: each polars call on a column costs a query's fixed overhead, which short columns do not
+#: earn back
+SMALL = 64
+
+
 def strip_text(s: pl.Series) -> pl.Series:
     """Text with surrounding whitespace removed, as Python's ``str.strip()``."""
+    if len(s) <= SMALL and s.dtype == pl.String:
+        texts = [None if t is None else t.strip() for t in s.to_list()]
+        return pl.Series(s.name, texts, dtype=pl.String)
     return s.str.strip_chars(PY_WHITESPACE)
-
-
-#: a plain decimal number (ASCII digits, nothing around it): the text polars casts itself
-_PLAIN_ASCII = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
 
 
 def factorize(s: pl.Series) -> tuple[np.ndarray, pl.Series]:
     """``pd.factorize`` in polars: (int64 code of each row, the distinct values in order of
     first appearance). Nulls are a value of their own."""
+    if len(s) <= SMALL and s.dtype == pl.String:
+        first: dict[str | None, int] = {}
+        codes = [first.setdefault(t, len(first)) for t in s.to_list()]
+        return np.array(codes, dtype=np.int64), pl.Series(s.name, list(first), dtype=pl.String)
     uniques = s.unique(maintain_order=True)
     if len(uniques) == 1:
         return np.zeros(len(s), dtype=np.int64), uniques
@@ -177,81 +186,74 @@ def pandas_text(s: pl.Series) -> pl.Series:
     """The column as text exactly as pandas' ``astype("str").fillna("")`` of the same data
     (text columns directly; numbers and other types, rare in text columns, through pandas)."""
     if s.dtype == pl.String:
-        return s.fill_null("")
+        return s.fill_null("") if s.null_count() else s
     if s.dtype == pl.Null or len(s) == 0:
         return pl.Series(s.name, [""] * len(s), pl.String)
     text = s.to_pandas().astype("str").fillna("")
     return pl.Series(s.name, text.to_numpy(dtype=object), pl.String)
 
 
-def _parse_values_pl(raw: pl.Series, censored_below: str):
+#: kind texts by code (:func:`value_codes`): 0 a number, then :data:`NON_NUMERIC_KINDS`
+KIND_TEXTS = np.array(["", *NON_NUMERIC_KINDS], dtype=object)
+
+
+def value_codes(raw: pl.Series, censored_below: str = "half"):
+    """:func:`parse_values` of a polars column with the kind as an int8 code into
+    :data:`KIND_TEXTS`: (value float64, censored int8, kind code int8).
+
+    Text is cast to numbers by polars row by row (native threads); only the texts that
+    polars does not read as a finite number (censored results, thousands separators,
+    comments, empty cells ...) go through the text parser, once per distinct text. A text
+    polars reads as a finite number is read by the text parser as the same number (a plain
+    decimal number, correctly rounded by both), which the parity tests check."""
     n = len(raw)
     dt = raw.dtype
     if dt.is_numeric():
         value = raw.cast(pl.Float64).to_numpy().copy()
         censored = np.zeros(n, dtype="int8")
-        kind = np.full(n, "", dtype=object)
+        kind = np.zeros(n, dtype="int8")
         bad = ~np.isfinite(value)
         if bad.any():
-            kind[bad] = np.where(np.isnan(value[bad]), "empty", "placeholder")
+            kind[bad] = np.where(np.isnan(value[bad]), 1, 2)  # empty, placeholder
             value[bad] = np.nan
         return value, censored, kind
     text = pandas_text(raw) if dt != pl.Boolean else raw.cast(pl.String).fill_null("")
-    codes, uniques = factorize(text)
-    u_val, u_cens, u_kind = _parse_distinct_pl(uniques, censored_below)
-    return u_val[codes], u_cens[codes], u_kind[codes]
+    return text_value_codes(text, censored_below)
 
 
-def _parse_distinct_pl(text: pl.Series, censored_below: str):
-    """(value, censored, kind) of each distinct text: polars casts the plain numbers, the
-    text parser reads the rest (thousands separators, censoring, comments ...)."""
-    plain = text.str.contains(_PLAIN_ASCII).fill_null(False).to_numpy()
-    value = text.cast(pl.Float64, strict=False).fill_null(np.nan).to_numpy().copy()
-    value[~plain] = np.nan
-    censored = np.zeros(len(value), dtype="int8")
-    kind = np.full(len(value), "", dtype=object)
-    bad = np.flatnonzero(~np.isfinite(value))
-    if bad.size:
-        parsed = [parse_text_value(u, censored_below) for u in text.gather(bad).to_list()]
-        value[bad] = np.array([p[0] for p in parsed], dtype="float64")
-        censored[bad] = np.array([p[1] for p in parsed], dtype="int8")
-        kind[bad] = np.array([p[2] for p in parsed], dtype=object)
+def text_value_codes(text: pl.Series, censored_below: str = "half"):
+    """:func:`value_codes` of a text column (no missing values)."""
+    number = text.cast(pl.Float64, strict=False)
+    odd = ~number.is_finite().fill_null(False)
+    value = number.to_numpy().astype("float64", copy=True)  # null -> NaN
+    censored = np.zeros(len(text), dtype="int8")
+    kind = np.zeros(len(text), dtype="int8")
+    if odd.any():
+        at = np.flatnonzero(odd.to_numpy())
+        u_val, u_cens, u_kind, codes = parse_distinct(text.filter(odd), censored_below)
+        value[at] = u_val[codes]
+        censored[at] = u_cens[codes]
+        kind[at] = u_kind[codes]
     return value, censored, kind
 
 
-# --- codes and sorting (loading millions of rows) -------------------------------------
-def unique_small(codes: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(codes, return_inverse=True)`` for non-negative codes below ``bound``,
-    without sorting (a lookup table instead)."""
-    present = np.zeros(bound + 1, dtype=bool)
-    present[codes] = True
-    uniq = np.flatnonzero(present)
-    lookup = np.zeros(bound + 1, dtype=np.int64)
-    lookup[uniq] = np.arange(len(uniq))
-    return uniq, lookup[codes]
+_KIND_CODE = {k: i for i, k in enumerate(KIND_TEXTS)}
 
 
-def sort_order(p_rank, h, v_rank, src) -> np.ndarray:
-    """``np.lexsort((src, v_rank, h, p_rank))``; input files usually come sorted by patient
-    and hours already, which is checked first (then only ties of hours need ordering)."""
-    m = len(h)
-    if m < 2:
-        return np.arange(m)
-    same_p = p_rank[1:] == p_rank[:-1]
-    by_ph = (p_rank[1:] > p_rank[:-1]) | (same_p & (h[1:] >= h[:-1]))
-    if not by_ph.all():
-        return np.lexsort((src, v_rank, h, p_rank))
-    tie = same_p & (h[1:] == h[:-1])
-    ok = ~tie | (v_rank[1:] > v_rank[:-1]) | ((v_rank[1:] == v_rank[:-1]) & (src[1:] > src[:-1]))
-    if ok.all():
-        return np.arange(m)
-    # sorted by (patient, hours): order within each run of equal (patient, hours) only
-    run = np.cumsum(np.append(True, ~tie)).astype(np.int64)
-    nv = int(v_rank.max()) + 1
-    ns = int(src.max()) + 1
-    if float(run[-1]) * nv * ns < 2**62:
-        return np.argsort((run * nv + v_rank) * ns + src, kind="stable")
-    return np.lexsort((src, v_rank, run))
+def parse_distinct(text: pl.Series, censored_below: str):
+    """(value, censored, kind code of each distinct text, code of each row) by the text
+    parser, run once per distinct text."""
+    codes, uniques = factorize(text)
+    parsed = [parse_text_value(u, censored_below) for u in uniques.to_list()]
+    value = np.array([p[0] for p in parsed], dtype="float64")
+    censored = np.array([p[1] for p in parsed], dtype="int8")
+    kind = np.array([_KIND_CODE[p[2]] for p in parsed], dtype="int8")
+    return value, censored, kind, codes
+
+
+def _parse_values_pl(raw: pl.Series, censored_below: str):
+    value, censored, kind = value_codes(raw, censored_below)
+    return value, censored, KIND_TEXTS[kind]
 
 
 # --- times ------------------------------------------------------------------------------
@@ -384,11 +386,16 @@ HOUR_PROBLEMS = np.array(["", "empty", "unparseable", "implausible"], dtype=obje
 
 def hour_problem_codes(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Relative hours -> (float64, int8 code into :data:`HOUR_PROBLEMS`); NaN unless code 0."""
-    value, censored, kind = parse_values(raw)
+    if isinstance(raw, pl.Series):
+        value, censored, kind = value_codes(raw)
+        empty = kind == 1
+    else:
+        value, censored, kind = parse_values(raw)
+        empty = kind == "empty"
     code = np.zeros(len(value), dtype="int8")
     bad = np.flatnonzero(~np.isfinite(value) | (censored != 0))
     if bad.size:
-        code[bad] = np.where(kind[bad] == "empty", 1, 2)
+        code[bad] = np.where(empty[bad], 1, 2)
     with np.errstate(invalid="ignore"):
         code[(code == 0) & (np.abs(value) > MAX_ABS_HOURS)] = 3
     value = np.where(code == 0, value, np.nan)

@@ -8,11 +8,15 @@ Layout of a bundle folder::
                      every other file
     booster.ubj      the xgboost booster in xgboost's own format (xgboost models)
     estimator.skops  the fitted estimator (logistic regression and baselines), via skops
+    additive.json    the additive model's knots, medians, scales and coefficients (additive)
+    stack.json       the stack's weights, Platt map and members (stack), with one
+                     member_<name>.ubj per xgboost member (additive members inside stack.json)
 
 No file is a pickle. ``format_version`` in bundle.json is :data:`FORMAT_VERSION`
 (:data:`FORMAT_CHANGES` says what each step changed). Loading checks the format version, the
 crs_ml and xgboost major versions, that the installed feature code produces the same feature
-schema, and that no file changed since it was written; each failure is a
+schema, and that no file changed since it was written; the site-defined variables of the
+training config (``config.variables``) are registered in the variable catalogue; each failure is a
 :class:`~crs_ml.errors.ModelError` that says what to do.
 """
 
@@ -29,10 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml.config import FeatureConfig
-from crs_ml.errors import InputError, ModelError
+from crs_ml.config import FeatureConfig, declare_site_variables
+from crs_ml.errors import ConfigError, InputError, ModelError
 from crs_ml.features.builder import feature_catalogue
 from crs_ml.modeling.completeness import impute_untrained_missing
+from crs_ml.variables import CORE_VARIABLES
 
 #: the intended-use sentence every product surface repeats (model card, ward board)
 DECISION_SUPPORT = (
@@ -49,6 +54,9 @@ FORMAT_CHANGES = {
 MANIFEST = "bundle.json"
 BOOSTER_FILE = "booster.ubj"
 ESTIMATOR_FILE = "estimator.skops"
+ADDITIVE_FILE = "additive.json"
+#: the packages whose types a skops file in a model folder may hold
+TRUSTED_PREFIXES = ("crs_ml.", "sklearn.", "numpy.", "scipy.")
 
 
 def _version(package: str) -> str:
@@ -140,6 +148,8 @@ class Bundle:
             return (
                 self.platt_slope * self.predict_margin(X).astype(np.float64) + self.platt_intercept
             )
+        if hasattr(self.estimator, "explain_logit"):  # additive model, stack: exact log-odds
+            return self.estimator.decision_function(self.model_inputs(X))
         p = np.clip(self.estimator.predict_proba(self.model_inputs(X))[:, 1], 1e-12, 1 - 1e-12)
         return np.log(p) - np.log1p(-p)
 
@@ -175,6 +185,19 @@ def save_bundle(
         files.append(BOOSTER_FILE)
         calibration = {
             "method": "platt",
+            "slope": float(model.platt_slope_),
+            "intercept": float(model.platt_intercept_),
+        }
+    elif model_type == "additive":
+        state = model.to_state()
+        (out / ADDITIVE_FILE).write_text(json.dumps(state, indent=1, default=_json_default))
+        files.append(ADDITIVE_FILE)
+    elif model_type == "stack":
+        from crs_ml.modeling.stack import save_stack
+
+        files += save_stack(model, out)
+        calibration = {
+            "method": "stack+platt",
             "slope": float(model.platt_slope_),
             "intercept": float(model.platt_intercept_),
         }
@@ -230,6 +253,10 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
                 f"{folder}: file {name} is missing or changed since the model was saved "
                 "(SHA-256 mismatch); do not edit model folders: re-export the model from MLflow"
             )
+    features = manifest.get("config", {}).get("features")
+    if isinstance(features, dict) and "variables" not in features:
+        # saved before features came from every catalogue variable: the 12 variables it used
+        features["variables"] = list(CORE_VARIABLES)
     trained = manifest["versions"]
     for package in ("crs_ml", "xgboost"):
         have = _version(package)
@@ -238,6 +265,12 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
                 f"{folder}: trained with {package} {trained.get(package)}, installed {have}; "
                 f"install {package}=={trained.get(package)} (see requirements.lock) or re-train"
             )
+    # the site-defined variables the model was trained with join this process's catalogue
+    # (a different definition of the same name is refused)
+    try:
+        declare_site_variables(manifest.get("config", {}).get("variables"), str(manifest_path))
+    except ConfigError as exc:
+        raise ModelError(str(exc)) from None
     if check_schema:
         _check_schema(folder, manifest)
     bundle = Bundle(manifest=manifest, path=folder)
@@ -247,12 +280,24 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
         booster = xgb.Booster()
         booster.load_model(str(folder / BOOSTER_FILE))
         bundle.booster = booster
+    elif manifest["model_type"] == "additive":
+        from crs_ml.modeling.additive import AdditiveRiskModel
+
+        state = json.loads((folder / ADDITIVE_FILE).read_text())
+        bundle.estimator = AdditiveRiskModel.from_state(state)
+    elif manifest["model_type"] == "stack":
+        from crs_ml.modeling.stack import load_stack
+
+        try:
+            bundle.estimator = load_stack(folder, trusted_types=TRUSTED_PREFIXES)
+        except TypeError as exc:
+            raise ModelError(f"{folder}: {exc}") from exc
     else:
         import skops.io as sio
 
         file = folder / ESTIMATOR_FILE
         listed = sio.get_untrusted_types(file=file)
-        trusted = [t for t in listed if t.startswith(("crs_ml.", "sklearn.", "numpy.", "scipy."))]
+        trusted = [t for t in listed if t.startswith(TRUSTED_PREFIXES)]
         untrusted = [t for t in listed if t not in trusted]
         if untrusted:
             raise ModelError(f"{folder}: estimator file holds untrusted types {untrusted}")

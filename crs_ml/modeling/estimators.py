@@ -309,21 +309,49 @@ def monotone_from_catalogue(catalogue: pd.DataFrame) -> dict[str, int]:
     return dict(zip(catalogue["name"][keep].astype(str), sign[keep].tolist(), strict=True))
 
 
+def select_columns(names: list[str], patterns) -> list[str]:
+    """The ``names`` (in their order) that match any of the shell-style ``patterns``
+    (None: all names); patterns matching nothing are skipped."""
+    from fnmatch import fnmatchcase
+
+    if patterns is None:
+        return list(names)
+    pats = [str(p) for p in patterns]
+    return [n for n in names if any(fnmatchcase(str(n), p) for p in pats)]
+
+
+def feature_set_columns(names: list[str], feature_set: str) -> list[str]:
+    """The ``names`` a named feature set (:data:`crs_ml.config.FEATURE_SETS`) keeps."""
+    from crs_ml.config import FEATURE_SETS
+
+    if feature_set not in FEATURE_SETS:
+        raise ConfigError(f"unknown feature set '{feature_set}'; known: {', '.join(FEATURE_SETS)}")
+    return select_columns(names, FEATURE_SETS[feature_set])
+
+
 def make_model(model_cfg, catalogue: pd.DataFrame | None, seed: int):
     """Build the estimator a :class:`crs_ml.config.ModelConfig` describes.
 
     ``params`` go to the estimator unchanged (an unknown name is a ConfigError listing the
     valid ones); ``random_state`` defaults to ``seed``. For ``xgboost``: ``calibration`` comes
     from ``model_cfg.calibration`` and, when ``model_cfg.monotone`` is true, the monotone
-    constraints from the catalogue's ``monotone`` column (the non-zero entries).
+    constraints from the catalogue's ``monotone`` column (the non-zero entries). For
+    ``additive``: the log-scale features from the catalogue (:func:`log_scale_features`)
+    unless ``params.log_features`` names them. For ``stack``: one model per entry of
+    ``model_cfg.members``, each reading the columns of its ``feature_set``.
     """
+    from crs_ml.config import FEATURE_SETS
+    from crs_ml.modeling.additive import AdditiveRiskModel, log_scale_features
     from crs_ml.modeling.baselines import FeverRuleModel, LogisticRiskModel, MEasixModel
+    from crs_ml.modeling.stack import StackedRiskModel
 
     registry = {
         "xgboost": XGBRiskModel,
         "logistic": LogisticRiskModel,
         "measix": MEasixModel,
         "fever_rule": FeverRuleModel,
+        "additive": AdditiveRiskModel,
+        "stack": StackedRiskModel,
     }
     if model_cfg.type not in registry:
         raise ConfigError(
@@ -341,6 +369,19 @@ def make_model(model_cfg, catalogue: pd.DataFrame | None, seed: int):
                 f"{hint}; valid: {', '.join(p for p in valid if p not in reserved)}"
             )
     kwargs = {"random_state": seed} if "random_state" in valid else {}
+    if cls is AdditiveRiskModel and "log_features" not in params:
+        kwargs["log_features"] = log_scale_features(catalogue)
+    if cls is StackedRiskModel:
+        if "members" in params:
+            raise ConfigError("a stack's members are model.members, not model.params.members")
+        kwargs["members"] = [
+            (
+                name,
+                make_model(member, catalogue, seed),
+                None if member.feature_set == "all" else list(FEATURE_SETS[member.feature_set]),
+            )
+            for name, member in model_cfg.members.items()
+        ]
     if cls is XGBRiskModel:
         kwargs["calibration"] = model_cfg.calibration
         if model_cfg.monotone:

@@ -24,6 +24,15 @@ early-fever rule (:class:`crs_ml.modeling.baselines.FeverRuleModel`)
     One binary input: base = the training-weighted mean log-odds of both sides of the rule,
     and temperature_max_early carries the rest.
 
+additive model (:class:`crs_ml.modeling.additive.AdditiveRiskModel`)
+    Each feature's term (its spline basis or linear value and its missing indicator) minus
+    the term's training mean; base = the intercept. Exact.
+
+stack (:class:`crs_ml.modeling.stack.StackedRiskModel`)
+    The members' exact contributions (as above, in each member's calibrated log-odds) summed
+    with the blend's non-negative coefficients; base = the Platt intercept plus the weighted
+    member bases. Exact up to xgboost's float32 TreeSHAP rounding.
+
 Any other estimator: contributions and base are NaN (``supported`` is False) and the risk
 comes from ``predict_proba``.
 """
@@ -94,7 +103,9 @@ def tree_shap(bundle, X: pd.DataFrame, threads: int | None = None) -> Explanatio
     return Explanation(contrib, base, base + contrib.sum(axis=1))
 
 
-def _logistic_shap(estimator, X: pd.DataFrame, names: list[str]) -> Explanation:
+def logistic_shap(estimator, X: pd.DataFrame, names: list[str]) -> Explanation:
+    """Exact linear SHAP of a fitted :class:`~crs_ml.modeling.baselines.LogisticRiskModel`
+    on the columns ``names`` of ``X`` (see the module docstring)."""
     pipe = estimator.pipeline_
     design = pipe[:-1].transform(X[names].to_numpy(dtype=np.float64))
     beta = np.asarray(pipe[-1].coef_, dtype=np.float64).ravel()
@@ -154,9 +165,12 @@ def explain(bundle, X: pd.DataFrame, threads: int | None = None) -> Explanation:
     names = bundle.feature_names
     kind = type(est).__name__
     if kind == "LogisticRiskModel" and hasattr(est, "pipeline_"):
-        return _logistic_shap(est, X, names)
+        return logistic_shap(est, X, names)
     if kind == "MEasixModel" and hasattr(est, "logistic_"):
         return _measix_shap(est, X, names)
+    if hasattr(est, "explain_logit"):  # additive model, stack
+        contrib, base = est.explain_logit(X[names])
+        return Explanation(contrib, base, base + contrib.sum(axis=1))
     if kind == "FeverRuleModel" and "temperature_max_early" in names:
         return _fever_rule_shap(est, X, names)
     logit = _logit(est.predict_proba(X[names])[:, 1])

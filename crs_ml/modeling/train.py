@@ -30,7 +30,7 @@ from crs_ml.features.builder import feature_catalogue
 from crs_ml.features.catalogue import select_feature_variables
 from crs_ml.features.landmarks import build_landmark_dataset
 from crs_ml.modeling.bundle import save_bundle
-from crs_ml.modeling.estimators import make_model
+from crs_ml.modeling.estimators import feature_set_columns, make_model
 
 Progress = Callable[[str, int, int], None]
 log = logging.getLogger(__name__)
@@ -117,8 +117,13 @@ def cross_validate(
     repeats: int,
     seed: int,
     progress: Progress | None = None,
+    member_oof: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Out-of-fold calibrated risk, shape (repeats, n_rows)."""
+    """Out-of-fold calibrated risk, shape (repeats, n_rows).
+
+    ``member_oof``: a dict to fill, for a stack, with each member's out-of-fold risk (the
+    member as refit inside the stack on the same outer training fold), so the members can be
+    reported on exactly the blend's folds."""
     fold_ids = person_folds(persons, y, folds, repeats, seed)
     oof = np.full(fold_ids.shape, np.nan)
     total = repeats * folds
@@ -129,6 +134,10 @@ def cross_validate(
             model = make()
             model.fit(X.loc[~test], y[~test], groups=persons[~test])
             oof[r, test] = model.predict_proba(X.loc[test])[:, 1]
+            if member_oof is not None and hasattr(model, "member_logits"):
+                for name, logit in model.member_logits(X.loc[test]).items():
+                    member_oof.setdefault(name, np.full(fold_ids.shape, np.nan))
+                    member_oof[name][r, test] = 1.0 / (1.0 + np.exp(-logit))
             done += 1
             if progress:
                 progress("cross-validation", done, total)
@@ -285,6 +294,8 @@ def training_data(cohort, cfg: Config):
             "training needs both outcomes",
             file=str(cohort.source) if cohort.source else None,
         )
+    if cfg.model.type != "stack" and cfg.model.feature_set != "all":
+        X = X[feature_set_columns(list(X.columns), cfg.model.feature_set)]
     catalogue = feature_catalogue(cfg.features)
     catalogue = catalogue[catalogue["name"].isin(X.columns)].reset_index(drop=True)
     return X, y, meta, catalogue, meta["person_id"].astype(str).to_numpy()
@@ -300,11 +311,20 @@ def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainR
 
     report_lms = [h for h in cfg.cv.report_landmarks_h if h in set(cfg.task.landmarks_h)]
     oof = None
+    members: dict[str, np.ndarray] = {}
     if cfg.cv.validation == "cv":
-        oof = cross_validate(X, y, persons, make, cfg.cv.folds, cfg.cv.repeats, cfg.seed, progress)
+        oof = cross_validate(
+            X, y, persons, make, cfg.cv.folds, cfg.cv.repeats, cfg.seed, progress, members
+        )
         metrics = evaluate_predictions(
             y, oof, meta, report_lms, cfg.cv.bootstrap, cfg.seed, cohort.truth
         )
+        # a stack's members on the blend's own outer folds (point estimates, no intervals)
+        for name, member_oof in members.items():
+            member_metrics = evaluate_predictions(
+                y, member_oof, meta, report_lms, 0, cfg.seed, cohort.truth
+            )
+            metrics.update({f"member.{name}.{k}": v for k, v in member_metrics.items()})
     if progress:
         progress("final refit", 0, 1)
     model = make().fit(X, y, groups=persons)
@@ -312,6 +332,8 @@ def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainR
         progress("final refit", 1, 1)
     if cfg.cv.validation == "optimism":  # the final model gives the apparent performance
         metrics = optimism_metrics(X, y, meta, make, cfg, model, progress)
+    if hasattr(model, "summary"):  # a stack: weights and the members' inner-fold performance
+        metrics.update(model.summary())
     c_stat = metrics.get("auroc_all")
     # Riley's R2 from the C-statistic needs C > 0.5; otherwise the conservative default
     usable_c = c_stat if c_stat is not None and np.isfinite(c_stat) and 0.5 < c_stat < 1 else None

@@ -24,7 +24,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from crs_ml.variables import VARIABLES
+from crs_ml.variables import VARIABLES, catalogue_version
 
 OXYGEN_LEVELS = {0: "none", 1: "low flow", 2: "high flow", 3: "positive pressure"}
 VASOPRESSOR_LEVELS = {0: "none", 1: "one", 2: "several at once"}
@@ -80,12 +80,19 @@ def format_number(x: float) -> str:
     return format_numbers(np.array([np.nan if x is None else x], dtype=np.float64))[0]
 
 
-_BY_LENGTH = sorted(VARIABLES, key=len, reverse=True)
+@lru_cache(maxsize=4)
+def _by_length(version: int) -> tuple[str, ...]:
+    """Catalogue variable names, longest first (``crp_hs`` before ``crp``)."""
+    return tuple(sorted(VARIABLES, key=len, reverse=True))
+
+
+def _variable_spec(name: str) -> tuple[str, str, str] | None:
+    return _variable_spec_of(name, catalogue_version())
 
 
 @lru_cache(maxsize=4096)
-def _variable_spec(name: str) -> tuple[str, str, str] | None:
-    for var in _BY_LENGTH:
+def _variable_spec_of(name: str, version: int) -> tuple[str, str, str] | None:
+    for var in _by_length(version):
         if not name.startswith(var + "_"):
             continue
         v = VARIABLES[var]
@@ -170,7 +177,7 @@ def input_name(name: str, catalogue: pd.DataFrame | None = None, part: bool = Tr
     """The clinical input behind a feature, as named in the grouped lines of the drivers:
     the variable's display name (``IL-6`` for its latest, max ... features; ``IL-6 baseline``
     for its baseline and change, ``IL-6 trend`` for its 24 h slope), else the feature label."""
-    for var in _BY_LENGTH:
+    for var in _by_length(catalogue_version()):
         if name.startswith(var + "_") and _variable_spec(name) is not None:
             stat = name[len(var) + 1 :]
             return VARIABLES[var].display + (_INPUT_PARTS.get(stat, "") if part else "")

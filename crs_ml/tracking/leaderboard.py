@@ -32,7 +32,10 @@ NOT_PAIRED = {
     "no_oof": "no out-of-fold predictions",
     "no_shared_rows": "no shared rows",
     "one_class": "one outcome class",
+    "member": "stack member, on the blend's folds",
 }
+#: the metrics a stack run logs per member (crs_ml.modeling.train): ``member.<name>.<metric>``
+MEMBER_PREFIX = "member."
 
 
 def _finite(x) -> float:
@@ -151,7 +154,41 @@ def leaderboard(
         else:
             result.update(_paired(best, row, landmark_h, cache, n_boot, seed))
         diffs.append(result)
-    return pd.concat([board, pd.DataFrame(diffs)], axis=1)
+    return with_members(pd.concat([board, pd.DataFrame(diffs)], axis=1), runs, tag)
+
+
+def with_members(board: pd.DataFrame, runs: pd.DataFrame, tag: str) -> pd.DataFrame:
+    """``board`` with, right after each stack run, one row per member: the member's
+    out-of-fold metrics on the blend's own outer folds (the member as refit inside the stack
+    on each outer training fold). Member rows are not paired with the best run."""
+    by_id = runs.set_index("run_id")
+    rows = []
+    for _, row in board.iterrows():
+        rows.append(row.to_dict())
+        run = by_id.loc[row["run_id"]]
+        names = sorted(
+            {c[len("metrics." + MEMBER_PREFIX):].rsplit(".", 1)[0] for c in run.index
+             if c.startswith("metrics." + MEMBER_PREFIX) and c.endswith(f".auroc_{tag}")
+             and pd.notna(run[c])}
+        )  # fmt: skip
+        for name in names:
+
+            def metric(key, name=name, run=run):
+                return _finite(run.get(f"metrics.{MEMBER_PREFIX}{name}.{key}_{tag}"))
+
+            weight = _finite(run.get(f"metrics.stack_weight_{name}"))
+            rows.append({
+                **row.to_dict(),
+                "run_name": f"  member {name} (weight {weight:.2f})",
+                "model": f"{row['model']}:{name}",
+                "auroc": metric("auroc"), "auroc_lo": np.nan, "auroc_hi": np.nan,
+                "auprc": metric("auprc"), "brier": metric("brier"),
+                "calibration_slope": metric("calibration_slope"),
+                "oracle_ratio": metric("oracle_ratio"), "key_params": "",
+                "diff_vs_best": np.nan, "diff_lo": np.nan, "diff_hi": np.nan,
+                "p_value": np.nan, "paired_rows": 0, "not_paired": NOT_PAIRED["member"],
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=board.columns).reset_index(drop=True)
 
 
 def _paired(best, row, landmark_h: float, cache: dict, n_boot: int, seed: int) -> dict:

@@ -81,6 +81,12 @@ def flat_params(cfg) -> dict[str, str]:
     }
     for key, value in sorted(cfg.model.params.items()):
         out[f"model.{key}"] = str(value)
+    if cfg.model.feature_set != "all":
+        out["model.feature_set"] = cfg.model.feature_set
+    for name, member in cfg.model.members.items():  # a stack's candidates
+        out[f"model.member.{name}"] = f"{member.type} ({member.feature_set} features)"
+        for key, value in sorted(member.params.items()):
+            out[f"model.member.{name}.{key}"] = str(value)
     return {k: v[:6000] for k, v in out.items()}
 
 

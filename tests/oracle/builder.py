@@ -22,6 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from crs_ml.cohort import Cohort
+from crs_ml.config import FeatureConfig
+from crs_ml.errors import InputError
+from crs_ml.features.grading import FEVER_C, FEVER_WINDOW_H, HYPOTENSION_SBP_MMHG, grade_summary
 from oracle.catalogue import (
     LAB_VARIABLES,
     PRETOCI,
@@ -30,11 +35,6 @@ from oracle.catalogue import (
     feature_names,
     static_features,
 )
-
-from crs_ml.cohort import Cohort
-from crs_ml.config import FeatureConfig
-from crs_ml.errors import InputError
-from crs_ml.features.grading import FEVER_C, FEVER_WINDOW_H, HYPOTENSION_SBP_MMHG, grade_summary
 
 SLOPE_WINDOW_H = 24.0
 _NV = len(VARIABLES)

@@ -107,6 +107,30 @@ def test_unknown_feature_schema_is_refused(xgb_folder):
         load_bundle(xgb_folder)
 
 
+def test_model_saved_before_feature_variables_reads_the_twelve_it_used(tmp_path):
+    """A format-2 model saved before ``features.variables`` existed used the 12 core
+    variables; loading it must not switch it to every catalogue variable."""
+    from crs_ml.variables import CORE_VARIABLES, VARIABLES
+
+    cfg = Config()
+    cfg.features.variables = list(CORE_VARIABLES)
+    catalogue = feature_catalogue(cfg.features)
+    names = list(catalogue["name"])
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(rng.normal(size=(200, len(names))), columns=names)
+    y = (X.iloc[:, 0] + rng.normal(size=200) > 1).astype(int).to_numpy()
+    cfg.model.params = {"n_estimators": 5, "max_depth": 2}
+    model = make_model(cfg.model, catalogue, 0).fit(X, y, groups=np.arange(200))
+    folder = _save(model, tmp_path, cfg, catalogue, X, "xgboost")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["config"]["features"].pop("variables")
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    bundle = load_bundle(folder)
+    assert bundle.manifest["config"]["features"]["variables"] == list(CORE_VARIABLES)
+    assert len(CORE_VARIABLES) == 12 < len(VARIABLES)
+    np.testing.assert_allclose(bundle.predict_risk(X), model.predict_proba(X)[:, 1], atol=1e-12)
+
+
 def test_not_a_model_folder(tmp_path):
     with pytest.raises(ModelError, match="not a crs_ml model folder"):
         load_bundle(tmp_path)

@@ -1,0 +1,277 @@
+"""Does the default hold in worlds it was not tuned to? (README, "Model families").
+
+Simulated worlds that differ in what a site cannot control, each made by changing the
+simulator's parameters (crs_ml.simulate.params; the simulator itself is untouched):
+
+* ``default``: the shipped simulator;
+* ``baseline_labs_strong``: baseline labs (tumour burden, CRP, platelets, ferritin) explain
+  more of the latent severity, early cytokines less;
+* ``cytokines_strong``: baseline labs explain little, early cytokines and fever more;
+* ``noisy_slow_markers``: three times the assay noise of IL-6, CRP and ferritin, CRP and
+  ferritin twice as slow, twice the risk-free patient factor in the inflammation amplitude;
+* ``no_il6_sparse``: IL-6 never measured, labs and vital signs half as often;
+* ``conservative_policy``: every site treats conservatively (tocilizumab only at grade 3,
+  steroids at grade 4): fewer courses are cut short (event rate about 23% instead of 12%);
+* ``rare_events``: the low-rate products only (liso-cel, cilta-cel; about 5%);
+* ``frequent_events``: the high-rate products only (axi-cel, tisa-cel, brexu-cel; about 18%).
+
+The product constants are not re-calibrated (:func:`crs_ml.simulate.calibrate.calibrate_products`),
+so a world that changes severity weights also moves its event rate; the table states each
+world's test event rate. In each world, models are trained on draws of ``--sizes`` patients
+(``--draws`` independent draws each, all landmarks of the config stacked) and measured at the
+24 h landmark on an independent test cohort of ``--test-n`` patients of the same world: AUROC,
+calibration slope and the oracle ratio (AUROC / AUROC of the simulator's true risk on the same
+rows) for the stack (``--config``, default configs/stack.yaml), each of its members (as refit
+inside the stack on all the training rows: identical to the member trained alone with the same
+seed), m-EASIX and the early-fever rule. The criteria of the issue are checked per world and
+size: stack AUROC >= best member's - 0.003 and >= the compact member's, calibration slope in
+0.8-1.2 at >= 1,000 patients.
+
+Writes benchmarks/results/robustness.json and robustness.md (the README table). Slow: the full
+grid (8 worlds x 300 / 1,000 / 3,000 x 3 draws, test 5,000) is hours on 2 cores. Usage:
+``python benchmarks/bench_robustness.py [--worlds default rare_events] [--sizes 300 1000]
+[--draws 1] [--test-n 2000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+TEST_SEED = 7000
+LANDMARK_H = 24.0
+SIZES = [300, 1000, 3000]
+DRAWS = 3
+#: the margin of the issue's criterion: stack >= best member - TOLERANCE
+TOLERANCE = 0.003
+
+
+def _sites(params, changes):
+    return replace(params, sites=tuple(replace(s, **changes(s)) for s in params.sites))
+
+
+def _world_fns():
+    from crs_ml.simulate.params import with_products
+
+    def baseline_labs_strong(p):
+        sev = replace(p.severity, tumour_burden=1.0, crp=0.5, low_platelets=0.5, ferritin=0.3,
+                      unexplained_sd=0.3)  # fmt: skip
+        return replace(p, severity=sev, kinetics=replace(p.kinetics, amplitude_severity=0.7))
+
+    def cytokines_strong(p):
+        sev = replace(p.severity, tumour_burden=0.3, crp=0.1, low_platelets=0.1, ferritin=0.0,
+                      unexplained_sd=0.9)  # fmt: skip
+        return replace(p, severity=sev, kinetics=replace(p.kinetics, amplitude_severity=2.2))
+
+    def noisy_slow_markers(p):
+        k = p.kinetics
+        return replace(p, kinetics=replace(
+            k, noise_il6=3 * k.noise_il6, noise_crp=3 * k.noise_crp,
+            noise_ferritin=3 * k.noise_ferritin, tau_crp_h=2 * k.tau_crp_h,
+            tau_ferritin_h=2 * k.tau_ferritin_h, amplitude_sd=2 * k.amplitude_sd,
+        ))  # fmt: skip
+
+    def no_il6_sparse(p):
+        return _sites(p, lambda s: {
+            "il6_prob": (0.0, 0.0, 0.0, 0.0),
+            "labs_every_h": tuple(2 * h for h in s.labs_every_h),
+            "vitals_every_h": tuple(2 * h for h in s.vitals_every_h),
+        })  # fmt: skip
+
+    def conservative_policy(p):
+        return _sites(
+            p,
+            lambda s: {
+                "toci_fever_per_h": 0.0,
+                "toci_grade2_per_h": 0.0,
+                "steroid_grade2_per_h": 0.0,
+                "steroid_at_grade3": False,
+            },
+        )
+
+    return {
+        "default": lambda p: p,
+        "baseline_labs_strong": baseline_labs_strong,
+        "cytokines_strong": cytokines_strong,
+        "noisy_slow_markers": noisy_slow_markers,
+        "no_il6_sparse": no_il6_sparse,
+        "conservative_policy": conservative_policy,
+        "rare_events": lambda p: with_products(p, liso_cel=0.5, cilta_cel=0.5),
+        "frequent_events": lambda p: with_products(p, axi_cel=0.4, tisa_cel=0.3, brexu_cel=0.3),
+    }
+
+
+def landmark_set(params, n: int, seed: int, tmp: Path, cfg, landmarks):
+    """(X, y, meta, truth) of a simulated cohort of this world."""
+    from crs_ml.features.landmarks import build_landmark_dataset
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
+
+    folder = tmp / f"sim_{n}_{seed}"
+    write_cohort(simulate_cohort(n, seed=seed, params=params), folder)
+    cohort = load_cohort(folder)
+    X, y, meta = build_landmark_dataset(cohort, landmarks, cfg.task.horizon_h, cfg.features)
+    return X, np.asarray(y, dtype=int), meta, cohort.truth
+
+
+def measure(y, p, oracle_auroc) -> dict:
+    from crs_ml.evaluation import metrics as M
+
+    auroc = M.auroc(y, p)
+    return {
+        "auroc": auroc,
+        "calibration_slope": M.calibration_intercept_slope(y, p)[1],
+        "oracle_ratio": auroc / oracle_auroc,
+    }
+
+
+def run_one(cfg, catalogue, train, test, seed: int) -> dict:
+    """Every model of one training draw, measured on the test set."""
+    from scipy.special import expit
+
+    from crs_ml.modeling.estimators import make_model
+
+    X, y, meta, _ = train
+    groups = meta["person_id"].astype(str).to_numpy()
+    Xt, yt, _, oracle_auroc = test
+    out = {}
+    stack = make_model(cfg.model, catalogue, seed).fit(X, y, groups=groups)
+    out["stack"] = measure(yt, stack.predict_proba(Xt[X.columns])[:, 1], oracle_auroc)
+    for name, logit in stack.member_logits(Xt[X.columns]).items():
+        out[name] = measure(yt, expit(logit), oracle_auroc)
+    out["weights"] = dict(zip([m[0] for m in stack.members_], stack.weights_.tolist(),
+                              strict=True))  # fmt: skip
+    for base in ("measix", "fever_rule"):
+        model_cfg = cfg.model.model_copy(update={"type": base, "params": {}, "members": {}})
+        model = make_model(model_cfg, catalogue, seed).fit(X, y, groups=groups)
+        out[base] = measure(yt, model.predict_proba(Xt[X.columns])[:, 1], oracle_auroc)
+    return out
+
+
+def summarise(rows: list[dict], members: list[str]) -> dict:
+    models = ["stack", *members, "measix", "fever_rule"]
+    out = {}
+    for m in models:
+        for k in ("auroc", "calibration_slope", "oracle_ratio"):
+            out[f"{m}.{k}"] = float(np.mean([r[m][k] for r in rows]))
+    best = max(out[f"{m}.auroc"] for m in members)
+    out["best_member_auroc"] = best
+    out["meets_best_member"] = bool(out["stack.auroc"] >= best - TOLERANCE)
+    out["meets_compact"] = bool(
+        "compact.auroc" not in out or out["stack.auroc"] >= out["compact.auroc"]
+    )
+    out["weights"] = {m: float(np.mean([r["weights"][m] for r in rows])) for m in members}
+    return out
+
+
+def markdown(results: dict, members: list[str], args) -> str:
+    names = {"measix": "m-EASIX", "fever_rule": "fever rule"}
+    models = ["stack", *members, "measix", "fever_rule"]
+    head = (
+        f"Robustness at {LANDMARK_H:g} h: mean over {args.draws} training draw(s) per size; "
+        f"test {args.test_n} patients per world. Cells: AUROC (calibration slope). "
+        f"'ok' = stack >= best member - {TOLERANCE} and >= compact (and slope 0.8-1.2 at "
+        ">= 1,000 patients).\n\n"
+    )
+    lines = [
+        "| world | test events | oracle | n | "
+        + " | ".join(names.get(m, m) for m in models)
+        + " | weights | ok |",
+        "|---|---|---|---|" + "---|" * len(models) + "---|---|",
+    ]
+    for world, w in results.items():
+        for n, s in w["sizes"].items():
+            cells = [f"{s[f'{m}.auroc']:.3f} ({s[f'{m}.calibration_slope']:.2f})" for m in models]
+            slope_ok = int(n) < 1000 or 0.8 <= s["stack.calibration_slope"] <= 1.2
+            ok = s["meets_best_member"] and s["meets_compact"] and slope_ok
+            weights = " / ".join(f"{s['weights'][m]:.2f}" for m in members)
+            lines.append(
+                f"| {world} | {w['test_event_rate']:.1%} | {w['oracle_auroc']:.3f} | {n} | "
+                + " | ".join(cells)
+                + f" | {weights} | {'ok' if ok else 'FAILS'} |"
+            )
+    ratio = ["", "Oracle ratio (AUROC / oracle AUROC):", "",
+             "| world | n | " + " | ".join(names.get(m, m) for m in models) + " |",
+             "|---|---|" + "---|" * len(models)]  # fmt: skip
+    for world, w in results.items():
+        for n, s in w["sizes"].items():
+            ratio.append(
+                f"| {world} | {n} | "
+                + " | ".join(f"{s[f'{m}.oracle_ratio']:.3f}" for m in models)
+                + " |"
+            )
+    return head + "\n".join(lines + ratio) + "\n"
+
+
+def main() -> None:
+    fns = _world_fns()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--worlds", nargs="+", default=list(fns), choices=list(fns))
+    ap.add_argument("--sizes", nargs="+", type=int, default=SIZES)
+    ap.add_argument("--draws", type=int, default=DRAWS)
+    ap.add_argument("--test-n", type=int, default=5000)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "stack.yaml"))
+    ap.add_argument("--out", default=str(RESULTS / "robustness"))
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from crs_ml.config import load_config
+    from crs_ml.evaluation import metrics as M
+    from crs_ml.features.catalogue import feature_catalogue
+    from crs_ml.modeling.train import oracle_risk
+    from crs_ml.simulate.params import default_params
+
+    cfg = load_config(args.config)
+    members = list(cfg.model.members)
+    catalogue = feature_catalogue(cfg.features)
+    results: dict = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as t:
+        for w_i, world in enumerate(args.worlds):
+            tmp = Path(t) / world
+            params = fns[world](default_params()).validate()
+            Xt, yt, meta_t, truth = landmark_set(params, args.test_n, TEST_SEED, tmp, cfg,
+                                                 [LANDMARK_H])  # fmt: skip
+            oracle_auroc = M.auroc(yt, oracle_risk(meta_t, truth))
+            test = (Xt, yt, meta_t, oracle_auroc)
+            w = results[world] = {
+                "test_rows": int(len(yt)),
+                "test_event_rate": float(yt.mean()),
+                "oracle_auroc": float(oracle_auroc),
+                "sizes": {},
+            }
+            for s_i, n in enumerate(args.sizes):
+                rows = []
+                for d in range(args.draws):
+                    seed = 100_000 + 1000 * w_i + 100 * s_i + d
+                    train = landmark_set(params, n, seed, tmp, cfg, cfg.task.landmarks_h)
+                    rows.append(run_one(cfg, catalogue, train, test, cfg.seed))
+                    print(f"{world} n={n} draw {d}: stack {rows[-1]['stack']['auroc']:.3f}, "
+                          + ", ".join(f"{m} {rows[-1][m]['auroc']:.3f}" for m in
+                                      [*members, "measix", "fever_rule"])
+                          + f" [{time.perf_counter() - started:.0f} s]", flush=True)  # fmt: skip
+                w["sizes"][str(n)] = {**summarise(rows, members), "draws": rows}
+                write(results, members, args, started)  # after each size: a long run keeps
+    print(markdown(results, members, args))  # what it measured if stopped
+
+
+def write(results: dict, members: list[str], args, started: float) -> None:
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"worlds": args.worlds, "sizes": args.sizes, "draws": args.draws,
+            "test_n": args.test_n, "config": Path(args.config).name,
+            "seconds": round(time.perf_counter() - started)}  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps({"run": meta, "results": results}, indent=1))
+    out.with_suffix(".md").write_text(markdown(results, members, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,393 @@
+"""Stacked risk model (super learner): a non-negative blend, in log-odds, of candidate models.
+
+``fit(X, y, groups)``:
+
+1. the training persons are split into ``inner_folds`` folds (by person, stratified on
+   whether a person has an event); each member is fit on the other folds and gives its
+   calibrated log-odds on the held-out one (its out-of-fold margin); every fitting step of a
+   member (its own early stopping, calibration, penalty search) runs inside these inner
+   training folds;
+2. the blend is a logistic regression of the outcome on the members' out-of-fold log-odds
+   with non-negative coefficients ``c_m >= 0`` (bounded L-BFGS): written as convex weights
+   ``w_m = c_m / sum(c)`` (``weights_``) and a Platt map ``slope * blend + intercept`` with
+   ``slope = sum(c)`` (``platt_slope_``, ``platt_intercept_``); non-negativity keeps every
+   member's drivers pointing the way the member says. With few events such weights are
+   noisy, so the blending rule itself is chosen (``blend_rule_``) among these free weights,
+   equal weights and each member alone (each with its Platt map) by held-out log-loss across
+   the same inner folds (``rule_log_loss_``);
+3. each member is refit on all training rows (``members_``).
+
+The risk is ``expit(platt_intercept_ + platt_slope_ * sum_m w_m * logit_m(X))``. Each member's
+exact SHAP decomposition (TreeSHAP for xgboost, the additive terms, linear SHAP for the
+logistic model) is linear in its log-odds, so the blend's SHAP is the weighted sum of the
+members' contributions: ``base = intercept + slope * sum_m w_m base_m`` and
+``base + sum(contributions) = logit(risk)``, per feature in the members' clinical names.
+
+A member reads only the columns of its feature set (``members`` entries are
+``(name, estimator, columns)``; ``columns`` None = all); its contributions to the other
+features are 0. Member performance on the inner folds (``inner_metrics_``) is kept for the
+run log. The fitted state is written without pickle (:func:`save_stack`,
+:func:`load_stack`): JSON for the blend and additive members, xgboost's own format for
+boosters, skops for a logistic member.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from crs_ml.modeling.additive import AdditiveRiskModel, known_frame
+from crs_ml.modeling.inner_splits import encode_binary_target, group_codes, inner_group_folds
+
+_EPS = 1e-12
+
+
+def member_logit(estimator, X: pd.DataFrame) -> np.ndarray:
+    """Calibrated log-odds of a fitted member (float64)."""
+    if hasattr(estimator, "booster_"):  # XGBRiskModel (X holds exactly its columns)
+        from crs_ml.modeling.estimators import booster_margin
+
+        margin = booster_margin(estimator.booster_, X.to_numpy(dtype=np.float64, na_value=np.nan))
+        return estimator.platt_slope_ * margin + estimator.platt_intercept_
+    if hasattr(estimator, "decision_function"):  # additive, logistic
+        return np.asarray(estimator.decision_function(X), dtype=np.float64)
+    p = np.clip(estimator.predict_proba(X)[:, 1], _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def member_explanation(estimator, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(contributions (rows, columns of X), base (rows,)) of a fitted member in its own
+    calibrated log-odds: exact TreeSHAP x Platt slope (xgboost), the additive terms, or
+    linear SHAP (logistic)."""
+    if hasattr(estimator, "explain_logit"):
+        return estimator.explain_logit(X)
+    if hasattr(estimator, "booster_"):
+        import xgboost as xgb
+
+        names = [str(c) for c in X.columns]
+        matrix = np.ascontiguousarray(X.to_numpy(dtype=np.float64), dtype=np.float32)
+        booster = estimator.booster_
+        dm = xgb.DMatrix(matrix, missing=np.nan, feature_names=booster.feature_names and names)
+        raw = booster.predict(dm, pred_contribs=True).astype(np.float64)
+        slope, intercept = estimator.platt_slope_, estimator.platt_intercept_
+        return raw[:, :-1] * slope, raw[:, -1] * slope + intercept
+    if type(estimator).__name__ == "LogisticRiskModel":
+        from crs_ml.modeling.explain import logistic_shap
+
+        ex = logistic_shap(estimator, X, [str(c) for c in X.columns])
+        return ex.contributions, ex.base_value
+    raise TypeError(f"no exact SHAP for a {type(estimator).__name__} stack member")
+
+
+def fit_blend(M: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Non-negative logistic regression of y on the columns of M: (coefficients, intercept)."""
+    m = M.shape[1]
+    prevalence = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+
+    def loss(theta):
+        eta = theta[0] + M @ theta[1:]
+        p = expit(eta)
+        # log(1 + e^eta) - y * eta, stable
+        value = np.sum(np.logaddexp(0.0, eta) - y * eta) / len(y)
+        grad_eta = (p - y) / len(y)
+        return value, np.concatenate([[grad_eta.sum()], M.T @ grad_eta])
+
+    start = np.concatenate([[np.log(prevalence / (1 - prevalence))], np.full(m, 1.0 / m)])
+    res = minimize(
+        loss, start, jac=True, method="L-BFGS-B",
+        bounds=[(None, None)] + [(0.0, None)] * m, options={"maxiter": 1000, "gtol": 1e-10},
+    )  # fmt: skip
+    return np.maximum(res.x[1:], 0.0), float(res.x[0])
+
+
+def fit_rule(rule: str, M: np.ndarray, y: np.ndarray, names: list[str]):
+    """(coefficients >= 0, intercept) of a blending rule on the member log-odds ``M``:
+    ``nnls`` (non-negative logistic regression on all members), ``equal`` (equal weights,
+    then a Platt map) or ``only:<member>`` (that member alone, with a Platt map)."""
+    if rule == "nnls":
+        return fit_blend(M, y)
+    if rule == "equal":
+        weights = np.full(M.shape[1], 1.0 / M.shape[1])
+    else:
+        weights = (np.asarray(names) == rule.split(":", 1)[1]).astype(np.float64)
+    score = M @ weights
+    coef, intercept = fit_blend(score[:, None], y)
+    return coef[0] * weights, intercept
+
+
+def choose_rule(M: np.ndarray, y: np.ndarray, folds, names: list[str]):
+    """The blending rule with the lowest held-out log-loss when each rule is fit on the other
+    inner folds' out-of-fold log-odds (the same person folds); ties go to the simpler rule
+    (equal weights first). Returns (rule, {rule: mean held-out log-loss})."""
+    rules = ["equal", "nnls", *(f"only:{n}" for n in names)]
+    losses = {}
+    for rule in rules:
+        total = 0.0
+        for train, valid in folds:
+            coef, b = fit_rule(rule, M[train], y[train].astype(np.float64), names)
+            eta = b + M[valid] @ coef
+            total += float(np.sum(np.logaddexp(0.0, eta) - y[valid] * eta))
+        losses[rule] = total / len(y)
+    best = min(rules, key=lambda r: (round(losses[r], 12), rules.index(r)))
+    return best, losses
+
+
+class StackedRiskModel(ClassifierMixin, BaseEstimator):
+    """Super learner over ``members`` (see the module docstring).
+
+    ``members``: list of ``(name, estimator, columns)``; ``columns`` the feature names or
+    shell-style patterns the member reads (None: all; :func:`select_columns`). ``inner_folds``: person folds for the out-of-fold margins;
+    ``random_state`` seeds them. X must be a DataFrame (members read columns by name).
+
+    Fitted: ``members_`` (name, fitted estimator, columns), ``weights_`` (convex, >= 0, sum
+    1), ``platt_slope_``, ``platt_intercept_``, ``coef_`` (= slope x weights), ``inner_metrics_``
+    ({member or 'blend': {'auroc', 'log_loss'}} on the inner out-of-fold margins).
+    """
+
+    def __init__(self, members=None, inner_folds=4, random_state=0):
+        self.members = members
+        self.inner_folds = inner_folds
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def _frame(self, X) -> pd.DataFrame:
+        names = (
+            [str(c) for c in self.feature_names_in_]
+            if hasattr(self, "feature_names_in_")
+            else [f"x{i}" for i in range(self.n_features_in_)]
+        )
+        return pd.DataFrame(np.asarray(X, dtype=np.float64), columns=names)
+
+    def _member_columns(self, columns, frame: pd.DataFrame) -> list[str]:
+        from crs_ml.modeling.estimators import select_columns
+
+        cols = select_columns(list(frame.columns), columns)
+        if not cols:
+            raise ValueError(f"a stack member's columns {columns} match no feature of X")
+        return cols
+
+    def fit(self, X, y, groups=None):
+        from crs_ml.evaluation import metrics as M
+
+        if not self.members or len(self.members) < 2:
+            raise ValueError("StackedRiskModel needs at least two members")
+        names = [m[0] for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stack member names must be unique, got {names}")
+        Xv, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
+        y01 = encode_binary_target(self, y)
+        frame = self._frame(Xv)
+        codes = group_codes(groups, frame.shape[0])
+        groups_arr = codes
+        specs = [(n, est, self._member_columns(cols, frame)) for n, est, cols in self.members]
+        folds = inner_group_folds(y01, codes, int(self.inner_folds), self.random_state)
+        oof = np.full((len(y01), len(specs)), np.nan)
+        if folds is None:
+            warnings.warn(
+                "StackedRiskModel: too few persons with events for inner folds; equal "
+                "weights and no Platt map",
+                UserWarning,
+                stacklevel=2,
+            )
+        else:
+            for train, valid in folds:
+                for j, (_, est, cols) in enumerate(specs):
+                    fitted = clone(est).fit(
+                        frame.iloc[train][cols], y01[train], groups=groups_arr[train]
+                    )
+                    oof[valid, j] = member_logit(fitted, frame.iloc[valid][cols])
+        self.blend_rule_, self.rule_log_loss_ = "nnls", {}
+        if folds is not None:
+            names_ = [n for n, _, _ in specs]
+            self.blend_rule_, self.rule_log_loss_ = choose_rule(oof, y01, folds, names_)
+            coef, intercept = fit_rule(self.blend_rule_, oof, y01.astype(np.float64), names_)
+        else:
+            coef, intercept = np.full(len(specs), 1.0 / len(specs)), 0.0
+        slope = float(coef.sum())
+        self.weights_ = coef / slope if slope > 0 else np.full(len(specs), 1.0 / len(specs))
+        self.platt_slope_ = slope
+        self.platt_intercept_ = float(intercept)
+        self.coef_ = self.platt_slope_ * self.weights_
+        self.inner_metrics_ = {}
+        if folds is not None:
+            blend = self.platt_intercept_ + oof @ self.coef_
+            for label, score in [*((n, oof[:, j]) for j, (n, _, _) in enumerate(specs)),
+                                 ("blend", blend)]:  # fmt: skip
+                p = np.clip(expit(score), _EPS, 1 - _EPS)
+                self.inner_metrics_[label] = {
+                    "auroc": float(M.auroc(y01, p)),
+                    "log_loss": float(-np.mean(y01 * np.log(p) + (1 - y01) * np.log1p(-p))),
+                }
+        self.members_ = [
+            (n, clone(est).fit(frame[cols], y01, groups=groups_arr), cols) for n, est, cols in specs
+        ]
+        return self
+
+    # ------------------------------------------------------------------ predict
+    def _check(self, X) -> pd.DataFrame:
+        check_is_fitted(self, "members_")
+        return self._frame(known_frame(self, X))
+
+    def member_logits(self, X) -> dict[str, np.ndarray]:
+        """{member name: its calibrated log-odds} for the rows of X."""
+        frame = self._check(X)
+        return {n: member_logit(est, frame[cols]) for n, est, cols in self.members_}
+
+    def decision_function(self, X) -> np.ndarray:
+        """Blended, Platt-calibrated log-odds."""
+        logits = self.member_logits(X)
+        out = np.full(len(next(iter(logits.values()))), self.platt_intercept_)
+        for (name, _, _), c in zip(self.members_, self.coef_, strict=True):
+            out = out + c * logits[name]
+        return out
+
+    def explain_logit(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(contributions (rows, features), base (rows,)): the weighted sum of the members'
+        exact contributions; ``base + contributions.sum(1)`` is the blend's log-odds."""
+        frame = self._check(X)
+        contrib = np.zeros(frame.shape)
+        base = np.full(frame.shape[0], self.platt_intercept_)
+        position = {c: i for i, c in enumerate(frame.columns)}
+        for (_, est, cols), c in zip(self.members_, self.coef_, strict=True):
+            phi, b = member_explanation(est, frame[cols])
+            idx = np.array([position[col] for col in cols], dtype=np.int64)
+            contrib[:, idx] += c * phi
+            base = base + c * b
+        return contrib, base
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = expit(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(np.int64)]
+
+    def summary(self) -> dict[str, float]:
+        """Flat numbers for the run log: each member's weight and inner-fold AUROC and
+        log-loss, the blend's, and the Platt map (no patient data)."""
+        check_is_fitted(self, "members_")
+        out = {
+            "stack_platt_slope": self.platt_slope_,
+            "stack_platt_intercept": self.platt_intercept_,
+        }
+        for rule, loss in self.rule_log_loss_.items():
+            out[f"stack_rule_log_loss_{rule.replace(':', '_')}"] = float(loss)
+        for (name, _, _), w in zip(self.members_, self.weights_, strict=True):
+            out[f"stack_weight_{name}"] = float(w)
+        for name, values in self.inner_metrics_.items():
+            for key, v in values.items():
+                out[f"stack_inner_{key}_{name}"] = float(v)
+        return out
+
+
+# --------------------------------------------------------------------------- files
+STACK_FILE = "stack.json"
+
+
+def save_stack(model: StackedRiskModel, folder: Path) -> list[str]:
+    """Write a fitted stack into ``folder`` (no pickle); returns the file names written."""
+    folder = Path(folder)
+    files = [STACK_FILE]
+    entries = []
+    for name, est, cols in model.members_:
+        entry: dict = {"name": name, "columns": list(cols), "type": type(est).__name__}
+        if isinstance(est, AdditiveRiskModel):
+            entry["state"] = est.to_state()
+        elif hasattr(est, "booster_"):
+            file = f"member_{name}.ubj"
+            booster = est.booster_
+            booster.save_model(str(folder / file))
+            entry.update(
+                file=file,
+                platt_slope=float(est.platt_slope_),
+                platt_intercept=float(est.platt_intercept_),
+                feature_names=booster.feature_names,
+            )
+            files.append(file)
+        elif type(est).__name__ == "LogisticRiskModel":
+            import skops.io as sio
+
+            file = f"member_{name}.skops"
+            sio.dump(est, folder / file)
+            entry["file"] = file
+            files.append(file)
+        else:
+            raise TypeError(f"stack member {name}: cannot save a {type(est).__name__}")
+        entries.append(entry)
+    state = {
+        "feature_names": [str(c) for c in model.feature_names_in_],
+        "classes": np.asarray(model.classes_).tolist(),
+        "params": {"inner_folds": model.inner_folds, "random_state": model.random_state},
+        "weights": model.weights_.tolist(),
+        "platt_slope": model.platt_slope_,
+        "platt_intercept": model.platt_intercept_,
+        "inner_metrics": model.inner_metrics_,
+        "blend_rule": model.blend_rule_,
+        "rule_log_loss": model.rule_log_loss_,
+        "members": entries,
+    }
+    (folder / STACK_FILE).write_text(json.dumps(state, indent=1))
+    return files
+
+
+def load_stack(folder: Path, trusted_types=None) -> StackedRiskModel:
+    """The fitted stack :func:`save_stack` wrote into ``folder``."""
+    from crs_ml.modeling.estimators import XGBRiskModel
+
+    folder = Path(folder)
+    state = json.loads((folder / STACK_FILE).read_text())
+    members = []
+    for entry in state["members"]:
+        cols = list(entry["columns"])
+        if entry["type"] == "AdditiveRiskModel":
+            est = AdditiveRiskModel.from_state(entry["state"])
+        elif entry["type"] == "XGBRiskModel":
+            import xgboost as xgb
+
+            booster = xgb.Booster()
+            booster.load_model(str(folder / entry["file"]))
+            est = XGBRiskModel()
+            est.booster_ = booster
+            est.best_iteration_ = booster.num_boosted_rounds() - 1
+            est.platt_slope_ = float(entry["platt_slope"])
+            est.platt_intercept_ = float(entry["platt_intercept"])
+            est.n_features_in_ = len(cols)
+            est.feature_names_in_ = np.asarray(cols, dtype=object)
+            est.classes_ = np.asarray(state["classes"])
+        else:
+            import skops.io as sio
+
+            file = folder / entry["file"]
+            listed = sio.get_untrusted_types(file=file)
+            allowed = [t for t in listed if t.startswith(tuple(trusted_types or ()))]
+            if len(allowed) != len(listed):
+                raise TypeError(f"{file}: untrusted types {sorted(set(listed) - set(allowed))}")
+            est = sio.load(file, trusted=allowed)
+        members.append((entry["name"], est, cols))
+    model = StackedRiskModel(members=members, **state["params"])
+    model.feature_names_in_ = np.asarray(state["feature_names"], dtype=object)
+    model.n_features_in_ = len(state["feature_names"])
+    model.classes_ = np.asarray(state["classes"])
+    model.members_ = members
+    model.weights_ = np.asarray(state["weights"], dtype=np.float64)
+    model.platt_slope_ = float(state["platt_slope"])
+    model.platt_intercept_ = float(state["platt_intercept"])
+    model.coef_ = model.platt_slope_ * model.weights_
+    model.inner_metrics_ = state.get("inner_metrics", {})
+    model.blend_rule_ = state.get("blend_rule", "nnls")
+    model.rule_log_loss_ = state.get("rule_log_loss", {})
+    return model
