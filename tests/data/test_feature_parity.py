@@ -83,7 +83,10 @@ def test_simulated_cohorts_every_landmark(simulated):
     assert new.shape[1] == 139 and len(new) == len(points)
     assert_same_features(new, oracle_features(simulated, points))
     # the features are informative here: values, not all NaN (a vacuous parity)
-    assert new["temperature_slope_24h"].notna().mean() > 0.5 and new["il6_slope_24h"].notna().any()
+    # (at 24 h: the default grid now runs to 168 h, when fewer are still observed)
+    at_24h = (points["landmark_h"] == 24.0).to_numpy()
+    assert new["temperature_slope_24h"][at_24h].notna().mean() > 0.5
+    assert new["il6_slope_24h"].notna().any()
     assert new["astct_grade_so_far"].max() >= 3
 
 
