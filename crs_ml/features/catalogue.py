@@ -314,12 +314,29 @@ def _cached(
     check_groups(config)
     on = set(config.groups) | {"landmark"}
     decl = tuple(f for f in _declarations(config, feature_variables(config)) if f.group in on)
+    check_unique_names(decl)
     cat = pd.DataFrame(
         [(f.name, f.group, f.unit, f.description, f.monotone) for f in decl],
         columns=CATALOGUE_COLUMNS,
     ).astype({"name": object, "group": object, "unit": object, "description": object})
     cat["monotone"] = cat["monotone"].astype("int64")
     return decl, cat, tuple(f.name for f in decl)
+
+
+def check_unique_names(declarations) -> None:
+    """Raise :class:`ConfigError` when two declared features share a name (a site variable
+    whose name makes a built-in feature's name, e.g. ``il6_pretoci`` -> ``il6_pretoci_max``),
+    naming the feature and the variables that make it."""
+    seen: dict[str, Feature] = {}
+    for f in declarations:
+        other = seen.setdefault(f.name, f)
+        if other is not f:
+            who = sorted({other.variable or other.group, f.variable or f.group})
+            raise ConfigError(
+                f"variables: the feature name {f.name!r} is made twice (by "
+                f"{' and '.join(who)}); rename the site variable so its features "
+                "do not collide with the catalogue's"
+            )
 
 
 def catalogue_markdown(config: FeatureConfig | None = None) -> str:

@@ -48,3 +48,33 @@ def test_a_cohort_with_three_markers_trains_and_scores(cohort, tmp_path):
     out = score(bundle, few, as_of_hours=24)
     assert len(out) == few.n_patients and np.isfinite(out["risk"].dropna()).all()
     assert out["risk"].notna().any()
+
+
+def test_a_cohort_with_every_catalogue_variable_trains_scores_and_validates(tmp_path):
+    """Issue 14, done-when 1: every built-in catalogue variable measured -> a feature block
+    for each; scoring explains with them and validation reports on them."""
+    from crs_ml.evaluation.validate import validate_cohort
+    from crs_ml.simulate.params import default_params, with_sites
+
+    params = with_sites(default_params(), A=0.5, B=0.5)  # site A draws the cytokine panel
+    folder = tmp_path / "all_markers"
+    write_cohort(simulate_cohort(240, seed=31, params=params, markers="all"), folder)
+    full = load_cohort(folder)
+    builtin = [v for v in VARIABLES if v in set(full.observations["variable"])]
+    assert len(builtin) == 25  # the simulator measures every catalogue variable
+    res = train_model(full, load_config(None, OVERRIDES))
+    assert res.dropped_variables == [] and set(res.config.features.variables) == set(builtin)
+    for v in builtin:
+        assert f"{v}_measured" in res.X and res.X[f"{v}_measured"].max() == 1.0, v
+    assert res.X["ifng_pretoci_max"].notna().any() and "d_dimer_max" in res.X
+    assert res.X["fibrinogen_min"].notna().any()  # falls with risk: summarised by its minimum
+    res.save(tmp_path / "bundle")
+    bundle = load_bundle(tmp_path / "bundle")
+    out = score(bundle, full, as_of_hours=48)
+    scored = out["risk"].notna()
+    assert len(out) == full.n_patients and scored.mean() > 0.8  # the rest: a message each
+    assert (out.loc[~scored, "message"] != "").all()
+    for v in ("ifng", "d_dimer", "fibrinogen", "bilirubin"):  # explained with the new markers
+        assert f"shap_{v}_last" in out and out.loc[scored, f"shap_{v}_last"].notna().all()
+    m = validate_cohort(bundle, full, [24.0], n_boot=0, seed=1).metrics
+    assert 0.5 < m["landmarks"]["24"]["overall"]["auroc"] <= 1.0

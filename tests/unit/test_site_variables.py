@@ -191,6 +191,18 @@ def test_registration_is_undone_by_the_context_manager():
     assert "eosinophils_pct" not in catalogue_arrays().index
 
 
+def test_site_variable_whose_features_collide_with_built_in_ones_is_refused():
+    from crs_ml.features.catalogue import feature_names
+
+    var = make_variable("il6_pretoci", unit="pg/mL", units={"pg/mL": Conversion()})
+    with variables_registered([var]):
+        with pytest.raises(
+            ConfigError, match=r"'il6_pretoci_\w+' is made twice .*il6.*il6_pretoci"
+        ):
+            feature_names()
+    assert "il6_pretoci_max" in feature_names()  # the catalogue is whole again
+
+
 def test_site_variables_may_be_named_by_the_other_config_sections():
     cfg = config_from_dict({
         **yaml.safe_load(LYMPHOCYTES),
