@@ -374,6 +374,9 @@ class CVConfig(_Strict):
     bootstrap: int = Field(1000, ge=0)
     validation: Literal["cv", "optimism"] = "cv"
     report_landmarks_h: list[float] = Field(default_factory=lambda: [24.0, 48.0])
+    #: CV repeats of the short-horizon models (task.windows_h; crs_ml.modeling.horizons):
+    #: fewer than the day-14 model's, so each window adds folds x this + 1 fits
+    horizon_repeats: int = Field(1, ge=1)
 
 
 class MlflowConfig(_Strict):
