@@ -153,9 +153,11 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"monotone_constraints values must be -1, 0 or +1, got {bad}")
         return tuple(int(constraints.get(n, 0)) for n in names)
 
-    def fit(self, X, y, groups=None, sample_weight=None):
-        """``sample_weight`` (optional, one per row, > 0): weights of the trees' loss, of
-        early stopping and of the Platt fit (e.g. censoring weights)."""
+    def fit(self, X, y, groups=None, row_weights=None):
+        """``row_weights`` (optional, one per row, > 0): importance weights (e.g. censoring
+        weights) of the trees' loss, early stopping and the Platt fit. Not scikit-learn's
+        ``sample_weight``: that means frequency weights (weight 2 = the row twice), which
+        inner splits by person cannot honour, and the estimator checks test for it."""
         from sklearn.frozen import FrozenEstimator
 
         if self.calibration not in ("platt", "none"):
@@ -164,9 +166,9 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         y01 = encode_binary_target(self, y)
         codes = group_codes(groups, X.shape[0])
         monotone = self._monotone_tuple()
-        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if w is not None and w.shape != (X.shape[0],):
-            raise ValueError(f"sample_weight must have one value per row, got {w.shape}")
+        w = None if row_weights is None else np.asarray(row_weights, dtype=np.float64)
+        if w is not None and (w.shape != (X.shape[0],) or not (w > 0).all()):
+            raise ValueError(f"row_weights must be one value > 0 per row ({X.shape[0]})")
         if self.inner_folds and int(self.inner_folds) >= 2:
             folds = inner_group_folds(y01, codes, int(self.inner_folds), self.random_state)
             if folds is not None:

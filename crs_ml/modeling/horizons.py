@@ -33,7 +33,7 @@ with the censoring distribution a reverse Kaplan-Meier per landmark fitted on th
 rows only (inside each CV fold), by site when ``task.censoring_by`` is ``site``, else one per
 landmark (risk deciles need a model's risk, which training does not have before the fit).
 Weights are scaled to mean 1 over the rows kept. A family whose ``fit`` takes no
-``sample_weight`` (only xgboost does) leaves the censored out unweighted (training metric
+``row_weights`` (only xgboost does) leaves the censored out unweighted (training metric
 ``horizon_weighted`` 0).
 """
 
@@ -105,13 +105,14 @@ class HorizonData:
 
 
 def horizon_data(cohort, horizons: list[Horizon], landmarks_h, horizon_h: float, features,
-                 columns: list[str]) -> HorizonData:  # fmt: skip
-    """The training rows of the windows (module docstring), features ``columns``."""
+                 columns: list[str] | None = None) -> HorizonData:  # fmt: skip
+    """The training rows of the windows (module docstring), features ``columns`` (None: all)."""
     windows = [h.window_h for h in horizons]
     hs = horizon_status(cohort, landmarks_h, windows, horizon_h)
     hs = hs[hs["status"] == "included"]
     first = hs[hs["horizon"] == horizons[0].label].reset_index(drop=True)
-    X = build_features(cohort, first[["patient_id", "landmark_h"]], features)[columns]
+    X = build_features(cohort, first[["patient_id", "landmark_h"]], features)
+    X = X if columns is None else X[columns]
     meta = first[["patient_id", "person_id", "landmark_h", "time_h", "cause", "site"]].copy()
     y, censored, end = {}, {}, {}
     for h in horizons:
@@ -142,7 +143,7 @@ def training_weights(meta: pd.DataFrame, end_h: np.ndarray, censoring_by: str) -
 
 
 def takes_weights(model) -> bool:
-    return "sample_weight" in inspect.signature(model.fit).parameters
+    return "row_weights" in inspect.signature(model.fit).parameters
 
 
 def fit_horizon(make: Callable[[], Any], X: pd.DataFrame, y: np.ndarray, weights: np.ndarray,
@@ -150,7 +151,7 @@ def fit_horizon(make: Callable[[], Any], X: pd.DataFrame, y: np.ndarray, weights
     """One window's model on the rows with weight > 0 (weighted when the family can)."""
     keep = weights > 0
     model = make()
-    kwargs = {"sample_weight": weights[keep]} if takes_weights(model) else {}
+    kwargs = {"row_weights": weights[keep]} if takes_weights(model) else {}
     return model.fit(X.loc[keep], y[keep], groups=persons[keep], **kwargs)
 
 

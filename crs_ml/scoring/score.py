@@ -18,8 +18,9 @@ that order, always. Per patient:
    logit(risk)), and the top drivers (:mod:`crs_ml.scoring.drivers`);
 5. for a model with short horizons (:mod:`crs_ml.modeling.horizons`), after ``message``, per
    horizon (e.g. 24h, 72h): ``risk_24h`` (risk of grade >= 3 CRS in the next 24 h), then
-   ``top_drivers_24h``, ``base_value_24h`` and ``shap_24h_<feature>`` (base_value_24h +
-   sum(shap_24h_*) = logit(risk_24h)); risk_24h <= risk_72h <= risk for every patient.
+   ``top_drivers_24h``, ``base_value_24h`` and ``shap24h_<feature>`` (base_value_24h +
+   sum(shap24h_*) = logit(risk_24h); no "shap_" in the name, so the day-14 columns stay
+   those that hold it); risk_24h <= risk_72h <= risk for every patient.
 
 A patient some of whose input rows were rejected at load is still scored; its message counts
 those rows. Work is done in chunks of ``chunk_size`` patients (features, prediction and SHAP
@@ -346,7 +347,7 @@ def horizon_column_names(horizons, names: list[str]) -> list[str]:
     sfx = [h.suffix for h in horizons]
     return [*(f"risk_{x}" for x in sfx), *(f"top_drivers_{x}" for x in sfx),
             *(f"base_value_{x}" for x in sfx),
-            *(f"shap_{x}_{f}" for x in sfx for f in names)]  # fmt: skip
+            *(f"shap{x}_{f}" for x in sfx for f in names)]  # fmt: skip
 
 
 def _horizon_columns(s: Scoring, names: list[str]) -> dict:
@@ -362,7 +363,7 @@ def _horizon_columns(s: Scoring, names: list[str]) -> dict:
     for h, a in zip(hs, arrays, strict=True):
         out[f"base_value_{h.suffix}"] = a["base"]
     for h, a in zip(hs, arrays, strict=True):
-        out.update(zip((f"shap_{h.suffix}_{f}" for f in names), a["shap"].T, strict=True))
+        out.update(zip((f"shap{h.suffix}_{f}" for f in names), a["shap"].T, strict=True))
     return out
 
 
