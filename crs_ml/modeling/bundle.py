@@ -163,6 +163,21 @@ class Bundle:
 
         return expit(self.predict_logit(X))
 
+    def horizon_risks(self, X: pd.DataFrame, risk=None) -> dict[str, np.ndarray]:
+        """{risk column: risk} of each short horizon (shortest first) on features ``X``,
+        capped from above by the longer horizons as scoring caps them (the longest by the
+        day-14 ``risk``, this model's own when None; :mod:`crs_ml.modeling.horizons`). Empty
+        for a model without short horizons."""
+        from crs_ml.modeling.horizons import capped_risks
+
+        if not self.horizons:
+            return {}
+        longest = self.predict_risk(X) if risk is None else np.asarray(risk, dtype=np.float64)
+        parts = list(reversed(self.horizons))  # longest first
+        capped = capped_risks(longest, [hb.predict_risk(X) for _, hb in parts])
+        by_column = {h.column: r for (h, _), r in zip(parts, capped, strict=True)}
+        return {h.column: by_column[h.column] for h, _ in self.horizons}
+
 
 def save_bundle(
     model: Any,
