@@ -346,7 +346,8 @@ def train_model(
     """Landmark dataset -> CV (or optimism bootstrap) -> metrics -> refit on all data; then
     the same for each short horizon (:func:`train_horizons`). ``horizon_truth``: the
     simulator's true risk per horizon (:func:`crs_ml.simulate.simulator.horizon_truth`) for
-    the short horizons' oracle ratios."""
+    the short horizons' oracle ratios; None takes the cohort's ``truth_horizons`` table (a
+    folder written by ``crs-ml simulate``), if any."""
     cfg, dropped = training_config(cohort, cfg)
     X, y, meta, catalogue, persons = training_data(cohort, cfg)
 
@@ -388,8 +389,9 @@ def train_model(
     if sample.get("riley_min_n") is not None:
         metrics["riley_min_n"] = float(sample["riley_min_n"])
     horizons, models, inputs, horizon_scores = train_horizons(
-        cohort, cfg, list(X.columns), make, meta, oof, progress, horizon_truth
-    )
+        cohort, cfg, list(X.columns), make, meta, oof, progress,
+        horizon_truth if horizon_truth is not None else cohort.truth_horizons,
+    )  # fmt: skip
     metrics.update(horizon_scores)
     return TrainResult(
         config=cfg,
