@@ -30,6 +30,11 @@ features, labelling, training and scoring only ever read this form. Columns and 
     patient_id (str), landmark_h (float64), true_risk (float64): the simulator's probability
     of grade >= 3 CRS in (landmark_h, horizon] for every patient at risk at that landmark.
 
+``truth_horizons`` (optional; simulator only)
+    patient_id (str), landmark_h (float64), horizon (str, e.g. "next 24 h"), horizon_end_h
+    (float64), true_risk (float64): the simulator's true cumulative incidence by each short
+    horizon (:func:`crs_ml.simulate.simulator.horizon_truth`), for the per-horizon oracle.
+
 ``report``
     the validation report of loading (:class:`crs_ml.ingest.load.CheckReport`), or None.
 
@@ -73,6 +78,7 @@ OUTCOME_COLUMNS = [
     "label_definition",
 ]
 TRUTH_COLUMNS = ["patient_id", "landmark_h", "true_risk"]
+TRUTH_HORIZONS_COLUMNS = ["patient_id", "landmark_h", "horizon", "horizon_end_h", "true_risk"]
 REJECTED_COLUMNS = ["file", "row", "column", "reason", "patient_id"]
 
 EVENT_NAMES = (
@@ -109,6 +115,7 @@ class Cohort:
     report: Any = None
     rejected: pd.DataFrame = field(default_factory=empty_rejected)
     source: str | None = None
+    truth_horizons: pd.DataFrame | None = None
 
     @property
     def n_patients(self) -> int:
@@ -132,4 +139,5 @@ class Cohort:
             report=self.report,
             rejected=_keep(self.rejected) if "patient_id" in self.rejected else self.rejected,
             source=self.source,
+            truth_horizons=_keep(self.truth_horizons),
         )

@@ -383,6 +383,9 @@ class CVConfig(_Strict):
     report_landmarks_h: list[float] = Field(
         default_factory=lambda: list(DEFAULT_REPORT_LANDMARKS_H)
     )
+    #: CV repeats of the short-horizon models (task.windows_h; crs_ml.modeling.horizons):
+    #: fewer than the day-14 model's, so each window adds folds x this + 1 fits
+    horizon_repeats: int = Field(1, ge=1)
 
 
 class MlflowConfig(_Strict):

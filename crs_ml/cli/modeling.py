@@ -60,6 +60,11 @@ def metrics_table(metrics: dict[str, float], landmarks: list[float], title: str)
             (f"{tag}_treated", f"{h:g} h treated"),
         ]
     slices.append(("all", "all landmarks"))
+    # short horizons (e.g. n_next24h_L24): IPCW AUROC and Brier and the oracle ratio, no CI
+    hours = sorted({float(k.split("_")[1][4:-1]) for k in metrics
+                    if k.startswith("n_next") and k.count("_") == 2})  # fmt: skip
+    for h in landmarks:
+        slices += [(f"next{w:g}h_L{h:g}", f"{h:g} h, next {w:g} h") for w in hours]
     for key, label in slices:
         if f"n_{key}" not in metrics:
             continue

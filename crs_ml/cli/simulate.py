@@ -146,7 +146,8 @@ def register(app: typer.Typer) -> None:
             ),
         ] = "csv",
     ) -> None:
-        """Simulate a cohort: patients, observations, events, outcomes and truth (CSV)."""
+        """Simulate a cohort: patients, observations, events, outcomes and truth (CSV), and
+        (contract format) truth_horizons: the true risk by each short horizon."""
         import time
 
         from rich.table import Table
@@ -188,6 +189,14 @@ def register(app: typer.Typer) -> None:
 
                 target = out / "cdm.duckdb" if omop_as == "duckdb" else out
                 paths = write_omop(result.tables, target, omop_as, seed)
+            elif data_format == "contract":  # with the true risk per short horizon
+                from crs_ml.config import DEFAULT_WINDOWS_H
+                from crs_ml.simulate.simulator import horizon_truth, write_cohort
+
+                update("true risk per horizon", 0, 1)
+                windows = horizon_truth(n_patients, seed, landmarks, DEFAULT_WINDOWS_H,
+                                        horizon_h, params)  # fmt: skip
+                paths = write_cohort({**result.tables, "truth_horizons": windows}, out)
             else:
                 paths = _write(result.tables, out, data_format, seed)
             update("writing files", 1, 1)

@@ -21,6 +21,10 @@ the mean number of rows per person (a design effect with the intra-person correl
 as 1: conservative). The site's persons are split (``holdout`` share, stratified by whether a
 person has an event, seeded): the map is fitted on one part and calibration before and after
 is measured on the other, which the fit never saw.
+
+A model with short horizons (:mod:`crs_ml.modeling.horizons`): only the day-14 map is refit;
+the windows keep their training calibration (copied unchanged) and stay capped by the
+recalibrated day-14 risk. The summary says so (``short_horizons`` and a warning).
 """
 
 from __future__ import annotations
@@ -256,4 +260,12 @@ def recalibrate_cohort(
         "sites": sorted(set(meta["site"].dropna().astype(str))),
     }
     summary["warnings"] = recalibration_warnings(summary)
+    if bundle.horizons:  # one map per model: the short horizons' maps are not refit
+        labels = [h.label for h, _ in bundle.horizons]
+        summary["short_horizons"] = {"horizons": labels, "recalibrated": False}
+        summary["warnings"].append(
+            f"the short horizons ({', '.join(labels)}) keep their training calibration: only "
+            "the day-14 map is refit; they stay capped by the recalibrated day-14 risk, so "
+            "never above it; check them on this site with crs-ml validate (per window)"
+        )
     return RecalibrationResult(final, evaluation, summary, held_out)

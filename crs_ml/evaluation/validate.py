@@ -191,19 +191,33 @@ def model_settings(bundle) -> dict[str, Any]:
     }
 
 
+def _censored_summary(rows: pd.DataFrame, risk, end_h: float, censoring_by: str, n_boot: int,
+                      seed: int) -> dict:  # fmt: skip
+    """:func:`crs_ml.evaluation.censored.censored_summary` of one landmark's rows by
+    ``end_h``, the censoring weights within deciles of ``risk``, sites or overall."""
+    strata = {"site": rows["site"].to_numpy(),
+              "risk_decile": risk_groups(risk, 10)}.get(censoring_by)  # fmt: skip
+    return censored_summary(rows["time_h"], rows["cause"], risk, end_h,
+                            rows["person_id"].astype(str).to_numpy(), strata, n_boot, seed)  # fmt: skip
+
+
 def censored_view(bundle, cohort, report_lms, s: dict, n_boot: int, seed: int) -> dict:
     """Per report landmark, the IPCW metrics by the horizon (crs_ml.evaluation.censored) on
     everyone at risk at L with data (rules 1-3 and 5), the censored included through the
     censoring weights (reverse Kaplan-Meier within deciles of predicted risk, sites or
     overall: the bundle's ``task.censoring_by``), and the observed cumulative incidence curves (Aalen-
-    Johansen, every 6 h from L to the horizon) by risk band."""
+    Johansen, every 6 h from L to the horizon) by risk band. For a model with short horizons
+    (:mod:`crs_ml.modeling.horizons`), ``windows`` holds the same metrics per window (key
+    e.g. ``24h``) for its risk (capped as scoring caps it) against grade >= 3 by
+    min(L + w, horizon), on the same rows, weights refit at that end."""
     H = s["horizon_h"]
     hs = horizon_status(cohort, report_lms, [], H)
     inc = hs[hs["status"] == "included"].reset_index(drop=True)
     if inc.empty:
         return {}
-    risk = bundle.predict_risk(build_features(cohort, inc[["patient_id", "landmark_h"]],
-                                              s["features"]))  # fmt: skip
+    X = build_features(cohort, inc[["patient_id", "landmark_h"]], s["features"])
+    risk = bundle.predict_risk(X)
+    windows = bundle.horizon_risks(X, risk)
     lo, hi = s["low_below"], s["high_from"]
     bands = {"low": (-np.inf, lo), "intermediate": (lo, hi), "high": (hi, np.inf)}
     out = {}
@@ -212,18 +226,20 @@ def censored_view(bundle, cohort, report_lms, s: dict, n_boot: int, seed: int) -
         if not at.any():
             continue
         rows = inc[at]
-        strata = {
-            "site": rows["site"].to_numpy(),
-            "risk_decile": risk_groups(risk[at], 10),
-        }.get(s["censoring_by"])
-        out[f"{h:g}"] = censored_summary(
-            rows["time_h"], rows["cause"], risk[at], H, rows["person_id"].astype(str).to_numpy(),
-            strata, n_boot, seed,
-        )  # fmt: skip
+        out[f"{h:g}"] = _censored_summary(rows, risk[at], H, s["censoring_by"], n_boot, seed)
         out[f"{h:g}"]["censoring_by"] = s["censoring_by"]
         out[f"{h:g}"]["curves_by_band"] = incidence_curves_by_band(
             rows["time_h"], rows["cause"], risk[at], bands, np.arange(h, H + 1e-9, 6.0)
         )
+        if windows:
+            out[f"{h:g}"]["windows"] = {
+                hz.suffix: {"window_h": hz.window_h, "horizon": hz.label,
+                            "risk_column": hz.column,
+                            **_censored_summary(rows, windows[hz.column][at],
+                                                min(h + hz.window_h, H), s["censoring_by"],
+                                                n_boot, seed)}
+                for hz, _ in bundle.horizons
+            }  # fmt: skip
     return out
 
 

@@ -56,6 +56,7 @@ from crs_ml.ingest.secondary_tables import (
     record_malformed,
     str_series,
     text_of,
+    truth_horizons_table,
     truth_table,
 )
 from crs_ml.ingest.tables import (
@@ -249,6 +250,8 @@ def normalise(
     events = events_table(raws["events"], pat, col) if "events" in raws else _empty_events()
     outcomes = outcomes_table(raws["outcomes"], pat, col) if "outcomes" in raws else None
     truth = truth_table(raws["truth"], pat, col) if "truth" in raws else None
+    truth_h = (truth_horizons_table(raws["truth_horizons"], pat, col)
+               if "truth_horizons" in raws else None)  # fmt: skip
     rejected = col.rejected()
     used = {
         "patients": patients,
@@ -256,6 +259,7 @@ def normalise(
         "events": events,
         "outcomes": outcomes,
         "truth": truth,
+        "truth_horizons": truth_h,
     }
     report = CheckReport(source=source, options=opts.model_dump(mode="json"))
     for name, raw in raws.items():
@@ -294,6 +298,7 @@ def normalise(
         events=events,
         outcomes=outcomes,
         truth=truth,
+        truth_horizons=truth_h,
         report=report,
         rejected=rejected,
         source=report.source,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from crs_ml.cohort import EVENT_COLUMNS, OUTCOME_COLUMNS, TRUTH_COLUMNS
+from crs_ml.cohort import EVENT_COLUMNS, OUTCOME_COLUMNS, TRUTH_COLUMNS, TRUTH_HORIZONS_COLUMNS
 from crs_ml.ingest.problems import CodedText, Collector, ColumnText, RowChecks, counts_by
 from crs_ml.ingest.rows import Patients, row_hours, sorted_frame
 from crs_ml.ingest.tables import RawTable
@@ -296,3 +296,29 @@ def truth_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame:
     )
     out = sorted_frame(frame, pat.rank[t.pcode[ok]], ["landmark_h"], TRUTH_COLUMNS)
     return out.astype({"landmark_h": "float64", "true_risk": "float64"})
+
+
+def truth_horizons_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame:
+    """The simulator's true risk per short horizon (``truth_horizons``): numbers checked as
+    in :func:`truth_table`, the horizon label kept as text."""
+    t = start_table(raw, pat, col)
+    f, rc = t.raw.frame, t.rc
+    values = {}
+    for name in ("landmark_h", "horizon_end_h", "true_risk"):
+        v, c, k = parse_values(column_of(f, name))
+        bad = (k != "") | (c != 0)
+        if name == "true_risk":
+            bad |= (v < 0) | (v > 1)
+        rc.reject(bad, name, "bad_number", "numbers that do not parse",
+                  f"{name} not a number in range: '{{value}}'", column_of(f, name))  # fmt: skip
+        values[name] = v
+    horizon = text_of(f, "horizon")
+    rc.reject(horizon == "", "horizon", "missing_value", "rows without a horizon",
+              "horizon missing", column_of(f, "horizon"))  # fmt: skip
+    ok = rc.ok
+    frame = pd.DataFrame({"patient_id": pat.ids[t.pcode[ok]], "horizon": horizon[ok],
+                          **{k: v[ok] for k, v in values.items()}})  # fmt: skip
+    out = sorted_frame(frame, pat.rank[t.pcode[ok]], ["landmark_h", "horizon_end_h"],
+                       TRUTH_HORIZONS_COLUMNS)  # fmt: skip
+    return out.astype({"landmark_h": "float64", "horizon_end_h": "float64",
+                       "true_risk": "float64", "horizon": "str"})  # fmt: skip

@@ -29,7 +29,7 @@ from crs_ml.cohort import PATIENT_COLUMNS
 from crs_ml.errors import ConfigError, InputError
 from crs_ml.ingest.values import strip_text
 
-TABLES = ("patients", "observations", "events", "outcomes", "truth")
+TABLES = ("patients", "observations", "events", "outcomes", "truth", "truth_horizons")
 REQUIRED_TABLES = ("patients", "observations")
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 
@@ -49,6 +49,7 @@ CONTRACT_COLUMNS: dict[str, tuple[str, ...]] = {
         "label_definition",
     ),
     "truth": ("patient_id", "landmark_h", "true_risk"),
+    "truth_horizons": ("patient_id", "landmark_h", "horizon", "horizon_end_h", "true_risk"),
 }
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "patients": ("patient_id",),
@@ -56,6 +57,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "events": ("patient_id", "event"),
     "outcomes": ("patient_id", "crs_max_grade"),
     "truth": ("patient_id", "landmark_h", "true_risk"),
+    "truth_horizons": ("patient_id", "landmark_h", "horizon", "horizon_end_h", "true_risk"),
 }
 #: tables that need at least one of the two columns
 TIME_COLUMNS = {"observations": ("time", "hours"), "events": ("time", "hours")}

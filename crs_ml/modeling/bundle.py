@@ -9,6 +9,9 @@ Layout of a bundle folder::
     booster.ubj      the xgboost booster in xgboost's own format (xgboost models)
     estimator.skops  the fitted estimator (logistic regression and baselines), via skops
     additive.json    the additive model's knots, medians, scales and coefficients (additive)
+    horizon_24h/     one bundle folder (this layout) per short horizon (task.windows_h), listed
+                     under ``horizons`` in bundle.json (:mod:`crs_ml.modeling.horizons`); a
+                     model without the key has no short horizons and scores as before
     stack.json       the stack's weights, Platt map and members (stack), with one
                      member_<name>.ubj per xgboost member (additive members inside stack.json)
 
@@ -83,6 +86,8 @@ class Bundle:
     estimator: Any = None  # sklearn-style estimator otherwise
     path: Path | None = None
     _cols: list[str] = field(default_factory=list)
+    #: (Horizon, Bundle) per short horizon, shortest first (empty for older models)
+    horizons: list = field(default_factory=list)
 
     @property
     def model_type(self) -> str:
@@ -158,6 +163,21 @@ class Bundle:
 
         return expit(self.predict_logit(X))
 
+    def horizon_risks(self, X: pd.DataFrame, risk=None) -> dict[str, np.ndarray]:
+        """{risk column: risk} of each short horizon (shortest first) on features ``X``,
+        capped from above by the longer horizons as scoring caps them (the longest by the
+        day-14 ``risk``, this model's own when None; :mod:`crs_ml.modeling.horizons`). Empty
+        for a model without short horizons."""
+        from crs_ml.modeling.horizons import capped_risks
+
+        if not self.horizons:
+            return {}
+        longest = self.predict_risk(X) if risk is None else np.asarray(risk, dtype=np.float64)
+        parts = list(reversed(self.horizons))  # longest first
+        capped = capped_risks(longest, [hb.predict_risk(X) for _, hb in parts])
+        by_column = {h.column: r for (h, _), r in zip(parts, capped, strict=True)}
+        return {h.column: by_column[h.column] for h, _ in self.horizons}
+
 
 def save_bundle(
     model: Any,
@@ -169,11 +189,13 @@ def save_bundle(
     config: dict[str, Any],
     fingerprint: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    extra_files: list[str] | tuple[str, ...] = (),
 ) -> Path:
-    """Write a fitted model as a bundle folder; returns the folder."""
+    """Write a fitted model as a bundle folder; returns the folder. ``extra_files``: files
+    already written inside the folder (relative paths) whose SHA-256 the manifest records."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files: list[str] = []
+    files: list[str] = list(extra_files)
     calibration = {"method": "none", "slope": 1.0, "intercept": 0.0}
     if model_type == "xgboost":
         booster = model.booster_
@@ -302,6 +324,12 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
         if untrusted:
             raise ModelError(f"{folder}: estimator file holds untrusted types {untrusted}")
         bundle.estimator = sio.load(file, trusted=trusted)
+    if manifest.get("horizons"):
+        from crs_ml.modeling.horizons import Horizon
+
+        for entry in manifest["horizons"]:
+            h = Horizon(**entry)
+            bundle.horizons.append((h, load_bundle(folder / h.folder, check_schema=False)))
     return bundle
 
 

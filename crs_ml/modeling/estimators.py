@@ -153,7 +153,11 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"monotone_constraints values must be -1, 0 or +1, got {bad}")
         return tuple(int(constraints.get(n, 0)) for n in names)
 
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, row_weights=None):
+        """``row_weights`` (optional, one per row, > 0): importance weights (e.g. censoring
+        weights) of the trees' loss, early stopping and the Platt fit. Not scikit-learn's
+        ``sample_weight``: that means frequency weights (weight 2 = the row twice), which
+        inner splits by person cannot honour, and the estimator checks test for it."""
         from sklearn.frozen import FrozenEstimator
 
         if self.calibration not in ("platt", "none"):
@@ -162,10 +166,13 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         y01 = encode_binary_target(self, y)
         codes = group_codes(groups, X.shape[0])
         monotone = self._monotone_tuple()
+        w = None if row_weights is None else np.asarray(row_weights, dtype=np.float64)
+        if w is not None and (w.shape != (X.shape[0],) or not (w > 0).all()):
+            raise ValueError(f"row_weights must be one value > 0 per row ({X.shape[0]})")
         if self.inner_folds and int(self.inner_folds) >= 2:
             folds = inner_group_folds(y01, codes, int(self.inner_folds), self.random_state)
             if folds is not None:
-                return self._fit_crossfitted(X, y01, folds, monotone)
+                return self._fit_crossfitted(X, y01, folds, monotone, w)
             warnings.warn(
                 f"XGBRiskModel: too few persons with events for {self.inner_folds} inner "
                 "folds; using one inner split instead",
@@ -186,7 +193,8 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         stop = self.early_stopping_rounds if split is not None else None
         clf = self._classifier(self.n_estimators, stop, monotone)
         eval_set = [(X[valid], y01[valid])] if stop else None
-        clf.fit(X[train], y01[train], eval_set=eval_set, verbose=False)
+        clf.fit(X[train], y01[train], eval_set=eval_set, verbose=False,
+                **_weights(w, train, [valid] if stop else None))  # fmt: skip
         best = int(clf.best_iteration) if stop else int(self.n_estimators) - 1
         self.best_iteration_ = best
         self._set_booster(clf.get_booster()[: best + 1])
@@ -196,7 +204,8 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         self.platt_slope_, self.platt_intercept_ = 1.0, 0.0
         if self.calibration_fitted_:
             wrapper = _MarginClassifier(self.booster_).fit()
-            self._platt(FrozenEstimator(wrapper), X[valid], y01[valid])
+            self._platt(FrozenEstimator(wrapper), X[valid], y01[valid],
+                        None if w is None else w[valid])  # fmt: skip
         return self
 
     def _classifier(self, n_estimators, stop, monotone):
@@ -226,14 +235,16 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         except ValueError:
             self.booster_.feature_names = None
 
-    def _platt(self, frozen, X_cal: np.ndarray, y_cal: np.ndarray) -> None:
+    def _platt(self, frozen, X_cal: np.ndarray, y_cal: np.ndarray, w_cal=None) -> None:
         """Platt scaling of the margin seen by ``frozen`` (sklearn's sigmoid calibration)."""
         from sklearn.calibration import CalibratedClassifierCV
 
         calibrated = CalibratedClassifierCV(
             frozen, method="sigmoid", cv=[(np.arange(len(y_cal)),) * 2]
         )
-        calibrated.fit(X_cal, y_cal)
+        with warnings.catch_warnings():  # the frozen margin takes no weights; Platt does
+            warnings.filterwarnings("ignore", message=".*sample_weight.*")
+            calibrated.fit(X_cal, y_cal, **({} if w_cal is None else {"sample_weight": w_cal}))
         sigmoid = calibrated.calibrated_classifiers_[0].calibrators[0]
         # sklearn: p = 1 / (1 + exp(a * f + b))  ->  p = expit(-a * f - b)
         self.platt_slope_ = float(-sigmoid.a_)
@@ -246,7 +257,7 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
                 stacklevel=2,
             )
 
-    def _fit_crossfitted(self, X, y01, folds, monotone):
+    def _fit_crossfitted(self, X, y01, folds, monotone, w=None):
         """Cross-fitting: each inner fold early-stops a booster trained on the others and
         gives out-of-fold margins; Platt is fit on all out-of-fold margins; the final booster
         is trained on all rows with the mean best number of trees."""
@@ -258,13 +269,14 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
             stop = self.early_stopping_rounds or None
             clf = self._classifier(self.n_estimators, stop, monotone)
             eval_set = [(X[valid], y01[valid])] if stop else None
-            clf.fit(X[train], y01[train], eval_set=eval_set, verbose=False)
+            clf.fit(X[train], y01[train], eval_set=eval_set, verbose=False,
+                    **_weights(w, train, [valid] if stop else None))  # fmt: skip
             best = int(clf.best_iteration) if stop else int(self.n_estimators) - 1
             bests.append(best)
             oof[valid] = booster_margin(clf.get_booster()[: best + 1], X[valid])
         n_trees = max(1, int(round(float(np.mean(bests)))) + 1)
         final = self._classifier(n_trees, None, monotone)
-        final.fit(X, y01, verbose=False)
+        final.fit(X, y01, verbose=False, **_weights(w, np.arange(X.shape[0]), None))
         self.best_iteration_ = n_trees - 1
         self._set_booster(final.get_booster())
         self.inner_train_index_ = np.arange(X.shape[0])
@@ -273,7 +285,7 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         self.calibration_fitted_ = self.calibration == "platt"
         self.platt_slope_, self.platt_intercept_ = 1.0, 0.0
         if self.calibration_fitted_:
-            self._platt(FrozenEstimator(_IdentityScore().fit()), oof[:, None], y01)
+            self._platt(FrozenEstimator(_IdentityScore().fit()), oof[:, None], y01, w)
         return self
 
     def _check_X(self, X) -> np.ndarray:
@@ -297,6 +309,16 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         positive = self.predict_proba(X)[:, 1] > 0.5
         return self.classes_[positive.astype(np.int64)]
+
+
+def _weights(w, train, valid) -> dict:
+    """xgboost's fit keywords for row weights (none without weights)."""
+    if w is None:
+        return {}
+    out = {"sample_weight": w[train]}
+    if valid is not None:
+        out["sample_weight_eval_set"] = [w[v] for v in valid]
+    return out
 
 
 def monotone_from_catalogue(catalogue: pd.DataFrame) -> dict[str, int]:

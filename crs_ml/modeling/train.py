@@ -7,6 +7,12 @@ are computed per landmark, over all stacked landmarks, and for treated / untreat
 at L; then the model is refit on all data. ``validation="optimism"`` replaces the CV with
 Harrell's optimism-corrected bootstrap.
 
+Short horizons (``task.windows_h``, :mod:`crs_ml.modeling.horizons`): one model per window of
+the same family, on everyone at risk at L with censoring weights, cross-validated on folds by
+person (``cv.horizon_repeats`` repeats) and refit on all rows; per report landmark their IPCW
+AUROC and Brier score (and the oracle ratio when the simulator's per-horizon truth is given)
+join the metrics as ``{metric}_next24h_L24``.
+
 Intervals are person-level bootstrap percentiles of the pooled out-of-fold predictions:
 they condition on the fitted models and ignore training variability (Bates, Hastie &
 Tibshirani 2024), so they are somewhat too narrow.
@@ -31,6 +37,18 @@ from crs_ml.features.catalogue import select_feature_variables
 from crs_ml.features.landmarks import build_landmark_dataset
 from crs_ml.modeling.bundle import save_bundle
 from crs_ml.modeling.estimators import feature_set_columns, make_model
+from crs_ml.modeling.horizons import (
+    Horizon,
+    HorizonData,
+    capped_risks,
+    fit_horizon,
+    horizon_data,
+    horizon_metrics,
+    horizons_of,
+    takes_weights,
+    trainable,
+    training_weights,
+)
 
 Progress = Callable[[str, int, int], None]
 log = logging.getLogger(__name__)
@@ -52,14 +70,34 @@ class TrainResult:
     sample_size: dict[str, Any] = field(default_factory=dict)
     #: catalogue variables left out of the features: no value in the training cohort
     dropped_variables: list[str] = field(default_factory=list)
+    #: the short horizons trained (shortest first), their models refit on all rows and the
+    #: training inputs (missingness, medians) of each
+    horizons: list[Horizon] = field(default_factory=list)
+    horizon_models: dict[str, Any] = field(default_factory=dict)
+    horizon_inputs: dict[str, dict] = field(default_factory=dict)
 
     def save(self, out_dir, fingerprint: dict | None = None, extra: dict | None = None):
         """The refit model as a bundle folder (:func:`crs_ml.modeling.bundle.save_bundle`) with its
         type, feature names, catalogue, resolved config and the training missingness and
-        medians per feature (used at scoring, :mod:`crs_ml.modeling.completeness`); returns the
-        folder."""
+        medians per feature (used at scoring, :mod:`crs_ml.modeling.completeness`), and one
+        bundle folder per short horizon inside it; returns the folder."""
+        from pathlib import Path
+
         from crs_ml.modeling.completeness import training_inputs
 
+        hashed = []
+        for h in self.horizons:
+            save_bundle(
+                self.horizon_models[h.column],
+                Path(out_dir) / h.folder,
+                model_type=self.config.model.type,
+                feature_names=list(self.X.columns),
+                catalogue=self.catalogue,
+                config=self.config.model_dump(mode="json"),
+                extra={"training_inputs": self.horizon_inputs[h.column], "horizon": h.to_dict()},
+            )
+            hashed.append(f"{h.folder}/bundle.json")
+        horizons = {"horizons": [h.to_dict() for h in self.horizons]} if self.horizons else {}
         return save_bundle(
             self.model,
             out_dir,
@@ -68,7 +106,8 @@ class TrainResult:
             catalogue=self.catalogue,
             config=self.config.model_dump(mode="json"),
             fingerprint=fingerprint,
-            extra={"training_inputs": training_inputs(self.X), **(extra or {})},
+            extra={"training_inputs": training_inputs(self.X), **horizons, **(extra or {})},
+            extra_files=hashed,
         )
 
 
@@ -301,8 +340,14 @@ def training_data(cohort, cfg: Config):
     return X, y, meta, catalogue, meta["person_id"].astype(str).to_numpy()
 
 
-def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainResult:
-    """Landmark dataset -> CV (or optimism bootstrap) -> metrics -> refit on all data."""
+def train_model(
+    cohort, cfg: Config, progress: Progress | None = None, horizon_truth: pd.DataFrame | None = None
+) -> TrainResult:
+    """Landmark dataset -> CV (or optimism bootstrap) -> metrics -> refit on all data; then
+    the same for each short horizon (:func:`train_horizons`). ``horizon_truth``: the
+    simulator's true risk per horizon (:func:`crs_ml.simulate.simulator.horizon_truth`) for
+    the short horizons' oracle ratios; None takes the cohort's ``truth_horizons`` table (a
+    folder written by ``crs-ml simulate``), if any."""
     cfg, dropped = training_config(cohort, cfg)
     X, y, meta, catalogue, persons = training_data(cohort, cfg)
 
@@ -343,6 +388,11 @@ def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainR
     metrics["events_per_parameter"] = float(sample["events_per_parameter"])
     if sample.get("riley_min_n") is not None:
         metrics["riley_min_n"] = float(sample["riley_min_n"])
+    horizons, models, inputs, horizon_scores = train_horizons(
+        cohort, cfg, list(X.columns), make, meta, oof, progress,
+        horizon_truth if horizon_truth is not None else cohort.truth_horizons,
+    )  # fmt: skip
+    metrics.update(horizon_scores)
     return TrainResult(
         config=cfg,
         model=model,
@@ -355,7 +405,109 @@ def train_model(cohort, cfg: Config, progress: Progress | None = None) -> TrainR
         oof=oof,
         sample_size=sample,
         dropped_variables=dropped,
+        horizons=horizons,
+        horizon_models=models,
+        horizon_inputs=inputs,
     )
+
+
+def train_horizons(
+    cohort,
+    cfg: Config,
+    columns: list[str],
+    make: Callable[[], Any],
+    meta: pd.DataFrame,
+    oof: np.ndarray | None,
+    progress: Progress | None = None,
+    truth: pd.DataFrame | None = None,
+):
+    """(horizons, {column: model refit on all rows}, {column: training inputs}, metrics) of
+    the short horizons (:mod:`crs_ml.modeling.horizons`). A window with fewer than
+    ``MIN_HORIZON_EVENTS`` events or non-events is left out (logged; metric
+    ``horizon_models`` counts those trained). With CV, out-of-fold risks are capped from
+    above by the longer horizons' (the day-14 model's out-of-fold risk where the row is in its
+    data) as scoring caps them, then scored per report landmark."""
+    from crs_ml.modeling.completeness import training_inputs
+
+    wanted = horizons_of(cfg.task.windows_h, cfg.task.horizon_h)
+    if not wanted:
+        return [], {}, {}, {}
+    data = horizon_data(cohort, wanted, cfg.task.landmarks_h, cfg.task.horizon_h, cfg.features,
+                        columns)  # fmt: skip
+    persons = data.meta["person_id"].astype(str).to_numpy()
+    weights = {h.column: training_weights(data.meta, data.end_h[h.column], cfg.task.censoring_by)
+               for h in wanted}  # fmt: skip
+    horizons = [h for h in wanted if trainable(data.y[h.column], weights[h.column])]
+    for h in wanted:
+        if h not in horizons:
+            log.warning("horizon %s: too few events or non-events to train; left out", h.label)
+    out: dict[str, float] = {"horizon_models": float(len(horizons))}
+    if not horizons:
+        return [], {}, {}, out
+    out["horizon_weighted"] = float(takes_weights(make()))
+    report_lms = [h for h in cfg.cv.report_landmarks_h if h in set(cfg.task.landmarks_h)]
+    if cfg.cv.validation == "cv":
+        oof_h = _horizon_oof(data, horizons, weights, persons, make, cfg, progress)
+        day14 = _aligned_oof(meta, oof, data.meta)
+        repeats = cfg.cv.horizon_repeats
+        for r in range(repeats):
+            longest = day14[r % len(day14)] if day14 is not None else np.full(len(persons), np.nan)
+            capped = capped_risks(longest, [oof_h[h.column][r] for h in reversed(horizons)])
+            for h, risk in zip(reversed(horizons), capped, strict=True):
+                if not np.isfinite(risk).all():
+                    continue
+                got = horizon_metrics(h, data, risk, report_lms, cfg.task.censoring_by, truth)
+                for k, v in got.items():
+                    out[k] = out.get(k, 0.0) + v / repeats
+    models, inputs = {}, {}
+    for i, h in enumerate(horizons):
+        if progress:
+            progress("horizon refit", i, len(horizons))
+        w = weights[h.column]
+        models[h.column] = fit_horizon(make, data.X, data.y[h.column], w, persons)
+        inputs[h.column] = training_inputs(data.X.loc[w > 0])
+    if progress:
+        progress("horizon refit", len(horizons), len(horizons))
+    return horizons, models, inputs, out
+
+
+def _horizon_oof(data: HorizonData, horizons, weights, persons, make, cfg: Config, progress):
+    """Out-of-fold risk per horizon column, shape (cv.horizon_repeats, n): folds by person
+    shared by all windows; the censoring weights refit on each training fold."""
+    longest = horizons[-1].column
+    folds = person_folds(persons, data.y[longest], cfg.cv.folds, cfg.cv.horizon_repeats,
+                         cfg.seed)  # fmt: skip
+    oof = {h.column: np.full(folds.shape, np.nan) for h in horizons}
+    total, done = folds.shape[0] * len(np.unique(folds)) * len(horizons), 0
+    for r in range(folds.shape[0]):
+        for k in np.unique(folds[r]):
+            test = folds[r] == k
+            train_meta = data.meta.loc[~test]
+            for h in horizons:
+                w = training_weights(train_meta, data.end_h[h.column][~test],
+                                     cfg.task.censoring_by)  # fmt: skip
+                y = data.y[h.column][~test]
+                if trainable(y, w):
+                    model = fit_horizon(make, data.X.loc[~test], y, w, persons[~test])
+                    oof[h.column][r, test] = model.predict_proba(data.X.loc[test])[:, 1]
+                done += 1
+                if progress:
+                    progress("horizon cross-validation", done, total)
+    return oof
+
+
+def _aligned_oof(meta: pd.DataFrame, oof: np.ndarray | None, rows: pd.DataFrame):
+    """The day-14 out-of-fold risks (repeats, n) at ``rows``' (patient, landmark); NaN for
+    rows not in the day-14 data (censored before day 14). None without out-of-fold risks."""
+    if oof is None:
+        return None
+    key = pd.MultiIndex.from_arrays([meta["patient_id"].astype(str), meta["landmark_h"]])
+    at = key.get_indexer(pd.MultiIndex.from_arrays([rows["patient_id"].astype(str),
+                                                    rows["landmark_h"]]))  # fmt: skip
+    out = np.full((oof.shape[0], len(rows)), np.nan)
+    found = at >= 0
+    out[:, found] = oof[:, at[found]]
+    return out
 
 
 def optimism_metrics(

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+from crs_ml.features.landmarks import horizon_label
+
 CSS = """
 :root { --ink:#1d2733; --muted:#5b6875; --line:#d9dee4; --band:#f4f6f9; --accent:#1f5f99;
   --warn:#9a5b00; --warnbg:#fff4e0; --ok:#1d6b3a; --okbg:#e6f4ea; }
@@ -261,19 +263,30 @@ def _censored(m: dict, figs: dict[str, str]) -> str:
     if not blocks:
         return "<p class='note'>No patient at risk at the report landmarks.</p>"
     rows = []
-    for key, b in blocks.items():
-        rows.append([
-            f"{_e(key)} h", str(b["n"]), str(b["n_events"]), str(b["n_competing"]),
-            str(b["n_censored"]), fmt_ci(b["auroc"], b["auroc_ci"]),
-            fmt_ci(b["brier"], b["brier_ci"], 4), fmt_ci(b["observed"], b["observed_ci"], 3),
-            fmt(b["expected"]), fmt_ci(b["oe_ratio"], b["oe_ratio_ci"], 2),
-        ])  # fmt: skip
+    for key, b0 in blocks.items():
+        windows = list((b0.get("windows") or {}).values())
+        for b in [*windows, b0]:
+            rows.append([
+                f"{_e(key)} h", _e(b.get("horizon", horizon_label(None, b["horizon_h"]))),
+                str(b["n"]), str(b["n_events"]), str(b["n_competing"]),
+                str(b["n_censored"]), fmt_ci(b["auroc"], b["auroc_ci"]),
+                fmt_ci(b["brier"], b["brier_ci"], 4), fmt_ci(b["observed"], b["observed_ci"], 3),
+                fmt(b["expected"]), fmt_ci(b["oe_ratio"], b["oe_ratio_ci"], 2),
+            ])  # fmt: skip
     head = (
-        "landmark|at risk|grade &ge; 3 seen|deaths first|censored before horizon|"
+        "landmark|horizon|at risk|grade &ge; 3 seen|deaths first|censored before horizon|"
         "AUROC, IPCW (95% CI)|Brier, IPCW|observed (Aalen-Johansen)|expected|observed / expected"
     )
+    windows_note = (
+        "<p class='note'>The short horizons (next 24 h, next 72 h: the model's window risks, "
+        "capped by the longer horizons as scoring caps them) are scored against grade &ge; 3 "
+        "by L + w with the weights refit at that end.</p>"
+        if any(b.get("windows") for b in blocks.values())
+        else ""
+    )
     return (
-        table(head, rows)
+        table(head, rows, left=2)
+        + windows_note
         + (
             "<p class='note'>Everyone at risk at the landmark with data, including patients whose "
             "follow-up ended before the horizon (the table above drops them): inverse probability "

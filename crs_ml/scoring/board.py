@@ -8,6 +8,9 @@ elsewhere (a Content-Security-Policy meta forbids it), and its figures are inlin
 - a sortable patient list: risk and band (colour plus text), change since the previous
   landmark, hours since infusion, product, CRS grade so far, treatment given, completeness,
   status and message;
+- beside the risk (by day 14), the short-horizon risks of a model that has them ("next 24 h",
+  "next 72 h": :mod:`crs_ml.modeling.horizons`), in the list and, with each horizon's top
+  drivers (its own SHAP explanation, in its log-odds), on the patient's card;
 - per patient, the risk trajectory: the patient scored at every model landmark up to the
   landmark of the latest score, each point from data up to that landmark only (the training
   rule: :func:`crs_ml.features.build_features` for all (patient, landmark) pairs at once),
@@ -101,6 +104,8 @@ class Course:
     grades: list[tuple[float, int]] = field(default_factory=list)
     waterfall: Waterfall | None = None
     freshness: list[str] = field(default_factory=list)
+    #: (label, risk, top drivers) per short horizon, shortest first ("next 24 h", ...)
+    short_horizons: list[tuple[str, float, str]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- the model
@@ -251,6 +256,7 @@ def courses(scores: pd.DataFrame, cohort: Cohort, model) -> list[Course]:
     display = {v: VARIABLES[v].display for v in VARIABLES}
     shap_cols = [f"shap_{n}" for n in names]
     has_shap = all(c in scores.columns for c in shap_cols)
+    horizons = [h for h, _ in bundle.horizons if f"risk_{h.suffix}" in scores.columns]
     out = []
     for _, row in scores.iterrows():
         pid = row["patient_id"]
@@ -300,6 +306,9 @@ def courses(scores: pd.DataFrame, cohort: Cohort, model) -> list[Course]:
                               if comp is not None and np.isfinite(comp) else ""),
                 trajectory=traj, treatments=treatments, grades=grade_list,
                 waterfall=wf, freshness=fresh,
+                short_horizons=[(h.label, float(row[f"risk_{h.suffix}"]) if status == "scored"
+                                 else np.nan, _text(row.get(f"top_drivers_{h.suffix}")))
+                                for h in horizons],
             )
         )  # fmt: skip
     return out
@@ -469,6 +478,8 @@ def render_board(scores: pd.DataFrame, cohort: Cohort, model, model_name: str | 
             "trajectory": _trajectory_svg(c, settings.low_below, settings.high_from),
             "waterfall": _waterfall_svg(c.waterfall) if c.waterfall else None,
             "first_grades": _first_reached(c.grades),
+            "short": [{"label": label, "risk": r, "risk_text": _pct(r), "drivers": d}
+                      for label, r, d in c.short_horizons],
         })  # fmt: skip
     as_of, window = _as_of_text(scores)
     counts = status_counts(scores)
@@ -482,6 +493,8 @@ def render_board(scores: pd.DataFrame, cohort: Cohort, model, model_name: str | 
     return env.get_template(TEMPLATE).render(
         title=title, model=_model_label(bundle, model_name), as_of=as_of, window=window,
         intended_use=DECISION_SUPPORT, counts=counts, n=len(items), patients=patients,
+        horizon_labels=[h.label for h, _ in bundle.horizons
+                        if f"risk_{h.suffix}" in scores.columns],
         low_below=_pct(settings.low_below), high_from=_pct(settings.high_from),
         nan=float("nan"),
     )  # fmt: skip

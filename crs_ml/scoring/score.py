@@ -15,7 +15,12 @@ that order, always. Per patient:
    a failure while scoring), with the reason in ``message``; otherwise ``scored``;
 4. for scored patients: risk, risk band (the bundle's scoring config), base value and one
    SHAP column per model feature (:mod:`crs_ml.modeling.explain`; base_value + sum(shap_*) =
-   logit(risk)), and the top drivers (:mod:`crs_ml.scoring.drivers`).
+   logit(risk)), and the top drivers (:mod:`crs_ml.scoring.drivers`);
+5. for a model with short horizons (:mod:`crs_ml.modeling.horizons`), after ``message``, per
+   horizon (e.g. 24h, 72h): ``risk_24h`` (risk of grade >= 3 CRS in the next 24 h), then
+   ``top_drivers_24h``, ``base_value_24h`` and ``shap24h_<feature>`` (base_value_24h +
+   sum(shap24h_*) = logit(risk_24h); no "shap_" in the name, so the day-14 columns stay
+   those that hold it); risk_24h <= risk_72h <= risk for every patient.
 
 A patient some of whose input rows were rejected at load is still scored; its message counts
 those rows. Work is done in chunks of ``chunk_size`` patients (features, prediction and SHAP
@@ -45,6 +50,7 @@ from crs_ml.modeling.completeness import (
     key_input_columns,
 )
 from crs_ml.modeling.explain import explain
+from crs_ml.modeling.horizons import monotone
 from crs_ml.scoring.drivers import FeatureTexts, not_measured, top_drivers
 from crs_ml.scoring.statuses import Statuses, statuses
 
@@ -169,6 +175,8 @@ class Scoring:
     #: share of sum |SHAP| from inputs not measured or imputed, per patient
     absent_share: np.ndarray | None = None
     imputed: np.ndarray | None = None  #: inputs imputed with the training median (text)
+    #: per short horizon column (risk_24h): {"risk", "base", "shap", "drivers"} arrays
+    horizons: dict | None = None
 
 
 def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) -> Scoring:
@@ -192,7 +200,15 @@ def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) 
                    np.full(n, "", dtype=object), features, settings, texts,
                    complete=completeness(cohort.observations, st.obs_code, st.landmark_h),
                    absent_share=np.full(n, np.nan),
-                   imputed=np.full(n, "", dtype=object))  # fmt: skip
+                   imputed=np.full(n, "", dtype=object),
+                   horizons=_horizon_arrays(bundle, n, len(texts.names)))  # fmt: skip
+
+
+def _horizon_arrays(bundle: Bundle, n: int, n_features: int) -> dict:
+    return {h.column: {"risk": np.full(n, np.nan), "base": np.full(n, np.nan),
+                       "shap": np.full((n, n_features), np.nan),
+                       "drivers": np.full(n, "", dtype=object)}
+            for h, _ in bundle.horizons}  # fmt: skip
 
 
 def chunk_features(s: Scoring, k: int):
@@ -237,8 +253,10 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
             raise X
         model = s.model or model_texts(s.bundle)
         names = model.names
+        raw = X
         X, imputed = s.bundle.fill_untrained_missing(X)
         ex = explain(s.bundle, X, threads)
+        short = _explain_horizons(s.bundle, raw, ex, threads)
     except CrsMlError as exc:
         s.st.status[rows] = "error"
         s.st.message[rows] = f"could not be scored: {exc}"
@@ -251,6 +269,28 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
                                   s.settings.top_drivers, model.catalogue, imputed,
                                   texts=model.texts)  # fmt: skip
     s.absent_share[rows], s.imputed[rows] = _absence(X, ex.contributions, model, imputed)
+    for column, (Xh, ex_h, imputed_h) in short.items():
+        out = s.horizons[column]
+        out["risk"][rows], out["base"][rows], out["shap"][rows] = (
+            ex_h.risk, ex_h.base_value, ex_h.contributions)  # fmt: skip
+        out["drivers"][rows] = top_drivers(Xh, ex_h.contributions, names, s.st.landmark_h[rows],
+                                           s.settings.top_drivers, model.catalogue, imputed_h,
+                                           texts=model.texts)  # fmt: skip
+
+
+def _explain_horizons(bundle: Bundle, X, longest, threads) -> dict:
+    """{risk column: (inputs, explanation, imputed mask)} of each short horizon's model on the
+    raw features ``X``, capped from above by the longer horizons (day 14: ``longest``) with
+    their explanations (:func:`crs_ml.modeling.horizons.monotone`)."""
+    if not bundle.horizons:
+        return {}
+    parts = []
+    for h, hb in reversed(bundle.horizons):  # longest first
+        Xh, imputed = hb.fill_untrained_missing(X)
+        parts.append((h, Xh, explain(hb, Xh, threads), imputed))
+    capped = monotone(longest, [ex for _, _, ex, _ in parts])
+    return {h.column: (Xh, ex, imputed)
+            for (h, Xh, _, imputed), ex in zip(parts, capped, strict=True)}  # fmt: skip
 
 
 def scores_table(s: Scoring) -> pd.DataFrame:
@@ -297,8 +337,34 @@ def scores_table(s: Scoring) -> pd.DataFrame:
         "base_value": s.base,
         **dict(zip(model.shap_columns, s.shap.T, strict=True)),
         "message": text["message"],
+        **_horizon_columns(s, model.names),
     }
     return pd.DataFrame(columns, copy=False)
+
+
+def horizon_column_names(horizons, names: list[str]) -> list[str]:
+    """The scores table's columns of the short horizons (after ``message``), in order."""
+    sfx = [h.suffix for h in horizons]
+    return [*(f"risk_{x}" for x in sfx), *(f"top_drivers_{x}" for x in sfx),
+            *(f"base_value_{x}" for x in sfx),
+            *(f"shap{x}_{f}" for x in sfx for f in names)]  # fmt: skip
+
+
+def _horizon_columns(s: Scoring, names: list[str]) -> dict:
+    hs = [h for h, _ in s.bundle.horizons]
+    if not hs or not s.horizons:
+        return {}
+    arrays = [s.horizons[h.column] for h in hs]
+    out = {}
+    for h, a in zip(hs, arrays, strict=True):
+        out[f"risk_{h.suffix}"] = a["risk"]
+    for h, a in zip(hs, arrays, strict=True):
+        out[f"top_drivers_{h.suffix}"] = pd.Series(a["drivers"], dtype=object)
+    for h, a in zip(hs, arrays, strict=True):
+        out[f"base_value_{h.suffix}"] = a["base"]
+    for h, a in zip(hs, arrays, strict=True):
+        out.update(zip((f"shap{h.suffix}_{f}" for f in names), a["shap"].T, strict=True))
+    return out
 
 
 def score(

@@ -33,7 +33,7 @@ from crs_ml.simulate.markers import MARKER_DECIMALS
 from crs_ml.simulate.params import SimulationParams
 from crs_ml.variables import VARIABLES
 
-TABLES = ("patients", "observations", "events", "outcomes", "truth")
+TABLES = ("patients", "observations", "events", "outcomes", "truth", "truth_horizons")
 ALIAS = {
     "temperature": "Temp", "il6": "IL-6", "crp": "CRP", "ferritin": "Ferritin", "ldh": "LDH",
     "platelets": "PLT", "creatinine": "Creat", "sbp": "SBP", "dbp": "DBP", "heart_rate": "HR",

@@ -42,8 +42,11 @@ MODEL_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
 INPUT_COLUMNS = ["record", "patient_id", "hours", "variable", "value", "unit", "end_hours"]
 
 
-def input_signature(feature_names: list[str] | None = None) -> ModelSignature:
-    """Signature of the one-table input (value: number or text) and of the scores table."""
+def input_signature(
+    feature_names: list[str] | None = None, horizons: list[dict] | None = None
+) -> ModelSignature:
+    """Signature of the one-table input (value: number or text) and of the scores table;
+    ``horizons`` (the bundle manifest's) adds the short horizons' columns."""
     from mlflow.types.schema import AnyType
 
     from crs_ml.modeling.completeness import key_input_columns
@@ -78,12 +81,22 @@ def input_signature(feature_names: list[str] | None = None) -> ModelSignature:
                 ColSpec("double", "base_value", required=False),
                 *[ColSpec("double", f"shap_{f}", required=False) for f in feature_names],
                 ColSpec("string", "message"),
+                *_horizon_specs(feature_names, horizons or []),
             ]
         )
     params = ParamSchema(
         [ParamSpec("as_of_hours", "double", None), ParamSpec("strict", "boolean", True)]
     )
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def _horizon_specs(feature_names: list[str], horizons: list[dict]) -> list[ColSpec]:
+    from crs_ml.modeling.horizons import Horizon
+    from crs_ml.scoring.score import horizon_column_names
+
+    names = horizon_column_names([Horizon(**h) for h in horizons], feature_names)
+    return [ColSpec("string" if n.startswith("top_drivers_") else "double", n,
+                    required=n.startswith("top_drivers_")) for n in names]  # fmt: skip
 
 
 def to_output(scores: pd.DataFrame) -> pd.DataFrame:
@@ -177,7 +190,7 @@ def log_pyfunc_model(
         name=name,
         python_model=MODEL_CODE,
         artifacts={"bundle": str(bundle_dir)},
-        signature=input_signature(list(manifest["feature_names"])),
+        signature=input_signature(list(manifest["feature_names"]), manifest.get("horizons")),
         input_example=input_example,
         pip_requirements=pip_requirements(),
     )

@@ -76,3 +76,35 @@ def test_window_risk_is_the_true_risk_of_a_shorter_horizon():
         both = rows.merge(short, on=["patient_id", "landmark_h"], suffixes=("", "_short"))
         assert len(both) > 0.9 * len(short)
         np.testing.assert_allclose(both["true_risk"], both["true_risk_short"], rtol=1e-12)
+
+
+def test_simulate_cli_writes_truth_horizons_and_load_reads_it(tmp_path):
+    """``crs-ml simulate`` writes truth_horizons.csv (the true risk by each short horizon),
+    which ``load_cohort`` reads into ``cohort.truth_horizons``; a bad row is rejected with
+    its file, row, column and reason."""
+    from crs_ml.cli import main
+    from crs_ml.ingest.load import load_cohort
+
+    out = tmp_path / "cohort"
+    main(["simulate", "--n-patients", "60", "--seed", "3", "--landmarks-h", "24,48",
+          "--out", str(out)])  # fmt: skip
+    expected = horizon_truth(60, 3, [24, 48], [24, 72])
+    cohort = load_cohort(out)
+    got = cohort.truth_horizons
+    assert set(got["horizon"]) == {"next 24 h", "next 72 h", "by day 14"}
+    key = ["patient_id", "landmark_h", "horizon"]
+    both = got.merge(expected.astype({"patient_id": str}), on=key, suffixes=("", "_sim"))
+    assert len(both) == len(got) == len(expected) > 0
+    np.testing.assert_allclose(both["true_risk"], both["true_risk_sim"], atol=1e-9)
+    np.testing.assert_array_equal(both["horizon_end_h"], both["horizon_end_h_sim"])
+
+    raw = pd.read_csv(out / "truth_horizons.csv", dtype=str, keep_default_na=False)
+    raw.loc[0, "true_risk"], raw.loc[1, "horizon"] = "1.5", ""
+    raw.to_csv(out / "truth_horizons.csv", index=False)
+    c = load_cohort(out)
+    assert len(c.truth_horizons) == len(expected) - 2
+    bad = c.rejected[c.rejected["file"] == "truth_horizons.csv"]
+    # rows numbered as the file's data rows (1 = first after the header)
+    assert sorted(zip(bad["row"], bad["column"], strict=True)) == [(1, "true_risk"),
+                                                                    (2, "horizon")]  # fmt: skip
+    assert "1.5" in bad["reason"].iloc[0] or "1.5" in bad["reason"].iloc[1]

@@ -59,10 +59,19 @@ def _compare(tmp_path, experiment, n_boot):
     return json.loads(out.read_text())["runs"]
 
 
-def test_train_logs_everything_and_registers(cohort_dir, tmp_path):
+def test_train_logs_everything_and_registers(cohort_dir, tmp_path, capsys):
     res = _train(
         cohort_dir, tmp_path, "it-train", *SMALL_TREES, "--alias", "champion", "--run-name", "xgb"
     )
+    # the short horizons' oracle ratios from the folder's truth_horizons.csv, no Python needed
+    printed = capsys.readouterr().out
+    for tag, label in (("next24h", "24 h, next 24 h"), ("next72h", "24 h, next 72 h")):
+        auroc, oracle = (
+            res["metrics"][f"auroc_{tag}_L24"],
+            res["metrics"][f"oracle_auroc_{tag}_L24"],
+        )
+        assert oracle > 0.5 and res["metrics"][f"oracle_ratio_{tag}_L24"] == auroc / oracle
+        assert label in printed
     assert {"run_id", "model_uri", "metrics", "registered_version"} <= set(res)
     m = res["metrics"]
     assert 0.5 < m["auroc_L24"] <= 1 and m["auroc_lo_L24"] <= m["auroc_L24"] <= m["auroc_hi_L24"]

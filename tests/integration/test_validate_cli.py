@@ -91,6 +91,9 @@ def test_validate_bundle_folder_writes_self_contained_report(app, bundle_dir, ex
     assert page.count("data:image/png;base64,") >= 5
     for section in ("Attrition", "Calibration", "Decision curve", "SHAP", "Drift", "Model card"):
         assert section.lower() in page.lower(), section
+    # the short horizons beside day 14 in the censored section
+    for horizon in ("next 24 h", "next 72 h", "by day 14"):
+        assert f"<td class=t>{horizon}</td>" in page, horizon
     patient_ids = (external / "patients.csv").read_text().splitlines()[1].split(",")[0]
     assert patient_ids not in page and patient_ids not in (out / "metrics.json").read_text()
 
@@ -238,3 +241,54 @@ def test_validate_reports_censored_patients_weighted_not_dropped(bundle_dir, ext
     assert c["n"] == plain["n"] and c["n_censored"] == 0
     assert c["auroc"] == pytest.approx(plain["auroc"])
     assert c["brier"] == pytest.approx(plain["brier"])
+
+
+def test_validate_reports_short_horizons_censored_and_competing(bundle_dir, external):
+    """A model with short horizons: per report landmark and window, the IPCW metrics of its
+    window risk against grade >= 3 by L + w, the censored weighted; deaths first are
+    non-events; with nobody censored they are the plain AUROC and Brier of the same rows."""
+    from sklearn.metrics import roc_auc_score
+
+    from crs_ml.evaluation.validate import model_settings, validate_cohort
+    from crs_ml.features.builder import build_features
+    from crs_ml.features.landmarks import horizon_status
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.modeling.bundle import load_bundle
+
+    bundle, cohort = load_bundle(bundle_dir), load_cohort(external)
+    assert [h.column for h, _ in bundle.horizons] == ["risk_24h", "risk_72h"]
+    cohort.outcomes = cohort.outcomes.copy()
+    g3 = cohort.outcomes["grade3_hours"]
+    lost = cohort.outcomes.index[g3.isna() & cohort.outcomes["death_hours"].isna()][:40]
+    cohort.outcomes.loc[lost, "followup_hours"] = 60.0  # censored before 24 + 72 h
+    c = validate_cohort(bundle, cohort, [24.0], n_boot=20, seed=1).metrics["censored"]["24"]
+    hs = horizon_status(cohort, [24.0], [24.0, 72.0], 336.0)
+    hs = hs[hs["status"] == "included"]
+    expected_means = []
+    for key, label, end in (("24h", "next 24 h", 48.0), ("72h", "next 72 h", 96.0)):
+        w = c["windows"][key]
+        rows = hs[hs["horizon"] == label]
+        assert w["horizon"] == label and w["horizon_h"] == end and w["n"] == c["n"] == len(rows)
+        assert w["n_events"] == (rows["outcome"] == "event").sum()
+        assert w["n_competing"] == (rows["outcome"] == "competing").sum()
+        assert w["n_censored"] == (rows["outcome"] == "censored").sum()
+        assert w["auroc_ci"][0] <= w["auroc"] <= w["auroc_ci"][1]
+        assert sum(r["n"] for r in w["calibration"]) == w["n"]
+        expected_means.append(w["expected"])
+    assert c["windows"]["72h"]["n_censored"] > 0 == c["windows"]["24h"]["n_censored"]
+    # risks capped by the longer horizon: mean risks never fall with the horizon
+    assert expected_means[0] <= expected_means[1] <= c["expected"]
+
+    cohort.outcomes["followup_hours"] = float("nan")  # followed to the horizon or death
+    c = validate_cohort(bundle, cohort, [24.0], n_boot=0, seed=1).metrics["censored"]["24"]
+    hs = horizon_status(cohort, [24.0], [24.0, 72.0], 336.0)
+    rows = hs[(hs["status"] == "included") & (hs["horizon"] == "next 72 h")]
+    X = build_features(cohort, rows[["patient_id", "landmark_h"]],
+                       model_settings(bundle)["features"])  # fmt: skip
+    risk72 = bundle.horizon_risks(X)["risk_72h"]
+    o = cohort.outcomes.set_index("patient_id").loc[rows["patient_id"]]
+    case = (o["grade3_hours"] <= 96.0).to_numpy()  # a death first (no grade 3) is a control
+    w = c["windows"]["72h"]
+    assert w["n_censored"] == 0 and w["n_events"] == case.sum()
+    assert w["auroc"] == pytest.approx(roc_auc_score(case, risk72))
+    assert w["brier"] == pytest.approx(np.mean((case - risk72) ** 2))

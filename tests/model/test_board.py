@@ -91,11 +91,15 @@ def test_every_patient_listed_with_the_scores_tables_risk(trained, new, scores, 
     assert set(listed) == set(scores["patient_id"])
     for r in scores.itertuples():
         row = listed[r.patient_id]
-        assert row[9].startswith(r.status.replace("_", " "))
+        # issue 18: the short horizons' risks stand after the band, so status is the last
+        assert row[-1].startswith(r.status.replace("_", " "))
         if r.status == "scored":
             shown = row[1]
             expected = f"{r.risk:.0%}" if r.risk >= 0.1 else f"{r.risk:.1%}"
             assert shown == expected and r.risk_band in row[2]
+            for k, col in enumerate(("risk_24h", "risk_72h")):  # issue 18: beside the band
+                v = getattr(r, col)
+                assert row[3 + k] == (f"{v:.0%}" if v >= 0.1 else f"{v:.1%}")
         else:
             assert row[1] == ""
     # sections: one per patient, in the list's order (highest risk first)

@@ -74,6 +74,12 @@ def test_recalibration_fixes_held_out_intercept(bundle_dir, site_cohort, tmp_pat
     np.testing.assert_array_equal(new.predict_margin(X), original.predict_margin(X))
     np.testing.assert_array_equal(_contribs(new, X), _contribs(original, X))
     assert not np.allclose(new.predict_risk(X), shifted.predict_risk(X))
+    # the short horizons keep their training calibration, and the summary says so
+    assert [h.label for h, _ in new.horizons] == summary["short_horizons"]["horizons"]
+    assert summary["short_horizons"]["recalibrated"] is False
+    assert any("keep their training calibration" in w for w in summary["warnings"])
+    for (_, hb_new), (_, hb_old) in zip(new.horizons, original.horizons, strict=True):
+        np.testing.assert_array_equal(hb_new.predict_risk(X), hb_old.predict_risk(X))
     manifest = json.loads((new_dir / "bundle.json").read_text())
     assert manifest["calibration"]["previous"]["intercept"] == pytest.approx(
         original.platt_intercept + 1.0

@@ -15,7 +15,13 @@ import conftest_scoring as cs  # noqa: E402
 from crs_ml.cohort import Cohort  # noqa: E402
 from crs_ml.features.builder import build_features  # noqa: E402
 from crs_ml.scoring.drivers import format_value  # noqa: E402
-from crs_ml.scoring.score import FIXED_COLUMNS, STATUSES, score, status_counts  # noqa: E402
+from crs_ml.scoring.score import (  # noqa: E402
+    FIXED_COLUMNS,
+    STATUSES,
+    horizon_column_names,
+    score,
+    status_counts,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +56,10 @@ def test_one_row_per_patient_in_order_with_the_contract_columns(trained, new):
     out = score(trained.bundle, new.cohort, as_of_hours=30)
     assert list(out["patient_id"]) == list(new.cohort.patients["patient_id"])
     names = trained.bundle.feature_names
-    assert list(out.columns) == [*FIXED_COLUMNS, *[f"shap_{n}" for n in names], "message"]
+    # issue 18: the short horizons' columns come after message (none for a model without)
+    short = horizon_column_names([h for h, _ in trained.bundle.horizons], names)
+    assert short[:2] == ["risk_24h", "risk_72h"]
+    assert list(out.columns) == [*FIXED_COLUMNS, *[f"shap_{n}" for n in names], "message", *short]
     assert set(out["status"]) <= set(STATUSES)
     assert sum(status_counts(out).values()) == len(new.cohort.patients)
     scored = out[out["status"] == "scored"]

@@ -1,0 +1,240 @@
+"""Short horizons beside the day-14 risk: at landmark L the cumulative incidence of grade >= 3
+CRS by min(L + w, horizon_h) for each window w of ``task.windows_h`` (default 24 h and 72 h),
+death before grade >= 3 competing.
+
+Which model. One model per window, of the configured family (``model.type`` and its
+parameters, the same in-fold calibration), beside the day-14 model that the rest of the
+project trains and validates. Why: each is a plain calibrated binary classifier, so the
+bundle format, the exact SHAP explanations (:mod:`crs_ml.modeling.explain`) and the
+validation code work unchanged for every horizon, and each horizon's explanation is additive
+in its own log-odds. A discrete-time hazard model over (patient, landmark, interval) rows
+would share strength between horizons, but its cumulative incidence is a product of
+per-interval terms, whose log-odds is not a sum of per-feature contributions: its SHAP
+values would have to be approximated. Cost: each window adds ``cv.folds x
+cv.horizon_repeats + 1`` fits (default 5 + 1 per window, against 5 x 5 + 1 for the day-14
+model); ``task.windows_h: []`` trains none.
+
+Monotone in the horizon. A cumulative incidence cannot fall with the horizon, but separately
+fitted models can cross. Scoring takes the cumulative minimum from the longest horizon down:
+risk by day 14 is the day-14 model's (never changed, the validated number), and a window's
+risk above the next longer horizon's takes that horizon's value. Where it does, the window
+also takes that horizon's explanation (base value and contributions), so base +
+sum(contributions) = logit(risk) holds for every horizon and patient (:func:`monotone`).
+The minimum, not the maximum, because the day-14 model is the one trained on the most events
+and the one validated; the short windows have fewer events and are the noisier ones.
+
+Training rows and censoring weights. For window w at landmark L: everyone at risk at L with
+data (rules 1-3 and 5 of :mod:`crs_ml.features.landmarks`; rule 4 does not apply), with
+``horizon_status``'s outcome by L + w: 1 for grade >= 3, 0 for a competing death (a
+non-event, not censored) or event-free; a patient whose follow-up ended before L + w
+without either is censored and gets weight 0, everyone else the inverse probability of
+censoring weight of Blanche et al. (2013) (:func:`crs_ml.evaluation.censored.ipcw_weights`),
+with the censoring distribution a reverse Kaplan-Meier per landmark fitted on the training
+rows only (inside each CV fold), by site when ``task.censoring_by`` is ``site``, else one per
+landmark (risk deciles need a model's risk, which training does not have before the fit).
+Weights are scaled to mean 1 over the rows kept. A family whose ``fit`` takes no
+``row_weights`` (only xgboost does) leaves the censored out unweighted (training metric
+``horizon_weighted`` 0).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crs_ml.evaluation.censored import ipcw_weights, risk_groups, time_dependent_auroc
+from crs_ml.features.builder import build_features
+from crs_ml.features.landmarks import horizon_label, horizon_status
+from crs_ml.modeling.explain import Explanation
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]
+#: a window is trained only with at least this many events and non-events
+MIN_HORIZON_EVENTS = 5
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """One short horizon: ``window_h`` hours after the landmark (capped at horizon_h)."""
+
+    window_h: float
+    label: str  #: "next 24 h" (as in horizon_status)
+    column: str  #: the scores table's risk column, "risk_24h"
+    folder: str  #: its bundle inside the model folder, "horizon_24h"
+
+    @property
+    def suffix(self) -> str:
+        """The ending of this horizon's columns in the scores table, e.g. 24h."""
+        return self.column.removeprefix("risk_")
+
+    @property
+    def tag(self) -> str:
+        """The part of this horizon's training metric names, e.g. next24h."""
+        return self.label.replace(" ", "")
+
+    @classmethod
+    def of(cls, window_h: float, horizon_h: float) -> Horizon:
+        w = float(window_h)
+        return cls(w, horizon_label(w, horizon_h), f"risk_{w:g}h", f"horizon_{w:g}h")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def horizons_of(windows_h, horizon_h: float) -> list[Horizon]:
+    """The configured windows, shortest first."""
+    return [Horizon.of(w, horizon_h) for w in sorted({float(w) for w in windows_h or []})]
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class HorizonData:
+    """Rows at risk at each landmark (rules 1-3 and 5) with each window's outcome."""
+
+    X: pd.DataFrame
+    meta: pd.DataFrame  #: patient_id, person_id, landmark_h, time_h, cause, site
+    y: dict[str, np.ndarray]  #: per horizon column: 1 grade >= 3 by its end, else 0
+    censored: dict[str, np.ndarray]  #: per horizon column: follow-up ended before its end
+    end_h: dict[str, np.ndarray]  #: per horizon column: its end (hours since infusion)
+
+
+def horizon_data(cohort, horizons: list[Horizon], landmarks_h, horizon_h: float, features,
+                 columns: list[str] | None = None) -> HorizonData:  # fmt: skip
+    """The training rows of the windows (module docstring), features ``columns`` (None: all)."""
+    windows = [h.window_h for h in horizons]
+    hs = horizon_status(cohort, landmarks_h, windows, horizon_h)
+    hs = hs[hs["status"] == "included"]
+    first = hs[hs["horizon"] == horizons[0].label].reset_index(drop=True)
+    X = build_features(cohort, first[["patient_id", "landmark_h"]], features)
+    X = X if columns is None else X[columns]
+    meta = first[["patient_id", "person_id", "landmark_h", "time_h", "cause", "site"]].copy()
+    y, censored, end = {}, {}, {}
+    for h in horizons:
+        rows = hs[hs["horizon"] == h.label].reset_index(drop=True)
+        outcome = rows["outcome"].to_numpy(dtype=object)
+        y[h.column] = (outcome == "event").astype(np.int64)
+        censored[h.column] = outcome == "censored"
+        end[h.column] = rows["horizon_end_h"].to_numpy(dtype=np.float64)
+    return HorizonData(X, meta.reset_index(drop=True), y, censored, end)
+
+
+def training_weights(meta: pd.DataFrame, end_h: np.ndarray, censoring_by: str) -> np.ndarray:
+    """IPCW per row (0 for the censored), one reverse Kaplan-Meier per landmark fitted on
+    these rows (by site with ``censoring_by='site'``), scaled to mean 1 over the rows kept."""
+    lm = meta["landmark_h"].to_numpy(dtype=np.float64)
+    time = meta["time_h"].to_numpy(dtype=np.float64)
+    cause = meta["cause"].to_numpy()
+    site = meta["site"].astype(str).to_numpy()
+    w = np.zeros(len(meta))
+    for L in np.unique(lm):
+        m = lm == L
+        strata = site[m] if censoring_by == "site" else None
+        w[m] = ipcw_weights(time[m], cause[m], float(end_h[m][0]), strata)
+    kept = w > 0
+    if kept.any():
+        w[kept] /= w[kept].mean()
+    return w
+
+
+def takes_weights(model) -> bool:
+    return "row_weights" in inspect.signature(model.fit).parameters
+
+
+def fit_horizon(make: Callable[[], Any], X: pd.DataFrame, y: np.ndarray, weights: np.ndarray,
+                persons: np.ndarray):  # fmt: skip
+    """One window's model on the rows with weight > 0 (weighted when the family can)."""
+    keep = weights > 0
+    model = make()
+    kwargs = {"row_weights": weights[keep]} if takes_weights(model) else {}
+    return model.fit(X.loc[keep], y[keep], groups=persons[keep], **kwargs)
+
+
+def trainable(y: np.ndarray, weights: np.ndarray) -> bool:
+    used = weights > 0
+    events = int(y[used].sum())
+    return events >= MIN_HORIZON_EVENTS and int(used.sum()) - events >= MIN_HORIZON_EVENTS
+
+
+# --------------------------------------------------------------------------- monotone
+def monotone(longest: Explanation, shorter: list[Explanation]) -> list[Explanation]:
+    """``shorter`` (longest first, e.g. [72 h, 24 h]) capped from above by the horizon
+    before each (``longest`` for the first): where a window's log-odds exceeds it, the
+    window takes its base value and contributions (module docstring). Returns new objects."""
+    upper, out = longest, []
+    for ex in shorter:
+        over = ex.logit > upper.logit  # NaN compares False: kept
+        contrib, base = ex.contributions.copy(), ex.base_value.copy()
+        contrib[over] = upper.contributions[over]
+        base[over] = upper.base_value[over]
+        logit = np.where(over, upper.logit, ex.logit)
+        capped = Explanation(contrib, base, logit, ex.supported and upper.supported, ex.note)
+        out.append(capped)
+        upper = capped
+    return out
+
+
+def capped_risks(longest: np.ndarray, shorter: list[np.ndarray]) -> list[np.ndarray]:
+    """Risks only: each of ``shorter`` (longest first) at most the one before it; NaN in the
+    upper bound leaves the value as it is."""
+    upper, out = np.asarray(longest, dtype=np.float64), []
+    for r in shorter:
+        r = np.asarray(r, dtype=np.float64)
+        capped = np.where(r > upper, upper, r)
+        out.append(capped)
+        upper = capped
+    return out
+
+
+# --------------------------------------------------------------------------- metrics
+def horizon_metrics(
+    h: Horizon,
+    data: HorizonData,
+    risk: np.ndarray,
+    report_landmarks: list[float],
+    censoring_by: str,
+    truth: pd.DataFrame | None = None,
+) -> dict[str, float]:
+    """Per report landmark: n, events, competing, censored, IPCW AUROC and Brier of one
+    window (censoring weights by risk decile, site or overall: ``censoring_by``) and, with
+    the simulator's per-horizon truth (:func:`crs_ml.simulate.simulator.horizon_truth`), the
+    oracle's AUROC on the same rows and weights and the ratio of the two."""
+    meta = data.meta
+    lm = meta["landmark_h"].to_numpy(dtype=np.float64)
+    oracle = None
+    if truth is not None and not truth.empty:
+        t = truth[truth["horizon"] == h.label]
+        key = meta[["patient_id", "landmark_h"]].astype({"patient_id": str, "landmark_h": float})
+        t = t.astype({"patient_id": str, "landmark_h": float})[["patient_id", "landmark_h",
+                                                                "true_risk"]]  # fmt: skip
+        oracle = key.merge(t, on=["patient_id", "landmark_h"], how="left")["true_risk"]
+        oracle = oracle.to_numpy(dtype=np.float64)
+    out: dict[str, float] = {}
+    for L in report_landmarks:
+        m = lm == float(L)
+        if not m.any():
+            continue
+        name = f"{h.tag}_L{float(L):g}"
+        time = meta["time_h"].to_numpy(dtype=np.float64)[m]
+        cause = meta["cause"].to_numpy()[m]
+        end = float(data.end_h[h.column][m][0])
+        strata = {"site": meta["site"].astype(str).to_numpy()[m],
+                  "risk_decile": risk_groups(risk[m], 10)}.get(censoring_by)  # fmt: skip
+        w = ipcw_weights(time, cause, end, strata)
+        case = data.y[h.column][m].astype(bool)
+        out[f"n_{name}"] = float(m.sum())
+        out[f"events_{name}"] = float(case.sum())
+        out[f"competing_{name}"] = float(((cause == 2) & (time <= end)).sum())
+        out[f"censored_{name}"] = float(data.censored[h.column][m].sum())
+        out[f"auroc_{name}"] = time_dependent_auroc(time, cause, risk[m], end, strata)
+        out[f"brier_{name}"] = float(np.sum(w * (case - risk[m]) ** 2) / m.sum())
+        if oracle is not None and np.isfinite(oracle[m]).all():
+            o = time_dependent_auroc(time, cause, oracle[m], end, strata)
+            out[f"oracle_auroc_{name}"] = o
+            out[f"oracle_ratio_{name}"] = out[f"auroc_{name}"] / o
+    return out
