@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from oracle.catalogue import feature_names as oracle_names
-from shared_bundle import OVERRIDES
+from shared_bundle import OVERRIDES as SHARED
 
 from crs_ml.config import load_config
 from crs_ml.ingest.load import load_cohort
@@ -16,6 +16,8 @@ from crs_ml.modeling.train import train_model, training_data
 from crs_ml.scoring.score import score
 from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 from crs_ml.variables import CORE_VARIABLES, VARIABLES
+
+OVERRIDES = [*SHARED, "task.windows_h=[]"]  # no short-horizon models: not tested here
 
 
 @pytest.fixture(scope="module")
