@@ -247,10 +247,11 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
     s.base[rows] = ex.base_value
     s.shap[rows] = ex.contributions
     s.note = ex.note
+    values = X.to_numpy(dtype=np.float64, na_value=np.nan)  # the model's columns, in order
     s.drivers[rows] = top_drivers(X, ex.contributions, names, s.st.landmark_h[rows],
                                   s.settings.top_drivers, model.catalogue, imputed,
-                                  texts=model.texts)  # fmt: skip
-    s.absent_share[rows], s.imputed[rows] = _absence(X, ex.contributions, model, imputed)
+                                  texts=model.texts, values=values)  # fmt: skip
+    s.absent_share[rows], s.imputed[rows] = _absence(X, ex.contributions, model, imputed, values)
 
 
 def scores_table(s: Scoring) -> pd.DataFrame:
@@ -325,10 +326,11 @@ def score(
     return scores_table(s)
 
 
-def _absence(X, contributions, model: ModelTexts, imputed) -> tuple[np.ndarray, np.ndarray]:
+def _absence(X, contributions, model: ModelTexts, imputed,
+             values=None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Per row: the share of sum |SHAP| from inputs not measured or imputed, and the names
-    of the imputed inputs (comma-separated)."""
-    absent = not_measured(X, model.names, texts=model.texts) | imputed
+    of the imputed inputs (comma-separated). ``values``: ``X`` as a float matrix, if held."""
+    absent = not_measured(X, model.names, texts=model.texts, values=values) | imputed
     size = np.nan_to_num(np.abs(contributions), nan=0.0)
     total = size.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
