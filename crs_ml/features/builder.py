@@ -458,6 +458,9 @@ def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
     return out
 
 
+_GRADE_COLUMNS = ["max_grade", "crs_onset_hours", "oxygen_level", "vasopressors"]
+
+
 def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict:
     """CRS state at L: label.py's ASTCT grading run on the visible rows only (the fevers and
     low sbp values it needs, and the visible events with end_hours cut to L)."""
@@ -474,13 +477,16 @@ def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndar
         variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
         value="value",
     )
-    st = grade_summary(
-        rows.to_pandas(),
-        vis_ev.to_pandas(),
-        key="point",
-        until=pd.Series(lm),
-        fever_window_h=FEVER_WINDOW_H,
-    )
+    if rows.height or vis_ev.height:
+        st = grade_summary(
+            rows.to_pandas(),
+            vis_ev.to_pandas(),
+            key="point",
+            until=pd.Series(lm),
+            fever_window_h=FEVER_WINDOW_H,
+        )
+    else:  # nothing to grade: every point is absent from the summary (0 / NaN below)
+        st = pd.DataFrame(columns=_GRADE_COLUMNS, dtype="float64")
     st = st.reindex(np.arange(n))
     return {
         "oxygen_level": st["oxygen_level"].fillna(0).to_numpy("float64"),

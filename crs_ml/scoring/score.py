@@ -295,11 +295,16 @@ def scores_table(s: Scoring) -> pd.DataFrame:
         "missing_inputs": text["missing_inputs"],
         **dict(zip(key_input_columns(), ages.T, strict=True)),
         "top_drivers": text["top_drivers"],
-        "base_value": s.base,
-        **dict(zip(model.shap_columns, s.shap.T, strict=True)),
-        "message": text["message"],
     }
-    return pd.DataFrame(columns, copy=False)
+    # base value and SHAP columns as one float block (not one column at a time)
+    block = np.empty((len(status), 1 + s.shap.shape[1]), dtype=np.float64)
+    block[:, 0], block[:, 1:] = s.base, s.shap
+    parts = [
+        pd.DataFrame(columns, copy=False),
+        pd.DataFrame(block, columns=["base_value", *model.shap_columns], copy=False),
+        pd.DataFrame({"message": text["message"]}, copy=False),
+    ]
+    return pd.concat(parts, axis=1)
 
 
 def score(
