@@ -115,7 +115,7 @@ def visible_rows(
 
 def _visible(table: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """:func:`visible_rows` for pandas frames (``point`` = position in ``points``)."""
-    pts = _points_frame(_check_points(points))
+    pts = _points_frame(points)
     return visible_rows(table, pts, list(table.columns)).to_pandas()
 
 
@@ -134,20 +134,6 @@ def _arrow_strings(col: pd.Series) -> pa.Array:
         text = col.astype(object).where(col.isna(), col.astype(str))
         arr = pa.array(text.astype(object), from_pandas=True, type=pa.large_string())
     return arr
-
-
-def _points_frame(points: pd.DataFrame) -> pl.DataFrame:
-    """Checked points (see :func:`_check_points`) as polars: point, patient_id, landmark_h."""
-    pid = points["patient_id"]
-    codes = pid.cat.codes.to_numpy()
-    ids = pl.Series("patient_id", np.asarray(pid.cat.categories, dtype=object), pl.String)
-    return pl.DataFrame(
-        {
-            "point": np.arange(len(points), dtype=np.int64),
-            "patient_id": ids.gather(codes) if len(points) else pl.Series([], dtype=pl.String),
-            "landmark_h": points["landmark_h"].to_numpy(dtype="float64"),
-        }
-    )
 
 
 # --------------------------------------------------------------------------- the plan
@@ -525,43 +511,46 @@ def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndar
 
 
 def _static(cohort: Cohort, points: pl.DataFrame) -> dict:
-    """Time-invariant patient attributes of each point (see static_features)."""
+    """Time-invariant patient attributes of each point (see static_features); a patient_id
+    listed twice in the patients table takes its last row."""
     pts = cohort.patients
-    ids = pl.DataFrame({"patient_id": pl.from_arrow(_arrow_strings(pts["patient_id"]))})
-    ids = (
-        ids.cast({"patient_id": pl.String}).with_row_index("row").unique("patient_id", keep="last")
-    )
-    found = points.select("point", "patient_id").join(
-        ids, on="patient_id", how="left", maintain_order="left"
-    )
-    if found["row"].null_count():
-        bad = found.filter(pl.col("row").is_null())["patient_id"][0]
+    text = pl.from_arrow(_arrow_strings(pts["patient_id"])).cast(pl.String)
+    ids = pd.Index(text.to_numpy(), dtype=object)
+    wanted = points["patient_id"].to_numpy()
+    keep = np.flatnonzero(~ids.duplicated(keep="last"))  # a repeated id: its last row
+    found = ids[keep].get_indexer(pd.Index(wanted, dtype=object))
+    row = np.where(found >= 0, keep[np.maximum(found, 0)], -1)
+    if (row < 0).any():
+        bad = wanted[int(np.flatnonzero(row < 0)[0])]
         raise InputError(
             f"patient '{bad}' of the landmark points is not in the patients table",
             file="patients",
             column="patient_id",
         )
-    return static_features(pts, found["row"].to_numpy().astype(np.int64))
+    return static_features(pts, row.astype(np.int64))
 
 
-def _check_points(points: pd.DataFrame) -> pd.DataFrame:
+def _points_frame(points: pd.DataFrame) -> pl.DataFrame:
+    """The landmark points, checked, as polars: point (0-based position), patient_id (text)
+    and landmark_h (float64)."""
     missing = {"patient_id", "landmark_h"} - set(points.columns)
     if missing:
         raise InputError(
             f"landmark points need columns patient_id and landmark_h; missing {sorted(missing)}"
         )
-    lm = pd.to_numeric(points["landmark_h"], errors="coerce")
-    if lm.isna().any() or not np.isfinite(lm.to_numpy(dtype="float64")).all():
+    lm = pd.to_numeric(points["landmark_h"], errors="coerce").to_numpy(dtype="float64")
+    if not np.isfinite(lm).all():
         raise InputError("landmark points: landmark_h must be finite numbers", column="landmark_h")
     codes, uniques = pd.factorize(points["patient_id"], sort=False)
     if (codes < 0).any():
         row = int(np.flatnonzero(codes < 0)[0]) + 1
         raise InputError("landmark points: missing patient_id", row=row, column="patient_id")
-    categories = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
-    return pd.DataFrame(
+    ids = pl.Series("patient_id", np.asarray(uniques, dtype=object), pl.String)
+    return pl.DataFrame(
         {
-            "patient_id": pd.Categorical.from_codes(codes, categories=categories),
-            "landmark_h": lm.to_numpy(dtype="float64"),
+            "point": np.arange(len(lm), dtype=np.int64),
+            "patient_id": ids.gather(codes) if len(lm) else pl.Series([], dtype=pl.String),
+            "landmark_h": lm,
         }
     )
 
@@ -577,10 +566,9 @@ def build_features(
     """
     config = config or FeatureConfig()
     plan = _plan(config.model_dump_json(), catalogue_key())
-    checked = _check_points(points)
-    n = len(checked)
-    lm = checked["landmark_h"].to_numpy()
-    pts = _points_frame(checked)
+    pts = _points_frame(points)
+    n = len(pts)
+    lm = pts["landmark_h"].to_numpy()
 
     vis_ev = visible_rows(cohort.events, pts, EVENT_INPUT)
     first = _first_per_point(vis_ev, n)
