@@ -45,6 +45,7 @@ features, labelling, training and scoring only ever read this form. Columns and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
@@ -100,6 +101,13 @@ CD28_PRODUCTS = ("axi-cel", "brexu-cel")
 
 
 def empty_rejected() -> pd.DataFrame:
+    """A new empty rejected-rows table (a copy of one built once: every Cohort made
+    without one gets it, one-patient scoring makes several)."""
+    return _empty_rejected_template().copy()
+
+
+@lru_cache(maxsize=1)
+def _empty_rejected_template() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in REJECTED_COLUMNS})
 
 

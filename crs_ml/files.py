@@ -62,15 +62,19 @@ class AtomicTable:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
+            table = None
             if self._writer is None:
                 table = pa.Table.from_pandas(frame, preserve_index=False)
                 fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f
                           for f in table.schema]  # fmt: skip
                 schema = pa.schema(fields, metadata=table.schema.metadata)
                 self._writer = pq.ParquetWriter(self.tmp, schema)
-            self._writer.write_table(
-                pa.Table.from_pandas(frame, schema=self._writer.schema, preserve_index=False)
-            )
+                if not table.schema.equals(schema, check_metadata=True):
+                    table = None  # an all-empty column: converted again as text
+            if table is None:
+                table = pa.Table.from_pandas(frame, schema=self._writer.schema,
+                                             preserve_index=False)  # fmt: skip
+            self._writer.write_table(table)
         self._rows += len(frame)
 
     def __enter__(self) -> AtomicTable:

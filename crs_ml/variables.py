@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -616,13 +616,20 @@ def variables_registered(variables: list[Variable]):
 
 
 class CatalogueArrays(NamedTuple):
-    """The catalogue as arrays for vectorised loading (rebuilt when the catalogue changes)."""
+    """The catalogue as arrays for vectorised loading (rebuilt when the catalogue changes):
+    numpy arrays and the same columns as polars series, built once per catalogue version and
+    shared by every loader (:mod:`crs_ml.ingest.observations` reads the series)."""
 
     names: np.ndarray  #: object array of canonical names, catalogue order
     rank: np.ndarray  #: rank of each name in alphabetical order
     low: np.ndarray  #: plausible minimum
     high: np.ndarray  #: plausible maximum
     index: dict[str, int]  #: name -> position
+    variables: tuple  #: the :class:`Variable` of each name, catalogue order
+    name_series: Any  #: ``names`` as a polars String series named ``variable``
+    rank_series: Any  #: ``rank`` as a polars Int64 series named ``vrank``
+    low_series: Any  #: ``low`` as a polars Float64 series
+    high_series: Any  #: ``high`` as a polars Float64 series
 
 
 def catalogue_arrays() -> CatalogueArrays:
@@ -632,13 +639,23 @@ def catalogue_arrays() -> CatalogueArrays:
 
 @lru_cache(maxsize=4)
 def _arrays(version: int) -> CatalogueArrays:
+    import polars as pl  # here: importing the catalogue does not start polars
+
     names = np.array(list(VARIABLES), dtype=object)
+    rank = np.argsort(np.argsort(names.astype(str)))
+    low = np.array([v.plausible[0] for v in VARIABLES.values()], dtype=np.float64)
+    high = np.array([v.plausible[1] for v in VARIABLES.values()], dtype=np.float64)
     return CatalogueArrays(
         names,
-        np.argsort(np.argsort(names.astype(str))),
-        np.array([v.plausible[0] for v in VARIABLES.values()]),
-        np.array([v.plausible[1] for v in VARIABLES.values()]),
+        rank,
+        low,
+        high,
         {name: i for i, name in enumerate(names)},
+        tuple(VARIABLES.values()),
+        pl.Series("variable", list(names), dtype=pl.String),
+        pl.Series("vrank", rank, dtype=pl.Int64),
+        pl.Series(low, dtype=pl.Float64),
+        pl.Series(high, dtype=pl.Float64),
     )
 
 

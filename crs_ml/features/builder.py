@@ -44,6 +44,8 @@ from crs_ml.features.catalogue import (
 from crs_ml.features.grading import FEVER_C, FEVER_WINDOW_H, HYPOTENSION_SBP_MMHG, grade_summary
 from crs_ml.variables import VARIABLES as VARIABLE_CATALOGUE
 
+#: polars engine of the builder's queries (the one polars' eager methods use)
+ENGINE = "in-memory"
 OBSERVATION_INPUT = ["patient_id", "hours", "variable", "value", "source_row"]
 EVENT_INPUT = ["patient_id", "hours", "end_hours", "event", "detail"]
 
@@ -113,7 +115,7 @@ def visible_rows(
 
 def _visible(table: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """:func:`visible_rows` for pandas frames (``point`` = position in ``points``)."""
-    pts = _points_frame(_check_points(points))
+    pts = _points_frame(points)
     return visible_rows(table, pts, list(table.columns)).to_pandas()
 
 
@@ -134,20 +136,6 @@ def _arrow_strings(col: pd.Series) -> pa.Array:
     return arr
 
 
-def _points_frame(points: pd.DataFrame) -> pl.DataFrame:
-    """Checked points (see :func:`_check_points`) as polars: point, patient_id, landmark_h."""
-    pid = points["patient_id"]
-    codes = pid.cat.codes.to_numpy()
-    ids = pl.Series("patient_id", np.asarray(pid.cat.categories, dtype=object), pl.String)
-    return pl.DataFrame(
-        {
-            "point": np.arange(len(points), dtype=np.int64),
-            "patient_id": ids.gather(codes) if len(points) else pl.Series([], dtype=pl.String),
-            "landmark_h": points["landmark_h"].to_numpy(dtype="float64"),
-        }
-    )
-
-
 # --------------------------------------------------------------------------- the plan
 @dataclass(frozen=True)
 class _Plan:
@@ -160,6 +148,9 @@ class _Plan:
     pretoci: tuple[str, ...]  #: declared pre-tocilizumab statistics (max, min, last)
     pretoci_variables: tuple[int, ...]  #: their variables' codes
     fever: bool  #: the fever summaries of the temperature rows are needed
+    #: the features by kernel: (aggregation, their column positions, the features), one block
+    #: per aggregation and window
+    blocks: tuple[tuple[str, np.ndarray, tuple[Feature, ...]], ...]
 
 
 _NEEDS_SCORES = ("measix", "easix")
@@ -186,6 +177,9 @@ def _plan(config_json: str, catalogue: tuple) -> _Plan:
         wanted |= {"temperature", "sbp"}
     variables = tuple(v for v in VARIABLE_CATALOGUE if v in wanted)
     pre = [f for f in decl if f.aggregation.startswith("pretoci_")]
+    block: dict[tuple, list[int]] = {}
+    for j, f in enumerate(decl):
+        block.setdefault((f.aggregation, f.window_h), []).append(j)
     return _Plan(
         features=decl,
         names=tuple(f.name for f in decl),
@@ -194,51 +188,55 @@ def _plan(config_json: str, catalogue: tuple) -> _Plan:
         pretoci=tuple(sorted({f.aggregation.removeprefix("pretoci_") for f in pre})),
         pretoci_variables=tuple(sorted({variables.index(f.variable) for f in pre})),
         fever=any(f.aggregation in _FEVER_KERNELS for f in decl),
+        blocks=tuple(
+            (agg, np.asarray(cols, dtype=np.intp), tuple(decl[j] for j in cols))
+            for (agg, _), cols in block.items()
+        ),
     )
 
 
 # --------------------------------------------------------------------------- per-group stats
 class _Stats:
     """Per (point, variable) summaries as dense (variables x points) grids, built on demand
-    from the group tables (each: gid + statistic columns)."""
+    from the group tables (each: gid + float64 statistic columns, NaN for null)."""
 
     def __init__(self, n: int, plan: _Plan):
         self.n, self.plan, self.nv = n, plan, len(plan.variables)
         self.code = {v: i for i, v in enumerate(plan.variables)}
-        self._where: dict[str, pl.DataFrame] = {}
+        self._where: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._grids: dict[tuple[str, float], np.ndarray] = {}
-        self._flats: dict[int, np.ndarray] = {}
 
     def add(self, table: pl.DataFrame) -> None:
-        for c in table.columns:
-            if c != "gid":
-                self._where[c] = table
+        gid = table["gid"].to_numpy()
+        flat = (gid % self.nv) * self.n + gid // self.nv  # position in a flat grid
+        names = [c for c in table.columns if c != "gid"]
+        values = table.select(names).to_numpy()  # one conversion for every column
+        for j, c in enumerate(names):
+            self._where[c] = (flat, values[:, j])
 
     def grid(self, column: str, fill: float = np.nan) -> np.ndarray:
         if (column, fill) not in self._grids:
             grid = np.full(self.nv * self.n, fill, dtype="float64")
-            table = self._where.get(column)
-            if table is not None and len(table):
-                values = table[column].cast(pl.Float64).fill_null(np.nan).to_numpy()
-                grid[self._flat(table)] = values
+            if column in self._where:
+                flat, values = self._where[column]
+                grid[flat] = values
             self._grids[column, fill] = grid.reshape(self.nv, self.n)
         return self._grids[column, fill]
-
-    def _flat(self, table: pl.DataFrame) -> np.ndarray:
-        """Position of each group of ``table`` in a flat (variables x points) grid."""
-        key = id(table)
-        if key not in self._flats:
-            gid = table["gid"].to_numpy()
-            self._flats[key] = (gid % self.nv) * self.n + gid // self.nv
-        return self._flats[key]
 
     def column(self, column: str, variable: str, fill: float = np.nan) -> np.ndarray:
         if variable not in self.code:
             return np.full(self.n, fill)
         return self.grid(column, fill)[self.code[variable]]
 
+    def rows(self, column: str, variables: list[str], fill: float = np.nan) -> np.ndarray:
+        """:meth:`column` of several variables: (variables x points)."""
+        code = [self.code.get(v, -1) for v in variables]
+        if min(code, default=0) < 0:
+            return np.stack([self.column(column, v, fill) for v in variables])
+        return self.grid(column, fill)[code]
 
-def _relative_to_last(frame: pl.DataFrame) -> pl.DataFrame:
+
+def _relative_to_last(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Hours and values relative to the last row of their group (``dh``, ``dv``); rows
     sorted by gid. ``dh`` is 0 exactly when the hours equal the last row's."""
     gid, h, v = pl.col("gid"), pl.col("hours"), pl.col("value")
@@ -255,17 +253,18 @@ def _group_stats(
     """Summaries of the visible rows sorted by (gid, hours, source_row), gid = point x
     number of variables + variable code: one ``group_by`` on the sorted gid for what every
     group needs, and one per subset (slope window, pre-tocilizumab rows, temperature rows)
-    on that subset's rows only."""
-    stats = _Stats(n, plan)
+    on that subset's rows only; all of them one polars query (``collect_all``)."""
     v, h, lm = pl.col("value"), pl.col("hours"), pl.col("landmark_h")
+    rows = vis.lazy()
 
-    def by_gid(frame: pl.DataFrame, *aggs: pl.Expr) -> pl.DataFrame:
+    def by_gid(frame: pl.LazyFrame, *aggs: pl.Expr) -> pl.LazyFrame:
         frame = frame.with_columns(pl.col("gid").set_sorted())
-        return frame.group_by("gid", maintain_order=True).agg(*aggs)
+        out = frame.group_by("gid", maintain_order=True).agg(*aggs)
+        return out.with_columns(pl.exclude("gid").cast(pl.Float64).fill_null(np.nan))
 
-    stats.add(
+    queries = [
         by_gid(
-            vis.with_columns(pre_infusion=pl.when(h < 0).then(v)),
+            rows.with_columns(pre_infusion=pl.when(h < 0).then(v)),
             pl.len().alias("n"),
             v.last().alias("last"),
             h.last().alias("hours_last"),
@@ -273,13 +272,13 @@ def _group_stats(
             v.min().alias("min"),
             pl.col("pre_infusion").last(ignore_nulls=True).alias("baseline"),
         )
-    )
+    ]
     for w in plan.windows:
         # a suffix of each group; sufficient statistics relative to the group's last row
-        win = _relative_to_last(vis.filter(h > lm - w))
+        win = _relative_to_last(rows.filter(h > lm - w))
         dh, dv = pl.col("dh"), pl.col("dv")
         k = f"slope{w:g}"
-        stats.add(
+        queries.append(
             by_gid(
                 win,
                 pl.len().alias(f"{k}_n"),
@@ -290,14 +289,14 @@ def _group_stats(
             )
         )
     if plan.pretoci:
-        tf = np.where(np.isnan(toci_first), np.inf, toci_first)
-        pre = vis.filter(pl.col("var").is_in(list(plan.pretoci_variables)))
-        pre = pre.filter(h < pl.Series(tf[pre["point"].to_numpy()]))
+        tf = pl.Series(np.where(np.isnan(toci_first), np.inf, toci_first))
+        pre = rows.filter(pl.col("var").is_in(list(plan.pretoci_variables)))
+        pre = pre.filter(h < pl.lit(tf).gather(pl.col("point")))
         stat = {"max": v.max(), "min": v.min(), "last": v.last()}
-        stats.add(by_gid(pre, *(stat[s].alias(f"pretoci_{s}") for s in plan.pretoci)))
+        queries.append(by_gid(pre, *(stat[s].alias(f"pretoci_{s}") for s in plan.pretoci)))
     if plan.fever:
         post = h >= 0
-        temp = vis.filter(pl.col("var") == plan.variables.index("temperature"))
+        temp = rows.filter(pl.col("var") == plan.variables.index("temperature"))
         gid = pl.col("gid")
         # each reading is carried forward to the next one (or to L); ties last 0 h
         nxt = pl.when(gid == gid.shift(-1)).then(pl.min_horizontal(h.shift(-1), lm)).otherwise(lm)
@@ -308,7 +307,7 @@ def _group_stats(
             febrile_hours=pl.when(febrile).then(nxt - h),
             temperature_max_early=pl.when(early).then(v),
         )
-        stats.add(
+        queries.append(
             by_gid(
                 temp,
                 pl.col("fever_onset").min(),
@@ -316,6 +315,9 @@ def _group_stats(
                 pl.col("temperature_max_early").max(),
             )
         )
+    stats = _Stats(n, plan)
+    for table in pl.collect_all(queries, engine=ENGINE):
+        stats.add(table)
     return stats
 
 
@@ -353,94 +355,106 @@ class _Context:
     static: dict[str, np.ndarray]
     config: FeatureConfig
 
-    def stat(self, column: str, variable: str, fill: float = np.nan) -> np.ndarray:
+    def stat(self, column: str, features, fill: float = np.nan) -> np.ndarray:
+        """The statistic ``column`` of each feature's variable: (features x points)."""
+        return self.stats.rows(column, [f.variable for f in features], fill)
+
+    def of(self, column: str, variable: str, fill: float = np.nan) -> np.ndarray:
+        """The statistic ``column`` of one variable: one value per point."""
         return self.stats.column(column, variable, fill)
 
+    def each(self, values: np.ndarray, features) -> np.ndarray:
+        """One per-point column repeated for each feature: (features x points)."""
+        return np.broadcast_to(values, (len(features), self.n))
 
-def _slope(c: _Context, f: Feature) -> np.ndarray:
-    k = f"slope{f.window_h:g}"
-    n = c.stat(f"{k}_n", f.variable)
-    st, stt = c.stat(f"{k}_t", f.variable), c.stat(f"{k}_tt", f.variable)
-    sv, stv = c.stat(f"{k}_v", f.variable), c.stat(f"{k}_tv", f.variable)
+
+def _slope(c: _Context, fs) -> np.ndarray:
+    k = f"slope{fs[0].window_h:g}"  # a block holds features of one window
+    n = c.stat(f"{k}_n", fs)
+    st, stt = c.stat(f"{k}_t", fs), c.stat(f"{k}_tt", fs)
+    sv, stv = c.stat(f"{k}_v", fs), c.stat(f"{k}_tv", fs)
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = (stv - st * sv / n) / (stt - st * st / n)
     # two distinct times in the window <=> some hours differ from the last row's (dh < 0)
     return np.where(st < 0, slope, np.nan)
 
 
-def _change(c: _Context, f: Feature) -> np.ndarray:
-    last, base = c.stat("last", f.variable), c.stat("baseline", f.variable)
-    if f.aggregation == "difference":
+def _change(c: _Context, fs) -> np.ndarray:
+    last, base = c.stat("last", fs), c.stat("baseline", fs)
+    if fs[0].aggregation == "difference":
         return last - base
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((last > 0) & (base > 0), np.log(last / base), np.nan)
 
 
 def _fever_onset(c: _Context) -> np.ndarray:
-    return c.stat("fever_onset", "temperature")
+    return c.of("fever_onset", "temperature")
 
 
-def _max_early(c: _Context, f: Feature) -> np.ndarray:
-    return c.stat("temperature_max_early", "temperature")
-
-
-def _high_fever_early(c: _Context, f: Feature) -> np.ndarray:
-    tmax = c.stat("temperature_max_early", "temperature")
+def _high_fever_early(c: _Context, fs) -> np.ndarray:
+    tmax = c.of("temperature_max_early", "temperature")
     with np.errstate(invalid="ignore"):
-        return np.where(np.isnan(tmax), np.nan, tmax >= c.config.high_fever_c)
+        return c.each(np.where(np.isnan(tmax), np.nan, tmax >= c.config.high_fever_c), fs)
 
 
-def _febrile_now(c: _Context, f: Feature) -> np.ndarray:
-    tl = c.stat("last", "temperature")
+def _febrile_now(c: _Context, fs) -> np.ndarray:
+    tl = c.of("last", "temperature")
     with np.errstate(invalid="ignore"):
-        return np.where(np.isnan(tl), np.nan, tl >= FEVER_C)
+        return c.each(np.where(np.isnan(tl), np.nan, tl >= FEVER_C), fs)
 
 
-def _score(c: _Context, f: Feature) -> np.ndarray:
-    stat = f.variable  # "baseline" or "last"
-    ldh, plt = c.stat(stat, "ldh"), c.stat(stat, "platelets")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if f.aggregation == "measix":
-            out = ldh * (c.stat(stat, "crp") / 10.0) / plt
-        else:
-            out = ldh * c.stat(stat, "creatinine") / plt
-    return np.where(np.isfinite(out), out, np.nan)
+def _score(c: _Context, fs) -> np.ndarray:
+    out = np.empty((len(fs), c.n))
+    for i, f in enumerate(fs):
+        stat = f.variable  # "baseline" or "last"
+        ldh, plt = c.of(stat, "ldh"), c.of(stat, "platelets")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if f.aggregation == "measix":
+                v = ldh * (c.of(stat, "crp") / 10.0) / plt
+            else:
+                v = ldh * c.of(stat, "creatinine") / plt
+        out[i] = np.where(np.isfinite(v), v, np.nan)
+    return out
 
 
-_Kernel = Callable[[_Context, Feature], np.ndarray]
-#: aggregation (as declared in the catalogue) -> the code that computes it
+def _first_events(c: _Context, fs) -> np.ndarray:
+    none = np.full(c.n, np.nan)
+    return np.stack([c.first_event.get(f.variable, none) for f in fs])
+
+
+_Kernel = Callable[[_Context, tuple[Feature, ...]], np.ndarray]
+#: aggregation (as declared in the catalogue) -> the code that computes it, for a block of
+#: features with that aggregation (and window): a (features x points) array
 KERNELS: dict[str, _Kernel] = {
-    "baseline": lambda c, f: c.stat("baseline", f.variable),
-    "last": lambda c, f: c.stat("last", f.variable),
-    "max": lambda c, f: c.stat("max", f.variable),
-    "min": lambda c, f: c.stat("min", f.variable),
+    "baseline": lambda c, fs: c.stat("baseline", fs),
+    "last": lambda c, fs: c.stat("last", fs),
+    "max": lambda c, fs: c.stat("max", fs),
+    "min": lambda c, fs: c.stat("min", fs),
     "log_ratio": _change,
     "difference": _change,
     "slope": _slope,
-    "count": lambda c, f: c.stat("n", f.variable, 0.0),
-    "hours_since_last": lambda c, f: c.landmark - c.stat("hours_last", f.variable),
-    "measured": lambda c, f: (c.stat("n", f.variable, 0.0) > 0).astype("float64"),
-    "pretoci_max": lambda c, f: c.stat("pretoci_max", f.variable),
-    "pretoci_min": lambda c, f: c.stat("pretoci_min", f.variable),
-    "pretoci_last": lambda c, f: c.stat("pretoci_last", f.variable),
-    "fever_onset_h": lambda c, f: np.where(np.isnan(_fever_onset(c)), c.landmark, _fever_onset(c)),
-    "fever_onset_censored": lambda c, f: np.isnan(_fever_onset(c)).astype("float64"),
-    "febrile_hours": lambda c, f: c.stat("febrile_hours", "temperature", 0.0),
-    "max_early": _max_early,
+    "count": lambda c, fs: c.stat("n", fs, 0.0),
+    "hours_since_last": lambda c, fs: c.landmark - c.stat("hours_last", fs),
+    "measured": lambda c, fs: (c.stat("n", fs, 0.0) > 0).astype("float64"),
+    "pretoci_max": lambda c, fs: c.stat("pretoci_max", fs),
+    "pretoci_min": lambda c, fs: c.stat("pretoci_min", fs),
+    "pretoci_last": lambda c, fs: c.stat("pretoci_last", fs),
+    "fever_onset_h": lambda c, fs: c.each(
+        np.where(np.isnan(_fever_onset(c)), c.landmark, _fever_onset(c)), fs
+    ),
+    "fever_onset_censored": lambda c, fs: c.each(np.isnan(_fever_onset(c)).astype("float64"), fs),
+    "febrile_hours": lambda c, fs: c.each(c.of("febrile_hours", "temperature", 0.0), fs),
+    "max_early": lambda c, fs: c.each(c.of("temperature_max_early", "temperature"), fs),
     "high_fever_early": _high_fever_early,
     "febrile_now": _febrile_now,
-    "oxygen_level": lambda c, f: c.crs["oxygen_level"],
-    "vasopressor_level": lambda c, f: c.crs["vasopressor_level"],
-    "astct_grade_so_far": lambda c, f: c.crs["astct_grade_so_far"],
-    "hours_since_crs_onset": lambda c, f: c.crs["hours_since_crs_onset"],
-    "given": lambda c, f: (~np.isnan(c.first_event.get(f.variable, np.full(c.n, np.nan)))).astype(
-        "float64"
-    ),
-    "hours_since_first": lambda c, f: (
-        c.landmark - c.first_event.get(f.variable, np.full(c.n, np.nan))
-    ),
-    "static": lambda c, f: c.static[f.name],
-    "landmark": lambda c, f: c.landmark.astype("float64"),
+    "oxygen_level": lambda c, fs: c.each(c.crs["oxygen_level"], fs),
+    "vasopressor_level": lambda c, fs: c.each(c.crs["vasopressor_level"], fs),
+    "astct_grade_so_far": lambda c, fs: c.each(c.crs["astct_grade_so_far"], fs),
+    "hours_since_crs_onset": lambda c, fs: c.each(c.crs["hours_since_crs_onset"], fs),
+    "given": lambda c, fs: (~np.isnan(_first_events(c, fs))).astype("float64"),
+    "hours_since_first": lambda c, fs: c.landmark - _first_events(c, fs),
+    "static": lambda c, fs: np.stack([c.static[f.name] for f in fs]),
+    "landmark": lambda c, fs: c.each(c.landmark.astype("float64"), fs),
     "measix": _score,
     "easix": _score,
 }
@@ -456,6 +470,9 @@ def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
         when[part["point"].to_numpy()] = part["hours"].to_numpy()
         out[str(name)] = when
     return out
+
+
+_GRADE_COLUMNS = ["max_grade", "crs_onset_hours", "oxygen_level", "vasopressors"]
 
 
 def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict:
@@ -474,13 +491,16 @@ def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndar
         variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
         value="value",
     )
-    st = grade_summary(
-        rows.to_pandas(),
-        vis_ev.to_pandas(),
-        key="point",
-        until=pd.Series(lm),
-        fever_window_h=FEVER_WINDOW_H,
-    )
+    if rows.height or vis_ev.height:
+        st = grade_summary(
+            rows.to_pandas(),
+            vis_ev.to_pandas(),
+            key="point",
+            until=pd.Series(lm),
+            fever_window_h=FEVER_WINDOW_H,
+        )
+    else:  # nothing to grade: every point is absent from the summary (0 / NaN below)
+        st = pd.DataFrame(columns=_GRADE_COLUMNS, dtype="float64")
     st = st.reindex(np.arange(n))
     return {
         "oxygen_level": st["oxygen_level"].fillna(0).to_numpy("float64"),
@@ -491,43 +511,46 @@ def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndar
 
 
 def _static(cohort: Cohort, points: pl.DataFrame) -> dict:
-    """Time-invariant patient attributes of each point (see static_features)."""
+    """Time-invariant patient attributes of each point (see static_features); a patient_id
+    listed twice in the patients table takes its last row."""
     pts = cohort.patients
-    ids = pl.DataFrame({"patient_id": pl.from_arrow(_arrow_strings(pts["patient_id"]))})
-    ids = (
-        ids.cast({"patient_id": pl.String}).with_row_index("row").unique("patient_id", keep="last")
-    )
-    found = points.select("point", "patient_id").join(
-        ids, on="patient_id", how="left", maintain_order="left"
-    )
-    if found["row"].null_count():
-        bad = found.filter(pl.col("row").is_null())["patient_id"][0]
+    text = pl.from_arrow(_arrow_strings(pts["patient_id"])).cast(pl.String)
+    ids = pd.Index(text.to_numpy(), dtype=object)
+    wanted = points["patient_id"].to_numpy()
+    keep = np.flatnonzero(~ids.duplicated(keep="last"))  # a repeated id: its last row
+    found = ids[keep].get_indexer(pd.Index(wanted, dtype=object))
+    row = np.where(found >= 0, keep[np.maximum(found, 0)], -1)
+    if (row < 0).any():
+        bad = wanted[int(np.flatnonzero(row < 0)[0])]
         raise InputError(
             f"patient '{bad}' of the landmark points is not in the patients table",
             file="patients",
             column="patient_id",
         )
-    return static_features(pts, found["row"].to_numpy().astype(np.int64))
+    return static_features(pts, row.astype(np.int64))
 
 
-def _check_points(points: pd.DataFrame) -> pd.DataFrame:
+def _points_frame(points: pd.DataFrame) -> pl.DataFrame:
+    """The landmark points, checked, as polars: point (0-based position), patient_id (text)
+    and landmark_h (float64)."""
     missing = {"patient_id", "landmark_h"} - set(points.columns)
     if missing:
         raise InputError(
             f"landmark points need columns patient_id and landmark_h; missing {sorted(missing)}"
         )
-    lm = pd.to_numeric(points["landmark_h"], errors="coerce")
-    if lm.isna().any() or not np.isfinite(lm.to_numpy(dtype="float64")).all():
+    lm = pd.to_numeric(points["landmark_h"], errors="coerce").to_numpy(dtype="float64")
+    if not np.isfinite(lm).all():
         raise InputError("landmark points: landmark_h must be finite numbers", column="landmark_h")
     codes, uniques = pd.factorize(points["patient_id"], sort=False)
     if (codes < 0).any():
         row = int(np.flatnonzero(codes < 0)[0]) + 1
         raise InputError("landmark points: missing patient_id", row=row, column="patient_id")
-    categories = pd.Index(np.asarray(uniques, dtype=object), dtype=object)
-    return pd.DataFrame(
+    ids = pl.Series("patient_id", np.asarray(uniques, dtype=object), pl.String)
+    return pl.DataFrame(
         {
-            "patient_id": pd.Categorical.from_codes(codes, categories=categories),
-            "landmark_h": lm.to_numpy(dtype="float64"),
+            "point": np.arange(len(lm), dtype=np.int64),
+            "patient_id": ids.gather(codes) if len(lm) else pl.Series([], dtype=pl.String),
+            "landmark_h": lm,
         }
     )
 
@@ -543,10 +566,9 @@ def build_features(
     """
     config = config or FeatureConfig()
     plan = _plan(config.model_dump_json(), catalogue_key())
-    checked = _check_points(points)
-    n = len(checked)
-    lm = checked["landmark_h"].to_numpy()
-    pts = _points_frame(checked)
+    pts = _points_frame(points)
+    n = len(pts)
+    lm = pts["landmark_h"].to_numpy()
 
     vis_ev = visible_rows(cohort.events, pts, EVENT_INPUT)
     first = _first_per_point(vis_ev, n)
@@ -559,6 +581,6 @@ def build_features(
     ctx = _Context(n, lm, stats, first, crs, static, config)
 
     matrix = np.empty((n, len(plan.names)), dtype="float64", order="F")
-    for j, f in enumerate(plan.features):
-        matrix[:, j] = KERNELS[f.aggregation](ctx, f)
+    for aggregation, cols, features in plan.blocks:
+        matrix[:, cols] = KERNELS[aggregation](ctx, features).T
     return pd.DataFrame(matrix, columns=pd.Index(plan.names, dtype=object), copy=False)

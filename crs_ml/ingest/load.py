@@ -37,6 +37,7 @@ Rules (the data README documents them for users):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -306,6 +307,12 @@ def normalise(
 
 
 def _empty_events() -> pd.DataFrame:
+    """A new empty events table (a copy of one built once)."""
+    return _empty_events_template().copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _empty_events_template() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "patient_id": pd.Series(dtype="str"),

@@ -26,7 +26,6 @@ from crs_ml.ingest.secondary_tables import start_table
 from crs_ml.ingest.tables import RawTable
 from crs_ml.ingest.values import KIND_TEXTS, pandas_text, value_codes
 from crs_ml.variables import (
-    VARIABLES,
     catalogue_arrays,
     catalogue_version,
     name_key,
@@ -42,34 +41,11 @@ ENGINE = "in-memory"
 PAIR_ENGINE = "streaming"
 
 
-class _Catalogue:
-    """The variable catalogue's lookup tables for this module, built once per catalogue
-    version (a config's site variables change it: :func:`crs_ml.variables.catalogue_version`)."""
-
-    def __init__(self) -> None:
-        cat = catalogue_arrays()
-        self.names, self.index = cat.names, cat.index
-        self.lo, self.hi = cat.low, cat.high
-        self.variables = list(VARIABLES.values())
-        self.rank_series = pl.Series("vrank", cat.rank, dtype=pl.Int64)
-        self.name_series = pl.Series("variable", list(cat.names), dtype=pl.String)
-        self.lo_series, self.hi_series = pl.Series(cat.low), pl.Series(cat.high)
-
-
-@functools.lru_cache(maxsize=4)
-def _catalogue_at(version: int) -> _Catalogue:
-    return _Catalogue()
-
-
-def _catalogue() -> _Catalogue:
-    return _catalogue_at(catalogue_version())
-
-
 @functools.lru_cache(maxsize=4096)
 def _variable_index(text: str, version: int) -> int:
     """Catalogue position of the variable a name, alias or LOINC code resolves to (-1)."""
     found = resolve_variable(text)
-    return _catalogue_at(version).index[found] if found else -1
+    return catalogue_arrays().index[found] if found else -1
 
 
 @functools.lru_cache(maxsize=4096)
@@ -79,7 +55,7 @@ def _suggestion(text: str, version: int) -> str | None:
 
 @functools.lru_cache(maxsize=4096)
 def _conversion(vidx: int, spelling: str, version: int):
-    return _catalogue_at(version).variables[vidx].conversion(spelling)
+    return catalogue_arrays().variables[vidx].conversion(spelling)
 
 
 def observations_table(
@@ -179,7 +155,8 @@ def _values(raw: RawTable, rc: RowChecks, opts: DataConfig):
     value = value * factor[pairs.code] + offset[pairs.code]
     safe = np.maximum(vidx, 0)
     with np.errstate(invalid="ignore"):
-        out_of_range = (value < _catalogue().lo[safe]) | (value > _catalogue().hi[safe])
+        cat = catalogue_arrays()
+        out_of_range = (value < cat.low[safe]) | (value > cat.high[safe])
     rc.note(
         out_of_range,
         "value",
@@ -266,7 +243,7 @@ def _units(rc: RowChecks, pairs: _Pairs, pair_v: np.ndarray, opts: DataConfig):
     unit_text = pairs.unit_text
     for v, _ in sorted(groups):
         members = groups[(v, _)]
-        var = _catalogue().variables[v]
+        var = catalogue_arrays().variables[v]
         spelling = str(pairs.unit[members[0]])
 
         def rows(members=members) -> np.ndarray:
@@ -321,7 +298,7 @@ def _units(rc: RowChecks, pairs: _Pairs, pair_v: np.ndarray, opts: DataConfig):
 def _by_variable(vidx: np.ndarray, mask: np.ndarray, suffix: str = "") -> dict[str, int]:
     if not mask.any():
         return {}
-    names = _catalogue().names
+    names = catalogue_arrays().names
     counts = np.bincount(vidx[mask], minlength=len(names))
     return {f"{names[i]}{suffix}": int(counts[i]) for i in np.flatnonzero(counts)}
 
@@ -366,7 +343,7 @@ def _finish(
         .filter(pl.col("ok"))
         .with_columns(
             rank=pl.lit(pat.rank_series).gather(pl.col("p")),
-            vrank=pl.lit(_catalogue().rank_series).gather(pl.col("v")),
+            vrank=pl.lit(catalogue_arrays().rank_series).gather(pl.col("v")),
         )
         .collect(engine=ENGINE)
     )
@@ -392,11 +369,11 @@ def _finish(
     out = kept.lazy().select(
         patient_id=pl.lit(pat.id_series).gather(pl.col("p")),
         hours=pl.col("hours"),
-        variable=pl.lit(_catalogue().name_series).gather(pl.col("v")),
+        variable=pl.lit(catalogue_arrays().name_series).gather(pl.col("v")),
         value=pl.col("value"),
         censored=pl.col("censored").cast(pl.Int8),
-        out_of_range=(pl.col("value") < pl.lit(_catalogue().lo_series).gather(pl.col("v")))
-        | (pl.col("value") > pl.lit(_catalogue().hi_series).gather(pl.col("v"))),
+        out_of_range=(pl.col("value") < pl.lit(catalogue_arrays().low_series).gather(pl.col("v")))
+        | (pl.col("value") > pl.lit(catalogue_arrays().high_series).gather(pl.col("v"))),
         source_row=pl.col("source_row").cast(pl.Int64),
     )
     return out.collect(engine=ENGINE).to_pandas()

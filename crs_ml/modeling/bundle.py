@@ -126,9 +126,9 @@ class Bundle:
             raise ModelError(
                 f"feature matrix lacks {len(missing)} model features, e.g. {missing[:3]}"
             )
-        return impute_untrained_missing(
-            X[self.feature_names], self.feature_names, self.training_inputs
-        )
+        # a frame already in the model's order (one filled before) is not copied again
+        ordered = X if list(X.columns) == self.feature_names else X[self.feature_names]
+        return impute_untrained_missing(ordered, self.feature_names, self.training_inputs)
 
     def model_inputs(self, X: pd.DataFrame) -> pd.DataFrame:
         """:meth:`fill_untrained_missing` without the mask."""

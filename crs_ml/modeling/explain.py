@@ -87,16 +87,17 @@ def tree_shap(bundle, X: pd.DataFrame, threads: int | None = None) -> Explanatio
     xgboost threads (None: all cores); the values do not depend on it."""
     import xgboost as xgb
 
-    names = bundle.feature_names
     # one thread for small inputs: starting OpenMP threads costs more than the work, and on
     # a busy machine their spin-wait turns a single-patient DMatrix into ~20 ms
     if len(X) < SMALL_INPUT_ROWS:
         threads = 1
     # C-ordered float32 is what xgboost reads: no conversion copy inside DMatrix
     matrix = np.ascontiguousarray(bundle.matrix(X), dtype=np.float32)
-    dm = xgb.DMatrix(matrix, missing=np.nan, feature_names=names, nthread=threads or -1)
+    # the columns are the model's, in its order (bundle.matrix checks and orders them): the
+    # DMatrix goes without names, so xgboost neither sets nor compares them on every call
+    dm = xgb.DMatrix(matrix, missing=np.nan, nthread=threads or -1)
     booster = _booster_with_threads(bundle, threads)
-    raw = booster.predict(dm, pred_contribs=True).astype(np.float64)
+    raw = booster.predict(dm, pred_contribs=True, validate_features=False).astype(np.float64)
     slope, intercept = bundle.platt_slope, bundle.platt_intercept
     contrib = raw[:, :-1] * slope
     base = raw[:, -1] * slope + intercept

@@ -61,16 +61,19 @@ def format_numbers(values) -> np.ndarray:
     ax = np.abs(np.where(finite, v, 0.0))
     whole = finite & ((ax >= 1e15) | ((v == np.round(v)) & (ax >= 1)))
     rest = finite & ~whole
-    classes = (
-        (whole | (rest & (ax >= 100)), lambda x: f"{x:,.0f}"),
-        (rest & (ax >= 10) & (ax < 100), lambda x: f"{x:,.1f}".rstrip("0").rstrip(".")),
-        (rest & (ax >= 1) & (ax < 10), lambda x: f"{x:.2f}".rstrip("0").rstrip(".")),
-        (rest & (ax > 0) & (ax < 1), lambda x: f"{x:.3g}"),
-    )
-    for mask, fmt in classes:
-        idx = np.flatnonzero(mask)
-        if len(idx):
-            out[idx] = [fmt(x) for x in v[idx].tolist()]
+    # one comprehension per class, each value formatted once (no function call per value)
+    idx = np.flatnonzero(whole | (rest & (ax >= 100)))
+    if len(idx):
+        out[idx] = [f"{x:,.0f}" for x in v[idx].tolist()]
+    idx = np.flatnonzero(rest & (ax >= 10) & (ax < 100))
+    if len(idx):
+        out[idx] = [f"{x:,.1f}".rstrip("0").rstrip(".") for x in v[idx].tolist()]
+    idx = np.flatnonzero(rest & (ax >= 1) & (ax < 10))
+    if len(idx):
+        out[idx] = [f"{x:.2f}".rstrip("0").rstrip(".") for x in v[idx].tolist()]
+    idx = np.flatnonzero(rest & (ax > 0) & (ax < 1))
+    if len(idx):
+        out[idx] = [f"{x:.3g}" for x in v[idx].tolist()]
     out[finite & (v == 0)] = "0"
     return out
 
@@ -203,6 +206,14 @@ class FeatureTexts:
     zero_is_absent: np.ndarray  #: a count of results or a measured flag
     groups: tuple[str, ...]  #: :func:`input_name` (with the part: ``IL-6 baseline``)
     inputs: tuple[str, ...]  #: :func:`input_name` without the part (``IL-6``)
+    #: the distinct ``groups`` in sorted order, and each feature's position among them
+    group_names: np.ndarray = None  # type: ignore[assignment]
+    group_codes: np.ndarray = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        uniq, codes = np.unique(np.asarray(self.groups, dtype=object), return_inverse=True)
+        object.__setattr__(self, "group_names", uniq.astype(object))
+        object.__setattr__(self, "group_codes", codes.ravel().astype(np.int64))
 
     @classmethod
     def of(cls, names: list[str], catalogue: pd.DataFrame | None = None) -> FeatureTexts:
@@ -227,47 +238,55 @@ def _values(X: pd.DataFrame, names: list[str]) -> np.ndarray:
 
 
 def not_measured(
-    X: pd.DataFrame, names: list[str], catalogue=None, texts: FeatureTexts | None = None
-) -> np.ndarray:
+    X: pd.DataFrame, names: list[str], catalogue=None, texts: FeatureTexts | None = None,
+    values: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
     """(rows, features) mask of values that say nothing was measured: NaN (but not the
     ``never`` of the hours since a treatment), and a variable's count of results or its
-    measured flag at 0. ``texts``: :meth:`FeatureTexts.of` ``(names, catalogue)``, if held."""
+    measured flag at 0. ``texts``: :meth:`FeatureTexts.of` ``(names, catalogue)``, if held;
+    ``values``: ``X[names]`` as a float matrix, if held."""
     texts = texts or FeatureTexts.of(names, catalogue)
-    values = _values(X, names)
+    values = _values(X, names) if values is None else values
     return (np.isnan(values) & texts.nan_is_absent[None, :]) | (
         (values == 0) & texts.zero_is_absent[None, :]
     )
 
 
-def _group_line(title: str, contributions: np.ndarray, mask: np.ndarray, groups: list[str],
+def _group_line(title: str, contributions: np.ndarray, mask: np.ndarray, texts: FeatureTexts,
                 listed: int = 3) -> np.ndarray:  # fmt: skip
     """Per row ``"<title>: A, B, C and 2 more (+0.31 together)"`` over the features in
-    ``mask`` (named by input, largest |sum| first), or "" when they contribute nothing."""
+    ``mask`` (named by input, largest |sum| first, ties in name order), or "" when they
+    contribute nothing. Only the rows with such a contribution are worked on."""
     rows = len(contributions)
-    out = np.full(rows, "", dtype=object)
-    c = np.where(mask, np.nan_to_num(contributions, nan=0.0), 0.0)
-    if not c.any():
-        return out
-    uniq, which = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
-    onehot = np.zeros((len(groups), len(uniq)))
-    onehot[np.arange(len(groups)), which] = 1.0
-    by_group = c @ onehot
-    used = (mask & (c != 0)) @ onehot > 0
-    strength = np.where(used, np.abs(by_group), -1.0)
-    order = np.argsort(-strength, axis=1, kind="stable")[:, :listed]
-    n_used = used.sum(axis=1)
-    for k in range(order.shape[1]):
-        name = uniq[order[:, k]].astype(object)
-        take = k < n_used
-        out = np.where(take, np.where(out == "", name, out + ", " + name), out)
-    more = n_used - listed
-    out = np.where(more > 0, out + np.array([f" and {m} more" for m in more], dtype=object), out)
-    total = c.sum(axis=1)
-    rows_used = np.flatnonzero(n_used > 0)
     line = np.full(rows, "", dtype=object)
-    line[rows_used] = [f"{title}: {o} ({t:+.2f}{' together' if m > 1 else ''})"
-                       for o, t, m in zip(out[rows_used], total[rows_used].tolist(),
-                                          n_used[rows_used].tolist(), strict=True)]  # fmt: skip
+    c = np.where(mask & ~np.isnan(contributions), contributions, 0.0)
+    nonzero = c != 0
+    todo = np.flatnonzero(nonzero.any(axis=1))
+    if len(todo) == 0:
+        return line
+    # per input: the sum of its features' contributions and whether any contributes
+    order = np.argsort(texts.group_codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(texts.group_codes[order]) != 0])
+    c, nonzero = c[todo], nonzero[todo]
+    by_group = np.add.reduceat(c[:, order], starts, axis=1)
+    used = np.logical_or.reduceat(nonzero[:, order], starts, axis=1)
+    strength = np.where(used, np.abs(by_group), -1.0)
+    # the ``listed`` strongest, ties in name order (as a stable sort): the first maximum, then
+    # the first maximum of the rest, ...
+    picks = np.empty((len(todo), min(listed, strength.shape[1])), dtype=np.int64)
+    at = np.arange(len(todo))
+    for k in range(picks.shape[1]):
+        picks[:, k] = strength.argmax(axis=1)
+        strength[at, picks[:, k]] = -np.inf
+    top = picks.tolist()
+    n_used = used.sum(axis=1).tolist()
+    total = c.sum(axis=1).tolist()
+    names = texts.group_names.tolist()
+    line[todo] = [
+        f"{title}: {', '.join(names[g] for g in t[:m])}{f' and {m - listed} more' if m > listed else ''}"
+        f" ({s:+.2f}{' together' if m > 1 else ''})"
+        for t, m, s in zip(top, n_used, total, strict=True)
+    ]  # fmt: skip
     return line
 
 
@@ -280,6 +299,7 @@ def top_drivers(
     catalogue: pd.DataFrame | None = None,
     imputed: np.ndarray | None = None,
     texts: FeatureTexts | None = None,
+    values: np.ndarray | None = None,
 ) -> np.ndarray:
     """One driver string per row: the top ``n`` measured features by |contribution|, largest
     first, then one line for the inputs not measured yet and one for those imputed with the
@@ -287,55 +307,65 @@ def top_drivers(
 
     Only the presentation groups: the SHAP values themselves are untouched. Vectorised per
     driver slot and feature (no per-row Python loop). ``texts``: :meth:`FeatureTexts.of`
-    ``(names, catalogue)`` when the caller holds it (scoring keeps one per model)."""
+    ``(names, catalogue)`` when the caller holds it (scoring keeps one per model), ``values``
+    ``X[names]`` as a float matrix when it holds that."""
     rows = len(X)
     out = np.full(rows, "", dtype=object)
     if rows == 0 or n <= 0 or not np.isfinite(contributions).any():
         return out
     texts = texts or FeatureTexts.of(names, catalogue)
-    absent = not_measured(X, names, texts=texts)
+    values = _values(X, names) if values is None else values
+    absent = not_measured(X, names, texts=texts, values=values)
     if imputed is None:
         imputed = np.zeros_like(absent)
     absent &= ~imputed
-    out = _measured_drivers(X, np.where(absent | imputed, 0.0, contributions), names,
+    out = _measured_drivers(values, np.where(absent | imputed, 0.0, contributions),
                             landmark_h, n, texts.specs)  # fmt: skip
-    groups = list(texts.groups)
     for title, mask in (("not measured yet", absent), ("imputed (training median)", imputed)):
-        line = _group_line(title, contributions, mask, groups)
-        out = np.where(line == "", out, np.where(out == "", line, out + "; " + line))
+        line = _group_line(title, contributions, mask, texts)
+        has = np.flatnonzero(line != "")
+        out[has] = [f"{o}; {t}" if o else t for o, t in zip(out[has], line[has], strict=True)]
     return out
 
 
-def _measured_drivers(X, contributions, names, landmark_h, n, specs) -> np.ndarray:
+def _measured_drivers(values, contributions, landmark_h, n, specs) -> np.ndarray:
     """The top ``n`` features by |contribution| (zero contributions never listed)."""
-    rows = len(X)
+    rows, n_features = contributions.shape
     out = np.full(rows, "", dtype=object)
-    n = min(n, len(names))
-    abs_c = np.nan_to_num(np.abs(contributions), nan=0.0)
-    if n < len(names):
+    n = min(n, n_features)
+    abs_c = np.abs(contributions)
+    abs_c[np.isnan(abs_c)] = 0.0
+    if n < n_features:
         top = np.argpartition(-abs_c, n - 1, axis=1)[:, :n]
     else:
-        top = np.tile(np.arange(len(names)), (rows, 1))
+        top = np.tile(np.arange(n_features), (rows, 1))
     order = np.argsort(-np.take_along_axis(abs_c, top, axis=1), axis=1, kind="stable")
     top = np.take_along_axis(top, order, axis=1)
     row_index = np.arange(rows)[:, None]
-    values = _values(X, names)[row_index, top]
+    values = values[row_index, top]
     shap = contributions[row_index, top]
     uniq, which = np.unique(np.asarray(landmark_h, dtype=np.float64), return_inverse=True)
     which = which.ravel()
     lm_text = list(format_numbers(uniq))
     for k in range(n):
-        piece = np.full(rows, "", dtype=object)
-        feature = top[:, k]
-        for j in np.unique(feature):
-            sel = np.flatnonzero(feature == j)
-            label, kind, unit = specs[j]
+        s = shap[:, k]
+        valid = np.flatnonzero(np.isfinite(s) & (s != 0))  # only listed slots are formatted
+        if len(valid) == 0:
+            continue
+        feature = top[valid, k]
+        piece = np.empty(len(valid), dtype=object)
+        by_feature = np.argsort(feature, kind="stable")
+        bounds = np.flatnonzero(np.r_[True, np.diff(feature[by_feature]) != 0, True])
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            sel = by_feature[a:b]
+            label, kind, unit = specs[feature[sel[0]]]
             if "{L}" in label:
                 labels = np.array([label.replace("{L}", t) for t in lm_text], dtype=object)
-                label = labels[which[sel]]
-            piece[sel] = label + " = " + format_values(kind, unit, values[sel, k])
-        s = shap[:, k]
-        valid = np.isfinite(s) & (s != 0)
-        piece = piece + np.array([f" ({x:+.2f})" for x in s.tolist()], dtype=object)
-        out = np.where(valid, np.where(out == "", piece, out + "; " + piece), out)
+                label = labels[which[valid[sel]]]
+            piece[sel] = label + " = " + format_values(kind, unit, values[valid[sel], k])
+        text = [f"{p} ({x:+.2f})" for p, x in zip(piece.tolist(), s[valid].tolist(), strict=True)]
+        if k == 0:
+            out[valid] = text
+        else:
+            out[valid] = [f"{o}; {t}" if o else t for o, t in zip(out[valid], text, strict=True)]
     return out

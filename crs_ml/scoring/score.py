@@ -265,10 +265,11 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
     s.base[rows] = ex.base_value
     s.shap[rows] = ex.contributions
     s.note = ex.note
+    values = X.to_numpy(dtype=np.float64, na_value=np.nan)  # the model's columns, in order
     s.drivers[rows] = top_drivers(X, ex.contributions, names, s.st.landmark_h[rows],
                                   s.settings.top_drivers, model.catalogue, imputed,
-                                  texts=model.texts)  # fmt: skip
-    s.absent_share[rows], s.imputed[rows] = _absence(X, ex.contributions, model, imputed)
+                                  texts=model.texts, values=values)  # fmt: skip
+    s.absent_share[rows], s.imputed[rows] = _absence(X, ex.contributions, model, imputed, values)
     for column, (Xh, ex_h, imputed_h) in short.items():
         out = s.horizons[column]
         out["risk"][rows], out["base"][rows], out["shap"][rows] = (
@@ -334,12 +335,19 @@ def scores_table(s: Scoring) -> pd.DataFrame:
         "missing_inputs": text["missing_inputs"],
         **dict(zip(key_input_columns(), ages.T, strict=True)),
         "top_drivers": text["top_drivers"],
-        "base_value": s.base,
-        **dict(zip(model.shap_columns, s.shap.T, strict=True)),
-        "message": text["message"],
-        **_horizon_columns(s, model.names),
     }
-    return pd.DataFrame(columns, copy=False)
+    # base value and SHAP columns as one float block (not one column at a time)
+    block = np.empty((len(status), 1 + s.shap.shape[1]), dtype=np.float64)
+    block[:, 0], block[:, 1:] = s.base, s.shap
+    parts = [
+        pd.DataFrame(columns, copy=False),
+        pd.DataFrame(block, columns=["base_value", *model.shap_columns], copy=False),
+        pd.DataFrame({"message": text["message"]}, copy=False),
+    ]
+    horizons = _horizon_columns(s, model.names)
+    if horizons:
+        parts.append(pd.DataFrame(horizons, copy=False))
+    return pd.concat(parts, axis=1)
 
 
 def horizon_column_names(horizons, names: list[str]) -> list[str]:
@@ -391,10 +399,11 @@ def score(
     return scores_table(s)
 
 
-def _absence(X, contributions, model: ModelTexts, imputed) -> tuple[np.ndarray, np.ndarray]:
+def _absence(X, contributions, model: ModelTexts, imputed,
+             values=None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Per row: the share of sum |SHAP| from inputs not measured or imputed, and the names
-    of the imputed inputs (comma-separated)."""
-    absent = not_measured(X, model.names, texts=model.texts) | imputed
+    of the imputed inputs (comma-separated). ``values``: ``X`` as a float matrix, if held."""
+    absent = not_measured(X, model.names, texts=model.texts, values=values) | imputed
     size = np.nan_to_num(np.abs(contributions), nan=0.0)
     total = size.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):

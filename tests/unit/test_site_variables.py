@@ -228,3 +228,19 @@ def test_drivers_name_site_variables_in_their_words_and_units(tmp_path):
     assert format_value("lymphocytes_pct_last", 12.5) == "12.5 %"
     assert format_value("lymphocytes_pct_change", np.log(0.5)) == "x0.5"
     assert input_name("lymphocytes_pct_slope_24h") == "Lymphocytes trend"
+
+
+def test_catalogue_arrays_hold_one_lookup_per_version_numpy_and_polars_alike(tmp_path):
+    """The loaders' catalogue lookups (numpy arrays and polars series) are one object per
+    catalogue version: a site variable appears in both, and an unchanged catalogue reuses it."""
+    first = catalogue_arrays()
+    assert catalogue_arrays() is first
+    site_config(tmp_path)
+    cat = catalogue_arrays()
+    assert cat is not first and "lymphocytes_pct" in cat.index
+    i = cat.index["lymphocytes_pct"]
+    assert cat.variables[i] is VARIABLES["lymphocytes_pct"]
+    assert cat.name_series.to_list() == list(cat.names) == list(VARIABLES)
+    assert cat.rank_series.to_list() == cat.rank.tolist()
+    assert cat.low_series.to_list() == cat.low.tolist() and cat.high[i] == 100.0
+    assert cat.high_series.to_list() == cat.high.tolist()
