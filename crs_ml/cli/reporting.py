@@ -86,7 +86,10 @@ def validate(
     ] = DEFAULT_MODEL,
     landmarks: Annotated[
         str | None,
-        typer.Option(help="landmarks to report, hours (default: 24,48,72,120, the config's)"),
+        typer.Option(
+            help="landmarks to report, hours (default: those of 24,48,72,120 the model was "
+            "trained at)"
+        ),
     ] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap replicates (by person)")] = 1000,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
@@ -108,12 +111,15 @@ def validate(
     from crs_ml.tracking.models import open_model
     from crs_ml.tracking.runs import log_validation_run
 
-    lms = parse_landmarks(landmarks) if landmarks else list(DEFAULT_REPORT_LANDMARKS_H)
+    lms = parse_landmarks(landmarks) if landmarks else None
     if bootstrap < 0:
         raise typer.BadParameter("--bootstrap must be >= 0")
     console = make_console()
     with tempfile.TemporaryDirectory(prefix="crs_ml_validate_") as tmp:
         bundle, info = open_model(model, Path(tmp))
+        if lms is None:  # the default report landmarks the model was trained at
+            trained = set(model_settings(bundle)["landmarks_h"])
+            lms = [h for h in DEFAULT_REPORT_LANDMARKS_H if h in trained] or sorted(trained)[:1]
         cohort = _load_data(data, config)
         with progress_bar() as update:
             result = validate_cohort(bundle, cohort, lms, bootstrap, seed, progress=update)

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import stats
 from scipy.special import expit
 
+from crs_ml.config import DEFAULT_REPORT_LANDMARKS_H
 from crs_ml.errors import InputError, ModelError
 from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation.performance import performance
@@ -201,7 +202,7 @@ def recalibrate_cohort(
     holdout: float = 0.5,
     seed: int = 0,
     n_boot: int = 500,
-    report_landmarks_h=(24.0, 48.0),
+    report_landmarks_h=DEFAULT_REPORT_LANDMARKS_H,
     refit_all: bool = False,
 ) -> RecalibrationResult:
     """Fit the map on the site's fitting persons and measure it on the held-out persons.

@@ -328,7 +328,15 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
         from crs_ml.modeling.horizons import Horizon
 
         for entry in manifest["horizons"]:
-            h = Horizon(**entry)
+            try:
+                horizon_h = float(manifest["config"].get("task", {}).get("horizon_h", 336.0))
+                h = Horizon.of(float(entry["window_h"]), horizon_h)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelError(f"{folder}: bundle.json horizons entry {entry!r} is not a "
+                                 f"short horizon ({exc})") from exc  # fmt: skip
+            if h.to_dict() != entry:
+                raise ModelError(f"{folder}: bundle.json horizons entry {entry!r} differs from "
+                                 f"the one its window makes ({h.to_dict()})")  # fmt: skip
             bundle.horizons.append((h, load_bundle(folder / h.folder, check_schema=False)))
     return bundle
 

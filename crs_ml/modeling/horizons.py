@@ -175,19 +175,28 @@ def monotone(longest: Explanation, shorter: list[Explanation]) -> list[Explanati
         logit = np.where(over, upper.logit, ex.logit)
         capped = Explanation(contrib, base, logit, ex.supported and upper.supported, ex.note)
         out.append(capped)
-        upper = capped
+        # the next window's bound: this one where it has a risk, else the bound it had (a
+        # NaN window must not lift the cap of the shorter ones)
+        keep = ~np.isfinite(logit)
+        upper = Explanation(
+            np.where(keep[:, None], upper.contributions, contrib),
+            np.where(keep, upper.base_value, base),
+            np.where(keep, upper.logit, logit),
+            capped.supported,
+            ex.note,
+        )
     return out
 
 
 def capped_risks(longest: np.ndarray, shorter: list[np.ndarray]) -> list[np.ndarray]:
-    """Risks only: each of ``shorter`` (longest first) at most the one before it; NaN in the
-    upper bound leaves the value as it is."""
+    """Risks only: each of ``shorter`` (longest first) at most the lowest finite risk of the
+    longer horizons (as :func:`monotone`); NaN everywhere above leaves the value as it is."""
     upper, out = np.asarray(longest, dtype=np.float64), []
     for r in shorter:
         r = np.asarray(r, dtype=np.float64)
         capped = np.where(r > upper, upper, r)
         out.append(capped)
-        upper = capped
+        upper = np.where(np.isfinite(capped), capped, upper)
     return out
 
 

@@ -449,16 +449,22 @@ def train_horizons(
     if cfg.cv.validation == "cv":
         oof_h = _horizon_oof(data, horizons, weights, persons, make, cfg, progress)
         day14 = _aligned_oof(meta, oof, data.meta)
-        repeats = cfg.cv.horizon_repeats
-        for r in range(repeats):
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for r in range(cfg.cv.horizon_repeats):
             longest = day14[r % len(day14)] if day14 is not None else np.full(len(persons), np.nan)
             capped = capped_risks(longest, [oof_h[h.column][r] for h in reversed(horizons)])
             for h, risk in zip(reversed(horizons), capped, strict=True):
-                if not np.isfinite(risk).all():
+                if not np.isfinite(risk).all():  # a fold too small to train: repeat left out
+                    log.warning("horizon %s: CV repeat %d left out (a fold did not train)",
+                                h.label, r + 1)  # fmt: skip
                     continue
                 got = horizon_metrics(h, data, risk, report_lms, cfg.task.censoring_by, truth)
                 for k, v in got.items():
-                    out[k] = out.get(k, 0.0) + v / repeats
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+        # the mean over the repeats that trained (not over all repeats)
+        out.update({k: sums[k] / counts[k] for k in sums})
     models, inputs = {}, {}
     for i, h in enumerate(horizons):
         if progress:

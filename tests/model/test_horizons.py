@@ -112,6 +112,21 @@ def test_a_window_above_the_longer_horizon_takes_its_value_and_explanation():
     assert (c24.logit <= c72.logit).all() and (c72.logit <= day14.logit).all()
 
 
+def test_a_window_without_a_risk_does_not_lift_the_cap_of_the_shorter_ones():
+    from crs_ml.modeling.horizons import capped_risks
+
+    day14 = _explanation(None, [-2.0, -1.0], [[0.0, 0.0], [0.0, 0.0]])
+    h72 = _explanation(None, [np.nan, -1.5], [[np.nan, np.nan], [0.0, 0.0]])  # no 72 h risk
+    h24 = _explanation(None, [0.0, -3.0], [[0.5, 0.0], [0.0, 0.0]])  # 0.5 > day 14's -2.0
+    c72, c24 = monotone(day14, [h72, h24])
+    np.testing.assert_allclose(c24.logit, [-2.0, -3.0])  # capped by day 14 through the gap
+    np.testing.assert_allclose(c24.contributions[0], day14.contributions[0])
+    assert np.isnan(c72.logit[0])
+    r72, r24 = capped_risks([0.2, 0.2], [[np.nan, 0.5], [0.9, 0.1]])
+    np.testing.assert_allclose(r24, [0.2, 0.1])
+    np.testing.assert_allclose(r72[1], 0.2)
+
+
 def test_post_landmark_data_change_no_horizons_risk(trained):
     _, bundle, _, new = trained
     before = score(bundle, new, as_of_hours=40)
@@ -223,3 +238,20 @@ def test_xgboost_row_weights_are_used():
     w = np.where(y == 1, 4.0, 1.0)
     heavy = XGBRiskModel(**kw).fit(X, y, row_weights=w).predict_proba(X)[:, 1]
     assert heavy.mean() > plain.mean() + 0.05  # events weighted up: higher risks
+
+
+def test_a_horizon_entry_naming_another_folder_is_refused(trained, tmp_path):
+    from crs_ml.modeling.bundle import MANIFEST, load_bundle
+
+    _, _, folder, _ = trained
+    copy = tmp_path / "moved"
+    shutil.copytree(folder, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["horizons"][0]["folder"] = "../elsewhere"
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="horizons entry .* differs from the one its window"):
+        load_bundle(copy)
+    manifest["horizons"][0] = {"window": 24}
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="is not a short horizon"):
+        load_bundle(copy)
