@@ -278,7 +278,7 @@ def _censored(m: dict, figs: dict[str, str]) -> str:
         "AUROC, IPCW (95% CI)|Brier, IPCW|observed (Aalen-Johansen)|expected|observed / expected"
     )
     windows_note = (
-        "<p class='note'>The short horizons (next 24 h, next 72 h: the model's window risks, "
+        "<p class='note'>The short horizons (the model's window risks, "
         "capped by the longer horizons as scoring caps them) are scored against grade &ge; 3 "
         "by L + w with the weights refit at that end.</p>"
         if any(b.get("windows") for b in blocks.values())

@@ -41,6 +41,7 @@ import pandas as pd
 
 from crs_ml.cohort import Cohort
 from crs_ml.features.builder import build_features
+from crs_ml.features.landmarks import horizon_label
 from crs_ml.features.grading import grade_events
 from crs_ml.files import write_text
 from crs_ml.modeling.bundle import DECISION_SUPPORT
@@ -493,11 +494,18 @@ def render_board(scores: pd.DataFrame, cohort: Cohort, model, model_name: str | 
     return env.get_template(TEMPLATE).render(
         title=title, model=_model_label(bundle, model_name), as_of=as_of, window=window,
         intended_use=DECISION_SUPPORT, counts=counts, n=len(items), patients=patients,
+        horizon=horizon_label(None, _horizon_h(bundle)),
         horizon_labels=[h.label for h, _ in bundle.horizons
                         if f"risk_{h.suffix}" in scores.columns],
         low_below=_pct(settings.low_below), high_from=_pct(settings.high_from),
         nan=float("nan"),
     )  # fmt: skip
+
+
+def _horizon_h(bundle) -> float:
+    """The day-14 horizon the bundle was trained for (hours; 336 when not recorded)."""
+    task = (bundle.manifest.get("config") or {}).get("task") or {}
+    return float(task.get("horizon_h", 336.0))
 
 
 def board(scores: pd.DataFrame, cohort: Cohort, model, out: str | Path | None = None,
