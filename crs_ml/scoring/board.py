@@ -41,8 +41,8 @@ import pandas as pd
 
 from crs_ml.cohort import Cohort
 from crs_ml.features.builder import build_features
-from crs_ml.features.landmarks import horizon_label
 from crs_ml.features.grading import grade_events
+from crs_ml.features.landmarks import horizon_label
 from crs_ml.files import write_text
 from crs_ml.modeling.bundle import DECISION_SUPPORT
 from crs_ml.modeling.completeness import KEY_INPUTS
