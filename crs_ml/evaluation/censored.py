@@ -233,6 +233,16 @@ def aalen_johansen(time_h, cause, horizon_h: float) -> float:
     return float(cumulative_incidence(time_h, cause, [float(horizon_h)])[0])
 
 
+def censoring_strata(censoring_by: str, site, risk) -> np.ndarray | None:
+    """The strata of the censoring distribution ``task.censoring_by`` names: the rows' sites,
+    deciles of their risk, or None (one reverse Kaplan-Meier for all)."""
+    if censoring_by == "site":
+        return np.asarray(site).astype(str)
+    if censoring_by == "risk_decile":
+        return risk_groups(risk, 10)
+    return None
+
+
 def risk_groups(risk, n_groups: int = DEFAULT_RISK_GROUPS) -> np.ndarray:
     """Quantile group (0 = lowest risk) of every row; tied risks share a group, so fewer
     groups than asked when risks take few values."""

@@ -26,7 +26,11 @@ from crs_ml.config import DEFAULT_REPORT_LANDMARKS_H, config_from_dict
 from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation import utility as U
-from crs_ml.evaluation.censored import censored_summary, incidence_curves_by_band, risk_groups
+from crs_ml.evaluation.censored import (
+    censored_summary,
+    censoring_strata,
+    incidence_curves_by_band,
+)
 from crs_ml.evaluation.comparisons import (
     baseline_scores,
     cohort_summary,
@@ -195,8 +199,7 @@ def _censored_summary(rows: pd.DataFrame, risk, end_h: float, censoring_by: str,
                       seed: int) -> dict:  # fmt: skip
     """:func:`crs_ml.evaluation.censored.censored_summary` of one landmark's rows by
     ``end_h``, the censoring weights within deciles of ``risk``, sites or overall."""
-    strata = {"site": rows["site"].to_numpy(),
-              "risk_decile": risk_groups(risk, 10)}.get(censoring_by)  # fmt: skip
+    strata = censoring_strata(censoring_by, rows["site"].to_numpy(), risk)
     return censored_summary(rows["time_h"], rows["cause"], risk, end_h,
                             rows["person_id"].astype(str).to_numpy(), strata, n_boot, seed)  # fmt: skip
 

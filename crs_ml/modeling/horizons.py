@@ -48,7 +48,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml.evaluation.censored import ipcw_weights, risk_groups, time_dependent_auroc
+from crs_ml.evaluation.censored import (
+    censoring_strata,
+    ipcw_weights,
+    time_dependent_auroc,
+    time_dependent_brier,
+)
 from crs_ml.features.builder import build_features
 from crs_ml.features.landmarks import horizon_label, horizon_status
 from crs_ml.modeling.explain import Explanation
@@ -232,16 +237,14 @@ def horizon_metrics(
         time = meta["time_h"].to_numpy(dtype=np.float64)[m]
         cause = meta["cause"].to_numpy()[m]
         end = float(data.end_h[h.column][m][0])
-        strata = {"site": meta["site"].astype(str).to_numpy()[m],
-                  "risk_decile": risk_groups(risk[m], 10)}.get(censoring_by)  # fmt: skip
-        w = ipcw_weights(time, cause, end, strata)
+        strata = censoring_strata(censoring_by, meta["site"].to_numpy()[m], risk[m])
         case = data.y[h.column][m].astype(bool)
         out[f"n_{name}"] = float(m.sum())
         out[f"events_{name}"] = float(case.sum())
         out[f"competing_{name}"] = float(((cause == 2) & (time <= end)).sum())
         out[f"censored_{name}"] = float(data.censored[h.column][m].sum())
         out[f"auroc_{name}"] = time_dependent_auroc(time, cause, risk[m], end, strata)
-        out[f"brier_{name}"] = float(np.sum(w * (case - risk[m]) ** 2) / m.sum())
+        out[f"brier_{name}"] = time_dependent_brier(time, cause, risk[m], end, strata)
         if oracle is not None and np.isfinite(oracle[m]).all():
             o = time_dependent_auroc(time, cause, oracle[m], end, strata)
             out[f"oracle_auroc_{name}"] = o
