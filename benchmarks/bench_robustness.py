@@ -134,8 +134,11 @@ def measure(y, p, oracle_auroc) -> dict:
     }
 
 
-def run_one(cfg, catalogue, train, test, seed: int) -> dict:
-    """Every model of one training draw, measured on the test set."""
+def run_one(cfg, catalogue, train, test, seed: int, replay: Path | None = None) -> dict:
+    """Every model of one training draw, measured on the test set. With ``replay``, also
+    writes what a blending rule needs (the members' inner out-of-fold log-odds, their inner
+    folds, the training outcome, the members' test log-odds and the test outcome) to that
+    .npz file, so rules can be compared without refitting members (:func:`replay_blend`)."""
     from scipy.special import expit
 
     from crs_ml.modeling.estimators import make_model
@@ -146,8 +149,16 @@ def run_one(cfg, catalogue, train, test, seed: int) -> dict:
     out = {}
     stack = make_model(cfg.model, catalogue, seed).fit(X, y, groups=groups)
     out["stack"] = measure(yt, stack.predict_proba(Xt[X.columns])[:, 1], oracle_auroc)
-    for name, logit in stack.member_logits(Xt[X.columns]).items():
+    member_test = stack.member_logits(Xt[X.columns])
+    for name, logit in member_test.items():
         out[name] = measure(yt, expit(logit), oracle_auroc)
+    if replay is not None:
+        replay.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            replay, names=np.array(list(member_test)), margins=stack.inner_margins_,
+            fold=stack.inner_fold_, y=y, test_margins=np.column_stack(list(member_test.values())),
+            test_y=yt, oracle_auroc=oracle_auroc,
+        )  # fmt: skip
     out["weights"] = dict(zip([m[0] for m in stack.members_], stack.weights_.tolist(),
                               strict=True))  # fmt: skip
     for base in ("measix", "fever_rule"):
@@ -177,16 +188,16 @@ def markdown(results: dict, members: list[str], args) -> str:
     names = {"measix": "m-EASIX", "fever_rule": "fever rule"}
     models = ["stack", *members, "measix", "fever_rule"]
     head = (
-        f"Robustness at {LANDMARK_H:g} h: mean over {args.draws} training draw(s) per size; "
-        f"test {args.test_n} patients per world. Cells: AUROC (calibration slope). "
+        f"Robustness at {LANDMARK_H:g} h: mean over the training draws of each size (column "
+        f"'draws'); test {args.test_n} patients per world. Cells: AUROC (calibration slope). "
         f"'ok' = stack >= best member - {TOLERANCE} and >= compact (and slope 0.8-1.2 at "
         ">= 1,000 patients).\n\n"
     )
     lines = [
-        "| world | test events | oracle | n | "
+        "| world | test events | oracle | n | draws | "
         + " | ".join(names.get(m, m) for m in models)
         + " | weights | ok |",
-        "|---|---|---|---|" + "---|" * len(models) + "---|---|",
+        "|---|---|---|---|---|" + "---|" * len(models) + "---|---|",
     ]
     for world, w in results.items():
         for n, s in w["sizes"].items():
@@ -195,7 +206,8 @@ def markdown(results: dict, members: list[str], args) -> str:
             ok = s["meets_best_member"] and s["meets_compact"] and slope_ok
             weights = " / ".join(f"{s['weights'][m]:.2f}" for m in members)
             lines.append(
-                f"| {world} | {w['test_event_rate']:.1%} | {w['oracle_auroc']:.3f} | {n} | "
+                f"| {world} | {w['test_event_rate']:.1%} | {w['oracle_auroc']:.3f} | {n} "
+                f"| {len(s['draws'])} | "
                 + " | ".join(cells)
                 + f" | {weights} | {'ok' if ok else 'FAILS'} |"
             )
@@ -219,8 +231,21 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=SIZES)
     ap.add_argument("--draws", type=int, default=DRAWS)
     ap.add_argument("--test-n", type=int, default=5000)
+    ap.add_argument(
+        "--seed-base",
+        type=int,
+        default=100_000,
+        help="training draws use seed-base + 1000 x world + 100 x size + draw; "
+        "another base gives development draws apart from the benchmark's",
+    )
+    ap.add_argument("--test-seed", type=int, default=TEST_SEED)
+    ap.add_argument("--merge", nargs="+", default=None,
+                    help="only combine these result .json files (runs of parts of the grid "
+                    "with the same test set) into --out")  # fmt: skip
     ap.add_argument("--config", default=str(ROOT / "configs" / "stack.yaml"))
     ap.add_argument("--out", default=str(RESULTS / "robustness"))
+    ap.add_argument("--replay-dir", default=None,
+                    help="write each draw's member margins here (.npz) for blend replays")  # fmt: skip
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from crs_ml.config import load_config
@@ -231,14 +256,16 @@ def main() -> None:
 
     cfg = load_config(args.config)
     members = list(cfg.model.members)
+    if args.merge:
+        return merge(args, members)
     catalogue = feature_catalogue(cfg.features)
     results: dict = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as t:
-        for w_i, world in enumerate(args.worlds):
+        for world in args.worlds:
             tmp = Path(t) / world
             params = fns[world](default_params()).validate()
-            Xt, yt, meta_t, truth = landmark_set(params, args.test_n, TEST_SEED, tmp, cfg,
+            Xt, yt, meta_t, truth = landmark_set(params, args.test_n, args.test_seed, tmp, cfg,
                                                  [LANDMARK_H])  # fmt: skip
             oracle_auroc = M.auroc(yt, oracle_risk(meta_t, truth))
             test = (Xt, yt, meta_t, oracle_auroc)
@@ -251,9 +278,15 @@ def main() -> None:
             for s_i, n in enumerate(args.sizes):
                 rows = []
                 for d in range(args.draws):
-                    seed = 100_000 + 1000 * w_i + 100 * s_i + d
+                    # the seed of a draw names its world and size, not their position in
+                    # this run's lists: a grid run in parts draws the same cohorts
+                    w_id = list(fns).index(world)
+                    s_id = SIZES.index(n) if n in SIZES else len(SIZES) + s_i
+                    seed = args.seed_base + 1000 * w_id + 100 * s_id + d
                     train = landmark_set(params, n, seed, tmp, cfg, cfg.task.landmarks_h)
-                    rows.append(run_one(cfg, catalogue, train, test, cfg.seed))
+                    replay = (Path(args.replay_dir) / f"{world}_{n}_{d}.npz"
+                              if args.replay_dir else None)  # fmt: skip
+                    rows.append(run_one(cfg, catalogue, train, test, cfg.seed, replay))
                     print(f"{world} n={n} draw {d}: stack {rows[-1]['stack']['auroc']:.3f}, "
                           + ", ".join(f"{m} {rows[-1][m]['auroc']:.3f}" for m in
                                       [*members, "measix", "fever_rule"])
@@ -263,11 +296,39 @@ def main() -> None:
     print(markdown(results, members, args))  # what it measured if stopped
 
 
+def merge(args, members: list[str]) -> None:
+    """Combine result files of parts of the grid (same test set) into one table."""
+    results: dict = {}
+    runs = []
+    for path in args.merge:
+        part = json.loads(Path(path).read_text())
+        runs.append(part["run"])
+        for world, w in part["results"].items():
+            if world in results:
+                results[world]["sizes"].update(w["sizes"])
+            else:
+                results[world] = w
+    if len({(r["test_n"], r.get("test_seed", TEST_SEED)) for r in runs}) != 1:
+        raise SystemExit("--merge: the parts were measured on different test sets")
+    order = list(_world_fns())
+    results = {
+        w: {**results[w], "sizes": dict(sorted(results[w]["sizes"].items(), key=lambda kv: int(kv[0])))}
+        for w in sorted(results, key=order.index)
+    }  # fmt: skip
+    args.test_n = runs[0]["test_n"]
+    meta = {"parts": runs, "seconds": sum(r["seconds"] for r in runs)}
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps({"run": meta, "results": results}, indent=1))
+    out.with_suffix(".md").write_text(markdown(results, members, args))
+    print(markdown(results, members, args))
+
+
 def write(results: dict, members: list[str], args, started: float) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"worlds": args.worlds, "sizes": args.sizes, "draws": args.draws,
-            "test_n": args.test_n, "config": Path(args.config).name,
+            "test_n": args.test_n, "test_seed": args.test_seed, "seed_base": args.seed_base,
+            "config": Path(args.config).name,
             "seconds": round(time.perf_counter() - started)}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps({"run": meta, "results": results}, indent=1))
     out.with_suffix(".md").write_text(markdown(results, members, args))

@@ -41,10 +41,11 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from crs_ml.modeling.additive import AdditiveRiskModel, known_frame
+from crs_ml.modeling.base import BinaryRiskClassifier
 from crs_ml.modeling.inner_splits import encode_binary_target, group_codes, inner_group_folds
 
 _EPS = 1e-12
@@ -140,7 +141,16 @@ def choose_rule(M: np.ndarray, y: np.ndarray, folds, names: list[str]):
     return best, losses
 
 
-class StackedRiskModel(ClassifierMixin, BaseEstimator):
+def blend_from_margins(M: np.ndarray, y: np.ndarray, folds, names: list[str]):
+    """The blend fit on the members' out-of-fold log-odds ``M`` (rows, members) with the
+    inner ``folds`` they came from: (rule, {rule: held-out log-loss}, coefficients >= 0,
+    intercept). The risk is ``expit(intercept + M @ coefficients)``."""
+    rule, losses = choose_rule(M, y, folds, names)
+    coef, intercept = fit_rule(rule, M, y.astype(np.float64), names)
+    return rule, losses, coef, intercept
+
+
+class StackedRiskModel(BinaryRiskClassifier):
     """Super learner over ``members`` (see the module docstring).
 
     ``members``: list of ``(name, estimator, columns)``; ``columns`` the feature names or
@@ -149,7 +159,10 @@ class StackedRiskModel(ClassifierMixin, BaseEstimator):
 
     Fitted: ``members_`` (name, fitted estimator, columns), ``weights_`` (convex, >= 0, sum
     1), ``platt_slope_``, ``platt_intercept_``, ``coef_`` (= slope x weights), ``inner_metrics_``
-    ({member or 'blend': {'auroc', 'log_loss'}} on the inner out-of-fold margins).
+    ({member or 'blend': {'auroc', 'log_loss'}} on the inner out-of-fold margins),
+    ``inner_margins_`` (rows, members: the out-of-fold log-odds the blend was fit on) and
+    ``inner_fold_`` (each row's inner fold; -1 without folds): kept in memory so a benchmark
+    can replay blending rules (:func:`blend_from_margins`), never written to a model folder.
     """
 
     def __init__(self, members=None, inner_folds=4, random_state=0):
@@ -157,19 +170,8 @@ class StackedRiskModel(ClassifierMixin, BaseEstimator):
         self.inner_folds = inner_folds
         self.random_state = random_state
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.classifier_tags.multi_class = False
-        return tags
-
     def _frame(self, X) -> pd.DataFrame:
-        names = (
-            [str(c) for c in self.feature_names_in_]
-            if hasattr(self, "feature_names_in_")
-            else [f"x{i}" for i in range(self.n_features_in_)]
-        )
-        return pd.DataFrame(np.asarray(X, dtype=np.float64), columns=names)
+        return pd.DataFrame(np.asarray(X, dtype=np.float64), columns=self._names())
 
     def _member_columns(self, columns, frame: pd.DataFrame) -> list[str]:
         from crs_ml.modeling.estimators import select_columns
@@ -210,12 +212,16 @@ class StackedRiskModel(ClassifierMixin, BaseEstimator):
                     )
                     oof[valid, j] = member_logit(fitted, frame.iloc[valid][cols])
         self.blend_rule_, self.rule_log_loss_ = "nnls", {}
+        self.inner_fold_ = np.full(len(y01), -1, dtype=np.int64)
         if folds is not None:
-            names_ = [n for n, _, _ in specs]
-            self.blend_rule_, self.rule_log_loss_ = choose_rule(oof, y01, folds, names_)
-            coef, intercept = fit_rule(self.blend_rule_, oof, y01.astype(np.float64), names_)
+            for k, (_, valid) in enumerate(folds):
+                self.inner_fold_[valid] = k
+            self.blend_rule_, self.rule_log_loss_, coef, intercept = blend_from_margins(
+                oof, y01, folds, [n for n, _, _ in specs]
+            )
         else:
             coef, intercept = np.full(len(specs), 1.0 / len(specs)), 0.0
+        self.inner_margins_ = oof
         slope = float(coef.sum())
         self.weights_ = coef / slope if slope > 0 else np.full(len(specs), 1.0 / len(specs))
         self.platt_slope_ = slope
