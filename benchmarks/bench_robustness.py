@@ -245,7 +245,8 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "configs" / "stack.yaml"))
     ap.add_argument("--out", default=str(RESULTS / "robustness"))
     ap.add_argument("--replay-dir", default=None,
-                    help="write each draw's member margins here (.npz) for blend replays")  # fmt: skip
+                    help="write each draw's member margins here (.npz) for blend replays; "
+                    "with --merge: replay the blend of --config on them")  # fmt: skip
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from crs_ml.config import load_config
@@ -296,6 +297,41 @@ def main() -> None:
     print(markdown(results, members, args))  # what it measured if stopped
 
 
+def replay_blend(path: Path, model_cfg) -> tuple[dict, dict]:
+    """(test measures, weights) of the blend ``model_cfg`` (its ``blend_rules``) fit on one
+    draw's saved inner out-of-fold member margins (:func:`run_one` with ``replay``). The
+    members are the fits the draw made (deterministic given seed and settings), so this
+    equals refitting the stack when only the blending rule changed."""
+    from scipy.special import expit
+
+    from crs_ml.modeling.stack import blend_from_margins
+
+    d = np.load(path, allow_pickle=False)
+    names = [str(n) for n in d["names"]]
+    fold = d["fold"]
+    folds = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(fold.max() + 1)]
+    families = model_cfg.params.get("blend_rules", ("equal", "nnls", "single"))
+    _, _, coef, intercept = blend_from_margins(d["margins"], d["y"], folds, names, families)
+    p = expit(intercept + d["test_margins"] @ coef)
+    weights = coef / coef.sum() if coef.sum() > 0 else np.full(len(names), 1 / len(names))
+    return measure(d["test_y"], p, float(d["oracle_auroc"])), dict(zip(names, weights.tolist(),
+                                                                        strict=True))  # fmt: skip
+
+
+def reblend(results: dict, members: list[str], args) -> None:
+    """Replace each draw's stack by the blend of ``--config`` replayed on its saved margins."""
+    from crs_ml.config import load_config
+
+    model_cfg = load_config(args.config).model
+    for world, w in results.items():
+        for n, cell in w["sizes"].items():
+            for d, row in enumerate(cell["draws"]):
+                row["stack"], row["weights"] = replay_blend(
+                    Path(args.replay_dir) / f"{world}_{n}_{d}.npz", model_cfg
+                )
+            w["sizes"][n] = {**summarise(cell["draws"], members), "draws": cell["draws"]}
+
+
 def merge(args, members: list[str]) -> None:
     """Combine result files of parts of the grid (same test set) into one table."""
     results: dict = {}
@@ -310,6 +346,8 @@ def merge(args, members: list[str]) -> None:
                 results[world] = w
     if len({(r["test_n"], r.get("test_seed", TEST_SEED)) for r in runs}) != 1:
         raise SystemExit("--merge: the parts were measured on different test sets")
+    if args.replay_dir:
+        reblend(results, members, args)
     order = list(_world_fns())
     results = {
         w: {**results[w], "sizes": dict(sorted(results[w]["sizes"].items(), key=lambda kv: int(kv[0])))}
