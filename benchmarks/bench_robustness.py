@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -247,8 +248,21 @@ def main() -> None:
     ap.add_argument("--replay-dir", default=None,
                     help="write each draw's member margins here (.npz) for blend replays; "
                     "with --merge: replay the blend of --config on them")  # fmt: skip
+    ap.add_argument(
+        "--compare-rules",
+        action="store_true",
+        help="compare blending-rule sets on the draws of --replay-dir (nested on "
+        "their inner folds) and exit",
+    )
+    ap.add_argument(
+        "--with-test",
+        action="store_true",
+        help="--compare-rules also on the draws' test set: development runs only",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.compare_rules:
+        return compare_rules(args.replay_dir, args.with_test)
     from crs_ml.config import load_config
     from crs_ml.evaluation import metrics as M
     from crs_ml.features.catalogue import feature_catalogue
@@ -316,6 +330,73 @@ def replay_blend(path: Path, model_cfg) -> tuple[dict, dict]:
     weights = coef / coef.sum() if coef.sum() > 0 else np.full(len(names), 1 / len(names))
     return measure(d["test_y"], p, float(d["oracle_auroc"])), dict(zip(names, weights.tolist(),
                                                                         strict=True))  # fmt: skip
+
+
+#: blending-rule family sets compared on development draws (``--compare-rules``)
+RULE_SETS = {
+    "equal,nnls,single": ("equal", "nnls", "single"),
+    "equal,nnls": ("equal", "nnls"),
+    "equal,shrunk,nnls": ("equal", "shrunk", "nnls"),
+    "equal,shrunk,nnls,single": ("equal", "shrunk", "nnls", "single"),
+    "equal": ("equal",),
+    "nnls": ("nnls",),
+}
+
+
+def _per_fold_auroc(eta: np.ndarray, y: np.ndarray, fold: np.ndarray) -> float:
+    """Mean AUROC within the inner folds (margins of different folds are other fits)."""
+    from crs_ml.evaluation import metrics as M
+
+    return float(np.mean([M.auroc(y[fold == k], eta[fold == k]) for k in range(fold.max() + 1)]))
+
+
+def compare_rules(replay_dir: str, use_test: bool) -> None:
+    """AUROC of each blending-rule set of :data:`RULE_SETS` minus the best member's, per draw
+    of ``replay_dir``: nested on the inner folds (the blend chosen and fit on the other inner
+    folds' out-of-fold margins, measured on the held-out fold: training data only) and, with
+    ``use_test`` (development draws with their own test set only), on the test set."""
+    from scipy.special import expit
+
+    from crs_ml.evaluation import metrics as M
+    from crs_ml.modeling.stack import blend_from_margins
+
+    def folds_of(fold):
+        return [(np.flatnonzero(fold != k), np.flatnonzero(fold == k))
+                for k in range(fold.max() + 1)]  # fmt: skip
+
+    shortfall: dict = {}
+    for path in sorted(Path(replay_dir).glob("*.npz")):
+        d = np.load(path, allow_pickle=False)
+        names = [str(n) for n in d["names"]]
+        margins, y, fold = d["margins"], d["y"], d["fold"]
+        k_all = range(fold.max() + 1)
+        inner_auroc = partial(_per_fold_auroc, y=y, fold=fold)
+        best_inner = max(inner_auroc(margins[:, j]) for j in range(len(names)))
+        if use_test:
+            best_test = max(M.auroc(d["test_y"], d["test_margins"][:, j])
+                            for j in range(len(names)))  # fmt: skip
+        for label, families in RULE_SETS.items():
+            eta = np.empty(len(y))
+            for k in k_all:
+                train = fold != k
+                sub = np.unique(fold[train], return_inverse=True)[1]
+                _, _, coef, b = blend_from_margins(margins[train], y[train], folds_of(sub),
+                                                   names, families)  # fmt: skip
+                eta[~train] = b + margins[~train] @ coef
+            row = shortfall.setdefault(label, {"inner": [], "test": []})
+            row["inner"].append(inner_auroc(eta) - best_inner)
+            if use_test:
+                _, _, coef, b = blend_from_margins(margins, y, folds_of(fold), names, families)
+                p = expit(b + d["test_margins"] @ coef)
+                row["test"].append(M.auroc(d["test_y"], p) - best_test)
+    print(f"AUROC - best member's over {len(shortfall['equal']['inner'])} draws of {replay_dir}: "
+          "mean / worst / draws below -0.003")  # fmt: skip
+    for label, row in shortfall.items():
+        cells = []
+        for where in ("inner", "test") if use_test else ("inner",):
+            v = np.asarray(row[where])
+            cells.append(f"{where} {v.mean():+.4f} / {v.min():+.4f} / {(v < -TOLERANCE).sum()}")
+        print(f"{label:26s} " + "   ".join(cells))
 
 
 def reblend(results: dict, members: list[str], args) -> None:
