@@ -364,3 +364,19 @@ def test_spline_basis_is_scikit_learns():
             ref = SplineTransformer(knots=grid, degree=3, extrapolation="linear",
                                     include_bias=False).fit(grid).transform(x[:, [j]])  # fmt: skip
             np.testing.assert_allclose(ours[:, j], ref, atol=1e-12)
+
+
+def test_risk_models_declare_their_sklearn_tags_once():
+    """One base class (crs_ml.modeling.base) declares NaN input and binary outcome for every
+    risk model; none repeats it."""
+    from crs_ml.modeling.base import BinaryRiskClassifier
+    from crs_ml.modeling.baselines import FeverRuleModel, LogisticRiskModel, MEasixModel
+    from crs_ml.modeling.estimators import XGBRiskModel
+
+    for cls in (XGBRiskModel, AdditiveRiskModel, StackedRiskModel, LogisticRiskModel,
+                MEasixModel, FeverRuleModel):  # fmt: skip
+        assert issubclass(cls, BinaryRiskClassifier)
+        tags = cls().__sklearn_tags__()
+        assert tags.input_tags.allow_nan and tags.classifier_tags.multi_class is False
+        assert all("__sklearn_tags__" not in k.__dict__ for k in cls.__mro__[:-1]
+                   if k is not BinaryRiskClassifier and k.__module__.startswith("crs_ml"))  # fmt: skip
