@@ -231,6 +231,12 @@ def main() -> None:
     ap.add_argument("--worlds", nargs="+", default=list(fns), choices=list(fns))
     ap.add_argument("--sizes", nargs="+", type=int, default=SIZES)
     ap.add_argument("--draws", type=int, default=DRAWS)
+    ap.add_argument(
+        "--first-draw",
+        type=int,
+        default=0,
+        help="number the draws from here (more draws of a grid run in parts)",
+    )
     ap.add_argument("--test-n", type=int, default=5000)
     ap.add_argument(
         "--seed-base",
@@ -292,7 +298,7 @@ def main() -> None:
             }
             for s_i, n in enumerate(args.sizes):
                 rows = []
-                for d in range(args.draws):
+                for d in range(args.first_draw, args.first_draw + args.draws):
                     # the seed of a draw names its world and size, not their position in
                     # this run's lists: a grid run in parts draws the same cohorts
                     w_id = list(fns).index(world)
@@ -301,7 +307,9 @@ def main() -> None:
                     train = landmark_set(params, n, seed, tmp, cfg, cfg.task.landmarks_h)
                     replay = (Path(args.replay_dir) / f"{world}_{n}_{d}.npz"
                               if args.replay_dir else None)  # fmt: skip
-                    rows.append(run_one(cfg, catalogue, train, test, cfg.seed, replay))
+                    rows.append(
+                        {"draw": d, **run_one(cfg, catalogue, train, test, cfg.seed, replay)}
+                    )
                     print(f"{world} n={n} draw {d}: stack {rows[-1]['stack']['auroc']:.3f}, "
                           + ", ".join(f"{m} {rows[-1][m]['auroc']:.3f}" for m in
                                       [*members, "measix", "fever_rule"])
@@ -408,7 +416,7 @@ def reblend(results: dict, members: list[str], args) -> None:
         for n, cell in w["sizes"].items():
             for d, row in enumerate(cell["draws"]):
                 row["stack"], row["weights"] = replay_blend(
-                    Path(args.replay_dir) / f"{world}_{n}_{d}.npz", model_cfg
+                    Path(args.replay_dir) / f"{world}_{n}_{row.get('draw', d)}.npz", model_cfg
                 )
             w["sizes"][n] = {**summarise(cell["draws"], members), "draws": cell["draws"]}
 
@@ -421,10 +429,12 @@ def merge(args, members: list[str]) -> None:
         part = json.loads(Path(path).read_text())
         runs.append(part["run"])
         for world, w in part["results"].items():
-            if world in results:
-                results[world]["sizes"].update(w["sizes"])
-            else:
-                results[world] = w
+            if world not in results:
+                results[world] = {**w, "sizes": {}}
+            for n, cell in w["sizes"].items():
+                draws = results[world]["sizes"].get(n, {"draws": []})["draws"] + cell["draws"]
+                draws.sort(key=lambda r: r.get("draw", 0))
+                results[world]["sizes"][n] = {**summarise(draws, members), "draws": draws}
     if len({(r["test_n"], r.get("test_seed", TEST_SEED)) for r in runs}) != 1:
         raise SystemExit("--merge: the parts were measured on different test sets")
     if args.replay_dir:
