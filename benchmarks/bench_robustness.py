@@ -332,7 +332,7 @@ def replay_blend(path: Path, model_cfg) -> tuple[dict, dict]:
     names = [str(n) for n in d["names"]]
     fold = d["fold"]
     folds = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(fold.max() + 1)]
-    families = model_cfg.params.get("blend_rules", ("equal", "nnls", "single"))
+    families = model_cfg.params.get("blend_rules", ("nnls",))
     _, _, coef, intercept = blend_from_margins(d["margins"], d["y"], folds, names, families)
     p = expit(intercept + d["test_margins"] @ coef)
     weights = coef / coef.sum() if coef.sum() > 0 else np.full(len(names), 1 / len(names))
