@@ -421,6 +421,12 @@ def reblend(results: dict, members: list[str], args) -> None:
             w["sizes"][n] = {**summarise(cell["draws"], members), "draws": cell["draws"]}
 
 
+def load_config_model_params(path: str) -> dict:
+    from crs_ml.config import load_config
+
+    return {"blend_rules": list(load_config(path).model.params.get("blend_rules", ["nnls"]))}
+
+
 def merge(args, members: list[str]) -> None:
     """Combine result files of parts of the grid (same test set) into one table."""
     results: dict = {}
@@ -446,6 +452,9 @@ def merge(args, members: list[str]) -> None:
     }  # fmt: skip
     args.test_n = runs[0]["test_n"]
     meta = {"parts": runs, "seconds": sum(r["seconds"] for r in runs)}
+    if args.replay_dir:  # the stack rows are the blend of --config replayed on the members
+        meta["stack_replayed_with"] = {"config": Path(args.config).name,
+                                       **dict(load_config_model_params(args.config))}  # fmt: skip
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps({"run": meta, "results": results}, indent=1))
     out.with_suffix(".md").write_text(markdown(results, members, args))
