@@ -27,8 +27,13 @@ seed), m-EASIX and the early-fever rule. The criteria of the issue are checked p
 size: stack AUROC >= best member's - 0.003 and >= the compact member's, calibration slope in
 0.8-1.2 at >= 1,000 patients.
 
-Writes benchmarks/results/robustness.json and robustness.md (the README table). Slow: the full
-grid (8 worlds x 300 / 1,000 / 3,000 x 3 draws, test 5,000) is hours on 2 cores. Usage:
+Writes benchmarks/results/robustness.json and robustness.md (the README table). Cost: building
+the cohorts (simulation, loading, features) dominates, not the fits: one world's test set of
+2,000 plus one draw of 300 and one of 1,000 patients took about 150 CPU s; a 3,000-patient draw
+about 10 minutes on a busy shared 2-core machine. The full default grid (3 draws, test 5,000)
+is hours; run it in parts (``--worlds``, ``--sizes``, ``--first-draw``) and join them with
+``--merge``. ``--replay-dir`` keeps each draw's member margins so another blending rule is
+measured without refitting (``--merge ... --replay-dir``, ``--compare-rules``). Usage:
 ``python benchmarks/bench_robustness.py [--worlds default rare_events] [--sizes 300 1000]
 [--draws 1] [--test-n 2000]``.
 """
