@@ -27,8 +27,13 @@ seed), m-EASIX and the early-fever rule. The criteria of the issue are checked p
 size: stack AUROC >= best member's - 0.003 and >= the compact member's, calibration slope in
 0.8-1.2 at >= 1,000 patients.
 
-Writes benchmarks/results/robustness.json and robustness.md (the README table). Slow: the full
-grid (8 worlds x 300 / 1,000 / 3,000 x 3 draws, test 5,000) is hours on 2 cores. Usage:
+Writes benchmarks/results/robustness.json and robustness.md (the README table). Cost: building
+the cohorts (simulation, loading, features) dominates, not the fits: one world's test set of
+2,000 plus one draw of 300 and one of 1,000 patients took about 150 CPU s; a 3,000-patient draw
+about 10 minutes on a busy shared 2-core machine. The full default grid (3 draws, test 5,000)
+is hours; run it in parts (``--worlds``, ``--sizes``, ``--first-draw``) and join them with
+``--merge``. ``--replay-dir`` keeps each draw's member margins so another blending rule is
+measured without refitting (``--merge ... --replay-dir``, ``--compare-rules``). Usage:
 ``python benchmarks/bench_robustness.py [--worlds default rare_events] [--sizes 300 1000]
 [--draws 1] [--test-n 2000]``.
 """
@@ -41,6 +46,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -134,8 +140,11 @@ def measure(y, p, oracle_auroc) -> dict:
     }
 
 
-def run_one(cfg, catalogue, train, test, seed: int) -> dict:
-    """Every model of one training draw, measured on the test set."""
+def run_one(cfg, catalogue, train, test, seed: int, replay: Path | None = None) -> dict:
+    """Every model of one training draw, measured on the test set. With ``replay``, also
+    writes what a blending rule needs (the members' inner out-of-fold log-odds, their inner
+    folds, the training outcome, the members' test log-odds and the test outcome) to that
+    .npz file, so rules can be compared without refitting members (:func:`replay_blend`)."""
     from scipy.special import expit
 
     from crs_ml.modeling.estimators import make_model
@@ -146,8 +155,16 @@ def run_one(cfg, catalogue, train, test, seed: int) -> dict:
     out = {}
     stack = make_model(cfg.model, catalogue, seed).fit(X, y, groups=groups)
     out["stack"] = measure(yt, stack.predict_proba(Xt[X.columns])[:, 1], oracle_auroc)
-    for name, logit in stack.member_logits(Xt[X.columns]).items():
+    member_test = stack.member_logits(Xt[X.columns])
+    for name, logit in member_test.items():
         out[name] = measure(yt, expit(logit), oracle_auroc)
+    if replay is not None:
+        replay.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            replay, names=np.array(list(member_test)), margins=stack.inner_margins_,
+            fold=stack.inner_fold_, y=y, test_margins=np.column_stack(list(member_test.values())),
+            test_y=yt, oracle_auroc=oracle_auroc,
+        )  # fmt: skip
     out["weights"] = dict(zip([m[0] for m in stack.members_], stack.weights_.tolist(),
                               strict=True))  # fmt: skip
     for base in ("measix", "fever_rule"):
@@ -177,16 +194,16 @@ def markdown(results: dict, members: list[str], args) -> str:
     names = {"measix": "m-EASIX", "fever_rule": "fever rule"}
     models = ["stack", *members, "measix", "fever_rule"]
     head = (
-        f"Robustness at {LANDMARK_H:g} h: mean over {args.draws} training draw(s) per size; "
-        f"test {args.test_n} patients per world. Cells: AUROC (calibration slope). "
+        f"Robustness at {LANDMARK_H:g} h: mean over the training draws of each size (column "
+        f"'draws'); test {args.test_n} patients per world. Cells: AUROC (calibration slope). "
         f"'ok' = stack >= best member - {TOLERANCE} and >= compact (and slope 0.8-1.2 at "
         ">= 1,000 patients).\n\n"
     )
     lines = [
-        "| world | test events | oracle | n | "
+        "| world | test events | oracle | n | draws | "
         + " | ".join(names.get(m, m) for m in models)
         + " | weights | ok |",
-        "|---|---|---|---|" + "---|" * len(models) + "---|---|",
+        "|---|---|---|---|---|" + "---|" * len(models) + "---|---|",
     ]
     for world, w in results.items():
         for n, s in w["sizes"].items():
@@ -195,7 +212,8 @@ def markdown(results: dict, members: list[str], args) -> str:
             ok = s["meets_best_member"] and s["meets_compact"] and slope_ok
             weights = " / ".join(f"{s['weights'][m]:.2f}" for m in members)
             lines.append(
-                f"| {world} | {w['test_event_rate']:.1%} | {w['oracle_auroc']:.3f} | {n} | "
+                f"| {world} | {w['test_event_rate']:.1%} | {w['oracle_auroc']:.3f} | {n} "
+                f"| {len(s['draws'])} | "
                 + " | ".join(cells)
                 + f" | {weights} | {'ok' if ok else 'FAILS'} |"
             )
@@ -218,11 +236,44 @@ def main() -> None:
     ap.add_argument("--worlds", nargs="+", default=list(fns), choices=list(fns))
     ap.add_argument("--sizes", nargs="+", type=int, default=SIZES)
     ap.add_argument("--draws", type=int, default=DRAWS)
+    ap.add_argument(
+        "--first-draw",
+        type=int,
+        default=0,
+        help="number the draws from here (more draws of a grid run in parts)",
+    )
     ap.add_argument("--test-n", type=int, default=5000)
+    ap.add_argument(
+        "--seed-base",
+        type=int,
+        default=100_000,
+        help="training draws use seed-base + 1000 x world + 100 x size + draw; "
+        "another base gives development draws apart from the benchmark's",
+    )
+    ap.add_argument("--test-seed", type=int, default=TEST_SEED)
+    ap.add_argument("--merge", nargs="+", default=None,
+                    help="only combine these result .json files (runs of parts of the grid "
+                    "with the same test set) into --out")  # fmt: skip
     ap.add_argument("--config", default=str(ROOT / "configs" / "stack.yaml"))
     ap.add_argument("--out", default=str(RESULTS / "robustness"))
+    ap.add_argument("--replay-dir", default=None,
+                    help="write each draw's member margins here (.npz) for blend replays; "
+                    "with --merge: replay the blend of --config on them")  # fmt: skip
+    ap.add_argument(
+        "--compare-rules",
+        action="store_true",
+        help="compare blending-rule sets on the draws of --replay-dir (nested on "
+        "their inner folds) and exit",
+    )
+    ap.add_argument(
+        "--with-test",
+        action="store_true",
+        help="--compare-rules also on the draws' test set: development runs only",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.compare_rules:
+        return compare_rules(args.replay_dir, args.with_test)
     from crs_ml.config import load_config
     from crs_ml.evaluation import metrics as M
     from crs_ml.features.catalogue import feature_catalogue
@@ -231,14 +282,16 @@ def main() -> None:
 
     cfg = load_config(args.config)
     members = list(cfg.model.members)
+    if args.merge:
+        return merge(args, members)
     catalogue = feature_catalogue(cfg.features)
     results: dict = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as t:
-        for w_i, world in enumerate(args.worlds):
+        for world in args.worlds:
             tmp = Path(t) / world
             params = fns[world](default_params()).validate()
-            Xt, yt, meta_t, truth = landmark_set(params, args.test_n, TEST_SEED, tmp, cfg,
+            Xt, yt, meta_t, truth = landmark_set(params, args.test_n, args.test_seed, tmp, cfg,
                                                  [LANDMARK_H])  # fmt: skip
             oracle_auroc = M.auroc(yt, oracle_risk(meta_t, truth))
             test = (Xt, yt, meta_t, oracle_auroc)
@@ -250,10 +303,18 @@ def main() -> None:
             }
             for s_i, n in enumerate(args.sizes):
                 rows = []
-                for d in range(args.draws):
-                    seed = 100_000 + 1000 * w_i + 100 * s_i + d
+                for d in range(args.first_draw, args.first_draw + args.draws):
+                    # the seed of a draw names its world and size, not their position in
+                    # this run's lists: a grid run in parts draws the same cohorts
+                    w_id = list(fns).index(world)
+                    s_id = SIZES.index(n) if n in SIZES else len(SIZES) + s_i
+                    seed = args.seed_base + 1000 * w_id + 100 * s_id + d
                     train = landmark_set(params, n, seed, tmp, cfg, cfg.task.landmarks_h)
-                    rows.append(run_one(cfg, catalogue, train, test, cfg.seed))
+                    replay = (Path(args.replay_dir) / f"{world}_{n}_{d}.npz"
+                              if args.replay_dir else None)  # fmt: skip
+                    rows.append(
+                        {"draw": d, **run_one(cfg, catalogue, train, test, cfg.seed, replay)}
+                    )
                     print(f"{world} n={n} draw {d}: stack {rows[-1]['stack']['auroc']:.3f}, "
                           + ", ".join(f"{m} {rows[-1][m]['auroc']:.3f}" for m in
                                       [*members, "measix", "fever_rule"])
@@ -263,11 +324,154 @@ def main() -> None:
     print(markdown(results, members, args))  # what it measured if stopped
 
 
+def replay_blend(path: Path, model_cfg) -> tuple[dict, dict]:
+    """(test measures, weights) of the blend ``model_cfg`` (its ``blend_rules``) fit on one
+    draw's saved inner out-of-fold member margins (:func:`run_one` with ``replay``). The
+    members are the fits the draw made (deterministic given seed and settings), so this
+    equals refitting the stack when only the blending rule changed."""
+    from scipy.special import expit
+
+    from crs_ml.modeling.stack import blend_from_margins
+
+    d = np.load(path, allow_pickle=False)
+    names = [str(n) for n in d["names"]]
+    fold = d["fold"]
+    folds = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(fold.max() + 1)]
+    families = model_cfg.params.get("blend_rules", ("nnls",))
+    _, _, coef, intercept = blend_from_margins(d["margins"], d["y"], folds, names, families)
+    p = expit(intercept + d["test_margins"] @ coef)
+    weights = coef / coef.sum() if coef.sum() > 0 else np.full(len(names), 1 / len(names))
+    return measure(d["test_y"], p, float(d["oracle_auroc"])), dict(zip(names, weights.tolist(),
+                                                                        strict=True))  # fmt: skip
+
+
+#: blending-rule family sets compared on development draws (``--compare-rules``)
+RULE_SETS = {
+    "equal,nnls,single": ("equal", "nnls", "single"),
+    "equal,nnls": ("equal", "nnls"),
+    "equal,shrunk,nnls": ("equal", "shrunk", "nnls"),
+    "equal,shrunk,nnls,single": ("equal", "shrunk", "nnls", "single"),
+    "equal": ("equal",),
+    "nnls": ("nnls",),
+}
+
+
+def _per_fold_auroc(eta: np.ndarray, y: np.ndarray, fold: np.ndarray) -> float:
+    """Mean AUROC within the inner folds (margins of different folds are other fits)."""
+    from crs_ml.evaluation import metrics as M
+
+    return float(np.mean([M.auroc(y[fold == k], eta[fold == k]) for k in range(fold.max() + 1)]))
+
+
+def compare_rules(replay_dir: str, use_test: bool) -> None:
+    """AUROC of each blending-rule set of :data:`RULE_SETS` minus the best member's, per draw
+    of ``replay_dir``: nested on the inner folds (the blend chosen and fit on the other inner
+    folds' out-of-fold margins, measured on the held-out fold: training data only) and, with
+    ``use_test`` (development draws with their own test set only), on the test set."""
+    from scipy.special import expit
+
+    from crs_ml.evaluation import metrics as M
+    from crs_ml.modeling.stack import blend_from_margins
+
+    def folds_of(fold):
+        return [(np.flatnonzero(fold != k), np.flatnonzero(fold == k))
+                for k in range(fold.max() + 1)]  # fmt: skip
+
+    shortfall: dict = {}
+    for path in sorted(Path(replay_dir).glob("*.npz")):
+        d = np.load(path, allow_pickle=False)
+        names = [str(n) for n in d["names"]]
+        margins, y, fold = d["margins"], d["y"], d["fold"]
+        k_all = range(fold.max() + 1)
+        inner_auroc = partial(_per_fold_auroc, y=y, fold=fold)
+        best_inner = max(inner_auroc(margins[:, j]) for j in range(len(names)))
+        if use_test:
+            best_test = max(M.auroc(d["test_y"], d["test_margins"][:, j])
+                            for j in range(len(names)))  # fmt: skip
+        for label, families in RULE_SETS.items():
+            eta = np.empty(len(y))
+            for k in k_all:
+                train = fold != k
+                sub = np.unique(fold[train], return_inverse=True)[1]
+                _, _, coef, b = blend_from_margins(margins[train], y[train], folds_of(sub),
+                                                   names, families)  # fmt: skip
+                eta[~train] = b + margins[~train] @ coef
+            row = shortfall.setdefault(label, {"inner": [], "test": []})
+            row["inner"].append(inner_auroc(eta) - best_inner)
+            if use_test:
+                _, _, coef, b = blend_from_margins(margins, y, folds_of(fold), names, families)
+                p = expit(b + d["test_margins"] @ coef)
+                row["test"].append(M.auroc(d["test_y"], p) - best_test)
+    print(f"AUROC - best member's over {len(shortfall['equal']['inner'])} draws of {replay_dir}: "
+          "mean / worst / draws below -0.003")  # fmt: skip
+    for label, row in shortfall.items():
+        cells = []
+        for where in ("inner", "test") if use_test else ("inner",):
+            v = np.asarray(row[where])
+            cells.append(f"{where} {v.mean():+.4f} / {v.min():+.4f} / {(v < -TOLERANCE).sum()}")
+        print(f"{label:26s} " + "   ".join(cells))
+
+
+def reblend(results: dict, members: list[str], args) -> None:
+    """Replace each draw's stack by the blend of ``--config`` replayed on its saved margins."""
+    from crs_ml.config import load_config
+
+    model_cfg = load_config(args.config).model
+    for world, w in results.items():
+        for n, cell in w["sizes"].items():
+            for d, row in enumerate(cell["draws"]):
+                row["stack"], row["weights"] = replay_blend(
+                    Path(args.replay_dir) / f"{world}_{n}_{row.get('draw', d)}.npz", model_cfg
+                )
+            w["sizes"][n] = {**summarise(cell["draws"], members), "draws": cell["draws"]}
+
+
+def load_config_model_params(path: str) -> dict:
+    from crs_ml.config import load_config
+
+    return {"blend_rules": list(load_config(path).model.params.get("blend_rules", ["nnls"]))}
+
+
+def merge(args, members: list[str]) -> None:
+    """Combine result files of parts of the grid (same test set) into one table."""
+    results: dict = {}
+    runs = []
+    for path in args.merge:
+        part = json.loads(Path(path).read_text())
+        runs.append(part["run"])
+        for world, w in part["results"].items():
+            if world not in results:
+                results[world] = {**w, "sizes": {}}
+            for n, cell in w["sizes"].items():
+                draws = results[world]["sizes"].get(n, {"draws": []})["draws"] + cell["draws"]
+                draws.sort(key=lambda r: r.get("draw", 0))
+                results[world]["sizes"][n] = {**summarise(draws, members), "draws": draws}
+    if len({(r["test_n"], r.get("test_seed", TEST_SEED)) for r in runs}) != 1:
+        raise SystemExit("--merge: the parts were measured on different test sets")
+    if args.replay_dir:
+        reblend(results, members, args)
+    order = list(_world_fns())
+    results = {
+        w: {**results[w], "sizes": dict(sorted(results[w]["sizes"].items(), key=lambda kv: int(kv[0])))}
+        for w in sorted(results, key=order.index)
+    }  # fmt: skip
+    args.test_n = runs[0]["test_n"]
+    meta = {"parts": runs, "seconds": sum(r["seconds"] for r in runs)}
+    if args.replay_dir:  # the stack rows are the blend of --config replayed on the members
+        meta["stack_replayed_with"] = {"config": Path(args.config).name,
+                                       **dict(load_config_model_params(args.config))}  # fmt: skip
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps({"run": meta, "results": results}, indent=1))
+    out.with_suffix(".md").write_text(markdown(results, members, args))
+    print(markdown(results, members, args))
+
+
 def write(results: dict, members: list[str], args, started: float) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"worlds": args.worlds, "sizes": args.sizes, "draws": args.draws,
-            "test_n": args.test_n, "config": Path(args.config).name,
+            "test_n": args.test_n, "test_seed": args.test_seed, "seed_base": args.seed_base,
+            "config": Path(args.config).name,
             "seconds": round(time.perf_counter() - started)}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps({"run": meta, "results": results}, indent=1))
     out.with_suffix(".md").write_text(markdown(results, members, args))

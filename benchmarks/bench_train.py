@@ -109,8 +109,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--test-n", type=int, default=5000)
     ap.add_argument("--reference-n", type=int, default=30000)
+    ap.add_argument(
+        "--curve",
+        nargs="+",
+        default=None,
+        metavar="CONFIG",
+        help="only the learning curve of these configs (same test set and seeds), "
+        "written to learning_curve.json / .md / .png",
+    )
+    ap.add_argument("--curve-sizes", nargs="+", type=int, default=[300, 1000, 3000, 30000])
+    ap.add_argument(
+        "--curve-limit",
+        nargs="+",
+        default=[],
+        metavar="CONFIG=N",
+        help="fit this config only up to N training patients (slow models)",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.curve:
+        return learning_curves(args)
     from crs_ml.config import load_config
     from crs_ml.features.landmarks import build_landmark_dataset
     from crs_ml.modeling.train import oracle_risk
@@ -206,6 +224,81 @@ def main() -> None:
     (RESULTS / "train.md").write_text("\n".join(lines) + "\n")
     _plot(curve, summary["oracle_auroc"])
     print("\n".join(lines))
+
+
+def learning_curves(args) -> None:
+    """The learning curve of each ``--curve`` config on the test set and seeds of the main
+    run (300: 201, 1,000: 101, 3,000: 203, 30,000: 300), one line per config in the plot."""
+    from crs_ml.config import load_config
+    from crs_ml.features.catalogue import feature_catalogue
+    from crs_ml.features.landmarks import build_landmark_dataset
+    from crs_ml.modeling.estimators import make_model
+    from crs_ml.modeling.train import oracle_risk
+
+    seeds = {**CURVE, args.reference_n: REFERENCE_SEED}
+    configs = {Path(c).stem: load_config(c) for c in args.curve}
+    limits = {k: int(v) for k, v in (item.split("=", 1) for item in args.curve_limit)}
+    first = next(iter(configs.values()))
+    out: dict = {"test": {"n_patients": args.test_n, "seed": TEST_SEED}, "curves": {}}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        test = cohort(args.test_n, TEST_SEED, tmp)
+        Xt, yt, mt = build_landmark_dataset(test, [LANDMARK_H], first.task.horizon_h,
+                                            first.features)  # fmt: skip
+        test_set = (Xt, np.asarray(yt), mt, oracle_risk(mt, test.truth))
+        out["oracle_auroc"] = evaluate({}, test_set)["oracle_auroc"]
+        for n in args.curve_sizes:
+            train = landmark_data(first, n, seeds[n], tmp, first.task.landmarks_h)
+            for name, cfg in configs.items():
+                if n > limits.get(name, n):
+                    continue
+                began = time.process_time()
+                X, y, groups = train
+                model = make_model(cfg.model, feature_catalogue(cfg.features), cfg.seed)
+                model.fit(X, y, groups=groups)
+                res = evaluate({name: model}, test_set)[name]
+                res["fit_cpu_seconds"] = time.process_time() - began
+                out["curves"].setdefault(name, {})[str(n)] = res
+                print(f"{name} n={n}: AUROC {res['auroc']:.3f} slope "
+                      f"{res['calibration_slope']:.2f} [{res['fit_cpu_seconds']:.0f} CPU s fit]",
+                      flush=True)  # fmt: skip
+                (RESULTS / "learning_curve.json").write_text(json.dumps(out, indent=1))
+    out["seconds"] = time.perf_counter() - started
+    (RESULTS / "learning_curve.json").write_text(json.dumps(out, indent=1))
+    lines = [
+        f"Learning curve at {LANDMARK_H:g} h, test {args.test_n:,} patients (seed {TEST_SEED}); "
+        f"oracle AUROC {out['oracle_auroc']:.3f}. Cells: AUROC (calibration slope).",
+        "",
+        "| training patients | " + " | ".join(configs) + " |",
+        "|---|" + "---|" * len(configs),
+    ]
+    for n in args.curve_sizes:
+        cells = [out["curves"][c].get(str(n)) for c in configs]
+        lines.append(f"| {n:,} | " + " | ".join(
+            f"{r['auroc']:.3f} ({r['calibration_slope']:.2f})" if r else "not run" for r in cells
+        ) + " |")  # fmt: skip
+    (RESULTS / "learning_curve.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    _plot_curves(out["curves"], out["oracle_auroc"])
+
+
+def _plot_curves(curves: dict, oracle: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=110)
+    for name, curve in curves.items():
+        ns = sorted(int(n) for n in curve)
+        ax.plot(ns, [curve[str(n)]["auroc"] for n in ns], "o-", label=name)
+    ax.axhline(oracle, ls="--", c="grey", label=f"oracle (true risk) {oracle:.3f}")
+    ax.set(xscale="log", xlabel="training patients", ylabel=f"test AUROC at {LANDMARK_H:g} h",
+           title="Learning curve")  # fmt: skip
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "learning_curve.png")
 
 
 def _plot(curve: dict, oracle: float) -> None:

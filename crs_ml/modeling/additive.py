@@ -37,9 +37,9 @@ import warnings
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from crs_ml.modeling.base import BinaryRiskClassifier
 from crs_ml.modeling.inner_splits import encode_binary_target, group_codes, inner_group_folds
 
 #: the penalties tried on the inner folds (inverse L2 strength on standardised columns)
@@ -156,7 +156,7 @@ def _derivative(basis2: np.ndarray, t: np.ndarray) -> np.ndarray:
     return basis2[..., :-1] * left - basis2[..., 1:] * right
 
 
-class AdditiveRiskModel(ClassifierMixin, BaseEstimator):
+class AdditiveRiskModel(BinaryRiskClassifier):
     """Penalised additive logistic regression (see the module docstring).
 
     Parameters: ``log_features`` names of the features to log-transform (names as in
@@ -189,18 +189,7 @@ class AdditiveRiskModel(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.classifier_tags.multi_class = False
-        return tags
-
     # ------------------------------------------------------------------ terms
-    def _names(self) -> list[str]:
-        if hasattr(self, "feature_names_in_"):
-            return [str(c) for c in self.feature_names_in_]
-        return [f"x{i}" for i in range(self.n_features_in_)]
-
     def _fit_terms(self, X: np.ndarray) -> None:
         logs = set(self.log_features or ())
         knots_wanted = int(self.spline_knots or 0)

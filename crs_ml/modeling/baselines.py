@@ -14,10 +14,10 @@ from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from crs_ml.errors import InputError
+from crs_ml.modeling.base import BinaryRiskClassifier
 from crs_ml.modeling.inner_splits import encode_binary_target
 
 #: m-EASIX values are floored here before the log (0 would give -inf)
@@ -32,13 +32,7 @@ def _quiet_empty_columns():
         yield
 
 
-class _BinaryClassifier(ClassifierMixin, BaseEstimator):
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.classifier_tags.multi_class = False
-        return tags
-
+class _BinaryClassifier(BinaryRiskClassifier):
     def predict(self, X) -> np.ndarray:
         positive = self.predict_proba(X)[:, 1] > 0.5
         return self.classes_[positive.astype(np.int64)]

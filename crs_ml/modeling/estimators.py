@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from crs_ml.errors import ConfigError
+from crs_ml.modeling.base import BinaryRiskClassifier
 from crs_ml.modeling.inner_splits import (  # noqa: F401 - re-exported for the baselines
     encode_binary_target,
     group_codes,
@@ -72,7 +73,7 @@ def booster_margin(booster, X: np.ndarray) -> np.ndarray:
     return np.asarray(margin, dtype=np.float64).reshape(-1)
 
 
-class XGBRiskModel(ClassifierMixin, BaseEstimator):
+class XGBRiskModel(BinaryRiskClassifier):
     """xgboost risk model: early stopping and Platt calibration on a person-level inner split.
 
     ``fit`` splits the training rows by person (``groups``) into inner-train and
@@ -126,17 +127,6 @@ class XGBRiskModel(ClassifierMixin, BaseEstimator):
         self.calibration = calibration
         self.n_jobs = n_jobs
         self.random_state = random_state
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.classifier_tags.multi_class = False
-        return tags
-
-    def _names(self) -> list[str]:
-        if hasattr(self, "feature_names_in_"):
-            return [str(c) for c in self.feature_names_in_]
-        return [f"x{i}" for i in range(self.n_features_in_)]
 
     def _monotone_tuple(self) -> tuple[int, ...] | None:
         if not self.monotone_constraints:

@@ -11,10 +11,12 @@
    with non-negative coefficients ``c_m >= 0`` (bounded L-BFGS): written as convex weights
    ``w_m = c_m / sum(c)`` (``weights_``) and a Platt map ``slope * blend + intercept`` with
    ``slope = sum(c)`` (``platt_slope_``, ``platt_intercept_``); non-negativity keeps every
-   member's drivers pointing the way the member says. With few events such weights are
-   noisy, so the blending rule itself is chosen (``blend_rule_``) among these free weights,
-   equal weights and each member alone (each with its Platt map) by held-out log-loss across
-   the same inner folds (``rule_log_loss_``);
+   member's drivers pointing the way the member says. Optionally (``blend_rules``) the
+   blending rule itself is chosen (``blend_rule_``) among these free weights, equal weights,
+   free weights shrunk toward equal ones and each member alone (each with its Platt map) by
+   held-out log-loss across the same inner folds (``rule_log_loss_``); the default is the
+   free weights alone, which did at least as well as every such choice on development draws
+   (README, "Model families");
 3. each member is refit on all training rows (``members_``).
 
 The risk is ``expit(platt_intercept_ + platt_slope_ * sum_m w_m * logit_m(X))``. Each member's
@@ -41,10 +43,11 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from crs_ml.modeling.additive import AdditiveRiskModel, known_frame
+from crs_ml.modeling.base import BinaryRiskClassifier
 from crs_ml.modeling.inner_splits import encode_binary_target, group_codes, inner_group_folds
 
 _EPS = 1e-12
@@ -108,14 +111,47 @@ def fit_blend(M: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return np.maximum(res.x[1:], 0.0), float(res.x[0])
 
 
+#: the blending-rule families a stack may choose among (``blend_rules``)
+RULE_FAMILIES = ("equal", "nnls", "single", "shrunk")
+#: the shares of the free weights in the ``shrunk`` rules (the rest is equal weights)
+SHRINK_SHARES = (0.25, 0.5, 0.75)
+
+
+def expand_rules(families, names: list[str]) -> list[str]:
+    """The candidate rules of the ``families`` (in order): ``equal``; ``nnls``; ``single`` =
+    ``only:<member>`` for each member; ``shrunk`` = ``shrunk:<share>`` for each of
+    :data:`SHRINK_SHARES`."""
+    rules: list[str] = []
+    for family in families:
+        if family not in RULE_FAMILIES:
+            raise ValueError(
+                f"blend_rules: unknown rule family {family!r}; valid: {', '.join(RULE_FAMILIES)}"
+            )
+        if family == "single":
+            rules += [f"only:{n}" for n in names]
+        elif family == "shrunk":
+            rules += [f"shrunk:{a:g}" for a in SHRINK_SHARES]
+        else:
+            rules.append(family)
+    return rules
+
+
 def fit_rule(rule: str, M: np.ndarray, y: np.ndarray, names: list[str]):
     """(coefficients >= 0, intercept) of a blending rule on the member log-odds ``M``:
     ``nnls`` (non-negative logistic regression on all members), ``equal`` (equal weights,
-    then a Platt map) or ``only:<member>`` (that member alone, with a Platt map)."""
+    then a Platt map), ``only:<member>`` (that member alone, with a Platt map) or
+    ``shrunk:<a>`` (convex weights ``a * nnls weights + (1 - a) * equal weights``, then a
+    Platt map)."""
     if rule == "nnls":
         return fit_blend(M, y)
+    equal = np.full(M.shape[1], 1.0 / M.shape[1])
     if rule == "equal":
-        weights = np.full(M.shape[1], 1.0 / M.shape[1])
+        weights = equal
+    elif rule.startswith("shrunk:"):
+        share = float(rule.split(":", 1)[1])
+        coef, _ = fit_blend(M, y)
+        free = coef / coef.sum() if coef.sum() > 0 else equal
+        weights = share * free + (1.0 - share) * equal
     else:
         weights = (np.asarray(names) == rule.split(":", 1)[1]).astype(np.float64)
     score = M @ weights
@@ -123,11 +159,12 @@ def fit_rule(rule: str, M: np.ndarray, y: np.ndarray, names: list[str]):
     return coef[0] * weights, intercept
 
 
-def choose_rule(M: np.ndarray, y: np.ndarray, folds, names: list[str]):
+def choose_rule(M: np.ndarray, y: np.ndarray, folds, names: list[str], families=None):
     """The blending rule with the lowest held-out log-loss when each rule is fit on the other
-    inner folds' out-of-fold log-odds (the same person folds); ties go to the simpler rule
-    (equal weights first). Returns (rule, {rule: mean held-out log-loss})."""
-    rules = ["equal", "nnls", *(f"only:{n}" for n in names)]
+    inner folds' out-of-fold log-odds (the same person folds); ties go to the earlier rule
+    of ``families`` (default: the free weights alone). Returns (rule, {rule: mean held-out
+    log-loss})."""
+    rules = expand_rules(families or ("nnls",), names)
     losses = {}
     for rule in rules:
         total = 0.0
@@ -140,36 +177,41 @@ def choose_rule(M: np.ndarray, y: np.ndarray, folds, names: list[str]):
     return best, losses
 
 
-class StackedRiskModel(ClassifierMixin, BaseEstimator):
+def blend_from_margins(M: np.ndarray, y: np.ndarray, folds, names: list[str], families=None):
+    """The blend fit on the members' out-of-fold log-odds ``M`` (rows, members) with the
+    inner ``folds`` they came from, the rule chosen among the ``families``
+    (:func:`choose_rule`): (rule, {rule: held-out log-loss}, coefficients >= 0, intercept).
+    The risk is ``expit(intercept + M @ coefficients)``."""
+    rule, losses = choose_rule(M, y, folds, names, families)
+    coef, intercept = fit_rule(rule, M, y.astype(np.float64), names)
+    return rule, losses, coef, intercept
+
+
+class StackedRiskModel(BinaryRiskClassifier):
     """Super learner over ``members`` (see the module docstring).
 
     ``members``: list of ``(name, estimator, columns)``; ``columns`` the feature names or
     shell-style patterns the member reads (None: all; :func:`select_columns`). ``inner_folds``: person folds for the out-of-fold margins;
-    ``random_state`` seeds them. X must be a DataFrame (members read columns by name).
+    ``random_state`` seeds them. ``blend_rules``: the rule families the blend is chosen
+    among by inner-fold log-loss (:func:`expand_rules`). X must be a DataFrame (members read
+    columns by name).
 
     Fitted: ``members_`` (name, fitted estimator, columns), ``weights_`` (convex, >= 0, sum
     1), ``platt_slope_``, ``platt_intercept_``, ``coef_`` (= slope x weights), ``inner_metrics_``
-    ({member or 'blend': {'auroc', 'log_loss'}} on the inner out-of-fold margins).
+    ({member or 'blend': {'auroc', 'log_loss'}} on the inner out-of-fold margins),
+    ``inner_margins_`` (rows, members: the out-of-fold log-odds the blend was fit on) and
+    ``inner_fold_`` (each row's inner fold; -1 without folds): kept in memory so a benchmark
+    can replay blending rules (:func:`blend_from_margins`), never written to a model folder.
     """
 
-    def __init__(self, members=None, inner_folds=4, random_state=0):
+    def __init__(self, members=None, inner_folds=4, blend_rules=("nnls",), random_state=0):
         self.members = members
         self.inner_folds = inner_folds
+        self.blend_rules = blend_rules
         self.random_state = random_state
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        tags.classifier_tags.multi_class = False
-        return tags
-
     def _frame(self, X) -> pd.DataFrame:
-        names = (
-            [str(c) for c in self.feature_names_in_]
-            if hasattr(self, "feature_names_in_")
-            else [f"x{i}" for i in range(self.n_features_in_)]
-        )
-        return pd.DataFrame(np.asarray(X, dtype=np.float64), columns=names)
+        return pd.DataFrame(np.asarray(X, dtype=np.float64), columns=self._names())
 
     def _member_columns(self, columns, frame: pd.DataFrame) -> list[str]:
         from crs_ml.modeling.estimators import select_columns
@@ -187,6 +229,7 @@ class StackedRiskModel(ClassifierMixin, BaseEstimator):
         names = [m[0] for m in self.members]
         if len(set(names)) != len(names):
             raise ValueError(f"stack member names must be unique, got {names}")
+        expand_rules(self.blend_rules, names)  # an unknown family fails before any fitting
         Xv, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
         y01 = encode_binary_target(self, y)
         frame = self._frame(Xv)
@@ -210,12 +253,16 @@ class StackedRiskModel(ClassifierMixin, BaseEstimator):
                     )
                     oof[valid, j] = member_logit(fitted, frame.iloc[valid][cols])
         self.blend_rule_, self.rule_log_loss_ = "nnls", {}
+        self.inner_fold_ = np.full(len(y01), -1, dtype=np.int64)
         if folds is not None:
-            names_ = [n for n, _, _ in specs]
-            self.blend_rule_, self.rule_log_loss_ = choose_rule(oof, y01, folds, names_)
-            coef, intercept = fit_rule(self.blend_rule_, oof, y01.astype(np.float64), names_)
+            for k, (_, valid) in enumerate(folds):
+                self.inner_fold_[valid] = k
+            self.blend_rule_, self.rule_log_loss_, coef, intercept = blend_from_margins(
+                oof, y01, folds, [n for n, _, _ in specs], tuple(self.blend_rules)
+            )
         else:
             coef, intercept = np.full(len(specs), 1.0 / len(specs)), 0.0
+        self.inner_margins_ = oof
         slope = float(coef.sum())
         self.weights_ = coef / slope if slope > 0 else np.full(len(specs), 1.0 / len(specs))
         self.platt_slope_ = slope
@@ -331,7 +378,11 @@ def save_stack(model: StackedRiskModel, folder: Path) -> list[str]:
     state = {
         "feature_names": [str(c) for c in model.feature_names_in_],
         "classes": np.asarray(model.classes_).tolist(),
-        "params": {"inner_folds": model.inner_folds, "random_state": model.random_state},
+        "params": {
+            "inner_folds": model.inner_folds,
+            "blend_rules": list(model.blend_rules),
+            "random_state": model.random_state,
+        },
         "weights": model.weights_.tolist(),
         "platt_slope": model.platt_slope_,
         "platt_intercept": model.platt_intercept_,

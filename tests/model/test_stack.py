@@ -124,6 +124,46 @@ def test_blend_weights_are_non_negative_when_a_member_points_backwards():
     assert coef[0] > 0 and coef[1] == 0.0
 
 
+def test_shrunk_rule_mixes_free_and_equal_weights_and_unknown_rules_fail_early(data):
+    from crs_ml.modeling.stack import expand_rules, fit_blend, fit_rule
+
+    rng = np.random.default_rng(1)
+    signal = rng.normal(size=3000)
+    y = (rng.random(3000) < 1 / (1 + np.exp(-(1.5 * signal - 2)))).astype(float)
+    M = np.column_stack([signal + rng.normal(0, s, 3000) for s in (0.3, 1.0, 3.0)])
+    free, _ = fit_blend(M, y)
+    free = free / free.sum()
+    coef, _ = fit_rule("shrunk:0.25", M, y, ["a", "b", "c"])
+    np.testing.assert_allclose(coef / coef.sum(), 0.25 * free + 0.75 / 3, atol=1e-9)
+    assert not np.allclose(free, 1 / 3)  # the free weights differ from equal ones
+    assert expand_rules(["equal", "shrunk", "single"], ["a", "b"]) == [
+        "equal", "shrunk:0.25", "shrunk:0.5", "shrunk:0.75", "only:a", "only:b"
+    ]  # fmt: skip
+    X, y, groups, catalogue = data
+    model, _ = _stack(catalogue)
+    model.set_params(blend_rules=["equal", "median"])
+    with pytest.raises(ValueError, match="unknown rule family 'median'"):
+        model.fit(X.iloc[:0], y[:0], groups=groups[:0])  # before any data is looked at
+
+
+def test_blend_replays_from_the_kept_inner_margins(fitted, data):
+    """What bench_robustness replays: the blend refit from the kept out-of-fold margins and
+    their folds equals the fitted blend (so a rule can be compared without refitting
+    members)."""
+    from crs_ml.modeling.stack import blend_from_margins
+
+    X, y, groups, _ = data
+    fold = fitted.inner_fold_
+    folds = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(fold.max() + 1)]
+    assert len(folds) == fitted.inner_folds and fitted.inner_margins_.shape == (len(y), 3)
+    rule, _, coef, intercept = blend_from_margins(
+        fitted.inner_margins_, y, folds, [n for n, _, _ in fitted.members_], fitted.blend_rules
+    )
+    assert rule == fitted.blend_rule_
+    np.testing.assert_allclose(coef, fitted.coef_, rtol=1e-12)
+    assert intercept == fitted.platt_intercept_
+
+
 def test_outer_fold_outcomes_never_reach_the_fit(data, monkeypatch):
     """Fit inside folds: changing the held-out fold's outcomes changes no weight and no
     coefficient of the model fitted for that fold. (The person folds are stratified on the
@@ -324,3 +364,19 @@ def test_spline_basis_is_scikit_learns():
             ref = SplineTransformer(knots=grid, degree=3, extrapolation="linear",
                                     include_bias=False).fit(grid).transform(x[:, [j]])  # fmt: skip
             np.testing.assert_allclose(ours[:, j], ref, atol=1e-12)
+
+
+def test_risk_models_declare_their_sklearn_tags_once():
+    """One base class (crs_ml.modeling.base) declares NaN input and binary outcome for every
+    risk model; none repeats it."""
+    from crs_ml.modeling.base import BinaryRiskClassifier
+    from crs_ml.modeling.baselines import FeverRuleModel, LogisticRiskModel, MEasixModel
+    from crs_ml.modeling.estimators import XGBRiskModel
+
+    for cls in (XGBRiskModel, AdditiveRiskModel, StackedRiskModel, LogisticRiskModel,
+                MEasixModel, FeverRuleModel):  # fmt: skip
+        assert issubclass(cls, BinaryRiskClassifier)
+        tags = cls().__sklearn_tags__()
+        assert tags.input_tags.allow_nan and tags.classifier_tags.multi_class is False
+        assert all("__sklearn_tags__" not in k.__dict__ for k in cls.__mro__[:-1]
+                   if k is not BinaryRiskClassifier and k.__module__.startswith("crs_ml"))  # fmt: skip
