@@ -171,9 +171,21 @@ def monotone(longest: Explanation, shorter: list[Explanation]) -> list[Explanati
     """``shorter`` (longest first, e.g. [72 h, 24 h]) capped from above by the horizon
     before each (``longest`` for the first): where a window's log-odds exceeds it, the
     window takes its base value and contributions (module docstring). Returns new objects."""
-    upper, out = longest, []
-    for ex in shorter:
+    return capped_explanations(longest, shorter)[0]
+
+
+def capped_explanations(
+    longest: Explanation, shorter: list[Explanation]
+) -> tuple[list[Explanation], list[np.ndarray]]:
+    """:func:`monotone`, and per window the source of each row's explanation: 0 for
+    ``longest``, i for ``shorter[i - 1]`` (its own when not capped), so a caller can take
+    the inputs that explanation was computed on (the driver texts quote them)."""
+    upper, out, sources = longest, [], []
+    upper_src = np.zeros(len(longest.logit), dtype=np.int64)
+    for i, ex in enumerate(shorter, start=1):
         over = ex.logit > upper.logit  # NaN compares False: kept
+        src = np.where(over, upper_src, i)
+        sources.append(src)
         contrib, base = ex.contributions.copy(), ex.base_value.copy()
         contrib[over] = upper.contributions[over]
         base[over] = upper.base_value[over]
@@ -183,6 +195,7 @@ def monotone(longest: Explanation, shorter: list[Explanation]) -> list[Explanati
         # the next window's bound: this one where it has a risk, else the bound it had (a
         # NaN window must not lift the cap of the shorter ones)
         keep = ~np.isfinite(logit)
+        upper_src = np.where(keep, upper_src, src)
         upper = Explanation(
             np.where(keep[:, None], upper.contributions, contrib),
             np.where(keep, upper.base_value, base),
@@ -190,7 +203,7 @@ def monotone(longest: Explanation, shorter: list[Explanation]) -> list[Explanati
             capped.supported,
             ex.note,
         )
-    return out
+    return out, sources
 
 
 def capped_risks(longest: np.ndarray, shorter: list[np.ndarray]) -> list[np.ndarray]:

@@ -50,7 +50,7 @@ from crs_ml.modeling.completeness import (
     key_input_columns,
 )
 from crs_ml.modeling.explain import explain
-from crs_ml.modeling.horizons import monotone
+from crs_ml.modeling.horizons import capped_explanations
 from crs_ml.scoring.drivers import FeatureTexts, not_measured, top_drivers
 from crs_ml.scoring.statuses import Statuses, statuses
 
@@ -256,7 +256,7 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
         raw = X
         X, imputed = s.bundle.fill_untrained_missing(X)
         ex = explain(s.bundle, X, threads)
-        short = _explain_horizons(s.bundle, raw, ex, threads)
+        short = _explain_horizons(s.bundle, raw, (X, ex, imputed), threads)
     except CrsMlError as exc:
         s.st.status[rows] = "error"
         s.st.message[rows] = f"could not be scored: {exc}"
@@ -281,17 +281,31 @@ def explain_chunk(s: Scoring, k: int, X, threads: int | None = None) -> None:
 
 def _explain_horizons(bundle: Bundle, X, longest, threads) -> dict:
     """{risk column: (inputs, explanation, imputed mask)} of each short horizon's model on the
-    raw features ``X``, capped from above by the longer horizons (day 14: ``longest``) with
-    their explanations (:func:`crs_ml.modeling.horizons.monotone`)."""
+    raw features ``X``, capped from above by the longer horizons (day 14: ``longest``, its
+    (inputs, explanation, imputed mask)) with their explanations
+    (:func:`crs_ml.modeling.horizons.capped_explanations`). A capped row's inputs and mask
+    are those of the horizon whose explanation it took, so its driver texts quote the values
+    (training medians of filled inputs included) its SHAP values were computed on."""
     if not bundle.horizons:
         return {}
     parts = []
     for h, hb in reversed(bundle.horizons):  # longest first
         Xh, imputed = hb.fill_untrained_missing(X)
         parts.append((h, Xh, explain(hb, Xh, threads), imputed))
-    capped = monotone(longest, [ex for _, _, ex, _ in parts])
-    return {h.column: (Xh, ex, imputed)
-            for (h, Xh, _, imputed), ex in zip(parts, capped, strict=True)}  # fmt: skip
+    capped, sources = capped_explanations(longest[1], [ex for _, _, ex, _ in parts])
+    inputs = [(longest[0], longest[2]), *((Xh, imp) for _, Xh, _, imp in parts)]
+    out = {}
+    for i, ((h, Xh, _, imputed), ex, src) in enumerate(zip(parts, capped, sources, strict=True)):
+        taken = np.flatnonzero(src != i + 1)
+        if taken.size:
+            Xh, imputed = Xh.copy(), np.array(imputed, copy=True)
+            for k in np.unique(src[taken]):
+                at = np.flatnonzero(src == k)
+                X_k, imputed_k = inputs[int(k)]
+                Xh.iloc[at] = X_k[Xh.columns].iloc[at].to_numpy()
+                imputed[at] = np.asarray(imputed_k)[at]
+        out[h.column] = (Xh, ex, imputed)
+    return out
 
 
 def scores_table(s: Scoring) -> pd.DataFrame:

@@ -255,3 +255,22 @@ def test_a_horizon_entry_naming_another_folder_is_refused(trained, tmp_path):
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="is not a short horizon"):
         load_bundle(copy)
+
+
+def test_a_capped_window_quotes_the_inputs_of_the_explanation_it_took(trained):
+    """Where a window takes a longer horizon's explanation, its driver text is that
+    horizon's (the same SHAP values on the same filled inputs), not one built from its own
+    filled inputs."""
+    _, bundle, _, new = trained
+    taken = 0
+    for as_of in (24, 36, 48):
+        out = score(bundle, new, as_of_hours=as_of)
+        s = out[out["status"] == "scored"]
+        by_14 = np.isclose(s["risk_72h"], s["risk"], rtol=0, atol=0)
+        by_72 = ~by_14 & np.isclose(s["risk_24h"], s["risk_72h"], rtol=0, atol=0)
+        for took, longer in ((by_14, ""), (by_72, "_72h")):
+            rows = s[took]
+            taken += len(rows)
+            assert (rows["top_drivers_72h" if longer == "" else "top_drivers_24h"]
+                    == rows[f"top_drivers{longer}"]).all()  # fmt: skip
+    assert taken > 0  # the check is not vacuous: some windows were capped
