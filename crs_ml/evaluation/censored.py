@@ -194,6 +194,14 @@ def weighted_auroc(case: np.ndarray, risk: np.ndarray, weights: np.ndarray) -> f
     return float(pairs / (w_case.sum() * w_ctrl.sum()))
 
 
+def weighted_brier(case: np.ndarray, risk: np.ndarray, weights: np.ndarray) -> float:
+    """(1/n) sum w_i (case_i - risk_i)^2 over all n rows (the censored carry weight 0): the
+    IPCW Brier score given the censoring weights; NaN without rows."""
+    if len(risk) == 0:
+        return float("nan")
+    return float(np.sum(weights * (np.asarray(case, dtype=bool) - risk) ** 2) / len(risk))
+
+
 def time_dependent_auroc(time_h, cause, risk, horizon_h: float, strata=None) -> float:
     """IPCW AUROC at horizon t for grade >= 3 with death competing (module docstring);
     NaN without cases or without controls."""
@@ -208,8 +216,7 @@ def time_dependent_brier(time_h, cause, risk, horizon_h: float, strata=None) -> 
     if time.size == 0:
         return float("nan")
     w = ipcw_weights(time, cause, horizon_h, strata)
-    case = _case(time, cause, float(horizon_h))
-    return float(np.sum(w * (case - risk) ** 2) / time.size)
+    return weighted_brier(_case(time, cause, float(horizon_h)), risk, w)
 
 
 def cumulative_incidence(time_h, cause, at_h) -> np.ndarray:
@@ -304,7 +311,7 @@ def censored_point_metrics(
     case = _case(time, cause, float(horizon_h))
     return {
         "auroc": weighted_auroc(case, risk, w),
-        "brier": float(np.sum(w * (case - risk) ** 2) / time.size) if time.size else np.nan,
+        "brier": weighted_brier(case, risk, w),
         "observed": observed,
         "expected": expected,
         "oe_ratio": oe,

@@ -51,8 +51,8 @@ import pandas as pd
 from crs_ml.evaluation.censored import (
     censoring_strata,
     ipcw_weights,
-    time_dependent_auroc,
-    time_dependent_brier,
+    weighted_auroc,
+    weighted_brier,
 )
 from crs_ml.features.builder import build_features
 from crs_ml.features.landmarks import horizon_label, horizon_status
@@ -256,10 +256,11 @@ def horizon_metrics(
         out[f"events_{name}"] = float(case.sum())
         out[f"competing_{name}"] = float(((cause == 2) & (time <= end)).sum())
         out[f"censored_{name}"] = float(data.censored[h.column][m].sum())
-        out[f"auroc_{name}"] = time_dependent_auroc(time, cause, risk[m], end, strata)
-        out[f"brier_{name}"] = time_dependent_brier(time, cause, risk[m], end, strata)
+        w = ipcw_weights(time, cause, end, strata)  # once for every metric of these rows
+        out[f"auroc_{name}"] = weighted_auroc(case, risk[m], w)
+        out[f"brier_{name}"] = weighted_brier(case, risk[m], w)
         if oracle is not None and np.isfinite(oracle[m]).all():
-            o = time_dependent_auroc(time, cause, oracle[m], end, strata)
+            o = weighted_auroc(case, oracle[m], w)
             out[f"oracle_auroc_{name}"] = o
             out[f"oracle_ratio_{name}"] = out[f"auroc_{name}"] / o
     return out
