@@ -36,10 +36,9 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from crs_ml.modeling.base import BinaryRiskClassifier
+from crs_ml.modeling.base import LogOddsRiskClassifier
 from crs_ml.modeling.inner_splits import encode_binary_target, group_codes, inner_group_folds
 
 #: the penalties tried on the inner folds (inverse L2 strength on standardised columns)
@@ -156,7 +155,7 @@ def _derivative(basis2: np.ndarray, t: np.ndarray) -> np.ndarray:
     return basis2[..., :-1] * left - basis2[..., 1:] * right
 
 
-class AdditiveRiskModel(BinaryRiskClassifier):
+class AdditiveRiskModel(LogOddsRiskClassifier):
     """Penalised additive logistic regression (see the module docstring).
 
     Parameters: ``log_features`` names of the features to log-transform (names as in
@@ -340,14 +339,6 @@ class AdditiveRiskModel(BinaryRiskClassifier):
         """Log-odds of the event (the sum of the terms and the intercept)."""
         contrib, base = self.explain_logit(X)
         return base + contrib.sum(axis=1)
-
-    def predict_proba(self, X) -> np.ndarray:
-        p = expit(self.decision_function(X))
-        return np.column_stack([1.0 - p, p])
-
-    def predict(self, X) -> np.ndarray:
-        positive = self.decision_function(X) > 0
-        return self.classes_[positive.astype(np.int64)]
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the design columns (spline bases, linear terms, missing indicators)."""

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 
@@ -21,3 +23,16 @@ class BinaryRiskClassifier(ClassifierMixin, BaseEstimator):
         if hasattr(self, "feature_names_in_"):
             return [str(c) for c in self.feature_names_in_]
         return [f"x{i}" for i in range(self.n_features_in_)]
+
+
+class LogOddsRiskClassifier(BinaryRiskClassifier):
+    """A risk model whose ``decision_function`` is the event's log-odds: probabilities and
+    classes follow from it (the additive model and the stack)."""
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = expit(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(np.int64)]

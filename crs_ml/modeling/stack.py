@@ -47,7 +47,7 @@ from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from crs_ml.modeling.additive import AdditiveRiskModel, known_frame
-from crs_ml.modeling.base import BinaryRiskClassifier
+from crs_ml.modeling.base import LogOddsRiskClassifier
 from crs_ml.modeling.inner_splits import encode_binary_target, group_codes, inner_group_folds
 
 _EPS = 1e-12
@@ -187,7 +187,7 @@ def blend_from_margins(M: np.ndarray, y: np.ndarray, folds, names: list[str], fa
     return rule, losses, coef, intercept
 
 
-class StackedRiskModel(BinaryRiskClassifier):
+class StackedRiskModel(LogOddsRiskClassifier):
     """Super learner over ``members`` (see the module docstring).
 
     ``members``: list of ``(name, estimator, columns)``; ``columns`` the feature names or
@@ -314,14 +314,6 @@ class StackedRiskModel(BinaryRiskClassifier):
             contrib[:, idx] += c * phi
             base = base + c * b
         return contrib, base
-
-    def predict_proba(self, X) -> np.ndarray:
-        p = expit(self.decision_function(X))
-        return np.column_stack([1.0 - p, p])
-
-    def predict(self, X) -> np.ndarray:
-        positive = self.decision_function(X) > 0
-        return self.classes_[positive.astype(np.int64)]
 
     def summary(self) -> dict[str, float]:
         """Flat numbers for the run log: each member's weight and inner-fold AUROC and
