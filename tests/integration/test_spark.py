@@ -19,20 +19,6 @@ from crs_ml.scoring.score import score
 pytestmark = pytest.mark.spark
 
 
-def _ddl(columns: list[str]) -> str:
-    text = {
-        "patient_id",
-        "as_of",
-        "status",
-        "risk_band",
-        "completeness_band",
-        "missing_inputs",
-        "top_drivers",
-        "message",
-    }
-    return ", ".join(f"`{c}` {'string' if c in text else 'double'}" for c in columns)
-
-
 @pytest.fixture(scope="module")
 def spark():
     pytest.importorskip("pyspark")
@@ -77,6 +63,11 @@ def test_spark_apply_in_pandas_matches_the_python_function(spark, exported, sess
     expected = score(setup(session_dir).bundle, records_to_cohort(records))
     columns = list(expected.columns)
     model_path = str(exported)
+    import mlflow
+
+    # the schema a Spark user takes: the model's own output signature (short horizons included)
+    schema = mlflow.pyfunc.load_model(model_path).metadata.get_output_schema().as_spark_schema()
+    assert schema.fieldNames() == columns
 
     def score_group(pdf: pd.DataFrame) -> pd.DataFrame:
         import mlflow
@@ -92,7 +83,7 @@ def test_spark_apply_in_pandas_matches_the_python_function(spark, exported, sess
         {"value": "", "unit": ""}))  # fmt: skip
     got = (
         sdf.groupBy("patient_id")
-        .applyInPandas(score_group, schema=_ddl(columns))
+        .applyInPandas(score_group, schema=schema)
         .toPandas()
         .set_index("patient_id")
         .loc[list(expected["patient_id"])]
@@ -105,3 +96,10 @@ def test_spark_apply_in_pandas_matches_the_python_function(spark, exported, sess
     np.testing.assert_allclose(got[shap].to_numpy(float), expected[shap].to_numpy(float),
                                rtol=0, atol=1e-9)  # fmt: skip
     assert list(got["top_drivers"]) == list(expected["top_drivers"])
+    windows = [c for c in columns if c.startswith("risk_") and c.endswith("h")]
+    assert windows, "the champion has short-horizon windows"
+    np.testing.assert_allclose(got[windows].to_numpy(float), expected[windows].to_numpy(float),
+                               rtol=0, atol=1e-9)  # fmt: skip
+    for c in columns:
+        if c.startswith("top_drivers_"):
+            assert list(got[c]) == list(expected[c]), c
