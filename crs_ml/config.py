@@ -252,6 +252,43 @@ DEFAULT_XGBOOST_PARAMS: dict[str, Any] = {
 }
 
 
+#: the default model (also spelled out in configs/default.yaml; configs/stack.yaml has the
+#: same model section): the stacked model (super learner, :mod:`crs_ml.modeling.stack`) of the
+#: xgboost pipeline, the additive model and the compact clinical logistic model. It meets
+#: the robustness benchmark's criterion in 15 of 24 simulated worlds and sizes and is at or
+#: above the xgboost pipeline (configs/xgboost.yaml, the previous default) in 23 of 24
+#: (README, "Predictive quality"). A ``model`` section without ``type`` is laid over it.
+DEFAULT_MODEL: dict[str, Any] = {
+    "type": "stack",
+    "calibration": "platt",
+    "params": {"inner_folds": 4, "blend_rules": ["nnls"]},
+    "members": {
+        # the xgboost pipeline with one inner split for early stopping and Platt: the blend
+        # recalibrates, and the stack already fits every member 5 times
+        "xgboost": {"type": "xgboost", "calibration": "platt", "params": {"inner_folds": 0}},
+        "additive": {
+            "type": "additive",
+            "params": {"spline_knots": 3, "C_grid": [0.0003, 0.001, 0.003], "inner_folds": 3},
+        },
+        "compact": {
+            "type": "additive",
+            "feature_set": "clinical_core",
+            "params": {"spline_knots": 0, "C_grid": [0.001, 0.01, 0.1, 1.0], "inner_folds": 3},
+        },
+    },
+}
+
+
+def _laid_over(base: dict, given: dict) -> dict:
+    """``given`` laid over ``base``, nested mappings key by key."""
+    out = dict(base)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            value = _laid_over(out[key], value)
+        out[key] = value
+    return out
+
+
 _Fraction = Annotated[float, Field(gt=0, le=1)]
 #: the types and ranges of the hyperparameters of each model type, checked when a config is
 #: read (before any data is loaded or model fit); names not listed here are checked against
@@ -289,6 +326,7 @@ MODEL_PARAM_RULES: dict[str, dict[str, Any]] = {
     },
     "stack": {
         "inner_folds": Annotated[int, Field(ge=2)],
+        "blend_rules": list[Literal["equal", "nnls", "single", "shrunk"]],
         "random_state": int,
     },
 }
@@ -366,9 +404,17 @@ class ModelConfig(_Strict):
     @classmethod
     def _param_types(cls, v: dict[str, Any], info) -> dict[str, Any]:
         """Hyperparameters of the right type and range (:data:`MODEL_PARAM_RULES`)."""
-        rules = _PARAM_MODELS.get(info.data.get("type", "xgboost"))
+        kind = info.data.get("type", "xgboost")
+        rules = _PARAM_MODELS.get(kind)
         if rules is not None:
             rules.model_validate(v)
+        unknown = [name for name in v if name not in MODEL_PARAM_RULES["stack"]]
+        if kind == "stack" and unknown:  # every parameter of the stack is listed
+            raise ValueError(
+                f"{', '.join(unknown)}: not a parameter of model type 'stack' (valid: "
+                f"{', '.join(MODEL_PARAM_RULES['stack'])}); a member's hyperparameters are "
+                f"model.members.<member>.params, e.g. model.members.xgboost.params.{unknown[0]}"
+            )
         return v
 
 
@@ -521,7 +567,9 @@ class Config(_Strict):
     task: TaskConfig = Field(default_factory=TaskConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     label: LabelConfig = Field(default_factory=LabelConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    #: the default (:data:`DEFAULT_MODEL`) is the stack; a section without ``type`` is laid
+    #: over it
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig.model_validate(DEFAULT_MODEL))
     cv: CVConfig = Field(default_factory=CVConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
@@ -530,6 +578,14 @@ class Config(_Strict):
     #: where this configuration came from when a program wrote it (``crs-ml tune`` records
     #: the data digest and seed it was selected on, so ``compare`` can flag optimism)
     provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_model(cls, data: Any) -> Any:
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, dict) and "type" not in model:
+            data = {**data, "model": _laid_over(DEFAULT_MODEL, model)}
+        return data
 
     @field_validator("variables")
     @classmethod
@@ -566,6 +622,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _with_params_level(key: str) -> str:
+    """A --set on a model hyperparameter may be written without the ``params.`` level, for
+    the model (``model.max_depth``) and for a stack member
+    (``model.members.xgboost.max_depth``)."""
+    parts = key.split(".")
+    at = 3 if parts[:2] == ["model", "members"] else 1
+    if parts[0] == "model" and len(parts) > at and parts[at] not in ModelConfig.model_fields:
+        parts.insert(at, "params")
+    return ".".join(parts)
+
+
 def config_from_dict(
     tree: dict, overrides: list[str] | None = None, source: str = "config"
 ) -> Config:
@@ -573,9 +640,7 @@ def config_from_dict(
     applied = list(tree.pop("overrides", []) or [])
     for text in overrides or []:
         key, value = parse_override(text)
-        # a --set on a model hyperparameter may be written without the "params." level
-        if key.startswith("model.") and key.split(".")[1] not in ModelConfig.model_fields:
-            key = "model.params." + key.split(".", 1)[1]
+        key = _with_params_level(key)
         _set_path(tree, key, value)
         applied.append(text)
     tree["overrides"] = applied
@@ -609,14 +674,15 @@ def format_errors(exc: ValidationError, source: str, overrides: list[str]) -> st
     is allowed; an unknown key gets the closest known one ("did you mean")."""
     given = {}
     for text in overrides:
-        key = text.split("=", 1)[0].strip()
-        if key.startswith("model.") and key.split(".")[1] not in ModelConfig.model_fields:
-            key = "model.params." + key.split(".", 1)[1]
-        given[key] = text
+        given[_with_params_level(text.split("=", 1)[0].strip())] = text
     parts = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
-        where = f"--set {given[key]}" if key in given else source
+        # an error on a section (model.params) names the --set that wrote into it
+        inside = [g for g in given if g.startswith(key + ".")]
+        where = f"--set {given[key]}" if key in given else (
+            f"--set {given[inside[0]]}" if inside else source
+        )
         if err["type"] == "extra_forbidden":
             cls = _section(err["loc"])
             known = list(cls.model_fields) if cls is not None else []

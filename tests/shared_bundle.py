@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: the xgboost pipeline (the default before issue 15): the tests read its booster
+XGBOOST_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "xgboost.yaml"
+
 OVERRIDES = [
     "cv.folds=2",
     "cv.repeats=1",
@@ -34,7 +37,7 @@ def build_bundle(base: Path) -> Path:
     params = with_sites(default_params(), A=0.4, B=0.3, C=0.3)
     write_cohort(simulate_cohort(400, seed=101, params=params), base / "train_cohort")
     cohort = load_cohort(base / "train_cohort")
-    cfg = load_config(None, OVERRIDES)
+    cfg = load_config(XGBOOST_CONFIG, OVERRIDES)
     res = train_model(cohort, cfg)
     fp = fingerprints.data_fingerprint(cohort, res.y, res.meta)
     res.save(

@@ -185,7 +185,7 @@ def recalibrate(
         Path | None, typer.Option(help="YAML config whose data section reads the cohort")
     ] = None,
 ) -> None:
-    """Refit only the calibration map of a model on a site's data (booster unchanged)."""
+    """Refit only the calibration map of a model on a site's data (model unchanged)."""
 
     from crs_ml.evaluation.recalibration import recalibrate_cohort
     from crs_ml.modeling.bundle import write_recalibrated_bundle

@@ -1,9 +1,13 @@
-"""Site recalibration: refit only the calibration map of the booster margin on a site's data.
+"""Site recalibration: refit only the calibration map of a model's margin on a site's data.
 
-The calibrated log-odds of a bundle are ``slope * margin + intercept`` (Platt scaling of the
-raw booster margin). Recalibration keeps the booster, and so the margin and its unscaled
-TreeSHAP values, byte for byte, and updates the two numbers (Vergouwe et al., Stat Med 2017,
-model-updating hierarchy), with ``lp = slope * margin + intercept`` the current log-odds:
+The calibrated log-odds of a bundle are ``slope * margin + intercept``
+(:meth:`crs_ml.modeling.bundle.Bundle.predict_margin`): for xgboost the Platt map of the raw
+booster margin; for the stack the Platt map of its blend ``sum_m w_m logit_m`` of the
+members' calibrated log-odds; for the other families the identity map of their own log-odds.
+Recalibration keeps the model files (booster, members and weights, estimator), and so the
+margin and its unscaled SHAP values, byte for byte, and updates the two numbers (Vergouwe et
+al., Stat Med 2017, model-updating hierarchy), with ``lp = slope * margin + intercept`` the
+current log-odds:
 
 * ``intercept`` (recalibration in the large): ``logit P = lp + delta``; new intercept =
   intercept + delta, slope unchanged;
@@ -37,7 +41,7 @@ from scipy import stats
 from scipy.special import expit
 
 from crs_ml.config import DEFAULT_REPORT_LANDMARKS_H
-from crs_ml.errors import InputError, ModelError
+from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation.performance import performance
 from crs_ml.evaluation.validate import model_settings
@@ -47,6 +51,11 @@ from crs_ml.features.landmarks import build_landmark_dataset
 MIN_EVENTS_SLOPE = 20
 ALPHA = 0.05
 METHODS = ("auto", "intercept", "logistic")
+#: what the recalibrated map is applied to, per model type (others: their own log-odds)
+MARGINS = {
+    "xgboost": "the raw booster margin",
+    "stack": "the stack's blend of its members' calibrated log-odds",
+}
 
 
 @dataclass
@@ -211,8 +220,6 @@ def recalibrate_cohort(
     held-out report describes that exact bundle; ``refit_all`` refits the chosen method on
     every person after the evaluation (more precise; the report then describes the method).
     """
-    if bundle.booster is None:
-        raise ModelError(f"a {bundle.model_type} model has no booster margin to recalibrate")
     if not 0.0 <= holdout < 1.0:
         raise InputError(f"--holdout must be in [0, 1), got {holdout}")
     s = model_settings(bundle)
@@ -241,6 +248,7 @@ def recalibrate_cohort(
     if refit_all and held.any() and fit.method != "none":
         final = fit_recalibration(margin, y, persons, *old, method=fit.method)
     summary = {
+        "margin": MARGINS.get(bundle.model_type, f"the {bundle.model_type} model's log-odds"),
         "method_requested": method,
         "method": final.method,
         "rule": fit.rule,

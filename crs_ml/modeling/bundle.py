@@ -15,6 +15,13 @@ Layout of a bundle folder::
     stack.json       the stack's weights, Platt map and members (stack), with one
                      member_<name>.ubj per xgboost member (additive members inside stack.json)
 
+Every model is a margin and a calibration map (``calibration`` in bundle.json): the calibrated
+log-odds are ``slope * margin + intercept``. The margin is the raw booster margin (xgboost),
+the blend of the members' calibrated log-odds ``sum_m w_m logit_m`` before the blend's Platt
+map (stack; stack.json carries the same map), or the model's own log-odds with the identity
+map (the other families). A site recalibration (:func:`write_recalibrated_bundle`) rewrites
+only the map; SHAP contributions scale with the slope, so they still add up.
+
 No file is a pickle. ``format_version`` in bundle.json is :data:`FORMAT_VERSION`
 (:data:`FORMAT_CHANGES` says what each step changed). Loading checks the format version, the
 crs_ml and xgboost major versions, that the installed feature code produces the same feature
@@ -138,25 +145,36 @@ class Bundle:
         """Dense float matrix of :meth:`model_inputs` (NaN = missing)."""
         return self.model_inputs(X).to_numpy(dtype=np.float64, na_value=np.nan)
 
-    def predict_margin(self, X: pd.DataFrame) -> np.ndarray:
-        """Raw booster margin (log-odds before calibration); xgboost only."""
-        if self.booster is None:
-            raise ModelError(f"a {self.model_type} model has no booster margin")
-        import xgboost as xgb
+    @property
+    def identity_map(self) -> bool:
+        """The calibration map is the identity (a family without a map of its own that no
+        site recalibrated)."""
+        return self.platt_slope == 1.0 and self.platt_intercept == 0.0
 
-        dm = xgb.DMatrix(self.matrix(X), missing=np.nan, feature_names=self.feature_names)
-        return self.booster.predict(dm, output_margin=True)
+    def predict_margin(self, X: pd.DataFrame) -> np.ndarray:
+        """Log-odds before the calibration map (module docstring): the raw booster margin
+        (xgboost), the blend ``sum_m w_m logit_m`` of the members' calibrated log-odds
+        (stack), the model's own log-odds (other families)."""
+        if self.booster is not None:
+            import xgboost as xgb
+
+            dm = xgb.DMatrix(self.matrix(X), missing=np.nan, feature_names=self.feature_names)
+            return self.booster.predict(dm, output_margin=True)
+        if self.model_type == "stack":
+            return self.estimator.blend_margin(self.model_inputs(X))
+        if hasattr(self.estimator, "explain_logit"):  # additive model: exact log-odds
+            return np.asarray(self.estimator.decision_function(self.model_inputs(X)), np.float64)
+        p = np.clip(self.estimator.predict_proba(self.model_inputs(X))[:, 1], 1e-12, 1 - 1e-12)
+        return np.log(p) - np.log1p(-p)
 
     def predict_logit(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated log-odds of grade >= 3 CRS within the horizon."""
-        if self.booster is not None:
-            return (
-                self.platt_slope * self.predict_margin(X).astype(np.float64) + self.platt_intercept
-            )
-        if hasattr(self.estimator, "explain_logit"):  # additive model, stack: exact log-odds
+        if self.model_type == "stack":  # the blend's Platt map is the bundle's (load_bundle)
             return self.estimator.decision_function(self.model_inputs(X))
-        p = np.clip(self.estimator.predict_proba(self.model_inputs(X))[:, 1], 1e-12, 1 - 1e-12)
-        return np.log(p) - np.log1p(-p)
+        margin = self.predict_margin(X).astype(np.float64)
+        if self.booster is None and self.identity_map:
+            return margin
+        return self.platt_slope * margin + self.platt_intercept
 
     def predict_risk(self, X: pd.DataFrame) -> np.ndarray:
         from scipy.special import expit
@@ -314,6 +332,8 @@ def load_bundle(path: str | Path, check_schema: bool = True) -> Bundle:
             bundle.estimator = load_stack(folder, trusted_types=TRUSTED_PREFIXES)
         except TypeError as exc:
             raise ModelError(f"{folder}: {exc}") from exc
+        # bundle.json's map is the blend's (a recalibrated copy writes it into both files)
+        bundle.estimator.set_platt_map(bundle.platt_slope, bundle.platt_intercept)
     else:
         import skops.io as sio
 
@@ -375,28 +395,34 @@ def _check_schema(folder: Path, manifest: dict[str, Any]) -> None:
 def write_recalibrated_bundle(
     source_dir, out_dir, slope: float, intercept: float, provenance: dict[str, Any] | None = None
 ) -> Path:
-    """Copy a bundle folder and rewrite only its calibration (and the file hashes); the site
-    recalibration (:mod:`crs_ml.evaluation.recalibration`) fits the two numbers.
+    """Copy a bundle folder and rewrite only its calibration map (and the file hashes); the
+    site recalibration (:mod:`crs_ml.evaluation.recalibration`) fits the two numbers.
 
-    The booster file is copied unchanged; ``bundle.json`` gets the new calibration, the
-    previous one under ``calibration.previous`` and ``provenance`` under ``recalibration``.
+    The model files (booster, members, estimator) are copied unchanged; ``bundle.json`` gets
+    the new map, the previous one under ``calibration.previous`` and ``provenance`` under
+    ``recalibration``; a stack's ``stack.json`` gets the same map as the blend's Platt map.
     ``out_dir`` must not exist or be empty.
     """
     src, out = Path(source_dir), Path(out_dir)
     manifest = json.loads((src / MANIFEST).read_text())
-    if manifest.get("model_type") != "xgboost":
-        raise ModelError(
-            f"recalibration updates the Platt map of a booster margin; a "
-            f"{manifest.get('model_type')} model has none"
-        )
+    model_type = manifest.get("model_type")
+    if not np.isfinite(slope) or not np.isfinite(intercept):
+        raise ModelError(f"recalibration map slope {slope}, intercept {intercept} is not finite")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"output folder {out} is not empty", file=str(out))
     if out.exists():
         out.rmdir()
     shutil.copytree(src, out)
     previous = {k: v for k, v in manifest["calibration"].items() if k != "previous"}
+    if model_type == "stack":
+        from crs_ml.modeling.stack import STACK_FILE
+
+        state = json.loads((out / STACK_FILE).read_text())
+        state["platt_slope"], state["platt_intercept"] = float(slope), float(intercept)
+        (out / STACK_FILE).write_text(json.dumps(state, indent=1))
+    prefix = {"xgboost": "platt+", "stack": "stack+platt+"}.get(model_type, "")
     manifest["calibration"] = {
-        "method": f"platt+site_{(provenance or {}).get('method', 'update')}",
+        "method": f"{prefix}site_{(provenance or {}).get('method', 'update')}",
         "slope": float(slope),
         "intercept": float(intercept),
         "previous": previous,

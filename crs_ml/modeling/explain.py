@@ -159,9 +159,24 @@ def _fever_rule_shap(estimator, X: pd.DataFrame, names: list[str]) -> Explanatio
 
 def explain(bundle, X: pd.DataFrame, threads: int | None = None) -> Explanation:
     """Calibrated log-odds, base value and exact SHAP contributions for each row of ``X``.
-    ``threads``: for xgboost's TreeSHAP (None: all cores)."""
+    ``threads``: for xgboost's TreeSHAP (None: all cores). The bundle's calibration map
+    applies: TreeSHAP and a stack carry it already; a family whose map is not the identity
+    (a site recalibrated it) has its contributions scaled by the slope and its base mapped,
+    so ``base + sum(contributions)`` is still the calibrated log-odds."""
     if bundle.booster is not None:
         return tree_shap(bundle, X, threads)
+    ex = _explain_estimator(bundle, X)
+    if bundle.model_type == "stack" or bundle.identity_map:
+        return ex
+    slope, intercept = bundle.platt_slope, bundle.platt_intercept
+    base = slope * ex.base_value + intercept
+    contrib = slope * ex.contributions
+    logit = base + contrib.sum(axis=1) if ex.supported else slope * ex.logit + intercept
+    return Explanation(contrib, base, logit, ex.supported, ex.note)
+
+
+def _explain_estimator(bundle, X: pd.DataFrame) -> Explanation:
+    """:func:`explain` in the estimator's own log-odds (before a non-identity map)."""
     est = bundle.estimator
     names = bundle.feature_names
     kind = type(est).__name__

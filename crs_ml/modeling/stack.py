@@ -293,6 +293,25 @@ class StackedRiskModel(LogOddsRiskClassifier):
         frame = self._check(X)
         return {n: member_logit(est, frame[cols]) for n, est, cols in self.members_}
 
+    def blend_margin(self, X) -> np.ndarray:
+        """The blend before its Platt map, ``sum_m w_m logit_m(X)``: the stack's margin, on
+        which :meth:`decision_function` is ``platt_intercept_ + platt_slope_ * margin`` and
+        which a site recalibration refits the map on (as the raw booster margin of xgboost)."""
+        logits = self.member_logits(X)
+        out = np.zeros(len(next(iter(logits.values()))))
+        for (name, _, _), w in zip(self.members_, self.weights_, strict=True):
+            out = out + w * logits[name]
+        return out
+
+    def set_platt_map(self, slope: float, intercept: float) -> StackedRiskModel:
+        """Replace the Platt map of the blend (a site recalibration's): the members and the
+        weights stay; ``coef_`` follows. Returns self."""
+        check_is_fitted(self, "members_")
+        self.platt_slope_ = float(slope)
+        self.platt_intercept_ = float(intercept)
+        self.coef_ = self.platt_slope_ * self.weights_
+        return self
+
     def decision_function(self, X) -> np.ndarray:
         """Blended, Platt-calibrated log-odds."""
         logits = self.member_logits(X)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.config import Config, config_to_yaml
+from crs_ml.errors import ConfigError
 from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation.verdict import tune_warnings
 from crs_ml.fingerprints import data_fingerprint, dataset_digest
@@ -96,6 +97,12 @@ def tune(
     log_trial=None,
 ) -> TuneResult:
     """Nested CV search; ``log_trial(stage, number, params, auroc)`` records each trial."""
+    if cfg.model.type != "xgboost":
+        raise ConfigError(
+            f"crs-ml tune searches xgboost hyperparameters, but model.type is "
+            f"'{cfg.model.type}' (the default model is a stack): give --config "
+            "configs/xgboost.yaml or another xgboost config"
+        )
     X, y, meta, catalogue, persons = training_data(cohort, cfg)
     total = trials * (outer_folds + 1)
     done = [0]

@@ -570,9 +570,10 @@ def render_recalibration(summary: dict[str, Any], figure: str | None = None) -> 
         f"&middot; sites {e(', '.join(summary['sites']) or 'unknown')}</div></header>"
         + _recalibration_warnings_html(summary.get("warnings", []))
         + f"<h2>Update chosen: {e(summary['method'])}</h2><p>{e(summary['rule'])}.</p>"
-        f"<p>Calibration map of the booster margin: slope {before['slope']:.4f} &rarr; "
-        f"{after['slope']:.4f}, intercept {before['intercept']:.4f} &rarr; "
-        f"{after['intercept']:.4f}. The booster and its unscaled SHAP values are unchanged."
+        f"<p>Calibration map of {e(summary.get('margin', 'the raw booster margin'))}: slope "
+        f"{before['slope']:.4f} &rarr; {after['slope']:.4f}, intercept "
+        f"{before['intercept']:.4f} &rarr; {after['intercept']:.4f}. The model and its "
+        "unscaled SHAP values are unchanged."
         f" Fitted on {summary['fit']['n_persons']} persons ({summary['fit']['n_event_persons']} "
         f"with an event, {summary['fit']['n_rows']} landmark rows)"
         + ("; then refitted on all persons." if summary["refit_on_all_persons"] else ".")

@@ -24,6 +24,7 @@ from crs_ml.config import config_to_yaml
 from crs_ml.evaluation.validate import model_settings
 from crs_ml.fingerprints import data_fingerprint, dataset_digest, feature_fingerprint, salted_keys
 from crs_ml.modeling.bundle import load_bundle
+from crs_ml.modeling.explain import explain
 from crs_ml.modeling.train import TrainResult
 from crs_ml.modeling.tune import TuneResult, tune, tuned_config_yaml
 from crs_ml.reporting import figures as plots
@@ -137,17 +138,12 @@ def _figures(result: TrainResult, folder: Path, bundle) -> list[Path]:
             ):
                 plots.save(fig, folder / name)
                 paths.append(folder / name)
-    if bundle.booster is not None:
-        import xgboost as xgb
-
-        rng = np.random.default_rng(result.config.seed)
-        rows = rng.choice(len(result.X), size=min(2000, len(result.X)), replace=False)
-        Xs = result.X.iloc[np.sort(rows)]
-        contrib = bundle.booster.predict(
-            xgb.DMatrix(bundle.matrix(Xs), missing=np.nan, feature_names=bundle.feature_names),
-            pred_contribs=True,
-        )
-        contrib = contrib[:, :-1] * bundle.platt_slope
+    rng = np.random.default_rng(result.config.seed)
+    rows = rng.choice(len(result.X), size=min(2000, len(result.X)), replace=False)
+    Xs = result.X.iloc[np.sort(rows)]
+    explanation = explain(bundle, Xs)  # exact SHAP in calibrated log-odds (xgboost, stack, ...)
+    if explanation.supported:
+        contrib = explanation.contributions
         labels = dict(
             zip(
                 result.catalogue["name"],

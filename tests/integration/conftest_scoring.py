@@ -5,8 +5,9 @@ spark}.py. Everything is built once per test process (module-level cache) under 
 session's temporary folder and MLflow store (tests/conftest.py), never in the working tree:
 
 * ``setup(session_dir)``: 300 simulated training patients (seed fixed) written as CSV,
-  loaded, an XGBRiskModel (40 trees, no early stopping, so the model is never degenerate)
-  trained with light CV and saved as a bundle;
+  loaded, an XGBRiskModel (the xgboost pipeline of configs/xgboost.yaml with 40 trees, no
+  early stopping, so the model is never degenerate) trained with light CV and saved as a
+  bundle;
 * ``logged(session_dir)``: that training run logged to MLflow and registered as
   crs-severity with alias champion (``point_champion`` re-points the alias to it, in case
   another test of the session registered its own version);
@@ -33,13 +34,15 @@ OVERRIDES = [
     "model.n_jobs=1",
     "mlflow.experiment=scoring-tests",
 ]
+#: the xgboost pipeline (the default before issue 15): the scoring tests read its booster
+XGBOOST_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "xgboost.yaml"
 _CACHE: dict[str, object] = {}
 
 
 def setup(session_dir: Path) -> SimpleNamespace:
     """Training cohort, fitted result and saved bundle (built once)."""
     if "setup" not in _CACHE:
-        from crs_ml.config import config_from_dict
+        from crs_ml.config import load_config
         from crs_ml.ingest.load import load_cohort
         from crs_ml.modeling.bundle import load_bundle
         from crs_ml.modeling.train import train_model
@@ -49,7 +52,7 @@ def setup(session_dir: Path) -> SimpleNamespace:
         data = root / "train"
         write_cohort(simulate_cohort(TRAIN_PATIENTS, TRAIN_SEED), data)
         cohort = load_cohort(data)
-        cfg = config_from_dict({}, OVERRIDES)
+        cfg = load_config(XGBOOST_CONFIG, OVERRIDES)
         result = train_model(cohort, cfg)
         folder = result.save(root / "bundle")
         _CACHE["setup"] = SimpleNamespace(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -23,6 +24,9 @@ def test_four_concurrent_trainings_all_recorded(cohort_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"  # does not exist yet
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     args = [
+        # the xgboost pipeline (the default before issue 15), which the 15 trees shrink
+        "--config",
+        str(Path(__file__).resolve().parents[2] / "configs" / "xgboost.yaml"),
         "--set",
         "cv.folds=2",
         "--set",

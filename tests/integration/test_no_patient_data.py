@@ -50,6 +50,9 @@ def test_store_holds_no_identifier_or_raw_value(marked_cohort, tmp_path, monkeyp
             "privacy",
             "--alias",
             "champion",
+            # the xgboost pipeline (the default before issue 15), which the 20 trees shrink
+            "--config",
+            "configs/xgboost.yaml",
             "--set",
             "cv.folds=2",
             "--set",

@@ -67,7 +67,8 @@ def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("site_variables")
     write_cohort(_with_lymphocytes(simulate_cohort(240, seed=7)), base / "train")
     write_cohort(_with_lymphocytes(simulate_cohort(30, seed=8)), base / "score")
-    cfg = config_from_dict({"variables": SITE_VARIABLES}, OVERRIDES)
+    # the xgboost pipeline (configs/xgboost.yaml, the default before issue 15)
+    cfg = config_from_dict({"variables": SITE_VARIABLES, "model": {"type": "xgboost"}}, OVERRIDES)
     try:
         cohort = load_cohort(base / "train")
         assert (cohort.observations["variable"] == "lymphocytes_pct").sum() == 240 * 5

@@ -25,6 +25,8 @@ FAST = [
     "cv.report_landmarks_h=[24]",
 ]
 SMALL_TREES = ["--set", "model.n_estimators=40", "--set", "model.max_depth=2"]
+#: the xgboost pipeline (the default before issue 15), which SMALL_TREES shrinks
+XGBOOST = "configs/xgboost.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +62,8 @@ def _compare(tmp_path, experiment, n_boot):
 
 
 def test_train_logs_everything_and_registers(cohort_dir, tmp_path, capsys):
-    res = _train(
-        cohort_dir, tmp_path, "it-train", *SMALL_TREES, "--alias", "champion", "--run-name", "xgb"
-    )
+    res = _train(cohort_dir, tmp_path, "it-train", "--config", XGBOOST, *SMALL_TREES, "--alias",
+                 "champion", "--run-name", "xgb")  # fmt: skip
     # the short horizons' oracle ratios from the folder's truth_horizons.csv, no Python needed
     printed = capsys.readouterr().out
     for tag, label in (("next24h", "24 h, next 24 h"), ("next72h", "24 h, next 72 h")):
@@ -133,19 +134,19 @@ def test_same_config_and_seed_give_identical_metrics(cohort_dir):
     from crs_ml.ingest.load import load_cohort
     from crs_ml.modeling.train import train_model
 
-    cfg = load_config(None, [o for o in FAST + SMALL_TREES if o != "--set"])
+    cfg = load_config(XGBOOST, [o for o in FAST + SMALL_TREES if o != "--set"])
     cohort = load_cohort(cohort_dir, cfg.data)
     a = train_model(cohort, cfg).metrics
     b = train_model(cohort, cfg).metrics
     assert a.keys() == b.keys()
     assert all((a[k] == b[k]) or (np.isnan(a[k]) and np.isnan(b[k])) for k in a)
-    cfg2 = load_config(None, [o for o in FAST + SMALL_TREES if o != "--set"] + ["seed=5"])
+    cfg2 = load_config(XGBOOST, [o for o in FAST + SMALL_TREES if o != "--set"] + ["seed=5"])
     assert train_model(cohort, cfg2).metrics["auroc_L24"] != a["auroc_L24"]
 
 
 def test_compare_leaderboard_with_paired_test(cohort_dir, tmp_path):
     exp = "it-compare"
-    _train(cohort_dir, tmp_path, exp, *SMALL_TREES, "--run-name", "xgb")
+    _train(cohort_dir, tmp_path, exp, "--config", XGBOOST, *SMALL_TREES, "--run-name", "xgb")
     _train(cohort_dir, tmp_path, exp, "--config", "configs/logistic.yaml", "--run-name", "logistic")
     _train(cohort_dir, tmp_path, exp, "--config", "configs/measix.yaml", "--run-name", "measix")
     runs = _compare(tmp_path, exp, n_boot=100)
@@ -188,7 +189,7 @@ def test_compare_pairs_only_runs_on_the_same_data(tmp_path, capsys):
     assert set(cohorts[200].patients["patient_id"]) < set(cohorts[240].patients["patient_id"])
     digest = {}
     for n, cohort in cohorts.items():
-        for config, extra in ((None, trees), ("configs/measix.yaml", [])):
+        for config, extra in ((XGBOOST, trees), ("configs/measix.yaml", [])):
             res = train_model(cohort, load_config(config, fast + extra))
             digest[log_training_run(res, cohort, run_name=f"{n}-{config}").run_id] = n
     runs = _compare(tmp_path, exp, n_boot=50)
@@ -211,6 +212,8 @@ def test_optimism_validation(cohort_dir, tmp_path):
         cohort_dir,
         tmp_path,
         "it-optimism",
+        "--config",
+        XGBOOST,
         *SMALL_TREES,
         "--validation",
         "optimism",
@@ -242,6 +245,8 @@ def test_tune_writes_config_and_compare_flags_selection_on_same_data(cohort_dir,
             "--out",
             str(tuned),
             *FAST,
+            "--config",
+            XGBOOST,
             *SMALL_TREES,
         ]
     )
@@ -265,6 +270,17 @@ def test_tune_writes_config_and_compare_flags_selection_on_same_data(cohort_dir,
     _train(cohort_dir, tmp_path, exp, "--config", str(tuned), "--run-name", "tuned")
     runs = _compare(tmp_path, exp, n_boot=50)
     assert [r["optimistic"] for r in runs] == [True]
+
+
+def test_tune_refuses_the_default_stack_before_reading_data():
+    """crs-ml tune searches xgboost hyperparameters: the default (a stack) is a clear error
+    naming the config to use, before any data is read."""
+    from crs_ml.config import load_config
+    from crs_ml.errors import ConfigError
+    from crs_ml.modeling.tune import tune
+
+    with pytest.raises(ConfigError, match="model.type is 'stack'.*configs/xgboost.yaml"):
+        tune(None, load_config(), trials=1)
 
 
 def test_train_without_outcomes_is_a_clear_error(cohort_dir, tmp_path, capsys):
@@ -297,7 +313,11 @@ def _cli(args: list[str], cwd, env_extra: dict | None = None):
      ("learning_rate=-1", "did you mean 'model.learning_rate'?")],
 )  # fmt: skip
 def test_a_bad_set_is_one_line_and_exit_2_before_any_data_is_read(tmp_path, override, expected):
-    done = _cli(["train", "--data", str(tmp_path / "no-such-cohort"), "--set", override], tmp_path)
+    from pathlib import Path
+
+    xgboost = Path(XGBOOST).resolve()  # the xgboost pipeline, whose hyperparameters these are
+    done = _cli(["train", "--data", str(tmp_path / "no-such-cohort"), "--config", str(xgboost),
+                 "--set", override], tmp_path)  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"error: --set {override}: ") and expected in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr

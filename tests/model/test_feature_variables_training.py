@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from oracle.catalogue import feature_names as oracle_names
 from shared_bundle import OVERRIDES as SHARED
+from shared_bundle import XGBOOST_CONFIG
 
 from crs_ml.config import load_config
 from crs_ml.ingest.load import load_cohort
@@ -28,7 +29,7 @@ def cohort(tmp_path_factory):
 
 
 def test_the_simulator_default_keeps_its_139_features(cohort):
-    X, *_ = training_data(cohort, load_config(None, OVERRIDES))
+    X, *_ = training_data(cohort, load_config(XGBOOST_CONFIG, OVERRIDES))
     assert X.columns.tolist() == oracle_names()  # the 12 variables, same order as before
 
 
@@ -38,7 +39,7 @@ def test_a_cohort_with_three_markers_trains_and_scores(cohort, tmp_path):
     few.observations = obs[obs["variable"].isin(["il6", "crp", "temperature"])].reset_index(
         drop=True
     )
-    res = train_model(few, load_config(None, OVERRIDES))
+    res = train_model(few, load_config(XGBOOST_CONFIG, OVERRIDES))
     assert res.config.features.variables == ["temperature", "il6", "crp"]
     assert set(res.dropped_variables) == set(VARIABLES) - {"temperature", "il6", "crp"}
     assert {"il6_last", "crp_pretoci_max", "temperature_max"} <= set(res.X.columns)
@@ -64,7 +65,7 @@ def test_a_cohort_with_every_catalogue_variable_trains_scores_and_validates(tmp_
     full = load_cohort(folder)
     builtin = [v for v in VARIABLES if v in set(full.observations["variable"])]
     assert len(builtin) == 25  # the simulator measures every catalogue variable
-    res = train_model(full, load_config(None, OVERRIDES))
+    res = train_model(full, load_config(XGBOOST_CONFIG, OVERRIDES))
     assert res.dropped_variables == [] and set(res.config.features.variables) == set(builtin)
     for v in builtin:
         assert f"{v}_measured" in res.X and res.X[f"{v}_measured"].max() == 1.0, v

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 from scipy.special import logit
 
 from crs_ml.cohort import EVENT_COLUMNS, OBSERVATION_COLUMNS, OUTCOME_COLUMNS, Cohort
-from crs_ml.config import FeatureConfig, config_from_dict
+from crs_ml.config import FeatureConfig, load_config
 from crs_ml.errors import ModelError
 from crs_ml.modeling.explain import Explanation
 from crs_ml.modeling.horizons import (
@@ -24,6 +25,8 @@ from crs_ml.modeling.horizons import (
 from crs_ml.scoring.score import FIXED_COLUMNS, horizon_column_names, score
 
 H = 336.0
+#: the xgboost pipeline (the default before issue 15): its windows take censoring weights
+XGBOOST_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "xgboost.yaml"
 OVERRIDES = [
     "cv.folds=2",
     "cv.repeats=1",
@@ -48,7 +51,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("horizons")
     write_cohort(simulate_cohort(N_TRAIN, SEED), root / "train")
     truth = horizon_truth(N_TRAIN, SEED, [12, 24, 36, 48], [24, 72])
-    result = train_model(load_cohort(root / "train"), config_from_dict({}, OVERRIDES),
+    result = train_model(load_cohort(root / "train"), load_config(XGBOOST_CONFIG, OVERRIDES),
                          horizon_truth=truth)  # fmt: skip
     folder = result.save(root / "bundle")
     write_cohort(simulate_cohort(40, 977), root / "new")

@@ -26,7 +26,7 @@ from crs_ml.modeling.estimators import make_model
 
 @pytest.fixture(scope="module")
 def data():
-    cfg = Config()
+    cfg = Config(model={"type": "xgboost"})  # the xgboost pipeline (configs/xgboost.yaml)
     catalogue = feature_catalogue(cfg.features)
     names = list(catalogue["name"])
     rng = np.random.default_rng(0)
@@ -112,7 +112,7 @@ def test_model_saved_before_feature_variables_reads_the_twelve_it_used(tmp_path)
     variables; loading it must not switch it to every catalogue variable."""
     from crs_ml.variables import CORE_VARIABLES, VARIABLES
 
-    cfg = Config()
+    cfg = Config(model={"type": "xgboost"})  # the xgboost pipeline (configs/xgboost.yaml)
     cfg.features.variables = list(CORE_VARIABLES)
     catalogue = feature_catalogue(cfg.features)
     names = list(catalogue["name"])

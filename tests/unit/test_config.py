@@ -4,7 +4,9 @@ import pytest
 
 from crs_ml.config import (
     DEFAULT_LANDMARKS_H,
+    DEFAULT_MODEL,
     DEFAULT_REPORT_LANDMARKS_H,
+    config_from_dict,
     load_config,
     parse_override,
 )
@@ -13,15 +15,44 @@ from crs_ml.errors import ConfigError
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["default", "xgb_monotone", "logistic", "measix", "fever_rule"])
-def test_shipped_configs_validate(name):
+@pytest.mark.parametrize(
+    ("name", "model_type"),
+    [("default", "stack"), ("xgboost", "xgboost"), ("xgb_monotone", "xgboost"),
+     ("logistic", "logistic"), ("measix", "measix"), ("fever_rule", "fever_rule"),
+     ("additive", "additive"), ("compact_logistic", "additive"), ("stack", "stack")],
+)  # fmt: skip
+def test_shipped_configs_validate(name, model_type):
     cfg = load_config(CONFIGS / f"{name}.yaml")
-    assert cfg.model.type in {"xgboost", "logistic", "measix", "fever_rule"}
+    assert cfg.model.type == model_type
     assert cfg.overrides == []
 
 
-def test_monotone_config_differs_from_default_only_in_monotone():
-    a = load_config(CONFIGS / "default.yaml").model_dump()
+def test_the_default_is_the_stack_and_xgboost_yaml_the_previous_default():
+    """Issue 15: the default model is the stack of configs/stack.yaml (same model section);
+    configs/xgboost.yaml is the previous default: every other setting of the default, with
+    the xgboost pipeline (DEFAULT_XGBOOST_PARAMS) as its model."""
+    default = load_config(CONFIGS / "default.yaml").model_dump()
+    assert default["model"] == load_config(CONFIGS / "stack.yaml").model_dump()["model"]
+    assert default["model"] == config_from_dict({"model": DEFAULT_MODEL}).model.model_dump()
+    assert list(default["model"]["members"]) == ["xgboost", "additive", "compact"]
+    xgb = load_config(CONFIGS / "xgboost.yaml").model_dump()
+    assert xgb["model"] == config_from_dict({"model": {"type": "xgboost"}}).model.model_dump()
+    assert {k: v for k, v in xgb.items() if k != "model"} == {
+        k: v for k, v in default.items() if k != "model"
+    }
+
+
+def test_a_model_section_without_type_is_laid_over_the_default_stack():
+    cfg = load_config(None, ["model.inner_folds=3", "model.members.xgboost.max_depth=3"])
+    assert cfg.model.type == "stack" and cfg.model.params["inner_folds"] == 3
+    assert cfg.model.params["blend_rules"] == ["nnls"]
+    assert cfg.model.members["xgboost"].params["max_depth"] == 3
+    assert cfg.model.members["xgboost"].params["inner_folds"] == 0  # the rest as the default
+    assert cfg.model.members["compact"].feature_set == "clinical_core"
+
+
+def test_monotone_config_differs_from_the_xgboost_pipeline_only_in_monotone():
+    a = load_config(CONFIGS / "xgboost.yaml").model_dump()
     b = load_config(CONFIGS / "xgb_monotone.yaml").model_dump()
     assert a["model"]["monotone"] is False and b["model"]["monotone"] is True
     a["model"]["monotone"] = True
@@ -34,7 +65,7 @@ def test_defaults_are_6_to_168_hourly():
     assert cfg.task.horizon_h == 336
 
 
-@pytest.mark.parametrize("name", [None, "default", "xgb_monotone", "logistic"])
+@pytest.mark.parametrize("name", [None, "default", "xgboost", "xgb_monotone", "logistic"])
 def test_reporting_covers_days_1_to_5(name):
     """Issue 14: 72 h and 120 h are reported beside 24 h and 48 h (late onsets of 4-1BB
     products), by the defaults and by the shipped configs."""
@@ -50,7 +81,7 @@ def test_unknown_key_is_an_error(tmp_path):
 
 
 def test_overrides_are_applied_and_recorded():
-    cfg = load_config(CONFIGS / "default.yaml", ["model.max_depth=5", "cv.folds=2", "seed=7"])
+    cfg = load_config(CONFIGS / "xgboost.yaml", ["model.max_depth=5", "cv.folds=2", "seed=7"])
     assert cfg.model.params["max_depth"] == 5
     assert cfg.cv.folds == 2 and cfg.seed == 7
     assert cfg.overrides == ["model.max_depth=5", "cv.folds=2", "seed=7"]
@@ -88,7 +119,7 @@ def test_builtin_defaults_equal_configs_default_yaml():
 def test_xgboost_params_are_laid_over_the_defaults():
     from crs_ml.config import DEFAULT_XGBOOST_PARAMS
 
-    cfg = load_config(None, ["model.max_depth=4"])
+    cfg = config_from_dict({"model": {"type": "xgboost"}}, ["model.max_depth=4"])
     assert cfg.model.params == {**DEFAULT_XGBOOST_PARAMS, "max_depth": 4}
     logistic = load_config(CONFIGS / "logistic.yaml")
     assert logistic.model.params == {"C": 0.1}  # other model types get no xgboost defaults
@@ -111,7 +142,7 @@ def test_xgboost_params_are_laid_over_the_defaults():
 )  # fmt: skip
 def test_bad_overrides_are_one_line_naming_key_value_and_what_is_allowed(override, expected):
     with pytest.raises(ConfigError) as err:
-        load_config(CONFIGS / "default.yaml", [override])
+        load_config(CONFIGS / "xgboost.yaml", [override])
     message = str(err.value)
     assert expected in message and "\n" not in message
 
@@ -124,7 +155,9 @@ def test_hyperparameters_of_other_model_types_are_checked_too(tmp_path):
     with pytest.raises(ConfigError, match=r"c.yaml: model.params.threshold_c must be less than "
                        r"or equal to 43 \(got 99\)"):  # fmt: skip
         load_config(path)
-    assert load_config(None, ["model.max_depth=4"]).model.params["max_depth"] == 4
+    assert load_config(CONFIGS / "xgboost.yaml", ["model.max_depth=4"]).model.params[
+        "max_depth"
+    ] == 4
 
 
 def test_variable_aliases_must_name_catalogue_variables():
@@ -132,3 +165,22 @@ def test_variable_aliases_must_name_catalogue_variables():
     assert cfg.data.variable_aliases == {"Ferritin, serum": "ferritin"}
     with pytest.raises(ConfigError, match="not a catalogue variable; did you mean 'ferritin'"):
         load_config(None, ["data.variable_aliases={'Ferritin, serum': feritin}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("model.max_depth=3", "--set model.max_depth=3: model.params max_depth: not a parameter "
+      "of model type 'stack'"),
+     ("model.max_depth=3", "e.g. model.members.xgboost.params.max_depth"),
+     ("model.members.xgboost.max_depth=abc", "--set model.members.xgboost.max_depth=abc: "
+      "model.members.xgboost.params.max_depth must be a valid integer"),
+     ("model.blend_rules=[best]", "model.params.blend_rules.0 must be 'equal', 'nnls', "
+      "'single' or 'shrunk'")],
+)  # fmt: skip
+def test_bad_overrides_of_the_default_stack_name_the_member_to_set(override, expected):
+    """An xgboost hyperparameter set on the default (a stack) is an error that says where a
+    member's hyperparameters go, before any data is read."""
+    for path in (None, CONFIGS / "default.yaml"):
+        with pytest.raises(ConfigError) as err:
+            load_config(path, [override])
+        assert expected in str(err.value) and "\n" not in str(err.value)
