@@ -176,7 +176,7 @@ def single_cohort(n: int, train_n: int, share: float, tmp: Path) -> list[dict]:
     from crs_ml.modeling.train import training_data
     from crs_ml.simulate import simulate_cohort, write_cohort
 
-    cfg = load_config(ROOT / "configs" / "default.yaml")
+    cfg = load_config(ROOT / "configs" / "xgboost.yaml")  # the README's xgboost numbers
     folder = tmp / "train"
     write_cohort(simulate_cohort(train_n, TRAIN_SEED), folder)
     X, y, _, catalogue, persons = training_data(load_cohort(folder), cfg)

@@ -680,8 +680,10 @@ def format_errors(exc: ValidationError, source: str, overrides: list[str]) -> st
         key = ".".join(str(p) for p in err["loc"])
         # an error on a section (model.params) names the --set that wrote into it
         inside = [g for g in given if g.startswith(key + ".")]
-        where = f"--set {given[key]}" if key in given else (
-            f"--set {given[inside[0]]}" if inside else source
+        where = (
+            f"--set {given[key]}"
+            if key in given
+            else (f"--set {given[inside[0]]}" if inside else source)
         )
         if err["type"] == "extra_forbidden":
             cls = _section(err["loc"])

@@ -80,7 +80,8 @@ def main() -> None:
     )
     step("2. Check it against the data contract", ["check", "--data", str(data)])
     step(
-        "3. Train the default xgboost model and register it as champion",
+        "3. Train the default model (a stack of xgboost, additive and compact logistic models) "
+        "and register it as champion",
         [
             "train",
             "--data",
@@ -89,12 +90,12 @@ def main() -> None:
             "configs/default.yaml",
             *DEMO_CV,
             "--run-name",
-            "xgboost",
+            "stack",
             "--alias",
             "champion",
         ],
     )
-    for name in ("xgb_monotone", "logistic", "measix", "fever_rule"):
+    for name in ("xgboost", "xgb_monotone", "logistic", "measix", "fever_rule"):
         step(
             f"4. Train {name}",
             [

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.special import expit
-from shared_bundle import build_bundle
+from scipy.special import expit, logit
+from shared_bundle import build_bundle, build_stack_bundle
 
 from crs_ml.evaluation.recalibration import fit_recalibration, recalibrate_cohort, split_persons
 from crs_ml.modeling.bundle import write_recalibrated_bundle
@@ -134,3 +134,146 @@ def test_split_keeps_persons_whole_and_event_rate():
     assert held.mean() == pytest.approx(0.5, abs=0.01)
     assert y[held].mean() == pytest.approx(y.mean(), abs=0.01)
     np.testing.assert_array_equal(held, split_persons(persons, y, 0.5, seed=1))
+
+
+# --------------------------------------------------------------------------- the stack
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory) -> Path:
+    return build_stack_bundle(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def policy_site(tmp_path_factory) -> Path:
+    """A site whose event rate differs from training: tocilizumab only at grade 3 (the
+    robustness benchmark's conservative_policy world, about 23% events against 12%), so the
+    same early course ends in severe CRS more often and the trained risks are too low."""
+    from dataclasses import replace
+
+    from crs_ml.simulate.params import default_params
+    from crs_ml.simulate.simulator import simulate_cohort, write_cohort
+
+    params = default_params()
+    params = replace(params, sites=tuple(
+        replace(s, toci_fever_per_h=0.0, toci_grade2_per_h=0.0, steroid_grade2_per_h=0.0,
+                steroid_at_grade3=False)
+        for s in params.sites
+    ))  # fmt: skip
+    out = tmp_path_factory.mktemp("policy_site")
+    write_cohort(simulate_cohort(600, seed=204, params=params), out)
+    return out
+
+
+def test_recalibrating_a_stack_refits_the_blend_map_and_keeps_exact_shap(
+    stack_dir, policy_site, tmp_path
+):
+    """Issue 15: the map a site refits for a stack is the Platt map of its blend
+    ``sum_m w_m logit_m``; the members and weights stay, held-out calibration improves, and
+    ``base + sum(shap) = logit(risk)`` still holds after the update."""
+    from crs_ml.evaluation.validate import model_settings
+    from crs_ml.features.landmarks import build_landmark_dataset
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.modeling.bundle import load_bundle
+    from crs_ml.modeling.explain import explain
+    from crs_ml.modeling.stack import STACK_FILE
+
+    original = load_bundle(stack_dir)
+    assert original.model_type == "stack" and original.booster is None
+    cohort = load_cohort(policy_site)
+    result = recalibrate_cohort(original, cohort, "auto", holdout=0.5, seed=0, n_boot=200)
+    held = result.evaluation["all"]
+    before, after = held["before"], held["after"]
+    assert before["calibration_intercept_ci"][0] > 0, f"should under-predict: {before}"
+    lo, hi = after["calibration_intercept_ci"]
+    assert lo <= 0 <= hi, f"held-out intercept CI after recalibration: {(lo, hi)}"
+    assert abs(after["calibration_intercept"]) < abs(before["calibration_intercept"])
+    assert result.fit.method in ("intercept", "logistic")
+    assert result.summary["margin"] == "the stack's blend of its members' calibrated log-odds"
+    fit = result.fit
+
+    new_dir = write_recalibrated_bundle(
+        stack_dir, tmp_path / "recal", fit.slope, fit.intercept, {"method": fit.method}
+    )
+    members = sorted(p.name for p in stack_dir.glob("member_*.ubj"))
+    assert members  # the xgboost member's booster, copied byte for byte
+    for name in members:
+        assert (new_dir / name).read_bytes() == (stack_dir / name).read_bytes()
+    old_state = json.loads((stack_dir / STACK_FILE).read_text())
+    new_state = json.loads((new_dir / STACK_FILE).read_text())
+    assert new_state["weights"] == old_state["weights"]
+    assert new_state["members"] == old_state["members"]
+    assert (new_state["platt_slope"], new_state["platt_intercept"]) == (fit.slope, fit.intercept)
+    manifest = json.loads((new_dir / "bundle.json").read_text())
+    assert manifest["calibration"]["method"] == f"stack+platt+site_{fit.method}"
+    assert manifest["calibration"]["previous"]["slope"] == original.platt_slope
+
+    new = load_bundle(new_dir)  # a fresh load: hashes rewritten, the map read back
+    s = model_settings(original)
+    X, _, _ = build_landmark_dataset(cohort, s["landmarks_h"], s["horizon_h"], s["features"])
+    X = X.iloc[:300]
+    margin = original.predict_margin(X)
+    np.testing.assert_array_equal(new.predict_margin(X), margin)
+    np.testing.assert_allclose(
+        original.predict_logit(X),
+        original.platt_slope * margin + original.platt_intercept,
+        atol=1e-9,
+    )
+    np.testing.assert_allclose(new.predict_logit(X), fit.slope * margin + fit.intercept, atol=1e-9)
+    assert not np.allclose(new.predict_risk(X), original.predict_risk(X))
+    ex, old_ex = explain(new, X), explain(original, X)
+    np.testing.assert_allclose(
+        ex.base_value + ex.contributions.sum(axis=1), logit(new.predict_risk(X)), atol=1e-6
+    )
+    ratio = fit.slope / original.platt_slope  # each member's contribution scales with the map
+    np.testing.assert_allclose(ex.contributions, ratio * old_ex.contributions, atol=1e-9)
+    # the short horizon (a stack of its own) keeps its training calibration
+    assert [h.label for h, _ in new.horizons] == result.summary["short_horizons"]["horizons"]
+    for (_, hb_new), (_, hb_old) in zip(new.horizons, original.horizons, strict=True):
+        assert hb_new.model_type == "stack"
+        np.testing.assert_array_equal(hb_new.predict_risk(X), hb_old.predict_risk(X))
+
+
+def test_a_recalibrated_stack_scores_in_a_fresh_process(stack_dir, policy_site, tmp_path):
+    """`crs-ml recalibrate` on a stack writes a bundle that `crs-ml score` loads in a new
+    process: one row per patient, exact SHAP, the recalibrated risks."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from crs_ml.cli import main
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.modeling.bundle import load_bundle
+    from crs_ml.scoring.score import score
+
+    out = tmp_path / "recal"
+    main(["recalibrate", "--model", str(stack_dir), "--data", str(policy_site), "--out",
+          str(out), "--method", "intercept", "--bootstrap", "50"])  # fmt: skip
+    summary = json.loads((out / "recalibration.json").read_text())
+    assert summary["method"] == "intercept"
+    assert summary["calibration_after"]["intercept"] != summary["calibration_before"]["intercept"]
+    assert "blend of its members" in (out / "recalibration.html").read_text()
+    scores = tmp_path / "scores.parquet"
+    done = subprocess.run(
+        [sys.executable, "-m", "crs_ml", "score", "--model", str(out / "bundle"), "--data",
+         str(policy_site), "--as-of-hours", "24", "--out", str(scores)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    served = pd.read_parquet(scores).sort_values("patient_id").reset_index(drop=True)
+    cohort = load_cohort(policy_site)
+    assert len(served) == len(cohort.patients)
+    scored = served["status"] == "scored"
+    assert scored.sum() > 0.9 * len(served)
+    shap = [c for c in served.columns if c.startswith("shap_")]
+    total = served.loc[scored, "base_value"] + served.loc[scored, shap].sum(axis=1)
+    np.testing.assert_allclose(total, logit(served.loc[scored, "risk"]), atol=1e-6)
+    recalibrated = load_bundle(out / "bundle")
+    expected = score(recalibrated, cohort, as_of_hours=24)
+    expected = expected.sort_values("patient_id").reset_index(drop=True)
+    np.testing.assert_allclose(served["risk"], expected["risk"], atol=1e-12)
+    before = score(load_bundle(stack_dir), cohort, as_of_hours=24)
+    before = before.sort_values("patient_id").reset_index(drop=True)
+    shift = summary["calibration_after"]["intercept"] - summary["calibration_before"]["intercept"]
+    np.testing.assert_allclose(  # intercept update: every day-14 log-odds moves by the shift
+        logit(served.loc[scored, "risk"]) - logit(before.loc[scored, "risk"]), shift, atol=1e-9
+    )

@@ -155,9 +155,9 @@ def test_hyperparameters_of_other_model_types_are_checked_too(tmp_path):
     with pytest.raises(ConfigError, match=r"c.yaml: model.params.threshold_c must be less than "
                        r"or equal to 43 \(got 99\)"):  # fmt: skip
         load_config(path)
-    assert load_config(CONFIGS / "xgboost.yaml", ["model.max_depth=4"]).model.params[
-        "max_depth"
-    ] == 4
+    assert (
+        load_config(CONFIGS / "xgboost.yaml", ["model.max_depth=4"]).model.params["max_depth"] == 4
+    )
 
 
 def test_variable_aliases_must_name_catalogue_variables():
