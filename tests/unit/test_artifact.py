@@ -198,3 +198,37 @@ def test_looks_like_pickle_spots_real_pickles():
     for protocol in range(2, 6):
         assert looks_like_pickle(pickle.dumps({"a": [1, 2]}, protocol=protocol))
     assert not looks_like_pickle(b'{"format_version": 2}')
+
+
+@pytest.mark.parametrize(
+    ("model_type", "params"),
+    [("logistic", {"C": 0.5}), ("additive", {"C_grid": [0.1], "spline_knots": 0})],
+)
+def test_a_site_map_applies_to_families_without_a_platt_map(tmp_path, data, model_type, params):
+    """Issue 15: every family is a margin and a calibration map; the logistic and additive
+    models carry the identity map of their own log-odds until a site recalibrates it, and
+    then their risk and exact SHAP follow the new map (base + sum(shap) = logit(risk))."""
+    from scipy.special import logit
+
+    from crs_ml.modeling.bundle import write_recalibrated_bundle
+    from crs_ml.modeling.explain import explain
+
+    cfg, catalogue, X, y, groups = data
+    cfg = cfg.model_copy(deep=True)
+    cfg.model.type = model_type
+    cfg.model.params = params
+    model = make_model(cfg.model, catalogue, 0).fit(X, y, groups=groups)
+    folder = _save(model, tmp_path / model_type, cfg, catalogue, X, model_type)
+    original = load_bundle(folder)
+    margin = original.predict_margin(X)
+    np.testing.assert_array_equal(original.predict_logit(X), margin)  # the identity map
+    new_dir = write_recalibrated_bundle(folder, tmp_path / "recal", 0.5, 0.3, {"method": "x"})
+    new = load_bundle(new_dir)
+    assert new.manifest["calibration"]["method"] == "site_x"
+    np.testing.assert_array_equal(new.predict_margin(X), margin)
+    np.testing.assert_allclose(new.predict_logit(X), 0.5 * margin + 0.3, atol=1e-12)
+    ex, old = explain(new, X), explain(original, X)
+    assert ex.supported
+    np.testing.assert_allclose(ex.logit, logit(new.predict_risk(X)), atol=1e-6)
+    np.testing.assert_allclose(ex.base_value + ex.contributions.sum(axis=1), ex.logit, atol=1e-9)
+    np.testing.assert_allclose(ex.contributions, 0.5 * old.contributions, atol=1e-12)
