@@ -93,6 +93,8 @@ class LogisticRiskModel(_BinaryClassifier):
         )
         weights = {} if w is None else {"scale__sample_weight": w, "logistic__sample_weight": w}
         with _quiet_empty_columns():
+            # the weighted variance of a constant column can round below 0 (its scale is 1)
+            warnings.filterwarnings("ignore", "invalid value encountered in sqrt", RuntimeWarning)
             self.pipeline_.fit(X, y01, **weights)
         logistic = self.pipeline_[-1]
         self.coef_ = logistic.coef_.ravel().copy()
