@@ -229,16 +229,12 @@ TRAINED = {"no_loss": "trained without loss", "ipcw": "ipcw", "complete": "none 
 TRAIN_METRICS = ("auroc", "calibration_slope", "calibration_in_the_large")
 
 
-def _cohort(tables: dict, outcomes: pd.DataFrame | None = None):
+def _cohort(tables: dict):
     import tempfile
 
     from crs_ml.ingest.load import load_cohort
     from crs_ml.simulate.simulator import write_cohort
 
-    if outcomes is not None:  # grade >= 3 after the loss unseen: the grade seen is < 3
-        unseen = outcomes["grade3_hours"].isna() & (outcomes["crs_max_grade"] >= 3)
-        tables = {**tables, "outcomes": outcomes.assign(
-            crs_max_grade=outcomes["crs_max_grade"].mask(unseen, 2))}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         write_cohort(tables, Path(tmp) / "c")
         return load_cohort(Path(tmp) / "c")
@@ -290,17 +286,25 @@ def score_test(model, columns, test) -> dict[str, float]:
 
 
 def training_draw(seed: int, args, test) -> list[dict]:
+    from dataclasses import replace as with_outcomes
+
     from crs_ml.simulate.simulator import simulate
 
     sim = simulate(args.patients, seed, landmarks_h=list(TRAIN_LANDMARKS_H), params=no_dropout())
-    full = sim.tables["outcomes"].reset_index(drop=True)
+    full = _cohort(sim.tables)
+    risk = sim.latent.set_index("patient_id")["p_grade3"]
+    outcomes = full.outcomes.reset_index(drop=True)
     rng = np.random.default_rng([seed, 1])
-    lossy = add_loss(full, sim.latent["p_grade3"].to_numpy(), args.loss, args.slope, rng)
+    lossy = add_loss(outcomes, risk.loc[outcomes["patient_id"]].to_numpy(), args.loss,
+                     args.slope, rng)  # fmt: skip
+    unseen = lossy["grade3_hours"].isna() & (lossy["crs_max_grade"] >= 3)
+    lossy["crs_max_grade"] = lossy["crs_max_grade"].mask(unseen, 2)
+    lossy_cohort = with_outcomes(full, outcomes=lossy)
     rows = []
-    for method, outcomes, weights in (("no_loss", None, "none"), ("ipcw", lossy, "ipcw"),
-                                      ("complete", lossy, "none")):  # fmt: skip
+    for method, cohort, weights in (("no_loss", full, "none"), ("ipcw", lossy_cohort, "ipcw"),
+                                    ("complete", lossy_cohort, "none")):  # fmt: skip
         started = time.process_time()
-        model, columns, counts = fit_final(_cohort(sim.tables, outcomes), _config(args, weights))
+        model, columns, counts = fit_final(cohort, _config(args, weights))
         scores = score_test(model, columns, test)
         rows.append({"seed": seed, "method": method, "fit_cpu_s": time.process_time() - started,
                      "n_lost": int(lossy["followup_hours"].notna().sum()), **counts, **scores})  # fmt: skip
