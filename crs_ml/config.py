@@ -160,6 +160,11 @@ class TaskConfig(_Strict):
     #: (loss to follow-up that depends on risk does not bias the metrics:
     #: benchmarks/bench_censoring.py), within each site, or one overall ("none")
     censoring_by: Literal["risk_decile", "site", "none"] = "risk_decile"
+    #: training rows of the day-14 model: "ipcw" = everyone at risk at L with data, the
+    #: censored before the horizon left out and the others weighted by inverse probability of
+    #: censoring (crs_ml.modeling.horizons.training_weights; as the short windows always
+    #: are); "none" = the complete-case rows (rule 4 of crs_ml.features.landmarks), unweighted
+    training_weights: Literal["ipcw", "none"] = "ipcw"
 
     @field_validator("landmarks_h")
     @classmethod

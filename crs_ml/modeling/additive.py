@@ -17,7 +17,9 @@ Each feature becomes one additive term, built on the training rows only:
 The design columns are standardised on the training rows and fit by L2-penalised logistic
 regression; the penalty ``C`` is chosen from ``C_grid`` by mean held-out log-loss on
 ``inner_folds`` folds by person (``groups``), inside ``fit``, so an outer validation fold never
-influences it.
+influences it. ``fit(..., row_weights=...)`` takes importance weights (censoring weights for
+the training rows: :mod:`crs_ml.modeling.horizons`) for the standardisation, the fit and the
+penalty search.
 
 Exact SHAP: the log-odds are ``intercept + sum_k beta_k z_k`` with every standardised design
 column ``z_k`` of training mean 0, so the contribution of a feature is the sum of
@@ -39,7 +41,13 @@ import pandas as pd
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from crs_ml.modeling.base import LogOddsRiskClassifier
-from crs_ml.modeling.inner_splits import encode_binary_target, group_codes, inner_group_folds
+from crs_ml.modeling.inner_splits import (
+    check_row_weights,
+    encode_binary_target,
+    group_codes,
+    inner_group_folds,
+    weighted_log_loss,
+)
 
 #: the penalties tried on the inner folds (inverse L2 strength on standardised columns)
 DEFAULT_C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
@@ -263,16 +271,26 @@ class AdditiveRiskModel(LogOddsRiskClassifier):
         return np.column_stack(blocks), np.asarray(owners, dtype=np.int64)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, row_weights=None):
+        """``row_weights`` (optional, one per row, > 0): importance weights (e.g. censoring
+        weights), as :meth:`crs_ml.modeling.estimators.XGBRiskModel.fit`: the standardisation
+        (weighted mean and SD of the design columns), the penalised fit and the inner penalty
+        search (weighted fits, weighted held-out log-loss) use them; the terms' basis (log
+        floors, medians, knots) is built on the training rows unweighted."""
         from sklearn.linear_model import LogisticRegression
 
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
         y01 = encode_binary_target(self, y)
         codes = group_codes(groups, X.shape[0])
+        w = check_row_weights(row_weights, X.shape[0])
         self._fit_terms(X)
         raw, owners = self._design(X)
-        mean = raw.mean(axis=0)
-        scale = raw.std(axis=0)
+        if w is None:
+            mean = raw.mean(axis=0)
+            scale = raw.std(axis=0)
+        else:
+            mean = np.average(raw, axis=0, weights=w)
+            scale = np.sqrt(np.average((raw - mean) ** 2, axis=0, weights=w))
         keep = scale > 1e-12
         self.design_mean_ = mean
         self.design_scale_ = np.where(keep, scale, 1.0)
@@ -298,15 +316,16 @@ class AdditiveRiskModel(LogOddsRiskClassifier):
             losses = np.zeros(len(grid))
             for train, valid in folds:
                 lr = LogisticRegression(max_iter=self.max_iter, warm_start=True)
+                w_train = None if w is None else w[train]
+                w_valid = None if w is None else w[valid]
                 for c in sorted(grid):
-                    lr.set_params(C=c).fit(Z[train], y01[train])
-                    p = np.clip(lr.predict_proba(Z[valid])[:, 1], 1e-12, 1 - 1e-12)
-                    ll = -np.mean(y01[valid] * np.log(p) + (1 - y01[valid]) * np.log1p(-p))
-                    losses[grid.index(c)] += ll / len(folds)
+                    lr.set_params(C=c).fit(Z[train], y01[train], sample_weight=w_train)
+                    p = lr.predict_proba(Z[valid])[:, 1]
+                    losses[grid.index(c)] += weighted_log_loss(y01[valid], p, w_valid) / len(folds)
             self.inner_log_loss_ = {f"{c:g}": float(v) for c, v in zip(grid, losses, strict=True)}
             best = grid[int(np.argmin(losses))]
         self.C_ = float(best)
-        lr = LogisticRegression(C=self.C_, max_iter=self.max_iter).fit(Z, y01)
+        lr = LogisticRegression(C=self.C_, max_iter=self.max_iter).fit(Z, y01, sample_weight=w)
         self.coef_ = lr.coef_.ravel().astype(np.float64)
         self.coef_[~keep] = 0.0
         self.intercept_ = float(lr.intercept_[0])

@@ -1,8 +1,11 @@
 """Baseline risk models: penalised logistic regression, m-EASIX and the early-fever rule.
 
-Same interface as :class:`crs_ml.modeling.estimators.XGBRiskModel` (``fit(X, y, groups=None)``,
-``predict_proba``, ``predict``; ``groups`` is accepted for a uniform call and unused, since
-none of these makes an inner split). Everything is fitted on the training rows only
+Same interface as :class:`crs_ml.modeling.estimators.XGBRiskModel` (``fit(X, y, groups=None,
+row_weights=None)``, ``predict_proba``, ``predict``; ``groups`` is accepted for a uniform call
+and unused, since none of these makes an inner split). ``row_weights`` are importance weights
+(e.g. censoring weights), one > 0 per row: each model weights what it fits (the logistic
+regression and its scaling, m-EASIX's logistic map, the fever rule's two outcome rates);
+imputation medians stay unweighted. Everything is fitted on the training rows only
 (imputation medians, scaling, rates), so they can sit inside cross-validation folds.
 Also importable from :mod:`crs_ml.modeling.estimators`.
 """
@@ -18,7 +21,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from crs_ml.errors import InputError
 from crs_ml.modeling.base import BinaryRiskClassifier
-from crs_ml.modeling.inner_splits import encode_binary_target
+from crs_ml.modeling.inner_splits import check_row_weights, encode_binary_target
 
 #: m-EASIX values are floored here before the log (0 would give -inf)
 MEASIX_FLOOR = 1e-3
@@ -56,7 +59,8 @@ class LogisticRiskModel(_BinaryClassifier):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, row_weights=None):
+        """``row_weights``: importance weights of the scaling and the logistic fit."""
         from sklearn.impute import SimpleImputer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import Pipeline
@@ -71,6 +75,7 @@ class LogisticRiskModel(_BinaryClassifier):
             raise ValueError(f"penalty must be one of {sorted(options)}, not {self.penalty!r}")
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
         y01 = encode_binary_target(self, y)
+        w = check_row_weights(row_weights, X.shape[0])
         self.pipeline_ = Pipeline(
             [
                 ("impute", SimpleImputer(strategy="median", add_indicator=True)),
@@ -86,8 +91,11 @@ class LogisticRiskModel(_BinaryClassifier):
                 ),
             ]
         )
+        weights = {} if w is None else {"scale__sample_weight": w, "logistic__sample_weight": w}
         with _quiet_empty_columns():
-            self.pipeline_.fit(X, y01)
+            # the weighted variance of a constant column can round below 0 (its scale is 1)
+            warnings.filterwarnings("ignore", "invalid value encountered in sqrt", RuntimeWarning)
+            self.pipeline_.fit(X, y01, **weights)
         logistic = self.pipeline_[-1]
         self.coef_ = logistic.coef_.ravel().copy()
         self.intercept_ = float(logistic.intercept_[0])
@@ -182,7 +190,8 @@ class MEasixModel(_NamedColumnModel):
         with np.errstate(invalid="ignore"):
             return np.log(np.maximum(value, MEASIX_FLOOR))
 
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, row_weights=None):
+        """``row_weights``: importance weights of the logistic map (the median is unweighted)."""
         from sklearn.linear_model import LogisticRegression
 
         x = self._log_measix(X, fitting=True)
@@ -190,11 +199,14 @@ class MEasixModel(_NamedColumnModel):
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"X has {x.shape[0]} rows but y has {y.shape[0]}")
         y01 = encode_binary_target(self, y)
+        w = check_row_weights(row_weights, x.shape[0])
         observed = x[~np.isnan(x)]
         self.impute_value_ = float(np.median(observed)) if observed.size else 0.0
         self.n_imputed_ = int(x.size - observed.size)
         x = np.where(np.isnan(x), self.impute_value_, x)
-        self.logistic_ = LogisticRegression(C=np.inf, max_iter=1000).fit(x[:, None], y01)
+        self.logistic_ = LogisticRegression(C=np.inf, max_iter=1000).fit(
+            x[:, None], y01, sample_weight=w
+        )
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -224,17 +236,23 @@ class FeverRuleModel(_NamedColumnModel):
         with np.errstate(invalid="ignore"):
             return np.nan_to_num(temp["temperature_max_early"], nan=-np.inf) >= self.threshold_c
 
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, row_weights=None):
+        """``row_weights``: the outcome rates are weighted means (the rule itself is fixed)."""
         positive = self.rule(X, fitting=True)
         y = np.asarray(y)
         if y.shape[0] != positive.shape[0]:
             raise ValueError(f"X has {positive.shape[0]} rows but y has {y.shape[0]}")
         y01 = encode_binary_target(self, y)
-        overall = float(y01.mean())
+        w = check_row_weights(row_weights, y01.shape[0])
+
+        def rate(m):
+            return float(y01[m].mean() if w is None else np.average(y01[m], weights=w[m]))
+
+        overall = rate(np.ones(y01.shape[0], dtype=bool))
         self.n_positive_ = int(positive.sum())
         self.n_negative_ = int((~positive).sum())
-        self.rate_positive_ = float(y01[positive].mean()) if self.n_positive_ else overall
-        self.rate_negative_ = float(y01[~positive].mean()) if self.n_negative_ else overall
+        self.rate_positive_ = rate(positive) if self.n_positive_ else overall
+        self.rate_negative_ = rate(~positive) if self.n_negative_ else overall
         return self
 
     def predict_proba(self, X) -> np.ndarray:

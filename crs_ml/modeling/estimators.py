@@ -1,7 +1,8 @@
 """Risk models behind one scikit-learn interface: xgboost + Platt, and the baselines.
 
 Every model is a binary classifier (``classes_`` has two labels; the second is the event)
-with ``fit(X, y, groups=None)``, ``predict_proba`` and ``predict``. ``X`` is a float
+with ``fit(X, y, groups=None, row_weights=None)``, ``predict_proba`` and ``predict``
+(``row_weights``: importance weights, one > 0 per row, e.g. censoring weights). ``X`` is a float
 DataFrame with the feature names of the brief, or an ndarray; NaN means missing.
 ``groups`` are person ids, used for any split made inside ``fit`` (rows of one person never
 sit on both sides); ``None`` makes every row its own group.
@@ -26,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from crs_ml.errors import ConfigError
 from crs_ml.modeling.base import BinaryRiskClassifier
 from crs_ml.modeling.inner_splits import (  # noqa: F401 - re-exported for the baselines
+    check_row_weights,
     encode_binary_target,
     group_codes,
     inner_group_folds,
@@ -156,9 +158,7 @@ class XGBRiskModel(BinaryRiskClassifier):
         y01 = encode_binary_target(self, y)
         codes = group_codes(groups, X.shape[0])
         monotone = self._monotone_tuple()
-        w = None if row_weights is None else np.asarray(row_weights, dtype=np.float64)
-        if w is not None and (w.shape != (X.shape[0],) or not (w > 0).all()):
-            raise ValueError(f"row_weights must be one value > 0 per row ({X.shape[0]})")
+        w = check_row_weights(row_weights, X.shape[0])
         if self.inner_folds and int(self.inner_folds) >= 2:
             folds = inner_group_folds(y01, codes, int(self.inner_folds), self.random_state)
             if folds is not None:

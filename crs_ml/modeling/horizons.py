@@ -32,9 +32,16 @@ censoring weight of Blanche et al. (2013) (:func:`crs_ml.evaluation.censored.ipc
 with the censoring distribution a reverse Kaplan-Meier per landmark fitted on the training
 rows only (inside each CV fold), by site when ``task.censoring_by`` is ``site``, else one per
 landmark (risk deciles need a model's risk, which training does not have before the fit).
-Weights are scaled to mean 1 over the rows kept. A family whose ``fit`` takes no
-``row_weights`` (only xgboost does) leaves the censored out unweighted (training metric
-``horizon_weighted`` 0).
+Weights are scaled to mean 1 over the rows kept. Every family of this package takes them
+(``fit(..., row_weights=...)``: xgboost, the additive and logistic models, the stack and its
+members, the baselines' fitted maps); a family whose ``fit`` took none would leave the
+censored out unweighted (training metric ``horizon_weighted`` 0).
+
+The day-14 model. With ``task.training_weights: ipcw`` (the default) it is trained on the same
+kind of rows with the same weights (:func:`horizon_data` with ``day14=True``, column
+:data:`DAY14`; :func:`training_weights`, one home for the weights): everyone at risk at L
+with data, the censored before day 14 left out, the others weighted. With ``none`` it keeps the
+complete-case rows of rule 4, unweighted (:mod:`crs_ml.modeling.train`).
 """
 
 from __future__ import annotations
@@ -98,6 +105,10 @@ def horizons_of(windows_h, horizon_h: float) -> list[Horizon]:
 
 
 # --------------------------------------------------------------------------- data
+#: the :class:`HorizonData` key of the day-14 outcome (the scores table's risk column)
+DAY14 = "risk"
+
+
 @dataclass
 class HorizonData:
     """Rows at risk at each landmark (rules 1-3 and 5) with each window's outcome."""
@@ -110,22 +121,28 @@ class HorizonData:
 
 
 def horizon_data(cohort, horizons: list[Horizon], landmarks_h, horizon_h: float, features,
-                 columns: list[str] | None = None) -> HorizonData:  # fmt: skip
-    """The training rows of the windows (module docstring), features ``columns`` (None: all)."""
+                 columns: list[str] | None = None, day14: bool = False) -> HorizonData:  # fmt: skip
+    """The training rows of the windows (module docstring), features ``columns`` (None: all);
+    ``day14``: also the outcome by ``horizon_h`` (key :data:`DAY14`) on the same rows."""
     windows = [h.window_h for h in horizons]
+    keys = [(h.label, h.column) for h in horizons]
+    if day14:
+        keys.append((horizon_label(None, horizon_h), DAY14))
+    if not keys:
+        raise ValueError("horizon_data needs a window or day14=True")
     hs = horizon_status(cohort, landmarks_h, windows, horizon_h)
     hs = hs[hs["status"] == "included"]
-    first = hs[hs["horizon"] == horizons[0].label].reset_index(drop=True)
+    first = hs[hs["horizon"] == keys[0][0]].reset_index(drop=True)
     X = build_features(cohort, first[["patient_id", "landmark_h"]], features)
     X = X if columns is None else X[columns]
     meta = first[["patient_id", "person_id", "landmark_h", "time_h", "cause", "site"]].copy()
     y, censored, end = {}, {}, {}
-    for h in horizons:
-        rows = hs[hs["horizon"] == h.label].reset_index(drop=True)
+    for label, column in keys:
+        rows = hs[hs["horizon"] == label].reset_index(drop=True)
         outcome = rows["outcome"].to_numpy(dtype=object)
-        y[h.column] = (outcome == "event").astype(np.int64)
-        censored[h.column] = outcome == "censored"
-        end[h.column] = rows["horizon_end_h"].to_numpy(dtype=np.float64)
+        y[column] = (outcome == "event").astype(np.int64)
+        censored[column] = outcome == "censored"
+        end[column] = rows["horizon_end_h"].to_numpy(dtype=np.float64)
     return HorizonData(X, meta.reset_index(drop=True), y, censored, end)
 
 

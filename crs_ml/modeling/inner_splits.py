@@ -100,3 +100,23 @@ def inner_group_folds(
             return None
         out.append((train, valid))
     return out
+
+
+def check_row_weights(row_weights, n_rows: int) -> np.ndarray | None:
+    """``row_weights`` as float64 (None stays None): importance weights, one finite value > 0
+    per row, e.g. censoring weights. Not scikit-learn's ``sample_weight`` of frequencies: a
+    model's inner splits stay by person whatever the weights."""
+    if row_weights is None:
+        return None
+    w = np.asarray(row_weights, dtype=np.float64)
+    if w.shape != (n_rows,) or not (np.isfinite(w) & (w > 0)).all():
+        raise ValueError(f"row_weights must be one finite value > 0 per row ({n_rows})")
+    return w
+
+
+def weighted_log_loss(y01: np.ndarray, p: np.ndarray, w: np.ndarray | None) -> float:
+    """Mean log-loss of risks ``p`` (clipped to [1e-12, 1 - 1e-12]), weighted by ``w``
+    (None: unweighted)."""
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    loss = -(y01 * np.log(p) + (1 - y01) * np.log1p(-p))
+    return float(np.mean(loss) if w is None else np.sum(w * loss) / np.sum(w))

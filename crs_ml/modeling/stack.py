@@ -19,6 +19,9 @@
    (README, "Model families");
 3. each member is refit on all training rows (``members_``).
 
+``fit(..., row_weights=...)`` (importance weights, e.g. censoring weights) passes the weights
+to every member's fit in steps 1 and 3 and weights the blend's log-loss in step 2.
+
 The risk is ``expit(platt_intercept_ + platt_slope_ * sum_m w_m * logit_m(X))``. Each member's
 exact SHAP decomposition (TreeSHAP for xgboost, the additive terms, linear SHAP for the
 logistic model) is linear in its log-odds, so the blend's SHAP is the weighted sum of the
@@ -48,7 +51,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from crs_ml.modeling.additive import AdditiveRiskModel, known_frame
 from crs_ml.modeling.base import LogOddsRiskClassifier
-from crs_ml.modeling.inner_splits import encode_binary_target, group_codes, inner_group_folds
+from crs_ml.modeling.inner_splits import (
+    check_row_weights,
+    encode_binary_target,
+    group_codes,
+    inner_group_folds,
+    weighted_log_loss,
+)
 
 _EPS = 1e-12
 
@@ -90,17 +99,20 @@ def member_explanation(estimator, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarr
     raise TypeError(f"no exact SHAP for a {type(estimator).__name__} stack member")
 
 
-def fit_blend(M: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Non-negative logistic regression of y on the columns of M: (coefficients, intercept)."""
+def fit_blend(M: np.ndarray, y: np.ndarray, weights=None) -> tuple[np.ndarray, float]:
+    """Non-negative logistic regression of y on the columns of M: (coefficients, intercept);
+    ``weights`` (one > 0 per row, or None) weight each row's log-loss."""
     m = M.shape[1]
-    prevalence = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    w, total = (1.0, len(y)) if weights is None else (weights, float(np.sum(weights)))
+    mean = y.mean() if weights is None else np.average(y, weights=weights)
+    prevalence = float(np.clip(mean, 1e-6, 1 - 1e-6))
 
     def loss(theta):
         eta = theta[0] + M @ theta[1:]
         p = expit(eta)
         # log(1 + e^eta) - y * eta, stable
-        value = np.sum(np.logaddexp(0.0, eta) - y * eta) / len(y)
-        grad_eta = (p - y) / len(y)
+        value = np.sum(w * (np.logaddexp(0.0, eta) - y * eta)) / total
+        grad_eta = w * (p - y) / total
         return value, np.concatenate([[grad_eta.sum()], M.T @ grad_eta])
 
     start = np.concatenate([[np.log(prevalence / (1 - prevalence))], np.full(m, 1.0 / m)])
@@ -136,54 +148,60 @@ def expand_rules(families, names: list[str]) -> list[str]:
     return rules
 
 
-def fit_rule(rule: str, M: np.ndarray, y: np.ndarray, names: list[str]):
+def fit_rule(rule: str, M: np.ndarray, y: np.ndarray, names: list[str], row_weights=None):
     """(coefficients >= 0, intercept) of a blending rule on the member log-odds ``M``:
     ``nnls`` (non-negative logistic regression on all members), ``equal`` (equal weights,
     then a Platt map), ``only:<member>`` (that member alone, with a Platt map) or
     ``shrunk:<a>`` (convex weights ``a * nnls weights + (1 - a) * equal weights``, then a
-    Platt map)."""
+    Platt map); ``row_weights``: each row's weight in the log-loss (None: equal)."""
     if rule == "nnls":
-        return fit_blend(M, y)
+        return fit_blend(M, y, row_weights)
     equal = np.full(M.shape[1], 1.0 / M.shape[1])
     if rule == "equal":
         weights = equal
     elif rule.startswith("shrunk:"):
         share = float(rule.split(":", 1)[1])
-        coef, _ = fit_blend(M, y)
+        coef, _ = fit_blend(M, y, row_weights)
         free = coef / coef.sum() if coef.sum() > 0 else equal
         weights = share * free + (1.0 - share) * equal
     else:
         weights = (np.asarray(names) == rule.split(":", 1)[1]).astype(np.float64)
     score = M @ weights
-    coef, intercept = fit_blend(score[:, None], y)
+    coef, intercept = fit_blend(score[:, None], y, row_weights)
     return coef[0] * weights, intercept
 
 
-def choose_rule(M: np.ndarray, y: np.ndarray, folds, names: list[str], families=None):
+def choose_rule(M: np.ndarray, y: np.ndarray, folds, names: list[str], families=None,
+                weights=None):  # fmt: skip
     """The blending rule with the lowest held-out log-loss when each rule is fit on the other
     inner folds' out-of-fold log-odds (the same person folds); ties go to the earlier rule
-    of ``families`` (default: the free weights alone). Returns (rule, {rule: mean held-out
+    of ``families`` (default: the free weights alone). ``weights`` (one > 0 per row, or
+    None) weight the fits and the held-out log-loss. Returns (rule, {rule: mean held-out
     log-loss})."""
     rules = expand_rules(families or ("nnls",), names)
     losses = {}
     for rule in rules:
         total = 0.0
         for train, valid in folds:
-            coef, b = fit_rule(rule, M[train], y[train].astype(np.float64), names)
+            w_train = None if weights is None else weights[train]
+            coef, b = fit_rule(rule, M[train], y[train].astype(np.float64), names, w_train)
             eta = b + M[valid] @ coef
-            total += float(np.sum(np.logaddexp(0.0, eta) - y[valid] * eta))
-        losses[rule] = total / len(y)
+            loss = np.logaddexp(0.0, eta) - y[valid] * eta
+            total += float(np.sum(loss if weights is None else weights[valid] * loss))
+        losses[rule] = total / (len(y) if weights is None else float(np.sum(weights)))
     best = min(rules, key=lambda r: (round(losses[r], 12), rules.index(r)))
     return best, losses
 
 
-def blend_from_margins(M: np.ndarray, y: np.ndarray, folds, names: list[str], families=None):
+def blend_from_margins(M: np.ndarray, y: np.ndarray, folds, names: list[str], families=None,
+                       weights=None):  # fmt: skip
     """The blend fit on the members' out-of-fold log-odds ``M`` (rows, members) with the
     inner ``folds`` they came from, the rule chosen among the ``families``
-    (:func:`choose_rule`): (rule, {rule: held-out log-loss}, coefficients >= 0, intercept).
-    The risk is ``expit(intercept + M @ coefficients)``."""
-    rule, losses = choose_rule(M, y, folds, names, families)
-    coef, intercept = fit_rule(rule, M, y.astype(np.float64), names)
+    (:func:`choose_rule`), rows weighted by ``weights`` (None: equal): (rule, {rule: held-out
+    log-loss}, coefficients >= 0, intercept). The risk is ``expit(intercept + M @
+    coefficients)``."""
+    rule, losses = choose_rule(M, y, folds, names, families, weights)
+    coef, intercept = fit_rule(rule, M, y.astype(np.float64), names, weights)
     return rule, losses, coef, intercept
 
 
@@ -221,8 +239,12 @@ class StackedRiskModel(LogOddsRiskClassifier):
             raise ValueError(f"a stack member's columns {columns} match no feature of X")
         return cols
 
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, row_weights=None):
+        """``row_weights`` (optional, one per row, > 0): importance weights (e.g. censoring
+        weights), passed to every member's fit on the inner folds and in the final refit, and
+        weighting the blend's log-loss (rule choice and fit) and the inner metrics."""
         from crs_ml.evaluation import metrics as M
+        from crs_ml.evaluation.censored import weighted_auroc
 
         if not self.members or len(self.members) < 2:
             raise ValueError("StackedRiskModel needs at least two members")
@@ -232,6 +254,7 @@ class StackedRiskModel(LogOddsRiskClassifier):
         expand_rules(self.blend_rules, names)  # an unknown family fails before any fitting
         Xv, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
         y01 = encode_binary_target(self, y)
+        w = check_row_weights(row_weights, Xv.shape[0])
         frame = self._frame(Xv)
         codes = group_codes(groups, frame.shape[0])
         groups_arr = codes
@@ -247,9 +270,10 @@ class StackedRiskModel(LogOddsRiskClassifier):
             )
         else:
             for train, valid in folds:
+                kw = {} if w is None else {"row_weights": w[train]}
                 for j, (_, est, cols) in enumerate(specs):
                     fitted = clone(est).fit(
-                        frame.iloc[train][cols], y01[train], groups=groups_arr[train]
+                        frame.iloc[train][cols], y01[train], groups=groups_arr[train], **kw
                     )
                     oof[valid, j] = member_logit(fitted, frame.iloc[valid][cols])
         self.blend_rule_, self.rule_log_loss_ = "nnls", {}
@@ -258,7 +282,7 @@ class StackedRiskModel(LogOddsRiskClassifier):
             for k, (_, valid) in enumerate(folds):
                 self.inner_fold_[valid] = k
             self.blend_rule_, self.rule_log_loss_, coef, intercept = blend_from_margins(
-                oof, y01, folds, [n for n, _, _ in specs], tuple(self.blend_rules)
+                oof, y01, folds, [n for n, _, _ in specs], tuple(self.blend_rules), w
             )
         else:
             coef, intercept = np.full(len(specs), 1.0 / len(specs)), 0.0
@@ -274,12 +298,15 @@ class StackedRiskModel(LogOddsRiskClassifier):
             for label, score in [*((n, oof[:, j]) for j, (n, _, _) in enumerate(specs)),
                                  ("blend", blend)]:  # fmt: skip
                 p = np.clip(expit(score), _EPS, 1 - _EPS)
+                auroc = M.auroc(y01, p) if w is None else weighted_auroc(y01, p, w)
                 self.inner_metrics_[label] = {
-                    "auroc": float(M.auroc(y01, p)),
-                    "log_loss": float(-np.mean(y01 * np.log(p) + (1 - y01) * np.log1p(-p))),
+                    "auroc": float(auroc),
+                    "log_loss": weighted_log_loss(y01, p, w),
                 }
+        kw = {} if w is None else {"row_weights": w}
         self.members_ = [
-            (n, clone(est).fit(frame[cols], y01, groups=groups_arr), cols) for n, est, cols in specs
+            (n, clone(est).fit(frame[cols], y01, groups=groups_arr, **kw), cols)
+            for n, est, cols in specs
         ]
         return self
 

@@ -7,6 +7,17 @@ are computed per landmark, over all stacked landmarks, and for treated / untreat
 at L; then the model is refit on all data. ``validation="optimism"`` replaces the CV with
 Harrell's optimism-corrected bootstrap.
 
+Censoring (``task.training_weights``). With ``ipcw`` (the default) the day-14 model's training
+rows at landmark L are everyone at risk at L with data (:class:`CensoredRows`): the censored
+before day 14 are left out and the others carry inverse probability of censoring weights, a
+reverse Kaplan-Meier per landmark (by site with ``task.censoring_by: site``) fitted on the
+training rows only: on each CV training fold for the out-of-fold risks, on each bootstrap
+sample for the optimism bootstrap, on all rows for the final model
+(:func:`crs_ml.modeling.horizons.training_weights`). Persons lost to follow-up at every
+landmark (never in the complete-case rows) are dealt to CV folds by person as the others. The
+metrics are computed on the complete-case rows in both settings, so runs with ``ipcw`` and
+``none`` compare on the same rows and folds; ``none`` trains on those rows unweighted.
+
 Short horizons (``task.windows_h``, :mod:`crs_ml.modeling.horizons`): one model per window of
 the same family, on everyone at risk at L with censoring weights, cross-validated on folds by
 person (``cv.horizon_repeats`` repeats) and refit on all rows; per report landmark their IPCW
@@ -38,6 +49,7 @@ from crs_ml.features.landmarks import build_landmark_dataset
 from crs_ml.modeling.bundle import save_bundle
 from crs_ml.modeling.estimators import feature_set_columns, make_model
 from crs_ml.modeling.horizons import (
+    DAY14,
     Horizon,
     HorizonData,
     capped_risks,
@@ -111,6 +123,69 @@ class TrainResult:
         )
 
 
+# --------------------------------------------------------------------------- censored rows
+@dataclass
+class CensoredRows:
+    """The day-14 model's training rows with ``task.training_weights: ipcw``: everyone at risk
+    at L with data and the outcome by day 14 (:func:`crs_ml.modeling.horizons.horizon_data`
+    with ``day14=True``). :meth:`fit` fits a model on any subset of them with the censoring
+    weights refit on that subset only (the censored left out, the others weighted)."""
+
+    data: HorizonData
+    censoring_by: str
+
+    @property
+    def persons(self) -> np.ndarray:
+        return self.data.meta["person_id"].astype(str).to_numpy()
+
+    def weights(self, rows: np.ndarray) -> np.ndarray:
+        """Training weights of ``rows`` (positions; repeats allowed), G fitted on them only."""
+        meta = self.data.meta.iloc[rows].reset_index(drop=True)
+        return training_weights(meta, self.data.end_h[DAY14][rows], self.censoring_by)
+
+    def fit(self, make: Callable[[], Any], rows: np.ndarray | None = None):
+        """A model from ``make`` fit on ``rows`` (None: all) with their censoring weights."""
+        rows = np.arange(len(self.data.meta)) if rows is None else np.asarray(rows)
+        X = self.data.X.iloc[rows].reset_index(drop=True)
+        return fit_horizon(make, X, self.data.y[DAY14][rows], self.weights(rows),
+                           self.persons[rows])  # fmt: skip
+
+    def folds(self, fold_ids: np.ndarray, persons: np.ndarray, folds: int, seed: int):
+        """CV fold of each row, shape like ``fold_ids`` (repeats, n rows here): a person of the
+        complete-case rows (``persons``, folds ``fold_ids``) keeps their fold; the others (lost
+        to follow-up) are dealt to folds by :func:`person_folds` among themselves."""
+        mine = self.persons
+        known = np.isin(mine, persons)
+        out = np.zeros((fold_ids.shape[0], len(mine)), dtype=np.int16)
+        if (~known).any() and len(np.unique(mine[~known])) >= 2:
+            out[:, ~known] = person_folds(mine[~known], self.data.y[DAY14][~known], folds,
+                                          fold_ids.shape[0], seed)  # fmt: skip
+        for r in range(fold_ids.shape[0]):
+            fold_of = pd.Series(fold_ids[r], index=persons)
+            fold_of = fold_of[~fold_of.index.duplicated()]
+            out[r, known] = fold_of.reindex(mine[known]).to_numpy()
+        return out
+
+    def bootstrap_rows(self, drawn: np.ndarray, persons: np.ndarray) -> np.ndarray:
+        """Rows (positions, repeated) of a person bootstrap sample of the complete-case rows
+        (``drawn`` = the persons of the sampled rows, ``persons`` = all): each sampled person's
+        rows as often as drawn; the persons not in the complete-case rows once."""
+        times = pd.Series(drawn).value_counts() / pd.Series(persons).value_counts()
+        mine = pd.Series(self.persons)
+        reps = mine.map(times.round()).to_numpy()
+        reps = np.where(mine.isin(persons), np.nan_to_num(reps), 1).astype(np.int64)
+        return np.repeat(np.arange(len(mine)), reps)
+
+    def summary(self) -> dict[str, float]:
+        """Counts for the run log: rows at risk, censored before day 14 (weight 0) and used."""
+        censored = self.data.censored[DAY14]
+        return {
+            "day14_rows_at_risk": float(len(censored)),
+            "day14_censored_rows": float(censored.sum()),
+            "day14_weighted_rows": float((~censored).sum()),
+        }
+
+
 # --------------------------------------------------------------------------- splitting
 def person_folds(
     persons: np.ndarray, y: np.ndarray, folds: int, repeats: int, seed: int
@@ -157,21 +232,28 @@ def cross_validate(
     seed: int,
     progress: Progress | None = None,
     member_oof: dict[str, np.ndarray] | None = None,
+    censored: CensoredRows | None = None,
 ) -> np.ndarray:
     """Out-of-fold calibrated risk, shape (repeats, n_rows).
 
     ``member_oof``: a dict to fill, for a stack, with each member's out-of-fold risk (the
     member as refit inside the stack on the same outer training fold), so the members can be
-    reported on exactly the blend's folds."""
+    reported on exactly the blend's folds. ``censored``: train each fold on these rows of
+    the training fold's persons, with censoring weights fitted on them (the rows scored are
+    still X's)."""
     fold_ids = person_folds(persons, y, folds, repeats, seed)
+    train_folds = None if censored is None else censored.folds(fold_ids, persons, folds, seed)
     oof = np.full(fold_ids.shape, np.nan)
     total = repeats * folds
     done = 0
     for r in range(repeats):
         for k in np.unique(fold_ids[r]):
             test = fold_ids[r] == k
-            model = make()
-            model.fit(X.loc[~test], y[~test], groups=persons[~test])
+            if censored is None:
+                model = make()
+                model.fit(X.loc[~test], y[~test], groups=persons[~test])
+            else:
+                model = censored.fit(make, np.flatnonzero(train_folds[r] != k))
             oof[r, test] = model.predict_proba(X.loc[test])[:, 1]
             if member_oof is not None and hasattr(model, "member_logits"):
                 for name, logit in model.member_logits(X.loc[test]).items():
@@ -354,13 +436,24 @@ def train_model(
     def make():
         return make_model(cfg.model, catalogue, cfg.seed)
 
+    # the rows at risk with data, with each horizon's outcome: the windows' training rows,
+    # and the day-14 model's with task.training_weights: ipcw
+    wanted = horizons_of(cfg.task.windows_h, cfg.task.horizon_h)
+    ipcw = cfg.task.training_weights == "ipcw"
+    data = None
+    if wanted or ipcw:
+        data = horizon_data(cohort, wanted, cfg.task.landmarks_h, cfg.task.horizon_h,
+                            cfg.features, list(X.columns), day14=ipcw)  # fmt: skip
+    censored = CensoredRows(data, cfg.task.censoring_by) if ipcw else None
+
     report_lms = [h for h in cfg.cv.report_landmarks_h if h in set(cfg.task.landmarks_h)]
     oof = None
     members: dict[str, np.ndarray] = {}
     if cfg.cv.validation == "cv":
         oof = cross_validate(
-            X, y, persons, make, cfg.cv.folds, cfg.cv.repeats, cfg.seed, progress, members
-        )
+            X, y, persons, make, cfg.cv.folds, cfg.cv.repeats, cfg.seed, progress, members,
+            censored,
+        )  # fmt: skip
         metrics = evaluate_predictions(
             y, oof, meta, report_lms, cfg.cv.bootstrap, cfg.seed, cohort.truth
         )
@@ -372,11 +465,13 @@ def train_model(
             metrics.update({f"member.{name}.{k}": v for k, v in member_metrics.items()})
     if progress:
         progress("final refit", 0, 1)
-    model = make().fit(X, y, groups=persons)
+    model = make().fit(X, y, groups=persons) if censored is None else censored.fit(make)
     if progress:
         progress("final refit", 1, 1)
     if cfg.cv.validation == "optimism":  # the final model gives the apparent performance
-        metrics = optimism_metrics(X, y, meta, make, cfg, model, progress)
+        metrics = optimism_metrics(X, y, meta, make, cfg, model, progress, censored)
+    if censored is not None:
+        metrics.update(censored.summary())
     if hasattr(model, "summary"):  # a stack: weights and the members' inner-fold performance
         metrics.update(model.summary())
     c_stat = metrics.get("auroc_all")
@@ -390,7 +485,7 @@ def train_model(
         metrics["riley_min_n"] = float(sample["riley_min_n"])
     horizons, models, inputs, horizon_scores = train_horizons(
         cohort, cfg, list(X.columns), make, meta, oof, progress,
-        horizon_truth if horizon_truth is not None else cohort.truth_horizons,
+        horizon_truth if horizon_truth is not None else cohort.truth_horizons, data,
     )  # fmt: skip
     metrics.update(horizon_scores)
     return TrainResult(
@@ -420,6 +515,7 @@ def train_horizons(
     oof: np.ndarray | None,
     progress: Progress | None = None,
     truth: pd.DataFrame | None = None,
+    data: HorizonData | None = None,
 ):
     """(horizons, {column: model refit on all rows}, {column: training inputs}, metrics) of
     the short horizons (:mod:`crs_ml.modeling.horizons`). A window with fewer than
@@ -432,8 +528,9 @@ def train_horizons(
     wanted = horizons_of(cfg.task.windows_h, cfg.task.horizon_h)
     if not wanted:
         return [], {}, {}, {}
-    data = horizon_data(cohort, wanted, cfg.task.landmarks_h, cfg.task.horizon_h, cfg.features,
-                        columns)  # fmt: skip
+    if data is None:  # ``data``: the same rows, built once by the caller
+        data = horizon_data(cohort, wanted, cfg.task.landmarks_h, cfg.task.horizon_h,
+                            cfg.features, columns)  # fmt: skip
     persons = data.meta["person_id"].astype(str).to_numpy()
     weights = {h.column: training_weights(data.meta, data.end_h[h.column], cfg.task.censoring_by)
                for h in wanted}  # fmt: skip
@@ -517,12 +614,15 @@ def _aligned_oof(meta: pd.DataFrame, oof: np.ndarray | None, rows: pd.DataFrame)
 
 
 def optimism_metrics(
-    X, y, meta, make, cfg: Config, model, progress: Progress | None
-) -> dict[str, float]:
+    X, y, meta, make, cfg: Config, model, progress: Progress | None,
+    censored: CensoredRows | None = None,
+) -> dict[str, float]:  # fmt: skip
     """Harrell's optimism-corrected bootstrap by person, per reported landmark and overall.
 
     ``model`` is the model fitted on all rows (its predictions give the apparent
     performance); each bootstrap sample of persons is fit once and scored on every slice.
+    ``censored``: each sample is fit on the censored rows of its persons
+    (:meth:`CensoredRows.bootstrap_rows`) with the weights refit on them.
     """
     persons = meta["person_id"].astype(str).to_numpy()
     lm = meta["landmark_h"].to_numpy(dtype=float)
@@ -533,7 +633,10 @@ def optimism_metrics(
     n_boot = max(cfg.cv.bootstrap // 5, 20)
 
     def fit_predict(train_idx: np.ndarray, eval_sets: list[np.ndarray]) -> list[np.ndarray]:
-        fitted = make().fit(X.iloc[train_idx], y[train_idx], groups=persons[train_idx])
+        if censored is None:
+            fitted = make().fit(X.iloc[train_idx], y[train_idx], groups=persons[train_idx])
+        else:
+            fitted = censored.fit(make, censored.bootstrap_rows(persons[train_idx], persons))
         return [fitted.predict_proba(X.iloc[idx])[:, 1] for idx in eval_sets]
 
     res = M.optimism_corrected_bootstrap(

@@ -72,6 +72,7 @@ def flat_params(cfg) -> dict[str, str]:
         "model.calibration": cfg.model.calibration,
         "task.horizon_h": f"{cfg.task.horizon_h:g}",
         "task.landmarks_h": ",".join(f"{h:g}" for h in cfg.task.landmarks_h),
+        "task.training_weights": cfg.task.training_weights,
         "features.groups": ",".join(cfg.features.groups),
         "features.variables": ",".join(cfg.features.variables or ["all"]),
         "cv.validation": cfg.cv.validation,
