@@ -56,7 +56,8 @@ def visible_rows(
     points: pl.DataFrame,
     columns: list[str],
     codes: dict[str, tuple[str, ...]] | None = None,
-) -> pl.DataFrame:
+    lazy: bool = False,
+) -> pl.DataFrame | pl.LazyFrame:
     """THE leakage guard: ``table`` rows joined to ``points``, keeping hours <= landmark_h.
 
     ``table`` is a Cohort table (pandas; read through Arrow); ``points`` has columns point
@@ -69,6 +70,8 @@ def visible_rows(
 
     The patients are matched through runs of equal patient_id (one run per patient in a
     Cohort, whose tables are sorted by patient): only the first id of each run is hashed.
+    The joins, the cut and the end cut are one polars query; ``lazy=True`` returns it
+    uncollected, for a caller to add its own steps to the same query (one collect).
     """
     hours = table["hours"].to_numpy(dtype="float64")
     latest = points["landmark_h"].max() if len(points) else -np.inf
@@ -84,8 +87,8 @@ def visible_rows(
             "run": np.arange(len(first), dtype=np.int64),
             "patient_id": pl.from_arrow(pid.take(pa.array(first))).cast(pl.String),
         }
-    )
-    run_points = runs.join(points, on="patient_id", how="inner").drop("patient_id")
+    ).lazy()
+    run_points = runs.join(points.lazy(), on="patient_id", how="inner").drop("patient_id")
     data = {"run": np.cumsum(start, dtype=np.int64) - 1, "hours": hours[keep]}
     for c in columns:
         if c in ("patient_id", "hours"):
@@ -100,17 +103,18 @@ def visible_rows(
             data[c] = table[c].to_numpy()[keep]
     out = (
         pl.DataFrame(data)
+        .lazy()
         .join(run_points, on="run", how="inner", maintain_order="left")
         .filter(pl.col("hours") <= pl.col("landmark_h"))
         .drop("run")
     )
-    if "end_hours" in out.columns:
+    if "end_hours" in data:
         end, lm = pl.col("end_hours"), pl.col("landmark_h")
         # NaN (no end) compares as the largest number in polars: keep it NaN
         out = out.with_columns(
             end_hours=pl.when(end.is_nan()).then(end).otherwise(pl.min_horizontal(end, lm))
         )
-    return out
+    return out if lazy else out.collect(engine=ENGINE)
 
 
 def _visible(table: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
@@ -327,17 +331,20 @@ def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> p
     and source row within a patient, so a stable sort on gid usually suffices; this is
     checked, and a full sort is used when it does not hold."""
     vis = visible_rows(
-        cohort.observations, points, OBSERVATION_INPUT, codes={"variable": plan.variables}
-    )
+        cohort.observations, points, OBSERVATION_INPUT, codes={"variable": plan.variables},
+        lazy=True,
+    )  # fmt: skip
     out = (
         vis.rename({"variable": "var"})
         .filter(pl.col("var").is_not_null() & pl.col("value").is_not_nan())
         .with_columns(gid=pl.col("point") * len(plan.variables) + pl.col("var").cast(pl.Int64))
         .sort("gid", maintain_order=True)
+        .collect(engine=ENGINE)
     )
-    g, h, s = pl.col("gid"), pl.col("hours"), pl.col("source_row")
-    back = (g == g.shift(1)) & ((h < h.shift(1)) | ((h == h.shift(1)) & (s < s.shift(1))))
-    if out.select(back.any()).item():
+    # out of (hours, source_row) order within a gid? (numpy on the columns: no query)
+    g, h, s = (out[c].to_numpy() for c in ("gid", "hours", "source_row"))
+    same, dh = g[1:] == g[:-1], h[1:] - h[:-1]
+    if (same & ((dh < 0) | ((dh == 0) & (s[1:] < s[:-1])))).any():
         out = out.sort(["gid", "hours", "source_row"])
     return out
 

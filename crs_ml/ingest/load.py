@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from crs_ml.cohort import EVENT_COLUMNS, PATIENT_COLUMNS, Cohort
 from crs_ml.config import DataConfig
@@ -204,7 +205,7 @@ def load_cohort(path_or_paths=None, options: DataConfig | None = None) -> Cohort
 
 
 def load_frames(
-    frames: Mapping[str, pd.DataFrame],
+    frames: Mapping[str, pd.DataFrame | pl.DataFrame],
     options: DataConfig | None = None,
     file_names: Mapping[str, str] | None = None,
 ) -> Cohort:
