@@ -74,8 +74,10 @@ def _stage(name: str, t0: float) -> float:
     return dt
 
 
-def train_bundle(folder: Path, n: int, seed: int, windows: bool = True):
-    from crs_ml.config import config_from_dict
+def train_bundle(folder: Path, n: int, seed: int, windows: bool = True, config: str | None = None):
+    """Train ``config`` (a YAML file; None: the default configuration) with light CV on ``n``
+    simulated patients; (loaded bundle, its folder)."""
+    from crs_ml.config import load_config
     from crs_ml.ingest.load import load_cohort
     from crs_ml.modeling.bundle import load_bundle
     from crs_ml.modeling.train import train_model
@@ -84,7 +86,7 @@ def train_bundle(folder: Path, n: int, seed: int, windows: bool = True):
     write_cohort(simulate_cohort(n, seed), folder / "train")
     cohort = load_cohort(folder / "train")
     sets = ["cv.folds=2", "cv.repeats=1", "cv.bootstrap=0"]
-    cfg = config_from_dict({}, sets if windows else [*sets, "task.windows_h=[]"])
+    cfg = load_config(config, sets if windows else [*sets, "task.windows_h=[]"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = train_model(cohort, cfg)
