@@ -213,10 +213,9 @@ class _Stats:
     def add(self, table: pl.DataFrame) -> None:
         gid = table["gid"].to_numpy()
         flat = (gid % self.nv) * self.n + gid // self.nv  # position in a flat grid
-        names = [c for c in table.columns if c != "gid"]
-        values = table.select(names).to_numpy()  # one conversion for every column
-        for j, c in enumerate(names):
-            self._where[c] = (flat, values[:, j])
+        for c in table.columns:  # float64 without nulls: each column's values as they are
+            if c != "gid":
+                self._where[c] = (flat, table.get_column(c).to_numpy())
 
     def grid(self, column: str, fill: float = np.nan) -> np.ndarray:
         if (column, fill) not in self._grids:
@@ -470,6 +469,8 @@ KERNELS: dict[str, _Kernel] = {
 # --------------------------------------------------------------------------- other inputs
 def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
     """Hours of the first visible event of each kind per point (NaN when none)."""
+    if vis_ev.height == 0:
+        return {}
     first = vis_ev.group_by("event", "point").agg(pl.col("hours").min())
     out = {}
     for (name,), part in first.group_by("event"):
@@ -477,9 +478,6 @@ def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
         when[part["point"].to_numpy()] = part["hours"].to_numpy()
         out[str(name)] = when
     return out
-
-
-_GRADE_COLUMNS = ["max_grade", "crs_onset_hours", "oxygen_level", "vasopressors"]
 
 
 def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict:
@@ -492,22 +490,29 @@ def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndar
     keep = (pl.col("hours") >= 0) & (
         ((var == ti) & (v >= FEVER_C)) | ((var == si) & (v < HYPOTENSION_SBP_MMHG))
     )
-    rows = obs.filter(keep).select(
-        point=pl.col("gid") // nv,
-        hours="hours",
-        variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
-        value="value",
-    )
-    if rows.height or vis_ev.height:
-        st = grade_summary(
-            rows.to_pandas(),
-            vis_ev.to_pandas(),
-            key="point",
-            until=pd.Series(lm),
-            fever_window_h=FEVER_WINDOW_H,
+    rows = (
+        obs.lazy()
+        .filter(keep)
+        .select(
+            point=pl.col("gid") // nv,
+            hours="hours",
+            variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
+            value="value",
         )
-    else:  # nothing to grade: every point is absent from the summary (0 / NaN below)
-        st = pd.DataFrame(columns=_GRADE_COLUMNS, dtype="float64")
+        .collect(engine=ENGINE)
+    )
+    if not (rows.height or vis_ev.height):  # nothing to grade: no point in the summary
+        none = np.full(n, np.nan)
+        zero = np.zeros(n)
+        return {"oxygen_level": zero, "vasopressor_level": zero.copy(),
+                "astct_grade_so_far": zero.copy(), "hours_since_crs_onset": lm - none}  # fmt: skip
+    st = grade_summary(
+        rows.to_pandas(),
+        vis_ev.to_pandas(),
+        key="point",
+        until=pd.Series(lm),
+        fever_window_h=FEVER_WINDOW_H,
+    )
     st = st.reindex(np.arange(n))
     return {
         "oxygen_level": st["oxygen_level"].fillna(0).to_numpy("float64"),
