@@ -501,6 +501,11 @@ def main() -> None:
                                           windows=not args.no_windows,
                                           config=args.config)  # fmt: skip
         _stage("train", t0)
+        if bundle.booster is None:  # bare TreeSHAP (steps 4-6, 8) needs a booster
+            raise SystemExit(
+                f"a {bundle.model_type} model has no booster for the bare TreeSHAP floor: "
+                "use --config configs/xgboost.yaml, or --latency-only for step 7"
+            )
         print(f"simulating {args.patients} new patients, data up to {args.as_of_hours:g} h",
               flush=True)  # fmt: skip
         t0 = time.perf_counter()
