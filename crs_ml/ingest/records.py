@@ -122,7 +122,7 @@ def check_records(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     return clean, record
 
 
-def _patients_table(clean: pd.DataFrame, record: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+def _patients_table(clean: pd.DataFrame, record: np.ndarray) -> tuple[pl.DataFrame, np.ndarray]:
     """One row per patient_id (order of first appearance) with its attributes as text."""
     codes, ids = pd.factorize(clean["patient_id"].to_numpy(dtype=object))
     first = np.full(len(ids), len(codes), dtype=np.int64)
