@@ -4,6 +4,7 @@
    configs/xgboost.yaml the previous default) with light CV (2 folds, 1 repeat, no
    bootstrap) on ``--train-patients`` simulated patients and saves the bundle (temporary
    folder).
+   ``--latency-only`` measures step 7 alone (any model type).
 2. Simulates ``--patients`` new patients (another seed) and keeps what a batch run at
    ``--as-of-hours`` since infusion would see: rows with hours <= as-of (a support still
    running at that time has no end yet). Written as Parquet (or CSV with ``--input csv``).
@@ -33,7 +34,10 @@
    the p50 of each of its stages (statuses, features, TreeSHAP + drivers, scores table); and
    an MLflow pyfunc model saved from the bundle, loaded once, ``predict`` on the one-table
    records of one patient, with the p50 of its stages (records to cohort, scoring, output
-   conversion, MLflow's own input handling).
+   conversion, MLflow's own input handling). Reported for the model of step 1 (its type
+   named) and, with ``--latency-configs A.yaml B.yaml``, for a model of each of those
+   configurations trained the same way (e.g. configs/xgboost.yaml and configs/stack.yaml).
+   ``--latency-only`` runs step 7 alone, on ``--latency-cohort`` simulated patients.
 8. How the ratio depends on the model's size: step 4 again with the default configuration
    trained on ``--larger-train-patients`` (default 3,000, a multi-site registry's size;
    early stopping keeps more trees with more data). 0 skips it.
@@ -48,7 +52,8 @@ of the pyfunc < 20 ms. Writes benchmarks/results/score.json and score.md (a tabl
 and prints the table; data and models go to a temporary folder that is deleted afterwards.
 On a shared machine the numbers are indicative: re-run on a quiet one. Usage:
 ``python benchmarks/bench_score.py [--patients 100000] [--as-of-hours 48] [--input parquet]
-[--runs 3] [--baseline-commit 13cc9bc]``.
+[--runs 3] [--baseline-commit 13cc9bc] [--config configs/xgboost.yaml] [--latency-only
+--latency-configs configs/xgboost.yaml configs/stack.yaml --no-windows]``.
 """
 
 from __future__ import annotations
@@ -397,6 +402,7 @@ def latency(bundle_dir: Path, folder: Path, cohort, n: int, seed: int) -> dict:
             pip_requirements=pip_requirements(),
         )  # fmt: skip
     model = mlflow.pyfunc.load_model(str(folder / "pyfunc"))
+    shutil.rmtree(folder / "pyfunc")  # the next model's goes to the same place
     rng = np.random.default_rng(seed)
     ids = rng.choice(cohort.patients["patient_id"].to_numpy(dtype=object), n + 5, replace=False)
     small = cohort.subset(ids)
@@ -439,6 +445,8 @@ def latency(bundle_dir: Path, folder: Path, cohort, n: int, seed: int) -> dict:
         return float(np.percentile(values, q) * 1000)
 
     return {
+        "model_type": str(manifest["config"]["model"]["type"]),
+        "boosters": 1 + len(manifest.get("horizons") or ()),
         "n": len(total),
         "rows_per_patient_median": float(np.median([len(g) for g in groups])),
         "python_function_p50_ms": ms(fn_t, 50),
@@ -482,8 +490,25 @@ def main() -> None:
     )
     ap.add_argument("--config", default=str(Path(__file__).parents[1] / "configs" / "default.yaml"),
                     help="model configuration to train (default: the default, a stack)")  # fmt: skip
+    ap.add_argument(
+        "--latency-configs",
+        nargs="*",
+        default=[],
+        help="also measure single-patient latency of a model of each of these "
+        "configurations (e.g. configs/xgboost.yaml configs/stack.yaml)",
+    )
+    ap.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="single-patient latency alone (step 7), on --latency-cohort patients",
+    )
+    ap.add_argument("--latency-cohort", type=int, default=2000,
+                    help="simulated patients the one-patient inputs are drawn from with "
+                    "--latency-only")  # fmt: skip
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "score.json"))
     args = ap.parse_args()
+    if args.latency_only:
+        return latency_only(args)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tmp = Path(tempfile.mkdtemp(prefix="crs_ml_bench_score_"))
     try:
@@ -522,6 +547,7 @@ def main() -> None:
                                         tmp / "batch", args.as_of_hours, args.runs)  # fmt: skip
         print(f"single-patient latency over {args.latency_n} patients", flush=True)
         lat = latency(bundle_dir, tmp, cohort, args.latency_n, args.seed)
+        more = more_latency(args, tmp, cohort)
         larger = {}
         if args.larger_train_patients:
             n = args.larger_train_patients
@@ -559,6 +585,7 @@ def main() -> None:
         "stages_sequential": times,
         "target_ratio": 0.5,
         "single_patient": lat,
+        "single_patient_other_models": more,
         "larger_model": larger,
         "pipeline_settings": settings,
         "against_baseline": baseline,
@@ -579,10 +606,86 @@ def main() -> None:
     print("\n" + table + f"\n-> {out}, {out.with_suffix('.md')}")
 
 
+def more_latency(args, tmp: Path, cohort) -> list[dict]:
+    """Single-patient latency of a model of each of ``--latency-configs``, trained as in step 1."""
+    out = []
+    for k, config in enumerate(args.latency_configs):
+        print(f"single-patient latency, a model of {config}", flush=True)
+        _, path = train_bundle(tmp / f"latency_{k}", args.train_patients, args.seed + 101,
+                               windows=not args.no_windows, config=config)  # fmt: skip
+        out.append({"config": config, **latency(path, tmp, cohort, args.latency_n, args.seed)})
+    return out
+
+
+def latency_only(args) -> None:
+    """Step 7 alone: the model of step 1 and those of ``--latency-configs`` on one-patient
+    inputs drawn from ``--latency-cohort`` simulated patients (as of ``--as-of-hours``)."""
+    from crs_ml.cli.scoring import _data_options
+    from crs_ml.ingest.load import load_cohort
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    tmp = Path(tempfile.mkdtemp(prefix="crs_ml_bench_latency_"))
+    try:
+        print(f"training {args.config or 'the default configuration'} on "
+              f"{args.train_patients} patients", flush=True)  # fmt: skip
+        bundle, bundle_dir = train_bundle(tmp, args.train_patients, args.seed + 101,
+                                          windows=not args.no_windows,
+                                          config=args.config)  # fmt: skip
+        batch_input(tmp / "batch", args.latency_cohort, args.seed + 202, args.as_of_hours,
+                    "parquet")  # fmt: skip
+        cohort = load_cohort(tmp / "batch", _data_options(bundle, None))
+        print(f"single-patient latency over {args.latency_n} patients", flush=True)
+        lat = latency(bundle_dir, tmp, cohort, args.latency_n, args.seed)
+        more = more_latency(args, tmp, cohort)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result = {"benchmark": "score_latency", "as_of_hours": args.as_of_hours,
+              "single_patient": lat, "single_patient_other_models": more,
+              "target_p50_ms": 10.0, "target_pyfunc_p50_ms": 20.0,
+              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                          "load_avg_1m": os.getloadavg()[0]}}  # fmt: skip
+    out = Path(args.out)
+    out = out.with_name(out.stem + "_latency.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=float))
+    rows = [f"Single patient (as of {args.as_of_hours:g} h), after load; "
+            f"{os.cpu_count()} cores, load {result['machine']['load_avg_1m']:.1f} at the end.",
+            "", "| measure | value | target | met |", "|---|---|---|---|",
+            *latency_rows(lat), *(r for m in more for r in latency_rows(m))]  # fmt: skip
+    table = "\n".join(rows)
+    out.with_suffix(".md").write_text(table + "\n")
+    print("\n" + table + f"\n-> {out}, {out.with_suffix('.md')}")
+
+
+def latency_rows(lat: dict) -> list[str]:
+    """The single-patient rows of the summary table, naming the model measured."""
+    yes = {True: "yes", False: "**no**"}
+    st = lat["python_function_stage_p50_ms"]
+    model = lat.get("model_type", "?")
+    if lat.get("boosters", 1) > 1:
+        model += f", {lat['boosters'] - 1} short horizons"
+    if lat.get("config"):
+        model += f", {lat['config']}"
+    return [
+        f"| single patient ({model}), `crs_ml.score` p50 (p95) | "
+        f"**{lat['python_function_p50_ms']:.1f} ms** ({lat['python_function_p95_ms']:.1f}); CPU "
+        f"time p50 {lat['python_function_cpu_p50_ms']:.1f} ms | < 10 ms | "
+        f"{yes[lat['python_function_p50_ms'] < 10]} |",
+        f"| ... statuses + completeness / features / TreeSHAP + drivers / scores table, p50 | "
+        f"{st['statuses_completeness']:.1f} / {st['features']:.1f} / "
+        f"{st['treeshap_drivers']:.1f} / {st['scores_table']:.1f} ms | | |",
+        f"| single patient ({model}), pyfunc `predict(records)` p50 (p95) | "
+        f"**{lat['p50_ms']:.1f} ms** ({lat['p95_ms']:.1f}); CPU time p50 "
+        f"{lat['cpu_p50_ms']:.1f} ms | < 20 ms | {yes[lat['p50_ms'] < 20]} |",
+        f"| ... records to cohort / scoring / output conversion / MLflow input handling, p50 | "
+        f"{lat['records_to_cohort_p50_ms']:.1f} / {lat['score_p50_ms']:.1f} / "
+        f"{lat['to_output_p50_ms']:.1f} / {lat['mlflow_input_handling_p50_ms']:.1f} ms | | |",
+    ]
+
+
 def summary_table(r: dict) -> str:
     """The results of one run as a Markdown table (what the README's speed section shows)."""
     e2e, lat = r["paired_runs"], r["single_patient"]
-    st = lat["python_function_stage_p50_ms"]
     yes = {True: "yes", False: "**no**"}
     rows = [
         f"One run: {r['patients']:,} patients ({r['input_format']}, as of {r['as_of_hours']:g} h, "
@@ -619,21 +722,9 @@ def summary_table(r: dict) -> str:
             f"{b['this_tree_s']:.1f} s vs {b['baseline_s']:.1f} s | >= 2x | "
             f"{yes[b['speedup'] >= 2]} |"
         )
-    rows += [
-        f"| single patient, `crs_ml.score` p50 (p95) | **{lat['python_function_p50_ms']:.1f} "
-        f"ms** ({lat['python_function_p95_ms']:.1f}); CPU time p50 "
-        f"{lat['python_function_cpu_p50_ms']:.1f} ms | < 10 ms | "
-        f"{yes[lat['python_function_p50_ms'] < 10]} |",
-        f"| ... statuses + completeness / features / TreeSHAP + drivers / scores table, p50 | "
-        f"{st['statuses_completeness']:.1f} / {st['features']:.1f} / "
-        f"{st['treeshap_drivers']:.1f} / {st['scores_table']:.1f} ms | | |",
-        f"| single patient, pyfunc `predict(records)` p50 (p95) | **{lat['p50_ms']:.1f} ms** "
-        f"({lat['p95_ms']:.1f}); CPU time p50 {lat['cpu_p50_ms']:.1f} ms | < 20 ms | "
-        f"{yes[lat['p50_ms'] < 20]} |",
-        f"| ... records to cohort / scoring / output conversion / MLflow input handling, p50 | "
-        f"{lat['records_to_cohort_p50_ms']:.1f} / {lat['score_p50_ms']:.1f} / "
-        f"{lat['to_output_p50_ms']:.1f} / {lat['mlflow_input_handling_p50_ms']:.1f} ms | | |",
-    ]
+    rows += latency_rows(lat)
+    for other in r.get("single_patient_other_models") or []:
+        rows += latency_rows(other)
     ps = r.get("pipeline_settings") or {}
     if ps:
         rows.append(

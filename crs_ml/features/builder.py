@@ -56,7 +56,8 @@ def visible_rows(
     points: pl.DataFrame,
     columns: list[str],
     codes: dict[str, tuple[str, ...]] | None = None,
-) -> pl.DataFrame:
+    lazy: bool = False,
+) -> pl.DataFrame | pl.LazyFrame:
     """THE leakage guard: ``table`` rows joined to ``points``, keeping hours <= landmark_h.
 
     ``table`` is a Cohort table (pandas; read through Arrow); ``points`` has columns point
@@ -69,6 +70,8 @@ def visible_rows(
 
     The patients are matched through runs of equal patient_id (one run per patient in a
     Cohort, whose tables are sorted by patient): only the first id of each run is hashed.
+    The joins, the cut and the end cut are one polars query; ``lazy=True`` returns it
+    uncollected, for a caller to add its own steps to the same query (one collect).
     """
     hours = table["hours"].to_numpy(dtype="float64")
     latest = points["landmark_h"].max() if len(points) else -np.inf
@@ -84,8 +87,8 @@ def visible_rows(
             "run": np.arange(len(first), dtype=np.int64),
             "patient_id": pl.from_arrow(pid.take(pa.array(first))).cast(pl.String),
         }
-    )
-    run_points = runs.join(points, on="patient_id", how="inner").drop("patient_id")
+    ).lazy()
+    run_points = runs.join(points.lazy(), on="patient_id", how="inner").drop("patient_id")
     data = {"run": np.cumsum(start, dtype=np.int64) - 1, "hours": hours[keep]}
     for c in columns:
         if c in ("patient_id", "hours"):
@@ -100,17 +103,18 @@ def visible_rows(
             data[c] = table[c].to_numpy()[keep]
     out = (
         pl.DataFrame(data)
+        .lazy()
         .join(run_points, on="run", how="inner", maintain_order="left")
         .filter(pl.col("hours") <= pl.col("landmark_h"))
         .drop("run")
     )
-    if "end_hours" in out.columns:
+    if "end_hours" in data:
         end, lm = pl.col("end_hours"), pl.col("landmark_h")
         # NaN (no end) compares as the largest number in polars: keep it NaN
         out = out.with_columns(
             end_hours=pl.when(end.is_nan()).then(end).otherwise(pl.min_horizontal(end, lm))
         )
-    return out
+    return out if lazy else out.collect(engine=ENGINE)
 
 
 def _visible(table: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
@@ -209,10 +213,9 @@ class _Stats:
     def add(self, table: pl.DataFrame) -> None:
         gid = table["gid"].to_numpy()
         flat = (gid % self.nv) * self.n + gid // self.nv  # position in a flat grid
-        names = [c for c in table.columns if c != "gid"]
-        values = table.select(names).to_numpy()  # one conversion for every column
-        for j, c in enumerate(names):
-            self._where[c] = (flat, values[:, j])
+        for c in table.columns:  # float64 without nulls: each column's values as they are
+            if c != "gid":
+                self._where[c] = (flat, table.get_column(c).to_numpy())
 
     def grid(self, column: str, fill: float = np.nan) -> np.ndarray:
         if (column, fill) not in self._grids:
@@ -327,17 +330,20 @@ def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> p
     and source row within a patient, so a stable sort on gid usually suffices; this is
     checked, and a full sort is used when it does not hold."""
     vis = visible_rows(
-        cohort.observations, points, OBSERVATION_INPUT, codes={"variable": plan.variables}
-    )
+        cohort.observations, points, OBSERVATION_INPUT, codes={"variable": plan.variables},
+        lazy=True,
+    )  # fmt: skip
     out = (
         vis.rename({"variable": "var"})
         .filter(pl.col("var").is_not_null() & pl.col("value").is_not_nan())
         .with_columns(gid=pl.col("point") * len(plan.variables) + pl.col("var").cast(pl.Int64))
         .sort("gid", maintain_order=True)
+        .collect(engine=ENGINE)
     )
-    g, h, s = pl.col("gid"), pl.col("hours"), pl.col("source_row")
-    back = (g == g.shift(1)) & ((h < h.shift(1)) | ((h == h.shift(1)) & (s < s.shift(1))))
-    if out.select(back.any()).item():
+    # out of (hours, source_row) order within a gid? (numpy on the columns: no query)
+    g, h, s = (out[c].to_numpy() for c in ("gid", "hours", "source_row"))
+    same, dh = g[1:] == g[:-1], h[1:] - h[:-1]
+    if (same & ((dh < 0) | ((dh == 0) & (s[1:] < s[:-1])))).any():
         out = out.sort(["gid", "hours", "source_row"])
     return out
 
@@ -463,6 +469,8 @@ KERNELS: dict[str, _Kernel] = {
 # --------------------------------------------------------------------------- other inputs
 def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
     """Hours of the first visible event of each kind per point (NaN when none)."""
+    if vis_ev.height == 0:
+        return {}
     first = vis_ev.group_by("event", "point").agg(pl.col("hours").min())
     out = {}
     for (name,), part in first.group_by("event"):
@@ -470,9 +478,6 @@ def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
         when[part["point"].to_numpy()] = part["hours"].to_numpy()
         out[str(name)] = when
     return out
-
-
-_GRADE_COLUMNS = ["max_grade", "crs_onset_hours", "oxygen_level", "vasopressors"]
 
 
 def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict:
@@ -485,22 +490,29 @@ def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndar
     keep = (pl.col("hours") >= 0) & (
         ((var == ti) & (v >= FEVER_C)) | ((var == si) & (v < HYPOTENSION_SBP_MMHG))
     )
-    rows = obs.filter(keep).select(
-        point=pl.col("gid") // nv,
-        hours="hours",
-        variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
-        value="value",
-    )
-    if rows.height or vis_ev.height:
-        st = grade_summary(
-            rows.to_pandas(),
-            vis_ev.to_pandas(),
-            key="point",
-            until=pd.Series(lm),
-            fever_window_h=FEVER_WINDOW_H,
+    rows = (
+        obs.lazy()
+        .filter(keep)
+        .select(
+            point=pl.col("gid") // nv,
+            hours="hours",
+            variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
+            value="value",
         )
-    else:  # nothing to grade: every point is absent from the summary (0 / NaN below)
-        st = pd.DataFrame(columns=_GRADE_COLUMNS, dtype="float64")
+        .collect(engine=ENGINE)
+    )
+    if not (rows.height or vis_ev.height):  # nothing to grade: no point in the summary
+        none = np.full(n, np.nan)
+        zero = np.zeros(n)
+        return {"oxygen_level": zero, "vasopressor_level": zero.copy(),
+                "astct_grade_so_far": zero.copy(), "hours_since_crs_onset": lm - none}  # fmt: skip
+    st = grade_summary(
+        rows.to_pandas(),
+        vis_ev.to_pandas(),
+        key="point",
+        until=pd.Series(lm),
+        fever_window_h=FEVER_WINDOW_H,
+    )
     st = st.reindex(np.arange(n))
     return {
         "oxygen_level": st["oxygen_level"].fillna(0).to_numpy("float64"),

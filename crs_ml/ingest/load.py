@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from crs_ml.cohort import EVENT_COLUMNS, PATIENT_COLUMNS, Cohort
 from crs_ml.config import DataConfig
@@ -169,18 +170,17 @@ def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
     sex = np.where(pd.isna(sex), "U", sex)
     disease = _category_or_other(f, rc, "disease", DISEASE_VOCAB)
 
-    out = pd.DataFrame(
-        {
-            "patient_id": str_series(ids[keep]),
-            "person_id": str_series(person[keep]),
-            "infusion_time": infusion,
-            "product": str_series(product[keep]),
-            "age_years": np.asarray(age[keep], dtype="float64"),
-            "sex": str_series(sex[keep]),
-            "disease": str_series(disease[keep]),
-            "site": str_series(text_of(f, "site")[keep]),
-        }
-    )[PATIENT_COLUMNS]
+    columns = {
+        "patient_id": str_series(ids[keep]),
+        "person_id": str_series(person[keep]),
+        "infusion_time": infusion,
+        "product": str_series(product[keep]),
+        "age_years": np.asarray(age[keep], dtype="float64"),
+        "sex": str_series(sex[keep]),
+        "disease": str_series(disease[keep]),
+        "site": str_series(text_of(f, "site")[keep]),
+    }
+    out = pd.DataFrame({c: columns[c] for c in PATIENT_COLUMNS})  # in order, no name lookup
     return out, Patients.from_frame(out, ns[keep])
 
 
@@ -204,7 +204,7 @@ def load_cohort(path_or_paths=None, options: DataConfig | None = None) -> Cohort
 
 
 def load_frames(
-    frames: Mapping[str, pd.DataFrame],
+    frames: Mapping[str, pd.DataFrame | pl.DataFrame],
     options: DataConfig | None = None,
     file_names: Mapping[str, str] | None = None,
 ) -> Cohort:

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import polars as pl
+import pyarrow as pa
 
 from crs_ml.cohort import Cohort
 from crs_ml.errors import InputError
@@ -120,7 +122,7 @@ def check_records(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     return clean, record
 
 
-def _patients_table(clean: pd.DataFrame, record: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+def _patients_table(clean: pd.DataFrame, record: np.ndarray) -> tuple[pl.DataFrame, np.ndarray]:
     """One row per patient_id (order of first appearance) with its attributes as text."""
     codes, ids = pd.factorize(clean["patient_id"].to_numpy(dtype=object))
     first = np.full(len(ids), len(codes), dtype=np.int64)
@@ -152,7 +154,16 @@ def _patients_table(clean: pd.DataFrame, record: np.ndarray) -> tuple[pd.DataFra
         grid[pcode, attr] = value
         for j in np.unique(attr):
             columns[PATIENT_ATTRIBUTES[j]] = grid[:, j]
-    return pd.DataFrame(columns), first + 1
+    table = pl.DataFrame([pl.Series(k, v, dtype=pl.String) for k, v in columns.items()])
+    return table, first + 1
+
+
+def _as_polars(clean: pd.DataFrame) -> pl.DataFrame:
+    """The checked table (:func:`check_records`) as polars for the loader, which takes a polars
+    table as it is (no pandas typing): text through Arrow, numbers as they are."""
+    return pl.DataFrame([pl.Series(c, pa.array(s)) if s.dtype == object or
+                         pd.api.types.is_string_dtype(s.dtype) else pl.Series(c, s.to_numpy())
+                         for c, s in clean.items()])  # fmt: skip
 
 
 def _input_column(table: str, column: object) -> str:
@@ -171,13 +182,14 @@ def records_to_cohort(frame: pd.DataFrame, strict: bool = True, options=None) ->
     patients, patient_rows = _patients_table(clean, record)
     obs_rows = np.flatnonzero(record == "observation")
     ev_rows = np.flatnonzero(record == "event")
-    obs = clean.iloc[obs_rows][["patient_id", "hours", "variable", "value", "unit"]]
-    ev = clean.iloc[ev_rows][["patient_id", "hours", "end_hours", "variable", "value"]]
-    ev = ev.rename(columns={"variable": "event", "value": "detail"})
+    table = _as_polars(clean)
+    obs = table[obs_rows].select("patient_id", "hours", "variable", "value", "unit")
     tables = {"patients": patients, "observations": obs}
     if len(ev_rows):
-        tables["events"] = ev
-    cohort = load_frames({k: t.reset_index(drop=True) for k, t in tables.items()}, options)
+        tables["events"] = table[ev_rows].select(
+            "patient_id", "hours", "end_hours", event="variable", detail="value"
+        )
+    cohort = load_frames(tables, options)
     input_rows = {"patients": patient_rows, "observations": obs_rows + 1, "events": ev_rows + 1}
     for name in ("observations", "events"):
         table = getattr(cohort, name)

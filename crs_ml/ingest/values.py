@@ -321,6 +321,8 @@ def time_problem_codes(raw: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         return ns, code
     text = strip_text(pandas_text(raw))
     empty = (text == "").to_numpy()
+    if empty.all():  # no time given (e.g. a table in relative hours): nothing to parse
+        return np.full(n, nat, dtype="int64"), np.ones(n, dtype="int8")
     fast = text.str.contains(_ISO_FAST).to_numpy()
     base = text.str.strip_suffix("Z").str.replace(" ", "T", literal=True)
     seconds = base.str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", strict=False)

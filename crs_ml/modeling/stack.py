@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +63,34 @@ from crs_ml.modeling.inner_splits import (
 _EPS = 1e-12
 
 
+#: one-thread copies of members' boosters, for small inputs (see :func:`member_booster`)
+_ONE_THREAD = weakref.WeakKeyDictionary()
+
+
+def member_booster(estimator, rows: int):
+    """The member's booster, or for fewer than ``SMALL_INPUT_ROWS`` rows a one-thread copy
+    (cached): as for the day-14 booster (:func:`crs_ml.modeling.explain.tree_shap`),
+    starting OpenMP threads for one patient costs more than the work, tens of ms on a busy
+    machine. The values do not depend on the thread count."""
+    from crs_ml.modeling.explain import SMALL_INPUT_ROWS
+
+    booster = estimator.booster_
+    if rows >= SMALL_INPUT_ROWS:
+        return booster
+    copy = _ONE_THREAD.get(booster)
+    if copy is None:
+        copy = _ONE_THREAD[booster] = booster.copy()
+        copy.set_param({"nthread": 1})
+    return copy
+
+
 def member_logit(estimator, X: pd.DataFrame) -> np.ndarray:
     """Calibrated log-odds of a fitted member (float64)."""
     if hasattr(estimator, "booster_"):  # XGBRiskModel (X holds exactly its columns)
         from crs_ml.modeling.estimators import booster_margin
 
-        margin = booster_margin(estimator.booster_, X.to_numpy(dtype=np.float64, na_value=np.nan))
+        booster = member_booster(estimator, len(X))
+        margin = booster_margin(booster, X.to_numpy(dtype=np.float64, na_value=np.nan))
         return estimator.platt_slope_ * margin + estimator.platt_intercept_
     if hasattr(estimator, "decision_function"):  # additive, logistic
         return np.asarray(estimator.decision_function(X), dtype=np.float64)
@@ -84,10 +107,15 @@ def member_explanation(estimator, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarr
     if hasattr(estimator, "booster_"):
         import xgboost as xgb
 
+        from crs_ml.modeling.explain import SMALL_INPUT_ROWS
+
         names = [str(c) for c in X.columns]
         matrix = np.ascontiguousarray(X.to_numpy(dtype=np.float64), dtype=np.float32)
         booster = estimator.booster_
-        dm = xgb.DMatrix(matrix, missing=np.nan, feature_names=booster.feature_names and names)
+        small = len(X) < SMALL_INPUT_ROWS
+        dm = xgb.DMatrix(matrix, missing=np.nan, feature_names=booster.feature_names and names,
+                         nthread=1 if small else -1)  # fmt: skip
+        booster = member_booster(estimator, len(X))
         raw = booster.predict(dm, pred_contribs=True).astype(np.float64)
         slope, intercept = estimator.platt_slope_, estimator.platt_intercept_
         return raw[:, :-1] * slope, raw[:, -1] * slope + intercept

@@ -331,37 +331,47 @@ def scores_table(s: Scoring) -> pd.DataFrame:
     message = _with_completeness(message, scored, share, complete_band, missing,
                                  s.absent_share, s.imputed)  # fmt: skip
     message = _with_rejected(message, s.cohort, st.pid)
-    text = {}  # object columns stay object (not pandas' string type)
-    for name, values in (("patient_id", st.pid_values), ("status", status), ("risk_band", band),
-                         ("completeness_band", complete_band), ("missing_inputs", missing),
-                         ("top_drivers", s.drivers), ("message", message)):  # fmt: skip
-        text[name] = pd.Series(values, dtype=object)
-    columns = {
-        "patient_id": text["patient_id"],
-        "as_of": st.when.reset_index(drop=True).astype("datetime64[ns, UTC]"),
-        "hours_since_infusion": st.hours,
-        "landmark_h": st.landmark_h,
-        "status": text["status"],
-        "risk": risk,
-        "risk_band": text["risk_band"],
-        "completeness": share,
-        "completeness_band": text["completeness_band"],
-        "missing_inputs": text["missing_inputs"],
-        **dict(zip(key_input_columns(), ages.T, strict=True)),
-        "top_drivers": text["top_drivers"],
-    }
-    # base value and SHAP columns as one float block (not one column at a time)
-    block = np.empty((len(status), 1 + s.shap.shape[1]), dtype=np.float64)
-    block[:, 0], block[:, 1:] = s.base, s.shap
-    parts = [
-        pd.DataFrame(columns, copy=False),
-        pd.DataFrame(block, columns=["base_value", *model.shap_columns], copy=False),
-        pd.DataFrame({"message": text["message"]}, copy=False),
-    ]
+    # three blocks (text, numbers, the as-of time) put in the table's column order by
+    # position: one frame per block, not one column at a time (README, "Speed")
+    text = np.empty((len(status), len(_TEXT_COLUMNS)), dtype=object)  # object, not pandas' str
+    for j, values in enumerate((st.pid_values, status, band, complete_band, missing, s.drivers,
+                                message)):  # fmt: skip
+        text[:, j] = values
+    numbers = np.empty((len(status), 4 + ages.shape[1] + 1 + s.shap.shape[1]), dtype=np.float64)
+    numbers[:, 0], numbers[:, 1], numbers[:, 2], numbers[:, 3] = (
+        st.hours,
+        st.landmark_h,
+        risk,
+        share,
+    )
+    k = 4 + ages.shape[1]
+    numbers[:, 4:k], numbers[:, k], numbers[:, k + 1 :] = ages, s.base, s.shap
+    number_names = ["hours_since_infusion", "landmark_h", "risk", "completeness",
+                    *key_input_columns(), "base_value", *model.shap_columns]  # fmt: skip
+    blocks = pd.concat(
+        [
+            pd.DataFrame(text, columns=_TEXT_COLUMNS, dtype=object, copy=False),
+            pd.DataFrame(numbers, columns=number_names, copy=False),
+            pd.DataFrame({"as_of": st.when.reset_index(drop=True).astype("datetime64[ns, UTC]")}),
+        ],
+        axis=1,
+    )
+    names = [*_TEXT_COLUMNS, *number_names, "as_of"]
+    order = [*FIXED_COLUMNS, *model.shap_columns, "message"]
+    parts = [blocks.iloc[:, _positions(names, order)]]
     horizons = _horizon_columns(s, model.names)
     if horizons:
         parts.append(pd.DataFrame(horizons, copy=False))
     return pd.concat(parts, axis=1)
+
+
+_TEXT_COLUMNS = ["patient_id", "status", "risk_band", "completeness_band", "missing_inputs",
+                 "top_drivers", "message"]  # fmt: skip
+
+
+def _positions(names: list[str], order: list[str]) -> np.ndarray:
+    where = {n: i for i, n in enumerate(names)}
+    return np.fromiter((where[n] for n in order), dtype=np.intp, count=len(order))
 
 
 def horizon_column_names(horizons, names: list[str]) -> list[str]:

@@ -248,3 +248,27 @@ def test_every_adversarial_cell_loads_the_same(tmp_path, fmt):
     assert len(old.rejected) > 100  # the test has teeth
     assert_same_cohort(new, old)
     assert_same_cohort(load.load_frames(tables), oracle_load.load_frames(tables))
+
+
+# ---------------------------------------------------------------- the one-table input
+@pytest.mark.parametrize("style", ["clean", "messy"])
+def test_records_load_the_same(style):
+    """The one-table model input (crs_ml.ingest.records, handed to the loader as polars
+    frames) gives the oracle's cohort, rejected rows and report: for many patients at once,
+    with bad cells, and for each of the first patients alone (the single-patient path)."""
+    from oracle.ingest_pandas import records as oracle_records
+
+    from crs_ml.ingest import records
+
+    frame = records.cohort_to_records(load.load_frames(simulate_cohort(30, seed=5, style=style)))
+    obs = np.flatnonzero((frame["record"] == "observation").to_numpy())
+    frame.loc[obs[0], "unit"] = "mg/furlong"
+    frame.loc[obs[1:6], "value"] = ["lots", " 1,240 ", "<0.5", "---", "Hemolyzed"]
+    frame.loc[obs[6], "variable"] = " Ferritin, serum "
+    frame.loc[obs[7], "hours"] = 1e9
+    assert_same_cohort(records.records_to_cohort(frame, strict=False),
+                       oracle_records.records_to_cohort(frame, strict=False))  # fmt: skip
+    for _, one in list(frame.groupby("patient_id", sort=False))[:6]:
+        one = one.reset_index(drop=True)
+        assert_same_cohort(records.records_to_cohort(one, strict=False),
+                           oracle_records.records_to_cohort(one, strict=False))  # fmt: skip

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 
 from crs_ml import fingerprints
 from crs_ml.tracking import store as tracking
@@ -76,3 +77,36 @@ def test_dataset_digest_follows_content_not_counts():
     assert all(fp[k] == fp2[k] for k in counts)  # the old digest could not tell them apart
     text = json.dumps(fp)
     assert not any(pid in text for pid in tables["patients"]["patient_id"])
+
+
+def test_pyfunc_output_replaces_exactly_the_gaps():
+    """to_output keeps every column, its order, index and values; as_of becomes ISO text
+    (None when missing) and exactly the number columns with a gap become objects with None
+    at the gaps; the others keep their dtype."""
+    from crs_ml.tracking.pyfunc import to_output
+
+    t = pd.Timestamp("2026-03-01T08:00:00Z")
+    scores = pd.DataFrame(
+        {
+            "patient_id": pd.Series(["a", "b", "c"], dtype=object),
+            "as_of": pd.Series([t, pd.NaT, t], dtype="datetime64[ns, UTC]"),
+            "risk": [0.1, np.nan, 0.3],
+            "landmark_h": [24.0, 48.0, 72.0],
+            "n": np.array([1, 2, 3], dtype=np.int64),
+            "top_drivers": pd.Series(["x", None, "z"], dtype=object),
+            "shap_a": [np.nan, np.nan, np.nan],
+            "shap_b": [0.5, -0.5, 0.0],
+        },
+        index=pd.RangeIndex(3),
+    )
+    out = to_output(scores)
+    assert list(out.columns) == list(scores.columns)
+    assert out.index.equals(scores.index)
+    assert out["as_of"].tolist() == ["2026-03-01T08:00:00Z", None, "2026-03-01T08:00:00Z"]
+    for c in ("risk", "shap_a"):
+        assert out[c].dtype == object
+        expected = [None if np.isnan(v) else v for v in scores[c]]
+        assert out[c].tolist() == expected
+        assert all(type(v) in (float, type(None)) for v in out[c])
+    for c in ("landmark_h", "n", "shap_b", "patient_id", "top_drivers"):
+        pd.testing.assert_series_equal(out[c], scores[c])
