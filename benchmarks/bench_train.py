@@ -274,7 +274,7 @@ def learning_curves(args) -> None:
         "|---|" + "---|" * len(configs),
     ]
     for n in args.curve_sizes:
-        cells = [out["curves"][c].get(str(n)) for c in configs]
+        cells = [out["curves"].get(c, {}).get(str(n)) for c in configs]
         lines.append(f"| {n:,} | " + " | ".join(
             f"{r['auroc']:.3f} ({r['calibration_slope']:.2f})" if r else "not run" for r in cells
         ) + " |")  # fmt: skip
