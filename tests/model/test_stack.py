@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.special import logit
+from shared_bundle import LIGHT_STACK
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from crs_ml.config import config_from_dict, load_config
@@ -22,22 +23,8 @@ from crs_ml.modeling.explain import explain
 from crs_ml.modeling.stack import StackedRiskModel
 from crs_ml.modeling.train import cross_validate
 
-#: a small, fast stack: the three members of configs/stack.yaml with light settings
-STACK = {
-    "type": "stack",
-    "params": {"inner_folds": 3},
-    "members": {
-        "xgboost": {
-            "type": "xgboost",
-            "params": {"n_estimators": 30, "inner_folds": 0, "early_stopping_rounds": None,
-                       "n_jobs": 1},
-        },
-        "additive": {"type": "additive", "params": {"spline_knots": 3, "C_grid": [0.003, 0.03],
-                                                    "inner_folds": 3}},
-        "compact": {"type": "additive", "feature_set": "clinical_core",
-                    "params": {"spline_knots": 0, "C_grid": [0.01, 0.1], "inner_folds": 3}},
-    },
-}  # fmt: skip
+#: a small, fast stack: the three members of the default with light settings
+STACK = LIGHT_STACK
 
 
 @pytest.fixture(scope="module")
