@@ -105,6 +105,9 @@ def main() -> None:
                 "--config",
                 f"configs/{name}.yaml",
                 *DEMO_CV,
+                # the comparison is at day 14: no short-horizon windows (the champion has them)
+                "--set",
+                "task.windows_h=[]",
                 "--run-name",
                 name,
             ],
