@@ -171,10 +171,8 @@ class Bundle:
         """Calibrated log-odds of grade >= 3 CRS within the horizon."""
         if self.model_type == "stack":  # the blend's Platt map is the bundle's (load_bundle)
             return self.estimator.decision_function(self.model_inputs(X))
-        margin = self.predict_margin(X).astype(np.float64)
-        if self.booster is None and self.identity_map:
-            return margin
-        return self.platt_slope * margin + self.platt_intercept
+        # with the identity map (slope 1, intercept 0) this is the margin bit for bit
+        return self.platt_slope * self.predict_margin(X).astype(np.float64) + self.platt_intercept
 
     def predict_risk(self, X: pd.DataFrame) -> np.ndarray:
         from scipy.special import expit
