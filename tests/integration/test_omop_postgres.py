@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from shared_bundle import OVERRIDES
+import yaml
+from shared_bundle import OVERRIDES, XGBOOST_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 # no short-horizon models: the adapter's cohort is what this tests
@@ -71,7 +72,10 @@ def test_check_train_score_validate_against_postgres(pg_env, tmp_path):
         os.environ.pop("PGPASSWORD") if old is None else os.environ.update(PGPASSWORD=old)
     write_cohort(sim.tables, tmp_path / "contract")
     config = tmp_path / "omop.yaml"
-    config.write_text("data:\n  omop:\n    cdm_schema: twin\n")
+    # the shared overrides are xgboost settings: the xgboost pipeline plus the OMOP schema
+    settings = yaml.safe_load(XGBOOST_CONFIG.read_text())
+    settings.setdefault("data", {})["omop"] = {"cdm_schema": "twin"}
+    config.write_text(yaml.safe_dump(settings))
     env = {k: v for k, v in pg_env.items() if k != "CRS_ML_TEST_PG_URL"}
 
     done = _cli(["check", "--data", url, "--config", str(config), "--json",
