@@ -197,7 +197,9 @@ def markdown(results: dict, members: list[str], args) -> str:
         f"Robustness at {LANDMARK_H:g} h: mean over the training draws of each size (column "
         f"'draws'); test {args.test_n} patients per world. Cells: AUROC (calibration slope). "
         f"'ok' = stack >= best member - {TOLERANCE} and >= compact (and slope 0.8-1.2 at "
-        ">= 1,000 patients).\n\n"
+        ">= 1,000 patients). Column 'oracle': AUROC (calibration slope) of the simulator's "
+        "true risk on the test set: its slope differs from 1 by the test set's sampling "
+        "alone.\n\n"
     )
     lines = [
         "| world | test events | oracle | n | draws | "
@@ -211,8 +213,10 @@ def markdown(results: dict, members: list[str], args) -> str:
             slope_ok = int(n) < 1000 or 0.8 <= s["stack.calibration_slope"] <= 1.2
             ok = s["meets_best_member"] and s["meets_compact"] and slope_ok
             weights = " / ".join(f"{s['weights'][m]:.2f}" for m in members)
+            slope = w.get("oracle_calibration_slope")  # absent from runs before it was kept
+            oracle_slope = "" if slope is None else f" ({slope:.2f})"
             lines.append(
-                f"| {world} | {w['test_event_rate']:.1%} | {w['oracle_auroc']:.3f} | {n} "
+                f"| {world} | {w['test_event_rate']:.1%} | {w['oracle_auroc']:.3f}{oracle_slope} | {n} "
                 f"| {len(s['draws'])} | "
                 + " | ".join(cells)
                 + f" | {weights} | {'ok' if ok else 'FAILS'} |"
@@ -293,12 +297,18 @@ def main() -> None:
             params = fns[world](default_params()).validate()
             Xt, yt, meta_t, truth = landmark_set(params, args.test_n, args.test_seed, tmp, cfg,
                                                  [LANDMARK_H])  # fmt: skip
-            oracle_auroc = M.auroc(yt, oracle_risk(meta_t, truth))
+            oracle = oracle_risk(meta_t, truth)
+            oracle_auroc = M.auroc(yt, oracle)
             test = (Xt, yt, meta_t, oracle_auroc)
             w = results[world] = {
                 "test_rows": int(len(yt)),
                 "test_event_rate": float(yt.mean()),
                 "oracle_auroc": float(oracle_auroc),
+                # the true risk's own slope on this test set: how far a perfectly calibrated
+                # model's slope strays from 1 by the test set's sampling alone
+                "oracle_calibration_slope": float(
+                    M.calibration_intercept_slope(yt, np.clip(oracle, 1e-9, 1 - 1e-9))[1]
+                ),
                 "sizes": {},
             }
             for s_i, n in enumerate(args.sizes):
