@@ -88,6 +88,11 @@ class TrainResult:
     horizons: list[Horizon] = field(default_factory=list)
     horizon_models: dict[str, Any] = field(default_factory=dict)
     horizon_inputs: dict[str, dict] = field(default_factory=dict)
+    #: everyone at risk at each landmark with data (patient_id, person_id, landmark_h, time_h,
+    #: cause, site) and their day-14 out-of-fold risks (repeats, n): the rows of the IPCW
+    #: training metrics (:func:`day14_ipcw_metrics`); None for optimism runs
+    at_risk_meta: pd.DataFrame | None = None
+    at_risk_oof: np.ndarray | None = None
 
     def save(self, out_dir, fingerprint: dict | None = None, extra: dict | None = None):
         """The refit model as a bundle folder (:func:`crs_ml.modeling.bundle.save_bundle`) with its
@@ -565,7 +570,7 @@ def train_model(
     censored = at_risk if ipcw else None
 
     report_lms = [h for h in cfg.cv.report_landmarks_h if h in set(cfg.task.landmarks_h)]
-    oof = None
+    oof = at_risk_oof = None
     members: dict[str, np.ndarray] = {}
     if cv:
         # out-of-fold risks of everyone at risk: NaN where cross_validate fills them in
@@ -578,8 +583,9 @@ def train_model(
         metrics = evaluate_predictions(
             y, oof, meta, report_lms, cfg.cv.bootstrap, cfg.seed, cohort.truth
         )
+        at_risk_oof = at_risk_predictions(at_risk, meta, oof, at_risk_oof)
         metrics.update(day14_ipcw_metrics(
-            at_risk, at_risk_predictions(at_risk, meta, oof, at_risk_oof), report_lms,
+            at_risk, at_risk_oof, report_lms,
             cfg.task.censoring_by, cfg.cv.bootstrap, cfg.seed,
             day14_truth(horizon_truth if horizon_truth is not None else cohort.truth_horizons,
                         cfg.task.horizon_h, cohort.truth),
@@ -630,6 +636,8 @@ def train_model(
         horizons=horizons,
         horizon_models=models,
         horizon_inputs=inputs,
+        at_risk_meta=data.meta if at_risk_oof is not None else None,
+        at_risk_oof=at_risk_oof,
     )
 
 
