@@ -15,8 +15,23 @@ training rows only: on each CV training fold for the out-of-fold risks, on each 
 sample for the optimism bootstrap, on all rows for the final model
 (:func:`crs_ml.modeling.horizons.training_weights`). Persons lost to follow-up at every
 landmark (never in the complete-case rows) are dealt to CV folds by person as the others. The
-metrics are computed on the complete-case rows in both settings, so runs with ``ipcw`` and
-``none`` compare on the same rows and folds; ``none`` trains on those rows unweighted.
+metrics above are computed on the complete-case rows in both settings, so runs with ``ipcw``
+and ``none`` compare on the same rows and folds; ``none`` trains on those rows unweighted.
+
+Day-14 IPCW metrics (:func:`day14_ipcw_metrics`, CV only). Per report landmark, the
+time-dependent AUROC and Brier score by day 14 with inverse probability of censoring weights
+(Blanche et al. 2013; :mod:`crs_ml.evaluation.censored`, death a non-event) on everyone at
+risk at L with data: the complete-case rows plus the rows :class:`CensoredRows` adds (the
+censored before day 14 and those lost after an event), named ``{metric}_ipcw_L24`` (auroc,
+brier with person-bootstrap ``_lo`` / ``_hi``, n, events, competing, censored, and the oracle
+ratio with the simulator's per-horizon truth). Their out-of-fold risks come from the CV's own
+fold models, in both settings: a row outside the complete cases is scored by the model of the
+fold its person is dealt to (:meth:`CensoredRows.folds`), which never trained on that person;
+with ``none`` those rows train nothing, so the same estimator is scored on the same rows by
+both settings. The censoring weights are fitted once per landmark on those rows (pooled over
+the CV repeats as the complete-case metrics pool them; within deciles of the pooled risk, by
+site or one, ``task.censoring_by``). With nobody censored they equal ``auroc_L24`` and
+``brier_L24``. Optimism-bootstrap runs do not report them.
 
 Short horizons (``task.windows_h``, :mod:`crs_ml.modeling.horizons`): one model per window of
 the same family, on everyone at risk at L with censoring weights, cross-validated on folds by
