@@ -58,6 +58,8 @@ def metrics_table(metrics: dict[str, float], landmarks: list[float], title: str)
             (tag, f"{h:g} h"),
             (f"{tag}_untreated", f"{h:g} h untreated"),
             (f"{tag}_treated", f"{h:g} h treated"),
+            # day 14 on everyone at risk, the censored through IPCW (n_ipcw_L24, ...)
+            (f"ipcw_{tag}", f"{h:g} h, all at risk (IPCW)"),
         ]
     slices.append(("all", "all landmarks"))
     # short horizons (e.g. n_next24h_L24): IPCW AUROC and Brier and the oracle ratio, no CI

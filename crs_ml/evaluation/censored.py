@@ -302,20 +302,24 @@ def observed_expected(time_h, cause, risk, horizon_h: float, n_groups: int = DEF
 
 
 def censored_point_metrics(
-    time_h, cause, risk, horizon_h: float, strata=None, n_groups: int = DEFAULT_RISK_GROUPS
+    time_h,
+    cause,
+    risk,
+    horizon_h: float,
+    strata=None,
+    n_groups: int = DEFAULT_RISK_GROUPS,
+    calibration: bool = True,
 ) -> dict[str, float]:
-    """AUROC, Brier (both IPCW), observed (Aalen-Johansen), expected and O/E at horizon t."""
+    """AUROC, Brier (both IPCW) and, with ``calibration``, observed (Aalen-Johansen),
+    expected and O/E at horizon t."""
     time, cause, risk = check_competing(time_h, cause, risk)
-    observed, expected, oe = observed_expected(time, cause, risk, horizon_h, n_groups)
     w = ipcw_weights(time, cause, horizon_h, strata)
     case = _case(time, cause, float(horizon_h))
-    return {
-        "auroc": weighted_auroc(case, risk, w),
-        "brier": weighted_brier(case, risk, w),
-        "observed": observed,
-        "expected": expected,
-        "oe_ratio": oe,
-    }
+    out = {"auroc": weighted_auroc(case, risk, w), "brier": weighted_brier(case, risk, w)}
+    if calibration:
+        observed, expected, oe = observed_expected(time, cause, risk, horizon_h, n_groups)
+        out.update(observed=observed, expected=expected, oe_ratio=oe)
+    return out
 
 
 def censored_metrics(
@@ -329,25 +333,31 @@ def censored_metrics(
     seed: int = 0,
     alpha: float = 0.05,
     n_groups: int = DEFAULT_RISK_GROUPS,
+    metrics: tuple[str, ...] = CENSORED_METRICS,
 ) -> dict[str, Stats]:
-    """name -> (estimate, lo, hi) for ``CENSORED_METRICS`` at horizon t, percentile bootstrap
-    over persons (every replicate refits the censoring weights and the Aalen-Johansen
-    estimates). Also returns ``n``, ``n_events`` (grade >= 3 seen by t), ``n_competing`` and
-    ``n_censored`` (follow-up ended before t) as plain counts."""
+    """name -> (estimate, lo, hi) for ``metrics`` (of ``CENSORED_METRICS``) at horizon t,
+    percentile bootstrap over persons (every replicate refits the censoring weights and the
+    Aalen-Johansen estimates). Also returns ``n``, ``n_events`` (grade >= 3 seen by t),
+    ``n_competing`` and ``n_censored`` (follow-up ended before t) as plain counts."""
+    unknown = set(metrics) - set(CENSORED_METRICS)
+    if unknown:
+        raise ValueError(f"unknown censored metrics {sorted(unknown)}; known: {CENSORED_METRICS}")
+    calibration = not {"observed", "expected", "oe_ratio"}.isdisjoint(metrics)
     time, cause, risk = check_competing(time_h, cause, risk)
     labels = None if strata is None else _strata(strata, time.size)
-    point = censored_point_metrics(time, cause, risk, horizon_h, labels, n_groups)
+    point = censored_point_metrics(time, cause, risk, horizon_h, labels, n_groups, calibration)
     resampler = GroupResampler(persons, time.size)
     draws = resampler.draw(np.random.default_rng(seed), int(n_boot)) if n_boot > 0 else []
-    values = {k: np.full(len(draws), np.nan) for k in CENSORED_METRICS}
+    values = {k: np.full(len(draws), np.nan) for k in metrics}
     for b, drawn in enumerate(draws):
         idx = resampler.rows(drawn)
         sb = None if labels is None else labels[idx]
-        rep = censored_point_metrics(time[idx], cause[idx], risk[idx], horizon_h, sb, n_groups)
-        for k in CENSORED_METRICS:
+        rep = censored_point_metrics(time[idx], cause[idx], risk[idx], horizon_h, sb, n_groups,
+                                     calibration)  # fmt: skip
+        for k in metrics:
             values[k][b] = rep[k]
     out: dict = {}
-    for k in CENSORED_METRICS:
+    for k in metrics:
         v = values[k][np.isfinite(values[k])]
         lo, hi = (
             np.percentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if v.size else (np.nan,) * 2

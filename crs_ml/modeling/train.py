@@ -15,8 +15,23 @@ training rows only: on each CV training fold for the out-of-fold risks, on each 
 sample for the optimism bootstrap, on all rows for the final model
 (:func:`crs_ml.modeling.horizons.training_weights`). Persons lost to follow-up at every
 landmark (never in the complete-case rows) are dealt to CV folds by person as the others. The
-metrics are computed on the complete-case rows in both settings, so runs with ``ipcw`` and
-``none`` compare on the same rows and folds; ``none`` trains on those rows unweighted.
+metrics above are computed on the complete-case rows in both settings, so runs with ``ipcw``
+and ``none`` compare on the same rows and folds; ``none`` trains on those rows unweighted.
+
+Day-14 IPCW metrics (:func:`day14_ipcw_metrics`, CV only). Per report landmark, the
+time-dependent AUROC and Brier score by day 14 with inverse probability of censoring weights
+(Blanche et al. 2013; :mod:`crs_ml.evaluation.censored`, death a non-event) on everyone at
+risk at L with data: the complete-case rows plus the rows :class:`CensoredRows` adds (the
+censored before day 14 and those lost after an event), named ``{metric}_ipcw_L24`` (auroc,
+brier with person-bootstrap ``_lo`` / ``_hi``, n, events, competing, censored, and the oracle
+ratio with the simulator's per-horizon truth). Their out-of-fold risks come from the CV's own
+fold models, in both settings: a row outside the complete cases is scored by the model of the
+fold its person is dealt to (:meth:`CensoredRows.folds`), which never trained on that person;
+with ``none`` those rows train nothing, so the same estimator is scored on the same rows by
+both settings. The censoring weights are fitted once per landmark on those rows (pooled over
+the CV repeats as the complete-case metrics pool them; within deciles of the pooled risk, by
+site or one, ``task.censoring_by``). With nobody censored they equal ``auroc_L24`` and
+``brier_L24``. Optimism-bootstrap runs do not report them.
 
 Short horizons (``task.windows_h``, :mod:`crs_ml.modeling.horizons`): one model per window of
 the same family, on everyone at risk at L with censoring weights, cross-validated on folds by
@@ -42,10 +57,11 @@ import pandas as pd
 from crs_ml.config import Config
 from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
+from crs_ml.evaluation.censored import censored_metrics, censoring_strata, time_dependent_auroc
 from crs_ml.evaluation.performance import performance
 from crs_ml.features.builder import feature_catalogue
 from crs_ml.features.catalogue import select_feature_variables
-from crs_ml.features.landmarks import build_landmark_dataset
+from crs_ml.features.landmarks import build_landmark_dataset, horizon_label
 from crs_ml.modeling.bundle import save_bundle
 from crs_ml.modeling.estimators import feature_set_columns, make_model
 from crs_ml.modeling.horizons import (
@@ -87,6 +103,11 @@ class TrainResult:
     horizons: list[Horizon] = field(default_factory=list)
     horizon_models: dict[str, Any] = field(default_factory=dict)
     horizon_inputs: dict[str, dict] = field(default_factory=dict)
+    #: everyone at risk at each landmark with data (patient_id, person_id, landmark_h, time_h,
+    #: cause, site) and their day-14 out-of-fold risks (repeats, n): the rows of the IPCW
+    #: training metrics (:func:`day14_ipcw_metrics`); None for optimism runs
+    at_risk_meta: pd.DataFrame | None = None
+    at_risk_oof: np.ndarray | None = None
 
     def save(self, out_dir, fingerprint: dict | None = None, extra: dict | None = None):
         """The refit model as a bundle folder (:func:`crs_ml.modeling.bundle.save_bundle`) with its
@@ -166,6 +187,15 @@ class CensoredRows:
             out[r, known] = fold_of.reindex(mine[known]).to_numpy()
         return out
 
+    def outside(self, meta: pd.DataFrame) -> np.ndarray:
+        """Mask of these rows whose (patient, landmark) is not among ``meta``'s rows (the
+        complete-case rows): the censored before day 14 and those lost after an event."""
+        mine = pd.MultiIndex.from_arrays([self.data.meta["patient_id"].astype(str),
+                                          self.data.meta["landmark_h"].astype(float)])  # fmt: skip
+        cc = pd.MultiIndex.from_arrays([meta["patient_id"].astype(str),
+                                        meta["landmark_h"].astype(float)])  # fmt: skip
+        return ~mine.isin(cc)
+
     def bootstrap_rows(self, drawn: np.ndarray, persons: np.ndarray) -> np.ndarray:
         """Rows (positions, repeated) of a person bootstrap sample of the complete-case rows
         (``drawn`` = the persons of the sampled rows, ``persons`` = all): each sampled person's
@@ -233,6 +263,8 @@ def cross_validate(
     progress: Progress | None = None,
     member_oof: dict[str, np.ndarray] | None = None,
     censored: CensoredRows | None = None,
+    at_risk: CensoredRows | None = None,
+    at_risk_oof: np.ndarray | None = None,
 ) -> np.ndarray:
     """Out-of-fold calibrated risk, shape (repeats, n_rows).
 
@@ -240,22 +272,35 @@ def cross_validate(
     member as refit inside the stack on the same outer training fold), so the members can be
     reported on exactly the blend's folds. ``censored``: train each fold on these rows of
     the training fold's persons, with censoring weights fitted on them (the rows scored are
-    still X's)."""
+    still X's). ``at_risk`` and ``at_risk_oof`` (repeats, its rows): the NaN entries of
+    ``at_risk_oof`` get the risk of the fold model that left the row's person out, the rows
+    dealt to folds by person as :meth:`CensoredRows.folds` deals them (a person of X keeps
+    their fold), whichever rows the folds train on."""
     fold_ids = person_folds(persons, y, folds, repeats, seed)
     train_folds = None if censored is None else censored.folds(fold_ids, persons, folds, seed)
+    score_folds = None
+    if at_risk is not None:
+        score_folds = (train_folds if at_risk is censored
+                       else at_risk.folds(fold_ids, persons, folds, seed))  # fmt: skip
     oof = np.full(fold_ids.shape, np.nan)
     total = repeats * folds
     done = 0
     for r in range(repeats):
-        for k in np.unique(fold_ids[r]):
+        ks = fold_ids[r] if score_folds is None else np.r_[fold_ids[r], score_folds[r]]
+        for k in np.unique(ks):
             test = fold_ids[r] == k
             if censored is None:
                 model = make()
                 model.fit(X.loc[~test], y[~test], groups=persons[~test])
             else:
                 model = censored.fit(make, np.flatnonzero(train_folds[r] != k))
-            oof[r, test] = model.predict_proba(X.loc[test])[:, 1]
-            if member_oof is not None and hasattr(model, "member_logits"):
+            if test.any():
+                oof[r, test] = model.predict_proba(X.loc[test])[:, 1]
+            if score_folds is not None:
+                new = (score_folds[r] == k) & np.isnan(at_risk_oof[r])
+                if new.any():
+                    at_risk_oof[r, new] = model.predict_proba(at_risk.data.X.loc[new])[:, 1]
+            if member_oof is not None and test.any() and hasattr(model, "member_logits"):
                 for name, logit in model.member_logits(X.loc[test]).items():
                     member_oof.setdefault(name, np.full(fold_ids.shape, np.nan))
                     member_oof[name][r, test] = 1.0 / (1.0 + np.exp(-logit))
@@ -362,6 +407,95 @@ def evaluate_predictions(
     return out
 
 
+#: the part of the day-14 censoring-weighted training metrics' names, e.g. auroc_ipcw_L24
+IPCW_TAG = "ipcw"
+
+
+def day14_ipcw_metrics(
+    rows: CensoredRows,
+    risk: np.ndarray,
+    report_landmarks: list[float],
+    censoring_by: str,
+    n_boot: int,
+    seed: int,
+    truth: pd.DataFrame | None = None,
+) -> dict[str, float]:
+    """Per report landmark, the day-14 time-dependent AUROC and Brier score with inverse
+    probability of censoring weights (:func:`crs_ml.evaluation.censored.censored_metrics`,
+    Blanche et al. 2013, death before grade >= 3 a non-event) on everyone at risk at L with
+    data (``rows``: the complete-case rows and the censored or lost after an event), from
+    their out-of-fold risks ``risk`` (repeats, n).
+
+    The repeats are pooled as :func:`evaluate_predictions` pools them (every row once per
+    repeat); G is one reverse Kaplan-Meier per landmark on these pooled rows (every row
+    repeated equally often: the G of the rows taken once), within deciles of the pooled risk,
+    by site or one overall (``censoring_by``). Names ``{metric}_ipcw_L24``: n, events,
+    competing, censored (rows at L, counted once), auroc, brier, their ``_lo`` / ``_hi`` by
+    person bootstrap (``n_boot`` > 0 and enough events and non-events, as the complete-case
+    slices), and with the simulator's ``truth`` the oracle's AUROC on the same rows and
+    weights and the ratio. With nobody censored the weights are 1 and AUROC and Brier equal
+    the complete-case ``auroc_L24`` and ``brier_L24``."""
+    data, repeats = rows.data, risk.shape[0]
+    meta = data.meta
+    lm = meta["landmark_h"].to_numpy(dtype=float)
+    oracle = oracle_risk(meta, truth)
+    out: dict[str, float] = {}
+    for L in report_landmarks:
+        m = lm == float(L)
+        if not m.any():
+            continue
+        name = f"{IPCW_TAG}_L{float(L):g}"
+        p = risk[:, m].ravel()
+        if not np.isfinite(p).all():  # a fold too small to train
+            log.warning("day-14 IPCW metrics at %g h left out: rows without a risk", L)
+            continue
+        time = np.tile(meta["time_h"].to_numpy(dtype=float)[m], repeats)
+        cause = np.tile(meta["cause"].to_numpy()[m], repeats)
+        persons = np.tile(meta["person_id"].astype(str).to_numpy()[m], repeats)
+        strata = censoring_strata(censoring_by, np.tile(meta["site"].to_numpy()[m], repeats), p)
+        end = float(data.end_h[DAY14][m][0])
+        n, events = float(m.sum()), float(data.y[DAY14][m].sum())
+        few = M.too_few_events(events, n)
+        got = censored_metrics(time, cause, p, end, persons, strata, n_boot=0 if few else n_boot,
+                               seed=seed, metrics=("auroc", "brier"))  # fmt: skip
+        out[f"n_{name}"], out[f"events_{name}"] = n, events
+        out[f"competing_{name}"] = got["n_competing"] / repeats
+        out[f"censored_{name}"] = got["n_censored"] / repeats
+        for k in ("auroc", "brier"):
+            est, lo, hi = got[k]
+            out[f"{k}_{name}"] = est
+            if n_boot > 0 and not few:
+                out[f"{k}_lo_{name}"], out[f"{k}_hi_{name}"] = lo, hi
+        if oracle is not None and np.isfinite(oracle[m]).all():
+            o = time_dependent_auroc(time, cause, np.tile(oracle[m], repeats), end, strata)
+            out[f"oracle_auroc_{name}"] = o
+            out[f"oracle_ratio_{name}"] = out[f"auroc_{name}"] / o
+    return out
+
+
+def day14_truth(horizon_truth: pd.DataFrame | None, horizon_h: float,
+                truth: pd.DataFrame | None) -> pd.DataFrame | None:  # fmt: skip
+    """The simulator's true day-14 risk of everyone at risk (rules 1-3): the ``horizon_h`` rows
+    of its per-horizon truth when given, else ``truth`` (complete-case rows only, so the
+    IPCW oracle ratio is left out where someone is censored)."""
+    if horizon_truth is None or horizon_truth.empty:
+        return truth
+    by_h = horizon_truth[horizon_truth["horizon"] == horizon_label(None, horizon_h)]
+    return by_h[["patient_id", "landmark_h", "true_risk"]] if not by_h.empty else truth
+
+
+def at_risk_predictions(
+    rows: CensoredRows, meta: pd.DataFrame, oof: np.ndarray, at_risk_oof: np.ndarray
+) -> np.ndarray:
+    """``at_risk_oof`` (filled by :func:`cross_validate` outside the complete-case rows) with
+    the complete-case rows' out-of-fold risks ``oof`` put in at theirs."""
+    cc = _aligned_oof(meta, oof, rows.data.meta)
+    known = ~rows.outside(meta)
+    out = at_risk_oof.copy()
+    out[:, known] = cc[:, known]
+    return out
+
+
 def sample_size_report(
     y: np.ndarray, meta: pd.DataFrame, n_parameters: int, c_statistic: float | None
 ) -> dict[str, Any]:
@@ -438,25 +572,39 @@ def train_model(
 
     # the rows at risk with data, with each horizon's outcome: the windows' training rows,
     # and the day-14 model's with task.training_weights: ipcw
+    # (and, with CV, the rows of the day-14 IPCW metrics in either setting)
     wanted = horizons_of(cfg.task.windows_h, cfg.task.horizon_h)
     ipcw = cfg.task.training_weights == "ipcw"
-    data = None
-    if wanted or ipcw:
+    cv = cfg.cv.validation == "cv"
+    data = at_risk = None
+    if wanted or ipcw or cv:
         data = horizon_data(cohort, wanted, cfg.task.landmarks_h, cfg.task.horizon_h,
-                            cfg.features, list(X.columns), day14=ipcw)  # fmt: skip
-    censored = CensoredRows(data, cfg.task.censoring_by) if ipcw else None
+                            cfg.features, list(X.columns), day14=ipcw or cv)  # fmt: skip
+    if ipcw or cv:
+        at_risk = CensoredRows(data, cfg.task.censoring_by)
+    censored = at_risk if ipcw else None
 
     report_lms = [h for h in cfg.cv.report_landmarks_h if h in set(cfg.task.landmarks_h)]
-    oof = None
+    oof = at_risk_oof = None
     members: dict[str, np.ndarray] = {}
-    if cfg.cv.validation == "cv":
+    if cv:
+        # out-of-fold risks of everyone at risk: NaN where cross_validate fills them in
+        fill = np.where(at_risk.outside(meta), np.nan, 0.0)
+        at_risk_oof = np.tile(fill, (cfg.cv.repeats, 1))
         oof = cross_validate(
             X, y, persons, make, cfg.cv.folds, cfg.cv.repeats, cfg.seed, progress, members,
-            censored,
+            censored, at_risk, at_risk_oof,
         )  # fmt: skip
         metrics = evaluate_predictions(
             y, oof, meta, report_lms, cfg.cv.bootstrap, cfg.seed, cohort.truth
         )
+        at_risk_oof = at_risk_predictions(at_risk, meta, oof, at_risk_oof)
+        metrics.update(day14_ipcw_metrics(
+            at_risk, at_risk_oof, report_lms,
+            cfg.task.censoring_by, cfg.cv.bootstrap, cfg.seed,
+            day14_truth(horizon_truth if horizon_truth is not None else cohort.truth_horizons,
+                        cfg.task.horizon_h, cohort.truth),
+        ))  # fmt: skip
         # a stack's members on the blend's own outer folds (point estimates, no intervals)
         for name, member_oof in members.items():
             member_metrics = evaluate_predictions(
@@ -503,6 +651,8 @@ def train_model(
         horizons=horizons,
         horizon_models=models,
         horizon_inputs=inputs,
+        at_risk_meta=data.meta if at_risk_oof is not None else None,
+        at_risk_oof=at_risk_oof,
     )
 
 

@@ -77,6 +77,17 @@ def test_training_reports_auroc_and_oracle_ratio_per_horizon(trained):
     assert [h.column for h, _ in bundle.horizons] == ["risk_24h", "risk_72h"]
 
 
+def test_training_reports_the_day14_ipcw_metrics_with_their_oracle_ratio(trained):
+    """The day-14 IPCW AUROC on everyone at risk, and the oracle's on the same rows and
+    weights from the per-horizon truth (truth.csv lacks the censored)."""
+    m = trained[0].metrics
+    for L in ("L24", "L48"):
+        auroc, oracle = m[f"auroc_ipcw_{L}"], m[f"oracle_auroc_ipcw_{L}"]
+        assert 0.5 < auroc < oracle <= 1.0
+        assert m[f"oracle_ratio_ipcw_{L}"] == pytest.approx(auroc / oracle)
+        assert m[f"n_ipcw_{L}"] >= m[f"n_{L}"]
+
+
 @pytest.mark.parametrize("as_of_hours", [20, 40, 60])
 def test_monotone_in_horizon_and_additive_per_horizon(trained, as_of_hours):
     _, bundle, _, new = trained

@@ -394,3 +394,125 @@ def test_training_weights_setting_is_checked():
 
     with pytest.raises(ConfigError, match="task.training_weights must be 'ipcw' or 'none'"):
         config_from_dict({}, ["task.training_weights=drop"])
+
+
+# --------------------------------------------------------------------------- IPCW metrics
+def test_the_day14_ipcw_metric_is_the_time_dependent_one_on_everyone_at_risk(lossy_cohort):
+    """Per report landmark, the training run's IPCW AUROC and Brier score are
+    time_dependent_auroc / _brier of its out-of-fold risks of everyone at risk (two CV
+    repeats pooled, G within deciles of the pooled risk: task.censoring_by risk_decile)."""
+    from crs_ml.evaluation.censored import risk_groups, time_dependent_auroc, time_dependent_brier
+    from crs_ml.modeling.train import train_model
+
+    cfg = config_from_dict({}, [*TRAIN, "cv.repeats=2"])
+    assert cfg.task.censoring_by == "risk_decile"
+    res = train_model(lossy_cohort, cfg)
+    meta, risk = res.at_risk_meta, res.at_risk_oof
+    assert risk.shape == (2, len(meta)) and np.isfinite(risk).all()
+    # the complete-case rows keep their out-of-fold risks; the others are added
+    key = meta["patient_id"].astype(str) + "@" + meta["landmark_h"].astype(str)
+    cc_key = res.meta["patient_id"].astype(str) + "@" + res.meta["landmark_h"].astype(str)
+    at = pd.Index(key).get_indexer(cc_key)
+    assert (at >= 0).all() and len(meta) > len(res.meta)
+    np.testing.assert_array_equal(risk[:, at], res.oof)
+    for L in (24.0, 48.0):
+        m = meta["landmark_h"].to_numpy() == L
+        time = np.tile(meta["time_h"].to_numpy(dtype=float)[m], 2)
+        cause = np.tile(meta["cause"].to_numpy()[m], 2)
+        p = risk[:, m].ravel()
+        strata = risk_groups(p, 10)
+        name = f"ipcw_L{L:g}"
+        assert res.metrics[f"auroc_{name}"] == pytest.approx(
+            time_dependent_auroc(time, cause, p, H, strata), rel=1e-12)  # fmt: skip
+        assert res.metrics[f"brier_{name}"] == pytest.approx(
+            time_dependent_brier(time, cause, p, H, strata), rel=1e-12)  # fmt: skip
+        assert res.metrics[f"n_{name}"] == m.sum() > res.metrics[f"n_L{L:g}"]
+        censored = (meta["cause"].to_numpy()[m] == 0) & (meta["time_h"].to_numpy()[m] < H)
+        assert res.metrics[f"censored_{name}"] == censored.sum() > 0
+        assert res.metrics[f"events_{name}"] > res.metrics[f"events_L{L:g}"]  # lost after event
+
+
+def test_the_day14_ipcw_metric_exists_in_both_settings_and_is_deterministic(lossy_cohort):
+    from crs_ml.modeling.train import train_model
+
+    runs = {}
+    for weights in ("ipcw", "none"):
+        cfg = config_from_dict({}, [*TRAIN, "cv.bootstrap=30", f"task.training_weights={weights}"])
+        runs[weights] = a = train_model(lossy_cohort, cfg)
+        b = train_model(lossy_cohort, cfg)
+        ipcw = {k: v for k, v in a.metrics.items() if "_ipcw_" in k}
+        np.testing.assert_equal(ipcw, {k: v for k, v in b.metrics.items() if "_ipcw_" in k})
+        np.testing.assert_array_equal(a.at_risk_oof, b.at_risk_oof)
+        assert {"auroc_lo_ipcw_L24", "brier_hi_ipcw_L48"} <= set(ipcw)
+        lo, hi = a.metrics["auroc_lo_ipcw_L24"], a.metrics["auroc_hi_ipcw_L24"]
+        assert lo < a.metrics["auroc_ipcw_L24"] < hi
+    a, b = runs["ipcw"], runs["none"]
+    pd.testing.assert_frame_equal(a.at_risk_meta, b.at_risk_meta)  # the same rows
+    for k in ("n_ipcw_L24", "events_ipcw_L24", "censored_ipcw_L24", "competing_ipcw_L48"):
+        assert a.metrics[k] == b.metrics[k]
+    assert a.metrics["auroc_ipcw_L24"] != b.metrics["auroc_ipcw_L24"]
+
+
+def test_without_censoring_the_ipcw_metric_is_the_complete_case_one(lossy_cohort):
+    """Everyone followed through day 14: the rows at risk are the complete-case rows, every
+    weight is 1, and the IPCW AUROC and Brier equal auroc_L24 and brier_L24 (repeats pooled)."""
+    from crs_ml.modeling.train import train_model
+
+    cohort = lossy_cohort.subset(lossy_cohort.patients["patient_id"])  # a copy
+    o = cohort.outcomes.copy()
+    o["followup_hours"] = np.nan  # followed through: nobody censored
+    cohort.outcomes = o
+    res = train_model(cohort, config_from_dict({}, [*TRAIN, "cv.repeats=2"]))
+    m = res.metrics
+    for L in ("L24", "L48"):
+        assert m[f"censored_ipcw_{L}"] == 0 and m[f"n_ipcw_{L}"] == m[f"n_{L}"]
+        assert m[f"events_ipcw_{L}"] == m[f"events_{L}"]
+        assert m[f"auroc_ipcw_{L}"] == pytest.approx(m[f"auroc_{L}"], rel=1e-12)
+        assert m[f"brier_ipcw_{L}"] == pytest.approx(m[f"brier_{L}"], rel=1e-12)
+    assert m["day14_censored_rows"] == 0
+
+
+class _RecordingLogistic(LogisticRiskModel):
+    """A logistic model that records the persons it trained on and the rows it scored."""
+
+    calls: list = []
+
+    def fit(self, X, y, groups=None, row_weights=None):
+        self.trained_on_ = set(np.asarray(groups).astype(str))
+        return super().fit(X, y, groups=groups, row_weights=row_weights)
+
+    def predict_proba(self, X):
+        self.calls.append((self.trained_on_, X.index.to_numpy()))
+        return super().predict_proba(X)
+
+
+@pytest.mark.parametrize("weights", ["ipcw", "none"])
+def test_no_risk_of_a_row_at_risk_comes_from_a_model_that_trained_on_its_person(weights):
+    """The rows outside the complete cases: the censored, and (as a person with a second
+    treatment could have) the 48 h rows of a fifth of the others, whose persons train the
+    fold models through their 24 h rows (``none``) or both rows (``ipcw``)."""
+    data, complete = _censored_cohort()
+    rng = np.random.default_rng(11)
+    mixed = np.isin(data.meta["person_id"], rng.choice(data.meta["person_id"].unique(), 60))
+    complete &= ~(mixed & (data.meta["landmark_h"].to_numpy() == 48.0))
+    offset = 10**6  # the rows at risk scored apart from X's rows: index >= offset
+    data.X.index = data.X.index + offset
+    X = data.X[complete].reset_index(drop=True)
+    y = data.y[DAY14][complete]
+    persons = data.meta["person_id"].astype(str).to_numpy()
+    rows = CensoredRows(data, "none")
+    censored = rows if weights == "ipcw" else None
+    fill = np.where(complete, 0.0, np.nan)
+    at_risk_oof = np.tile(fill, (2, 1))
+    _RecordingLogistic.calls = []
+    cross_validate(X, y, persons[complete], lambda: _RecordingLogistic(C=1.0), 3, 2, 7,
+                   censored=censored, at_risk=rows, at_risk_oof=at_risk_oof)  # fmt: skip
+    assert np.isfinite(at_risk_oof).all()  # every row outside the complete cases scored
+    scored = 0
+    for trained_on, index in _RecordingLogistic.calls:
+        at = index[index >= offset] - offset
+        scored += at.size
+        assert not set(persons[at]) & trained_on
+    assert scored == 2 * (~complete).sum()  # each outside row once per repeat
+    trained = set().union(*(t for t, _ in _RecordingLogistic.calls))
+    assert set(persons[~complete]) & trained  # outside persons do train (other folds)
