@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.special import logit
+from shared_cohorts import outcome_cohort
 
-from crs_ml.cohort import EVENT_COLUMNS, OBSERVATION_COLUMNS, OUTCOME_COLUMNS, Cohort
+from crs_ml.cohort import Cohort
 from crs_ml.config import FeatureConfig, load_config
 from crs_ml.errors import ModelError
 from crs_ml.modeling.explain import Explanation
@@ -200,24 +201,7 @@ PATIENTS = {
 
 
 def _cohort() -> Cohort:
-    ids = list(PATIENTS)
-    p = pd.DataFrame({"patient_id": pd.Series(ids, dtype=object)})
-    p["person_id"] = p["patient_id"].str.upper()
-    p["infusion_time"] = pd.Series(pd.NaT, index=p.index, dtype="datetime64[ns, UTC]")
-    p["product"], p["age_years"], p["sex"], p["disease"] = "axi-cel", 50.0, "F", "LBCL"
-    p["site"] = "A"
-    o = pd.DataFrame({"patient_id": pd.Series(ids, dtype=object), "hours": 2.0,
-                      "variable": "crp", "value": 5.0})  # fmt: skip
-    o["censored"], o["out_of_range"] = np.int8(0), False
-    o["source_row"] = np.arange(1, len(o) + 1, dtype=np.int64)
-    e = pd.DataFrame({c: pd.Series(dtype=object) for c in EVENT_COLUMNS})
-    e = e.astype({"hours": float, "end_hours": float, "source_row": np.int64})
-    out = pd.DataFrame(
-        [(k, 0, *v, "test") for k, v in PATIENTS.items()],
-        columns=["patient_id", "crs_max_grade", "grade3_hours", "death_hours", "followup_hours",
-                 "label_definition"],
-    )[OUTCOME_COLUMNS]  # fmt: skip
-    return Cohort(p, o[OBSERVATION_COLUMNS], e[EVENT_COLUMNS], outcomes=out)
+    return outcome_cohort(PATIENTS, 5.0)
 
 
 def test_competing_deaths_are_non_events_and_the_censored_get_no_weight():
