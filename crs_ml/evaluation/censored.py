@@ -309,13 +309,17 @@ def censored_point_metrics(
     strata=None,
     n_groups: int = DEFAULT_RISK_GROUPS,
     calibration: bool = True,
+    oracle=None,
 ) -> dict[str, float]:
     """AUROC, Brier (both IPCW) and, with ``calibration``, observed (Aalen-Johansen),
-    expected and O/E at horizon t."""
+    expected and O/E at horizon t; with ``oracle`` (another risk per row, e.g. the
+    simulator's true one) its AUROC on the same rows and weights, ``oracle_auroc``."""
     time, cause, risk = check_competing(time_h, cause, risk)
     w = ipcw_weights(time, cause, horizon_h, strata)
     case = _case(time, cause, float(horizon_h))
     out = {"auroc": weighted_auroc(case, risk, w), "brier": weighted_brier(case, risk, w)}
+    if oracle is not None:
+        out["oracle_auroc"] = weighted_auroc(case, check_competing(time, cause, oracle)[2], w)
     if calibration:
         observed, expected, oe = observed_expected(time, cause, risk, horizon_h, n_groups)
         out.update(observed=observed, expected=expected, oe_ratio=oe)
@@ -334,18 +338,21 @@ def censored_metrics(
     alpha: float = 0.05,
     n_groups: int = DEFAULT_RISK_GROUPS,
     metrics: tuple[str, ...] = CENSORED_METRICS,
+    oracle=None,
 ) -> dict[str, Stats]:
     """name -> (estimate, lo, hi) for ``metrics`` (of ``CENSORED_METRICS``) at horizon t,
     percentile bootstrap over persons (every replicate refits the censoring weights and the
-    Aalen-Johansen estimates). Also returns ``n``, ``n_events`` (grade >= 3 seen by t),
-    ``n_competing`` and ``n_censored`` (follow-up ended before t) as plain counts."""
+    Aalen-Johansen estimates). Also returns the :func:`outcome_counts` as plain counts and,
+    with ``oracle`` (another risk per row), ``oracle_auroc``: its AUROC on the same rows and
+    censoring weights (estimate only)."""
     unknown = set(metrics) - set(CENSORED_METRICS)
     if unknown:
         raise ValueError(f"unknown censored metrics {sorted(unknown)}; known: {CENSORED_METRICS}")
     calibration = not {"observed", "expected", "oe_ratio"}.isdisjoint(metrics)
     time, cause, risk = check_competing(time_h, cause, risk)
     labels = None if strata is None else _strata(strata, time.size)
-    point = censored_point_metrics(time, cause, risk, horizon_h, labels, n_groups, calibration)
+    point = censored_point_metrics(time, cause, risk, horizon_h, labels, n_groups, calibration,
+                                   oracle)  # fmt: skip
     resampler = GroupResampler(persons, time.size)
     draws = resampler.draw(np.random.default_rng(seed), int(n_boot)) if n_boot > 0 else []
     values = {k: np.full(len(draws), np.nan) for k in metrics}
@@ -363,12 +370,23 @@ def censored_metrics(
             np.percentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if v.size else (np.nan,) * 2
         )
         out[k] = Stats((point[k], lo, hi), n_used=v.size, n_skipped=len(draws) - v.size)
-    t = float(horizon_h)
-    out["n"] = int(time.size)
-    out["n_events"] = int(_case(time, cause, t).sum())
-    out["n_competing"] = int(((cause == CAUSE_COMPETING) & (time <= t)).sum())
-    out["n_censored"] = int(((cause == 0) & (time < t)).sum())
+    if oracle is not None:
+        out["oracle_auroc"] = point["oracle_auroc"]
+    out.update(outcome_counts(time, cause, horizon_h))
     return out
+
+
+def outcome_counts(time_h, cause, horizon_h: float) -> dict[str, int]:
+    """``n`` rows, ``n_events`` (grade >= 3 by t), ``n_competing`` (death before grade >= 3 by
+    t) and ``n_censored`` (follow-up ended before t without either) at horizon t."""
+    time, cause, _ = check_competing(time_h, cause)
+    t = float(horizon_h)
+    return {
+        "n": int(time.size),
+        "n_events": int(_case(time, cause, t).sum()),
+        "n_competing": int(((cause == CAUSE_COMPETING) & (time <= t)).sum()),
+        "n_censored": int(((cause == 0) & (time < t)).sum()),
+    }
 
 
 def incidence_curves_by_band(

@@ -55,11 +55,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation.censored import (
+    censored_metrics,
     censoring_strata,
     ipcw_weights,
-    weighted_auroc,
-    weighted_brier,
+    outcome_counts,
 )
 from crs_ml.features.builder import build_features
 from crs_ml.features.landmarks import horizon_label, horizon_status
@@ -236,6 +237,82 @@ def capped_risks(longest: np.ndarray, shorter: list[np.ndarray]) -> list[np.ndar
 
 
 # --------------------------------------------------------------------------- metrics
+def landmark_ipcw_metrics(
+    data: HorizonData,
+    column: str,
+    risk: np.ndarray,
+    report_landmarks: list[float],
+    censoring_by: str,
+    tag: str,
+    n_boot: int = 0,
+    seed: int = 0,
+    oracle: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Per report landmark L, the IPCW AUROC and Brier score by the end of horizon ``column``
+    (:func:`crs_ml.evaluation.censored.censored_metrics`, Blanche et al. 2013, death a
+    non-event) on the rows of ``data`` at L, named ``{metric}_{tag}_L24``: n, events,
+    competing, censored (the rows at L, :func:`~crs_ml.evaluation.censored.outcome_counts`),
+    auroc, brier; with ``n_boot`` > 0 and enough events and non-events (as the complete-case
+    slices) their person-bootstrap ``_lo`` / ``_hi``; with ``oracle`` (a risk per row, NaN
+    where unknown) finite at L, the oracle's AUROC on the same rows and weights and the
+    ratio.
+
+    ``risk``: one risk per row (n,) or CV repeats (repeats, n), pooled as
+    :func:`crs_ml.modeling.train.evaluate_predictions` pools them (every row once per
+    repeat). G is one reverse Kaplan-Meier per landmark on the pooled rows (every row
+    repeated equally often: the G of the rows taken once), within deciles of the pooled risk,
+    by site or one overall (``censoring_by``), fitted once for the model's and the oracle's
+    AUROC and refit in every bootstrap replicate. A landmark with a row without a risk is
+    left out (logged)."""
+    meta = data.meta
+    risk = np.atleast_2d(np.asarray(risk, dtype=np.float64))
+    repeats = risk.shape[0]
+    lm = meta["landmark_h"].to_numpy(dtype=np.float64)
+    time_h = meta["time_h"].to_numpy(dtype=np.float64)
+    cause_all = meta["cause"].to_numpy()
+    persons, sites = meta["person_id"].astype(str).to_numpy(), meta["site"].to_numpy()
+    out: dict[str, float] = {}
+    for L in report_landmarks:
+        m = lm == float(L)
+        if not m.any():
+            continue
+        name = f"{tag}_L{float(L):g}"
+        p = risk[:, m].ravel()
+        if not np.isfinite(p).all():  # a fold too small to train
+            log.warning("IPCW metrics %s left out: rows without a risk", name)
+            continue
+        end = float(data.end_h[column][m][0])
+        counts = outcome_counts(time_h[m], cause_all[m], end)
+        for k in ("n", "events", "competing", "censored"):
+            out[f"{k}_{name}"] = float(counts["n" if k == "n" else f"n_{k}"])
+        few = M.too_few_events(counts["n_events"], counts["n"])
+        time, cause = np.tile(time_h[m], repeats), np.tile(cause_all[m], repeats)
+        strata = censoring_strata(censoring_by, np.tile(sites[m], repeats), p)
+        known = oracle is not None and np.isfinite(oracle[m]).all()
+        got = censored_metrics(time, cause, p, end, np.tile(persons[m], repeats), strata,
+                               n_boot=0 if few else n_boot, seed=seed, metrics=("auroc", "brier"),
+                               oracle=np.tile(oracle[m], repeats) if known else None)  # fmt: skip
+        for k in ("auroc", "brier"):
+            est, lo, hi = got[k]
+            out[f"{k}_{name}"] = est
+            if n_boot > 0 and not few:
+                out[f"{k}_lo_{name}"], out[f"{k}_hi_{name}"] = lo, hi
+        if known:
+            out[f"oracle_auroc_{name}"] = got["oracle_auroc"]
+            out[f"oracle_ratio_{name}"] = out[f"auroc_{name}"] / got["oracle_auroc"]
+    return out
+
+
+def oracle_risk(meta: pd.DataFrame, truth: pd.DataFrame | None) -> np.ndarray | None:
+    """The simulator's true risk aligned to the landmark rows, or None without truth."""
+    if truth is None or truth.empty:
+        return None
+    key = meta[["patient_id", "landmark_h"]].astype({"patient_id": str, "landmark_h": float})
+    t = truth.astype({"patient_id": str, "landmark_h": float})
+    merged = key.merge(t, on=["patient_id", "landmark_h"], how="left")
+    return merged["true_risk"].to_numpy(dtype=float)
+
+
 def horizon_metrics(
     h: Horizon,
     data: HorizonData,
@@ -244,40 +321,12 @@ def horizon_metrics(
     censoring_by: str,
     truth: pd.DataFrame | None = None,
 ) -> dict[str, float]:
-    """Per report landmark: n, events, competing, censored, IPCW AUROC and Brier of one
-    window (censoring weights by risk decile, site or overall: ``censoring_by``) and, with
-    the simulator's per-horizon truth (:func:`crs_ml.simulate.simulator.horizon_truth`), the
-    oracle's AUROC on the same rows and weights and the ratio of the two."""
-    meta = data.meta
-    lm = meta["landmark_h"].to_numpy(dtype=np.float64)
+    """:func:`landmark_ipcw_metrics` of one window's risk (one vector, no intervals), names
+    ``{metric}_next24h_L24``, with the simulator's per-horizon truth
+    (:func:`crs_ml.simulate.simulator.horizon_truth`) the oracle's AUROC and ratio."""
     oracle = None
     if truth is not None and not truth.empty:
-        t = truth[truth["horizon"] == h.label]
-        key = meta[["patient_id", "landmark_h"]].astype({"patient_id": str, "landmark_h": float})
-        t = t.astype({"patient_id": str, "landmark_h": float})[["patient_id", "landmark_h",
-                                                                "true_risk"]]  # fmt: skip
-        oracle = key.merge(t, on=["patient_id", "landmark_h"], how="left")["true_risk"]
-        oracle = oracle.to_numpy(dtype=np.float64)
-    out: dict[str, float] = {}
-    for L in report_landmarks:
-        m = lm == float(L)
-        if not m.any():
-            continue
-        name = f"{h.tag}_L{float(L):g}"
-        time = meta["time_h"].to_numpy(dtype=np.float64)[m]
-        cause = meta["cause"].to_numpy()[m]
-        end = float(data.end_h[h.column][m][0])
-        strata = censoring_strata(censoring_by, meta["site"].to_numpy()[m], risk[m])
-        case = data.y[h.column][m].astype(bool)
-        out[f"n_{name}"] = float(m.sum())
-        out[f"events_{name}"] = float(case.sum())
-        out[f"competing_{name}"] = float(((cause == 2) & (time <= end)).sum())
-        out[f"censored_{name}"] = float(data.censored[h.column][m].sum())
-        w = ipcw_weights(time, cause, end, strata)  # once for every metric of these rows
-        out[f"auroc_{name}"] = weighted_auroc(case, risk[m], w)
-        out[f"brier_{name}"] = weighted_brier(case, risk[m], w)
-        if oracle is not None and np.isfinite(oracle[m]).all():
-            o = weighted_auroc(case, oracle[m], w)
-            out[f"oracle_auroc_{name}"] = o
-            out[f"oracle_ratio_{name}"] = out[f"auroc_{name}"] / o
-    return out
+        own = truth[truth["horizon"] == h.label][["patient_id", "landmark_h", "true_risk"]]
+        oracle = oracle_risk(data.meta, own)
+    return landmark_ipcw_metrics(data, h.column, risk, report_landmarks, censoring_by, h.tag,
+                                 oracle=oracle)  # fmt: skip

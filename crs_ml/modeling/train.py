@@ -57,7 +57,6 @@ import pandas as pd
 from crs_ml.config import Config
 from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
-from crs_ml.evaluation.censored import censored_metrics, censoring_strata, time_dependent_auroc
 from crs_ml.evaluation.performance import performance
 from crs_ml.features.builder import feature_catalogue
 from crs_ml.features.catalogue import select_feature_variables
@@ -73,6 +72,8 @@ from crs_ml.modeling.horizons import (
     horizon_data,
     horizon_metrics,
     horizons_of,
+    landmark_ipcw_metrics,
+    oracle_risk,
     takes_weights,
     trainable,
     training_weights,
@@ -366,16 +367,6 @@ def slice_metrics(
     return out
 
 
-def oracle_risk(meta: pd.DataFrame, truth: pd.DataFrame | None) -> np.ndarray | None:
-    """The simulator's true risk aligned to the landmark rows, or None without truth."""
-    if truth is None or truth.empty:
-        return None
-    key = meta[["patient_id", "landmark_h"]].astype({"patient_id": str, "landmark_h": float})
-    t = truth.astype({"patient_id": str, "landmark_h": float})
-    merged = key.merge(t, on=["patient_id", "landmark_h"], how="left")
-    return merged["true_risk"].to_numpy(dtype=float)
-
-
 def evaluate_predictions(
     y: np.ndarray,
     oof: np.ndarray,
@@ -421,56 +412,17 @@ def day14_ipcw_metrics(
     truth: pd.DataFrame | None = None,
 ) -> dict[str, float]:
     """Per report landmark, the day-14 time-dependent AUROC and Brier score with inverse
-    probability of censoring weights (:func:`crs_ml.evaluation.censored.censored_metrics`,
-    Blanche et al. 2013, death before grade >= 3 a non-event) on everyone at risk at L with
-    data (``rows``: the complete-case rows and the censored or lost after an event), from
-    their out-of-fold risks ``risk`` (repeats, n).
-
-    The repeats are pooled as :func:`evaluate_predictions` pools them (every row once per
-    repeat); G is one reverse Kaplan-Meier per landmark on these pooled rows (every row
-    repeated equally often: the G of the rows taken once), within deciles of the pooled risk,
-    by site or one overall (``censoring_by``). Names ``{metric}_ipcw_L24``: n, events,
-    competing, censored (rows at L, counted once), auroc, brier, their ``_lo`` / ``_hi`` by
-    person bootstrap (``n_boot`` > 0 and enough events and non-events, as the complete-case
-    slices), and with the simulator's ``truth`` the oracle's AUROC on the same rows and
-    weights and the ratio. With nobody censored the weights are 1 and AUROC and Brier equal
-    the complete-case ``auroc_L24`` and ``brier_L24``."""
-    data, repeats = rows.data, risk.shape[0]
-    meta = data.meta
-    lm = meta["landmark_h"].to_numpy(dtype=float)
-    oracle = oracle_risk(meta, truth)
-    out: dict[str, float] = {}
-    for L in report_landmarks:
-        m = lm == float(L)
-        if not m.any():
-            continue
-        name = f"{IPCW_TAG}_L{float(L):g}"
-        p = risk[:, m].ravel()
-        if not np.isfinite(p).all():  # a fold too small to train
-            log.warning("day-14 IPCW metrics at %g h left out: rows without a risk", L)
-            continue
-        time = np.tile(meta["time_h"].to_numpy(dtype=float)[m], repeats)
-        cause = np.tile(meta["cause"].to_numpy()[m], repeats)
-        persons = np.tile(meta["person_id"].astype(str).to_numpy()[m], repeats)
-        strata = censoring_strata(censoring_by, np.tile(meta["site"].to_numpy()[m], repeats), p)
-        end = float(data.end_h[DAY14][m][0])
-        n, events = float(m.sum()), float(data.y[DAY14][m].sum())
-        few = M.too_few_events(events, n)
-        got = censored_metrics(time, cause, p, end, persons, strata, n_boot=0 if few else n_boot,
-                               seed=seed, metrics=("auroc", "brier"))  # fmt: skip
-        out[f"n_{name}"], out[f"events_{name}"] = n, events
-        out[f"competing_{name}"] = got["n_competing"] / repeats
-        out[f"censored_{name}"] = got["n_censored"] / repeats
-        for k in ("auroc", "brier"):
-            est, lo, hi = got[k]
-            out[f"{k}_{name}"] = est
-            if n_boot > 0 and not few:
-                out[f"{k}_lo_{name}"], out[f"{k}_hi_{name}"] = lo, hi
-        if oracle is not None and np.isfinite(oracle[m]).all():
-            o = time_dependent_auroc(time, cause, np.tile(oracle[m], repeats), end, strata)
-            out[f"oracle_auroc_{name}"] = o
-            out[f"oracle_ratio_{name}"] = out[f"auroc_{name}"] / o
-    return out
+    probability of censoring weights (Blanche et al. 2013, death before grade >= 3 a
+    non-event) on everyone at risk at L with data (``rows``: the complete-case rows and the
+    censored or lost after an event), from their out-of-fold risks ``risk`` (repeats, n)
+    pooled, with person-bootstrap ``_lo`` / ``_hi`` (``n_boot``) and, with the simulator's
+    ``truth``, the oracle ratio: :func:`crs_ml.modeling.horizons.landmark_ipcw_metrics`
+    (the windows' metrics too), names ``{metric}_ipcw_L24``. With nobody censored the
+    weights are 1 and AUROC and Brier equal the complete-case ``auroc_L24`` and
+    ``brier_L24``."""
+    oracle = oracle_risk(rows.data.meta, truth)
+    return landmark_ipcw_metrics(rows.data, DAY14, risk, report_landmarks, censoring_by,
+                                 IPCW_TAG, n_boot, seed, oracle)  # fmt: skip
 
 
 def day14_truth(horizon_truth: pd.DataFrame | None, horizon_h: float,
