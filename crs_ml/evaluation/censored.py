@@ -49,8 +49,6 @@ condition on the fitted model that produced ``risk``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
@@ -109,40 +107,12 @@ def reverse_kaplan_meier(time_h, cause) -> tuple[np.ndarray, np.ndarray]:
     ``sksurv.nonparametric.kaplan_meier_estimator(reverse=True)``, which the tests compare
     against; vectorised here because the bootstrap refits it in every replicate)."""
     time, cause, _ = check_competing(time_h, cause)
+    return _reverse_km(time, cause)
+
+
+def _reverse_km(time: np.ndarray, cause: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     uniq, at_risk, d1, d2, censored = _counts(time, cause)
     return uniq, np.cumprod(1.0 - _ratio(censored, at_risk - d1 - d2))
-
-
-@dataclass(frozen=True)
-class CensoringSurvival:
-    """G(u) = P(C > u) by reverse Kaplan-Meier, one curve per stratum (or one overall)."""
-
-    times: dict[object, np.ndarray]
-    survival: dict[object, np.ndarray]
-
-    @classmethod
-    def fit(cls, time_h, cause, strata=None) -> CensoringSurvival:
-        time, cause, _ = check_competing(time_h, cause)
-        labels = _strata(strata, time.size)
-        times, surv = {}, {}
-        for s in pd.unique(labels):
-            m = labels == s
-            times[s], surv[s] = reverse_kaplan_meier(time[m], cause[m])
-        return cls(times, surv)
-
-    def just_before(self, at_h, strata=None) -> np.ndarray:
-        """G(u-) = P(C >= u) for each row (u = ``at_h``, scalar or per row)."""
-        at = np.asarray(at_h, dtype="float64")
-        labels = _strata(strata, at.size if at.ndim else 1)
-        at = np.broadcast_to(at, labels.shape)
-        out = np.ones(labels.shape)
-        for s in pd.unique(labels):
-            if s not in self.times:
-                raise InputError(f"censoring stratum {s!r} was not in the data G was fitted on")
-            m = labels == s
-            idx = np.searchsorted(self.times[s], at[m], side="left")  # times strictly before u
-            out[m] = np.r_[1.0, self.survival[s]][idx]
-        return out
 
 
 def _strata(strata, n: int) -> np.ndarray:
@@ -160,13 +130,28 @@ def ipcw_weights(time_h, cause, horizon_h: float, strata=None) -> np.ndarray:
     """Blanche et al. (2013) weights at horizon t (module docstring): 1/G(time-) for cause 1
     or 2 by t, 1/G(t-) for the event-free, 0 for the censored before t."""
     time, cause, _ = check_competing(time_h, cause)
-    t = float(horizon_h)
-    g = CensoringSurvival.fit(time, cause, strata)
+    codes = pd.factorize(_strata(strata, time.size))[0]
+    return _ipcw_weights(time, cause, float(horizon_h), codes)
+
+
+def _ipcw_weights(time: np.ndarray, cause: np.ndarray, t: float, codes: np.ndarray):
+    """:func:`ipcw_weights` of checked arrays, ``codes`` the stratum of each row (0, 1, ...):
+    per stratum, G by :func:`reverse_kaplan_meier` on its rows (in their order) and G(u-) =
+    P(C >= u) read at each row's u; no input checks (the bootstrap calls it in every
+    replicate)."""
     by_t = (time <= t) & (cause != 0)
     free = time >= t
     free &= ~by_t
     at = np.where(by_t, time, t)
-    G = g.just_before(at, strata)
+    G = np.ones(time.size)
+    order = np.argsort(codes, kind="stable")  # stratum by stratum, rows in order
+    bounds = np.cumsum(np.bincount(codes))
+    for start, end in zip(np.r_[0, bounds[:-1]], bounds, strict=True):
+        if end == start:
+            continue
+        rows = order[start:end]
+        uniq, surv = _reverse_km(time[rows], cause[rows])
+        G[rows] = np.r_[1.0, surv][np.searchsorted(uniq, at[rows], side="left")]  # before u
     used = by_t | free  # G > 0 there: the row itself is under follow-up until time_h or t
     w = np.zeros(time.size)
     w[used] = 1.0 / G[used]
@@ -315,11 +300,18 @@ def censored_point_metrics(
     expected and O/E at horizon t; with ``oracle`` (another risk per row, e.g. the
     simulator's true one) its AUROC on the same rows and weights, ``oracle_auroc``."""
     time, cause, risk = check_competing(time_h, cause, risk)
-    w = ipcw_weights(time, cause, horizon_h, strata)
+    oracle = None if oracle is None else check_competing(time, cause, oracle)[2]
+    codes = pd.factorize(_strata(strata, time.size))[0]
+    return _point_metrics(time, cause, risk, horizon_h, codes, n_groups, calibration, oracle)
+
+
+def _point_metrics(time, cause, risk, horizon_h, codes, n_groups, calibration, oracle=None):
+    """:func:`censored_point_metrics` of checked arrays (``codes``: stratum of each row)."""
+    w = _ipcw_weights(time, cause, float(horizon_h), codes)
     case = _case(time, cause, float(horizon_h))
     out = {"auroc": weighted_auroc(case, risk, w), "brier": weighted_brier(case, risk, w)}
     if oracle is not None:
-        out["oracle_auroc"] = weighted_auroc(case, check_competing(time, cause, oracle)[2], w)
+        out["oracle_auroc"] = weighted_auroc(case, oracle, w)
     if calibration:
         observed, expected, oe = observed_expected(time, cause, risk, horizon_h, n_groups)
         out.update(observed=observed, expected=expected, oe_ratio=oe)
@@ -350,17 +342,17 @@ def censored_metrics(
         raise ValueError(f"unknown censored metrics {sorted(unknown)}; known: {CENSORED_METRICS}")
     calibration = not {"observed", "expected", "oe_ratio"}.isdisjoint(metrics)
     time, cause, risk = check_competing(time_h, cause, risk)
-    labels = None if strata is None else _strata(strata, time.size)
-    point = censored_point_metrics(time, cause, risk, horizon_h, labels, n_groups, calibration,
-                                   oracle)  # fmt: skip
+    oracle = None if oracle is None else check_competing(time, cause, oracle)[2]
+    # strata as integer codes: the same groups, compared faster in every replicate
+    labels = pd.factorize(_strata(strata, time.size))[0]
+    point = _point_metrics(time, cause, risk, horizon_h, labels, n_groups, calibration, oracle)
     resampler = GroupResampler(persons, time.size)
     draws = resampler.draw(np.random.default_rng(seed), int(n_boot)) if n_boot > 0 else []
     values = {k: np.full(len(draws), np.nan) for k in metrics}
     for b, drawn in enumerate(draws):
         idx = resampler.rows(drawn)
-        sb = None if labels is None else labels[idx]
-        rep = censored_point_metrics(time[idx], cause[idx], risk[idx], horizon_h, sb, n_groups,
-                                     calibration)  # fmt: skip
+        rep = _point_metrics(time[idx], cause[idx], risk[idx], horizon_h, labels[idx], n_groups,
+                             calibration)  # fmt: skip
         for k in metrics:
             values[k][b] = rep[k]
     out: dict = {}
