@@ -410,8 +410,10 @@ def test_few_events_give_equal_weights_to_the_declared_members(data, fitted, tmp
     # the setting travels with a saved model
     save_stack(few, tmp_path)
     loaded = load_stack(tmp_path)
-    assert (loaded.few_events_below, loaded.few_events_members) == (persons + 1,
-                                                                   ["additive", "compact"])
+    assert (loaded.few_events_below, loaded.few_events_members) == (
+        persons + 1,
+        ["additive", "compact"],
+    )
     np.testing.assert_array_equal(loaded.predict_proba(X), few.predict_proba(X))
 
 
