@@ -163,7 +163,7 @@ def run_one(cfg, catalogue, train, test, seed: int, replay: Path | None = None) 
         np.savez_compressed(
             replay, names=np.array(list(member_test)), margins=stack.inner_margins_,
             fold=stack.inner_fold_, y=y, test_margins=np.column_stack(list(member_test.values())),
-            test_y=yt, oracle_auroc=oracle_auroc,
+            test_y=yt, oracle_auroc=oracle_auroc, event_persons=stack.event_persons_,
         )  # fmt: skip
     out["weights"] = dict(zip([m[0] for m in stack.members_], stack.weights_.tolist(),
                               strict=True))  # fmt: skip
@@ -341,14 +341,21 @@ def replay_blend(path: Path, model_cfg) -> tuple[dict, dict]:
     equals refitting the stack when only the blending rule changed."""
     from scipy.special import expit
 
-    from crs_ml.modeling.stack import blend_from_margins
+    from crs_ml.modeling.stack import blend_from_margins, equal_weight_members
 
     d = np.load(path, allow_pickle=False)
     names = [str(n) for n in d["names"]]
     fold = d["fold"]
     folds = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(fold.max() + 1)]
     families = model_cfg.params.get("blend_rules", ("nnls",))
-    _, _, coef, intercept = blend_from_margins(d["margins"], d["y"], folds, names, families)
+    below = model_cfg.params.get("few_events_below", 0)
+    if below and "event_persons" not in d.files:
+        raise SystemExit(f"{path}: no event_persons (written before the few-events rule); "
+                         "re-run its draw")  # fmt: skip
+    few = equal_weight_members(int(d["event_persons"]) if below else 0, below,
+                               model_cfg.params.get("few_events_members"), names)  # fmt: skip
+    _, _, coef, intercept = blend_from_margins(d["margins"], d["y"], folds, names, families,
+                                               few_events=few)  # fmt: skip
     p = expit(intercept + d["test_margins"] @ coef)
     weights = coef / coef.sum() if coef.sum() > 0 else np.full(len(names), 1 / len(names))
     return measure(d["test_y"], p, float(d["oracle_auroc"])), dict(zip(names, weights.tolist(),

@@ -260,13 +260,19 @@ DEFAULT_XGBOOST_PARAMS: dict[str, Any] = {
 #: the default model (also spelled out in configs/default.yaml; configs/stack.yaml has the
 #: same model section): the stacked model (super learner, :mod:`crs_ml.modeling.stack`) of the
 #: xgboost pipeline, the additive model and the compact clinical logistic model. It meets
-#: the robustness benchmark's criterion in 22 of 24 simulated worlds and sizes and is above
+#: the robustness benchmark's criterion in 23 of 24 simulated worlds and sizes and is above
 #: the xgboost pipeline (configs/xgboost.yaml, the previous default) in all 24
 #: (README, "Predictive quality"). A ``model`` section without ``type`` is laid over it.
 DEFAULT_MODEL: dict[str, Any] = {
     "type": "stack",
     "calibration": "platt",
-    "params": {"inner_folds": 4, "blend_rules": ["nnls"]},
+    # below 50 persons with an event: equal weights over the two additive members
+    "params": {
+        "inner_folds": 4,
+        "blend_rules": ["nnls"],
+        "few_events_below": 50,
+        "few_events_members": ["additive", "compact"],
+    },
     "members": {
         # the xgboost pipeline with one inner split for early stopping and Platt: the blend
         # recalibrates, and the stack already fits every member 5 times
@@ -332,6 +338,8 @@ MODEL_PARAM_RULES: dict[str, dict[str, Any]] = {
     "stack": {
         "inner_folds": Annotated[int, Field(ge=2)],
         "blend_rules": list[Literal["equal", "nnls", "single", "shrunk"]],
+        "few_events_below": Annotated[int, Field(ge=0)],
+        "few_events_members": list[str],
         "random_state": int,
     },
 }
@@ -396,6 +404,12 @@ class ModelConfig(_Strict):
             raise ValueError(f"model.members is for type 'stack', not '{self.type}'")
         if any(m.type == "stack" for m in self.members.values()):
             raise ValueError("a stack member cannot itself be a stack")
+        unknown = sorted(set(self.params.get("few_events_members") or ()) - set(self.members))
+        if self.type == "stack" and unknown:
+            raise ValueError(
+                f"model.params.few_events_members: {', '.join(unknown)} not among "
+                f"model.members ({', '.join(self.members)})"
+            )
         return self
 
     @model_validator(mode="before")

@@ -17,6 +17,13 @@
    held-out log-loss across the same inner folds (``rule_log_loss_``); the default is the
    free weights alone, which did at least as well as every such choice on development draws
    (README, "Model families");
+   With few events (fewer persons with an event in the training rows than
+   ``few_events_below``), no weights are fit: the blend gives equal weights to the
+   ``few_events_members`` (the others get weight 0) and fits only its Platt map
+   (``blend_rule_`` ``few_events:<members>``). On development draws with 7-36 persons with an
+   event, free weights over-fit the inner folds' margins and equal weights over the two
+   additive members did better in every world and size tried (README, "Model families");
+   the xgboost member's own early-stopping and Platt split then holds under 10 events;
 3. each member is refit on all training rows (``members_``).
 
 ``fit(..., row_weights=...)`` (importance weights, e.g. censoring weights) passes the weights
@@ -222,15 +229,38 @@ def choose_rule(M: np.ndarray, y: np.ndarray, folds, names: list[str], families=
 
 
 def blend_from_margins(M: np.ndarray, y: np.ndarray, folds, names: list[str], families=None,
-                       weights=None):  # fmt: skip
+                       weights=None, few_events=None):  # fmt: skip
     """The blend fit on the members' out-of-fold log-odds ``M`` (rows, members) with the
     inner ``folds`` they came from, the rule chosen among the ``families``
     (:func:`choose_rule`), rows weighted by ``weights`` (None: equal): (rule, {rule: held-out
     log-loss}, coefficients >= 0, intercept). The risk is ``expit(intercept + M @
-    coefficients)``."""
+    coefficients)``. ``few_events``: None, or the members given equal weights instead
+    (:func:`equal_weight_members`), then only a Platt map is fit (rule ``few_events:...``)."""
+    if few_events is not None:
+        coef, intercept = fit_equal_subset(M, y, names, few_events, weights)
+        return "few_events:" + ",".join(few_events), {}, coef, intercept
     rule, losses = choose_rule(M, y, folds, names, families, weights)
     coef, intercept = fit_rule(rule, M, y.astype(np.float64), names, weights)
     return rule, losses, coef, intercept
+
+
+def equal_weight_members(event_persons: int, below: int, members, names: list[str]):
+    """The members the blend gives equal weights to when the training rows hold fewer than
+    ``below`` persons with an event (``members``; None: all ``names``), or None when there
+    are enough events for fitted weights (``below`` 0: never)."""
+    if int(below or 0) <= 0 or event_persons >= int(below):
+        return None
+    return list(names) if not members else [n for n in names if n in set(members)]
+
+
+def fit_equal_subset(M: np.ndarray, y: np.ndarray, names: list[str], members: list[str],
+                     weights=None) -> tuple[np.ndarray, float]:  # fmt: skip
+    """(coefficients, intercept): equal weights over ``members`` (0 for the other columns of
+    ``M``), then a Platt map of that blend fit on ``y`` (rows weighted by ``weights``)."""
+    share = np.isin(np.asarray(names), members).astype(np.float64)
+    share /= share.sum()
+    coef, intercept = fit_blend((M @ share)[:, None], y.astype(np.float64), weights)
+    return coef[0] * share, intercept
 
 
 class StackedRiskModel(LogOddsRiskClassifier):
@@ -239,21 +269,28 @@ class StackedRiskModel(LogOddsRiskClassifier):
     ``members``: list of ``(name, estimator, columns)``; ``columns`` the feature names or
     shell-style patterns the member reads (None: all; :func:`select_columns`). ``inner_folds``: person folds for the out-of-fold margins;
     ``random_state`` seeds them. ``blend_rules``: the rule families the blend is chosen
-    among by inner-fold log-loss (:func:`expand_rules`). X must be a DataFrame (members read
-    columns by name).
+    among by inner-fold log-loss (:func:`expand_rules`). ``few_events_below`` (0: off) and
+    ``few_events_members`` (None: all): below that many persons with an event in the
+    training rows, equal weights over those members and a Platt map instead
+    (:func:`equal_weight_members`).
+    X must be a DataFrame (members read columns by name).
 
     Fitted: ``members_`` (name, fitted estimator, columns), ``weights_`` (convex, >= 0, sum
     1), ``platt_slope_``, ``platt_intercept_``, ``coef_`` (= slope x weights), ``inner_metrics_``
     ({member or 'blend': {'auroc', 'log_loss'}} on the inner out-of-fold margins),
     ``inner_margins_`` (rows, members: the out-of-fold log-odds the blend was fit on) and
-    ``inner_fold_`` (each row's inner fold; -1 without folds): kept in memory so a benchmark
+    ``inner_fold_`` (each row's inner fold; -1 without folds), ``event_persons_`` (persons with
+    an event in the training rows): kept in memory so a benchmark
     can replay blending rules (:func:`blend_from_margins`), never written to a model folder.
     """
 
-    def __init__(self, members=None, inner_folds=4, blend_rules=("nnls",), random_state=0):
+    def __init__(self, members=None, inner_folds=4, blend_rules=("nnls",), few_events_below=0,
+                 few_events_members=None, random_state=0):  # fmt: skip
         self.members = members
         self.inner_folds = inner_folds
         self.blend_rules = blend_rules
+        self.few_events_below = few_events_below
+        self.few_events_members = few_events_members
         self.random_state = random_state
 
     def _frame(self, X) -> pd.DataFrame:
@@ -280,6 +317,10 @@ class StackedRiskModel(LogOddsRiskClassifier):
         if len(set(names)) != len(names):
             raise ValueError(f"stack member names must be unique, got {names}")
         expand_rules(self.blend_rules, names)  # an unknown family fails before any fitting
+        unknown = sorted(set(self.few_events_members or ()) - set(names))
+        if unknown:
+            raise ValueError(f"few_events_members: {unknown} are not members of the stack "
+                             f"({', '.join(names)})")  # fmt: skip
         Xv, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
         y01 = encode_binary_target(self, y)
         w = check_row_weights(row_weights, Xv.shape[0])
@@ -287,12 +328,15 @@ class StackedRiskModel(LogOddsRiskClassifier):
         codes = group_codes(groups, frame.shape[0])
         groups_arr = codes
         specs = [(n, est, self._member_columns(cols, frame)) for n, est, cols in self.members]
+        self.event_persons_ = int(np.unique(codes[y01 == 1]).size)
+        few = equal_weight_members(self.event_persons_, self.few_events_below,
+                                   self.few_events_members, names)  # fmt: skip
         folds = inner_group_folds(y01, codes, int(self.inner_folds), self.random_state)
         oof = np.full((len(y01), len(specs)), np.nan)
         if folds is None:
             warnings.warn(
                 "StackedRiskModel: too few persons with events for inner folds; equal "
-                "weights and no Platt map",
+                f"weights over {', '.join(few or names)} and no Platt map",
                 UserWarning,
                 stacklevel=2,
             )
@@ -310,10 +354,11 @@ class StackedRiskModel(LogOddsRiskClassifier):
             for k, (_, valid) in enumerate(folds):
                 self.inner_fold_[valid] = k
             self.blend_rule_, self.rule_log_loss_, coef, intercept = blend_from_margins(
-                oof, y01, folds, [n for n, _, _ in specs], tuple(self.blend_rules), w
+                oof, y01, folds, names, tuple(self.blend_rules), w, few
             )
         else:
-            coef, intercept = np.full(len(specs), 1.0 / len(specs)), 0.0
+            coef = np.isin(np.asarray(names), few or names).astype(np.float64)
+            coef, intercept = coef / coef.sum(), 0.0
         self.inner_margins_ = oof
         slope = float(coef.sum())
         self.weights_ = coef / slope if slope > 0 else np.full(len(specs), 1.0 / len(specs))
@@ -397,6 +442,10 @@ class StackedRiskModel(LogOddsRiskClassifier):
             "stack_platt_slope": self.platt_slope_,
             "stack_platt_intercept": self.platt_intercept_,
         }
+        if hasattr(self, "event_persons_"):  # not kept in a model folder
+            out["stack_event_persons"] = float(self.event_persons_)
+        # 1: too few events for fitted weights, equal weights over the few-events members
+        out["stack_few_events"] = float(self.blend_rule_.startswith("few_events:"))
         for rule, loss in self.rule_log_loss_.items():
             out[f"stack_rule_log_loss_{rule.replace(':', '_')}"] = float(loss)
         for (name, _, _), w in zip(self.members_, self.weights_, strict=True):
@@ -447,6 +496,8 @@ def save_stack(model: StackedRiskModel, folder: Path) -> list[str]:
         "params": {
             "inner_folds": model.inner_folds,
             "blend_rules": list(model.blend_rules),
+            "few_events_below": model.few_events_below,
+            "few_events_members": model.few_events_members,
             "random_state": model.random_state,
         },
         "weights": model.weights_.tolist(),

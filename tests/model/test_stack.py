@@ -367,3 +367,75 @@ def test_risk_models_declare_their_sklearn_tags_once():
         assert tags.input_tags.allow_nan and tags.classifier_tags.multi_class is False
         assert all("__sklearn_tags__" not in k.__dict__ for k in cls.__mro__[:-1]
                    if k is not BinaryRiskClassifier and k.__module__.startswith("crs_ml"))  # fmt: skip
+
+
+def _few_events_stack(catalogue, below, members=("additive", "compact")):
+    model, _ = _stack(catalogue)
+    return model.set_params(few_events_below=below, few_events_members=list(members))
+
+
+def test_few_events_give_equal_weights_to_the_declared_members(data, fitted, tmp_path):
+    """Below ``few_events_below`` persons with an event the blend fits no weights: equal
+    weights over ``few_events_members``, the others 0, and a Platt map; at the threshold the
+    free weights as before. Persons are counted, not rows."""
+    from crs_ml.modeling.stack import blend_from_margins, load_stack, save_stack
+
+    X, y, groups, catalogue = data
+    persons = len(np.unique(groups[y == 1]))
+    assert fitted.event_persons_ == persons and y.sum() > persons + 1  # rows > persons
+    few = _few_events_stack(catalogue, persons + 1).fit(X, y, groups=groups)
+    assert few.blend_rule_ == "few_events:additive,compact" and few.rule_log_loss_ == {}
+    np.testing.assert_allclose(few.weights_, [0.0, 0.5, 0.5], atol=1e-12)
+    assert few.platt_slope_ > 0
+    assert few.summary()["stack_few_events"] == 1.0 and fitted.summary()["stack_few_events"] == 0
+    assert few.summary()["stack_event_persons"] == persons
+    # the members are fit as before (the xgboost one too, for the run log and replays)
+    np.testing.assert_array_equal(few.inner_margins_, fitted.inner_margins_)
+    assert set(few.member_logits(X)) == {"xgboost", "additive", "compact"}
+    # the Platt map is the logistic fit of the equal blend of the kept out-of-fold margins
+    rule, _, coef, b = blend_from_margins(few.inner_margins_, y, [], ["xgboost", "additive",
+                                          "compact"], few_events=["additive", "compact"])  # fmt: skip
+    assert rule == few.blend_rule_ and b == few.platt_intercept_
+    np.testing.assert_allclose(coef, few.coef_, rtol=1e-12)
+    # exact SHAP still adds up; the xgboost member contributes nothing
+    contrib, base = few.explain_logit(X)
+    np.testing.assert_allclose(base + contrib.sum(axis=1), few.decision_function(X), atol=1e-6)
+    xgb_only = [c for c in _member(few, "xgboost").feature_names_in_
+                if c not in set(X.columns[np.abs(contrib).sum(axis=0) > 0])]  # fmt: skip
+    assert xgb_only, "some feature only the xgboost member reads"
+    # at the threshold: the free weights, exactly as without the rule
+    enough = _few_events_stack(catalogue, persons).fit(X, y, groups=groups)
+    assert enough.blend_rule_ == fitted.blend_rule_
+    np.testing.assert_array_equal(enough.coef_, fitted.coef_)
+    # the setting travels with a saved model
+    save_stack(few, tmp_path)
+    loaded = load_stack(tmp_path)
+    assert (loaded.few_events_below, loaded.few_events_members) == (
+        persons + 1,
+        ["additive", "compact"],
+    )
+    np.testing.assert_array_equal(loaded.predict_proba(X), few.predict_proba(X))
+
+
+def test_too_few_events_for_inner_folds_fall_back_to_the_few_events_members(data):
+    """With too few persons with an event for the inner folds, equal weights over the
+    few-events members and no Platt map (before: over every member, the xgboost one too)."""
+    X, y, groups, catalogue = data
+    event_persons = np.unique(groups[y == 1])
+    keep = ~np.isin(groups, event_persons[2:])  # two persons with an event, 3 inner folds
+    with pytest.warns(UserWarning, match="equal weights over additive, compact"):
+        model = _few_events_stack(catalogue, 50).fit(X[keep], y[keep], groups=groups[keep])
+    np.testing.assert_allclose(model.weights_, [0.0, 0.5, 0.5])
+    assert (model.platt_slope_, model.platt_intercept_) == (1.0, 0.0)
+
+
+def test_few_events_settings_are_checked_and_the_default_uses_them():
+    with pytest.raises(ConfigError, match="few_events_members: extra not among model.members"):
+        config_from_dict({"model": {**STACK, "params": {"few_events_members": ["extra"]}}})
+    with pytest.raises(ConfigError, match="few_events_below"):
+        config_from_dict({"model": {**STACK, "params": {"few_events_below": -1}}})
+    for cfg in (load_config(None), load_config("configs/default.yaml"),
+                load_config("configs/stack.yaml")):  # fmt: skip
+        params = cfg.model.params
+        assert params["few_events_below"] == 50
+        assert params["few_events_members"] == ["additive", "compact"]
