@@ -141,13 +141,15 @@ def test_missing_values_follow_each_nodes_default_direction():
     np.testing.assert_allclose(pred_contribs(booster, rows), _xgboost(booster, rows), atol=ATOL)
 
 
-def test_thread_count_does_not_change_the_values():
-    X, y = _data(n=5000, seed=9)
+def test_rows_do_not_depend_on_their_block_or_the_thread_count():
+    from crs_ml.modeling.treeshap import BLOCK_ROWS
+
+    X, y = _data(n=3 * BLOCK_ROWS + 7, seed=9)
     booster = _train(X, y, max_depth=2)
-    plan = ShallowTreeShap.from_booster(booster)
-    one = plan.contributions(X, threads=1)
-    assert np.array_equal(one, plan.contributions(X, threads=2))
-    assert np.array_equal(one[1234:1235], plan.contributions(X[1234:1235]))
+    every = pred_contribs(booster, X, threads=1)
+    assert np.array_equal(every, pred_contribs(booster, X, threads=2))
+    for row in (0, BLOCK_ROWS - 1, BLOCK_ROWS, len(X) - 1):
+        assert np.array_equal(every[row : row + 1], pred_contribs(booster, X[row : row + 1]))
 
 
 def test_deep_trees_fall_back_to_xgboost():
