@@ -18,6 +18,9 @@
    ``booster.predict(DMatrix(X), pred_contribs=True)`` on that matrix (the faster of two).
    For a stack the booster is its xgboost member's (issue 15: a blend costs more than one
    booster; the ratio is the stack's end to end against bare TreeSHAP of that member).
+   In the same turns, for reference: crs_ml's own TreeSHAP of the same boosters on the same
+   matrix (lookup tables, :mod:`crs_ml.modeling.treeshap`); the ratio stays against
+   xgboost's bare ``pred_contribs``.
    Reported: medians, and the ratio of the two rates pair by pair (median and range), so a
    machine whose speed drifts compares like with like. CPU time is the process's, all
    threads (``time.process_time``).
@@ -226,13 +229,32 @@ def bare_shap(bundle, matrix: np.ndarray) -> tuple[float, float]:
     return min(runs)
 
 
+def tables_shap(bundle, matrix: np.ndarray) -> tuple[float, float]:
+    """(wall s, CPU s) of crs_ml's TreeSHAP (:func:`crs_ml.modeling.treeshap.pred_contribs`,
+    lookup tables for shallow trees) of the same boosters on the same matrix as
+    :func:`bare_shap`, the faster of two runs (tables built before)."""
+    from crs_ml.modeling.treeshap import pred_contribs
+
+    runs = []
+    for _ in range(2):
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        for booster, idx in boosters(bundle):
+            pred_contribs(booster, matrix if idx is None else matrix[:, idx])
+        runs.append((time.perf_counter() - t0, time.process_time() - cpu0))
+    return min(runs)
+
+
 def paired(bundle, data: Path, out: Path, as_of_h: float, matrix, n_patients: int, runs: int):
     """End to end and bare TreeSHAP in turn, ``runs`` times; medians, and the ratio of the
-    rates pair by pair (so a machine whose speed drifts compares like with like)."""
-    e2e, bare = [], []
+    rates pair by pair (so a machine whose speed drifts compares like with like). Also, in
+    the same turns, crs_ml's own TreeSHAP of the same boosters on the same matrix (the
+    reference of the ratio stays xgboost's bare pred_contribs)."""
+    e2e, bare, tables = [], [], []
+    matrix32 = np.ascontiguousarray(matrix, dtype=np.float32)
     for _ in range(runs):
         e2e.append(end_to_end(bundle, data, out, as_of_h))
         bare.append(bare_shap(bundle, matrix))
+        tables.append(tables_shap(bundle, matrix32))
     ratios = [(n_patients / e[0]) / (len(matrix) / b[0]) for e, b in zip(e2e, bare, strict=True)]
     med = {
         "end_to_end_s": float(np.median([e[0] for e in e2e])),
@@ -241,10 +263,16 @@ def paired(bundle, data: Path, out: Path, as_of_h: float, matrix, n_patients: in
         "bare_shap_cpu_s": float(np.median([b[1] for b in bare])),
         "ratio_end_to_end_to_bare": float(np.median(ratios)),
         "ratio_min_max": [float(min(ratios)), float(max(ratios))],
+        "tables_shap_s": float(np.median([t[0] for t in tables])),
+        "tables_shap_cpu_s": float(np.median([t[1] for t in tables])),
+        "bare_over_tables_cpu": float(
+            np.median([b[1] / t[1] for b, t in zip(bare, tables, strict=True)])
+        ),
         "runs": runs,
     }
     for label, key in (("crs-ml score (chunked, overlapped)", "end_to_end"),
-                       ("bare DMatrix + pred_contribs", "bare_shap")):  # fmt: skip
+                       ("bare DMatrix + pred_contribs", "bare_shap"),
+                       ("crs_ml TreeSHAP (lookup tables)", "tables_shap")):  # fmt: skip
         print(f"  {label:<34} {med[key + '_s']:8.2f} s, {med[key + '_cpu_s']:.2f} CPU-s (median)")
     print(f"  {'ratio of the rates, pair by pair':<34} {med['ratio_end_to_end_to_bare']:8.2f} "
           f"(median; {min(ratios):.2f}-{max(ratios):.2f})", flush=True)  # fmt: skip
@@ -713,6 +741,12 @@ def summary_table(r: dict) -> str:
         f"{e2e['end_to_end_s']:.2f} s vs {e2e['bare_shap_s']:.2f} s | >= 0.5x | "
         f"{yes[e2e['ratio_end_to_end_to_bare'] >= 0.5]} |",
     ]
+    if "tables_shap_s" in e2e:
+        rows.append(
+            f"| crs_ml's TreeSHAP (lookup tables) of the same boosters on the same matrix vs "
+            f"bare `pred_contribs`, CPU time | {e2e['tables_shap_cpu_s']:.2f} vs "
+            f"{e2e['bare_shap_cpu_s']:.2f} CPU-s ({e2e['bare_over_tables_cpu']:.1f}x less) | | |"
+        )
     b = r.get("against_baseline") or {}
     if b:
         rows.append(

@@ -1,12 +1,13 @@
 """Exact SHAP contributions in calibrated log-odds, so that base + sum(contributions) = logit(risk).
 
 xgboost models
-    xgboost's own exact TreeSHAP on the raw booster (``pred_contribs=True`` on a dense float
-    matrix, NaN = missing). Each contribution is multiplied by the Platt slope and the
-    calibrated base value is ``slope * bias + intercept``; the risk is then
-    ``expit(base + sum(contributions))``. That is the booster's calibrated risk up to float32
-    rounding (xgboost accumulates in float32, about 1e-6 in log-odds), and it makes the
-    additivity exact by construction.
+    Exact TreeSHAP of the raw booster: what xgboost's ``pred_contribs=True`` gives on a dense
+    float32 matrix (NaN = missing), computed by :func:`crs_ml.modeling.treeshap.pred_contribs`
+    (lookup tables per shallow tree, xgboost itself for deeper trees). Each contribution is
+    multiplied by the Platt slope and the calibrated base value is ``slope * bias +
+    intercept``; the risk is then ``expit(base + sum(contributions))``. That is the booster's
+    calibrated risk up to float32 rounding (xgboost's thresholds and leaves are float32,
+    about 1e-6 in log-odds), and it makes the additivity exact by construction.
 
 logistic regression (:class:`crs_ml.modeling.baselines.LogisticRiskModel`)
     Exact linear SHAP with the training data as background: on the model's design matrix z
@@ -70,34 +71,19 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _booster_with_threads(bundle, threads: int | None):
-    """The bundle's booster, or a copy set to ``threads`` threads (cached on the bundle), so a
-    caller's thread count never touches the shared booster's settings."""
-    if threads is None:
-        return bundle.booster
-    copies = bundle.__dict__.setdefault("_booster_copies", {})
-    if threads not in copies:
-        copies[threads] = bundle.booster.copy()
-        copies[threads].set_param({"nthread": threads})
-    return copies[threads]
-
-
 def tree_shap(bundle, X: pd.DataFrame, threads: int | None = None) -> Explanation:
     """Exact TreeSHAP of an xgboost bundle, scaled into calibrated log-odds. ``threads``:
-    xgboost threads (None: all cores); the values do not depend on it."""
-    import xgboost as xgb
+    threads for TreeSHAP (None: all cores); the values do not depend on it."""
+    from crs_ml.modeling.treeshap import pred_contribs
 
-    # one thread for small inputs: starting OpenMP threads costs more than the work, and on
-    # a busy machine their spin-wait turns a single-patient DMatrix into ~20 ms
+    # one thread for small inputs: starting threads costs more than the work, and on a busy
+    # machine xgboost's OpenMP spin-wait turns a single-patient DMatrix into ~20 ms
     if len(X) < SMALL_INPUT_ROWS:
         threads = 1
-    # C-ordered float32 is what xgboost reads: no conversion copy inside DMatrix
+    # C-ordered float32 is what xgboost reads: no conversion copy inside DMatrix; the
+    # columns are the model's, in its order (bundle.matrix checks and orders them)
     matrix = np.ascontiguousarray(bundle.matrix(X), dtype=np.float32)
-    # the columns are the model's, in its order (bundle.matrix checks and orders them): the
-    # DMatrix goes without names, so xgboost neither sets nor compares them on every call
-    dm = xgb.DMatrix(matrix, missing=np.nan, nthread=threads or -1)
-    booster = _booster_with_threads(bundle, threads)
-    raw = booster.predict(dm, pred_contribs=True, validate_features=False).astype(np.float64)
+    raw = pred_contribs(bundle.booster, matrix, threads)
     slope, intercept = bundle.platt_slope, bundle.platt_intercept
     contrib = raw[:, :-1] * slope
     base = raw[:, -1] * slope + intercept

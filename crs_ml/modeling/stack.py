@@ -112,18 +112,12 @@ def member_explanation(estimator, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarr
     if hasattr(estimator, "explain_logit"):
         return estimator.explain_logit(X)
     if hasattr(estimator, "booster_"):
-        import xgboost as xgb
-
         from crs_ml.modeling.explain import SMALL_INPUT_ROWS
+        from crs_ml.modeling.treeshap import pred_contribs
 
-        names = [str(c) for c in X.columns]
         matrix = np.ascontiguousarray(X.to_numpy(dtype=np.float64), dtype=np.float32)
-        booster = estimator.booster_
-        small = len(X) < SMALL_INPUT_ROWS
-        dm = xgb.DMatrix(matrix, missing=np.nan, feature_names=booster.feature_names and names,
-                         nthread=1 if small else -1)  # fmt: skip
-        booster = member_booster(estimator, len(X))
-        raw = booster.predict(dm, pred_contribs=True).astype(np.float64)
+        threads = 1 if len(X) < SMALL_INPUT_ROWS else None
+        raw = pred_contribs(estimator.booster_, matrix, threads, feature_names=X.columns)
         slope, intercept = estimator.platt_slope_, estimator.platt_intercept_
         return raw[:, :-1] * slope, raw[:, -1] * slope + intercept
     if type(estimator).__name__ == "LogisticRiskModel":

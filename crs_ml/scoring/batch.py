@@ -6,8 +6,9 @@ does and appends it to a temporary file beside ``out``, renamed onto ``out`` onl
 chunk is written (:class:`crs_ml.files.AtomicTable`): a killed run leaves the previous file or
 none, never half of one. While one chunk gets its SHAP values, drivers and file write, the
 next one is read, checked and turned into features in one worker thread
-(:func:`crs_ml.scoring.pipeline.read_ahead`; xgboost releases the GIL during TreeSHAP, which
-runs on all cores but one, leaving that one to the worker). At most two chunks are in memory
+(:func:`crs_ml.scoring.pipeline.read_ahead`). TreeSHAP of shallow boosters is a table lookup in
+this thread (:mod:`crs_ml.modeling.treeshap`); xgboost's own, for deeper trees, releases the
+GIL and runs on all cores but one, leaving that one to the worker. At most two chunks are in memory
 (the one being explained and the one being read), not the cohort (Parquet input; see
 :mod:`crs_ml.ingest.stream`). The output keeps the patients table's order; an error while
 reading a chunk names the chunk, its patients and the data folder.
@@ -91,9 +92,10 @@ def output_kind(path: Path) -> str:
 
 
 def default_shap_threads() -> int:
-    """xgboost threads for TreeSHAP in a batch run: all cores but one, which is left to the
-    worker thread reading and featurising the next chunk (all cores oversubscribe them:
-    README, "Speed")."""
+    """xgboost threads for TreeSHAP in a batch run (boosters too deep for the lookup tables
+    of :mod:`crs_ml.modeling.treeshap`): all cores but one, which is left to the worker
+    thread reading and featurising the next chunk (all cores oversubscribe them: README,
+    "Speed")."""
     return max(1, (os.cpu_count() or 2) - 1)
 
 
