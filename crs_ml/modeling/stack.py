@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import json
 import warnings
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -70,25 +69,16 @@ from crs_ml.modeling.inner_splits import (
 _EPS = 1e-12
 
 
-#: one-thread copies of members' boosters, for small inputs (see :func:`member_booster`)
-_ONE_THREAD = weakref.WeakKeyDictionary()
-
-
 def member_booster(estimator, rows: int):
     """The member's booster, or for fewer than ``SMALL_INPUT_ROWS`` rows a one-thread copy
     (cached): as for the day-14 booster (:func:`crs_ml.modeling.explain.tree_shap`),
     starting OpenMP threads for one patient costs more than the work, tens of ms on a busy
     machine. The values do not depend on the thread count."""
     from crs_ml.modeling.explain import SMALL_INPUT_ROWS
+    from crs_ml.modeling.treeshap import booster_with_threads
 
     booster = estimator.booster_
-    if rows >= SMALL_INPUT_ROWS:
-        return booster
-    copy = _ONE_THREAD.get(booster)
-    if copy is None:
-        copy = _ONE_THREAD[booster] = booster.copy()
-        copy.set_param({"nthread": 1})
-    return copy
+    return booster if rows >= SMALL_INPUT_ROWS else booster_with_threads(booster, 1)
 
 
 def member_logit(estimator, X: pd.DataFrame) -> np.ndarray:
@@ -185,19 +175,15 @@ def fit_rule(rule: str, M: np.ndarray, y: np.ndarray, names: list[str], row_weig
     Platt map); ``row_weights``: each row's weight in the log-loss (None: equal)."""
     if rule == "nnls":
         return fit_blend(M, y, row_weights)
-    equal = np.full(M.shape[1], 1.0 / M.shape[1])
     if rule == "equal":
-        weights = equal
-    elif rule.startswith("shrunk:"):
-        share = float(rule.split(":", 1)[1])
-        coef, _ = fit_blend(M, y, row_weights)
-        free = coef / coef.sum() if coef.sum() > 0 else equal
-        weights = share * free + (1.0 - share) * equal
-    else:
-        weights = (np.asarray(names) == rule.split(":", 1)[1]).astype(np.float64)
-    score = M @ weights
-    coef, intercept = fit_blend(score[:, None], y, row_weights)
-    return coef[0] * weights, intercept
+        return fit_equal_subset(M, y, names, names, row_weights)
+    if rule.startswith("only:"):
+        return fit_equal_subset(M, y, names, [rule.split(":", 1)[1]], row_weights)
+    equal = equal_share(names, names)
+    share = float(rule.split(":", 1)[1])  # shrunk:<share>
+    coef, _ = fit_blend(M, y, row_weights)
+    free = coef / coef.sum() if coef.sum() > 0 else equal
+    return _platt_of(M, y, share * free + (1.0 - share) * equal, row_weights)
 
 
 def choose_rule(M: np.ndarray, y: np.ndarray, folds, names: list[str], families=None,
@@ -247,14 +233,24 @@ def equal_weight_members(event_persons: int, below: int, members, names: list[st
     return list(names) if not members else [n for n in names if n in set(members)]
 
 
+def equal_share(names: list[str], members) -> np.ndarray:
+    """Convex weights over ``names``: equal over ``members``, 0 for the others."""
+    share = np.isin(np.asarray(names), list(members)).astype(np.float64)
+    return share / share.sum()
+
+
+def _platt_of(M: np.ndarray, y: np.ndarray, share: np.ndarray, weights=None):
+    """(coefficients, intercept) of the fixed convex weights ``share`` with a Platt map of
+    their blend fit on ``y`` (rows weighted by ``weights``)."""
+    coef, intercept = fit_blend((M @ share)[:, None], np.asarray(y, dtype=np.float64), weights)
+    return coef[0] * share, intercept
+
+
 def fit_equal_subset(M: np.ndarray, y: np.ndarray, names: list[str], members: list[str],
                      weights=None) -> tuple[np.ndarray, float]:  # fmt: skip
     """(coefficients, intercept): equal weights over ``members`` (0 for the other columns of
     ``M``), then a Platt map of that blend fit on ``y`` (rows weighted by ``weights``)."""
-    share = np.isin(np.asarray(names), members).astype(np.float64)
-    share /= share.sum()
-    coef, intercept = fit_blend((M @ share)[:, None], y.astype(np.float64), weights)
-    return coef[0] * share, intercept
+    return _platt_of(M, y, equal_share(names, members), weights)
 
 
 class StackedRiskModel(LogOddsRiskClassifier):
@@ -351,8 +347,7 @@ class StackedRiskModel(LogOddsRiskClassifier):
                 oof, y01, folds, names, tuple(self.blend_rules), w, few
             )
         else:
-            coef = np.isin(np.asarray(names), few or names).astype(np.float64)
-            coef, intercept = coef / coef.sum(), 0.0
+            coef, intercept = equal_share(names, few or names), 0.0
         self.inner_margins_ = oof
         slope = float(coef.sum())
         self.weights_ = coef / slope if slope > 0 else np.full(len(specs), 1.0 / len(specs))

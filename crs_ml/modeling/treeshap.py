@@ -322,15 +322,15 @@ def _probe_difference(plan: ShallowTreeShap, booster) -> float:
             np.float32(np.nan),
         )
     dm = xgb.DMatrix(probe, missing=np.nan, nthread=1)
-    one_thread = booster.copy()  # the caller's booster keeps its own setting
-    one_thread.set_param({"nthread": 1})
-    ref = one_thread.predict(dm, pred_contribs=True, validate_features=False)
+    ref = booster_with_threads(booster, 1).predict(dm, pred_contribs=True,
+                                                   validate_features=False)  # fmt: skip
     return float(np.max(np.abs(plan.contributions(probe) - ref)))
 
 
-def _with_threads(booster, threads: int):
+def booster_with_threads(booster, threads: int):
     """A copy of ``booster`` set to ``threads`` xgboost threads (cached while it lives), so
-    the caller's booster keeps its own setting."""
+    the caller's booster keeps its own setting (also the stack's members for small inputs,
+    :func:`crs_ml.modeling.stack.member_booster`)."""
     with _LOCK:
         copies = _XGB_COPIES.setdefault(booster, {})
         if threads not in copies:
@@ -361,6 +361,6 @@ def pred_contribs(
 
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     dm = xgb.DMatrix(matrix, missing=np.nan, nthread=threads or -1)
-    model = booster if threads is None else _with_threads(booster, threads)
+    model = booster if threads is None else booster_with_threads(booster, threads)
     raw = model.predict(dm, pred_contribs=True, validate_features=False)
     return raw.astype(np.float64)
