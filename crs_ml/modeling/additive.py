@@ -109,8 +109,8 @@ def spline_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
     The basis of scikit-learn's ``SplineTransformer(knots=..., degree=3,
     extrapolation="linear", include_bias=False)`` (equal to it to rounding; a test checks),
-    evaluated for all terms at once (Cox-de Boor recursion) instead of one transformer per
-    term, which costs milliseconds per call when scoring one patient."""
+    evaluated for all terms at once (de Boor's triangle, :func:`_de_boor`) instead of one
+    transformer per term, which costs milliseconds per call when scoring one patient."""
     x = np.asarray(x, dtype=np.float64)
     b = np.asarray(knots, dtype=np.float64)
     d0 = (b[:, 1] - b[:, 0])[:, None]
@@ -122,21 +122,23 @@ def spline_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
     )
     lo, hi = b[:, 0], b[:, -1]
     inside = np.clip(x, lo, hi)
-    basis3 = _cubic_basis(inside, t, b)
-    at_lo = _cox_de_boor(np.broadcast_to(lo, (1, len(lo))), t, b.shape[1])[1]
-    at_hi = _cox_de_boor(np.broadcast_to(hi, (1, len(hi))), t, b.shape[1])[1]
+    basis3 = _de_boor(inside, t, b)[0]
+    at_lo = _de_boor(np.broadcast_to(lo, (1, len(lo))), t, b, degree2=True)[1]
+    at_hi = _de_boor(np.broadcast_to(hi, (1, len(hi))), t, b, degree2=True)[1]
     slope_lo, slope_hi = _derivative(at_lo, t)[0], _derivative(at_hi, t)[0]
     beyond = (x - inside)[..., None]
     slope = np.where((x < lo)[..., None], slope_lo, np.where((x > hi)[..., None], slope_hi, 0.0))
     return (basis3 + beyond * slope)[..., :-1]
 
 
-def _cubic_basis(x: np.ndarray, t: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The degree-3 basis at ``x`` (rows, terms) within the breakpoints ``b`` (terms, K) of
-    the knot vectors ``t`` (terms, K + 6): (rows, terms, K + 2). Only the 4 functions that
-    are not 0 at a point are computed (de Boor's triangle, as in Piegl & Tiller's algorithm
-    A2.2), then put in place: the same values as :func:`_cox_de_boor`'s full recursion, at a
-    fraction of its memory traffic (it builds every function at every point)."""
+def _de_boor(x: np.ndarray, t: np.ndarray, b: np.ndarray, degree2: bool = False):
+    """(degree-3 basis (rows, terms, K + 2), degree-2 basis (rows, terms, K + 3) or None) at
+    ``x`` (rows, terms) within the breakpoints ``b`` (terms, K) of the knot vectors ``t``
+    (terms, K + 6); the right end belongs to the last interval. Only the functions that are
+    not 0 at a point are computed (de Boor's triangle, as in Piegl & Tiller's algorithm
+    A2.2), then put in place: building every function at every point (the Cox-de Boor
+    recursion) cost about 5 times as much. ``degree2``: also the degree-2 basis (for the
+    derivative at the boundary knots)."""
     rows, terms = x.shape
     n_knots = b.shape[1]
     # the knot interval [t_i, t_i+1) holding x, i in 3 .. K + 1 (the right end: the last one)
@@ -146,6 +148,7 @@ def _cubic_basis(x: np.ndarray, t: np.ndarray, b: np.ndarray) -> np.ndarray:
     left = [None] + [x - t[term, i + 1 - j] for j in (1, 2, 3)]
     right = [None] + [t[term, i + j] - x for j in (1, 2, 3)]
     n = [np.ones_like(x)]
+    second = None
     for j in (1, 2, 3):
         saved = np.zeros_like(x)
         for r in range(j):
@@ -153,34 +156,18 @@ def _cubic_basis(x: np.ndarray, t: np.ndarray, b: np.ndarray) -> np.ndarray:
             n[r] = saved + right[r + 1] * temp
             saved = left[j - r] * temp
         n.append(saved)
-    out = np.zeros((rows, terms, n_knots + 2))
+        if j == 2 and degree2:
+            second = list(n)
     row = np.arange(rows)[:, None]
+    out = np.zeros((rows, terms, n_knots + 2))
     for r in range(4):
         out[row, term, i - 3 + r] = n[r]
-    return out
-
-
-def _cox_de_boor(x: np.ndarray, t: np.ndarray, n_knots: int):
-    """(degree-3 basis, degree-2 basis) at ``x`` (rows, terms) for knot vectors ``t``
-    (terms, n_knots + 6); ``x`` must lie within the breakpoints (the right end belongs to the
-    last interval)."""
-    xe = x[..., None]
-    basis = ((t[None, :, :-1] <= xe) & (xe < t[None, :, 1:])).astype(np.float64)
-    at_end = x >= t[None, :, n_knots + 2]  # the right boundary knot: last interval inside
-    last = n_knots + 1
-    basis[at_end] = 0.0
-    rows, terms = np.nonzero(at_end)
-    basis[rows, terms, last] = 1.0
-    previous = basis
-    for k in range(1, 4):
-        m = basis.shape[2] - 1
-        ti, tik = t[None, :, :m], t[None, :, k : k + m]
-        ti1, tik1 = t[None, :, 1 : m + 1], t[None, :, k + 1 : k + 1 + m]
-        previous = basis
-        basis = (xe - ti) / (tik - ti) * basis[..., :-1] + (tik1 - xe) / (tik1 - ti1) * basis[
-            ..., 1:
-        ]
-    return basis, previous
+    if second is None:
+        return out, None
+    out2 = np.zeros((rows, terms, n_knots + 3))
+    for r in range(3):
+        out2[row, term, i - 2 + r] = second[r]
+    return out, out2
 
 
 def _derivative(basis2: np.ndarray, t: np.ndarray) -> np.ndarray:
