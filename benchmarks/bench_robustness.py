@@ -455,7 +455,8 @@ def merge(args, members: list[str]) -> None:
     runs = []
     for path in args.merge:
         part = json.loads(Path(path).read_text())
-        runs.append(part["run"])
+        # a file merged before lists its parts' runs: merging it again takes those
+        runs.extend(part["run"]["parts"] if "parts" in part["run"] else [part["run"]])
         for world, w in part["results"].items():
             if world not in results:
                 results[world] = {**w, "sizes": {}}
