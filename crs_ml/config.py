@@ -98,13 +98,21 @@ class OmopConfig(_Strict):
     cohort_definition_id: int | None = None
     #: ``cohort`` table's schema (OHDSI results schema); None: ``cdm_schema``
     results_schema: str | None = None
-    #: infusion records of one person within this many hours are one infusion episode
-    episode_gap_h: float = Field(72.0, gt=0)
     #: a row belongs to the latest infusion at or before its time plus this many hours (the
     #: baseline window: results up to a week before a re-infusion belong to it)
     baseline_window_h: float = Field(168.0, ge=0)
     #: site name for every patient when the source has no ``care_site`` names
     site: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "episode_gap_h" in data:
+            raise ValueError(
+                "data.omop.episode_gap_h is now data.infusion_merge_h, one setting for every "
+                "format (OMOP, MEDS, FHIR): move it there"
+            )
+        return data
 
 
 class DataConfig(_Strict):
@@ -144,7 +152,7 @@ class DataConfig(_Strict):
     #: MEDS / FHIR: records up to this many hours before an infusion belong to its episode
     #: (baseline); older records of a subject are not read
     history_h: float = Field(default=168.0, ge=0)
-    #: MEDS / FHIR: infusion records of one subject this close (hours) are one infusion
+    #: OMOP / MEDS / FHIR: infusion records of one person this close (hours) are one infusion
     infusion_merge_h: float = Field(default=72.0, ge=0)
 
 

@@ -14,7 +14,7 @@ them, else the shipped ids):
 - the cohort: persons with a CAR-T infusion record (``procedure_occurrence`` or
   ``drug_exposure`` with a product or CAR-T administration code), or the persons of
   ``data.omop.cohort_definition_id`` in the ``cohort`` table. A person's infusion records
-  closer than ``data.omop.episode_gap_h`` are one infusion episode (one ``patient_id``: the
+  closer than ``data.infusion_merge_h`` are one infusion episode (one ``patient_id``: the
   ``visit_source_value`` of the infusion's visit when it names one, else the person's
   ``person_source_value`` (or ``person_id``), with ``-2``, ``-3`` ... for later episodes);
 - ``person`` (sex, age at infusion from the birth date; ``care_site`` name as the site),
@@ -451,7 +451,9 @@ def _infusions(src: OmopSource, ids: dict[int, Code], found: _Found, times: _Tim
     rec["product"] = _text(rec["concept_id"].astype("int64").map(
         _lookup(products, [c.target for c in products.values()])))  # fmt: skip
     rec = rec.sort_values(["person_id", "start", "record_id"], kind="stable")
-    gap = rec.groupby("person_id")["start"].diff() > pd.Timedelta(hours=src.omop.episode_gap_h)
+    gap = rec.groupby("person_id")["start"].diff() > pd.Timedelta(
+        hours=src.options.infusion_merge_h
+    )
     first = rec["person_id"].ne(rec["person_id"].shift())
     rec["episode"] = (first | gap).cumsum()
     return rec

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from shared_bundle import build_bundle
 
+from crs_ml.config import DataConfig
 from crs_ml.errors import InputError
 from crs_ml.ingest.formats import detect_format, load_data
 from crs_ml.ingest.load import load_frames
@@ -73,14 +74,14 @@ def test_omop_twin_gives_the_same_scores(twins, contract, tmp_path_factory):
     pd.testing.assert_frame_equal(a[cols].reset_index(drop=True), b[cols].reset_index(drop=True))
 
 
-def _edited(sim, tmp_path, edit) -> object:
+def _edited(sim, tmp_path, edit, options=None) -> object:
     cdm = omop_tables(sim.tables)
     edit(cdm)
     folder = tmp_path / "edited"
     folder.mkdir()
     for name, frame in cdm.items():
         frame.to_csv(folder / f"{name}.csv", index=False)
-    return load_omop(folder)
+    return load_omop(folder, options)
 
 
 def test_missing_infusion_record_names_the_person(sim, tmp_path):
@@ -184,3 +185,28 @@ def test_disease_is_the_latest_diagnosis_before_infusion(sim, tmp_path):
     assert got[ids[0]] == expected[ids[0]] == first != later
     assert got[ids[1]] == "B-ALL"
     assert got[ids[2]] == "FL"
+
+
+@pytest.mark.parametrize("merge_h, episodes", [(72.0, 2), (120.0, 1)])
+def test_infusion_records_merge_by_the_one_setting_of_every_format(sim, tmp_path, merge_h,
+                                                                    episodes):  # fmt: skip
+    """A second administration record 96 h after person 1's infusion is a re-infusion (a
+    second episode) with ``data.infusion_merge_h`` = 72 h, the same infusion at 120 h: the
+    setting MEDS and FHIR read too."""
+
+    def second_record(cdm):
+        p = cdm["procedure_occurrence"]
+        first = p[p["person_id"] == 1].sort_values("procedure_datetime").iloc[[0]].copy()
+        first["procedure_occurrence_id"] = 9_500_000
+        when = pd.to_datetime(first["procedure_datetime"]) + pd.Timedelta(hours=96)
+        first["procedure_datetime"] = when
+        first["procedure_date"] = when.dt.date
+        cdm["procedure_occurrence"] = pd.concat([p, first], ignore_index=True)
+
+    cohort = _edited(sim, tmp_path, second_record, DataConfig(infusion_merge_h=merge_h))
+    assert len(cohort.patients) == len(sim.tables["patients"]) + episodes - 1
+
+
+def test_the_old_omop_episode_setting_names_its_new_home():
+    with pytest.raises(ValueError, match="data.infusion_merge_h"):
+        DataConfig.model_validate({"omop": {"episode_gap_h": 48}})
