@@ -228,7 +228,9 @@ def main() -> None:
 
 def learning_curves(args) -> None:
     """The learning curve of each ``--curve`` config on the test set and seeds of the main
-    run (300: 201, 1,000: 101, 3,000: 203, 30,000: 300), one line per config in the plot."""
+    run (300: 201, 1,000: 101, 3,000: 203, 30,000: 300), one line per config in the plot.
+    Each config trains on its own landmark grid (``task.landmarks_h``) of the same patients;
+    the test rows are the 24 h landmark of the test cohort."""
     from crs_ml.config import load_config
     from crs_ml.features.catalogue import feature_catalogue
     from crs_ml.features.landmarks import build_landmark_dataset
@@ -239,6 +241,11 @@ def learning_curves(args) -> None:
     configs = {Path(c).stem: load_config(c) for c in args.curve}
     limits = {k: int(v) for k, v in (item.split("=", 1) for item in args.curve_limit)}
     first = next(iter(configs.values()))
+    if any((c.task.horizon_h, c.features) != (first.task.horizon_h, first.features)
+           for c in configs.values()):  # fmt: skip
+        raise SystemExit(
+            "--curve: the configs must share task.horizon_h and features (one test set)"
+        )
     out: dict = {"test": {"n_patients": args.test_n, "seed": TEST_SEED}, "curves": {}}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as t:
@@ -249,12 +256,16 @@ def learning_curves(args) -> None:
         test_set = (Xt, np.asarray(yt), mt, oracle_risk(mt, test.truth))
         out["oracle_auroc"] = evaluate({}, test_set)["oracle_auroc"]
         for n in args.curve_sizes:
-            train = landmark_data(first, n, seeds[n], tmp, first.task.landmarks_h)
+            rows: dict = {}  # training rows per landmark grid: each config trains on its own
             for name, cfg in configs.items():
                 if n > limits.get(name, n):
                     continue
+                grid = (tuple(cfg.task.landmarks_h), cfg.task.horizon_h,
+                        cfg.features.model_dump_json())  # fmt: skip
+                if grid not in rows:
+                    rows[grid] = landmark_data(cfg, n, seeds[n], tmp, cfg.task.landmarks_h)
                 began = time.process_time()
-                X, y, groups = train
+                X, y, groups = rows[grid]
                 model = make_model(cfg.model, feature_catalogue(cfg.features), cfg.seed)
                 model.fit(X, y, groups=groups)
                 res = evaluate({name: model}, test_set)[name]
