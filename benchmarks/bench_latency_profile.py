@@ -13,7 +13,8 @@ on 1,000 simulated patients without short horizons (as ``bench_score.py --latenc
 
 ``--against TREE`` runs this script with ``PYTHONPATH=TREE`` and with this tree in turn,
 ``--pairs`` times each, and prints the per-stage p50 of both (median over the pairs): an A/B
-that a busy machine distorts alike. ``--profile STAGE`` prints a cProfile of ``--n`` calls
+that a busy machine distorts alike. The other tree must read this tree's models (a tree
+with the same configuration settings, e.g. ``git archive COMMIT crs_ml | tar -x -C DIR``). ``--profile STAGE`` prints a cProfile of ``--n`` calls
 of one stage (``features``, ``records``, ``statuses``, ``table``, ``score``, ``predict``).
 
 Usage: ``python benchmarks/bench_latency_profile.py --fixture /tmp/fx [--make-fixture]
