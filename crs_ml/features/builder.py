@@ -46,9 +46,10 @@ from crs_ml.variables import VARIABLES as VARIABLE_CATALOGUE
 
 #: polars engine of the builder's queries (the one polars' eager methods use)
 ENGINE = "in-memory"
-#: below this many visible rows a query runs without polars' plan optimisation, whose fixed
-#: cost (about a third of a one-patient query) buys nothing on a few rows; the results are
-#: the same either way (tests/data/test_feature_parity.py builds both ways)
+#: on a table of fewer rows a query runs without polars' plan optimisation, whose fixed cost
+#: (about a third of a one-patient query) buys nothing on a few rows (nor does the shared
+#: sorted rows' caching); the results are the same either way
+#: (tests/data/test_feature_parity.py builds both ways)
 SMALL_QUERY_ROWS = 10_000
 
 
@@ -275,14 +276,21 @@ def _relative_to_last(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _group_stats(
-    vis: pl.DataFrame, plan: _Plan, n: int, toci_first: np.ndarray, config: FeatureConfig
-) -> _Stats:
+    rows: pl.LazyFrame,
+    plan: _Plan,
+    n: int,
+    toci_first: np.ndarray,
+    config: FeatureConfig,
+    size: int,
+    also: tuple[pl.LazyFrame, ...] = (),
+) -> tuple[_Stats, list[pl.DataFrame]]:
     """Summaries of the visible rows sorted by (gid, hours, source_row), gid = point x
     number of variables + variable code: one ``group_by`` on the sorted gid for what every
     group needs, and one per subset (slope window, pre-tocilizumab rows, temperature rows)
-    on that subset's rows only; all of them one polars query (``collect_all``)."""
+    on that subset's rows only; all of them, and the queries ``also``, one polars query
+    (``collect_all``: the shared rows are computed once), optimised when ``size`` (rows
+    before the cut) reaches SMALL_QUERY_ROWS. Returns the summaries and ``also``'s tables."""
     v, h, lm = pl.col("value"), pl.col("hours"), pl.col("landmark_h")
-    rows = vis.lazy()
 
     def by_gid(frame: pl.LazyFrame, *aggs: pl.Expr) -> pl.LazyFrame:
         frame = frame.with_columns(pl.col("gid").set_sorted())
@@ -342,34 +350,27 @@ def _group_stats(
                 pl.col("temperature_max_early").max(),
             )
         )
+    tables = pl.collect_all([*queries, *also], engine=ENGINE, optimizations=_optimisations(size))
     stats = _Stats(n, plan)
-    for table in pl.collect_all(queries, engine=ENGINE, optimizations=_optimisations(vis.height)):
+    for table in tables[: len(queries)]:
         stats.add(table)
-    return stats
+    return stats, tables[len(queries) :]
 
 
-def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> pl.DataFrame:
+def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> pl.LazyFrame:
     """Visible numeric observations of the plan's variables with ``var`` (position in the
-    plan) and ``gid``, sorted by (gid, hours, source_row). Cohort tables come sorted by hours
-    and source row within a patient, so a stable sort on gid usually suffices; this is
-    checked, and a full sort is used when it does not hold."""
+    plan) and ``gid``, sorted by (gid, hours, source_row), as a query (uncollected: the
+    summaries read it in the same query)."""
     vis = visible_rows(
         cohort.observations, points, OBSERVATION_INPUT, codes={"variable": plan.variables},
         lazy=True,
     )  # fmt: skip
-    out = (
+    return (
         vis.rename({"variable": "var"})
         .filter(pl.col("var").is_not_null() & pl.col("value").is_not_nan())
         .with_columns(gid=pl.col("point") * len(plan.variables) + pl.col("var").cast(pl.Int64))
-        .sort("gid", maintain_order=True)
-        .collect(engine=ENGINE, optimizations=_optimisations(len(cohort.observations)))
+        .sort(["gid", "hours", "source_row"], maintain_order=True)
     )
-    # out of (hours, source_row) order within a gid? (numpy on the columns: no query)
-    g, h, s = (out[c].to_numpy() for c in ("gid", "hours", "source_row"))
-    same, dh = g[1:] == g[:-1], h[1:] - h[:-1]
-    if (same & ((dh < 0) | ((dh == 0) & (s[1:] < s[:-1])))).any():
-        out = out.sort(["gid", "hours", "source_row"])
-    return out
 
 
 # --------------------------------------------------------------------------- kernels
@@ -504,27 +505,28 @@ def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict:
-    """CRS state at L: label.py's ASTCT grading run on the visible rows only (the fevers and
-    low sbp values it needs, and the visible events with end_hours cut to L)."""
-    n, nv = len(lm), len(plan.variables)
+def _grading_rows(obs: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
+    """The visible rows grading needs (fevers and low sbp after infusion) as point, hours,
+    variable, value."""
+    nv = len(plan.variables)
     ti, si = plan.variables.index("temperature"), plan.variables.index("sbp")
     var = pl.col("gid") % nv
     v = pl.col("value")
     keep = (pl.col("hours") >= 0) & (
         ((var == ti) & (v >= FEVER_C)) | ((var == si) & (v < HYPOTENSION_SBP_MMHG))
     )
-    rows = (
-        obs.lazy()
-        .filter(keep)
-        .select(
-            point=pl.col("gid") // nv,
-            hours="hours",
-            variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
-            value="value",
-        )
-        .collect(engine=ENGINE, optimizations=_optimisations(obs.height))
+    return obs.filter(keep).select(
+        point=pl.col("gid") // nv,
+        hours="hours",
+        variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
+        value="value",
     )
+
+
+def _crs_state(rows: pl.DataFrame, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict:
+    """CRS state at L: label.py's ASTCT grading run on the visible rows only (``rows``, of
+    :func:`_grading_rows`, and the visible events with end_hours cut to L)."""
+    n = len(lm)
     if not (rows.height or vis_ev.height):  # nothing to grade: no point in the summary
         none = np.full(n, np.nan)
         zero = np.zeros(n)
@@ -616,9 +618,11 @@ def build_features(
     first = _first_per_point(vis_ev, n)
     obs = _sorted_observations(cohort, plan, pts)
     toci = first.get("tocilizumab", np.full(n, np.nan))
-    stats = _group_stats(obs, plan, n, toci, config)
     groups = {f.group for f in plan.features}
-    crs = _crs_state(obs, plan, vis_ev, lm) if "crs_state" in groups else {}
+    grading = (_grading_rows(obs, plan),) if "crs_state" in groups else ()
+    size = len(cohort.observations)
+    stats, grading = _group_stats(obs, plan, n, toci, config, size, grading)
+    crs = _crs_state(grading[0], vis_ev, lm) if grading else {}
     static = _static(cohort, pts) if "static" in groups else {}
     ctx = _Context(n, lm, stats, first, crs, static, config)
 
