@@ -46,6 +46,18 @@ from crs_ml.variables import VARIABLES as VARIABLE_CATALOGUE
 
 #: polars engine of the builder's queries (the one polars' eager methods use)
 ENGINE = "in-memory"
+#: on a table of fewer rows a query runs without polars' plan optimisation, whose fixed cost
+#: (about a third of a one-patient query) buys nothing on a few rows (nor does the shared
+#: sorted rows' caching); the results are the same either way
+#: (tests/data/test_feature_parity.py builds both ways)
+SMALL_QUERY_ROWS = 10_000
+
+
+def _optimisations(rows: int) -> pl.QueryOptFlags:
+    """The polars optimisations of a query over ``rows`` rows (see SMALL_QUERY_ROWS)."""
+    return pl.QueryOptFlags.none() if rows < SMALL_QUERY_ROWS else pl.QueryOptFlags()
+
+
 OBSERVATION_INPUT = ["patient_id", "hours", "variable", "value", "source_row"]
 EVENT_INPUT = ["patient_id", "hours", "end_hours", "event", "detail"]
 
@@ -69,9 +81,10 @@ def visible_rows(
     in the given names (null when not among them).
 
     The patients are matched through runs of equal patient_id (one run per patient in a
-    Cohort, whose tables are sorted by patient): only the first id of each run is hashed.
-    The joins, the cut and the end cut are one polars query; ``lazy=True`` returns it
-    uncollected, for a caller to add its own steps to the same query (one collect).
+    Cohort, whose tables are sorted by patient): only the first id of each run is hashed
+    (:func:`_row_points`, numpy: no join query, whose fixed cost dominates for one patient).
+    ``lazy=True`` returns the result as a polars LazyFrame, for a caller to add its own steps
+    (one collect).
     """
     hours = table["hours"].to_numpy(dtype="float64")
     latest = points["landmark_h"].max() if len(points) else -np.inf
@@ -81,40 +94,52 @@ def visible_rows(
     if len(keep) > 1:
         same = pc.equal(pid[1:], pid[:-1]).fill_null(False)
         start[1:] = ~same.to_numpy(zero_copy_only=False)
-    first = np.flatnonzero(start)
-    runs = pl.DataFrame(
-        {
-            "run": np.arange(len(first), dtype=np.int64),
-            "patient_id": pl.from_arrow(pid.take(pa.array(first))).cast(pl.String),
-        }
-    ).lazy()
-    run_points = runs.join(points.lazy(), on="patient_id", how="inner").drop("patient_id")
-    data = {"run": np.cumsum(start, dtype=np.int64) - 1, "hours": hours[keep]}
+    row, point = _row_points(pid, start, points["patient_id"].to_numpy())
+    landmark = points["landmark_h"].to_numpy()[point]
+    point = points["point"].to_numpy()[point]
+    ok = hours[keep][row] <= landmark  # THE cut: result time at or before L
+    row, point, landmark = row[ok], point[ok], landmark[ok]
+    at = pa.array(keep[row])
+    data = {"hours": hours[keep][row]}
     for c in columns:
         if c in ("patient_id", "hours"):
             continue
         if c in (codes or {}):
             names = pa.array(list(codes[c]), type=pa.large_string())  # type: ignore[index]
-            found = pc.index_in(_arrow_strings(table[c]).take(pa.array(keep)), value_set=names)
+            found = pc.index_in(_arrow_strings(table[c]).take(at), value_set=names)
             data[c] = pl.from_arrow(found)
         elif c in STRING_COLUMNS:
-            data[c] = pl.from_arrow(_arrow_strings(table[c]).take(pa.array(keep))).cast(pl.String)
+            data[c] = pl.from_arrow(_arrow_strings(table[c]).take(at)).cast(pl.String)
         else:
-            data[c] = table[c].to_numpy()[keep]
-    out = (
-        pl.DataFrame(data)
-        .lazy()
-        .join(run_points, on="run", how="inner", maintain_order="left")
-        .filter(pl.col("hours") <= pl.col("landmark_h"))
-        .drop("run")
-    )
+            data[c] = table[c].to_numpy()[keep][row]
+    data["point"] = point
+    data["landmark_h"] = landmark
     if "end_hours" in data:
-        end, lm = pl.col("end_hours"), pl.col("landmark_h")
-        # NaN (no end) compares as the largest number in polars: keep it NaN
-        out = out.with_columns(
-            end_hours=pl.when(end.is_nan()).then(end).otherwise(pl.min_horizontal(end, lm))
-        )
-    return out if lazy else out.collect(engine=ENGINE)
+        end = data["end_hours"]
+        with np.errstate(invalid="ignore"):
+            data["end_hours"] = np.where(np.isnan(end), end, np.minimum(end, landmark))
+    out = pl.DataFrame(data)
+    return out.lazy() if lazy else out
+
+
+def _row_points(pid: pa.Array, start: np.ndarray, point_ids: np.ndarray):
+    """(row, point) pairs of equal patient_id: ``pid`` the rows' ids (runs of equal ids begin
+    where ``start``), ``point_ids`` the points'. Rows in order, a row's points in point order;
+    a null id matches nothing. Only the first id of each run and the points' ids are hashed."""
+    first = np.flatnonzero(start)
+    run_ids = pid.take(pa.array(first)).to_numpy(zero_copy_only=False).astype(object)
+    codes, uniques = pd.factorize(np.concatenate([run_ids, point_ids.astype(object)]))
+    run_code, point_code = codes[: len(first)], codes[len(first) :]
+    order = np.argsort(point_code, kind="stable")  # points grouped by id, in point order
+    # points per id; the extra last entry (0 points) is that of code -1 (a null id)
+    counts = np.append(np.bincount(point_code[point_code >= 0], minlength=len(uniques)), 0)
+    begins = np.cumsum(counts) - counts
+    code = run_code[np.cumsum(start, dtype=np.int64) - 1]  # each row's id
+    matches = counts[code]
+    row = np.repeat(np.arange(len(code), dtype=np.int64), matches)
+    within = np.arange(len(row), dtype=np.int64) - np.repeat(np.cumsum(matches) - matches, matches)
+    point = order[begins[code[row]] + within]
+    return row, point
 
 
 def _visible(table: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
@@ -251,14 +276,21 @@ def _relative_to_last(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _group_stats(
-    vis: pl.DataFrame, plan: _Plan, n: int, toci_first: np.ndarray, config: FeatureConfig
-) -> _Stats:
+    rows: pl.LazyFrame,
+    plan: _Plan,
+    n: int,
+    toci_first: np.ndarray,
+    config: FeatureConfig,
+    size: int,
+    also: tuple[pl.LazyFrame, ...] = (),
+) -> tuple[_Stats, list[pl.DataFrame]]:
     """Summaries of the visible rows sorted by (gid, hours, source_row), gid = point x
     number of variables + variable code: one ``group_by`` on the sorted gid for what every
     group needs, and one per subset (slope window, pre-tocilizumab rows, temperature rows)
-    on that subset's rows only; all of them one polars query (``collect_all``)."""
+    on that subset's rows only; all of them, and the queries ``also``, one polars query
+    (``collect_all``: the shared rows are computed once), optimised when ``size`` (rows
+    before the cut) reaches SMALL_QUERY_ROWS. Returns the summaries and ``also``'s tables."""
     v, h, lm = pl.col("value"), pl.col("hours"), pl.col("landmark_h")
-    rows = vis.lazy()
 
     def by_gid(frame: pl.LazyFrame, *aggs: pl.Expr) -> pl.LazyFrame:
         frame = frame.with_columns(pl.col("gid").set_sorted())
@@ -318,34 +350,27 @@ def _group_stats(
                 pl.col("temperature_max_early").max(),
             )
         )
+    tables = pl.collect_all([*queries, *also], engine=ENGINE, optimizations=_optimisations(size))
     stats = _Stats(n, plan)
-    for table in pl.collect_all(queries, engine=ENGINE):
+    for table in tables[: len(queries)]:
         stats.add(table)
-    return stats
+    return stats, tables[len(queries) :]
 
 
-def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> pl.DataFrame:
+def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> pl.LazyFrame:
     """Visible numeric observations of the plan's variables with ``var`` (position in the
-    plan) and ``gid``, sorted by (gid, hours, source_row). Cohort tables come sorted by hours
-    and source row within a patient, so a stable sort on gid usually suffices; this is
-    checked, and a full sort is used when it does not hold."""
+    plan) and ``gid``, sorted by (gid, hours, source_row), as a query (uncollected: the
+    summaries read it in the same query)."""
     vis = visible_rows(
         cohort.observations, points, OBSERVATION_INPUT, codes={"variable": plan.variables},
         lazy=True,
     )  # fmt: skip
-    out = (
+    return (
         vis.rename({"variable": "var"})
         .filter(pl.col("var").is_not_null() & pl.col("value").is_not_nan())
         .with_columns(gid=pl.col("point") * len(plan.variables) + pl.col("var").cast(pl.Int64))
-        .sort("gid", maintain_order=True)
-        .collect(engine=ENGINE)
+        .sort(["gid", "hours", "source_row"], maintain_order=True)
     )
-    # out of (hours, source_row) order within a gid? (numpy on the columns: no query)
-    g, h, s = (out[c].to_numpy() for c in ("gid", "hours", "source_row"))
-    same, dh = g[1:] == g[:-1], h[1:] - h[:-1]
-    if (same & ((dh < 0) | ((dh == 0) & (s[1:] < s[:-1])))).any():
-        out = out.sort(["gid", "hours", "source_row"])
-    return out
 
 
 # --------------------------------------------------------------------------- kernels
@@ -480,27 +505,28 @@ def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _crs_state(obs: pl.DataFrame, plan: _Plan, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict:
-    """CRS state at L: label.py's ASTCT grading run on the visible rows only (the fevers and
-    low sbp values it needs, and the visible events with end_hours cut to L)."""
-    n, nv = len(lm), len(plan.variables)
+def _grading_rows(obs: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
+    """The visible rows grading needs (fevers and low sbp after infusion) as point, hours,
+    variable, value."""
+    nv = len(plan.variables)
     ti, si = plan.variables.index("temperature"), plan.variables.index("sbp")
     var = pl.col("gid") % nv
     v = pl.col("value")
     keep = (pl.col("hours") >= 0) & (
         ((var == ti) & (v >= FEVER_C)) | ((var == si) & (v < HYPOTENSION_SBP_MMHG))
     )
-    rows = (
-        obs.lazy()
-        .filter(keep)
-        .select(
-            point=pl.col("gid") // nv,
-            hours="hours",
-            variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
-            value="value",
-        )
-        .collect(engine=ENGINE)
+    return obs.filter(keep).select(
+        point=pl.col("gid") // nv,
+        hours="hours",
+        variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
+        value="value",
     )
+
+
+def _crs_state(rows: pl.DataFrame, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict:
+    """CRS state at L: label.py's ASTCT grading run on the visible rows only (``rows``, of
+    :func:`_grading_rows`, and the visible events with end_hours cut to L)."""
+    n = len(lm)
     if not (rows.height or vis_ev.height):  # nothing to grade: no point in the summary
         none = np.full(n, np.nan)
         zero = np.zeros(n)
@@ -526,9 +552,13 @@ def _static(cohort: Cohort, points: pl.DataFrame) -> dict:
     """Time-invariant patient attributes of each point (see static_features); a patient_id
     listed twice in the patients table takes its last row."""
     pts = cohort.patients
-    text = pl.from_arrow(_arrow_strings(pts["patient_id"])).cast(pl.String)
-    ids = pd.Index(text.to_numpy(), dtype=object)
+    text = _arrow_strings(pts["patient_id"]).to_numpy(zero_copy_only=False).astype(object)
     wanted = points["patient_id"].to_numpy()
+    if len(text) == len(wanted) and (text == wanted).all() and len(set(text)) == len(text):
+        # the points are the patients, once each and in order (a chunk scored at its
+        # landmarks, one patient): no lookup
+        return static_features(pts, np.arange(len(text), dtype=np.int64))
+    ids = pd.Index(text, dtype=object)
     keep = np.flatnonzero(~ids.duplicated(keep="last"))  # a repeated id: its last row
     found = ids[keep].get_indexer(pd.Index(wanted, dtype=object))
     row = np.where(found >= 0, keep[np.maximum(found, 0)], -1)
@@ -550,18 +580,20 @@ def _points_frame(points: pd.DataFrame) -> pl.DataFrame:
         raise InputError(
             f"landmark points need columns patient_id and landmark_h; missing {sorted(missing)}"
         )
-    lm = pd.to_numeric(points["landmark_h"], errors="coerce").to_numpy(dtype="float64")
+    lm = points["landmark_h"]
+    lm = (lm.to_numpy(dtype="float64") if lm.dtype == np.float64
+          else pd.to_numeric(lm, errors="coerce").to_numpy(dtype="float64"))  # fmt: skip
     if not np.isfinite(lm).all():
         raise InputError("landmark points: landmark_h must be finite numbers", column="landmark_h")
-    codes, uniques = pd.factorize(points["patient_id"], sort=False)
-    if (codes < 0).any():
-        row = int(np.flatnonzero(codes < 0)[0]) + 1
+    ids = points["patient_id"].to_numpy(dtype=object)
+    missing = pd.isna(ids)
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0]) + 1
         raise InputError("landmark points: missing patient_id", row=row, column="patient_id")
-    ids = pl.Series("patient_id", np.asarray(uniques, dtype=object), pl.String)
     return pl.DataFrame(
         {
             "point": np.arange(len(lm), dtype=np.int64),
-            "patient_id": ids.gather(codes) if len(lm) else pl.Series([], dtype=pl.String),
+            "patient_id": pl.Series("patient_id", ids, pl.String),
             "landmark_h": lm,
         }
     )
@@ -586,9 +618,11 @@ def build_features(
     first = _first_per_point(vis_ev, n)
     obs = _sorted_observations(cohort, plan, pts)
     toci = first.get("tocilizumab", np.full(n, np.nan))
-    stats = _group_stats(obs, plan, n, toci, config)
     groups = {f.group for f in plan.features}
-    crs = _crs_state(obs, plan, vis_ev, lm) if "crs_state" in groups else {}
+    grading = (_grading_rows(obs, plan),) if "crs_state" in groups else ()
+    size = len(cohort.observations)
+    stats, grading = _group_stats(obs, plan, n, toci, config, size, grading)
+    crs = _crs_state(grading[0], vis_ev, lm) if grading else {}
     static = _static(cohort, pts) if "static" in groups else {}
     ctx = _Context(n, lm, stats, first, crs, static, config)
 

@@ -252,20 +252,28 @@ def _categories(values: pd.Series, listed, idx: np.ndarray, values_out: dict) ->
     }
 
 
-def static_features(patients: pd.DataFrame, idx: np.ndarray) -> dict[str, np.ndarray]:
-    """Static features (product and disease one-hots, costim_cd28, age_years, sex_female) for
-    the rows ``idx`` of ``patients``; unknown product or disease -> all-zero one-hot."""
+@lru_cache(maxsize=1)
+def _static_values() -> tuple[dict, dict, list[str], dict]:
+    """(product columns, sex columns, listed diseases, disease columns): for each output
+    column of static_features, the number each normalised value becomes (built once)."""
     one_hot = {f"product_{_slug(p)}": {p: 1.0} for p in PRODUCTS}
     for col in one_hot.values():
         col.update({q: 0.0 for q in (*PRODUCTS, "")} | col)
     known = {p: float(p in CD28_PRODUCTS) for p in PRODUCTS if p != "other"}
-    f = _categories(patients["product"], PRODUCTS, idx, {**one_hot, "costim_cd28": known})
-    age = pd.to_numeric(patients["age_years"], errors="coerce").to_numpy("float64")
-    f["age_years"] = age[idx]
-    f |= _categories(patients["sex"], ("f", "m"), idx, {"sex_female": {"f": 1.0, "m": 0.0}})
     listed = [d.lower() for d in DISEASES]
     dis = {f"disease_{_slug(d)}": {q: float(q == d) for q in (*listed, "")} for d in listed}
-    f |= _categories(patients["disease"], listed, idx, dis)
+    return {**one_hot, "costim_cd28": known}, {"sex_female": {"f": 1.0, "m": 0.0}}, listed, dis
+
+
+def static_features(patients: pd.DataFrame, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Static features (product and disease one-hots, costim_cd28, age_years, sex_female) for
+    the rows ``idx`` of ``patients``; unknown product or disease -> all-zero one-hot."""
+    products, sex, listed, diseases = _static_values()
+    f = _categories(patients["product"], PRODUCTS, idx, products)
+    age = pd.to_numeric(patients["age_years"], errors="coerce").to_numpy("float64")
+    f["age_years"] = age[idx]
+    f |= _categories(patients["sex"], ("f", "m"), idx, sex)
+    f |= _categories(patients["disease"], listed, idx, diseases)
     return f
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from crs_ml.cohort import Cohort
 from crs_ml.errors import InputError
@@ -45,8 +46,24 @@ INPUT_FILE = "input"
 _ATTRIBUTE_KEYS = {name_key(a): a for a in PATIENT_ATTRIBUTES} | {"age": "age_years"}
 
 
+#: pandas' text dtype ("str": Arrow strings, NaN for missing), what ``astype("str")`` gives
+_STR = pd.StringDtype("pyarrow", na_value=np.nan)
+
+
 def _text(series: pd.Series) -> pd.Series:
-    """Any column as stripped text ('' for missing); floats keep their exact repr."""
+    """Any column as stripped text ('' for missing); floats keep their exact repr.
+
+    A column holding only text and missing values goes to Arrow once and is stripped there
+    (what ``str.strip`` does on pandas' Arrow strings); any other column (numbers, bytes,
+    mixed objects) is converted value by value as ``astype(str)`` does."""
+    if series.dtype == object or pd.api.types.is_string_dtype(series.dtype):
+        try:
+            arr = pa.array(series.to_numpy(dtype=object), from_pandas=True)
+        except (pa.ArrowException, TypeError, ValueError):
+            arr = None
+        if arr is not None and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            stripped = pc.utf8_trim_whitespace(arr).fill_null("")
+            return pd.Series(stripped, dtype=_STR, index=series.index)
     return series.astype(object).astype("str").fillna("").str.strip()
 
 

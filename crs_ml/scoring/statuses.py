@@ -83,6 +83,9 @@ def _codes(pid: pd.Index, ids: pd.Series) -> np.ndarray:
     faster than a lookup per row on millions of rows."""
     if len(ids) == 0:
         return np.empty(0, dtype=np.int64)
+    if len(pid) == 1 and isinstance(pid[0], str):  # one patient: compared, not hashed
+        same = ids.to_numpy(dtype=object, na_value=None) == pid[0]
+        return np.where(same, 0, -1).astype(np.int64)
     codes, uniques = pd.factorize(ids)
     where = pid.get_indexer(pd.Index(np.asarray(uniques, dtype=object), dtype=object))
     return np.where(codes >= 0, where[np.maximum(codes, 0)], -1).astype(np.int64)

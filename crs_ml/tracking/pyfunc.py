@@ -105,11 +105,13 @@ def to_output(scores: pd.DataFrame) -> pd.DataFrame:
     response is strict JSON (``null``, never the bare ``NaN`` that browsers and Java parsers
     reject). Number columns with a missing value therefore have dtype object."""
     as_of = scores["as_of"]
-    text = as_of.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype(object)
-    parts = [pd.DataFrame({"as_of": text.where(as_of.notna(), None)}, index=scores.index)]
-    # columns by position, not by name (a list of names costs an index lookup each time)
-    replaced = [scores.columns.get_loc("as_of")]
-    floats = np.flatnonzero([pd.api.types.is_float_dtype(t) for t in scores.dtypes])
+    # ISO 8601 to the second by numpy (UTC values; what strftime gives, without its per-row
+    # Python formatting); NaT -> None
+    when = as_of.to_numpy(dtype="datetime64[ns]")
+    text = np.char.add(np.datetime_as_string(when, unit="s"), "Z").astype(object)
+    text[np.isnat(when)] = None
+    at, blocks = [scores.columns.get_loc("as_of")], [text[:, None]]
+    floats = np.flatnonzero([t.kind == "f" for t in scores.dtypes])
     if floats.size:  # one pass over the numbers finds the columns with a gap
         values = scores.iloc[:, floats].to_numpy(dtype=np.float64, na_value=np.nan)
         gaps = np.isnan(values)
@@ -117,12 +119,13 @@ def to_output(scores: pd.DataFrame) -> pd.DataFrame:
         if gapped.size:  # those columns as one block of objects (None for the gaps)
             block = values[:, gapped].astype(object)
             block[gaps[:, gapped]] = None
-            parts.append(pd.DataFrame(block, columns=scores.columns[floats[gapped]],
-                                      index=scores.index, dtype=object))  # fmt: skip
-            replaced += list(floats[gapped])
-    kept = np.setdiff1d(np.arange(scores.shape[1]), replaced)
-    out = pd.concat([scores.iloc[:, kept], *parts], axis=1)
-    return out.iloc[:, np.argsort(np.concatenate([kept, replaced]), kind="stable")]
+            blocks.append(block)
+            at += list(floats[gapped])
+    # the replaced columns set in place, by position, on a shallow copy (the others are
+    # not copied, and the column order stays)
+    out = scores.copy(deep=False)
+    out.isetitem(at, pd.DataFrame(np.concatenate(blocks, axis=1), index=scores.index, dtype=object))
+    return out
 
 
 class CrsSeverityModel(PythonModel):

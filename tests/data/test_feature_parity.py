@@ -258,3 +258,44 @@ def test_slope_is_exact_for_close_times_far_from_the_landmark():
     assert new["ldh_slope_24h"].iloc[0] == pytest.approx(1.0 / (3.0001 - 3.0), rel=1e-15)
     old = oracle_features(cohort, points)
     assert_same_features(new.drop(columns="ldh_slope_24h"), old.drop(columns="ldh_slope_24h"))
+
+
+def test_one_patient_and_small_chunks_equal_the_batch(simulated, monkeypatch):
+    """Scoring builds one patient (or one chunk) at its landmark: few rows, so the queries run
+    without polars' plan optimisation and the patients are looked up by position (issue 13,
+    latency). The features equal those of one call on the whole cohort (optimised queries,
+    patients looked up by id) to 1e-12, NaN where NaN, on 150 random patients and landmarks."""
+    from crs_ml.features import builder
+
+    rng = np.random.default_rng(13)
+    ids = simulated.patients["patient_id"].to_numpy(dtype=object)
+    chosen = rng.choice(ids, 150, replace=False)
+    grid = np.array(LANDMARKS + [7.25, 33.3, 61.0])
+    landmark = np.where(rng.random(150) < 0.5, rng.choice(grid, 150), rng.uniform(0, 170, 150))
+    points = pd.DataFrame({"patient_id": chosen, "landmark_h": landmark})
+    cfg = FeatureConfig(variables=CORE)
+    with monkeypatch.context() as m:
+        m.setattr(builder, "SMALL_QUERY_ROWS", 0)  # the batch: every query optimised
+        batch = build_features(simulated, points, cfg)
+    assert builder.SMALL_QUERY_ROWS > 1000  # ... and one patient's not
+    assert batch["il6_slope_24h"].notna().any() and batch["age_years"].notna().all()
+    one = pd.concat(
+        [
+            build_features(simulated.subset([p]), points.iloc[[i]], cfg)
+            for i, p in enumerate(chosen)
+        ],
+        ignore_index=True,
+    )
+    assert_same_features(one, batch)
+    # chunks of 10 patients in the patients table's order (what scoring builds)
+    position = pd.Index(ids).get_indexer(chosen)
+    order = np.argsort(position, kind="stable")
+    chunks = []
+    for k in range(0, 150, 10):
+        part = points.iloc[order[k : k + 10]]
+        sub = simulated.subset(part["patient_id"])
+        assert sub.patients["patient_id"].tolist() == part["patient_id"].tolist()
+        chunks.append(build_features(sub, part, cfg))
+    assert_same_features(
+        pd.concat(chunks, ignore_index=True), batch.iloc[order].reset_index(drop=True)
+    )
