@@ -8,6 +8,7 @@ default. ``load_config(path, overrides)`` applies ``--set section.key=value`` ov
 from __future__ import annotations
 
 import difflib
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -104,16 +105,6 @@ class OmopConfig(_Strict):
     #: site name for every patient when the source has no ``care_site`` names
     site: str | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "episode_gap_h" in data:
-            raise ValueError(
-                "data.omop.episode_gap_h is now data.infusion_merge_h, one setting for every "
-                "format (OMOP, MEDS, FHIR): move it there"
-            )
-        return data
-
 
 class DataConfig(_Strict):
     """How input files are read and normalised."""
@@ -132,6 +123,30 @@ class DataConfig(_Strict):
     variable_aliases: dict[str, str] = Field(default_factory=dict)
     #: a missing unit is an error instead of a counted warning
     strict_units: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """``data.omop.episode_gap_h`` (before one setting served every format) is read as
+        ``data.infusion_merge_h``, with a warning, so older configs and model folders load."""
+        omop = data.get("omop") if isinstance(data, dict) else None
+        if not isinstance(omop, dict) or "episode_gap_h" not in omop:
+            return data
+        omop = dict(omop)
+        gap = omop.pop("episode_gap_h")
+        given = data.get("infusion_merge_h", gap)
+        if float(given) != float(gap):
+            raise ValueError(
+                f"data.omop.episode_gap_h ({gap}) and data.infusion_merge_h ({given}) disagree: "
+                "they are one setting now (data.infusion_merge_h); remove the first"
+            )
+        warnings.warn(
+            "data.omop.episode_gap_h is now data.infusion_merge_h (one setting for OMOP, MEDS "
+            "and FHIR); read as such",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return {**data, "omop": omop, "infusion_merge_h": gap}
 
     @field_validator("variable_aliases")
     @classmethod

@@ -207,6 +207,13 @@ def test_infusion_records_merge_by_the_one_setting_of_every_format(sim, tmp_path
     assert len(cohort.patients) == len(sim.tables["patients"]) + episodes - 1
 
 
-def test_the_old_omop_episode_setting_names_its_new_home():
-    with pytest.raises(ValueError, match="data.infusion_merge_h"):
-        DataConfig.model_validate({"omop": {"episode_gap_h": 48}})
+def test_the_old_omop_episode_setting_is_read_as_the_new_one():
+    """Configs and model folders written before keep loading; a disagreement is an error."""
+    with pytest.warns(DeprecationWarning, match="data.infusion_merge_h"):
+        opts = DataConfig.model_validate({"omop": {"episode_gap_h": 48}})
+    assert opts.infusion_merge_h == 48 and "episode_gap_h" not in opts.omop.model_dump()
+    with pytest.warns(DeprecationWarning):
+        same = DataConfig.model_validate({"omop": {"episode_gap_h": 72}, "infusion_merge_h": 72})
+    assert same.infusion_merge_h == 72
+    with pytest.raises(ValueError, match="disagree"):
+        DataConfig.model_validate({"omop": {"episode_gap_h": 48}, "infusion_merge_h": 72})
