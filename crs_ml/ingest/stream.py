@@ -12,8 +12,9 @@ How the long tables (observations, events, ...) are split, by format:
 - **Parquet** is streamed in record batches. A first pass reads only the ``patient_id``
   column. When the file is grouped by patient in the patients table's order (as extracts
   and the simulator write it), the first pass notes the row where each chunk starts and
-  the second cuts the batches there, without reading the ids again. Otherwise the second pass spills each chunk's rows to its own temporary Parquet
-  file and the chunks are read back one by one. Either way, memory holds one batch and one
+  the second cuts the batches there, without reading the ids again. Otherwise the second
+  pass spills each chunk's rows to its own temporary Parquet file and the chunks are read
+  back one by one. Either way, memory holds one batch and one
   chunk, whatever the cohort's size.
 - **CSV** (and Parquet with numeric-float ids) is read whole, then split: bounded memory
   needs Parquet input.
