@@ -355,19 +355,22 @@ def top_drivers(
     if imputed is None:
         imputed = np.zeros_like(absent)
     absent &= ~imputed
-    out = _measured_drivers(values, np.where(absent | imputed, 0.0, contributions),
-                            landmark_h, n, texts)  # fmt: skip
+    pieces = _measured_drivers(values, np.where(absent | imputed, 0.0, contributions),
+                               landmark_h, n, texts)  # fmt: skip
     for title, mask in (("not measured yet", absent), ("imputed (training median)", imputed)):
-        line = _group_line(title, contributions, mask, texts)
-        has = np.flatnonzero(line != "")
-        out[has] = [f"{o}; {t}" if o else t for o, t in zip(out[has], line[has], strict=True)]
+        pieces.append(_group_line(title, contributions, mask, texts))
+    # each row's non-empty pieces joined once, in order
+    listed = np.flatnonzero(np.any([p != "" for p in pieces], axis=0))
+    slots = [p[listed].tolist() for p in pieces]
+    out[listed] = ["; ".join(filter(None, t)) for t in zip(*slots, strict=True)]
     return out
 
 
-def _measured_drivers(values, contributions, landmark_h, n, texts: FeatureTexts) -> np.ndarray:
-    """The top ``n`` features by |contribution| (zero contributions never listed), built slot
-    by slot over all rows at once: each slot's values formatted in one call whatever their
-    features' kinds (:func:`_format_cells`), labels looked up per (feature, landmark)."""
+def _measured_drivers(values, contributions, landmark_h, n, texts: FeatureTexts) -> list:
+    """Per driver slot, the text of the top ``n`` features by |contribution| ("" where a slot
+    is not listed: zero contributions never are), built slot by slot over all rows at once:
+    each slot's values formatted in one call whatever their features' kinds
+    (:func:`_format_cells`), labels looked up per (feature, landmark)."""
     rows, n_features = contributions.shape
     n = min(n, n_features)
     abs_c = np.abs(contributions)
@@ -391,17 +394,11 @@ def _measured_drivers(values, contributions, landmark_h, n, texts: FeatureTexts)
             feature = top[valid, k]
             cells = _format_cells(texts.kind_codes[feature], texts.unit_texts[feature],
                                   values[valid, k])  # fmt: skip
-            text = prefix[feature, which[valid]] + cells
-            piece[valid] = [f"{p} ({x:+.2f})" for p, x in zip(text.tolist(), s[valid].tolist(),
-                                                               strict=True)]  # fmt: skip
+            piece[valid] = [f"{p}{c} ({x:+.2f})" for p, c, x in zip(
+                prefix[feature, which[valid]].tolist(), cells.tolist(), s[valid].tolist(),
+                strict=True)]  # fmt: skip
         pieces.append(piece)
-    if n == 1:
-        return pieces[0] if pieces else np.full(rows, "", dtype=object)
-    out = np.full(rows, "", dtype=object)
-    listed = np.flatnonzero(np.any([p != "" for p in pieces], axis=0))
-    slots = [p[listed].tolist() for p in pieces]
-    out[listed] = ["; ".join(filter(None, t)) for t in zip(*slots, strict=True)]
-    return out
+    return pieces
 
 
 def _largest(abs_c: np.ndarray, n: int) -> np.ndarray:
