@@ -181,17 +181,24 @@ class CohortChunks:
         last, offset = 0, 0
         starts = np.zeros(self.n_chunks + 1, dtype=np.int64)
         for batch in plan.parquet.iter_batches(batch_size=BATCH_ROWS, columns=[plan.id_column]):
-            ids = pl.DataFrame([pl.from_arrow(batch.column(0)).alias("patient_id")])
+            raw = pl.from_arrow(batch.column(0))
+            if len(raw) == 0:
+                continue
+            # a patient's rows come together: only the first row of each run of equal ids is
+            # looked up (equal stored ids are equal ids), ~35x fewer than the rows
+            first = raw.ne_missing(raw.shift(1)).to_numpy()
+            first[0] = True
+            head = np.flatnonzero(first)
+            ids = pl.DataFrame([raw.gather(head).alias("patient_id")])
             codes, uniques = factorize(typed_polars(ids).get_column("patient_id"))
             chunk = self._chunks(codes, uniques.to_numpy().astype(object), before=last)
-            if chunk.size:
-                if chunk[0] < last or np.any(np.diff(chunk) < 0):
-                    return None
-                # chunks last + 1 .. chunk[-1] start in this batch
-                ks = np.arange(last + 1, int(chunk[-1]) + 1)
-                starts[ks] = offset + np.searchsorted(chunk, ks)
-                last = int(chunk[-1])
-            offset += len(chunk)
+            if chunk[0] < last or np.any(np.diff(chunk) < 0):
+                return None
+            # chunks last + 1 .. chunk[-1] start in this batch, at the first row of a run
+            ks = np.arange(last + 1, int(chunk[-1]) + 1)
+            starts[ks] = offset + head[np.searchsorted(chunk, ks)]
+            last = int(chunk[-1])
+            offset += len(raw)
         starts[last + 1 :] = offset
         return starts
 
