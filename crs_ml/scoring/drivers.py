@@ -341,10 +341,10 @@ def top_drivers(
     first, then one line for the inputs not measured yet and one for those imputed with the
     training median (``imputed``: (rows, features) mask), each with their summed contribution.
 
-    Only the presentation groups: the SHAP values themselves are untouched. Vectorised per
-    driver slot and feature (no per-row Python loop). ``texts``: :meth:`FeatureTexts.of`
-    ``(names, catalogue)`` when the caller holds it (scoring keeps one per model), ``values``
-    ``X[names]`` as a float matrix when it holds that."""
+    Only the presentation groups: the SHAP values themselves are untouched. Built column-wise:
+    per driver slot, one formatting call for all rows (one f-string per listed driver).
+    ``texts``: :meth:`FeatureTexts.of` ``(names, catalogue)`` when the caller holds it (scoring
+    keeps one per model), ``values`` ``X[names]`` as a float matrix when it holds that."""
     rows = len(X)
     out = np.full(rows, "", dtype=object)
     if rows == 0 or n <= 0 or not np.isfinite(contributions).any():
