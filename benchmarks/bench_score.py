@@ -279,6 +279,82 @@ def paired(bundle, data: Path, out: Path, as_of_h: float, matrix, n_patients: in
     return med
 
 
+#: the steps of a batch run timed by :func:`pipeline_stages`: (module, name, thread)
+PIPELINE_STEPS = (
+    ("crs_ml.ingest.stream", "_batches", "worker"),
+    ("crs_ml.ingest.stream", "normalise", "worker"),
+    ("crs_ml.scoring.batch", "begin", "worker"),
+    ("crs_ml.scoring.batch", "chunk_features", "worker"),
+    ("crs_ml.scoring.batch", "explain_chunk", "main"),
+    ("crs_ml.scoring.batch", "scores_table", "main"),
+    ("crs_ml.files", "AtomicTable.write", "main"),
+)
+
+
+def pipeline_stages(bundle, data: Path, out: Path, as_of_h: float, read_ahead: int) -> dict:
+    """One ``score_to_file`` run with its steps timed where they run: per step, the wall
+    time and the CPU time of the calling thread (``time.thread_time``; native pools such as
+    polars' are not in it), summed over the chunks. A step whose wall time exceeds its CPU
+    time waited: for a native pool, for the other thread's hold on the GIL, or for a core.
+    ``_batches`` (Parquet record batches read and typed) is a generator: its time is that
+    of drawing the batches. The wrappers are removed afterwards."""
+    import importlib
+
+    acc: dict[str, list[float]] = {}
+    undo = []
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                result = fn(*args, **kwargs)
+                if name == "_batches":  # a generator: time each batch drawn
+                    return _timed_generator(result, acc.setdefault(name, [0.0, 0.0]))
+                return result
+            finally:
+                entry = acc.setdefault(name, [0.0, 0.0])
+                entry[0] += time.perf_counter() - t0
+                entry[1] += time.thread_time() - c0
+
+        return wrapper
+
+    for module, name, _ in PIPELINE_STEPS:
+        owner = importlib.import_module(module)
+        attr = name
+        if "." in name:
+            cls, attr = name.split(".")
+            owner = getattr(owner, cls)
+        undo.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, timed(name, getattr(owner, attr)))
+    try:
+        wall, cpu = end_to_end(bundle, data, out, as_of_h, read_ahead_chunks=read_ahead)
+    finally:
+        for owner, attr, fn in undo:
+            setattr(owner, attr, fn)
+    steps = {name: {"thread": thread, "wall_s": acc.get(name, [0, 0])[0],
+                    "thread_cpu_s": acc.get(name, [0, 0])[1]}
+             for _, name, thread in PIPELINE_STEPS}  # fmt: skip
+    print(f"  read ahead {read_ahead}: {wall:.2f} s, {cpu:.2f} CPU-s (all threads)")
+    for name, d in steps.items():
+        print(f"    {d['thread']:<6} {name:<20} {d['wall_s']:6.2f} s wall "
+              f"{d['thread_cpu_s']:6.2f} s thread CPU", flush=True)  # fmt: skip
+    return {"read_ahead_chunks": read_ahead, "wall_s": wall, "cpu_s": cpu, "steps": steps}
+
+
+def _timed_generator(items, entry: list[float]):
+    it = iter(items)
+    while True:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        finally:
+            entry[0] += time.perf_counter() - t0
+            entry[1] += time.thread_time() - c0
+        yield item
+
+
 def pipeline_settings(bundle, data: Path, out: Path, as_of_h: float, runs: int) -> dict:
     """The default pipeline against TreeSHAP on all cores and against no worker thread, in
     turn ``runs`` times; medians and the pair-by-pair ratio of wall times to the default."""
@@ -567,6 +643,9 @@ def main() -> None:
             print(f"pipeline settings, {args.settings_runs} times in turn", flush=True)
             settings = pipeline_settings(bundle, tmp / "batch", tmp / "scores_settings.parquet",
                                          args.as_of_hours, args.settings_runs)  # fmt: skip
+        print("the pipeline's steps timed where they run (worker / main thread)", flush=True)
+        steps = [pipeline_stages(bundle, tmp / "batch", tmp / "scores_steps.parquet",
+                                 args.as_of_hours, ahead) for ahead in (1, 0)]  # fmt: skip
         baseline = {}
         if args.baseline_commit:
             print(f"crs-ml score against commit {args.baseline_commit}, {args.runs} times in turn",
@@ -616,6 +695,7 @@ def main() -> None:
         "single_patient_other_models": more,
         "larger_model": larger,
         "pipeline_settings": settings,
+        "pipeline_steps": steps,
         "against_baseline": baseline,
         "target_speedup_vs_baseline": 2.0,
         "target_p50_ms": 10.0,
@@ -766,6 +846,17 @@ def summary_table(r: dict) -> str:
             f"vs the default ({ps['default_shap_threads']} TreeSHAP thread(s) + worker) | "
             f"{ps['shap_on_all_cores']['time_vs_default']:.2f}x / "
             f"{ps['no_worker_thread']['time_vs_default']:.2f}x | | |"
+        )
+    for run in r.get("pipeline_steps") or []:
+        by = {"worker": [0.0, 0.0], "main": [0.0, 0.0]}
+        for d in run["steps"].values():
+            by[d["thread"]][0] += d["wall_s"]
+            by[d["thread"]][1] += d["thread_cpu_s"]
+        rows.append(
+            f"| pipeline steps, read ahead {run['read_ahead_chunks']}: worker (read, normalise, "
+            f"statuses, features) / main (SHAP + drivers, table, write), wall (thread CPU) | "
+            f"{by['worker'][0]:.2f} ({by['worker'][1]:.2f}) / {by['main'][0]:.2f} "
+            f"({by['main'][1]:.2f}) s; run {run['wall_s']:.2f} s, {run['cpu_s']:.2f} CPU-s | | |"
         )
     seq = r["stages_sequential"]
     rows.append(

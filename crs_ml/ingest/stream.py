@@ -11,9 +11,10 @@ How the long tables (observations, events, ...) are split, by format:
 
 - **Parquet** is streamed in record batches. A first pass reads only the ``patient_id``
   column. When the file is grouped by patient in the patients table's order (as extracts
-  and the simulator write it), the second pass cuts the batches at chunk boundaries as it
-  goes. Otherwise the second pass spills each chunk's rows to its own temporary Parquet
-  file and the chunks are read back one by one. Either way, memory holds one batch and one
+  and the simulator write it), the first pass notes the row where each chunk starts and
+  the second cuts the batches there, without reading the ids again. Otherwise the second
+  pass spills each chunk's rows to its own temporary Parquet file and the chunks are read
+  back one by one. Either way, memory holds one batch and one
   chunk, whatever the cohort's size.
 - **CSV** (and Parquet with numeric-float ids) is read whole, then split: bounded memory
   needs Parquet input.
@@ -165,42 +166,58 @@ class CohortChunks:
         meta = RawTable(plan.table, plan.path.name, plan.path, plan.template,
                         np.empty(0, "int64"), 0, plan.unused, [], "parquet")  # fmt: skip
         batches = _batches(plan)
-        if self._grouped(plan):
-            yield from ((p, meta) for p in self._cut(batches, plan.template))
+        starts = self._chunk_starts(plan)
+        if starts is not None:
+            yield from ((p, meta) for p in self._cut(batches, plan.template, starts))
         else:
             self.spilled.append(plan.table)
             yield from ((p, meta) for p in self._spill(batches, plan.template, tmp / plan.table))
 
-    def _grouped(self, plan: _Plan) -> bool:
-        """Whether the rows come grouped by chunk, in chunk order (a pass over the ids)."""
-        last = 0
+    def _chunk_starts(self, plan: _Plan) -> np.ndarray | None:
+        """When the rows come grouped by chunk, in chunk order, the file row (0-based) where
+        each chunk starts (``n_chunks + 1`` values, the last one the number of rows), found in
+        a pass over the ids; None when they do not (the pass stops at the first row out of
+        order). The second pass then cuts the batches at these rows, without the ids."""
+        last, offset = 0, 0
+        starts = np.zeros(self.n_chunks + 1, dtype=np.int64)
         for batch in plan.parquet.iter_batches(batch_size=BATCH_ROWS, columns=[plan.id_column]):
-            ids = pl.DataFrame([pl.from_arrow(batch.column(0)).alias("patient_id")])
+            raw = pl.from_arrow(batch.column(0))
+            if len(raw) == 0:
+                continue
+            # a patient's rows come together: only the first row of each run of equal ids is
+            # looked up (equal stored ids are equal ids), ~35x fewer than the rows
+            first = raw.ne_missing(raw.shift(1)).to_numpy()
+            first[0] = True
+            head = np.flatnonzero(first)
+            ids = pl.DataFrame([raw.gather(head).alias("patient_id")])
             codes, uniques = factorize(typed_polars(ids).get_column("patient_id"))
             chunk = self._chunks(codes, uniques.to_numpy().astype(object), before=last)
-            if chunk.size:
-                if chunk[0] < last or np.any(np.diff(chunk) < 0):
-                    return False
-                last = int(chunk[-1])
-        return True
+            if chunk[0] < last or np.any(np.diff(chunk) < 0):
+                return None
+            # chunks last + 1 .. chunk[-1] start in this batch, at the first row of a run
+            ks = np.arange(last + 1, int(chunk[-1]) + 1)
+            starts[ks] = offset + head[np.searchsorted(chunk, ks)]
+            last = int(chunk[-1])
+            offset += len(raw)
+        starts[last + 1 :] = offset
+        return starts
 
-    def _cut(self, batches, template: pl.DataFrame) -> Iterator[_Piece]:
-        """Pieces of a grouped table: batches cut where the chunk changes."""
-        k, held, prev = 0, [], 0
+    def _cut(self, batches, template: pl.DataFrame, starts: np.ndarray) -> Iterator[_Piece]:
+        """Pieces of a grouped table: batches cut at the file rows where a chunk starts."""
+        k, held, offset = 0, [], 0
         for frame, src in batches:
-            chunk = self._frame_chunks(frame, before=prev)
-            if chunk.size:
-                prev = int(chunk[-1])
-            bounds = np.searchsorted(chunk, np.arange(self.n_chunks + 1))
-            for j in range(k, self.n_chunks):
-                a, b = bounds[j], bounds[j + 1]
+            end = offset + len(frame)
+            while k < self.n_chunks:
+                a = max(int(starts[k]), offset) - offset
+                b = min(int(starts[k + 1]), end) - offset
                 if b > a:
                     held.append((frame.slice(a, b - a), src[a:b]))
-                if b < len(chunk):  # chunk j is complete
+                if starts[k + 1] <= end:  # chunk k is complete
                     yield _join(held, template)
-                    held, k = [], j + 1
+                    held, k = [], k + 1
                 else:
                     break
+            offset = end
         for _ in range(k, self.n_chunks):
             yield _join(held, template)
             held = []

@@ -158,3 +158,49 @@ def test_no_usable_observation_is_reported_once_for_the_cohort(tables, tmp_path)
     fatal = [p for p in chunks.report.problems if p.code == "no_observations"]
     assert len(fatal) == 1 and fatal[0].count == 1
     assert _report(chunks.report) == _report(load_cohort(folder).report)
+
+
+@pytest.mark.parametrize("batch_rows", [7, 64, 700])
+def test_grouped_files_are_cut_where_each_chunk_starts(tables, tmp_path, monkeypatch, batch_rows):
+    """A file grouped by patient is cut at the rows where each chunk starts, found from the
+    first row of each run of equal ids: missing and unknown ids (first rows, mid-file, a whole
+    batch of them), patients without observations (empty chunks), runs split across batches.
+    The chunks equal the whole load; an id that comes back after other patients' rows (here
+    as the first row of a batch) makes the file ungrouped (spilled), found the same way."""
+    monkeypatch.setattr(load_stream, "BATCH_ROWS", batch_rows)
+    obs = tables["observations"].copy()
+    pids = list(tables["patients"]["patient_id"])
+    obs = obs[~obs["patient_id"].isin(pids[20:45])]  # patients 20-44: no observations
+    obs = obs.astype({"patient_id": object})
+    cut = int(np.flatnonzero(obs["patient_id"].to_numpy() == pids[10])[0])
+    obs.iloc[[0, 1, cut], obs.columns.get_loc("patient_id")] = [None, None, "NOBODY"]
+    nameless = np.flatnonzero(obs["patient_id"].to_numpy() == pids[5])[:15]  # a whole batch
+    obs.iloc[nameless, obs.columns.get_loc("patient_id")] = None
+    tables = {**tables, "observations": obs.reset_index(drop=True)}
+    folder = tmp_path / "runs"
+    _write(tables, folder, "grouped")
+    whole = load_cohort(folder)
+    for chunk_size in (10, 11, 12):
+        chunks = CohortChunks(folder, chunk_size=chunk_size)
+        parts = list(chunks)
+        assert chunks.spilled == []
+        assert any(len(p.observations) == 0 for p in parts)  # the empty chunks
+        got = pd.concat([p.observations for p in parts], ignore_index=True)
+        want = whole.observations
+        key = KEYS["observations"]
+        pd.testing.assert_frame_equal(
+            got.sort_values(key, kind="stable").reset_index(drop=True),
+            want.sort_values(key, kind="stable").reset_index(drop=True),
+            check_exact=True,
+        )
+        for p in parts:
+            assert set(p.observations["patient_id"]) <= set(p.patients["patient_id"])
+        pd.testing.assert_frame_equal(chunks.rejected, whole.rejected, check_exact=True)
+    # patient 0 again, later in the file, as the first row of a batch
+    back = obs.iloc[[5]].assign(patient_id=pids[0])
+    at = batch_rows * (len(obs) // 2 // batch_rows)
+    again = pd.concat([obs.iloc[:at], back, obs.iloc[at:]], ignore_index=True)
+    _write({**tables, "observations": again}, tmp_path / "again", "grouped")
+    chunks = CohortChunks(tmp_path / "again", chunk_size=1)
+    list(chunks)
+    assert chunks.spilled == ["observations"]
