@@ -647,7 +647,11 @@ def main() -> None:
         steps = [pipeline_stages(bundle, tmp / "batch", tmp / "scores_steps.parquet",
                                  args.as_of_hours, ahead) for ahead in (1, 0)]  # fmt: skip
         baseline = {}
-        if args.baseline_commit:
+        if args.baseline_commit and bundle.model_type != "xgboost":
+            print(f"crs-ml score against commit {args.baseline_commit}: skipped, that engine reads "
+                  f"only xgboost models (this one is a {bundle.model_type}; "
+                  "--config configs/xgboost.yaml)", flush=True)  # fmt: skip
+        elif args.baseline_commit:
             print(f"crs-ml score against commit {args.baseline_commit}, {args.runs} times in turn",
                   flush=True)  # fmt: skip
             baseline = against_baseline(args.baseline_commit, tmp / "vs", bundle_dir,
