@@ -97,10 +97,11 @@ def visible_rows(
     row, point = _row_points(pid, start, points["patient_id"].to_numpy())
     landmark = points["landmark_h"].to_numpy()[point]
     point = points["point"].to_numpy()[point]
-    ok = hours[keep][row] <= landmark  # THE cut: result time at or before L
-    row, point, landmark = row[ok], point[ok], landmark[ok]
-    at = pa.array(keep[row])
-    data = {"hours": hours[keep][row]}
+    source = keep[row]  # each (row, point) pair's row of the table
+    ok = hours[source] <= landmark  # THE cut: result time at or before L
+    source, point, landmark = source[ok], point[ok], landmark[ok]
+    at = pa.array(source)
+    data = {"hours": hours[source]}
     for c in columns:
         if c in ("patient_id", "hours"):
             continue
@@ -111,7 +112,7 @@ def visible_rows(
         elif c in STRING_COLUMNS:
             data[c] = pl.from_arrow(_arrow_strings(table[c]).take(at)).cast(pl.String)
         else:
-            data[c] = table[c].to_numpy()[keep][row]
+            data[c] = table[c].to_numpy()[source]
     data["point"] = point
     data["landmark_h"] = landmark
     if "end_hours" in data:
