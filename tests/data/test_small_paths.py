@@ -8,10 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crs_ml.ingest import load, observations, records
+from crs_ml.ingest import load, observations, records, rows, values
 from crs_ml.simulate.simulator import simulate_cohort
 
 TABLES = ("patients", "observations", "events", "rejected")
+#: the row counts below which the loader takes its small paths
+THRESHOLDS = ((observations, "SMALL_ROWS"), (rows, "SMALL_LOOKUP"), (values, "SMALL"))
+
+
+def _general(m) -> None:
+    """Every small path off."""
+    for module, name in THRESHOLDS:
+        m.setattr(module, name, 0)
 
 
 def _assert_same(a, b) -> None:
@@ -21,7 +29,7 @@ def _assert_same(a, b) -> None:
     assert a.report.to_dict() == b.report.to_dict()
 
 
-def _messy_records() -> pd.DataFrame:
+def _messy_records(duplicate: bool = True) -> pd.DataFrame:
     frame = records.cohort_to_records(load.load_frames(simulate_cohort(25, seed=8, style="messy")))
     obs = np.flatnonzero((frame["record"] == "observation").to_numpy())
     frame.loc[obs[0], "unit"] = "mg/furlong"
@@ -30,8 +38,9 @@ def _messy_records() -> pd.DataFrame:
     frame.loc[obs[7], "hours"] = 1e9
     # unsorted rows and a duplicate (exact) of another row of the same patient
     pid = frame.loc[obs[10], "patient_id"]
-    rows = np.flatnonzero(((frame["patient_id"] == pid) & (frame["record"] == "observation")))
-    frame = pd.concat([frame, frame.iloc[[rows[3]]]], ignore_index=True)
+    rows = np.flatnonzero((frame["patient_id"] == pid) & (frame["record"] == "observation"))
+    if duplicate:
+        frame = pd.concat([frame, frame.iloc[[rows[3]]]], ignore_index=True)
     frame.iloc[rows[:4]] = frame.iloc[rows[:4][::-1]].to_numpy()
     return frame
 
@@ -39,7 +48,8 @@ def _messy_records() -> pd.DataFrame:
 @pytest.mark.parametrize("strict", [False, True])
 def test_one_patient_loads_as_the_general_path(monkeypatch, strict):
     frame = _messy_records()
-    assert observations.SMALL_ROWS > 500  # one patient's rows take the small path ...
+    assert observations.SMALL_ROWS > 500 and rows.SMALL_LOOKUP > 500  # one patient: small
+
     n = 0
     for _, one in frame.groupby("patient_id", sort=False):
         one = one.reset_index(drop=True)
@@ -49,7 +59,7 @@ def test_one_patient_loads_as_the_general_path(monkeypatch, strict):
         except Exception as e:  # noqa: BLE001 - compared with the general path's below
             fast = e
         with monkeypatch.context() as m:
-            m.setattr(observations, "SMALL_ROWS", 0)  # ... and here not
+            _general(m)
             try:
                 slow = records.records_to_cohort(one, strict=strict)
             except Exception as e:  # noqa: BLE001
@@ -63,13 +73,16 @@ def test_one_patient_loads_as_the_general_path(monkeypatch, strict):
     assert n == frame["patient_id"].nunique()
 
 
-def test_batch_loads_as_the_general_path(monkeypatch):
-    frame = _messy_records()
+@pytest.mark.parametrize("duplicate", [True, False])
+def test_batch_loads_as_the_general_path(monkeypatch, duplicate):
+    frame = _messy_records(duplicate)
     with monkeypatch.context() as m:
-        m.setattr(observations, "SMALL_ROWS", 10**9)
+        for module, name in THRESHOLDS:
+            m.setattr(module, name, 10**9)
         fast = records.records_to_cohort(frame, strict=False)
     with monkeypatch.context() as m:
-        m.setattr(observations, "SMALL_ROWS", 0)
+        _general(m)
         slow = records.records_to_cohort(frame, strict=False)
-    assert len(slow.rejected) > 0 and slow.report.problem("exact_duplicate") is not None
+    assert len(slow.rejected) > 0
+    assert (slow.report.problem("exact_duplicate") is not None) == duplicate
     _assert_same(fast, slow)
