@@ -85,7 +85,31 @@ def visible_rows(
     (:func:`_row_points`, numpy: no join query, whose fixed cost dominates for one patient).
     ``lazy=True`` returns the result as a polars LazyFrame, for a caller to add its own steps
     (one collect).
+
+    An empty table (a patient without events) gives the empty result this function gave the
+    first time for the same columns and types (kept: the conversions' fixed cost is most of a
+    one-patient call).
     """
+    if len(table) == 0:
+        key = (tuple(table.columns), tuple(map(str, table.dtypes)), tuple(columns),
+               tuple((codes or {}).items()), tuple(points.columns),
+               tuple(map(str, points.dtypes)))  # fmt: skip
+        out = _EMPTY_VISIBLE.get(key)
+        if out is None:
+            out = _EMPTY_VISIBLE[key] = _visible_rows(table, points, columns, codes)
+        return out.lazy() if lazy else out
+    out = _visible_rows(table, points, columns, codes)
+    return out.lazy() if lazy else out
+
+
+#: visible_rows' result for an empty table, by its columns and types (polars frames are
+#: not changed in place, so one can be handed out again)
+_EMPTY_VISIBLE: dict[tuple, pl.DataFrame] = {}
+
+
+def _visible_rows(table: pd.DataFrame, points: pl.DataFrame, columns: list[str],
+                  codes: dict[str, tuple[str, ...]] | None) -> pl.DataFrame:  # fmt: skip
+    """The body of :func:`visible_rows` (its result as a polars DataFrame)."""
     hours = table["hours"].to_numpy(dtype="float64")
     latest = points["landmark_h"].max() if len(points) else -np.inf
     keep = np.flatnonzero(hours <= latest)  # cheap first cut; the exact one is below
@@ -119,8 +143,7 @@ def visible_rows(
         end = data["end_hours"]
         with np.errstate(invalid="ignore"):
             data["end_hours"] = np.where(np.isnan(end), end, np.minimum(end, landmark))
-    out = pl.DataFrame(data)
-    return out.lazy() if lazy else out
+    return pl.DataFrame(data)
 
 
 def _row_points(pid: pa.Array, start: np.ndarray, point_ids: np.ndarray):

@@ -86,3 +86,56 @@ def test_batch_loads_as_the_general_path(monkeypatch, duplicate):
     assert len(slow.rejected) > 0
     assert (slow.report.problem("exact_duplicate") is not None) == duplicate
     _assert_same(fast, slow)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from shared_bundle import build_bundle
+
+    from crs_ml.modeling.bundle import load_bundle
+
+    return load_bundle(build_bundle(tmp_path_factory.getbasetemp()))
+
+
+def test_one_patient_scores_as_in_the_batch(bundle, monkeypatch):
+    """Each patient of the messy cohort scored alone (as a Cohort and as the model's one-table
+    input, with the small paths) gives its row of the whole cohort scored at once (small
+    paths off): same statuses, scores, SHAP values, driver texts and messages."""
+    from crs_ml.features import builder
+    from crs_ml.scoring import statuses
+    from crs_ml.scoring.score import score
+
+    frame = _messy_records(duplicate=False)
+    cohort = records.records_to_cohort(frame, strict=False)
+    with monkeypatch.context() as m:
+        _general(m)
+        m.setattr(statuses, "SMALL_ROWS", 0)
+        m.setattr(builder, "SMALL_QUERY_ROWS", 0)
+        batch = score(bundle, cohort, as_of_hours=40)
+    assert set(batch["status"]) >= {"scored"} and batch["top_drivers"].str.len().gt(0).any()
+    for i, (pid, one) in enumerate(frame.groupby("patient_id", sort=False)):
+        alone = score(bundle, cohort.subset([pid]), as_of_hours=40)
+        pd.testing.assert_frame_equal(alone, batch.iloc[[i]].reset_index(drop=True))
+        one = records.records_to_cohort(one.reset_index(drop=True), strict=False)
+        pd.testing.assert_frame_equal(score(bundle, one, as_of_hours=40), alone)
+
+
+@pytest.mark.parametrize("as_of_hours", [None, 48])
+def test_one_patient_statuses_as_in_the_batch(monkeypatch, as_of_hours):
+    """statuses() of each patient alone (the small path) equal the whole cohort's (general
+    path), not_at_risk ones included."""
+    from crs_ml.scoring import statuses
+
+    tables = simulate_cohort(300, seed=2024)
+    tables.pop("outcomes", None)  # graded from the data, not read from known outcomes
+    tables.pop("truth", None)
+    cohort = load.load_frames(tables)
+    landmarks = np.array([12.0, 24.0, 36.0, 48.0, 72.0])
+    with monkeypatch.context() as m:
+        m.setattr(statuses, "SMALL_ROWS", 0)
+        batch = statuses.statuses(cohort, landmarks, as_of_hours=as_of_hours)
+    assert (batch.status == "not_at_risk").sum() >= 3
+    for i, pid in enumerate(batch.pid_values):
+        alone = statuses.statuses(cohort.subset([pid]), landmarks, as_of_hours=as_of_hours)
+        assert (alone.status[0], alone.message[0]) == (batch.status[i], batch.message[i])
+        assert alone.landmark_h[0] == batch.landmark_h[i] or np.isnan(batch.landmark_h[i])
