@@ -353,7 +353,7 @@ def scores_table(s: Scoring) -> pd.DataFrame:
         [
             pd.DataFrame(text, columns=_TEXT_COLUMNS, dtype=object, copy=False),
             pd.DataFrame(numbers, columns=number_names, copy=False),
-            pd.DataFrame({"as_of": st.when.reset_index(drop=True).astype("datetime64[ns, UTC]")}),
+            pd.DataFrame({"as_of": _utc(st.when)}),
         ],
         axis=1,
     )
@@ -364,6 +364,13 @@ def scores_table(s: Scoring) -> pd.DataFrame:
     if not horizons:
         return table
     return pd.concat([table, pd.DataFrame(horizons, copy=False)], axis=1)
+
+
+def _utc(when: pd.Series):
+    """The as-of times as a UTC datetime array (no conversion when they are one already)."""
+    return (
+        when if when.dtype == "datetime64[ns, UTC]" else when.astype("datetime64[ns, UTC]")
+    ).array
 
 
 _TEXT_COLUMNS = ["patient_id", "status", "risk_band", "completeness_band", "missing_inputs",
