@@ -85,7 +85,31 @@ def visible_rows(
     (:func:`_row_points`, numpy: no join query, whose fixed cost dominates for one patient).
     ``lazy=True`` returns the result as a polars LazyFrame, for a caller to add its own steps
     (one collect).
+
+    An empty table (a patient without events) gives the empty result this function gave the
+    first time for the same columns and types (kept: the conversions' fixed cost is most of a
+    one-patient call).
     """
+    if len(table) == 0:
+        key = (tuple(table.columns), tuple(map(str, table.dtypes)), tuple(columns),
+               tuple((codes or {}).items()), tuple(points.columns),
+               tuple(map(str, points.dtypes)))  # fmt: skip
+        out = _EMPTY_VISIBLE.get(key)
+        if out is None:
+            out = _EMPTY_VISIBLE[key] = _visible_rows(table, points, columns, codes)
+        return out.lazy() if lazy else out
+    out = _visible_rows(table, points, columns, codes)
+    return out.lazy() if lazy else out
+
+
+#: visible_rows' result for an empty table, by its columns and types (polars frames are
+#: not changed in place, so one can be handed out again)
+_EMPTY_VISIBLE: dict[tuple, pl.DataFrame] = {}
+
+
+def _visible_rows(table: pd.DataFrame, points: pl.DataFrame, columns: list[str],
+                  codes: dict[str, tuple[str, ...]] | None) -> pl.DataFrame:  # fmt: skip
+    """The body of :func:`visible_rows` (its result as a polars DataFrame)."""
     hours = table["hours"].to_numpy(dtype="float64")
     latest = points["landmark_h"].max() if len(points) else -np.inf
     keep = np.flatnonzero(hours <= latest)  # cheap first cut; the exact one is below
@@ -106,7 +130,7 @@ def visible_rows(
         if c in ("patient_id", "hours"):
             continue
         if c in (codes or {}):
-            names = pa.array(list(codes[c]), type=pa.large_string())  # type: ignore[index]
+            names = _name_set(codes[c])  # type: ignore[index]
             found = pc.index_in(_arrow_strings(table[c]).take(at), value_set=names)
             data[c] = pl.from_arrow(found)
         elif c in STRING_COLUMNS:
@@ -119,8 +143,13 @@ def visible_rows(
         end = data["end_hours"]
         with np.errstate(invalid="ignore"):
             data["end_hours"] = np.where(np.isnan(end), end, np.minimum(end, landmark))
-    out = pl.DataFrame(data)
-    return out.lazy() if lazy else out
+    return pl.DataFrame(data)
+
+
+@lru_cache(maxsize=64)
+def _name_set(names: tuple[str, ...]) -> pa.Array:
+    """``names`` as an Arrow array (built once per tuple of names)."""
+    return pa.array(list(names), type=pa.large_string())
 
 
 def _row_points(pid: pa.Array, start: np.ndarray, point_ids: np.ndarray):
@@ -129,6 +158,10 @@ def _row_points(pid: pa.Array, start: np.ndarray, point_ids: np.ndarray):
     a null id matches nothing. Only the first id of each run and the points' ids are hashed."""
     first = np.flatnonzero(start)
     run_ids = pid.take(pa.array(first)).to_numpy(zero_copy_only=False).astype(object)
+    if len(run_ids) == 1 and len(point_ids) == 1:  # one patient, one point: no hashing
+        matched = run_ids[0] is not None and run_ids[0] == point_ids[0]
+        rows = len(start) if matched else 0
+        return np.arange(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
     codes, uniques = pd.factorize(np.concatenate([run_ids, point_ids.astype(object)]))
     run_code, point_code = codes[: len(first)], codes[len(first) :]
     order = np.argsort(point_code, kind="stable")  # points grouped by id, in point order
@@ -618,10 +651,12 @@ def build_features(
     vis_ev = visible_rows(cohort.events, pts, EVENT_INPUT)
     first = _first_per_point(vis_ev, n)
     obs = _sorted_observations(cohort, plan, pts)
+    size = len(cohort.observations)
+    if size < SMALL_QUERY_ROWS:  # unoptimised queries would each sort the rows again
+        obs = obs.collect(engine=ENGINE, optimizations=_optimisations(size)).lazy()
     toci = first.get("tocilizumab", np.full(n, np.nan))
     groups = {f.group for f in plan.features}
     grading = (_grading_rows(obs, plan),) if "crs_state" in groups else ()
-    size = len(cohort.observations)
     stats, grading = _group_stats(obs, plan, n, toci, config, size, grading)
     crs = _crs_state(grading[0], vis_ev, lm) if grading else {}
     static = _static(cohort, pts) if "static" in groups else {}

@@ -56,7 +56,6 @@ from crs_ml.ingest.secondary_tables import (
     events_table,
     outcomes_table,
     record_malformed,
-    str_series,
     text_of,
     truth_horizons_table,
     truth_table,
@@ -99,6 +98,11 @@ def _category_or_other(f, rc, column: str, vocab) -> np.ndarray:
     return np.where(unknown, "other", value)
 
 
+def _str_array(values) -> pd.api.extensions.ExtensionArray:
+    """Text values as pandas' text array ("str": Arrow strings), without a Series around it."""
+    return pd.array(np.asarray(values, dtype=object), dtype="str")
+
+
 def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
     f = raw.frame
     if len(f) == 0 and not raw.malformed:
@@ -114,9 +118,9 @@ def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
         "missing patient_id",
     )
     keep = np.flatnonzero(rc.ok)
-    kept_ids = pd.Series(ids[keep], dtype=object)
-    dup = kept_ids.duplicated(keep=False).to_numpy()
-    if dup.any():
+    if len(set(ids[keep].tolist())) < keep.size:  # some id twice: which one, where
+        kept_ids = pd.Series(ids[keep], dtype=object)
+        dup = kept_ids.duplicated(keep=False).to_numpy()
         first = kept_ids[dup].iloc[0]
         rows = raw.source_row[keep[np.flatnonzero(kept_ids.to_numpy() == first)]]
         raise InputError(
@@ -142,7 +146,7 @@ def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
         severity="error",
         details=counts_by(problem, bad & rc.ok),
     )
-    infusion = pd.Series(ns[keep].view("datetime64[ns]")).dt.tz_localize("UTC")
+    infusion = pd.DatetimeIndex(ns[keep].view("datetime64[ns]")).tz_localize("UTC").array
 
     product = _category_or_other(f, rc, "product", PRODUCT_VOCAB)
 
@@ -171,16 +175,17 @@ def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
     disease = _category_or_other(f, rc, "disease", DISEASE_VOCAB)
 
     columns = {
-        "patient_id": str_series(ids[keep]),
-        "person_id": str_series(person[keep]),
+        "patient_id": _str_array(ids[keep]),
+        "person_id": _str_array(person[keep]),
         "infusion_time": infusion,
-        "product": str_series(product[keep]),
+        "product": _str_array(product[keep]),
         "age_years": np.asarray(age[keep], dtype="float64"),
-        "sex": str_series(sex[keep]),
-        "disease": str_series(disease[keep]),
-        "site": str_series(text_of(f, "site")[keep]),
+        "sex": _str_array(sex[keep]),
+        "disease": _str_array(disease[keep]),
+        "site": _str_array(text_of(f, "site")[keep]),
     }
-    out = pd.DataFrame({c: columns[c] for c in PATIENT_COLUMNS})  # in order, no name lookup
+    # in order, no name lookup; new arrays each, so taken over without a copy
+    out = pd.DataFrame({c: columns[c] for c in PATIENT_COLUMNS}, copy=False)
     return out, Patients.from_frame(out, ns[keep])
 
 

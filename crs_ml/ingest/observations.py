@@ -39,6 +39,10 @@ ENGINE = "in-memory"
 #: ... except for the window that finds each row's (variable, unit) pair (streaming: 40%
 #: less CPU time than in memory)
 PAIR_ENGINE = "streaming"
+#: a table of fewer rows is finished in numpy and eager polars (:func:`_finish_small`, the
+#: same result), without the fixed cost of planning the lazy queries, which dominates for one
+#: patient's rows (tests/data/test_small_paths.py checks both ways give the same tables)
+SMALL_ROWS = 2_000
 
 
 @functools.lru_cache(maxsize=4096)
@@ -77,15 +81,20 @@ class _Pairs:
         variable = pandas_text(frame.get_column("variable"))
         unit = pandas_text(frame.get_column("unit")) if "unit" in frame.columns else None
         keys = [variable] if unit is None else [variable, unit]
-        first = (
-            pl.DataFrame(keys)
-            .lazy()
-            .with_row_index("first")
-            .select(pl.col("first").min().over(*[k.name for k in keys]))
-            .collect(engine=PAIR_ENGINE)
-            .to_series()
-            .to_numpy()
-        )
+        if n < SMALL_ROWS:  # a few rows: each row's first row of its texts, by a dict
+            seen: dict[tuple, int] = {}
+            texts = zip(*[k.to_list() for k in keys], strict=True)
+            first = np.array([seen.setdefault(t, i) for i, t in enumerate(texts)], dtype=np.int64)
+        else:
+            first = (
+                pl.DataFrame(keys)
+                .lazy()
+                .with_row_index("first")
+                .select(pl.col("first").min().over(*[k.name for k in keys]))
+                .collect(engine=PAIR_ENGINE)
+                .to_series()
+                .to_numpy()
+            )
         self.first = np.flatnonzero(first == np.arange(n, dtype=first.dtype))
         lookup = np.zeros(n, dtype=np.int64)
         lookup[self.first] = np.arange(len(self.first))
@@ -326,6 +335,10 @@ def _finish(
 ) -> pd.DataFrame:
     """Kept rows, sorted by (patient, hours, variable, source row), duplicates resolved, as
     the cohort's observations table."""
+    if len(pcode) < SMALL_ROWS:
+        small = _finish_small(rc, pat, pcode, hours, vidx, value, censored, raw)
+        if small is not None:
+            return small
     kept = (
         pl.DataFrame(
             {
@@ -377,6 +390,48 @@ def _finish(
         source_row=pl.col("source_row").cast(pl.Int64),
     )
     return out.collect(engine=ENGINE).to_pandas()
+
+
+def _finish_small(
+    rc: RowChecks,
+    pat: Patients,
+    pcode: np.ndarray,
+    hours: np.ndarray,
+    vidx: np.ndarray,
+    value: np.ndarray,
+    censored: np.ndarray,
+    raw: RawTable,
+) -> pd.DataFrame | None:
+    """:func:`_finish` for a few rows (one patient): the kept rows sorted in numpy and the
+    table built eagerly, without the lazy queries' fixed cost; ``None`` when some rows share
+    patient, hours and variable (duplicates: :func:`_finish` resolves them). The sort keys end
+    with the unique source row, so the order is the one polars gives."""
+    pos = np.flatnonzero(rc.ok)
+    p, h, v = pcode[pos], hours[pos], vidx[pos]
+    source_row = np.asarray(raw.source_row)[pos]
+    cat = catalogue_arrays()
+    rank, vrank = pat.rank[p], cat.rank[v]
+    order = np.lexsort((source_row, vrank, h, rank))
+    if (order != np.arange(len(order))).any():
+        pos, p, h, v, source_row = pos[order], p[order], h[order], v[order], source_row[order]
+        rank = rank[order]
+    if len(pos) > 1 and ((rank[1:] == rank[:-1]) & (h[1:] == h[:-1]) & (v[1:] == v[:-1])).any():
+        return None
+    at = pl.Series(v)
+    val = pl.Series("value", value[pos])
+    return pl.DataFrame(
+        [
+            pat.id_series.gather(pl.Series(p)).alias("patient_id"),
+            pl.Series("hours", h),
+            cat.name_series.gather(at).alias("variable"),
+            val,
+            pl.Series("censored", censored[pos]).cast(pl.Int8),
+            ((val < cat.low_series.gather(at)) | (val > cat.high_series.gather(at))).alias(
+                "out_of_range"
+            ),
+            pl.Series("source_row", source_row).cast(pl.Int64),
+        ]
+    ).to_pandas()
 
 
 def _out_of_order(keys: list[str]) -> pl.Expr:

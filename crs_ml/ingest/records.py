@@ -50,8 +50,8 @@ _ATTRIBUTE_KEYS = {name_key(a): a for a in PATIENT_ATTRIBUTES} | {"age": "age_ye
 _STR = pd.StringDtype("pyarrow", na_value=np.nan)
 
 
-def _text(series: pd.Series) -> pd.Series:
-    """Any column as stripped text ('' for missing); floats keep their exact repr.
+def _text_array(series: pd.Series) -> pa.Array:
+    """Any column as stripped text ('' for missing), as Arrow; floats keep their exact repr.
 
     A column holding only text and missing values goes to Arrow once and is stripped there
     (what ``str.strip`` does on pandas' Arrow strings); any other column (numbers, bytes,
@@ -62,9 +62,13 @@ def _text(series: pd.Series) -> pd.Series:
         except (pa.ArrowException, TypeError, ValueError):
             arr = None
         if arr is not None and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-            stripped = pc.utf8_trim_whitespace(arr).fill_null("")
-            return pd.Series(stripped, dtype=_STR, index=series.index)
-    return series.astype(object).astype("str").fillna("").str.strip()
+            return pc.utf8_trim_whitespace(arr).fill_null("")
+    return pa.array(series.astype(object).astype("str").fillna("").str.strip())
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """:func:`_text_array` as a pandas text column (same index)."""
+    return pd.Series(_text_array(series), dtype=_STR, index=series.index)
 
 
 def _first_bad(mask: np.ndarray) -> int:
@@ -93,11 +97,13 @@ def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
     return values
 
 
-def check_records(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """Shape checks; returns (frame with clean text columns and float hours, record types)."""
+def _checked(frame: pd.DataFrame) -> tuple[dict[str, pa.Array | np.ndarray], np.ndarray]:
+    """The shape checks of :func:`check_records`; returns ({column: clean text as Arrow, or
+    float hours}, record types). ``unit`` is None when the input has none."""
     if not isinstance(frame, pd.DataFrame):
         raise InputError("the model input must be a table (a pandas DataFrame)")
-    frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    if any(not isinstance(c, str) or c.strip().lower() != c for c in frame.columns):
+        frame = frame.rename(columns=lambda c: str(c).strip().lower())
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(f"missing required column '{missing[0]}' (the input needs "
@@ -105,59 +111,77 @@ def check_records(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
                          column=missing[0])  # fmt: skip
     if len(frame) == 0:
         raise InputError("the input has no rows")
-    frame = frame.reset_index(drop=True)
-    record = _text(frame["record"]).str.lower().to_numpy(dtype=object)
+    index = frame.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+        frame = frame.reset_index(drop=True)
+    lower = pc.utf8_lower(_text_array(frame["record"]))  # as pandas' str.lower on Arrow text
+    record = lower.to_numpy(zero_copy_only=False).astype(object)
     bad = ~np.isin(record, RECORD_TYPES)
     if bad.any():
         i = _first_bad(bad)
         raise InputError(f"unknown record type '{frame['record'].iloc[i]}' (expected "
                          "patient, observation or event)", row=i + 1, column="record")  # fmt: skip
-    pid = _text(frame["patient_id"])
-    if (pid == "").any():
-        raise InputError("missing patient_id", row=_first_bad((pid == "").to_numpy()) + 1,
-                         column="patient_id")  # fmt: skip
+    pid = _text_array(frame["patient_id"])
+    empty = pc.equal(pid, "").to_numpy(zero_copy_only=False)
+    if empty.any():
+        raise InputError("missing patient_id", row=_first_bad(empty) + 1, column="patient_id")
     hours = _numbers(frame, "hours")
     timed = record != "patient"
     no_hours = timed & np.isnan(hours)
     if no_hours.any():
         i = _first_bad(no_hours)
         raise InputError(f"hours is required for {record[i]} rows", row=i + 1, column="hours")
-    variable = _text(frame["variable"])
-    if (variable == "").any():
-        i = _first_bad((variable == "").to_numpy())
-        raise InputError("missing variable", row=i + 1, column="variable")
+    variable = _text_array(frame["variable"])
+    empty = pc.equal(variable, "").to_numpy(zero_copy_only=False)
+    if empty.any():
+        raise InputError("missing variable", row=_first_bad(empty) + 1, column="variable")
+    columns = {
+        "patient_id": pid,
+        "hours": hours,
+        "variable": variable,
+        "value": _text_array(frame["value"]),
+        "unit": _text_array(frame["unit"]) if "unit" in frame else None,
+        "end_hours": _numbers(frame, "end_hours"),
+    }
+    return columns, record
+
+
+def check_records(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Shape checks; returns (frame with clean text columns and float hours, record types)."""
+    columns, record = _checked(frame)
     clean = pd.DataFrame(
         {
-            "patient_id": pid,
-            "hours": hours,
-            "variable": variable,
-            "value": _text(frame["value"]),
-            "unit": _text(frame["unit"]) if "unit" in frame else "",
-            "end_hours": _numbers(frame, "end_hours"),
+            c: "" if v is None else v if isinstance(v, np.ndarray) else pd.Series(v, dtype=_STR)
+            for c, v in columns.items()
         }
     )
     return clean, record
 
 
-def _patients_table(clean: pd.DataFrame, record: np.ndarray) -> tuple[pl.DataFrame, np.ndarray]:
-    """One row per patient_id (order of first appearance) with its attributes as text."""
-    codes, ids = pd.factorize(clean["patient_id"].to_numpy(dtype=object))
+def _objects(text: pa.Array) -> np.ndarray:
+    return text.to_numpy(zero_copy_only=False).astype(object)
+
+
+def _patients_table(clean: dict, record: np.ndarray) -> tuple[pl.DataFrame, np.ndarray]:
+    """One row per patient_id (order of first appearance) with its attributes as text;
+    ``clean`` the checked columns (:func:`_checked`)."""
+    codes, ids = pd.factorize(_objects(clean["patient_id"]))
     first = np.full(len(ids), len(codes), dtype=np.int64)
     np.minimum.at(first, codes, np.arange(len(codes)))
     columns: dict[str, object] = {"patient_id": np.asarray(ids, dtype=object)}
     rows = np.flatnonzero(record == "patient")
     if len(rows):
-        names, inverse = np.unique(clean["variable"].to_numpy(dtype=object)[rows].astype(str),
-                                   return_inverse=True)  # fmt: skip
+        variable = _objects(clean["variable"])
+        names, inverse = np.unique(variable[rows].astype(str), return_inverse=True)
         known = [_ATTRIBUTE_KEYS.get(name_key(v)) for v in names]
         unknown = np.array([k is None for k in known])[inverse]
         if unknown.any():
             i = rows[_first_bad(unknown)]
-            raise InputError(f"unknown patient attribute '{clean['variable'].iloc[i]}' (expected "
+            raise InputError(f"unknown patient attribute '{variable[i]}' (expected "
                              f"{', '.join(PATIENT_ATTRIBUTES)})", row=int(i) + 1,
                              column="variable")  # fmt: skip
         attr = np.array([PATIENT_ATTRIBUTES.index(k) for k in known])[inverse]
-        value = clean["value"].to_numpy(dtype=object)[rows]
+        value = _objects(clean["value"])[rows]
         pcode = codes[rows]
         order = np.lexsort((rows, attr, pcode))
         same = (pcode[order][1:] == pcode[order][:-1]) & (attr[order][1:] == attr[order][:-1])
@@ -175,12 +199,13 @@ def _patients_table(clean: pd.DataFrame, record: np.ndarray) -> tuple[pl.DataFra
     return table, first + 1
 
 
-def _as_polars(clean: pd.DataFrame) -> pl.DataFrame:
-    """The checked table (:func:`check_records`) as polars for the loader, which takes a polars
-    table as it is (no pandas typing): text through Arrow, numbers as they are."""
-    return pl.DataFrame([pl.Series(c, pa.array(s)) if s.dtype == object or
-                         pd.api.types.is_string_dtype(s.dtype) else pl.Series(c, s.to_numpy())
-                         for c, s in clean.items()])  # fmt: skip
+def _as_polars(clean: dict) -> pl.DataFrame:
+    """The checked columns (:func:`_checked`) as polars for the loader, which takes a polars
+    table as it is (no pandas typing): text from Arrow, numbers as they are, a missing unit
+    as ''."""
+    n = len(clean["hours"])
+    return pl.DataFrame([pl.Series(c, pa.array([""] * n) if v is None else v)
+                         for c, v in clean.items()])  # fmt: skip
 
 
 def _input_column(table: str, column: object) -> str:
@@ -195,7 +220,7 @@ def _input_column(table: str, column: object) -> str:
 
 def records_to_cohort(frame: pd.DataFrame, strict: bool = True, options=None) -> Cohort:
     """The one-table input as a normalised Cohort (see the module docstring)."""
-    clean, record = check_records(frame)
+    clean, record = _checked(frame)
     patients, patient_rows = _patients_table(clean, record)
     obs_rows = np.flatnonzero(record == "observation")
     ev_rows = np.flatnonzero(record == "event")

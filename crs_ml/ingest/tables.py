@@ -437,6 +437,12 @@ def _pandas_typed(s: pl.Series) -> pl.Series:
     return pl.from_pandas(typed, nan_to_null=False).to_series()
 
 
+def _filled(s: pl.Series) -> pl.Series:
+    """A text column with '' for missing (the column itself when none is missing: each polars
+    operation on a series is a query with a fixed cost, which one patient's rows feel)."""
+    return s.fill_null("") if s.null_count() else s
+
+
 def typed_polars(frame: pl.DataFrame) -> pl.DataFrame:
     """A table read by polars typed like :func:`typed_frame` types pandas' read of it: ids
     and other text columns as text ('' for missing), integers with missing values as
@@ -452,9 +458,9 @@ def typed_polars(frame: pl.DataFrame) -> pl.DataFrame:
                     raise InputError("identifier column holds true/false values", column=name)
                 s = _pandas_typed(s)
             else:
-                s = strip_text(s.cast(pl.String).fill_null(""))
+                s = strip_text(_filled(s if dt == pl.String else s.cast(pl.String)))
         elif dt == pl.String:
-            s = s.fill_null("")
+            s = _filled(s)
         elif isinstance(dt, pl.Categorical | pl.Enum):
             s = s.cast(pl.String).fill_null("")
         elif dt.is_integer() and s.null_count():

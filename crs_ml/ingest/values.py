@@ -224,13 +224,13 @@ def value_codes(raw: pl.Series, censored_below: str = "half"):
 def text_value_codes(text: pl.Series, censored_below: str = "half"):
     """:func:`value_codes` of a text column (no missing values)."""
     number = text.cast(pl.Float64, strict=False)
-    odd = ~number.is_finite().fill_null(False)
     value = number.to_numpy().astype("float64", copy=True)  # null -> NaN
+    odd = ~np.isfinite(value)  # not read as a finite number (null, NaN or infinite)
     censored = np.zeros(len(text), dtype="int8")
     kind = np.zeros(len(text), dtype="int8")
     if odd.any():
-        at = np.flatnonzero(odd.to_numpy())
-        u_val, u_cens, u_kind, codes = parse_distinct(text.filter(odd), censored_below)
+        at = np.flatnonzero(odd)
+        u_val, u_cens, u_kind, codes = parse_distinct(text.gather(at), censored_below)
         value[at] = u_val[codes]
         censored[at] = u_cens[codes]
         kind[at] = u_kind[codes]

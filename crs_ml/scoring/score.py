@@ -30,6 +30,7 @@ per chunk) so memory stays bounded, with ``progress(stage, done, total)`` after 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,26 +353,37 @@ def scores_table(s: Scoring) -> pd.DataFrame:
         [
             pd.DataFrame(text, columns=_TEXT_COLUMNS, dtype=object, copy=False),
             pd.DataFrame(numbers, columns=number_names, copy=False),
-            pd.DataFrame({"as_of": st.when.reset_index(drop=True).astype("datetime64[ns, UTC]")}),
+            pd.DataFrame({"as_of": _utc(st.when)}),
         ],
         axis=1,
     )
     names = [*_TEXT_COLUMNS, *number_names, "as_of"]
     order = [*FIXED_COLUMNS, *model.shap_columns, "message"]
-    parts = [blocks.iloc[:, _positions(names, order)]]
+    table = blocks.iloc[:, _positions(tuple(names), tuple(order))]
     horizons = _horizon_columns(s, model.names)
-    if horizons:
-        parts.append(pd.DataFrame(horizons, copy=False))
-    return pd.concat(parts, axis=1)
+    if not horizons:
+        return table
+    return pd.concat([table, pd.DataFrame(horizons, copy=False)], axis=1)
+
+
+def _utc(when: pd.Series):
+    """The as-of times as a UTC datetime array (no conversion when they are one already)."""
+    return (
+        when if when.dtype == "datetime64[ns, UTC]" else when.astype("datetime64[ns, UTC]")
+    ).array
 
 
 _TEXT_COLUMNS = ["patient_id", "status", "risk_band", "completeness_band", "missing_inputs",
                  "top_drivers", "message"]  # fmt: skip
 
 
-def _positions(names: list[str], order: list[str]) -> np.ndarray:
+@functools.lru_cache(maxsize=16)
+def _positions(names: tuple[str, ...], order: tuple[str, ...]) -> np.ndarray:
+    """Position in ``names`` of each name of ``order`` (cached: the same per model)."""
     where = {n: i for i, n in enumerate(names)}
-    return np.fromiter((where[n] for n in order), dtype=np.intp, count=len(order))
+    out = np.fromiter((where[n] for n in order), dtype=np.intp, count=len(order))
+    out.flags.writeable = False
+    return out
 
 
 def horizon_column_names(horizons, names: list[str]) -> list[str]:

@@ -24,6 +24,10 @@ from crs_ml.features.grading import (
 )
 from crs_ml.ingest.values import parse_time
 
+#: up to this many candidate rows, the rows' variables are compared in numpy (no pandas
+#: operations, whose fixed cost dominates for one patient); the same masks either way
+SMALL_ROWS = 2_000
+
 
 @dataclass
 class Statuses:
@@ -44,7 +48,7 @@ def statuses(cohort: Cohort, landmarks: np.ndarray, as_of=None, as_of_hours=None
     """See the module docstring."""
     patients = cohort.patients
     n = len(patients)
-    pid_values = patients["patient_id"].astype(object).to_numpy()
+    pid_values = patients["patient_id"].to_numpy(dtype=object)
     pid = pd.Index(pid_values, dtype=object)
     obs_code = _codes(pid, cohort.observations["patient_id"])
     ev_code = _codes(pid, cohort.events["patient_id"])
@@ -103,7 +107,10 @@ def _latest_hours(tables, n: int) -> np.ndarray:
 def _as_of_hours(cohort: Cohort, tables, as_of, as_of_hours):
     """(hours since infusion, as-of timestamps, reason when hours are unknown) per patient."""
     n = len(cohort.patients)
-    infusion = pd.to_datetime(cohort.patients["infusion_time"], utc=True).reset_index(drop=True)
+    infusion = cohort.patients["infusion_time"]
+    if infusion.dtype != "datetime64[ns, UTC]":  # what loading gives: nothing to convert
+        infusion = pd.to_datetime(infusion, utc=True)
+    infusion = infusion.reset_index(drop=True)
     why = np.full(n, "", dtype=object)
     if as_of is not None and as_of_hours is not None:
         raise InputError("give either an as-of time or as-of hours, not both")
@@ -146,9 +153,14 @@ def _not_at_risk(
     with np.errstate(invalid="ignore"):
         maybe = (hours >= 0) & ((value >= FEVER_C) | (value < HYPOTENSION_SBP_MMHG))
     rows = np.flatnonzero(maybe)
-    variable = obs["variable"].iloc[rows]
-    is_temperature = variable.eq("temperature").to_numpy(dtype=bool)
-    used = is_temperature | variable.eq("sbp").to_numpy(dtype=bool)
+    if len(rows) <= SMALL_ROWS:  # a few rows (one patient): compared as Python texts
+        variable = obs["variable"].array.take(rows).to_numpy(dtype=object, na_value=None)
+        is_temperature = (variable == "temperature").astype(bool)
+        used = is_temperature | (variable == "sbp").astype(bool)
+    else:
+        variable = obs["variable"].iloc[rows]
+        is_temperature = variable.eq("temperature").to_numpy(dtype=bool)
+        used = is_temperature | variable.eq("sbp").to_numpy(dtype=bool)
     rows, is_temperature = rows[used], is_temperature[used]
     # Grade >= 3 by L needs a fever by L (fever first: a never-febrile patient is never
     # graded) and a support started by L (fever, low sbp and treatments alone are grade <= 2;
