@@ -20,6 +20,7 @@ by the checks go to the errors file (file, row, column, reason), written the sam
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,8 @@ from crs_ml.scoring.score import (
     begin,
     chunk_features,
     explain_chunk,
+    scores_columns,
     scores_table,
-    status_counts,
 )
 
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
@@ -155,14 +156,17 @@ def score_to_file(
         for s, features in prepared_chunks:
             for k, X in enumerate(features):  # SHAP and drivers
                 explain_chunk(s, k, X, threads)
-            scores = scores_table(s)
-            table.write(scores)
-            for status, n in status_counts(scores).items():
+            # the columns go to the file without a pandas frame (README, "Speed"); a frame
+            # only for --top
+            columns = scores_columns(s)
+            table.write(columns)
+            for status, n in Counter(columns["status"]).items():
                 counts[status] += n
-            for band, n in scores["completeness_band"].value_counts().items():
-                bands[band] += int(n)
-            held = _top(held, scores, top)
-            done += len(scores)
+            for band, n in Counter(b for b in columns["completeness_band"] if b).items():
+                bands[band] += n
+            if top > 0:
+                held = _top(held, scores_table(s), top)
+            done += len(columns["patient_id"])
             if progress:
                 progress("scoring", done, chunks.n_patients)
     rejected = chunks.rejected
