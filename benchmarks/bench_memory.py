@@ -17,14 +17,20 @@
 Targets (issue 13): the full cohort (200,000 patients by default; "half" is 100,000) under
 1 GB; peak memory flat (within 15%) from half to full. The run reads the next chunk in a
 worker thread while the current one is explained, so two chunks are in memory at most.
-Writes benchmarks/results/memory.json and memory.md.
-Usage: ``python benchmarks/bench_memory.py [--patients 200000] [--as-of-hours 120]``.
+Writes benchmarks/results/memory.json and memory.md (``--out``: another .json, the .md
+beside it). ``--config`` trains another configuration (e.g. configs/xgboost.yaml).
+``--compare TREE`` also runs each command with the ``crs_ml`` of another checkout ``TREE``
+first on ``PYTHONPATH`` (e.g. the main branch), in turn with this tree's, ``--pairs`` times
+on the same data and model: the peaks side by side, pair by pair (A/B on a shared machine).
+Usage: ``python benchmarks/bench_memory.py [--patients 200000] [--as-of-hours 120]
+[--config configs/xgboost.yaml] [--compare ../main --pairs 2] [--out results.json]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -100,11 +106,15 @@ def write_cohorts(folder: Path, n: int, as_of_h: float) -> dict:
     return counts
 
 
-def measure(cmd: list[str], label: str) -> dict:
-    """Run ``cmd`` under /usr/bin/time -v: peak RSS (bytes) and wall seconds."""
+def measure(cmd: list[str], label: str, tree: Path | None = None) -> dict:
+    """Run ``cmd`` under /usr/bin/time -v: peak RSS (bytes) and wall seconds; with ``tree``,
+    that checkout's ``crs_ml`` first on ``PYTHONPATH``."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
     t0 = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=ROOT, capture_output=True,
-                          text=True)  # fmt: skip
+                          text=True, env=env)  # fmt: skip
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
@@ -120,29 +130,50 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=200_000)
     ap.add_argument("--as-of-hours", type=float, default=120.0)
     ap.add_argument("--no-whole", action="store_true", help="skip the whole-load contrast")
+    ap.add_argument("--config", default=None,
+                    help="model configuration to train (default: the default)")  # fmt: skip
+    ap.add_argument("--compare", type=Path, default=None,
+                    help="another checkout whose crs_ml runs each command too, in turn")  # fmt: skip
+    ap.add_argument("--pairs", type=int, default=1, help="runs in turn with --compare")
+    ap.add_argument("--out", type=Path, default=RESULTS / "memory.json",
+                    help="results file (.json; the .md table beside it)")  # fmt: skip
     args = ap.parse_args()
+    if args.out.suffix != ".json":
+        raise SystemExit("--out must end in .json")
     sys.path.insert(0, str(ROOT))
     from bench_score import train_bundle
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        print("training the default xgboost on 1,000 patients", flush=True)
-        _, bundle = train_bundle(tmp, 1000, seed=11)
+        print(f"training {args.config or 'the default configuration'} on 1,000 patients",
+              flush=True)  # fmt: skip
+        _, bundle = train_bundle(tmp, 1000, seed=11, config=args.config)
         print(f"simulating {args.patients:,} patients, rows up to {args.as_of_hours:g} h",
               flush=True)  # fmt: skip
         counts = write_cohorts(tmp, args.patients, args.as_of_hours)
-        runs = {}
+        runs, compared = {}, {}
         print("peak memory (/usr/bin/time -v)", flush=True)
+        trees = [None] if args.compare is None else [args.compare.resolve(), ROOT]
         for name in ("half", "full", "full_shuffled"):
             out = tmp / f"scores_{name}.parquet"
             cmd = [sys.executable, "-m", "crs_ml", "score", "--model", str(bundle), "--data",
                    str(tmp / name), "--out", str(out), "--chunk-size", str(CHUNK),
                    "--as-of-hours", str(args.as_of_hours)]  # fmt: skip
-            runs[f"crs-ml score, {name}"] = measure(cmd, f"crs-ml score, {name}")
-            n_out = len(pd.read_parquet(out, columns=["patient_id"]))
-            assert n_out == counts[name]["patients"], (name, n_out)
-            out.unlink()
+            label = f"crs-ml score, {name}"
+            for _ in range(args.pairs if args.compare is not None else 1):
+                for tree in trees:
+                    who = "" if tree is None else f" [{tree.name}]"
+                    r = measure(cmd, label + who, tree)
+                    n_out = len(pd.read_parquet(out, columns=["patient_id"]))
+                    assert n_out == counts[name]["patients"], (name, n_out)
+                    out.unlink()
+                    if tree is None or tree == ROOT:  # the min over pairs: this tree's peak
+                        old = runs.get(label)
+                        runs[label] = r if old is None or r["peak_rss_bytes"] < old[
+                            "peak_rss_bytes"] else old  # fmt: skip
+                    key = f"{label} [{'this tree' if tree == ROOT else str(tree)}]"
+                    compared.setdefault(key, []).append(r)
         if not args.no_whole:
             for name in ("half", "full"):
                 out = tmp / f"whole_{name}.parquet"
@@ -160,8 +191,10 @@ def main() -> None:
         "flat_within_15pct": growth <= 1.15,
     }
     summary = {"patients": counts, "chunk_size": CHUNK, "as_of_hours": args.as_of_hours,
-               "runs": runs, "growth_half_to_full": growth, "checks": checks}  # fmt: skip
-    (RESULTS / "memory.json").write_text(json.dumps(summary, indent=2))
+               "config": args.config, "runs": runs, "growth_half_to_full": growth,
+               "checks": checks, "compared": compared}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
     lines = [
         f"Chunk size {CHUNK:,} patients; Parquet input, rows up to {args.as_of_hours:g} h.",
         "",
@@ -174,7 +207,11 @@ def main() -> None:
                      f"{r['peak_rss_bytes'] / GB:.2f} GB | {r['wall_s']:.0f} s |")  # fmt: skip
     lines += ["", f"Peak memory of `crs-ml score`, full / half: {growth:.2f}x. Checks: "
               + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items())]  # fmt: skip
-    (RESULTS / "memory.md").write_text("\n".join(lines) + "\n")
+    if compared:
+        lines += ["", "In turn with another tree (peak per run, GB):", ""]
+        lines += [f"- {key}: " + ", ".join(f"{r['peak_rss_bytes'] / GB:.3f}" for r in rs)
+                  for key, rs in compared.items()]  # fmt: skip
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -286,7 +286,7 @@ PIPELINE_STEPS = (
     ("crs_ml.scoring.batch", "begin", "worker"),
     ("crs_ml.scoring.batch", "chunk_features", "worker"),
     ("crs_ml.scoring.batch", "explain_chunk", "main"),
-    ("crs_ml.scoring.batch", "scores_table", "main"),
+    ("crs_ml.scoring.batch", "scores_columns", "main"),
     ("crs_ml.files", "AtomicTable.write", "main"),
 )
 

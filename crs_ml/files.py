@@ -18,13 +18,14 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pandas is imported by whoever passes a frame; the CLI starts without it
     import pandas as pd
 
-__all__ = ["AtomicTable", "atomic_write", "write_json", "write_text"]
+__all__ = ["AtomicTable", "atomic_write", "columns_frame", "write_json", "write_text"]
 
 
 def _temp_beside(target: Path) -> Path:
@@ -54,7 +55,22 @@ class AtomicTable:
         self._writer = None
         self._rows = 0
 
-    def write(self, frame: pd.DataFrame) -> None:
+    def write(self, frame: pd.DataFrame | Mapping[str, Any]) -> None:
+        """Append ``frame``: a pandas frame, or its columns as a mapping of name to 1-D array
+        (object arrays for text), in order. Parquet: the first write fixes the file's schema
+        (through pandas, so the pandas metadata is that of a frame); a mapping appended after
+        it goes to Arrow directly, without a pandas copy, to the same bytes."""
+        if isinstance(frame, Mapping):
+            if self.kind == "csv" or self._writer is None:
+                frame = columns_frame(frame)
+            else:
+                import pyarrow as pa
+
+                schema = self._writer.schema
+                arrays = [pa.array(frame[f.name], type=f.type, from_pandas=True) for f in schema]
+                self._writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+                self._rows += len(arrays[0]) if arrays else 0
+                return
         if self.kind == "csv":
             frame.to_csv(self.tmp, mode="w" if self._rows == 0 else "a",
                          header=self._rows == 0, index=False)  # fmt: skip
@@ -88,6 +104,16 @@ class AtomicTable:
                 _publish(self.tmp, self.target)
         finally:
             self.tmp.unlink(missing_ok=True)
+
+
+def columns_frame(columns: Mapping[str, Any]) -> pd.DataFrame:
+    """A frame of named 1-D columns; object arrays stay object (not pandas' str)."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame({name: pd.Series(v, dtype=object, copy=False)
+                         if isinstance(v, np.ndarray) and v.dtype == object else v
+                         for name, v in columns.items()}, copy=False)  # fmt: skip
 
 
 def _remove_stale_temps(target: Path) -> None:

@@ -148,6 +148,7 @@ class CohortChunks:
                 cohort = normalise(raws, self.options, source, allow_no_observations=True)
                 merged.add(cohort)
                 yield cohort
+                cohort = raws = None  # not held while the next chunk is read (peak memory)
         self.report = merged.report(source, self.options)
         self.rejected = merged.collector.rejected()
 

@@ -19,7 +19,9 @@ by the checks go to the errors file (file, row, column, reason), written the sam
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +35,13 @@ from crs_ml.modeling.completeness import BANDS
 from crs_ml.scoring.pipeline import read_ahead
 from crs_ml.scoring.score import (
     STATUSES,
+    Scoring,
     as_bundle,
     begin,
     chunk_features,
     explain_chunk,
+    scores_columns,
     scores_table,
-    status_counts,
 )
 
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
@@ -107,6 +110,17 @@ def _top(held: pd.DataFrame | None, scores: pd.DataFrame, n: int) -> pd.DataFram
     return both.sort_values("risk", ascending=False, kind="stable").head(n)
 
 
+def _without_input_rows(s: Scoring) -> Scoring:
+    """``s`` once its features are built: the chunk's observation and event rows dropped
+    (explaining and the scores table need only the patients, statuses, features and the
+    rejected rows), so the chunk being explained does not hold them while the next is read."""
+    c = s.cohort
+    s.cohort = dataclasses.replace(c, observations=c.observations.head(0).copy(),
+                                   events=c.events.head(0).copy())  # fmt: skip
+    s.obs_parts = s.ev_parts = None
+    return s
+
+
 def score_to_file(
     model,
     data,
@@ -141,7 +155,8 @@ def score_to_file(
 
     def prepared(cohort):  # in the worker thread: statuses and features
         s = begin(bundle, cohort, as_of, as_of_hours, chunk_size)
-        return s, [chunk_features(s, k) for k in range(len(s.chunks))]
+        features = [chunk_features(s, k) for k in range(len(s.chunks))]
+        return _without_input_rows(s), features
 
     def where(k: int) -> str:
         first, last = k * chunks.chunk_size + 1, min((k + 1) * chunks.chunk_size,
@@ -155,16 +170,21 @@ def score_to_file(
         for s, features in prepared_chunks:
             for k, X in enumerate(features):  # SHAP and drivers
                 explain_chunk(s, k, X, threads)
-            scores = scores_table(s)
-            table.write(scores)
-            for status, n in status_counts(scores).items():
+            # the columns go to the file without a pandas frame (README, "Speed"); a frame
+            # only for --top
+            columns = scores_columns(s)
+            table.write(columns)
+            for status, n in Counter(columns["status"]).items():
                 counts[status] += n
-            for band, n in scores["completeness_band"].value_counts().items():
-                bands[band] += int(n)
-            held = _top(held, scores, top)
-            done += len(scores)
+            for band, n in Counter(b for b in columns["completeness_band"] if b).items():
+                bands[band] += n
+            if top > 0:
+                held = _top(held, scores_table(s), top)
+            done += len(columns["patient_id"])
             if progress:
                 progress("scoring", done, chunks.n_patients)
+            # this chunk is not held while the next one is awaited (peak memory)
+            s = features = columns = X = None
     rejected = chunks.rejected
     errors_path = Path(errors) if errors is not None else None
     if errors_path is None and len(rejected):

@@ -87,6 +87,7 @@ def read_ahead(
             k = 0
             while (result := step(k)) is not _END:
                 yield result
+                result = None  # handed over: not held while the next one is prepared
                 k += 1
             return
         with ThreadPoolExecutor(1, thread_name_prefix="crs_ml_read_ahead") as pool:
@@ -104,6 +105,7 @@ def read_ahead(
                     pending.append(pool.submit(step, k))
                     k += 1
                     yield result
+                    result = None  # handed over: not held while the next one is awaited
             finally:
                 for future in pending:
                     future.cancel()  # not started: never runs; the running one finishes

@@ -311,6 +311,40 @@ def _explain_horizons(bundle: Bundle, X, longest, threads) -> dict:
 
 def scores_table(s: Scoring) -> pd.DataFrame:
     """the scores table (README, "Scoring new admissions") once every chunk is explained."""
+    text, numbers, number_names, when, order = _scores_blocks(s)
+    # three blocks (text, numbers, the as-of time) put in the table's column order by
+    # position: one frame per block, not one column at a time (README, "Speed")
+    blocks = pd.concat(
+        [
+            pd.DataFrame(text.T, columns=_TEXT_COLUMNS, dtype=object, copy=False),
+            pd.DataFrame(numbers.T, columns=number_names, copy=False),
+            pd.DataFrame({"as_of": when}),
+        ],
+        axis=1,
+    )
+    names = [*_TEXT_COLUMNS, *number_names, "as_of"]
+    table = blocks.iloc[:, _positions(tuple(names), tuple(order))]
+    horizons = _horizon_columns(s, (s.model or model_texts(s.bundle)).names)
+    if not horizons:
+        return table
+    return pd.concat([table, pd.DataFrame(horizons, copy=False)], axis=1)
+
+
+def scores_columns(s: Scoring) -> dict[str, Any]:
+    """The columns of :func:`scores_table`, in its order, as 1-D arrays (text: object arrays;
+    ``as_of``: a pandas Series of UTC timestamps), without building the frame: what a file
+    writer converts to Arrow directly (:meth:`crs_ml.files.AtomicTable.write`)."""
+    text, numbers, number_names, when, order = _scores_blocks(s)
+    held = {**dict(zip(_TEXT_COLUMNS, text, strict=True)),
+            **dict(zip(number_names, numbers, strict=True)), "as_of": when}  # fmt: skip
+    columns = {name: held[name] for name in order}
+    columns.update(_horizon_columns(s, (s.model or model_texts(s.bundle)).names))
+    return columns
+
+
+def _scores_blocks(s: Scoring):
+    """(text, numbers, number column names, as-of times, column order) of the scores table:
+    text and numbers one row per column (each column contiguous)."""
     st, scoring = s.st, s.settings
     model = s.model or model_texts(s.bundle)
     status, message, risk = st.status, st.message.copy(), s.risk
@@ -328,42 +362,24 @@ def scores_table(s: Scoring) -> pd.DataFrame:
     share = np.where(scored, c.share, np.nan)
     complete_band = np.where(scored, c.band, None)
     missing = np.where(scored, c.missing, None)
-    ages = np.where(scored[:, None], c.hours_since, np.nan)
     message = _with_completeness(message, scored, share, complete_band, missing,
                                  s.absent_share, s.imputed)  # fmt: skip
     message = _with_rejected(message, s.cohort, st.pid)
-    # three blocks (text, numbers, the as-of time) put in the table's column order by
-    # position: one frame per block, not one column at a time (README, "Speed")
-    text = np.empty((len(status), len(_TEXT_COLUMNS)), dtype=object)  # object, not pandas' str
+    n = len(status)
+    text = np.empty((len(_TEXT_COLUMNS), n), dtype=object)  # object, not pandas' str
     for j, values in enumerate((st.pid_values, status, band, complete_band, missing, s.drivers,
                                 message)):  # fmt: skip
-        text[:, j] = values
-    numbers = np.empty((len(status), 4 + ages.shape[1] + 1 + s.shap.shape[1]), dtype=np.float64)
-    numbers[:, 0], numbers[:, 1], numbers[:, 2], numbers[:, 3] = (
-        st.hours,
-        st.landmark_h,
-        risk,
-        share,
-    )
-    k = 4 + ages.shape[1]
-    numbers[:, 4:k], numbers[:, k], numbers[:, k + 1 :] = ages, s.base, s.shap
+        text[j] = values
+    n_ages = c.hours_since.shape[1]
+    numbers = np.empty((4 + n_ages + 1 + s.shap.shape[1], n), dtype=np.float64)
+    numbers[0], numbers[1], numbers[2], numbers[3] = st.hours, st.landmark_h, risk, share
+    k = 4 + n_ages
+    numbers[4:k] = np.where(scored, c.hours_since.T, np.nan)
+    numbers[k], numbers[k + 1 :] = s.base, s.shap.T
     number_names = ["hours_since_infusion", "landmark_h", "risk", "completeness",
                     *key_input_columns(), "base_value", *model.shap_columns]  # fmt: skip
-    blocks = pd.concat(
-        [
-            pd.DataFrame(text, columns=_TEXT_COLUMNS, dtype=object, copy=False),
-            pd.DataFrame(numbers, columns=number_names, copy=False),
-            pd.DataFrame({"as_of": _utc(st.when)}),
-        ],
-        axis=1,
-    )
-    names = [*_TEXT_COLUMNS, *number_names, "as_of"]
-    order = [*FIXED_COLUMNS, *model.shap_columns, "message"]
-    table = blocks.iloc[:, _positions(tuple(names), tuple(order))]
-    horizons = _horizon_columns(s, model.names)
-    if not horizons:
-        return table
-    return pd.concat([table, pd.DataFrame(horizons, copy=False)], axis=1)
+    when = pd.Series(_utc(st.when), copy=False)
+    return text, numbers, number_names, when, [*FIXED_COLUMNS, *model.shap_columns, "message"]
 
 
 def _utc(when: pd.Series):

@@ -91,3 +91,24 @@ def test_a_reading_failure_names_the_chunk_and_leaves_no_output(trained, new, tm
     assert len(where) == 1, info.value
     assert "of 5 (patients " in where[0] and f"of the patients table) of {data}" in where[0]
     assert list(out.parent.iterdir()) == []  # no scores file, no temp file
+
+
+def test_the_columns_written_are_the_scores_table(trained, new):
+    """What the batch run hands the file writer (scores_columns, no pandas frame) is the
+    scores table of score(), column for column, in its order, with the same dtypes."""
+    from crs_ml.files import columns_frame
+    from crs_ml.ingest.load import load_cohort
+    from crs_ml.scoring.score import (
+        begin,
+        chunk_features,
+        explain_chunk,
+        scores_columns,
+        scores_table,
+    )
+
+    s = begin(trained.bundle, load_cohort(new.data), as_of_hours=30, chunk_size=50)
+    for k in range(len(s.chunks)):
+        explain_chunk(s, k, chunk_features(s, k))
+    table = scores_table(s)
+    assert (table["status"] == "scored").sum() > 0 and table["message"].ne("").any()
+    pd.testing.assert_frame_equal(columns_frame(scores_columns(s)), table)

@@ -58,3 +58,37 @@ def test_stale_temps_of_dead_processes_are_removed_live_ones_kept(tmp_path):
     assert json.loads(target.read_text()) == {"auroc": None, "n": 3}
     assert not stale.exists()
     assert live.exists() and other.exists()  # a running process's, another target's
+
+
+def _chunk(rows: list[tuple]) -> dict:
+    """Columns as the batch scorer hands them over: object text (None missing), floats (NaN
+    missing), UTC timestamps."""
+    import numpy as np
+
+    ids, band, risk, when = zip(*rows, strict=True)
+    return {"patient_id": np.array(ids, dtype=object), "risk_band": np.array(band, dtype=object),
+            "risk": np.array(risk, dtype=np.float64),
+            "as_of": pd.Series(pd.to_datetime(list(when), utc=True))}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+@pytest.mark.parametrize("first_band", [None, "low"])  # an all-empty first column, or text
+def test_columns_appended_give_the_bytes_of_the_frames(tmp_path, kind, first_band):
+    from crs_ml.files import columns_frame
+
+    chunks = [_chunk([("p1", first_band, float("nan"), "2024-01-01 00:00")]),
+              _chunk([("p2", "high", 0.5, "2024-01-02 06:00"), ("p3", None, float("nan"),
+                                                                "2024-01-03 00:00")]),
+              _chunk([("p4", "low", 0.1, "2024-01-04 12:30")])]  # fmt: skip
+    paths = {}
+    for how in ("frames", "columns"):
+        paths[how] = tmp_path / how / f"scores.{kind}"
+        with AtomicTable(paths[how], kind) as table:
+            for columns in chunks:
+                table.write(columns_frame(columns) if how == "frames" else columns)
+    assert paths["columns"].read_bytes() == paths["frames"].read_bytes()
+    if kind == "parquet":  # missing numbers read back missing, text stays text
+        back = pd.read_parquet(paths["columns"])
+        assert back["risk"].isna().tolist() == [True, False, True, False]
+        assert back["risk_band"].isna().tolist()[1:] == [False, True, False]
+        assert back["risk_band"].tolist()[1::2] == ["high", "low"]

@@ -3,8 +3,10 @@ errors surfaced with their place, and a clean stop when the caller stops early."
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -127,3 +129,35 @@ def test_a_caller_that_stops_stops_the_worker_and_closes_the_source(stop):
 def test_depth_must_not_be_negative():
     with pytest.raises(ValueError, match="depth"):
         list(read_ahead([1], lambda k: k, depth=-1))
+
+
+@pytest.mark.parametrize("depth", [0, 1])
+def test_an_item_handed_over_is_not_held_while_the_next_is_awaited(depth):
+    """Peak memory: once the caller has dropped chunk k and asks for k + 1, read_ahead keeps
+    no reference to chunk k while k + 1 is being prepared."""
+
+    class Chunk:
+        pass
+
+    refs, seen = [], []
+    gate = threading.Event()
+
+    def prepare(i):
+        if i == 1:  # the second item is slow: the caller is waiting for it meanwhile
+
+            def look():
+                gc.collect()
+                seen.append(refs[0]() is not None)
+                gate.set()
+
+            threading.Timer(0.2, look).start()
+            assert gate.wait(10)
+        chunk = Chunk()
+        refs.append(weakref.ref(chunk))
+        return chunk
+
+    items = read_ahead(range(2), prepare, depth=depth)
+    first = next(items)
+    del first
+    assert next(items) is refs[1]()
+    assert seen == [False]  # the first item was gone while the second was prepared
