@@ -51,6 +51,8 @@ DRUGS = ("tocilizumab", "corticosteroid", "antipyretic")
 DISEASES = ("LBCL", "B-ALL", "MCL", "MM", "FL", "other")
 GROUPS = ("labs", "vitals", "fever", "crs_state", "treatment", "static", "scores")
 CATALOGUE_COLUMNS = ["name", "group", "unit", "description", "monotone"]
+#: below this many patients the static features' texts are mapped one by one (no factorize)
+SMALL_PATIENTS = 1_000
 
 
 @dataclass(frozen=True)
@@ -239,17 +241,27 @@ def _categories(values: pd.Series, listed, idx: np.ndarray, values_out: dict) ->
     Each distinct text is normalised once (strip, lower case): a ``listed`` value maps to
     itself, any other text to 'other', a missing one to '' (unknown). ``values_out`` maps a
     normalised value to the number it becomes; unknown/unlisted values become NaN."""
+    if len(values) < SMALL_PATIENTS:  # a few patients: their texts one by one, no factorize
+        texts = values.tolist()
+        names = [_category(texts[i], listed) for i in idx.tolist()]
+        return {
+            out: np.array([values_out.get(nm, np.nan) for nm in names], dtype=np.float64)
+            for out, values_out in values_out.items()
+        }
     codes, uniques = pd.factorize(values, sort=False)
-    names = []
-    for u in uniques:
-        text = str(u).strip().lower() if isinstance(u, str) else ""
-        names.append(text if text in listed or not text else "other")
+    names = [_category(u, listed) for u in uniques]
     names.append("")  # code -1: missing
     row_codes = codes[idx]
     return {
         out: (np.array([values_out.get(nm, np.nan) for nm in names])[row_codes])
         for out, values_out in values_out.items()
     }
+
+
+def _category(value, listed) -> str:
+    """A listed value itself, any other text 'other', no text '' (stripped, lower case)."""
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    return text if text in listed or not text else "other"
 
 
 @lru_cache(maxsize=1)
@@ -270,7 +282,10 @@ def static_features(patients: pd.DataFrame, idx: np.ndarray) -> dict[str, np.nda
     the rows ``idx`` of ``patients``; unknown product or disease -> all-zero one-hot."""
     products, sex, listed, diseases = _static_values()
     f = _categories(patients["product"], PRODUCTS, idx, products)
-    age = pd.to_numeric(patients["age_years"], errors="coerce").to_numpy("float64")
+    age = patients["age_years"]
+    if age.dtype != np.float64:  # numbers as they are, anything else coerced
+        age = pd.to_numeric(age, errors="coerce")
+    age = age.to_numpy("float64")
     f["age_years"] = age[idx]
     f |= _categories(patients["sex"], ("f", "m"), idx, sex)
     f |= _categories(patients["disease"], listed, idx, diseases)

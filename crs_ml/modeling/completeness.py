@@ -54,6 +54,10 @@ MOSTLY_ABSENT_SHARE = 0.5
 #: features missing in at most this share of training rows are imputed when missing
 UNTRAINED_MISSING_SHARE = 0.0
 BANDS = ("full", "partial", "sparse")
+#: below this many rows (one patient, a few), completeness and the untrained-missing fill take
+#: numpy paths that give what the general (pandas) paths give
+SMALL_ROWS = 1_000
+_FLOAT = np.dtype(np.float64)
 
 
 def key_input_columns() -> list[str]:
@@ -107,23 +111,39 @@ def completeness(
     n, k = len(landmark_h), len(KEY_INPUTS)
     last = np.full(n * k, -np.inf)
     if len(observations):
-        codes, uniques = pd.factorize(observations["variable"])
-        key_of = pd.Index(KEY_INPUTS).get_indexer(pd.Index(np.asarray(uniques, dtype=object)))
-        var_index = np.where(codes >= 0, key_of[np.maximum(codes, 0)], -1)
+        value = observations["value"]
+        small = len(observations) < SMALL_ROWS and value.dtype == _FLOAT
+        if small:  # a few rows (one patient): each variable looked up in a dict
+            position = {v: j for j, v in enumerate(KEY_INPUTS)}
+            variables = observations["variable"].tolist()
+            var_index = np.array([position.get(v, -1) for v in variables], dtype=np.int64)
+            value_ok = ~np.isnan(value.to_numpy())
+        else:
+            codes, uniques = pd.factorize(observations["variable"])
+            key_of = pd.Index(KEY_INPUTS).get_indexer(pd.Index(np.asarray(uniques, dtype=object)))
+            var_index = np.where(codes >= 0, key_of[np.maximum(codes, 0)], -1)
+            value_ok = value.notna().to_numpy()
         t = observations["hours"].to_numpy(dtype=np.float64)
-        value_ok = observations["value"].notna().to_numpy()
         L = landmark_h[np.maximum(obs_code, 0)]
         with np.errstate(invalid="ignore"):
             use = (obs_code >= 0) & (var_index >= 0) & value_ok & (t <= L)
-        latest = pd.Series(t[use]).groupby(obs_code[use] * k + var_index[use]).max()
-        last[latest.index.to_numpy()] = latest.to_numpy()
+        if small:  # no time is NaN (t <= L): the latest by np.maximum as by groupby().max()
+            np.maximum.at(last, obs_code[use] * k + var_index[use], t[use])
+        else:
+            latest = pd.Series(t[use]).groupby(obs_code[use] * k + var_index[use]).max()
+            last[latest.index.to_numpy()] = latest.to_numpy()
     last = last.reshape(n, k)
     seen = np.isfinite(last)
     has_l = np.isfinite(landmark_h)
     share = np.where(has_l, seen.mean(axis=1), np.nan)
     with np.errstate(invalid="ignore"):
         age = np.where(seen & has_l[:, None], landmark_h[:, None] - last, np.nan)
-    names = np.array([VARIABLES[v].display for v in KEY_INPUTS], dtype=object)
+    names = [VARIABLES[v].display for v in KEY_INPUTS]
+    if n < SMALL_ROWS:  # a few patients: their texts joined one by one
+        missing = np.empty(n, dtype=object)
+        missing[:] = [", ".join(names[j] for j in range(k) if not seen[i, j]) if has_l[i]
+                      else None for i in range(n)]  # fmt: skip
+        return Completeness(share, band_of(share), missing, age)
     missing = np.full(n, "", dtype=object)
     for j in range(k):  # per key input, not per patient
         gap = has_l & ~seen[:, j]
@@ -166,6 +186,17 @@ def impute_untrained_missing(
     ]
     if not cols:
         return X, mask
+    if (len(X) < SMALL_ROWS and not X.attrs and list(X.columns) == names
+            and set(X.dtypes.tolist()) == {_FLOAT}):  # fmt: skip
+        # a few float rows (one patient): no frame taken by column names nor set by them
+        values = X.to_numpy(dtype=np.float64, copy=True)
+        gap = np.isnan(values[:, cols])
+        if not gap.any():
+            return X, mask
+        fill = np.array([float(median[names[j]]) for j in cols])
+        values[:, cols] = np.where(gap, fill, values[:, cols])
+        mask[:, cols] = gap
+        return pd.DataFrame(values, index=X.index, columns=X.columns, copy=False), mask
     chosen = [names[j] for j in cols]
     values = X[chosen].to_numpy(dtype=np.float64, na_value=np.nan)
     gap = np.isnan(values)

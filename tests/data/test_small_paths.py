@@ -4,6 +4,8 @@ one-table model input of each patient alone and of all patients at once, with ba
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -101,7 +103,8 @@ def test_one_patient_scores_as_in_the_batch(bundle, monkeypatch):
     """Each patient of the messy cohort scored alone (as a Cohort and as the model's one-table
     input, with the small paths) gives its row of the whole cohort scored at once (small
     paths off): same statuses, scores, SHAP values, driver texts and messages."""
-    from crs_ml.features import builder
+    from crs_ml.features import builder, catalogue
+    from crs_ml.modeling import completeness
     from crs_ml.scoring import statuses
     from crs_ml.scoring.score import score
 
@@ -111,6 +114,8 @@ def test_one_patient_scores_as_in_the_batch(bundle, monkeypatch):
         _general(m)
         m.setattr(statuses, "SMALL_ROWS", 0)
         m.setattr(builder, "SMALL_QUERY_ROWS", 0)
+        m.setattr(completeness, "SMALL_ROWS", 0)
+        m.setattr(catalogue, "SMALL_PATIENTS", 0)
         batch = score(bundle, cohort, as_of_hours=40)
     assert set(batch["status"]) >= {"scored"} and batch["top_drivers"].str.len().gt(0).any()
     for i, (pid, one) in enumerate(frame.groupby("patient_id", sort=False)):
@@ -139,3 +144,90 @@ def test_one_patient_statuses_as_in_the_batch(monkeypatch, as_of_hours):
         alone = statuses.statuses(cohort.subset([pid]), landmarks, as_of_hours=as_of_hours)
         assert (alone.status[0], alone.message[0]) == (batch.status[i], batch.message[i])
         assert alone.landmark_h[0] == batch.landmark_h[i] or np.isnan(batch.landmark_h[i])
+
+
+def test_completeness_of_a_few_patients_as_the_general_path(monkeypatch):
+    """completeness() of each patient alone and of the whole messy cohort (numpy paths)
+    equals the general (pandas) path's: shares, bands, missing names and input ages."""
+    from crs_ml.modeling import completeness
+
+    cohort = records.records_to_cohort(_messy_records(duplicate=False), strict=False)
+    ids = cohort.patients["patient_id"].to_numpy(dtype=object)
+    rng = np.random.default_rng(3)
+    landmark = rng.choice([np.nan, 6.0, 24.0, 48.0], len(ids))
+
+    def run(c, L):
+        code = pd.Index(c.patients["patient_id"]).get_indexer(c.observations["patient_id"])
+        return completeness.completeness(c.observations, code, L)
+
+    obs = cohort.observations
+    few = obs.loc[obs["variable"].isin(["temperature", "crp", "il6"])].reset_index(drop=True)
+    few.loc[few.index[few["variable"] == "il6"][::2], "value"] = np.nan  # a value not known
+    sparse = dataclasses.replace(cohort, observations=few)  # several inputs never measured
+    cases = [(cohort, landmark), (sparse, np.full(len(ids), 48.0))]
+    cases += [(c.subset([p]), L[[i]]) for c, L in cases for i, p in enumerate(ids)]
+    bands, texts = set(), set()
+    for c, L in cases:
+        fast = run(c, L)
+        with monkeypatch.context() as m:
+            m.setattr(completeness, "SMALL_ROWS", 0)
+            slow = run(c, L)
+        pd.testing.assert_frame_equal(fast.frame(), slow.frame(), check_exact=True)
+        assert [type(x) for x in fast.missing] == [type(x) for x in slow.missing]
+        bands |= set(slow.band.tolist())
+        texts |= set(slow.missing.tolist())
+    assert bands >= {"partial", "sparse", None} and len(cases) > 10
+    assert any(", " in t for t in texts if t)
+
+
+def test_untrained_missing_fill_of_a_few_rows_as_the_general_path(monkeypatch):
+    """impute_untrained_missing() on a few float rows (numpy path) gives the general path's
+    frame and mask, with and without gaps, and leaves its input as it was."""
+    from crs_ml.modeling import completeness
+
+    names = ["age_years", "il6_max", "crp_last", "landmark_h"]
+    stored = {"missing_share": {"age_years": 0.0, "il6_max": 0.4, "crp_last": 0.0},
+              "median": {"age_years": 58.0, "il6_max": 40.0, "crp_last": 7.5}}  # fmt: skip
+    X = pd.DataFrame({"age_years": [np.nan, 70.0, np.nan], "il6_max": [np.nan, 3.0, 1.0],
+                      "crp_last": [2.0, np.nan, np.nan], "landmark_h": [np.nan, 24.0, 48.0]},
+                     index=[4, 7, 9])  # fmt: skip
+    for picked in ([0, 1, 2], [1], [2], [0]):
+        one = X.iloc[picked]
+        before = one.copy()
+        fast, fast_mask = completeness.impute_untrained_missing(one, names, stored)
+        with monkeypatch.context() as m:
+            m.setattr(completeness, "SMALL_ROWS", 0)
+            slow, slow_mask = completeness.impute_untrained_missing(one, names, stored)
+        pd.testing.assert_frame_equal(fast, slow, check_exact=True)
+        assert np.array_equal(fast_mask, slow_mask) and (fast is one) == (slow is one)
+        pd.testing.assert_frame_equal(one, before, check_exact=True)
+    assert slow_mask.any()
+
+
+def test_static_features_of_a_few_patients_as_the_general_path(monkeypatch):
+    """static_features() of a few patients (texts mapped one by one) equals the general
+    path's (factorized) for odd texts: spaces, case, unlisted, missing, not text."""
+    from crs_ml.features import catalogue
+
+    patients = pd.DataFrame({
+        "product": [" Axi-Cel ", "tisa-cel", None, "unheard-of", "axi-cel", 3, ""],
+        "disease": ["lbcl", " B-ALL", "mm ", None, "weird", "LBCL", "  "],
+        "sex": ["F", "m ", None, "x", "M", "f", "F"],
+        "age_years": [58.0, np.nan, 70.5, 33.0, 81.0, 45.0, 60.0],
+    })  # fmt: skip
+    for idx in (np.arange(7), np.array([3, 0, 0]), np.array([5]), np.array([], dtype=np.int64)):
+        fast = catalogue.static_features(patients, idx)
+        with monkeypatch.context() as m:
+            m.setattr(catalogue, "SMALL_PATIENTS", 0)
+            slow = catalogue.static_features(patients, idx)
+        assert list(fast) == list(slow)
+        for name in slow:
+            assert fast[name].dtype == slow[name].dtype, name
+            np.testing.assert_array_equal(fast[name], slow[name], err_msg=name)
+    assert np.nansum(slow["sex_female"]) == 0.0  # [] rows
+    ages = patients.assign(age_years=["58", "n/a", 70, None, 81.5, "45", 60])
+    assert np.array_equal(
+        catalogue.static_features(ages, np.arange(7))["age_years"],
+        [58.0, np.nan, 70.0, np.nan, 81.5, 45.0, 60.0],
+        equal_nan=True,
+    )
