@@ -56,6 +56,7 @@ from crs_ml.ingest.secondary_tables import (
     events_table,
     outcomes_table,
     record_malformed,
+    str_array,
     text_of,
     truth_horizons_table,
     truth_table,
@@ -96,11 +97,6 @@ def _category_or_other(f, rc, column: str, vocab) -> np.ndarray:
         details=counts_by(raw, unknown & rc.ok),
     )
     return np.where(unknown, "other", value)
-
-
-def _str_array(values) -> pd.api.extensions.ExtensionArray:
-    """Text values as pandas' text array ("str": Arrow strings), without a Series around it."""
-    return pd.array(np.asarray(values, dtype=object), dtype="str")
 
 
 def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
@@ -175,14 +171,14 @@ def _patients(raw: RawTable, col: Collector) -> tuple[pd.DataFrame, Patients]:
     disease = _category_or_other(f, rc, "disease", DISEASE_VOCAB)
 
     columns = {
-        "patient_id": _str_array(ids[keep]),
-        "person_id": _str_array(person[keep]),
+        "patient_id": str_array(ids[keep]),
+        "person_id": str_array(person[keep]),
         "infusion_time": infusion,
-        "product": _str_array(product[keep]),
+        "product": str_array(product[keep]),
         "age_years": np.asarray(age[keep], dtype="float64"),
-        "sex": _str_array(sex[keep]),
-        "disease": _str_array(disease[keep]),
-        "site": _str_array(text_of(f, "site")[keep]),
+        "sex": str_array(sex[keep]),
+        "disease": str_array(disease[keep]),
+        "site": str_array(text_of(f, "site")[keep]),
     }
     # in order, no name lookup; new arrays each, so taken over without a copy
     out = pd.DataFrame({c: columns[c] for c in PATIENT_COLUMNS}, copy=False)

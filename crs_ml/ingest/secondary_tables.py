@@ -39,8 +39,9 @@ def coded_text_of(frame: pl.DataFrame, name: str) -> CodedText:
     return CodedText(codes, strip_text(uniques).to_numpy().astype(object))
 
 
-def str_series(values) -> pd.Series:
-    return pd.Series(np.asarray(values, dtype=object), dtype="str")
+def str_array(values) -> pd.api.extensions.ExtensionArray:
+    """Text values as pandas' text array ("str": Arrow strings), without a Series around it."""
+    return pd.array(np.asarray(values, dtype=object), dtype="str")
 
 
 @dataclass

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from crs_ml.errors import InputError
-from crs_ml.files import AtomicTable, atomic_write
+from crs_ml.files import AtomicTable, atomic_write, columns_frame
 from crs_ml.ingest.stream import CohortChunks
 from crs_ml.modeling.completeness import BANDS
 from crs_ml.scoring.pipeline import read_ahead
@@ -41,7 +41,6 @@ from crs_ml.scoring.score import (
     chunk_features,
     explain_chunk,
     scores_columns,
-    scores_table,
 )
 
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
@@ -171,7 +170,7 @@ def score_to_file(
             for k, X in enumerate(features):  # SHAP and drivers
                 explain_chunk(s, k, X, threads)
             # the columns go to the file without a pandas frame (README, "Speed"); a frame
-            # only for --top
+            # of the same columns only for --top
             columns = scores_columns(s)
             table.write(columns)
             for status, n in Counter(columns["status"]).items():
@@ -179,7 +178,7 @@ def score_to_file(
             for band, n in Counter(b for b in columns["completeness_band"] if b).items():
                 bands[band] += n
             if top > 0:
-                held = _top(held, scores_table(s), top)
+                held = _top(held, columns_frame(columns), top)
             done += len(columns["patient_id"])
             if progress:
                 progress("scoring", done, chunks.n_patients)

@@ -112,3 +112,17 @@ def test_the_columns_written_are_the_scores_table(trained, new):
     table = scores_table(s)
     assert (table["status"] == "scored").sum() > 0 and table["message"].ne("").any()
     pd.testing.assert_frame_equal(columns_frame(scores_columns(s)), table)
+
+
+def test_top_is_the_highest_risks_of_the_file(trained, new, tmp_path):
+    """``top``: the scored patients of highest risk, across chunks, as the file holds them
+    (ties in the file's order)."""
+    out = tmp_path / "scores.parquet"
+    result = score_to_file(trained.bundle, new.data, out, as_of_hours=30, chunk_size=7, top=5)
+    written = pd.read_parquet(out)
+    scored = written[written["status"] == "scored"]
+    assert len(scored) > 5 and len(result.top) == 5
+    expected = scored.sort_values("risk", ascending=False, kind="stable").head(5)
+    # the file reads text back as pandas' str: the values are compared, not the text dtype
+    pd.testing.assert_frame_equal(result.top.reset_index(drop=True),
+                                  expected.reset_index(drop=True), check_dtype=False)  # fmt: skip
