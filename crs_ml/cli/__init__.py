@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     # from MLflow (set MLFLOW_LOGGING_LEVEL=INFO to see it)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Arrow's buffers from the C library's allocator, not the mimalloc pool of the Linux
+    # wheels: about 60 MB (9%) lower peak memory in a batch run (README, "Speed"). Read once,
+    # when pyarrow first allocates, which no command has done yet; a value set by the user
+    # (mimalloc, jemalloc, system) is kept
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     app = build_app()
     try:
         code = app(args=argv, standalone_mode=False)

@@ -189,6 +189,28 @@ def test_missing_tracking_store_is_a_clear_error(new, tmp_path):
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "s.parquet").exists()
 
 
+@pytest.mark.parametrize("chosen", [None, "jemalloc"])
+def test_the_command_line_gives_arrow_the_system_allocator_unless_one_is_chosen(chosen):
+    # a fresh process, as `crs-ml` starts: pyarrow not imported before main() runs
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if chosen:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = chosen
+    code = (
+        "import crs_ml.cli as c\n"
+        "try:\n"
+        "    c.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import pyarrow as pa, pandas as pd\n"
+        "pd.Series(['a', 'b'], dtype='str')\n"
+        "print(pa.default_memory_pool().backend_name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == (chosen or "system")
+
+
 def _copy(new, folder, **edits):
     """``new``'s CSV tables in ``folder``, each edited by ``edits[name](frame)``."""
     folder.mkdir()
