@@ -128,13 +128,17 @@ class Bundle:
         and the (rows, features) mask of the values so filled. Every prediction (scoring,
         validation, recalibration, the board) goes through this rule, via
         :meth:`model_inputs`; scoring also uses the mask to name the filled inputs."""
-        missing = [c for c in self.feature_names if c not in X.columns]
-        if missing:
-            raise ModelError(
-                f"feature matrix lacks {len(missing)} model features, e.g. {missing[:3]}"
-            )
-        # a frame already in the model's order (one filled before) is not copied again
-        ordered = X if list(X.columns) == self.feature_names else X[self.feature_names]
+        # a frame already in the model's order (one filled before) is not copied again, nor
+        # are its columns looked up one by one
+        if list(X.columns) == self.feature_names:
+            ordered = X
+        else:
+            missing = [c for c in self.feature_names if c not in X.columns]
+            if missing:
+                raise ModelError(
+                    f"feature matrix lacks {len(missing)} model features, e.g. {missing[:3]}"
+                )
+            ordered = X[self.feature_names]
         return impute_untrained_missing(ordered, self.feature_names, self.training_inputs)
 
     def model_inputs(self, X: pd.DataFrame) -> pd.DataFrame:

@@ -120,6 +120,20 @@ def test_the_bundle_records_training_missingness_and_medians(trained):
     assert stored["missing_share"][some] == pytest.approx(float(X[some].isna().mean()))
 
 
+def test_the_fill_puts_columns_in_model_order_and_names_a_missing_one(trained):
+    from crs_ml.errors import ModelError
+
+    bundle = trained.bundle
+    names = bundle.feature_names
+    X = trained.result.X[names].head(50)
+    filled, mask = bundle.fill_untrained_missing(X[names[::-1]])  # another column order
+    assert list(filled.columns) == names and mask.shape == (50, len(names))
+    again, _ = bundle.fill_untrained_missing(X)  # already in the model's order
+    pd.testing.assert_frame_equal(filled, again)
+    with pytest.raises(ModelError, match=r"lacks 1 model features, e\.g\. \['age_years'\]"):
+        bundle.fill_untrained_missing(X.drop(columns="age_years"))
+
+
 # --------------------------------------------------------------------------- the example
 def test_readme_example_patient_is_explained_by_what_was_measured(validated):
     out = score_records(validated, _example(), as_of_hours=12)
