@@ -64,6 +64,12 @@ def test_completeness_counts_key_inputs_measured_by_the_landmark():
     # a: CRP (baseline), IL-6, temperature by 12 h; ferritin at 13 h is after the landmark
     assert c.share[0] == pytest.approx(3 / len(KEY_INPUTS))
     assert c.band[0] == "sparse" and "Ferritin" in c.missing[0] and "IL-6" not in c.missing[0]
+    # the key inputs not measured by L, named in the catalogue's order of KEY_INPUTS
+    assert list(c.missing) == [
+        "Heart rate, LDH, Ferritin, Systolic BP, Platelets, Creatinine",
+        "IL-6, Temperature, CRP, Heart rate, LDH, Ferritin, Systolic BP, Platelets, Creatinine",
+        None,
+    ]
     ages = dict(zip(key_input_columns(), c.hours_since[0], strict=True))
     assert ages["hours_since_il6"] == 2 and ages["hours_since_crp"] == 36
     assert ages["hours_since_temperature"] == 1 and np.isnan(ages["hours_since_ferritin"])
