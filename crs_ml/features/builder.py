@@ -530,13 +530,15 @@ def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
     """Hours of the first visible event of each kind per point (NaN when none)."""
     if vis_ev.height == 0:
         return {}
-    first = vis_ev.group_by("event", "point").agg(pl.col("hours").min())
-    out = {}
-    for (name,), part in first.group_by("event"):
-        when = np.full(n, np.nan)
-        when[part["point"].to_numpy()] = part["hours"].to_numpy()
-        out[str(name)] = when
-    return out
+    # numpy, not a polars group_by: a few rows per chunk, and one patient's call would pay
+    # a query's fixed cost twice
+    code, names = pd.factorize(vis_ev.get_column("event").to_numpy())
+    ok = code >= 0
+    first = np.full((len(names), n), np.inf)
+    at = (code[ok], vis_ev.get_column("point").to_numpy()[ok])
+    np.minimum.at(first, at, vis_ev.get_column("hours").to_numpy()[ok])
+    first[np.isinf(first)] = np.nan
+    return {str(name): first[k] for k, name in enumerate(names)}
 
 
 def _grading_rows(obs: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
@@ -567,8 +569,8 @@ def _crs_state(rows: pl.DataFrame, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict
         return {"oxygen_level": zero, "vasopressor_level": zero.copy(),
                 "astct_grade_so_far": zero.copy(), "hours_since_crs_onset": lm - none}  # fmt: skip
     st = grade_summary(
-        rows.to_pandas(),
-        vis_ev.to_pandas(),
+        _pandas(rows),
+        _pandas(vis_ev),
         key="point",
         until=pd.Series(lm),
         fever_window_h=FEVER_WINDOW_H,
@@ -580,6 +582,19 @@ def _crs_state(rows: pl.DataFrame, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict
         "astct_grade_so_far": st["max_grade"].fillna(0).to_numpy("float64"),
         "hours_since_crs_onset": lm - st["crs_onset_hours"].to_numpy("float64"),
     }
+
+
+#: below this many rows a polars frame goes to pandas column by column through numpy (text as
+#: object): to_pandas' fixed cost (about 0.2 ms a frame) is most of a one-patient conversion,
+#: while on many rows the Python text objects cost more (measured: equal near 2,000 rows)
+SMALL_FRAME_ROWS = 1_000
+
+
+def _pandas(frame: pl.DataFrame) -> pd.DataFrame:
+    """``frame`` as pandas (see SMALL_FRAME_ROWS); the same values either way."""
+    if frame.height >= SMALL_FRAME_ROWS:
+        return frame.to_pandas()
+    return pd.DataFrame({c: frame.get_column(c).to_numpy() for c in frame.columns}, copy=False)
 
 
 def _static(cohort: Cohort, points: pl.DataFrame) -> dict:

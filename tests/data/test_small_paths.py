@@ -114,6 +114,7 @@ def test_one_patient_scores_as_in_the_batch(bundle, monkeypatch):
         _general(m)
         m.setattr(statuses, "SMALL_ROWS", 0)
         m.setattr(builder, "SMALL_QUERY_ROWS", 0)
+        m.setattr(builder, "SMALL_FRAME_ROWS", 0)
         m.setattr(completeness, "SMALL_ROWS", 0)
         m.setattr(catalogue, "SMALL_PATIENTS", 0)
         batch = score(bundle, cohort, as_of_hours=40)
