@@ -22,7 +22,7 @@ runs at training and at scoring time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -214,6 +214,30 @@ class _Plan:
     #: the features by kernel: (aggregation, their column positions, the features), one block
     #: per aggregation and window
     blocks: tuple[tuple[str, np.ndarray, tuple[Feature, ...]], ...]
+    #: the group summaries' queries (:func:`_summary_queries`) and the grading rows' (None when
+    #: no feature needs the CRS state), as expressions built once
+    summaries: tuple[_Query, ...] = ()
+    grading: _Query | None = None
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One query of the sorted visible rows as polars expressions, built once per
+    configuration (a one-patient call would spend more time building the expressions than
+    polars spends running them): keep the rows ``keep`` (all when None), add the columns
+    ``add``, then per gid the aggregations ``aggs`` (:func:`_group_stats`) or, without
+    ``aggs``, the columns ``select``. ``before_tocilizumab``: also keep only the rows before
+    each point's first tocilizumab (data of the call, added then)."""
+
+    keep: pl.Expr | None = None
+    add: tuple[pl.Expr, ...] = ()
+    aggs: tuple[pl.Expr, ...] = ()
+    select: tuple[pl.Expr, ...] = ()
+    before_tocilizumab: bool = False
+
+    def rows(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+        frame = frame if self.keep is None else frame.filter(self.keep)
+        return frame.with_columns(*self.add) if self.add else frame
 
 
 _NEEDS_SCORES = ("measix", "easix")
@@ -243,7 +267,7 @@ def _plan(config_json: str, catalogue: tuple) -> _Plan:
     block: dict[tuple, list[int]] = {}
     for j, f in enumerate(decl):
         block.setdefault((f.aggregation, f.window_h), []).append(j)
-    return _Plan(
+    plan = _Plan(
         features=decl,
         names=tuple(f.name for f in decl),
         variables=variables,
@@ -256,6 +280,9 @@ def _plan(config_json: str, catalogue: tuple) -> _Plan:
             for (agg, _), cols in block.items()
         ),
     )
+    crs_state = any(f.group == "crs_state" for f in decl)
+    return replace(plan, summaries=_summary_queries(plan, config),
+                   grading=_grading_query(plan) if crs_state else None)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- per-group stats
@@ -298,15 +325,88 @@ class _Stats:
         return self.grid(column, fill)[code]
 
 
-def _relative_to_last(frame: pl.LazyFrame) -> pl.LazyFrame:
+def _relative_to_last() -> tuple[pl.Expr, pl.Expr]:
     """Hours and values relative to the last row of their group (``dh``, ``dv``); rows
     sorted by gid. ``dh`` is 0 exactly when the hours equal the last row's."""
     gid, h, v = pl.col("gid"), pl.col("hours"), pl.col("value")
     is_last = (gid != gid.shift(-1)).fill_null(True)
-    return frame.with_columns(
-        dh=h - pl.when(is_last).then(h).backward_fill(),
-        dv=v - pl.when(is_last).then(v).backward_fill(),
+    return (
+        (h - pl.when(is_last).then(h).backward_fill()).alias("dh"),
+        (v - pl.when(is_last).then(v).backward_fill()).alias("dv"),
     )
+
+
+def _summary_queries(plan: _Plan, config: FeatureConfig) -> tuple[_Query, ...]:
+    """The queries of :func:`_group_stats`: what every group needs, then one per subset
+    (slope window, pre-tocilizumab rows, temperature rows) on that subset's rows only."""
+    v, h, lm = pl.col("value"), pl.col("hours"), pl.col("landmark_h")
+    queries = [
+        _Query(
+            add=(pl.when(h < 0).then(v).alias("pre_infusion"),),
+            aggs=(
+                pl.len().alias("n"),
+                v.last().alias("last"),
+                h.last().alias("hours_last"),
+                v.max().alias("max"),
+                v.min().alias("min"),
+                pl.col("pre_infusion").last(ignore_nulls=True).alias("baseline"),
+            ),
+        )
+    ]
+    for w in plan.windows:
+        # a suffix of each group; sufficient statistics relative to the group's last row
+        dh, dv = pl.col("dh"), pl.col("dv")
+        k = f"slope{w:g}"
+        queries.append(
+            _Query(
+                keep=h > lm - w,
+                add=_relative_to_last(),
+                aggs=(
+                    pl.len().alias(f"{k}_n"),
+                    dh.sum().alias(f"{k}_t"),
+                    (dh * dh).sum().alias(f"{k}_tt"),
+                    dv.sum().alias(f"{k}_v"),
+                    (dh * dv).sum().alias(f"{k}_tv"),
+                ),
+            )
+        )
+    if plan.pretoci:
+        stat = {"max": v.max(), "min": v.min(), "last": v.last()}
+        queries.append(
+            _Query(
+                keep=pl.col("var").is_in(list(plan.pretoci_variables)),
+                aggs=tuple(stat[s].alias(f"pretoci_{s}") for s in plan.pretoci),
+                before_tocilizumab=True,
+            )
+        )
+    if plan.fever:
+        post = h >= 0
+        gid = pl.col("gid")
+        # each reading is carried forward to the next one (or to L); ties last 0 h
+        nxt = pl.when(gid == gid.shift(-1)).then(pl.min_horizontal(h.shift(-1), lm)).otherwise(lm)
+        febrile = post & (v >= FEVER_C)
+        early = post & (h <= pl.min_horizontal(pl.lit(config.early_fever_window_h), lm))
+        queries.append(
+            _Query(
+                keep=pl.col("var") == plan.variables.index("temperature"),
+                add=(
+                    pl.when(febrile).then(h).alias("fever_onset"),
+                    pl.when(febrile).then(nxt - h).alias("febrile_hours"),
+                    pl.when(early).then(v).alias("temperature_max_early"),
+                ),
+                aggs=(
+                    pl.col("fever_onset").min(),
+                    pl.col("febrile_hours").sum(),
+                    pl.col("temperature_max_early").max(),
+                ),
+            )
+        )
+    return tuple(queries)
+
+
+#: the sorted gid of a summary's rows, and its statistics as float64 with NaN for null
+_SORTED_GID = pl.col("gid").set_sorted()
+_AS_FLOAT = pl.exclude("gid").cast(pl.Float64).fill_null(np.nan)
 
 
 def _group_stats(
@@ -314,76 +414,24 @@ def _group_stats(
     plan: _Plan,
     n: int,
     toci_first: np.ndarray,
-    config: FeatureConfig,
     size: int,
     also: tuple[pl.LazyFrame, ...] = (),
 ) -> tuple[_Stats, list[pl.DataFrame]]:
     """Summaries of the visible rows sorted by (gid, hours, source_row), gid = point x
     number of variables + variable code: one ``group_by`` on the sorted gid for what every
     group needs, and one per subset (slope window, pre-tocilizumab rows, temperature rows)
-    on that subset's rows only; all of them, and the queries ``also``, one polars query
-    (``collect_all``: the shared rows are computed once), optimised when ``size`` (rows
-    before the cut) reaches SMALL_QUERY_ROWS. Returns the summaries and ``also``'s tables."""
-    v, h, lm = pl.col("value"), pl.col("hours"), pl.col("landmark_h")
-
-    def by_gid(frame: pl.LazyFrame, *aggs: pl.Expr) -> pl.LazyFrame:
-        frame = frame.with_columns(pl.col("gid").set_sorted())
-        out = frame.group_by("gid", maintain_order=True).agg(*aggs)
-        return out.with_columns(pl.exclude("gid").cast(pl.Float64).fill_null(np.nan))
-
-    queries = [
-        by_gid(
-            rows.with_columns(pre_infusion=pl.when(h < 0).then(v)),
-            pl.len().alias("n"),
-            v.last().alias("last"),
-            h.last().alias("hours_last"),
-            v.max().alias("max"),
-            v.min().alias("min"),
-            pl.col("pre_infusion").last(ignore_nulls=True).alias("baseline"),
-        )
-    ]
-    for w in plan.windows:
-        # a suffix of each group; sufficient statistics relative to the group's last row
-        win = _relative_to_last(rows.filter(h > lm - w))
-        dh, dv = pl.col("dh"), pl.col("dv")
-        k = f"slope{w:g}"
-        queries.append(
-            by_gid(
-                win,
-                pl.len().alias(f"{k}_n"),
-                dh.sum().alias(f"{k}_t"),
-                (dh * dh).sum().alias(f"{k}_tt"),
-                dv.sum().alias(f"{k}_v"),
-                (dh * dv).sum().alias(f"{k}_tv"),
-            )
-        )
-    if plan.pretoci:
-        tf = pl.Series(np.where(np.isnan(toci_first), np.inf, toci_first))
-        pre = rows.filter(pl.col("var").is_in(list(plan.pretoci_variables)))
-        pre = pre.filter(h < pl.lit(tf).gather(pl.col("point")))
-        stat = {"max": v.max(), "min": v.min(), "last": v.last()}
-        queries.append(by_gid(pre, *(stat[s].alias(f"pretoci_{s}") for s in plan.pretoci)))
-    if plan.fever:
-        post = h >= 0
-        temp = rows.filter(pl.col("var") == plan.variables.index("temperature"))
-        gid = pl.col("gid")
-        # each reading is carried forward to the next one (or to L); ties last 0 h
-        nxt = pl.when(gid == gid.shift(-1)).then(pl.min_horizontal(h.shift(-1), lm)).otherwise(lm)
-        febrile = post & (v >= FEVER_C)
-        early = post & (h <= pl.min_horizontal(pl.lit(config.early_fever_window_h), lm))
-        temp = temp.with_columns(
-            fever_onset=pl.when(febrile).then(h),
-            febrile_hours=pl.when(febrile).then(nxt - h),
-            temperature_max_early=pl.when(early).then(v),
-        )
-        queries.append(
-            by_gid(
-                temp,
-                pl.col("fever_onset").min(),
-                pl.col("febrile_hours").sum(),
-                pl.col("temperature_max_early").max(),
-            )
-        )
+    on that subset's rows only (the plan's :func:`_summary_queries`); all of them, and the
+    queries ``also``, one polars query (``collect_all``: the shared rows are computed once),
+    optimised when ``size`` (rows before the cut) reaches SMALL_QUERY_ROWS. Returns the
+    summaries and ``also``'s tables."""
+    queries = []
+    for q in plan.summaries:
+        frame = q.rows(rows)
+        if q.before_tocilizumab:
+            tf = pl.Series(np.where(np.isnan(toci_first), np.inf, toci_first))
+            frame = frame.filter(pl.col("hours") < pl.lit(tf).gather(pl.col("point")))
+        frame = frame.with_columns(_SORTED_GID).group_by("gid", maintain_order=True)
+        queries.append(frame.agg(*q.aggs).with_columns(_AS_FLOAT))
     tables = pl.collect_all([*queries, *also], engine=ENGINE, optimizations=_optimisations(size))
     stats = _Stats(n, plan)
     for table in tables[: len(queries)]:
@@ -541,7 +589,7 @@ def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
     return {str(name): first[k] for k, name in enumerate(names)}
 
 
-def _grading_rows(obs: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
+def _grading_query(plan: _Plan) -> _Query:
     """The visible rows grading needs (fevers and low sbp after infusion) as point, hours,
     variable, value."""
     nv = len(plan.variables)
@@ -551,17 +599,23 @@ def _grading_rows(obs: pl.LazyFrame, plan: _Plan) -> pl.LazyFrame:
     keep = (pl.col("hours") >= 0) & (
         ((var == ti) & (v >= FEVER_C)) | ((var == si) & (v < HYPOTENSION_SBP_MMHG))
     )
-    return obs.filter(keep).select(
-        point=pl.col("gid") // nv,
-        hours="hours",
-        variable=pl.when(var == ti).then(pl.lit("temperature")).otherwise(pl.lit("sbp")),
-        value="value",
+    return _Query(
+        keep=keep,
+        select=(
+            (pl.col("gid") // nv).alias("point"),
+            pl.col("hours"),
+            pl.when(var == ti)
+            .then(pl.lit("temperature"))
+            .otherwise(pl.lit("sbp"))
+            .alias("variable"),
+            pl.col("value"),
+        ),
     )
 
 
 def _crs_state(rows: pl.DataFrame, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict:
     """CRS state at L: label.py's ASTCT grading run on the visible rows only (``rows``, of
-    :func:`_grading_rows`, and the visible events with end_hours cut to L)."""
+    :func:`_grading_query`, and the visible events with end_hours cut to L)."""
     n = len(lm)
     if not (rows.height or vis_ev.height):  # nothing to grade: no point in the summary
         none = np.full(n, np.nan)
@@ -671,8 +725,8 @@ def build_features(
         obs = obs.collect(engine=ENGINE, optimizations=_optimisations(size)).lazy()
     toci = first.get("tocilizumab", np.full(n, np.nan))
     groups = {f.group for f in plan.features}
-    grading = (_grading_rows(obs, plan),) if "crs_state" in groups else ()
-    stats, grading = _group_stats(obs, plan, n, toci, config, size, grading)
+    grading = (plan.grading.rows(obs).select(*plan.grading.select),) if plan.grading else ()
+    stats, grading = _group_stats(obs, plan, n, toci, size, grading)
     crs = _crs_state(grading[0], vis_ev, lm) if grading else {}
     static = _static(cohort, pts) if "static" in groups else {}
     ctx = _Context(n, lm, stats, first, crs, static, config)
