@@ -31,7 +31,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crs_ml.cohort import Cohort
+from crs_ml.cohort import Cohort, pandas_table
 from crs_ml.config import FeatureConfig
 from crs_ml.errors import InputError
 from crs_ml.features.catalogue import (
@@ -623,8 +623,8 @@ def _crs_state(rows: pl.DataFrame, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict
         return {"oxygen_level": zero, "vasopressor_level": zero.copy(),
                 "astct_grade_so_far": zero.copy(), "hours_since_crs_onset": lm - none}  # fmt: skip
     st = grade_summary(
-        _pandas(rows),
-        _pandas(vis_ev),
+        pandas_table(rows),
+        pandas_table(vis_ev),
         key="point",
         until=pd.Series(lm),
         fever_window_h=FEVER_WINDOW_H,
@@ -636,19 +636,6 @@ def _crs_state(rows: pl.DataFrame, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict
         "astct_grade_so_far": st["max_grade"].fillna(0).to_numpy("float64"),
         "hours_since_crs_onset": lm - st["crs_onset_hours"].to_numpy("float64"),
     }
-
-
-#: below this many rows a polars frame goes to pandas column by column through numpy (text as
-#: object): to_pandas' fixed cost (about 0.2 ms a frame) is most of a one-patient conversion,
-#: while on many rows the Python text objects cost more (measured: equal near 2,000 rows)
-SMALL_FRAME_ROWS = 1_000
-
-
-def _pandas(frame: pl.DataFrame) -> pd.DataFrame:
-    """``frame`` as pandas (see SMALL_FRAME_ROWS); the same values either way."""
-    if frame.height >= SMALL_FRAME_ROWS:
-        return frame.to_pandas()
-    return pd.DataFrame({c: frame.get_column(c).to_numpy() for c in frame.columns}, copy=False)
 
 
 def _static(cohort: Cohort, points: pl.DataFrame) -> dict:

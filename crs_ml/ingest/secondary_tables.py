@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from crs_ml.cohort import EVENT_COLUMNS, OUTCOME_COLUMNS, TRUTH_COLUMNS, TRUTH_HORIZONS_COLUMNS
+from crs_ml.cohort import (
+    EVENT_COLUMNS,
+    OUTCOME_COLUMNS,
+    TEXT,
+    TRUTH_COLUMNS,
+    TRUTH_HORIZONS_COLUMNS,
+    pandas_table,
+)
 from crs_ml.ingest.problems import CodedText, Collector, ColumnText, RowChecks, counts_by
 from crs_ml.ingest.rows import Patients, row_hours, sorted_frame
 from crs_ml.ingest.tables import RawTable
@@ -41,7 +48,7 @@ def coded_text_of(frame: pl.DataFrame, name: str) -> CodedText:
 
 def str_array(values) -> pd.api.extensions.ExtensionArray:
     """Text values as pandas' text array ("str": Arrow strings), without a Series around it."""
-    return pd.array(np.asarray(values, dtype=object), dtype="str")
+    return pd.array(np.asarray(values, dtype=object), dtype=TEXT)  # not the alias: 10 us less
 
 
 @dataclass
@@ -191,7 +198,7 @@ def events_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame:
             source_row=pl.col("source_row").cast(pl.Int64),
         )
     )
-    return out.to_pandas()[EVENT_COLUMNS]
+    return pandas_table(out)[EVENT_COLUMNS]
 
 
 def outcomes_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame:

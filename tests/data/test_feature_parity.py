@@ -266,6 +266,7 @@ def test_one_patient_and_small_chunks_equal_the_batch(simulated, monkeypatch):
     frames go to pandas through numpy (issue 13, latency). The features equal those of one
     call on the whole cohort (optimised queries, patients looked up by id, frames through
     to_pandas) to 1e-12, NaN where NaN, on 150 random patients and landmarks."""
+    from crs_ml import cohort as cohort_module
     from crs_ml.features import builder
 
     rng = np.random.default_rng(13)
@@ -277,10 +278,10 @@ def test_one_patient_and_small_chunks_equal_the_batch(simulated, monkeypatch):
     cfg = FeatureConfig(variables=CORE)
     with monkeypatch.context() as m:
         m.setattr(builder, "SMALL_QUERY_ROWS", 0)  # the batch: every query optimised
-        m.setattr(builder, "SMALL_FRAME_ROWS", 0)  # ... and every frame through to_pandas
+        m.setattr(cohort_module, "SMALL_TABLE_ROWS", 0)  # ... and every table through to_pandas
         batch = build_features(simulated, points, cfg)
     assert builder.SMALL_QUERY_ROWS > 1000  # ... and one patient's not
-    assert builder.SMALL_FRAME_ROWS > 100  # (nor its frames)
+    assert cohort_module.SMALL_TABLE_ROWS > 100  # (nor its tables)
     assert batch["il6_slope_24h"].notna().any() and batch["age_years"].notna().all()
     one = pd.concat(
         [

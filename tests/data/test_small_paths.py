@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from crs_ml import cohort as cohort_module
 from crs_ml.ingest import load, observations, records, rows, values
 from crs_ml.simulate.simulator import simulate_cohort
 
 TABLES = ("patients", "observations", "events", "rejected")
 #: the row counts below which the loader takes its small paths
-THRESHOLDS = ((observations, "SMALL_ROWS"), (rows, "SMALL_LOOKUP"), (values, "SMALL"))
+THRESHOLDS = ((observations, "SMALL_ROWS"), (rows, "SMALL_LOOKUP"), (values, "SMALL"),
+              (cohort_module, "SMALL_TABLE_ROWS"))  # fmt: skip
 
 
 def _general(m) -> None:
@@ -114,7 +116,6 @@ def test_one_patient_scores_as_in_the_batch(bundle, monkeypatch):
         _general(m)
         m.setattr(statuses, "SMALL_ROWS", 0)
         m.setattr(builder, "SMALL_QUERY_ROWS", 0)
-        m.setattr(builder, "SMALL_FRAME_ROWS", 0)
         m.setattr(completeness, "SMALL_ROWS", 0)
         m.setattr(catalogue, "SMALL_PATIENTS", 0)
         batch = score(bundle, cohort, as_of_hours=40)
