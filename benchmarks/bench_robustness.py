@@ -453,8 +453,11 @@ def merge(args, members: list[str]) -> None:
     """Combine result files of parts of the grid (same test set) into one table."""
     results: dict = {}
     runs = []
+    replayed = {}  # inputs whose stack rows were replayed (kept in the merged file's run)
     for path in args.merge:
         part = json.loads(Path(path).read_text())
+        if "stack_replayed_with" in part["run"]:
+            replayed[Path(path).name] = part["run"]["stack_replayed_with"]
         # a file merged before lists its parts' runs: merging it again takes those
         runs.extend(part["run"]["parts"] if "parts" in part["run"] else [part["run"]])
         for world, w in part["results"].items():
@@ -475,6 +478,8 @@ def merge(args, members: list[str]) -> None:
     }  # fmt: skip
     args.test_n = runs[0]["test_n"]
     meta = {"parts": runs, "seconds": sum(r["seconds"] for r in runs)}
+    if replayed:
+        meta["inputs_with_replayed_stack"] = replayed
     if args.replay_dir:  # the stack rows are the blend of --config replayed on the members
         meta["stack_replayed_with"] = {"config": Path(args.config).name,
                                        **dict(load_config_model_params(args.config))}  # fmt: skip
