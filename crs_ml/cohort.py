@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 PATIENT_COLUMNS = [
@@ -117,6 +118,12 @@ TEXT = pd.api.types.pandas_dtype("str")
 SMALL_TABLE_ROWS = 1_000
 
 
+def str_array(values) -> pd.api.extensions.ExtensionArray:
+    """Text values as pandas' text array ("str": Arrow strings), without a Series around it
+    (missing values as NaN)."""
+    return pd.array(np.asarray(values, dtype=object), dtype=TEXT)  # not the alias: 10 us less
+
+
 def pandas_table(frame) -> pd.DataFrame:
     """A polars table as pandas, as ``frame.to_pandas()`` gives it for the tables' column
     types: text as pandas' "str", numbers and flags as numpy. Below SMALL_TABLE_ROWS rows it is
@@ -130,7 +137,7 @@ def pandas_table(frame) -> pd.DataFrame:
     columns = {}
     for s in frame.get_columns():
         if s.dtype == pl.String:
-            columns[s.name] = pd.array(s.to_numpy(), dtype=TEXT)
+            columns[s.name] = str_array(s.to_numpy())
         elif s.dtype.is_float() or (
             (s.dtype.is_integer() or s.dtype == pl.Boolean) and s.null_count() == 0
         ):

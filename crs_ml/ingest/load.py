@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from crs_ml.cohort import EVENT_COLUMNS, PATIENT_COLUMNS, Cohort
+from crs_ml.cohort import EVENT_COLUMNS, PATIENT_COLUMNS, Cohort, str_array
 from crs_ml.config import DataConfig
 from crs_ml.errors import InputError
 from crs_ml.ingest.observations import observations_table
@@ -56,7 +56,6 @@ from crs_ml.ingest.secondary_tables import (
     events_table,
     outcomes_table,
     record_malformed,
-    str_array,
     text_of,
     truth_horizons_table,
     truth_table,

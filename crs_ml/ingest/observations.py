@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from crs_ml.cohort import pandas_table
+from crs_ml.cohort import pandas_table, str_array
 from crs_ml.config import DataConfig
 from crs_ml.ingest.problems import Collector, RowChecks
 from crs_ml.ingest.rows import Patients, row_hours
-from crs_ml.ingest.secondary_tables import start_table, str_array
+from crs_ml.ingest.secondary_tables import start_table
 from crs_ml.ingest.tables import RawTable
 from crs_ml.ingest.values import KIND_TEXTS, pandas_text, value_codes
 from crs_ml.variables import (

@@ -12,7 +12,6 @@ import polars as pl
 from crs_ml.cohort import (
     EVENT_COLUMNS,
     OUTCOME_COLUMNS,
-    TEXT,
     TRUTH_COLUMNS,
     TRUTH_HORIZONS_COLUMNS,
     pandas_table,
@@ -44,11 +43,6 @@ def coded_text_of(frame: pl.DataFrame, name: str) -> CodedText:
     """:func:`text_of` as codes into the distinct texts (each distinct text cleaned once)."""
     codes, uniques = factorize(pandas_text(column_of(frame, name)))
     return CodedText(codes, strip_text(uniques).to_numpy().astype(object))
-
-
-def str_array(values) -> pd.api.extensions.ExtensionArray:
-    """Text values as pandas' text array ("str": Arrow strings), without a Series around it."""
-    return pd.array(np.asarray(values, dtype=object), dtype=TEXT)  # not the alias: 10 us less
 
 
 @dataclass
