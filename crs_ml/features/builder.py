@@ -236,8 +236,10 @@ class _Query:
     before_tocilizumab: bool = False
 
     def rows(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+        """``frame``'s rows kept, with the columns added (or selected)."""
         frame = frame if self.keep is None else frame.filter(self.keep)
-        return frame.with_columns(*self.add) if self.add else frame
+        frame = frame.with_columns(*self.add) if self.add else frame
+        return frame.select(*self.select) if self.select else frame
 
 
 _NEEDS_SCORES = ("measix", "easix")
@@ -712,7 +714,7 @@ def build_features(
         obs = obs.collect(engine=ENGINE, optimizations=_optimisations(size)).lazy()
     toci = first.get("tocilizumab", np.full(n, np.nan))
     groups = {f.group for f in plan.features}
-    grading = (plan.grading.rows(obs).select(*plan.grading.select),) if plan.grading else ()
+    grading = (plan.grading.rows(obs),) if plan.grading else ()
     stats, grading = _group_stats(obs, plan, n, toci, size, grading)
     crs = _crs_state(grading[0], vis_ev, lm) if grading else {}
     static = _static(cohort, pts) if "static" in groups else {}
