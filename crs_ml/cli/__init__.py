@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # Arrow's buffers from the C library's allocator, not the mimalloc pool of the Linux
     # wheels: about 60 MB (9%) lower peak memory scoring 100,000 patients as of 48 h, no
-    # difference measured on the 200,000-patient benchmark (README, "Speed"). Read once,
+    # difference measured on the 200,000-patient benchmark (docs/speed.md). Read once,
     # when pyarrow first allocates, which no command has done yet; a value set by the user
     # (mimalloc, jemalloc, system) is kept
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")

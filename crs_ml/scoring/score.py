@@ -313,7 +313,7 @@ def scores_table(s: Scoring) -> pd.DataFrame:
     """the scores table (README, "Scoring new admissions") once every chunk is explained."""
     text, numbers, number_names, when, order = _scores_blocks(s)
     # three blocks (text, numbers, the as-of time) put in the table's column order by
-    # position: one frame per block, not one column at a time (README, "Speed")
+    # position: one frame per block, not one column at a time (docs/speed.md)
     blocks = pd.concat(
         [
             pd.DataFrame(text.T, columns=_TEXT_COLUMNS, dtype=object, copy=False),
