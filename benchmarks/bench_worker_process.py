@@ -10,8 +10,9 @@ process: would a second process take the worker's side off the critical path (is
      statuses and features in a worker thread, one chunk ahead);
    * ``process``: the same steps with the worker in a spawned process: it reads the chunks,
      runs :func:`crs_ml.scoring.score.begin` and :func:`~crs_ml.scoring.score.chunk_features`,
-     drops the chunk's observation and event rows (as the batch scorer does once features
-     are built) and hands the chunk to the main process through a queue of one; the main
+     drops the chunk's observation and event rows
+     (:func:`crs_ml.scoring.batch.without_input_rows`, as the batch scorer does) and hands
+     the chunk to the main process through a queue of one; the main
      process explains and writes it as the batch scorer does.
 
    Each run reports the wall time after its imports and model load, and the peak of the
@@ -28,7 +29,6 @@ mode of ``crs-ml score``. Usage: ``python benchmarks/bench_worker_process.py [--
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -49,6 +49,7 @@ def worker(bundle_dir: str, data: str, queue) -> None:
     (not counting waits to hand a chunk over)."""
     t0 = time.perf_counter()
     from crs_ml.ingest.stream import CohortChunks
+    from crs_ml.scoring.batch import without_input_rows
     from crs_ml.scoring.score import begin, chunk_features
     from crs_ml.tracking.models import resolve_model
 
@@ -57,10 +58,7 @@ def worker(bundle_dir: str, data: str, queue) -> None:
     for cohort in CohortChunks(data, None, chunk_size=CHUNK):
         s = begin(bundle, cohort, None, AS_OF_H, CHUNK)
         features = [chunk_features(s, k) for k in range(len(s.chunks))]
-        c = s.cohort  # the chunk's input rows are not needed once its features are built
-        s.cohort = dataclasses.replace(c, observations=c.observations.head(0),
-                                       events=c.events.head(0))  # fmt: skip
-        s.obs_parts = s.ev_parts = None
+        s = without_input_rows(s)  # as the batch scorer does once the features are built
         s.bundle = s.model = None  # the main process has its own
         busy += time.perf_counter() - t
         queue.put((s, features, time.perf_counter() - t0, busy))

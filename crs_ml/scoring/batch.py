@@ -46,7 +46,13 @@ from crs_ml.scoring.score import (
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 ERROR_COLUMNS = ["file", "row", "column", "reason"]
 
-__all__ = ["BatchResult", "default_shap_threads", "output_kind", "score_to_file"]
+__all__ = [
+    "BatchResult",
+    "default_shap_threads",
+    "output_kind",
+    "score_to_file",
+    "without_input_rows",
+]
 
 
 @dataclass
@@ -109,7 +115,7 @@ def _top(held: pd.DataFrame | None, scores: pd.DataFrame, n: int) -> pd.DataFram
     return both.sort_values("risk", ascending=False, kind="stable").head(n)
 
 
-def _without_input_rows(s: Scoring) -> Scoring:
+def without_input_rows(s: Scoring) -> Scoring:
     """``s`` once its features are built: the chunk's observation and event rows dropped
     (explaining and the scores table need only the patients, statuses, features and the
     rejected rows), so the chunk being explained does not hold them while the next is read."""
@@ -155,7 +161,7 @@ def score_to_file(
     def prepared(cohort):  # in the worker thread: statuses and features
         s = begin(bundle, cohort, as_of, as_of_hours, chunk_size)
         features = [chunk_features(s, k) for k in range(len(s.chunks))]
-        return _without_input_rows(s), features
+        return without_input_rows(s), features
 
     def where(k: int) -> str:
         first, last = k * chunks.chunk_size + 1, min((k + 1) * chunks.chunk_size,
