@@ -68,8 +68,7 @@ def visible_rows(
     points: pl.DataFrame,
     columns: list[str],
     codes: dict[str, tuple[str, ...]] | None = None,
-    lazy: bool = False,
-) -> pl.DataFrame | pl.LazyFrame:
+) -> pl.DataFrame:
     """THE leakage guard: ``table`` rows joined to ``points``, keeping hours <= landmark_h.
 
     ``table`` is a Cohort table (pandas; read through Arrow); ``points`` has columns point
@@ -83,8 +82,6 @@ def visible_rows(
     The patients are matched through runs of equal patient_id (one run per patient in a
     Cohort, whose tables are sorted by patient): only the first id of each run is hashed
     (:func:`_row_points`, numpy: no join query, whose fixed cost dominates for one patient).
-    ``lazy=True`` returns the result as a polars LazyFrame, for a caller to add its own steps
-    (one collect).
 
     An empty table (a patient without events) gives the empty result this function gave the
     first time for the same columns and types (kept: the conversions' fixed cost is most of a
@@ -97,9 +94,8 @@ def visible_rows(
         out = _EMPTY_VISIBLE.get(key)
         if out is None:
             out = _EMPTY_VISIBLE[key] = _visible_rows(table, points, columns, codes)
-        return out.lazy() if lazy else out
-    out = _visible_rows(table, points, columns, codes)
-    return out.lazy() if lazy else out
+        return out
+    return _visible_rows(table, points, columns, codes)
 
 
 #: visible_rows' result for an empty table, by its columns and types (polars frames are
@@ -118,7 +114,7 @@ def _visible_rows(table: pd.DataFrame, points: pl.DataFrame, columns: list[str],
     if len(keep) > 1:
         same = pc.equal(pid[1:], pid[:-1]).fill_null(False)
         start[1:] = ~same.to_numpy(zero_copy_only=False)
-    row, point = _row_points(pid, start, points["patient_id"].to_numpy())
+    row, point = _row_points(pid, start, points["patient_id"])
     landmark = points["landmark_h"].to_numpy()[point]
     point = points["point"].to_numpy()[point]
     source = keep[row]  # each (row, point) pair's row of the table
@@ -152,16 +148,24 @@ def _name_set(names: tuple[str, ...]) -> pa.Array:
     return pa.array(list(names), type=pa.large_string())
 
 
-def _row_points(pid: pa.Array, start: np.ndarray, point_ids: np.ndarray):
+def _row_points(pid: pa.Array, start: np.ndarray, point_ids: pl.Series):
     """(row, point) pairs of equal patient_id: ``pid`` the rows' ids (runs of equal ids begin
     where ``start``), ``point_ids`` the points'. Rows in order, a row's points in point order;
     a null id matches nothing. Only the first id of each run and the points' ids are hashed."""
     first = np.flatnonzero(start)
-    run_ids = pid.take(pa.array(first)).to_numpy(zero_copy_only=False).astype(object)
-    if len(run_ids) == 1 and len(point_ids) == 1:  # one patient, one point: no hashing
-        matched = run_ids[0] is not None and run_ids[0] == point_ids[0]
+    runs = pid.take(pa.array(first))
+    if len(runs) == 1 and len(point_ids) == 1:  # one patient, one point: no Arrow calls
+        matched = runs[0].as_py() == point_ids[0]  # a null id matches nothing
         rows = len(start) if matched else 0
         return np.arange(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
+    if len(runs) == len(point_ids) and len(runs) and runs.null_count == 0:
+        same = pc.equal(runs, point_ids.to_arrow().cast(runs.type))
+        if pc.all(same).as_py() and point_ids.n_unique() == len(point_ids):
+            # the k-th run is the k-th point's patient and no patient comes twice (a chunk
+            # scored at one landmark, in the patients' order): no hashing
+            return np.arange(len(start), dtype=np.int64), np.cumsum(start, dtype=np.int64) - 1
+    run_ids = runs.to_numpy(zero_copy_only=False).astype(object)
+    point_ids = point_ids.to_numpy()
     codes, uniques = pd.factorize(np.concatenate([run_ids, point_ids.astype(object)]))
     run_code, point_code = codes[: len(first)], codes[len(first) :]
     order = np.argsort(point_code, kind="stable")  # points grouped by id, in point order
@@ -225,13 +229,17 @@ class _Query:
     """One query of the sorted visible rows as polars expressions, built once per
     configuration (a one-patient call would spend more time building the expressions than
     polars spends running them): keep the rows ``keep`` (all when None), add the columns
-    ``add``, then per gid the aggregations ``aggs`` (:func:`_group_stats`) or, without
-    ``aggs``, the columns ``select``. ``before_tocilizumab``: also keep only the rows before
-    each point's first tocilizumab (data of the call, added then)."""
+    ``add``, then per gid (:func:`_group_stats`) either the statistics ``aggs`` of the
+    columns ``lists`` gathered per gid as lists (``list.*`` expressions), or the columns
+    ``last`` of each gid's last row; with none of these, the columns ``select`` of the rows.
+    ``before_tocilizumab``: also keep only the rows before each point's first tocilizumab
+    (data of the call, added then)."""
 
     keep: pl.Expr | None = None
     add: tuple[pl.Expr, ...] = ()
+    lists: tuple[str, ...] = ()
     aggs: tuple[pl.Expr, ...] = ()
+    last: tuple[pl.Expr, ...] = ()
     select: tuple[pl.Expr, ...] = ()
     before_tocilizumab: bool = False
 
@@ -290,7 +298,8 @@ def _plan(config_json: str, catalogue: tuple) -> _Plan:
 # --------------------------------------------------------------------------- per-group stats
 class _Stats:
     """Per (point, variable) summaries as dense (variables x points) grids, built on demand
-    from the group tables (each: gid + float64 statistic columns, NaN for null)."""
+    from the group tables (each: gid + float64 statistic columns, NaN for null; gid =
+    variable code x points + point is the cell's position in the flattened grid)."""
 
     def __init__(self, n: int, plan: _Plan):
         self.n, self.plan, self.nv = n, plan, len(plan.variables)
@@ -300,10 +309,9 @@ class _Stats:
 
     def add(self, table: pl.DataFrame) -> None:
         gid = table["gid"].to_numpy()
-        flat = (gid % self.nv) * self.n + gid // self.nv  # position in a flat grid
         for c in table.columns:  # float64 without nulls: each column's values as they are
             if c != "gid":
-                self._where[c] = (flat, table.get_column(c).to_numpy())
+                self._where[c] = (gid, table.get_column(c).to_numpy())
 
     def grid(self, column: str, fill: float = np.nan) -> np.ndarray:
         if (column, fill) not in self._grids:
@@ -328,55 +336,61 @@ class _Stats:
 
 
 def _relative_to_last() -> tuple[pl.Expr, pl.Expr]:
-    """Hours and values relative to the last row of their group (``dh``, ``dv``); rows
+    """Hours and values relative to the last row of their group (dh, dv; expressions); rows
     sorted by gid. ``dh`` is 0 exactly when the hours equal the last row's."""
-    gid, h, v = pl.col("gid"), pl.col("hours"), pl.col("value")
-    is_last = (gid != gid.shift(-1)).fill_null(True)
+    h, v = pl.col("hours"), pl.col("value")
     return (
-        (h - pl.when(is_last).then(h).backward_fill()).alias("dh"),
-        (v - pl.when(is_last).then(v).backward_fill()).alias("dv"),
+        h - pl.when(_IS_LAST).then(h).backward_fill(),
+        v - pl.when(_IS_LAST).then(v).backward_fill(),
     )
 
 
 def _summary_queries(plan: _Plan, config: FeatureConfig) -> tuple[_Query, ...]:
     """The queries of :func:`_group_stats`: what every group needs, then one per subset
-    (slope window, pre-tocilizumab rows, temperature rows) on that subset's rows only."""
+    (rows before infusion, slope window, pre-tocilizumab rows, temperature rows) on that
+    subset's rows only. A statistic is a ``list.*`` expression of the group's rows gathered
+    as a list, not an aggregation inside the group_by: the groups hold one or two rows each
+    (a point's variable), where each aggregation costs polars about 35 ms per 840,000 groups
+    against a few for gathering and the list kernels (benchmarks/bench_features.py)."""
     v, h, lm = pl.col("value"), pl.col("hours"), pl.col("landmark_h")
     queries = [
         _Query(
-            add=(pl.when(h < 0).then(v).alias("pre_infusion"),),
+            lists=("value", "hours"),
             aggs=(
-                pl.len().alias("n"),
-                v.last().alias("last"),
-                h.last().alias("hours_last"),
-                v.max().alias("max"),
-                v.min().alias("min"),
-                pl.col("pre_infusion").last(ignore_nulls=True).alias("baseline"),
+                v.list.len().alias("n"),
+                v.list.last().alias("last"),
+                h.list.last().alias("hours_last"),
+                v.list.max().alias("max"),
+                v.list.min().alias("min"),
             ),
-        )
+        ),
+        _Query(keep=h < 0, last=(v.alias("baseline"),)),  # the last result before infusion
     ]
     for w in plan.windows:
         # a suffix of each group; sufficient statistics relative to the group's last row
-        dh, dv = pl.col("dh"), pl.col("dv")
+        rel_h, rel_v = _relative_to_last()
+        dh, dv = pl.col("dh"), pl.col("dv")  # as lists
         k = f"slope{w:g}"
         queries.append(
             _Query(
                 keep=h > lm - w,
-                add=_relative_to_last(),
-                aggs=(
-                    pl.len().alias(f"{k}_n"),
-                    dh.sum().alias(f"{k}_t"),
-                    (dh * dh).sum().alias(f"{k}_tt"),
-                    dv.sum().alias(f"{k}_v"),
-                    (dh * dv).sum().alias(f"{k}_tv"),
+                add=(rel_h.alias("dh"), rel_v.alias("dv")),
+                lists=("dh", "dv"),
+                aggs=(  # products of the lists are element by element
+                    dh.list.len().alias(f"{k}_n"),
+                    dh.list.sum().alias(f"{k}_t"),
+                    (dh * dh).list.sum().alias(f"{k}_tt"),
+                    dv.list.sum().alias(f"{k}_v"),
+                    (dh * dv).list.sum().alias(f"{k}_tv"),
                 ),
             )
         )
     if plan.pretoci:
-        stat = {"max": v.max(), "min": v.min(), "last": v.last()}
+        stat = {"max": v.list.max(), "min": v.list.min(), "last": v.list.last()}
         queries.append(
             _Query(
                 keep=pl.col("var").is_in(list(plan.pretoci_variables)),
+                lists=("value",),
                 aggs=tuple(stat[s].alias(f"pretoci_{s}") for s in plan.pretoci),
                 before_tocilizumab=True,
             )
@@ -388,6 +402,7 @@ def _summary_queries(plan: _Plan, config: FeatureConfig) -> tuple[_Query, ...]:
         nxt = pl.when(gid == gid.shift(-1)).then(pl.min_horizontal(h.shift(-1), lm)).otherwise(lm)
         febrile = post & (v >= FEVER_C)
         early = post & (h <= pl.min_horizontal(pl.lit(config.early_fever_window_h), lm))
+        names = ("fever_onset", "febrile_hours", "temperature_max_early")
         queries.append(
             _Query(
                 keep=pl.col("var") == plan.variables.index("temperature"),
@@ -396,10 +411,11 @@ def _summary_queries(plan: _Plan, config: FeatureConfig) -> tuple[_Query, ...]:
                     pl.when(febrile).then(nxt - h).alias("febrile_hours"),
                     pl.when(early).then(v).alias("temperature_max_early"),
                 ),
+                lists=names,
                 aggs=(
-                    pl.col("fever_onset").min(),
-                    pl.col("febrile_hours").sum(),
-                    pl.col("temperature_max_early").max(),
+                    pl.col("fever_onset").list.min(),
+                    pl.col("febrile_hours").list.sum(),
+                    pl.col("temperature_max_early").list.max(),
                 ),
             )
         )
@@ -409,6 +425,8 @@ def _summary_queries(plan: _Plan, config: FeatureConfig) -> tuple[_Query, ...]:
 #: the sorted gid of a summary's rows, and its statistics as float64 with NaN for null
 _SORTED_GID = pl.col("gid").set_sorted()
 _AS_FLOAT = pl.exclude("gid").cast(pl.Float64).fill_null(np.nan)
+#: each gid's last row (rows sorted by gid)
+_IS_LAST = (pl.col("gid") != pl.col("gid").shift(-1)).fill_null(True)
 
 
 def _group_stats(
@@ -419,10 +437,12 @@ def _group_stats(
     size: int,
     also: tuple[pl.LazyFrame, ...] = (),
 ) -> tuple[_Stats, list[pl.DataFrame]]:
-    """Summaries of the visible rows sorted by (gid, hours, source_row), gid = point x
-    number of variables + variable code: one ``group_by`` on the sorted gid for what every
-    group needs, and one per subset (slope window, pre-tocilizumab rows, temperature rows)
-    on that subset's rows only (the plan's :func:`_summary_queries`); all of them, and the
+    """Summaries of the visible rows sorted by (gid, hours, source_row), gid = variable code
+    x number of points + point: one ``group_by`` on the sorted gid for what every
+    group needs, and one per subset (rows before infusion, slope window, pre-tocilizumab
+    rows, temperature rows) on that subset's rows only (the plan's
+    :func:`_summary_queries`: list statistics of the gathered rows, or the last row's
+    columns, which needs no group_by); all of them, and the
     queries ``also``, one polars query (``collect_all``: the shared rows are computed once),
     optimised when ``size`` (rows before the cut) reaches SMALL_QUERY_ROWS. Returns the
     summaries and ``also``'s tables."""
@@ -432,8 +452,12 @@ def _group_stats(
         if q.before_tocilizumab:
             tf = pl.Series(np.where(np.isnan(toci_first), np.inf, toci_first))
             frame = frame.filter(pl.col("hours") < pl.lit(tf).gather(pl.col("point")))
-        frame = frame.with_columns(_SORTED_GID).group_by("gid", maintain_order=True)
-        queries.append(frame.agg(*q.aggs).with_columns(_AS_FLOAT))
+        if q.last:
+            frame = frame.filter(_IS_LAST).select("gid", *q.last)
+        else:
+            frame = frame.with_columns(_SORTED_GID).group_by("gid", maintain_order=True)
+            frame = frame.agg(*q.lists).select("gid", *q.aggs)
+        queries.append(frame.with_columns(_AS_FLOAT))
     tables = pl.collect_all([*queries, *also], engine=ENGINE, optimizations=_optimisations(size))
     stats = _Stats(n, plan)
     for table in tables[: len(queries)]:
@@ -441,20 +465,44 @@ def _group_stats(
     return stats, tables[len(queries) :]
 
 
-def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> pl.LazyFrame:
+def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> pl.DataFrame:
     """Visible numeric observations of the plan's variables with ``var`` (position in the
-    plan) and ``gid``, sorted by (gid, hours, source_row), as a query (uncollected: the
-    summaries read it in the same query)."""
+    plan) and ``gid``, sorted by (gid, hours, source_row).
+
+    A Cohort's tables are sorted by patient, hours, variable and source_row, so the visible
+    rows of each (point, variable) already come in time order: a stable sort by gid alone
+    gives the (gid, hours, source_row) order, at about half a three-key sort's cost. Whether
+    they did is checked on the result (each gid's rows in (hours, source_row) order), and
+    a table out of that order (a Cohort built by hand) gets the three-key sort."""
     vis = visible_rows(
-        cohort.observations, points, OBSERVATION_INPUT, codes={"variable": plan.variables},
-        lazy=True,
-    )  # fmt: skip
-    return (
-        vis.rename({"variable": "var"})
-        .filter(pl.col("var").is_not_null() & pl.col("value").is_not_nan())
-        .with_columns(gid=pl.col("point") * len(plan.variables) + pl.col("var").cast(pl.Int64))
-        .sort(["gid", "hours", "source_row"], maintain_order=True)
+        cohort.observations, points, OBSERVATION_INPUT, codes={"variable": plan.variables}
     )
+    query = (
+        vis.lazy()
+        .rename({"variable": "var"})
+        .filter(pl.col("var").is_not_null() & pl.col("value").is_not_nan())
+        .with_columns(gid=pl.col("var").cast(pl.Int64) * points.height + pl.col("point"))
+        .sort("gid", maintain_order=True)
+    )
+    rows, out_of_order = pl.collect_all(  # one call (a query's fixed cost counts for one patient)
+        [query, query.select(_OUT_OF_TIME_ORDER)],
+        engine=ENGINE,
+        optimizations=_optimisations(vis.height),
+    )
+    if out_of_order.item():
+        rows = rows.sort(["gid", "hours", "source_row"], maintain_order=True)
+    return rows
+
+
+def _out_of_time_order() -> pl.Expr:
+    """True when some row follows a row of its gid with later hours (or the same hours and
+    a later source_row)."""
+    gid, h, src = pl.col("gid"), pl.col("hours"), pl.col("source_row")
+    back = (h < h.shift(1)) | ((h == h.shift(1)) & (src < src.shift(1)))
+    return ((gid == gid.shift(1)) & back).any()
+
+
+_OUT_OF_TIME_ORDER = _out_of_time_order()
 
 
 # --------------------------------------------------------------------------- kernels
@@ -594,9 +642,8 @@ def _first_per_point(vis_ev: pl.DataFrame, n: int) -> dict[str, np.ndarray]:
 def _grading_query(plan: _Plan) -> _Query:
     """The visible rows grading needs (fevers and low sbp after infusion) as point, hours,
     variable, value."""
-    nv = len(plan.variables)
     ti, si = plan.variables.index("temperature"), plan.variables.index("sbp")
-    var = pl.col("gid") % nv
+    var = pl.col("var")
     v = pl.col("value")
     keep = (pl.col("hours") >= 0) & (
         ((var == ti) & (v >= FEVER_C)) | ((var == si) & (v < HYPOTENSION_SBP_MMHG))
@@ -604,7 +651,7 @@ def _grading_query(plan: _Plan) -> _Query:
     return _Query(
         keep=keep,
         select=(
-            (pl.col("gid") // nv).alias("point"),
+            pl.col("point"),
             pl.col("hours"),
             pl.when(var == ti)
             .then(pl.lit("temperature"))
@@ -708,10 +755,8 @@ def build_features(
 
     vis_ev = visible_rows(cohort.events, pts, EVENT_INPUT)
     first = _first_per_point(vis_ev, n)
-    obs = _sorted_observations(cohort, plan, pts)
+    obs = _sorted_observations(cohort, plan, pts).lazy()
     size = len(cohort.observations)
-    if size < SMALL_QUERY_ROWS:  # unoptimised queries would each sort the rows again
-        obs = obs.collect(engine=ENGINE, optimizations=_optimisations(size)).lazy()
     toci = first.get("tocilizumab", np.full(n, np.nan))
     groups = {f.group for f in plan.features}
     grading = (plan.grading.rows(obs),) if plan.grading else ()

@@ -230,6 +230,28 @@ def test_unsorted_tables_and_repeated_points():
     assert_same_features(build_features(cohort, points, cfg), oracle_features(cohort, points))
 
 
+def test_split_patient_runs_matching_repeated_points():
+    """A hand-made table whose rows of one patient come in two runs (a, b, a) scored at the
+    points a, b, a: the runs' ids equal the points' one by one, but a patient comes twice, so
+    each point must see all of its patient's rows (not only its run's)."""
+    tables = simulate_cohort(2, seed=3)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_cohort(tables, Path(tmp))
+        cohort = load_cohort(Path(tmp))
+    a, b = cohort.patients["patient_id"].tolist()
+    obs = cohort.observations
+    early = obs["hours"] <= 12
+    first, second = obs[(obs["patient_id"] == a) & early], obs[(obs["patient_id"] == a) & ~early]
+    cohort.observations = pd.concat([first, obs[obs["patient_id"] == b], second], ignore_index=True)
+    points = pd.DataFrame({"patient_id": [a, b, a], "landmark_h": [24.0, 24.0, 24.0]})
+    cfg = FeatureConfig(variables=CORE)
+    got = build_features(cohort, points, cfg)
+    assert_same_features(got, oracle_features(cohort, points))
+    assert got.iloc[0].equals(got.iloc[2])
+    assert got.loc[0, "il6_n"] == ((obs["patient_id"] == a) & (obs["variable"] == "il6")
+                                       & (obs["hours"] <= 24)).sum()  # fmt: skip
+
+
 def test_slope_is_exact_for_close_times_far_from_the_landmark():
     """Sufficient statistics taken relative to the group's last row: two results 30 min
     apart, 22 h before L, on a large value, give the two-pass slope to 1e-12 (sums of raw
