@@ -10,11 +10,12 @@ events, so data after L cannot reach a feature at L.
 The features are those DECLARED in :mod:`crs_ml.features.catalogue` (``feature_declarations``),
 in that order; each declaration names the kernel (``aggregation``) that computes it, and the
 kernels are the table :data:`KERNELS` below. The engine is polars (native threads, no Python
-loop over patients): the visible numeric observations are sorted by (point, variable, hours,
-source_row) and summarised per (point, variable) group in one ``group_by`` on the sorted key;
-slopes come from sufficient statistics (n, sum t, sum t^2, sum v, sum tv) of times and values
-taken relative to the group's last row, which keeps the sums small and the subtraction exact
-to rounding. The pandas :class:`~crs_ml.cohort.Cohort` is read through Arrow (numeric columns
+loop over patients): the visible numeric observations are sorted by (variable, point, hours,
+source_row), each (point, variable) group's rows are gathered as lists by a ``group_by`` on
+the sorted key, and polars' list kernels summarise them (on groups of one or two rows they
+cost a fraction of aggregations inside the ``group_by``); slopes come from sufficient
+statistics (n, sum t, sum t^2, sum v, sum tv) of times and values taken relative to the
+group's last row, which keeps the sums small and the subtraction exact to rounding. The pandas :class:`~crs_ml.cohort.Cohort` is read through Arrow (numeric columns
 without copies) and the result is a pandas frame. Outcomes are never read, so the same code
 runs at training and at scoring time.
 """
