@@ -12,9 +12,10 @@
    normalise, features + predict + TreeSHAP + drivers, the atomic Parquet write; and the
    scored patients' feature matrix at their landmark (building it timed for reference).
 4. In turn, ``--runs`` times: end to end as ``crs-ml score`` does it
-   (``crs_ml.scoring.batch.score_to_file``: chunked load + validate + normalise + features of
-   the next chunk in the worker thread while the current one gets TreeSHAP, drivers and its
-   write; checked to give the stage-by-stage table), then the floor, bare
+   (``crs_ml.scoring.batch.score_to_file``: chunked load + validate + normalise of the chunk
+   after next in a reader thread, statuses + features of the next chunk in a worker thread,
+   while the current one gets TreeSHAP, drivers and its write; checked to give the
+   stage-by-stage table), then the floor, bare
    ``booster.predict(DMatrix(X), pred_contribs=True)`` on that matrix (the faster of two).
    For a stack the booster is its xgboost member's (issue 15: a blend costs more than one
    booster; the ratio is the stack's end to end against bare TreeSHAP of that member).
@@ -25,7 +26,7 @@
    machine whose speed drifts compares like with like. CPU time is the process's, all
    threads (``time.process_time``).
 5. The pipeline's settings, paired the same way: TreeSHAP on all cores but one (the default,
-   leaving one to the worker) against all cores, and without the worker (read ahead 0).
+   leaving one to the workers) against all cores, and without the workers (read ahead 0).
 6. Against the engine of the recorded commit ``--baseline-commit`` (default 13cc9bc, the
    pandas loader and feature builder): its ``crs_ml`` package is extracted with
    ``git archive`` into a temporary folder, and the same command, ``python -m crs_ml score``,
@@ -137,7 +138,7 @@ def batch_input(folder: Path, n: int, seed: int, as_of_h: float, kind: str) -> d
 
 def end_to_end(bundle, data: Path, out: Path, as_of_h: float, **settings) -> tuple[float, float]:
     """(wall s, CPU s) of what ``crs-ml score`` runs: chunked load and features (next chunk
-    in the worker thread), predict, TreeSHAP, drivers, appended to the atomic Parquet output.
+    in the worker threads), predict, TreeSHAP, drivers, appended to the atomic Parquet output.
     ``settings``: score_to_file's shap_threads / read_ahead_chunks (default: the command's)."""
     from crs_ml.cli.scoring import _data_options
     from crs_ml.scoring.batch import score_to_file
@@ -281,8 +282,8 @@ def paired(bundle, data: Path, out: Path, as_of_h: float, matrix, n_patients: in
 
 #: the steps of a batch run timed by :func:`pipeline_stages`: (module, name, thread)
 PIPELINE_STEPS = (
-    ("crs_ml.ingest.stream", "_batches", "worker"),
-    ("crs_ml.ingest.stream", "normalise", "worker"),
+    ("crs_ml.ingest.stream", "_batches", "reader"),
+    ("crs_ml.ingest.stream", "normalise", "reader"),
     ("crs_ml.scoring.batch", "begin", "worker"),
     ("crs_ml.scoring.batch", "chunk_features", "worker"),
     ("crs_ml.scoring.batch", "explain_chunk", "main"),
@@ -356,7 +357,7 @@ def _timed_generator(items, entry: list[float]):
 
 
 def pipeline_settings(bundle, data: Path, out: Path, as_of_h: float, runs: int) -> dict:
-    """The default pipeline against TreeSHAP on all cores and against no worker thread, in
+    """The default pipeline against TreeSHAP on all cores and against no worker threads, in
     turn ``runs`` times; medians and the pair-by-pair ratio of wall times to the default."""
     from crs_ml.scoring.batch import default_shap_threads
 
@@ -643,7 +644,8 @@ def main() -> None:
             print(f"pipeline settings, {args.settings_runs} times in turn", flush=True)
             settings = pipeline_settings(bundle, tmp / "batch", tmp / "scores_settings.parquet",
                                          args.as_of_hours, args.settings_runs)  # fmt: skip
-        print("the pipeline's steps timed where they run (worker / main thread)", flush=True)
+        print("the pipeline's steps timed where they run (reader / worker / main thread)",
+              flush=True)  # fmt: skip
         steps = [pipeline_stages(bundle, tmp / "batch", tmp / "scores_steps.parquet",
                                  args.as_of_hours, ahead) for ahead in (1, 0)]  # fmt: skip
         baseline = {}
@@ -846,21 +848,22 @@ def summary_table(r: dict) -> str:
     ps = r.get("pipeline_settings") or {}
     if ps:
         rows.append(
-            f"| pipeline: TreeSHAP on all {r['machine']['cpus']} cores / no worker thread, time "
-            f"vs the default ({ps['default_shap_threads']} TreeSHAP thread(s) + worker) | "
+            f"| pipeline: TreeSHAP on all {r['machine']['cpus']} cores / no worker threads, time "
+            f"vs the default ({ps['default_shap_threads']} TreeSHAP thread(s) + workers) | "
             f"{ps['shap_on_all_cores']['time_vs_default']:.2f}x / "
             f"{ps['no_worker_thread']['time_vs_default']:.2f}x | | |"
         )
     for run in r.get("pipeline_steps") or []:
-        by = {"worker": [0.0, 0.0], "main": [0.0, 0.0]}
+        by = {"reader": [0.0, 0.0], "worker": [0.0, 0.0], "main": [0.0, 0.0]}
         for d in run["steps"].values():
             by[d["thread"]][0] += d["wall_s"]
             by[d["thread"]][1] += d["thread_cpu_s"]
         rows.append(
-            f"| pipeline steps, read ahead {run['read_ahead_chunks']}: worker (read, normalise, "
-            f"statuses, features) / main (SHAP + drivers, table, write), wall (thread CPU) | "
-            f"{by['worker'][0]:.2f} ({by['worker'][1]:.2f}) / {by['main'][0]:.2f} "
-            f"({by['main'][1]:.2f}) s; run {run['wall_s']:.2f} s, {run['cpu_s']:.2f} CPU-s | | |"
+            f"| pipeline steps, read ahead {run['read_ahead_chunks']}: reader (read, normalise) / "
+            f"worker (statuses, features) / main (SHAP + drivers, table, write), wall (thread "
+            f"CPU) | {by['reader'][0]:.2f} ({by['reader'][1]:.2f}) / {by['worker'][0]:.2f} "
+            f"({by['worker'][1]:.2f}) / {by['main'][0]:.2f} ({by['main'][1]:.2f}) s; run "
+            f"{run['wall_s']:.2f} s, {run['cpu_s']:.2f} CPU-s | | |"
         )
     seq = r["stages_sequential"]
     rows.append(

@@ -5,12 +5,13 @@
 does and appends it to a temporary file beside ``out``, renamed onto ``out`` only when every
 chunk is written (:class:`crs_ml.files.AtomicTable`): a killed run leaves the previous file or
 none, never half of one. While one chunk gets its SHAP values, drivers and file write, the
-next one is read, checked and turned into features in one worker thread
-(:func:`crs_ml.scoring.pipeline.read_ahead`). TreeSHAP of shallow boosters is a table lookup in
-this thread (:mod:`crs_ml.modeling.treeshap`); xgboost's own, for deeper trees, releases the
-GIL and runs on all cores but one, leaving that one to the worker. At most two chunks are in memory
-(the one being explained and the one being read), not the cohort (Parquet input; see
-:mod:`crs_ml.ingest.stream`). The output keeps the patients table's order; an error while
+next one gets its statuses and features in a worker thread, and the one after it is read
+and checked in a second (two :func:`crs_ml.scoring.pipeline.read_ahead` stages, one chunk
+ahead each). TreeSHAP of shallow boosters is a table lookup in this thread
+(:mod:`crs_ml.modeling.treeshap`); xgboost's own, for deeper trees, releases the GIL and runs
+on all cores but one, leaving that one to the workers. At most three chunks are in memory
+(the one being explained, the one being featurised and the one being read), not the cohort
+(Parquet input; see :mod:`crs_ml.ingest.stream`). The output keeps the patients table's order; an error while
 reading a chunk names the chunk, its patients and the data folder.
 
 The scores are the same, row for row, as ``score(model, load_cohort(data))``; rows rejected
@@ -126,6 +127,11 @@ def without_input_rows(s: Scoring) -> Scoring:
     return s
 
 
+def _as_read(cohort):
+    """A chunk as the reader hands it on (reading and normalising happen in drawing it)."""
+    return cohort
+
+
 def score_to_file(
     model,
     data,
@@ -145,8 +151,9 @@ def score_to_file(
     ``errors``: where rejected input rows go (default ``<out stem>.errors.csv``, written
     only when some row was rejected). ``progress(stage, done, total)`` counts patients.
     ``shap_threads``: xgboost threads for TreeSHAP (default :func:`default_shap_threads`).
-    ``read_ahead_chunks``: chunks read and featurised ahead in the worker thread (default 1:
-    two chunks in memory; 0: no worker, one stage after the other).
+    ``read_ahead_chunks``: chunks featurised ahead in the worker thread, each read one chunk
+    ahead of that in a reader thread (default 1: three chunks in memory; 0: no threads, one
+    stage after the other).
     """
     out = Path(out)
     kind = output_kind(out)
@@ -170,7 +177,11 @@ def score_to_file(
                 f"patients table) of {data}")  # fmt: skip
 
     threads = default_shap_threads() if shap_threads is None else max(1, int(shap_threads))
-    prepared_chunks = read_ahead(chunks, prepared, depth=read_ahead_chunks, where=where)
+    # reading and normalising (the reader) run one stage ahead of statuses and features (the
+    # worker): each is serial work of its own, and apart they overlap (README, "Speed"); a
+    # reading error comes through the worker's stage, which names the chunk
+    read = read_ahead(chunks, _as_read, depth=1) if read_ahead_chunks > 0 else chunks
+    prepared_chunks = read_ahead(read, prepared, depth=read_ahead_chunks, where=where)
     with AtomicTable(out, kind) as table:
         for s, features in prepared_chunks:
             for k, X in enumerate(features):  # SHAP and drivers
