@@ -15,9 +15,10 @@ source_row), each (point, variable) group's rows are gathered as lists by a ``gr
 the sorted key, and polars' list kernels summarise them (on groups of one or two rows they
 cost a fraction of aggregations inside the ``group_by``); slopes come from sufficient
 statistics (n, sum t, sum t^2, sum v, sum tv) of times and values taken relative to the
-group's last row, which keeps the sums small and the subtraction exact to rounding. The pandas :class:`~crs_ml.cohort.Cohort` is read through Arrow (numeric columns
-without copies) and the result is a pandas frame. Outcomes are never read, so the same code
-runs at training and at scoring time.
+group's last row, which keeps the sums small and the subtraction exact to rounding. The
+pandas :class:`~crs_ml.cohort.Cohort` is read through Arrow (numeric columns without copies)
+and the result is a pandas frame. Outcomes are never read, so the same code runs at training
+and at scoring time.
 """
 
 from __future__ import annotations

@@ -212,9 +212,15 @@ def test_numeric_stress_cohorts(obs, events, sort, landmarks):
     assert_same_features(build_features(cohort, points, cfg), oracle_features(cohort, points))
 
 
-def test_unsorted_tables_and_repeated_points():
+@pytest.mark.parametrize("optimised", [False, True])
+def test_unsorted_tables_and_repeated_points(optimised, monkeypatch):
     """Tables out of the Cohort's sort order (hand-made cohorts) and a patient at several
-    landmarks, in any order: still the oracle's values (the sort check's fallback path)."""
+    landmarks, in any order: still the oracle's values (the sort check's fallback path),
+    with polars' plan optimisation (the batch's queries) and without (one patient's)."""
+    from crs_ml.features import builder
+
+    if optimised:
+        monkeypatch.setattr(builder, "SMALL_QUERY_ROWS", 0)
     tables = simulate_cohort(40, seed=9)
     with tempfile.TemporaryDirectory() as tmp:
         write_cohort(tables, Path(tmp))
