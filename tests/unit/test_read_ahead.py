@@ -161,3 +161,48 @@ def test_an_item_handed_over_is_not_held_while_the_next_is_awaited(depth):
     del first
     assert next(items) is refs[1]()
     assert seen == [False]  # the first item was gone while the second was prepared
+
+
+def _chained(src, prepare, where_):
+    """Two stages as the batch run chains them (crs_ml.scoring.batch.score_to_file): a reader
+    stage that only draws, then the preparing stage, which names the chunk."""
+    return read_ahead(read_ahead(src, lambda k: k, depth=1), prepare, depth=1, where=where_)
+
+
+def test_chained_stages_run_in_two_threads_and_name_a_reading_error_once():
+    src = Source(10, fail_at=4, exc=InputError("bad row", file="observations.parquet", row=3))
+    got, drawn_in, prepared_in = [], set(), set()
+
+    def drawn():
+        for k in src:
+            drawn_in.add(threading.get_ident())
+            yield k
+
+    def prepare(k):
+        prepared_in.add(threading.get_ident())
+        return k
+
+    with pytest.raises(InputError) as info:
+        for item in _chained(drawn(), prepare, where):
+            got.append(item)
+    assert got == [0, 1, 2, 3]
+    assert str(info.value).count("reading chunk") == 1
+    assert "reading chunk 5 (patients 41-50): bad row" in str(info.value)
+    # drawn in one worker thread, prepared in another, neither the caller's
+    main = threading.get_ident()
+    assert len(drawn_in) == 1 and len(prepared_in) == 1
+    assert not drawn_in & prepared_in and main not in drawn_in | prepared_in
+    assert src.closed
+
+
+def test_chained_stages_stop_and_close_the_source():
+    src = Source(1000)
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(KeyboardInterrupt):
+        for k in _chained(src, lambda k: time.sleep(0.02) or k, where):
+            if k == 3:
+                raise KeyboardInterrupt
+    assert src.closed
+    assert src.drawn <= 7  # the caller's, the one being prepared and the one being read
+    after = {t.name for t in threading.enumerate()}
+    assert not {n for n in after - before if n.startswith("crs_ml_read_ahead")}
