@@ -6,6 +6,12 @@ in order. The items are drawn from ``items`` and prepared in one worker thread, 
 memory at any time (the caller's and the one being prepared), whatever the cohort's size.
 ``depth=0`` prepares each item in the caller's thread when it is asked for (no thread).
 
+Stages chain: ``read_ahead(read_ahead(items, f), g)`` runs ``f`` and ``g`` in two threads,
+each stage at most its depth ahead of the next (the batch run reads chunks in one and gives
+them statuses and features in the other: three chunks in memory at depth 1). Give ``where``
+to the last stage only: an error of an earlier stage passes through it unchanged and is
+named there once.
+
 Failures: an exception raised while drawing or preparing item ``k`` is raised in the caller
 when it asks for item ``k``, after every earlier item was yielded. A project error
 (:class:`~crs_ml.errors.CrsMlError`) comes back as the same type with ``where(k)`` put in
