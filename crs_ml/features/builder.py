@@ -486,7 +486,9 @@ def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> p
         .with_columns(gid=pl.col("var").cast(pl.Int64) * points.height + pl.col("point"))
         .sort("gid", maintain_order=True)
     )
-    rows, out_of_order = pl.collect_all(  # one call (a query's fixed cost counts for one patient)
+    # one call: a call's fixed cost counts for one patient (whose few rows, unoptimised, are
+    # then sorted twice, which costs less than a second call)
+    rows, out_of_order = pl.collect_all(
         [query, query.select(_OUT_OF_TIME_ORDER)],
         engine=ENGINE,
         optimizations=_optimisations(vis.height),

@@ -102,9 +102,9 @@ def output_kind(path: Path) -> str:
 
 def default_shap_threads() -> int:
     """xgboost threads for TreeSHAP in a batch run (boosters too deep for the lookup tables
-    of :mod:`crs_ml.modeling.treeshap`): all cores but one, which is left to the worker
-    thread reading and featurising the next chunk (all cores oversubscribe them: README,
-    "Speed")."""
+    of :mod:`crs_ml.modeling.treeshap`): all cores but one, which is left to the reader and
+    worker threads reading and featurising the next chunks (all cores oversubscribe them:
+    README, "Speed")."""
     return max(1, (os.cpu_count() or 2) - 1)
 
 
