@@ -337,6 +337,10 @@ class _Stats:
         return self.grid(column, fill)[code]
 
 
+#: each gid's last row (rows sorted by gid)
+_IS_LAST = (pl.col("gid") != pl.col("gid").shift(-1)).fill_null(True)
+
+
 def _relative_to_last() -> tuple[pl.Expr, pl.Expr]:
     """Hours and values relative to the last row of their group (dh, dv; expressions); rows
     sorted by gid. ``dh`` is 0 exactly when the hours equal the last row's."""
@@ -368,10 +372,10 @@ def _summary_queries(plan: _Plan, config: FeatureConfig) -> tuple[_Query, ...]:
         ),
         _Query(keep=h < 0, last=(v.alias("baseline"),)),  # the last result before infusion
     ]
+    rel_h, rel_v = _relative_to_last()
+    dh, dv = pl.col("dh"), pl.col("dv")  # as lists
     for w in plan.windows:
         # a suffix of each group; sufficient statistics relative to the group's last row
-        rel_h, rel_v = _relative_to_last()
-        dh, dv = pl.col("dh"), pl.col("dv")  # as lists
         k = f"slope{w:g}"
         queries.append(
             _Query(
@@ -399,9 +403,8 @@ def _summary_queries(plan: _Plan, config: FeatureConfig) -> tuple[_Query, ...]:
         )
     if plan.fever:
         post = h >= 0
-        gid = pl.col("gid")
         # each reading is carried forward to the next one (or to L); ties last 0 h
-        nxt = pl.when(gid == gid.shift(-1)).then(pl.min_horizontal(h.shift(-1), lm)).otherwise(lm)
+        nxt = pl.when(~_IS_LAST).then(pl.min_horizontal(h.shift(-1), lm)).otherwise(lm)
         febrile = post & (v >= FEVER_C)
         early = post & (h <= pl.min_horizontal(pl.lit(config.early_fever_window_h), lm))
         names = ("fever_onset", "febrile_hours", "temperature_max_early")
@@ -427,8 +430,6 @@ def _summary_queries(plan: _Plan, config: FeatureConfig) -> tuple[_Query, ...]:
 #: the sorted gid of a summary's rows, and its statistics as float64 with NaN for null
 _SORTED_GID = pl.col("gid").set_sorted()
 _AS_FLOAT = pl.exclude("gid").cast(pl.Float64).fill_null(np.nan)
-#: each gid's last row (rows sorted by gid)
-_IS_LAST = (pl.col("gid") != pl.col("gid").shift(-1)).fill_null(True)
 
 
 def _group_stats(
@@ -491,7 +492,7 @@ def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> p
     rows, out_of_order = pl.collect_all(
         [query, query.select(_OUT_OF_TIME_ORDER)],
         engine=ENGINE,
-        optimizations=_optimisations(vis.height),
+        optimizations=_optimisations(len(cohort.observations)),  # as the summaries' queries
     )
     if out_of_order.item():
         rows = rows.sort(["gid", "hours", "source_row"], maintain_order=True)

@@ -6,8 +6,8 @@ does and appends it to a temporary file beside ``out``, renamed onto ``out`` onl
 chunk is written (:class:`crs_ml.files.AtomicTable`): a killed run leaves the previous file or
 none, never half of one. While one chunk gets its SHAP values, drivers and file write, the
 next one gets its statuses and features in a worker thread, and the one after it is read
-and checked in a second (two :func:`crs_ml.scoring.pipeline.read_ahead` stages, one chunk
-ahead each). TreeSHAP of shallow boosters is a table lookup in this thread
+and checked in a second (:func:`crs_ml.scoring.pipeline.draw_and_prepare`: two read-ahead
+stages, one chunk ahead each). TreeSHAP of shallow boosters is a table lookup in this thread
 (:mod:`crs_ml.modeling.treeshap`); xgboost's own, for deeper trees, releases the GIL and runs
 on all cores but one, leaving that one to the workers. At most three chunks are in memory
 (the one being explained, the one being featurised and the one being read), not the cohort
@@ -33,7 +33,7 @@ from crs_ml.errors import InputError
 from crs_ml.files import AtomicTable, atomic_write, columns_frame
 from crs_ml.ingest.stream import CohortChunks
 from crs_ml.modeling.completeness import BANDS
-from crs_ml.scoring.pipeline import read_ahead
+from crs_ml.scoring.pipeline import draw_and_prepare
 from crs_ml.scoring.score import (
     STATUSES,
     Scoring,
@@ -127,11 +127,6 @@ def without_input_rows(s: Scoring) -> Scoring:
     return s
 
 
-def _as_read(cohort):
-    """A chunk as the reader hands it on (reading and normalising happen in drawing it)."""
-    return cohort
-
-
 def score_to_file(
     model,
     data,
@@ -177,11 +172,10 @@ def score_to_file(
                 f"patients table) of {data}")  # fmt: skip
 
     threads = default_shap_threads() if shap_threads is None else max(1, int(shap_threads))
-    # reading and normalising (the reader) run one stage ahead of statuses and features (the
-    # worker): each is serial work of its own, and apart they overlap (README, "Speed"); a
-    # reading error comes through the worker's stage, which names the chunk
-    read = read_ahead(chunks, _as_read, depth=1) if read_ahead_chunks > 0 else chunks
-    prepared_chunks = read_ahead(read, prepared, depth=read_ahead_chunks, where=where)
+    # reading and normalising (drawing a chunk, the reader thread) run one chunk ahead of
+    # statuses and features (the worker thread): each is serial work of its own, and apart
+    # they overlap (README, "Speed")
+    prepared_chunks = draw_and_prepare(chunks, prepared, depth=read_ahead_chunks, where=where)
     with AtomicTable(out, kind) as table:
         for s, features in prepared_chunks:
             for k, X in enumerate(features):  # SHAP and drivers

@@ -7,10 +7,12 @@ memory at any time (the caller's and the one being prepared), whatever the cohor
 ``depth=0`` prepares each item in the caller's thread when it is asked for (no thread).
 
 Stages chain: ``read_ahead(read_ahead(items, f), g)`` runs ``f`` and ``g`` in two threads,
-each stage at most its depth ahead of the next (the batch run reads chunks in one and gives
-them statuses and features in the other: three chunks in memory at depth 1). Give ``where``
-to the last stage only: an error of an earlier stage passes through it unchanged and is
-named there once.
+each stage at most its depth ahead of the next. Give ``where`` to the last stage only: an
+error of an earlier stage passes through it unchanged and is named there once.
+``draw_and_prepare(items, prepare, depth, where)`` is that chain for a source whose drawing is
+work of its own (the batch run: drawing a chunk reads and checks it, preparing it gives it
+statuses and features): items are drawn in one thread, one ahead of the preparing one, so at
+depth 1 three are in memory (the caller's, the one being prepared and the one being drawn).
 
 Failures: an exception raised while drawing or preparing item ``k`` is raised in the caller
 when it asks for item ``k``, after every earlier item was yielded. A project error
@@ -37,7 +39,7 @@ from crs_ml.errors import CrsMlError, InputError
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["read_ahead", "with_context"]
+__all__ = ["draw_and_prepare", "read_ahead", "with_context"]
 
 
 def with_context(exc: BaseException, where: str) -> BaseException:
@@ -119,3 +121,21 @@ def read_ahead(
         close = getattr(source, "close", None)
         if close is not None:  # the worker has stopped: the source's clean-up runs now
             close()
+
+
+def _drawn(item):
+    """An item as the drawing stage hands it on (the drawing is the work)."""
+    return item
+
+
+def draw_and_prepare(
+    items: Iterable[T],
+    prepare: Callable[[T], R],
+    depth: int = 1,
+    where: Callable[[int], str] | None = None,
+) -> Iterator[R]:
+    """:func:`read_ahead` of ``prepare`` with the items drawn in a thread of their own, one
+    ahead of the preparing thread (see the module doc); ``depth=0``: no thread at all."""
+    if int(depth) == 0:
+        return read_ahead(items, prepare, depth=0, where=where)
+    return read_ahead(read_ahead(items, _drawn, depth=1), prepare, depth=depth, where=where)

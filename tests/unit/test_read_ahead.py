@@ -1,5 +1,6 @@
-"""The batch run's read-ahead (crs_ml.scoring.pipeline.read_ahead): order, bounded memory,
-errors surfaced with their place, and a clean stop when the caller stops early."""
+"""The batch run's read-ahead (crs_ml.scoring.pipeline.read_ahead and draw_and_prepare, its
+two-stage chain): order, bounded memory, errors surfaced with their place, and a clean stop
+when the caller stops early."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import weakref
 import pytest
 
 from crs_ml.errors import InputError, ModelError
-from crs_ml.scoring.pipeline import read_ahead
+from crs_ml.scoring.pipeline import draw_and_prepare, read_ahead
 
 
 class Source:
@@ -163,12 +164,6 @@ def test_an_item_handed_over_is_not_held_while_the_next_is_awaited(depth):
     assert seen == [False]  # the first item was gone while the second was prepared
 
 
-def _chained(src, prepare, where_):
-    """Two stages as the batch run chains them (crs_ml.scoring.batch.score_to_file): a reader
-    stage that only draws, then the preparing stage, which names the chunk."""
-    return read_ahead(read_ahead(src, lambda k: k, depth=1), prepare, depth=1, where=where_)
-
-
 def test_chained_stages_run_in_two_threads_and_name_a_reading_error_once():
     src = Source(10, fail_at=4, exc=InputError("bad row", file="observations.parquet", row=3))
     got, drawn_in, prepared_in = [], set(), set()
@@ -183,7 +178,7 @@ def test_chained_stages_run_in_two_threads_and_name_a_reading_error_once():
         return k
 
     with pytest.raises(InputError) as info:
-        for item in _chained(drawn(), prepare, where):
+        for item in draw_and_prepare(drawn(), prepare, where=where):
             got.append(item)
     assert got == [0, 1, 2, 3]
     assert str(info.value).count("reading chunk") == 1
@@ -199,10 +194,17 @@ def test_chained_stages_stop_and_close_the_source():
     src = Source(1000)
     before = {t.name for t in threading.enumerate()}
     with pytest.raises(KeyboardInterrupt):
-        for k in _chained(src, lambda k: time.sleep(0.02) or k, where):
+        for k in draw_and_prepare(src, lambda k: time.sleep(0.02) or k, where=where):
             if k == 3:
                 raise KeyboardInterrupt
     assert src.closed
     assert src.drawn <= 7  # the caller's, the one being prepared and the one being read
     after = {t.name for t in threading.enumerate()}
     assert not {n for n in after - before if n.startswith("crs_ml_read_ahead")}
+
+
+def test_draw_and_prepare_at_depth_0_starts_no_thread():
+    src = Source(4)
+    main = threading.current_thread().name
+    seen = list(draw_and_prepare(src, lambda k: threading.current_thread().name, depth=0))
+    assert seen == [main] * 4 and src.threads == {main} and src.closed
