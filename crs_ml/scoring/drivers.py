@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 
 import numpy as np
 import pandas as pd
@@ -76,6 +77,28 @@ def format_numbers(values) -> np.ndarray:
         out[idx] = [f"{x:.3g}" for x in v[idx].tolist()]
     out[finite & (v == 0)] = "0"
     return out
+
+
+#: ``f"{k / 100:+.2f}"`` for k = -9999 .. 9999 (k = 0 is never looked up)
+_HUNDREDTHS = np.array([f"{k / 100:+.2f}" for k in range(-9999, 10000)], dtype=object)
+
+
+def signed_hundredths(x: np.ndarray) -> list[str]:
+    """``[f"{v:+.2f}" for v in x]``, the same texts, mostly looked up: a value whose hundredths
+    ``x * 100`` are clearly on one side of a rounding boundary (more than 1e-6 from a half)
+    and below 100 in size has the text of its nearest hundredth; the rest (a half or near it,
+    large values, NaN, +-inf and those that round to 0, whose sign Python keeps: ``-0.00``)
+    are formatted by Python."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = x * 100
+        k = np.rint(scaled)
+        clear = (np.abs(scaled - k) < 0.5 - 1e-6) & (np.abs(k) <= 9999) & (k != 0)
+    out = _HUNDREDTHS[np.where(clear, k, 1).astype(np.int64) + 9999]
+    other = np.flatnonzero(~clear)
+    if len(other):
+        out[other] = [f"{v:+.2f}" for v in x[other].tolist()]
+    return out.tolist()
 
 
 def format_number(x: float) -> str:
@@ -174,7 +197,8 @@ def _kind_code(kind: str, unit: str) -> tuple[int, str]:
 def _format_cells(code: np.ndarray, suffix: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Values as shown in drivers, each with its own kind (``code``, :func:`_kind_code`) and
     unit text (``suffix``): the whole column formatted at once, not one call per kind."""
-    out = np.where(code == _SINCE, "never", "not measured").astype(object)
+    out = np.full(v.shape, "not measured", dtype=object)
+    out[code == _SINCE] = "never"
     f = np.flatnonzero(np.isfinite(v))
     if len(f) == 0:
         return out
@@ -281,22 +305,22 @@ def not_measured(
 
 
 def _group_line(title: str, contributions: np.ndarray, mask: np.ndarray, texts: FeatureTexts,
-                listed: int = 3) -> np.ndarray:  # fmt: skip
-    """Per row ``"<title>: A, B, C and 2 more (+0.31 together)"`` over the features in
-    ``mask`` (named by input, largest |sum| first, ties in name order), or "" when they
-    contribute nothing. Only the rows with such a contribution are worked on."""
-    rows = len(contributions)
-    line = np.full(rows, "", dtype=object)
-    c = np.where(mask & ~np.isnan(contributions), contributions, 0.0)
+                listed: int = 3) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+    """``"<title>: A, B, C and 2 more (+0.31 together)"`` over the features in ``mask`` (named
+    by input, largest |sum| first, ties in name order) for the rows where they contribute:
+    (those rows, their texts). Only those rows are worked on. ``contributions``: NaN as 0."""
+    if not mask.any():
+        return np.empty(0, dtype=np.int64), []
+    c = np.where(mask, contributions, 0.0)
     nonzero = c != 0
     todo = np.flatnonzero(nonzero.any(axis=1))
     if len(todo) == 0:
-        return line
+        return todo, []
     # per input: the sum of its features' contributions and whether any contributes; only
     # the inputs some of whose features contribute in some row are worked on (a handful), each
     # with all its features in the same order, so each sum is the same as over every input
     c, nonzero = c[todo], nonzero[todo]
-    total = c.sum(axis=1).tolist()
+    total = c.sum(axis=1)
     any_group = np.zeros(len(texts.group_names), dtype=bool)
     any_group[texts.group_codes[nonzero.any(axis=0)]] = True
     columns = np.flatnonzero(any_group[texts.group_codes])
@@ -314,16 +338,13 @@ def _group_line(title: str, contributions: np.ndarray, mask: np.ndarray, texts: 
     for k in range(picks.shape[1]):
         picks[:, k] = strength.argmax(axis=1)
         strength[at, picks[:, k]] = -np.inf
-    picks = kept[picks]
-    top = picks.tolist()
+    top = texts.group_names[kept[picks]].tolist()  # the picked inputs' names, row by row
     n_used = used.sum(axis=1).tolist()
-    names = texts.group_names.tolist()
-    line[todo] = [
-        f"{title}: {', '.join(names[g] for g in t[:m])}{f' and {m - listed} more' if m > listed else ''}"
-        f" ({s:+.2f}{' together' if m > 1 else ''})"
-        for t, m, s in zip(top, n_used, total, strict=True)
+    return todo, [
+        f"{title}: {', '.join(t[:m])}{f' and {m - listed} more' if m > listed else ''}"
+        f" ({s}{' together' if m > 1 else ''})"
+        for t, m, s in zip(top, n_used, signed_hundredths(np.asarray(total)), strict=True)
     ]  # fmt: skip
-    return line
 
 
 def top_drivers(
@@ -355,50 +376,49 @@ def top_drivers(
     if imputed is None:
         imputed = np.zeros_like(absent)
     absent &= ~imputed
-    pieces = _measured_drivers(values, np.where(absent | imputed, 0.0, contributions),
-                               landmark_h, n, texts)  # fmt: skip
+    out = _measured_drivers(values, contributions, absent | imputed, landmark_h, n, texts)
+    known = np.where(np.isnan(contributions), 0.0, contributions)
     for title, mask in (("not measured yet", absent), ("imputed (training median)", imputed)):
-        pieces.append(_group_line(title, contributions, mask, texts))
-    # each row's non-empty pieces joined once, in order
-    listed = np.flatnonzero(np.any([p != "" for p in pieces], axis=0))
-    slots = [p[listed].tolist() for p in pieces]
-    out[listed] = ["; ".join(filter(None, t)) for t in zip(*slots, strict=True)]
+        at, lines = _group_line(title, known, mask, texts)
+        if len(at):  # appended after "; " where the row has text already
+            before = out[at].tolist()
+            out[at] = [f"{b}; {t}" if b else t for b, t in zip(before, lines, strict=True)]
     return out
 
 
-def _measured_drivers(values, contributions, landmark_h, n, texts: FeatureTexts) -> list:
-    """Per driver slot, the text of the top ``n`` features by |contribution| ("" where a slot
-    is not listed: zero contributions never are), built slot by slot over all rows at once:
-    each slot's values formatted in one call whatever their features' kinds
-    (:func:`_format_cells`), labels looked up per (feature, landmark)."""
+def _measured_drivers(values, contributions, unlisted, landmark_h, n,
+                      texts: FeatureTexts) -> np.ndarray:  # fmt: skip
+    """Per row, the top ``n`` features by |contribution| as ``"label = value (+0.12)"`` joined
+    by ``"; "`` ("" for a row with none: zero contributions and the features in ``unlisted``
+    are never listed). Built over all rows at once: the listed (row, slot) cells in row order,
+    their values formatted in one call whatever their features' kinds (:func:`_format_cells`),
+    labels looked up per (feature, landmark)."""
     rows, n_features = contributions.shape
     n = min(n, n_features)
     abs_c = np.abs(contributions)
-    abs_c[np.isnan(abs_c)] = 0.0
+    abs_c[np.isnan(abs_c) | unlisted] = 0.0
     top = _largest(abs_c, n)
-    row_index = np.arange(rows)[:, None]
-    values = values[row_index, top]
-    shap = contributions[row_index, top]
+    shap = np.take_along_axis(contributions, top, axis=1)
+    listed = np.isfinite(shap) & (np.take_along_axis(abs_c, top, axis=1) != 0)
+    row, slot = np.nonzero(listed)  # row by row, each row's slots in order
+    out = np.full(rows, "", dtype=object)
+    if len(row) == 0:
+        return out
+    feature = top[row, slot]
     uniq, which = np.unique(np.asarray(landmark_h, dtype=np.float64), return_inverse=True)
-    which = which.ravel()
     lm_text = format_numbers(uniq).tolist()
     # "label = " of each (feature, landmark): the landmark goes into the "{L}" of a label
     prefix = np.array([[label.replace("{L}", t) + " = " for t in lm_text]
                        for label, _, _ in texts.specs], dtype=object).reshape(n_features, -1)  # fmt: skip
-    pieces = []
-    for k in range(n):
-        s = shap[:, k]
-        valid = np.flatnonzero(np.isfinite(s) & (s != 0))  # only listed slots are formatted
-        piece = np.full(rows, "", dtype=object)
-        if len(valid):
-            feature = top[valid, k]
-            cells = _format_cells(texts.kind_codes[feature], texts.unit_texts[feature],
-                                  values[valid, k])  # fmt: skip
-            piece[valid] = [f"{p}{c} ({x:+.2f})" for p, c, x in zip(
-                prefix[feature, which[valid]].tolist(), cells.tolist(), s[valid].tolist(),
-                strict=True)]  # fmt: skip
-        pieces.append(piece)
-    return pieces
+    cells = _format_cells(texts.kind_codes[feature], texts.unit_texts[feature],
+                          values[row, feature])  # fmt: skip
+    items = iter([f"{p}{c} ({x})" for p, c, x in zip(
+        prefix[feature, which.ravel()[row]].tolist(), cells.tolist(),
+        signed_hundredths(shap[row, slot]), strict=True)])  # fmt: skip
+    counts = listed.sum(axis=1)
+    has = np.flatnonzero(counts)
+    out[has] = ["; ".join(islice(items, k)) for k in counts[has].tolist()]
+    return out
 
 
 def _largest(abs_c: np.ndarray, n: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import pytest
 from oracle import drivers as oracle
 
 from crs_ml.features.catalogue import feature_catalogue, feature_names
-from crs_ml.scoring.drivers import FeatureTexts, format_values, top_drivers
+from crs_ml.scoring.drivers import FeatureTexts, format_values, signed_hundredths, top_drivers
 
 EDGE_VALUES = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 0.5, 1.5, 2.5, 3.0, 9.995,
                         10.0, 99.95, 99.94, 100.0, 999.5, 1e15, -1e15, 1e300, -1e300, 1e-12,
@@ -104,3 +104,21 @@ def test_format_values_equal_the_frozen_implementation(kind, unit):
     new = format_values(kind, unit, values)
     old = oracle.format_values(kind, unit, values)
     assert list(new) == list(old)
+
+
+def test_signed_hundredths_equal_python_formatting_at_every_rounding_edge():
+    """The looked-up "+.2f" texts of contributions are Python's own, at and around every
+    half-hundredth (where the decimal value and its float differ), for values that round to 0
+    (whose sign Python keeps), large ones, and NaN and +-inf."""
+    rng = np.random.default_rng(11)
+    halves = (np.arange(-20000, 20001) + 0.5) / 100
+    near = np.r_[halves, np.nextafter(halves, np.inf), np.nextafter(halves, -np.inf)]
+    values = np.r_[
+        near,
+        rng.normal(0, 1, 20000),
+        rng.normal(0, 30, 5000),
+        rng.choice([-1, 1], 2000) * 10.0 ** rng.uniform(-8, 8, 2000),
+        [0.0, -0.0, 0.001, -0.001, 0.004999, -0.004999, 0.005, -0.005, 99.995, -99.995,
+         99.994999, 100.0, 1e300, -1e300, np.nan, np.inf, -np.inf],
+    ]  # fmt: skip
+    assert signed_hundredths(values) == [f"{v:+.2f}" for v in values.tolist()]
