@@ -93,9 +93,8 @@ def read_ahead(
     try:
         if depth == 0:
             k = 0
-            while (result := step(k)) is not _END:
-                yield result
-                result = None  # handed over: not held while the next one is prepared
+            while (held := [step(k)])[0] is not _END:
+                yield held.pop()  # handed over: not held while the next one is prepared
                 k += 1
             return
         with ThreadPoolExecutor(1, thread_name_prefix="crs_ml_read_ahead") as pool:
@@ -106,14 +105,16 @@ def read_ahead(
                     pending.append(pool.submit(step, k))
                     k += 1
                 while True:
-                    result = pending.popleft().result()
-                    if result is _END:
+                    held = [pending.popleft().result()]
+                    if held[0] is _END:
                         return
                     # the next item starts only when one is handed over: at most depth ahead
                     pending.append(pool.submit(step, k))
                     k += 1
-                    yield result
-                    result = None  # handed over: not held while the next one is awaited
+                    # handed over without a reference left in this frame: a stage before
+                    # the caller's (the drawing one) must not keep the item while the next
+                    # stage works on it and then waits (peak memory)
+                    yield held.pop()
             finally:
                 for future in pending:
                     future.cancel()  # not started: never runs; the running one finishes

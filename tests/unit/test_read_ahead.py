@@ -164,6 +164,39 @@ def test_an_item_handed_over_is_not_held_while_the_next_is_awaited(depth):
     assert seen == [False]  # the first item was gone while the second was prepared
 
 
+def test_a_drawn_item_is_not_held_once_it_is_prepared():
+    """Peak memory of the chain: once the preparing stage has turned drawn item k into its
+    result, nothing keeps item k while that result waits for the caller (the drawing stage
+    handed it over without keeping a reference)."""
+
+    class Raw:
+        pass
+
+    drawn, prepared = [], threading.Event()
+
+    def source():
+        for _ in range(4):
+            raw = Raw()
+            drawn.append(weakref.ref(raw))
+            yield raw
+            del raw
+
+    def prepare(raw):
+        if len(drawn) >= 2 and raw is drawn[1]():
+            prepared.set()
+        return object()
+
+    items = draw_and_prepare(source(), prepare, depth=1)
+    first = next(items)  # the caller holds result 0; result 1 is prepared meanwhile
+    assert prepared.wait(10)
+    deadline = time.monotonic() + 5
+    while drawn[1]() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert drawn[1]() is None  # drawn item 1 is gone while its result waits
+    assert first is not None and len(list(items)) == 3
+
+
 def test_chained_stages_run_in_two_threads_and_name_a_reading_error_once():
     src = Source(10, fail_at=4, exc=InputError("bad row", file="observations.parquet", row=3))
     got, drawn_in, prepared_in = [], set(), set()
