@@ -79,8 +79,15 @@ def format_numbers(values) -> np.ndarray:
     return out
 
 
-#: ``f"{k / 100:+.2f}"`` for k = -9999 .. 9999 (k = 0 is never looked up)
-_HUNDREDTHS = np.array([f"{k / 100:+.2f}" for k in range(-9999, 10000)], dtype=object)
+@lru_cache(maxsize=1)
+def _hundredths() -> np.ndarray:
+    """``f"{k / 100:+.2f}"`` for k = -9999 .. 9999 (k = 0 is never looked up); built on first
+    use (10 ms), not at import."""
+    return np.array([f"{k / 100:+.2f}" for k in range(-9999, 10000)], dtype=object)
+
+
+#: below this many values Python formats them all (numpy's fixed cost is more)
+SMALL_HUNDREDTHS = 256
 
 
 def signed_hundredths(x: np.ndarray) -> list[str]:
@@ -88,13 +95,15 @@ def signed_hundredths(x: np.ndarray) -> list[str]:
     ``x * 100`` are clearly on one side of a rounding boundary (more than 1e-6 from a half)
     and below 100 in size has the text of its nearest hundredth; the rest (a half or near it,
     large values, NaN, +-inf and those that round to 0, whose sign Python keeps: ``-0.00``)
-    are formatted by Python."""
+    are formatted by Python, as are all of a few values."""
     x = np.asarray(x, dtype=np.float64).ravel()
+    if len(x) < SMALL_HUNDREDTHS:
+        return [f"{v:+.2f}" for v in x.tolist()]
     with np.errstate(invalid="ignore", over="ignore"):
         scaled = x * 100
         k = np.rint(scaled)
         clear = (np.abs(scaled - k) < 0.5 - 1e-6) & (np.abs(k) <= 9999) & (k != 0)
-    out = _HUNDREDTHS[np.where(clear, k, 1).astype(np.int64) + 9999]
+    out = _hundredths()[np.where(clear, k, 1).astype(np.int64) + 9999]
     other = np.flatnonzero(~clear)
     if len(other):
         out[other] = [f"{v:+.2f}" for v in x[other].tolist()]
