@@ -12,13 +12,15 @@ on 1,000 simulated patients without short horizons (as ``bench_score.py --latenc
 --no-windows``).
 
 ``--against TREE`` runs this script with ``PYTHONPATH=TREE`` and with this tree in turn,
-``--pairs`` times each, and prints the per-stage p50 of both (median over the pairs): an A/B
-that a busy machine distorts alike. The other tree must read this tree's models (a tree
+``--pairs`` times each (first the other tree, then this one, then the reverse: an even number
+runs each tree first as often; with an odd number one tree runs second more often, and on a
+host whose speed drifts that alone moved a copy of the same tree by 1.2-1.4x), and prints the
+per-stage p50 of both (median over the pairs): an A/B that a busy machine distorts alike. The other tree must read this tree's models (a tree
 with the same configuration settings, e.g. ``git archive COMMIT crs_ml | tar -x -C DIR``). ``--profile STAGE`` prints a cProfile of ``--n`` calls
 of one stage (``features``, ``records``, ``statuses``, ``table``, ``score``, ``predict``).
 
 Usage: ``python benchmarks/bench_latency_profile.py --fixture /tmp/fx [--make-fixture]
-[--against /path/to/other/tree --pairs 3] [--profile features]``.
+[--against /path/to/other/tree --pairs 4] [--profile features]``.
 """
 
 from __future__ import annotations
@@ -163,6 +165,9 @@ def profile(folder: Path, n: int, seed: int, stage: str, model_name: str, top: i
 
 def paired(args) -> None:
     trees = {"other": Path(args.against).resolve(), "this": ROOT}
+    if args.pairs % 2:
+        print(f"note: {args.pairs} pairs (odd): one tree runs first more often than the other",
+              file=sys.stderr)  # fmt: skip
     runs: dict[str, list[dict]] = {k: [] for k in trees}
     for p in range(args.pairs):
         for key in ("other", "this") if p % 2 == 0 else ("this", "other"):
@@ -188,7 +193,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--against", help="another crs_ml tree to pair with this one")
-    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=4, help="even: each tree first as often")
     ap.add_argument("--profile", choices=("features", "statuses", "table", "records", "score",
                                           "predict"))  # fmt: skip
     ap.add_argument("--model", choices=MODELS, default="xgboost")
