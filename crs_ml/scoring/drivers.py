@@ -93,9 +93,10 @@ SMALL_HUNDREDTHS = 256
 def signed_hundredths(x: np.ndarray) -> list[str]:
     """``[f"{v:+.2f}" for v in x]``, the same texts, mostly looked up: a value whose hundredths
     ``x * 100`` are clearly on one side of a rounding boundary (more than 1e-6 from a half)
-    and below 100 in size has the text of its nearest hundredth; the rest (a half or near it,
-    large values, NaN, +-inf and those that round to 0, whose sign Python keeps: ``-0.00``)
-    are formatted by Python, as are all of a few values."""
+    and round to at most 9,999 in size (``|x|`` below about 99.995) has the text of its nearest
+    hundredth; the rest (a half or near it, larger values, NaN, +-inf and those that round to
+    0, whose sign Python keeps: ``-0.00``) are formatted by Python, as are all of a few
+    values."""
     x = np.asarray(x, dtype=np.float64).ravel()
     if len(x) < SMALL_HUNDREDTHS:
         return [f"{v:+.2f}" for v in x.tolist()]
@@ -371,8 +372,9 @@ def top_drivers(
     first, then one line for the inputs not measured yet and one for those imputed with the
     training median (``imputed``: (rows, features) mask), each with their summed contribution.
 
-    Only the presentation groups: the SHAP values themselves are untouched. Built column-wise:
-    per driver slot, one formatting call for all rows (one f-string per listed driver).
+    Only the presentation groups: the SHAP values themselves are untouched. Built for all rows
+    at once: one formatting call for every listed cell of every slot (one f-string per listed
+    driver), then each row's pieces joined.
     ``texts``: :meth:`FeatureTexts.of` ``(names, catalogue)`` when the caller holds it (scoring
     keeps one per model), ``values`` ``X[names]`` as a float matrix when it holds that."""
     rows = len(X)

@@ -45,3 +45,24 @@ def test_row_codes_equal_a_lookup_per_row(grouped, dtype):
     assert np.array_equal(st.obs_code, _lookup(patients, ids))
     assert np.array_equal(st.ev_code, _lookup(patients, ev_ids))
     assert (st.obs_code == -1).sum() > 0 and (st.obs_code >= 0).sum() > 0
+
+
+def test_ids_that_are_not_text_are_looked_up_row_by_row():
+    """A hand-built cohort whose ids are integers (beyond float precision) or mixed types gets
+    the same positions as a lookup per row (Arrow would round or refuse them)."""
+    big = [2**60 + 1, 5, 2**60 + 3]
+    cases = [(big, [2**60 + 1, None, 5, 2**60 + 1, 2**60 + 3]), (["a", 1], ["a", 1, 1, "b"])]
+    for patients, ids in cases:
+        n = len(ids)
+        obs = pd.DataFrame({
+            "patient_id": pd.Series(ids, dtype=object), "hours": np.linspace(0, 20, n),
+            "variable": "crp", "value": 1.0, "censored": np.int8(0), "out_of_range": False,
+            "source_row": np.arange(1, n + 1),
+        })  # fmt: skip
+        events = obs.head(0)[["patient_id", "hours"]].assign(end_hours=np.nan, event="",
+                                                               detail="", source_row=0)  # fmt: skip
+        cohort = Cohort(pd.DataFrame({"patient_id": pd.Series(patients, dtype=object),
+                                      "infusion_time": pd.Timestamp("2026-01-01")}), obs, events)  # fmt: skip
+        st = statuses(cohort, np.array([24.0]), as_of_hours=30.0)
+        at = {p: i for i, p in enumerate(patients)}
+        assert st.obs_code.tolist() == [at.get(i, -1) for i in ids]
