@@ -218,11 +218,13 @@ def chunk_features(s: Scoring, k: int):
     if len(rows) == 0:
         return None
     c = s.cohort
-    sub = Cohort(
+    # one chunk (a batch run's, one patient's): the whole cohort, whose rows of patients
+    # not scored the guard leaves out (no point of theirs), instead of a copy of the rest
+    sub = c if len(s.chunks) == 1 else Cohort(
         patients=_take(c.patients, rows),
         observations=_take(c.observations, s.obs_parts[k]),
         events=_take(c.events, s.ev_parts[k]),
-    )
+    )  # fmt: skip
     points = pd.DataFrame(
         {"patient_id": s.st.pid_values[rows], "landmark_h": s.st.landmark_h[rows]}
     )
