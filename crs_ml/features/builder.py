@@ -160,12 +160,19 @@ def _row_points(pid: pa.Array, start: np.ndarray, point_ids: pl.Series):
         matched = runs[0].as_py() == point_ids[0]  # a null id matches nothing
         rows = len(start) if matched else 0
         return np.arange(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
-    if len(runs) == len(point_ids) and len(runs) and runs.null_count == 0:
+    once = point_ids.n_unique() == len(point_ids)  # no patient has two points
+    if once and len(runs) == len(point_ids) and len(runs) and runs.null_count == 0:
         same = pc.equal(runs, point_ids.to_arrow().cast(runs.type))
-        if pc.all(same).as_py() and point_ids.n_unique() == len(point_ids):
-            # the k-th run is the k-th point's patient and no patient comes twice (a chunk
-            # scored at one landmark, in the patients' order): no hashing
+        if pc.all(same).as_py():
+            # the k-th run is the k-th point's patient (a chunk scored at one landmark, in
+            # the patients' order): no hashing
             return np.arange(len(start), dtype=np.int64), np.cumsum(start, dtype=np.int64) - 1
+    if once:  # each run's point (if any) looked up in Arrow; a null id matches nothing
+        found = pc.index_in(runs, value_set=point_ids.to_arrow().cast(runs.type))
+        run_point = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        per_row = run_point[np.cumsum(start, dtype=np.int64) - 1]
+        row = np.flatnonzero(per_row >= 0)
+        return row, per_row[row]
     run_ids = runs.to_numpy(zero_copy_only=False).astype(object)
     point_ids = point_ids.to_numpy()
     codes, uniques = pd.factorize(np.concatenate([run_ids, point_ids.astype(object)]))

@@ -236,6 +236,25 @@ def test_unsorted_tables_and_repeated_points(optimised, monkeypatch):
     assert_same_features(build_features(cohort, points, cfg), oracle_features(cohort, points))
 
 
+def test_points_for_some_patients_once_each_in_another_order():
+    """A batch chunk with patients not scored: points for some of the cohort's patients, each
+    once, in an order of their own (each run's point looked up, not matched one by one): the
+    oracle's values, and the rows of the patients without a point are never read."""
+    tables = simulate_cohort(30, seed=5)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_cohort(tables, Path(tmp))
+        cohort = load_cohort(Path(tmp))
+    ids = cohort.patients["patient_id"].to_numpy(dtype=object)
+    chosen = np.random.default_rng(4).permutation(ids)[:17]
+    points = pd.DataFrame({"patient_id": chosen, "landmark_h": np.resize([24.0, 48.0], 17)})
+    cfg = FeatureConfig(variables=CORE)
+    got = build_features(cohort, points, cfg)
+    assert_same_features(got, oracle_features(cohort, points))
+    others = ~cohort.observations["patient_id"].isin(chosen)
+    cohort.observations.loc[others, "value"] = 1e9  # rows of patients without a point
+    pd.testing.assert_frame_equal(build_features(cohort, points, cfg), got)
+
+
 def test_split_patient_runs_matching_repeated_points():
     """A hand-made table whose rows of one patient come in two runs (a, b, a) scored at the
     points a, b, a: the runs' ids equal the points' one by one, but a patient comes twice, so
