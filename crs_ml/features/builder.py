@@ -111,7 +111,9 @@ def _visible_rows(table: pd.DataFrame, points: pl.DataFrame, columns: list[str],
     hours = table["hours"].to_numpy(dtype="float64")
     latest = points["landmark_h"].max() if len(points) else -np.inf
     keep = np.flatnonzero(hours <= latest)  # cheap first cut; the exact one is below
-    pid = _arrow_strings(table["patient_id"]).take(pa.array(keep))
+    pid = _arrow_strings(table["patient_id"])
+    if len(keep) < len(hours):  # (a batch chunk as of its landmarks keeps every row: no copy)
+        pid = pid.take(pa.array(keep))
     start = np.ones(len(keep), dtype=bool)
     if len(keep) > 1:
         same = pc.equal(pid[1:], pid[:-1]).fill_null(False)
@@ -122,17 +124,22 @@ def _visible_rows(table: pd.DataFrame, points: pl.DataFrame, columns: list[str],
     source = keep[row]  # each (row, point) pair's row of the table
     ok = hours[source] <= landmark  # THE cut: result time at or before L
     source, point, landmark = source[ok], point[ok], landmark[ok]
+    every_row = len(source) == len(hours) and np.array_equal(source, np.arange(len(hours)))
     at = pa.array(source)
+
+    def texts(column: str) -> pa.Array:  # the column's texts at ``source``
+        strings = _arrow_strings(table[column])
+        return strings if every_row else strings.take(at)
+
     data = {"hours": hours[source]}
     for c in columns:
         if c in ("patient_id", "hours"):
             continue
         if c in (codes or {}):
             names = _name_set(codes[c])  # type: ignore[index]
-            found = pc.index_in(_arrow_strings(table[c]).take(at), value_set=names)
-            data[c] = pl.from_arrow(found)
+            data[c] = pl.from_arrow(pc.index_in(texts(c), value_set=names))
         elif c in STRING_COLUMNS:
-            data[c] = pl.from_arrow(_arrow_strings(table[c]).take(at)).cast(pl.String)
+            data[c] = pl.from_arrow(texts(c)).cast(pl.String)
         else:
             data[c] = table[c].to_numpy()[source]
     data["point"] = point
