@@ -173,6 +173,27 @@ def test_chunks_and_progress_do_not_change_the_result(trained, new):
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
+def test_a_hand_made_cohort_with_ids_of_other_types_scores_the_same_in_one_chunk(trained, new):
+    """Statuses match ids as Python objects, the feature guard as text: a row whose id is the
+    int 7 belongs to no patient for the first and to patient "7" for the second. One chunk
+    of such a cohort (object ids) keeps the copy of the scored patients' rows, so the row is
+    read in neither case, as with several chunks."""
+    c = new.cohort.subset(new.cohort.patients["patient_id"].iloc[:2])
+    ren = dict(zip(c.patients["patient_id"], ["7", "8"], strict=True))
+
+    def renamed(t):
+        return t.assign(patient_id=t["patient_id"].map(ren).astype(object))
+
+    extra = renamed(c.observations).iloc[[0]].assign(patient_id=7, hours=10.0,
+                                                     variable="temperature", value=41.5)  # fmt: skip
+    obs = pd.concat([renamed(c.observations), extra], ignore_index=True)
+    cohort = Cohort(renamed(c.patients), obs.astype({"patient_id": object}), renamed(c.events))
+    one = score(trained.bundle, cohort, as_of_hours=24)
+    many = score(trained.bundle, cohort, as_of_hours=24, chunk_size=1)
+    pd.testing.assert_frame_equal(one, many)
+    assert (one["status"] == "scored").all()
+
+
 def test_the_package_attribute_is_the_scoring_function(trained, new):
     import crs_ml
 
