@@ -114,10 +114,7 @@ def _visible_rows(table: pd.DataFrame, points: pl.DataFrame, columns: list[str],
     pid = _arrow_strings(table["patient_id"])
     if len(keep) < len(hours):  # (a batch chunk as of its landmarks keeps every row: no copy)
         pid = pid.take(pa.array(keep))
-    start = np.ones(len(keep), dtype=bool)
-    if len(keep) > 1:
-        same = pc.equal(pid[1:], pid[:-1]).fill_null(False)
-        start[1:] = ~same.to_numpy(zero_copy_only=False)
+    start = run_starts(pid)
     row, point = _row_points(pid, start, points["patient_id"])
     landmark = points["landmark_h"].to_numpy()[point]
     point = points["point"].to_numpy()[point]
@@ -151,6 +148,16 @@ def _visible_rows(table: pd.DataFrame, points: pl.DataFrame, columns: list[str],
     return pl.DataFrame(data)
 
 
+def run_starts(ids: pa.Array) -> np.ndarray:
+    """True where a run of equal values of ``ids`` begins (the first row, and each row whose
+    value differs from the row before; a null equals nothing, so each null starts a run).
+    A Cohort's tables come in runs of one patient."""
+    start = np.ones(len(ids), dtype=bool)
+    if len(ids) > 1:
+        start[1:] = ~pc.equal(ids[1:], ids[:-1]).fill_null(False).to_numpy(zero_copy_only=False)
+    return start
+
+
 @lru_cache(maxsize=64)
 def _name_set(names: tuple[str, ...]) -> pa.Array:
     """``names`` as an Arrow array (built once per tuple of names)."""
@@ -168,14 +175,15 @@ def _row_points(pid: pa.Array, start: np.ndarray, point_ids: pl.Series):
         rows = len(start) if matched else 0
         return np.arange(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
     once = point_ids.n_unique() == len(point_ids)  # no patient has two points
+    if once:
+        wanted = point_ids.to_arrow().cast(runs.type)
     if once and len(runs) == len(point_ids) and len(runs) and runs.null_count == 0:
-        same = pc.equal(runs, point_ids.to_arrow().cast(runs.type))
-        if pc.all(same).as_py():
+        if pc.all(pc.equal(runs, wanted)).as_py():
             # the k-th run is the k-th point's patient (a chunk scored at one landmark, in
             # the patients' order): no hashing
             return np.arange(len(start), dtype=np.int64), np.cumsum(start, dtype=np.int64) - 1
     if once:  # each run's point (if any) looked up in Arrow; a null id matches nothing
-        found = pc.index_in(runs, value_set=point_ids.to_arrow().cast(runs.type))
+        found = pc.index_in(runs, value_set=wanted)
         run_point = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         per_row = run_point[np.cumsum(start, dtype=np.int64) - 1]
         row = np.flatnonzero(per_row >= 0)
