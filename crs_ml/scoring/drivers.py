@@ -387,8 +387,8 @@ def top_drivers(
     if imputed is None:
         imputed = np.zeros_like(absent)
     absent &= ~imputed
-    out = _measured_drivers(values, contributions, absent | imputed, landmark_h, n, texts)
-    known = np.where(np.isnan(contributions), 0.0, contributions)
+    known = np.where(np.isnan(contributions), 0.0, contributions)  # NaN contributes nothing
+    out = _measured_drivers(values, known, absent | imputed, landmark_h, n, texts)
     for title, mask in (("not measured yet", absent), ("imputed (training median)", imputed)):
         at, lines = _group_line(title, known, mask, texts)
         if len(at):  # appended after "; " where the row has text already
@@ -401,13 +401,13 @@ def _measured_drivers(values, contributions, unlisted, landmark_h, n,
                       texts: FeatureTexts) -> np.ndarray:  # fmt: skip
     """Per row, the top ``n`` features by |contribution| as ``"label = value (+0.12)"`` joined
     by ``"; "`` ("" for a row with none: zero contributions and the features in ``unlisted``
-    are never listed). Built over all rows at once: the listed (row, slot) cells in row order,
-    their values formatted in one call whatever their features' kinds (:func:`_format_cells`),
-    labels looked up per (feature, landmark)."""
+    are never listed). ``contributions``: NaN as 0. Built over all rows at once: the listed
+    (row, slot) cells in row order, their values formatted in one call whatever their
+    features' kinds (:func:`_format_cells`), labels looked up per (feature, landmark)."""
     rows, n_features = contributions.shape
     n = min(n, n_features)
     abs_c = np.abs(contributions)
-    abs_c[np.isnan(abs_c) | unlisted] = 0.0
+    abs_c[unlisted] = 0.0
     top = _largest(abs_c, n)
     shap = np.take_along_axis(contributions, top, axis=1)
     listed = np.isfinite(shap) & (np.take_along_axis(abs_c, top, axis=1) != 0)
