@@ -35,6 +35,11 @@ features, labelling, training and scoring only ever read this form. Columns and 
     (float64), true_risk (float64): the simulator's true cumulative incidence by each short
     horizon (:func:`crs_ml.simulate.simulator.horizon_truth`), for the per-horizon oracle.
 
+Every table's ``patient_id`` is text: a table given to a Cohort (built or assigned) with ids
+of another type (integers, floats, mixed objects) is held with them as text (:func:`ids_as_text`: integral
+floats without '.0', missing as ''), so every step matches ids the same way (the int 7 and
+the text "7" are one patient).
+
 ``report``
     the validation report of loading (:class:`crs_ml.ingest.load.CheckReport`), or None.
 
@@ -101,6 +106,43 @@ PRODUCTS = ("axi-cel", "tisa-cel", "liso-cel", "brexu-cel", "ide-cel", "cilta-ce
 CD28_PRODUCTS = ("axi-cel", "brexu-cel")
 
 
+#: the tables whose ``patient_id`` a Cohort keeps as text
+ID_TABLES = ("patients", "observations", "events", "outcomes", "truth", "truth_horizons")
+
+
+def ids_as_text(s: pd.Series) -> pd.Series:
+    """Identifier column as text; integral floats lose their '.0'; missing -> ''; surrounding
+    whitespace removed. Raises ValueError for true/false values."""
+    if pd.api.types.is_float_dtype(s.dtype):
+        v = s.to_numpy(dtype="float64", na_value=np.nan)
+        if np.all(np.isnan(v) | (v == np.round(v))):
+            s = s.astype("Int64")
+    elif pd.api.types.is_bool_dtype(s.dtype):
+        raise ValueError("identifier column holds true/false values")
+    elif pd.api.types.is_object_dtype(s.dtype):  # mixed values: an integral float as an int
+        values = [int(v) if isinstance(v, float) and v.is_integer() else v for v in s]
+        s = pd.Series(values, index=s.index, dtype=object, name=s.name)
+    return s.astype("str").fillna("").str.strip()
+
+
+def is_text(s: pd.Series) -> bool:
+    """The column is text: pandas' string dtypes, Arrow text, or objects that are all str
+    (missing values allowed)."""
+    dtype = s.dtype
+    if isinstance(dtype, pd.StringDtype):
+        return True
+    if isinstance(dtype, pd.ArrowDtype):
+        import pyarrow as pa
+
+        return pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(
+            dtype.pyarrow_dtype
+        )
+    return pd.api.types.is_object_dtype(dtype) and pd.api.types.infer_dtype(s, skipna=True) in (
+        "string",
+        "empty",
+    )
+
+
 def empty_rejected() -> pd.DataFrame:
     """A new empty rejected-rows table (a copy of one built once: every Cohort made
     without one gets it, one-patient scoring makes several)."""
@@ -160,6 +202,17 @@ class Cohort:
     rejected: pd.DataFrame = field(default_factory=empty_rejected)
     source: str | None = None
     truth_horizons: pd.DataFrame | None = None
+
+    def __setattr__(self, name: str, value) -> None:
+        # built or assigned, a table's patient ids are text (the module docstring)
+        if name in ID_TABLES and value is not None and "patient_id" in value.columns:
+            ids = value["patient_id"]
+            if not is_text(ids):
+                try:
+                    value = value.assign(patient_id=ids_as_text(ids))
+                except ValueError as exc:
+                    raise ValueError(f"Cohort.{name}: patient_id: {exc}") from None
+        object.__setattr__(self, name, value)
 
     @property
     def n_patients(self) -> int:

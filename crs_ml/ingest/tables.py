@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from crs_ml.cohort import PATIENT_COLUMNS
+from crs_ml.cohort import PATIENT_COLUMNS, ids_as_text
 from crs_ml.errors import ConfigError, InputError
 from crs_ml.ingest.values import strip_text
 
@@ -342,14 +342,12 @@ def from_arrow(table) -> pl.DataFrame:
 
 
 def ids_to_text(s: pd.Series) -> pd.Series:
-    """Identifier column as text; integral floats lose their '.0'; missing -> ''."""
-    if pd.api.types.is_float_dtype(s.dtype):
-        v = s.to_numpy(dtype="float64", na_value=np.nan)
-        if np.all(np.isnan(v) | (v == np.round(v))):
-            s = s.astype("Int64")
-    elif pd.api.types.is_bool_dtype(s.dtype):
-        raise InputError("identifier column holds true/false values", column=str(s.name))
-    return s.astype("str").fillna("").str.strip()
+    """Identifier column as text (:func:`crs_ml.cohort.ids_as_text`), true/false values
+    refused with the column named."""
+    try:
+        return ids_as_text(s)
+    except ValueError as exc:
+        raise InputError(str(exc), column=str(s.name)) from None
 
 
 def read_parquet(path: Path) -> pl.DataFrame:

@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from crs_ml.cohort import Cohort
 from crs_ml.config import FeatureConfig, ScoringConfig, TaskConfig
@@ -219,14 +218,9 @@ def chunk_features(s: Scoring, k: int):
     if len(rows) == 0:
         return None
     c = s.cohort
-    # one chunk (a batch run's, one patient's) of a cohort with text ids (as loaded): the
-    # whole cohort, whose rows of patients not scored the guard leaves out (no point of
-    # theirs), instead of a copy of the rest. Ids of other types (a hand-made Cohort) keep
-    # the copy: statuses match them as Python objects, the guard as text (7 as "7")
-    whole = len(s.chunks) == 1 and all(
-        _text_ids(t) for t in (c.patients, c.observations, c.events)
-    )  # fmt: skip
-    sub = c if whole else Cohort(
+    # one chunk (a batch run's, one patient's): the whole cohort, whose rows of patients not
+    # scored the guard leaves out (no point of theirs), instead of a copy of the rest
+    sub = c if len(s.chunks) == 1 else Cohort(
         patients=_take(c.patients, rows),
         observations=_take(c.observations, s.obs_parts[k]),
         events=_take(c.events, s.ev_parts[k]),
@@ -238,16 +232,6 @@ def chunk_features(s: Scoring, k: int):
         return build_features(sub, points, s.features)
     except CrsMlError as exc:
         return exc
-
-
-def _text_ids(frame: pd.DataFrame) -> bool:
-    """The table's patient ids are a text type (pandas' string dtypes), as a loaded Cohort's."""
-    dtype = frame["patient_id"].dtype
-    if isinstance(dtype, pd.ArrowDtype):
-        return pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(
-            dtype.pyarrow_dtype
-        )
-    return isinstance(dtype, pd.StringDtype)
 
 
 def _take(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:

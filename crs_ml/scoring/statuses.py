@@ -93,15 +93,7 @@ def _codes(pid: pd.Index, ids: pd.Series) -> np.ndarray:
     if len(pid) == 1 and isinstance(pid[0], str):  # one patient: compared, not hashed
         same = ids.to_numpy(dtype=object, na_value=None) == pid[0]
         return np.where(same, 0, -1).astype(np.int64)
-    try:
-        arr = pa.array(ids, from_pandas=True)
-    except (pa.ArrowException, UnicodeError):
-        arr = None
-    if arr is None or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        # not text (a Cohort's ids are): every row looked up through factorize
-        codes, uniques = pd.factorize(ids)
-        where = pid.get_indexer(pd.Index(np.asarray(uniques, dtype=object), dtype=object))
-        return np.where(codes >= 0, where[np.maximum(codes, 0)], -1).astype(np.int64)
+    arr = pa.array(ids, from_pandas=True)  # text: a Cohort's ids are
     start = run_starts(arr)
     runs = arr.take(pa.array(np.flatnonzero(start)))
     where = pid.get_indexer(pd.Index(runs.to_numpy(zero_copy_only=False).astype(object),

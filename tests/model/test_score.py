@@ -174,10 +174,8 @@ def test_chunks_and_progress_do_not_change_the_result(trained, new):
 
 
 def test_a_hand_made_cohort_with_ids_of_other_types_scores_the_same_in_one_chunk(trained, new):
-    """Statuses match ids as Python objects, the feature guard as text: a row whose id is the
-    int 7 belongs to no patient for the first and to patient "7" for the second. One chunk
-    of such a cohort (object ids) keeps the copy of the scored patients' rows, so the row is
-    read in neither case, as with several chunks."""
+    """A Cohort holds its ids as text: a row whose id is the int 7 is patient "7"'s row, for
+    the statuses and for the feature guard alike, in one chunk as in several."""
     c = new.cohort.subset(new.cohort.patients["patient_id"].iloc[:2])
     ren = dict(zip(c.patients["patient_id"], ["7", "8"], strict=True))
 
@@ -192,6 +190,9 @@ def test_a_hand_made_cohort_with_ids_of_other_types_scores_the_same_in_one_chunk
     many = score(trained.bundle, cohort, as_of_hours=24, chunk_size=1)
     pd.testing.assert_frame_equal(one, many)
     assert (one["status"] == "scored").all()
+    # the int 7's row (41.5 C at 10 h) is patient "7"'s
+    points = pd.DataFrame({"patient_id": ["7"], "landmark_h": [24.0]})
+    assert build_features(cohort, points)["temperature_max"].iloc[0] == 41.5
 
 
 def test_the_package_attribute_is_the_scoring_function(trained, new):

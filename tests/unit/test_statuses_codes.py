@@ -47,11 +47,16 @@ def test_row_codes_equal_a_lookup_per_row(grouped, dtype):
     assert (st.obs_code == -1).sum() > 0 and (st.obs_code >= 0).sum() > 0
 
 
-def test_ids_that_are_not_text_are_looked_up_row_by_row():
-    """A hand-built cohort whose ids are integers (beyond float precision) or mixed types gets
-    the same positions as a lookup per row (Arrow would round or refuse them)."""
+def test_ids_that_are_not_text_are_held_as_text_and_looked_up_as_text():
+    """A hand-built cohort whose ids are integers (beyond float precision), integral floats
+    or mixed types holds them as text (exactly, as loading would give them), and each row
+    finds its patient by that text: the int 7 and the text "7" are one patient."""
     big = [2**60 + 1, 5, 2**60 + 3]
-    cases = [(big, [2**60 + 1, None, 5, 2**60 + 1, 2**60 + 3]), (["a", 1], ["a", 1, 1, "b"])]
+    cases = [
+        (big, [2**60 + 1, None, 5, 2**60 + 1, 2**60 + 3]),
+        (["a", 7], ["a", 7, "7", "b", " a "]),
+        ([1.0, 2.0], [2.0, 1.0, 1.0]),
+    ]
     for patients, ids in cases:
         n = len(ids)
         obs = pd.DataFrame({
@@ -63,6 +68,18 @@ def test_ids_that_are_not_text_are_looked_up_row_by_row():
                                                                detail="", source_row=0)  # fmt: skip
         cohort = Cohort(pd.DataFrame({"patient_id": pd.Series(patients, dtype=object),
                                       "infusion_time": pd.Timestamp("2026-01-01")}), obs, events)  # fmt: skip
+        text = [f"{int(p)}" if isinstance(p, float) else str(p) for p in patients]
+        assert cohort.patients["patient_id"].tolist() == text
         st = statuses(cohort, np.array([24.0]), as_of_hours=30.0)
-        at = {p: i for i, p in enumerate(patients)}
-        assert st.obs_code.tolist() == [at.get(i, -1) for i in ids]
+        at = {p: i for i, p in enumerate(text)}
+        want = [-1 if i is None else at.get(str(int(i)) if isinstance(i, float) else str(i).strip(), -1)
+                for i in ids]  # fmt: skip
+        assert st.obs_code.tolist() == want
+
+
+def test_a_table_assigned_later_is_held_with_text_ids_and_true_false_ids_are_refused():
+    cohort = Cohort(pd.DataFrame({"patient_id": ["1", "2"]}), pd.DataFrame(), pd.DataFrame())
+    cohort.patients = pd.DataFrame({"patient_id": [1, 2]})
+    assert cohort.patients["patient_id"].tolist() == ["1", "2"]
+    with pytest.raises(ValueError, match=r"Cohort.patients: patient_id: .*true/false"):
+        Cohort(pd.DataFrame({"patient_id": [True, False]}), pd.DataFrame(), pd.DataFrame())
