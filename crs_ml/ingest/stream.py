@@ -13,8 +13,8 @@ How the long tables (observations, events, ...) are split, by format:
   column. When the file is grouped by patient in the patients table's order (as extracts
   and the simulator write it), the first pass notes the row where each chunk starts and
   the second cuts the batches there, without reading the ids again. Otherwise the second
-  pass spills each chunk's rows to its own temporary Parquet file and the chunks are read
-  back one by one. Either way, memory holds one batch and one
+  pass appends each chunk's rows to its own temporary Arrow file (LZ4) and the chunks are
+  read back one by one. Either way, memory holds one batch and one
   chunk, whatever the cohort's size.
 - **CSV** (and Parquet with numeric-float ids) is read whole, then split: bounded memory
   needs Parquet input.
@@ -100,6 +100,7 @@ class CohortChunks:
         ids = text_of(self._patients.frame, "patient_id")
         unique = pd.unique(ids[ids != ""])
         self._index = pd.Index(unique, dtype=object)
+        self._lookup: pl.DataFrame | None = None  #: patient_id -> position, for spilling
         code = self._index.get_indexer(ids)
         # rows without an id are rejected with the first chunk
         self._patient_chunk = np.where(code >= 0, code // self.chunk_size, 0)
@@ -119,7 +120,11 @@ class CohortChunks:
         looked up once: ~10x faster than a lookup per row). Unknown ids take the chunk of the
         row before them (``before`` for the first rows: the previous batch's last chunk)."""
         where = self._index.get_indexer(pd.Index(np.asarray(uniques, dtype=object), dtype=object))
-        code = np.where(codes >= 0, where[np.maximum(codes, 0)], -1)
+        return self._code_chunks(np.where(codes >= 0, where[np.maximum(codes, 0)], -1), before)
+
+    def _code_chunks(self, code: np.ndarray, before: int) -> np.ndarray:
+        """Chunk of each row from its patient's position in the patients table (-1: unknown,
+        which takes the chunk of the row before it, ``before`` for the first rows)."""
         chunk = np.where(code >= 0, code // self.chunk_size, -1)
         if (chunk < 0).any():
             last = np.maximum.accumulate(np.where(chunk >= 0, np.arange(chunk.size), -1))
@@ -129,6 +134,20 @@ class CohortChunks:
     def _frame_chunks(self, frame: pl.DataFrame, before: int) -> np.ndarray:
         ids = coded_text_of(frame, "patient_id")
         return self._chunks(ids.codes, ids.uniques, before)
+
+    def _batch_chunks(self, ids: pl.Series, before: int) -> np.ndarray:
+        """:meth:`_chunks` of a record batch's typed ids in no order: one join against the
+        patients (a batch of 262,144 shuffled rows holds ~150,000 distinct ids, and hashing
+        them as Python objects took 3x as long)."""
+        if self._lookup is None:
+            self._lookup = pl.DataFrame({
+                "patient_id": pl.Series(self._index.to_numpy(dtype=object), dtype=pl.String),
+                "code": np.arange(len(self._index), dtype=np.int64),
+            })  # fmt: skip
+        code = (pl.DataFrame([ids.alias("patient_id")])
+                .join(self._lookup, on="patient_id", how="left", maintain_order="left")
+                .get_column("code").fill_null(-1).to_numpy())  # fmt: skip
+        return self._code_chunks(code, before)
 
     def __iter__(self) -> Iterator[Cohort]:
         source = str(self.source) if isinstance(self.source, str | Path) else None
@@ -166,13 +185,12 @@ class CohortChunks:
             return
         meta = RawTable(plan.table, plan.path.name, plan.path, plan.template,
                         np.empty(0, "int64"), 0, plan.unused, [], "parquet")  # fmt: skip
-        batches = _batches(plan)
         starts = self._chunk_starts(plan)
         if starts is not None:
-            yield from ((p, meta) for p in self._cut(batches, plan.template, starts))
+            yield from ((p, meta) for p in self._cut(_batches(plan), plan.template, starts))
         else:
             self.spilled.append(plan.table)
-            yield from ((p, meta) for p in self._spill(batches, plan.template, tmp / plan.table))
+            yield from ((p, meta) for p in self._spill(plan, tmp / plan.table))
 
     def _chunk_starts(self, plan: _Plan) -> np.ndarray | None:
         """When the rows come grouped by chunk, in chunk order, the file row (0-based) where
@@ -223,26 +241,54 @@ class CohortChunks:
             yield _join(held, template)
             held = []
 
-    def _spill(self, batches, template: pl.DataFrame, folder: Path) -> Iterator[_Piece]:
-        """Pieces of an ungrouped table: one temporary Parquet file per chunk, then read."""
+    def _spill(self, plan: _Plan, folder: Path) -> Iterator[_Piece]:
+        """Pieces of an ungrouped table. Each record batch, as read, is put in chunk order
+        and each chunk's rows appended to that chunk's temporary Arrow file (LZ4); then the
+        chunks are read back one by one and typed like a batch (:func:`_typed`)."""
+        import pyarrow as pa
+
         folder.mkdir(parents=True, exist_ok=True)
-        prev = 0
-        for n, (frame, src) in enumerate(batches):
-            chunk = self._frame_chunks(frame, before=prev)
-            if chunk.size:
-                prev = int(chunk[-1])
-            part = frame.with_columns(pl.Series("_source_row", src))
-            for k, pos in enumerate(_positions(chunk, self.n_chunks)):
-                if pos.size:
-                    _rows(part, pos).write_parquet(folder / f"{k:06d}-{n:06d}.parquet")
+        index = pandas_index_columns(plan.parquet.schema_arrow)
+        names = [c for c in plan.parquet.schema_arrow.names if c not in index]
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        writers: dict[int, object] = {}
+        prev, offset = 0, 0
+        try:
+            for batch in plan.parquet.iter_batches(batch_size=BATCH_ROWS, columns=names):
+                ids = pl.DataFrame(
+                    [pl.from_arrow(batch.column(plan.id_column)).alias("patient_id")]
+                )
+                chunk = self._batch_chunks(_typed(ids, plan).get_column("patient_id"), prev)
+                if chunk.size:
+                    prev = int(chunk[-1])
+                order = np.argsort(chunk, kind="stable")
+                bounds = np.searchsorted(chunk[order], np.arange(self.n_chunks + 1))
+                src = pa.array(np.arange(offset + 1, offset + len(batch) + 1, dtype="int64"))
+                offset += len(batch)
+                table = pa.Table.from_batches([batch]).append_column("_source_row", src)
+                table = table.take(pa.array(order))
+                for k in np.flatnonzero(np.diff(bounds)):
+                    if k not in writers:
+                        writers[k] = pa.ipc.new_file(folder / f"{k:06d}.arrow", table.schema,
+                                                     options=options)  # fmt: skip
+                    writers[k].write_table(table.slice(bounds[k], bounds[k + 1] - bounds[k]))
+                batch = table = None
+        finally:
+            for writer in writers.values():
+                writer.close()
+        pa.default_memory_pool().release_unused()  # the batches' copies, before the chunks
         for k in range(self.n_chunks):
-            files = sorted(folder.glob(f"{k:06d}-*.parquet"))
-            held = []
-            for f in files:
-                part = pl.read_parquet(f)
-                held.append((part.drop("_source_row"), part["_source_row"].to_numpy()))
-                f.unlink()
-            yield _join(held, template)
+            if k not in writers:
+                yield _join([], plan.template)
+                continue
+            f = folder / f"{k:06d}.arrow"
+            part = pl.read_ipc(f)
+            f.unlink()
+            src = part.get_column("_source_row").to_numpy()
+            part = part.drop("_source_row")  # (read_ipc keeps an empty column name)
+            part, _ = map_columns(_typed(part, plan), plan.table, plan.mapping, plan.path.name)
+            yield _Piece(part, src)
+            part = None
 
 
 @dataclass
@@ -293,18 +339,23 @@ def _batches(plan: _Plan) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
     path = plan.path
     index = pandas_index_columns(plan.parquet.schema_arrow)
     for batch in plan.parquet.iter_batches(batch_size=BATCH_ROWS):
-        try:
-            frame = typed_polars(from_arrow(batch).drop(index))
-        except InputError as exc:
-            raise InputError(exc.reason, file=str(path), row=exc.row, column=exc.column) from None
-        except (UnicodeDecodeError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
-            raise InputError(
-                f"a column cannot be read as text ({type(exc).__name__}: {exc})", file=str(path)
-            ) from None
+        frame = _typed(from_arrow(batch).drop(index), plan)
         frame, _ = map_columns(frame, plan.table, plan.mapping, path.name)
         src = np.arange(offset + 1, offset + len(frame) + 1, dtype="int64")
         offset += len(frame)
         yield frame, src
+
+
+def _typed(frame: pl.DataFrame, plan: _Plan) -> pl.DataFrame:
+    """:func:`typed_polars` of rows of the plan's file, errors naming the file."""
+    try:
+        return typed_polars(frame)
+    except InputError as exc:
+        raise InputError(exc.reason, file=str(plan.path), row=exc.row, column=exc.column) from None
+    except (UnicodeDecodeError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise InputError(
+            f"a column cannot be read as text ({type(exc).__name__}: {exc})", file=str(plan.path)
+        ) from None
 
 
 def _rows(frame: pl.DataFrame, pos: np.ndarray) -> pl.DataFrame:

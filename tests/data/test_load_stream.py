@@ -204,3 +204,38 @@ def test_grouped_files_are_cut_where_each_chunk_starts(tables, tmp_path, monkeyp
     chunks = CohortChunks(tmp_path / "again", chunk_size=1)
     list(chunks)
     assert chunks.spilled == ["observations"]
+
+
+def test_spilled_chunks_with_a_column_mapping_an_index_and_an_unnamed_column(tables, tmp_path,
+                                                                              monkeypatch):  # fmt: skip
+    """Spilled tables (rows in no order) are read with the site's column names mapped, a
+    stored pandas index left out and a column with an empty name reported as unused, as a
+    whole load reads them."""
+    from crs_ml.config import DataConfig
+
+    monkeypatch.setattr(load_stream, "BATCH_ROWS", 500)
+    folder = tmp_path / "site"
+    folder.mkdir()
+    rng = np.random.default_rng(9)
+    obs = tables["observations"].iloc[rng.permutation(len(tables["observations"]))]
+    obs = obs.rename(columns={"patient_id": "MRN", "value": "result"}).assign(**{"": "x"})
+    obs.index = pd.Index([f"r{i}" for i in range(len(obs))], name="row_label")
+    obs.to_parquet(folder / "observations.parquet")  # the index is stored as a column
+    events = tables["events"].iloc[rng.permutation(len(tables["events"]))]
+    events.to_parquet(folder / "events.parquet", index=False)
+    tables["patients"].to_parquet(folder / "patients.parquet", index=False)
+    options = DataConfig(column_mapping={"observations": {"MRN": "patient_id",
+                                                          "result": "value"}})  # fmt: skip
+    whole = load_cohort(folder, options)
+    chunks = CohortChunks(folder, options, chunk_size=40)
+    parts = list(chunks)
+    assert chunks.spilled == ["observations", "events"]
+    for name in ("observations", "events"):
+        got = pd.concat([getattr(p, name) for p in parts], ignore_index=True)
+        got = got.sort_values(KEYS[name], kind="stable").reset_index(drop=True)
+        want = getattr(whole, name).sort_values(KEYS[name], kind="stable")
+        pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_exact=True)
+    assert len(whole.observations) > 1000
+    pd.testing.assert_frame_equal(chunks.rejected, whole.rejected, check_exact=True)
+    assert _report(chunks.report) == _report(whole.report)
+    assert "row_label" not in " ".join(map(str, whole.report.problem("unmapped_column").details))
