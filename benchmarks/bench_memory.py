@@ -1,7 +1,7 @@
 """Peak memory of batch scoring as the cohort doubles, chunk size held (issues 7 and 13).
 
-1. Trains the default xgboost configuration on 1,000 simulated patients (light CV) and
-   saves the bundle (temporary folder).
+1. Trains the default configuration (``--config``: another) on 1,000 simulated patients
+   (light CV) and saves the bundle (temporary folder).
 2. Simulates ``--patients`` new patients in blocks of up to 50,000 (one seed per block, so ids
    never collide) keeping rows up to ``--as-of-hours`` (120 h: about 62 observation rows a
    patient, 12 million for 200,000), and writes two Parquet cohorts: the first half of the
@@ -15,8 +15,8 @@
    (``load_cohort`` then ``score``), as a caller of the Python function would.
 
 Targets (issue 13): the full cohort (200,000 patients by default; "half" is 100,000) under
-1 GB; peak memory flat (within 15%) from half to full. The run reads the next chunk in a
-worker thread while the current one is explained, so two chunks are in memory at most.
+1 GB; peak memory flat (within 15%) from half to full. The run reads and featurises the
+next two chunks in two threads while the current one is explained: three chunks at most.
 Writes benchmarks/results/memory.json and memory.md (``--out``: another .json, the .md
 beside it). ``--config`` trains another configuration (e.g. configs/xgboost.yaml).
 ``--compare TREE`` also runs each command with the ``crs_ml`` of another checkout ``TREE``
@@ -107,13 +107,22 @@ def write_cohorts(folder: Path, n: int, as_of_h: float) -> dict:
 
 
 def measure(cmd: list[str], label: str, tree: Path | None = None) -> dict:
-    """Run ``cmd`` under /usr/bin/time -v: peak RSS (bytes) and wall seconds; with ``tree``,
-    that checkout's ``crs_ml`` first on ``PYTHONPATH``."""
-    env = dict(os.environ)
-    if tree is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
+    """Run ``cmd`` under /usr/bin/time -v: peak RSS (bytes) and wall seconds, with the
+    ``crs_ml`` of ``tree`` (default this checkout) first on ``PYTHONPATH``. The command runs
+    in a folder that holds no ``crs_ml``: ``python -m`` puts its working folder first on
+    the path, so run from a checkout it would import that checkout's code whatever
+    ``PYTHONPATH`` says (until the thirteenth session the comparison ran from this
+    checkout, and so compared this tree with itself). Checked before each run."""
+    tree = ROOT if tree is None else tree
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}  # fmt: skip
+    where = Path(tempfile.gettempdir())
+    found = subprocess.run([sys.executable, "-c", "import crs_ml; print(crs_ml.__file__)"],
+                           cwd=where, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    if not Path(found.stdout.strip()).resolve().is_relative_to(Path(tree).resolve()):
+        raise SystemExit(f"{label}: imports {found.stdout.strip()}, not the code in {tree}")
     t0 = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=ROOT, capture_output=True,
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=where, capture_output=True,
                           text=True, env=env)  # fmt: skip
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
