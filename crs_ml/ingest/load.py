@@ -228,14 +228,24 @@ def check_patients(raw: RawTable) -> None:
     _patients(raw, Collector())
 
 
+def empty_table_checks(col: Collector, rows_used: dict[str, int]) -> None:
+    """The fatal problems of a whole cohort whose observations, or whose outcomes table (when
+    one is given: a key in ``rows_used``), have no usable row."""
+    if rows_used.get("observations", 0) == 0:
+        col.add("observations", "no_observations", "fatal", "no usable observation row", 1)
+    if rows_used.get("outcomes", 1) == 0:
+        col.add("outcomes", "no_outcomes", "fatal", "the outcomes table has no usable row", 1)
+
+
 def normalise(
     raws: dict[str, RawTable],
     opts: DataConfig,
     source: str | None,
-    allow_no_observations: bool = False,
+    one_chunk: bool = False,
 ) -> Cohort:
     """The body of loading once the tables are read: validate and normalise.
-    ``allow_no_observations``: for one chunk of a cohort, where having none is no problem.
+    ``one_chunk``: the tables are one chunk of a cohort, where a table with no usable row is
+    no problem; the caller makes :func:`empty_table_checks` over the whole cohort.
     A table read into pandas (``RawTable.frame`` a pandas frame) is taken over as polars."""
     raws = {
         name: dataclasses.replace(raw, frame=polars_frame(raw.frame))
@@ -246,13 +256,16 @@ def normalise(
     col = Collector()
     patients, pat = _patients(raws["patients"], col)
     observations = _observations(raws["observations"], pat, opts, col)
-    if len(observations) == 0 and not allow_no_observations:
-        col.add("observations", "no_observations", "fatal", "no usable observation row", 1)
     events = events_table(raws["events"], pat, col) if "events" in raws else _empty_events()
     outcomes = outcomes_table(raws["outcomes"], pat, col) if "outcomes" in raws else None
     truth = truth_table(raws["truth"], pat, col) if "truth" in raws else None
     truth_h = (truth_horizons_table(raws["truth_horizons"], pat, col)
                if "truth_horizons" in raws else None)  # fmt: skip
+    if not one_chunk:
+        rows_used = {"observations": len(observations)}
+        if outcomes is not None:
+            rows_used["outcomes"] = len(outcomes)
+        empty_table_checks(col, rows_used)
     rejected = col.rejected()
     used = {
         "patients": patients,

@@ -265,8 +265,6 @@ def outcomes_table(raw: RawTable, pat: Patients, col: Collector) -> pd.DataFrame
     given = pl.Series(frame["patient_id"].to_numpy(dtype=object), dtype=pl.String)
     missing = int((~pl.Series(pat.ids, dtype=pl.String).is_in(given.implode())).sum())
     col.add("outcomes", "no_outcome", "warning", "patients without a usable outcome row", missing)
-    if len(frame) == 0:
-        col.add("outcomes", "no_outcomes", "fatal", "the outcomes table has no usable row", 1)
     rank = pat.rank[t.pcode[frame["_row"].to_numpy()]]
     return sorted_frame(frame, rank, [], OUTCOME_COLUMNS)
 

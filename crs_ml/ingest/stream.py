@@ -37,7 +37,7 @@ import polars as pl
 from crs_ml.cohort import Cohort
 from crs_ml.config import DataConfig
 from crs_ml.errors import InputError
-from crs_ml.ingest.load import check_patients, normalise
+from crs_ml.ingest.load import check_patients, empty_table_checks, normalise
 from crs_ml.ingest.problems import MAX_EXAMPLES, CheckReport, Collector, TableSummary
 from crs_ml.ingest.secondary_tables import coded_text_of, text_of
 from crs_ml.ingest.tables import (
@@ -164,7 +164,7 @@ class CohortChunks:
                                        len(piece.frame) + (meta.rows_read if first else 0),
                                        meta.unused_columns, meta.malformed if first else [],
                                        meta.encoding)  # fmt: skip
-                cohort = normalise(raws, self.options, source, allow_no_observations=True)
+                cohort = normalise(raws, self.options, source, one_chunk=True)
                 merged.add(cohort)
                 yield cohort
                 cohort = raws = None  # not held while the next chunk is read (peak memory)
@@ -411,9 +411,7 @@ class _MergedReport:
         report = CheckReport(source=source, options=options.model_dump(mode="json"))
         for name, (file, read, used, rejected) in self.totals.items():
             report.tables[name] = TableSummary(name, file, read, used, rejected)
-        if self.totals.get("observations", [None, 0, 0])[2] == 0:
-            self.collector.add("observations", "no_observations", "fatal",
-                               "no usable observation row", 1)  # fmt: skip
+        empty_table_checks(self.collector, {name: t[2] for name, t in self.totals.items()})
         for key, p in self.collector.problems.items():  # the file's first rows, as a whole load
             rows = sorted(self.examples.get(key, []), key=lambda e: e.get("row") or 0)
             p.examples = rows[:MAX_EXAMPLES]

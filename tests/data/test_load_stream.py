@@ -160,6 +160,30 @@ def test_no_usable_observation_is_reported_once_for_the_cohort(tables, tmp_path)
     assert _report(chunks.report) == _report(load_cohort(folder).report)
 
 
+def test_chunks_without_outcome_rows_are_no_problem_but_a_cohort_without_any_is(tables, tmp_path):
+    """A chunk whose patients have no outcome row is no problem (the whole load is usable);
+    an outcomes table with no usable row at all is reported once, as by the whole load."""
+    folder = tmp_path / "c"
+    _write(tables, folder, "grouped")
+    outcomes = pd.read_parquet(folder / "outcomes.parquet")
+    pids = list(tables["patients"]["patient_id"])
+    outcomes[~outcomes["patient_id"].isin(pids[40:80])].to_parquet(
+        folder / "outcomes.parquet", index=False
+    )
+    whole = load_cohort(folder)
+    chunks = CohortChunks(folder, chunk_size=40)  # chunk 1's 40 patients: no outcome row
+    assert sum(len(c.outcomes) for c in chunks) == len(whole.outcomes)
+    assert "no_outcomes" not in {p.code for p in chunks.report.problems}
+    assert chunks.report.usable == whole.report.usable
+    assert _report(chunks.report) == _report(whole.report)
+    outcomes.assign(crs_max_grade="high").to_parquet(folder / "outcomes.parquet", index=False)
+    chunks = CohortChunks(folder, chunk_size=40)
+    list(chunks)
+    fatal = [p for p in chunks.report.problems if p.code == "no_outcomes"]
+    assert len(fatal) == 1 and fatal[0].count == 1 and fatal[0].severity == "fatal"
+    assert _report(chunks.report) == _report(load_cohort(folder).report)
+
+
 @pytest.mark.parametrize("batch_rows", [7, 64, 700])
 def test_grouped_files_are_cut_where_each_chunk_starts(tables, tmp_path, monkeypatch, batch_rows):
     """A file grouped by patient is cut at the rows where each chunk starts, found from the
