@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.errors import InputError
-from crs_ml.evaluation.metrics import check_risks
+from crs_ml.evaluation.metrics import check_risks, too_few_events
 from crs_ml.evaluation.resampling import GroupResampler, Stats
 from crs_ml.features.landmarks import CAUSE_COMPETING, CAUSE_EVENT
 
@@ -336,7 +336,10 @@ def censored_metrics(
     percentile bootstrap over persons (every replicate refits the censoring weights and the
     Aalen-Johansen estimates). Also returns the :func:`outcome_counts` as plain counts and,
     with ``oracle`` (another risk per row), ``oracle_auroc``: its AUROC on the same rows and
-    censoring weights (estimate only)."""
+    censoring weights (estimate only). A slice with fewer than
+    :data:`~crs_ml.evaluation.metrics.MIN_SLICE_EVENTS` events by t, or as few rows without
+    one, gets no interval (``too_few_events``), as in :mod:`crs_ml.evaluation.metrics`:
+    resampling so few events gives intervals that look certain and are not."""
     unknown = set(metrics) - set(CENSORED_METRICS)
     if unknown:
         raise ValueError(f"unknown censored metrics {sorted(unknown)}; known: {CENSORED_METRICS}")
@@ -346,8 +349,12 @@ def censored_metrics(
     # strata as integer codes: the same groups, compared faster in every replicate
     labels = pd.factorize(_strata(strata, time.size))[0]
     point = _point_metrics(time, cause, risk, horizon_h, labels, n_groups, calibration, oracle)
+    counts = outcome_counts(time, cause, horizon_h)
+    few = too_few_events(counts["n_events"], counts["n"])
     resampler = GroupResampler(persons, time.size)
-    draws = resampler.draw(np.random.default_rng(seed), int(n_boot)) if n_boot > 0 else []
+    draws = (
+        resampler.draw(np.random.default_rng(seed), int(n_boot)) if n_boot > 0 and not few else []
+    )
     values = {k: np.full(len(draws), np.nan) for k in metrics}
     for b, drawn in enumerate(draws):
         idx = resampler.rows(drawn)
@@ -364,7 +371,8 @@ def censored_metrics(
         out[k] = Stats((point[k], lo, hi), n_used=v.size, n_skipped=len(draws) - v.size)
     if oracle is not None:
         out["oracle_auroc"] = point["oracle_auroc"]
-    out.update(outcome_counts(time, cause, horizon_h))
+    out.update(counts)
+    out["too_few_events"] = few
     return out
 
 
@@ -418,7 +426,7 @@ def censored_summary(
     r = censored_metrics(time_h, cause, risk, horizon_h, persons, strata, n_boot, seed,
                          n_groups=n_groups)  # fmt: skip
     out: dict = {"horizon_h": float(horizon_h)}
-    out.update({k: r[k] for k in ("n", "n_events", "n_competing", "n_censored")})
+    out.update({k: r[k] for k in ("n", "n_events", "n_competing", "n_censored", "too_few_events")})
     for k in CENSORED_METRICS:
         est, lo, hi = r[k]
         out[k], out[f"{k}_ci"] = est, [lo, hi]

@@ -61,7 +61,8 @@ def baseline_scores(X: pd.DataFrame, high_fever_c: float = 38.9) -> dict[str, di
 
 
 def compare_baselines(y, p, baselines: dict[str, dict], groups, n_boot: int, seed: int) -> dict:
-    """AUROC and AUPRC (with CIs) of each baseline and the paired AUROC difference vs the model."""
+    """AUROC and AUPRC (with CIs) of each baseline and the paired AUROC difference vs the model
+    (no intervals for a slice with too few events, :func:`crs_ml.evaluation.metrics.too_few_events`)."""
     out = {}
     for k, (name, base) in enumerate(baselines.items()):
         s = base["score"]
@@ -71,7 +72,7 @@ def compare_baselines(y, p, baselines: dict[str, dict], groups, n_boot: int, see
             "auroc": M.auroc(y, s),
             "auprc": M.auprc(y, s),
         }
-        if n_boot > 0 and 0 < np.sum(y) < len(y):
+        if n_boot > 0 and not M.too_few_events(np.sum(y), len(y)):
             ci = M.bootstrap_ci(
                 {"auroc": M.auroc, "auprc": M.auprc}, y, s, groups, n_boot, seed + 101 + k
             )

@@ -106,7 +106,18 @@ class WeightedMetrics:
         return float(self._newton(w, np.array([self.start[0]]), slope=False)[0])
 
     def _slope(self, w: np.ndarray) -> float:
-        return float(self._newton(w, np.array([0.0, self.start[1] or 1.0]), slope=True)[1])
+        slope = float(self._newton(w, np.array([0.0, self.start[1] or 1.0]), slope=True)[1])
+        if np.isfinite(slope):
+            return slope
+        # no finite fit: when the drawn rows' risks separate the events completely, the
+        # maximum-likelihood slope is infinite (+ when events rank above, - below)
+        drawn = w > 0
+        events, others = self.lp[drawn & (self.y == 1)], self.lp[drawn & (self.y == 0)]
+        if events.size and others.size and events.min() > others.max():
+            return float("inf")
+        if events.size and others.size and events.max() < others.min():
+            return float("-inf")
+        return slope
 
 
 def performance(y, p, groups, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
@@ -115,7 +126,9 @@ def performance(y, p, groups, n_boot: int = 1000, seed: int = 0, alpha: float = 
     Keys: n, n_events, n_persons, event_rate, mean_risk, reaches_100_events,
     too_few_events, then each of auroc, auprc, brier, calibration_intercept,
     calibration_slope with ``<name>_ci`` = [lo, hi], and ``bootstrap`` = replicates drawn /
-    skipped (one outcome class only).
+    skipped (one outcome class only) / separated (the drawn rows' risks separate the events
+    completely, so their calibration slope is infinite: it counts as +-inf, and an interval
+    with an end at infinity is [NaN, NaN], not estimable).
 
     ``too_few_events`` is True when the slice has fewer than
     :data:`crs_ml.evaluation.metrics.MIN_SLICE_EVENTS` events or non-events: the point estimates are
@@ -151,13 +164,18 @@ def performance(y, p, groups, n_boot: int = 1000, seed: int = 0, alpha: float = 
                 skipped += 1
                 continue
             values[b] = replicate(w.astype(np.float64))
+    separated = int(np.isinf(values[:, POINT_METRICS.index("calibration_slope")]).sum())
     for j, name in enumerate(POINT_METRICS):
-        col = values[:, j][np.isfinite(values[:, j])]
-        lo, hi = (
-            np.percentile(col, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-            if col.size
-            else (np.nan, np.nan)
-        )
+        col = values[:, j][~np.isnan(values[:, j])]  # a separated replicate's slope is +-inf
+        with np.errstate(invalid="ignore"):  # inf - inf next to an infinite slope
+            lo, hi = (
+                np.percentile(col, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+                if col.size
+                else (np.nan, np.nan)
+            )
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # an end at infinity: not estimable
+            lo = hi = np.nan
         out[f"{name}_ci"] = [float(lo), float(hi)]
-    out["bootstrap"] = {"replicates": int(n_boot), "skipped_one_class": skipped}
+    out["bootstrap"] = {"replicates": int(n_boot), "skipped_one_class": skipped,
+                        "separated": separated}  # fmt: skip
     return out

@@ -69,14 +69,16 @@ def observed_expected(y, p, groups, n_boot: int = 1000, seed: int = 0, alpha: fl
     """Observed / expected events (events / sum of risks) and a person-bootstrap percentile
     interval (the persons drawn as in :func:`crs_ml.evaluation.performance.performance`).
 
-    Above 1 the model under-predicts, below 1 it over-predicts. NaN without risk mass."""
+    Above 1 the model under-predicts, below 1 it over-predicts. NaN without risk mass; no
+    interval for a slice with too few events (:func:`crs_ml.evaluation.metrics.too_few_events`),
+    as for the other metrics."""
     from crs_ml.evaluation.resampling import GroupResampler
 
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
     expected = float(p.sum())
     oe = float(y.sum()) / expected if expected > 0 else float("nan")
     ci = [float("nan"), float("nan")]
-    if n_boot > 0 and 0 < y.sum() < y.size:
+    if n_boot > 0 and not M.too_few_events(y.sum(), y.size):
         resampler = GroupResampler(groups, y.size)
         draws = resampler.draw(np.random.default_rng(seed + 7), n_boot)
         g_y = np.bincount(resampler.codes, weights=y, minlength=resampler.n_groups)

@@ -8,7 +8,9 @@ a word (the HTML adds a colour, never colour alone):
   ``acceptable`` up to :data:`AUROC_GOOD` (0.80; caution), ``good`` from 0.80 (ok), the
   usual reading of the c-statistic (Hosmer & Lemeshow 2013); an interval reaching 0.5 adds
   "not distinguishable from chance" (warning), one reaching a lower band names it (at least
-  a caution).
+  a caution); with fewer than :data:`~crs_ml.evaluation.metrics.MIN_SLICE_EVENTS` (10)
+  events or non-events there is no interval, and discrimination is "not assessable"
+  (warning): a point estimate on so few events cannot support use.
 * calibration: observed/expected (events / sum of risks) with its interval: ``under-predicts``
   when the interval lies above 1, ``over-predicts`` below 1; calibration slope: ``too
   extreme`` (predictions spread too far, typical of overfitting) when the interval lies
@@ -37,6 +39,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from crs_ml.evaluation.metrics import MIN_SLICE_EVENTS
 from crs_ml.evaluation.performance import VALIDATION_MIN_EVENTS
 
 AUROC_ACCEPTABLE = 0.70
@@ -92,6 +95,10 @@ def discrimination_finding(block: dict) -> dict[str, Any]:
     if auroc is None:
         return {"level": "warning", "word": "not assessable", "text": "AUROC not assessable"}
     ci = _ci(block, "auroc")
+    if block.get("too_few_events"):  # no interval can be given: the estimate alone proves nothing
+        return {"level": "warning", "word": "not assessable", "auroc": auroc, "auroc_ci": None,
+                "text": f"AUROC {auroc:.3f} (no interval: fewer than {MIN_SLICE_EVENTS} events "
+                "or non-events): not assessable"}  # fmt: skip
     word = auroc_word(auroc)
     level = {"poor": "warning", "acceptable": "caution", "good": "ok"}[word]
     text = f"AUROC {_ci_text(auroc, ci, 3)}: {word}"
@@ -145,6 +152,12 @@ def calibration_finding(block: dict) -> dict[str, Any]:
             "words": ["not assessable"],
             "text": "calibration not assessable",
         }
+    if block.get("too_few_events"):  # no interval: a deviation of the estimate proves nothing
+        return {"level": "caution", "words": ["not assessable"], "observed_expected": oe,
+                "observed_expected_ci": None, "calibration_slope": slope,
+                "calibration_slope_ci": None,
+                "text": f"{'; '.join(parts)}: not assessable (fewer than {MIN_SLICE_EVENTS} "
+                "events or non-events)"}  # fmt: skip
     summary = ", ".join(words) if words else "no miscalibration detected"
     return {
         "level": _worst(levels),
@@ -239,7 +252,7 @@ def recommendations(per_landmark: dict[str, dict]) -> list[dict[str, str]]:
             {
                 "level": "warning",
                 "text": f"do not use for decision support at {where(poor)}: discrimination "
-                "poor or not distinguishable from chance",
+                "poor, not distinguishable from chance or not assessable",
             }
         )
     miscal = [k for k, v in per_landmark.items() if v["calibration"]["level"] == "warning"]

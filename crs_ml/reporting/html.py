@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+from crs_ml.evaluation.metrics import MIN_SLICE_EVENTS
 from crs_ml.features.landmarks import horizon_label
 
 CSS = """
@@ -284,6 +285,14 @@ def _censored(m: dict, figs: dict[str, str]) -> str:
         if any(b.get("windows") for b in blocks.values())
         else ""
     )
+    if any(b.get("too_few_events") for b0 in blocks.values()
+           for b in [*(b0.get("windows") or {}).values(), b0]):  # fmt: skip
+        windows_note += (
+            f"<p class='note'>A row with fewer than {MIN_SLICE_EVENTS} grade &ge; 3 events by its "
+            "horizon (or as "
+            "few rows without one) has no interval: resampling so few events gives intervals "
+            "that look certain and are not.</p>"
+        )
     return (
         table(head, rows, left=2)
         + windows_note

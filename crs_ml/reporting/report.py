@@ -96,10 +96,12 @@ def model_card(bundle, metrics: dict[str, Any]) -> dict[str, Any]:
     limits = [
         "The outcome is ASTCT grade >= 3 CRS as derivable from vitals and support events; "
         "hypotension or hypoxia from another cause (e.g. sepsis) cannot be told apart.",
-        "Death before grade >= 3 counts as no event (competing risk); patients whose "
-        "follow-up ended before the horizon other than by death are excluded at that landmark, "
-        "with or without an event (complete cases: unbiased when loss to follow-up is "
-        "unrelated to risk; no censoring weights yet).",
+        "Death before grade >= 3 counts as no event (competing risk); in the main tables "
+        "patients whose follow-up ended before the horizon other than by death are excluded "
+        "at that landmark, with or without an event (complete cases: unbiased when loss to "
+        "follow-up is unrelated to risk); the censored-weighted section keeps them through "
+        "inverse probability of censoring weights (censoring assumed independent of the "
+        "outcome within the weighting strata).",
         "IL-6 rises after tocilizumab: risks of treated patients are reported separately.",
         "Intervals condition on the fitted model; they do not cover training variability.",
     ]

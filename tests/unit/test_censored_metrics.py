@@ -172,3 +172,19 @@ def test_incidence_curves_by_band():
                 aalen_johansen(time[m], cause[m], 50)
             )
             assert np.all(np.diff(c["cumulative_incidence"]) >= 0)
+
+
+def test_too_few_events_get_no_interval():
+    time, cause, risk = _random(n=300, seed=3)
+    persons = np.arange(300)
+    some = censored_metrics(time, cause, risk, 50.0, persons, n_boot=50, seed=1)
+    assert not some["too_few_events"] and some["n_events"] >= 10
+    # keep 9 events: every interval is left out, the estimates stay
+    event_rows = np.flatnonzero((cause == 1) & (time <= 50))
+    cause9 = cause.copy()
+    cause9[event_rows[9:]] = 0
+    few = censored_metrics(time, cause9, risk, 50.0, persons, n_boot=50, seed=1)
+    assert few["too_few_events"] and few["n_events"] == 9
+    for k in CENSORED_METRICS:
+        est, lo, hi = few[k]
+        assert np.isfinite(est) and np.isnan(lo) and np.isnan(hi), k

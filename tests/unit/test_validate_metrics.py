@@ -156,7 +156,7 @@ def test_slice_with_too_few_events_keeps_numbers_but_has_no_interval(events):
     # slice with >= MIN_SLICE_EVENTS events and non-events gets an interval
     rng = np.random.default_rng(4)
     y = np.r_[np.ones(events), np.zeros(60 - events)]
-    p = np.clip(0.1 + 0.3 * y + rng.normal(0, 0.1, 60), 0.01, 0.99)
+    p = np.clip(0.1 + 0.3 * y + rng.normal(0, 0.2, 60), 0.01, 0.99)  # overlapping
     out = performance(y, p, np.arange(60), n_boot=100, seed=0)
     assert out["too_few_events"] is (events < 10)
     assert 0.5 < out["auroc"] <= 1 and np.isfinite(out["brier"])
@@ -241,3 +241,29 @@ def test_weighted_replicate_equals_metrics_on_the_materialised_resample():
         direct = list(point_metrics(y[resampler.rows(drawn)], p[resampler.rows(drawn)]).values())
         weights = np.bincount(drawn, minlength=300)[resampler.codes].astype(float)
         np.testing.assert_allclose(replicate(weights), direct, rtol=1e-9, atol=1e-12)
+
+
+def test_a_slope_interval_with_an_end_at_infinity_is_not_estimable():
+    # 19 events ranked almost perfectly: in about 1 resample in 7 the drawn risks separate the
+    # events completely, so that resample's calibration slope is infinite
+    from scipy.special import expit
+
+    from crs_ml.evaluation.performance import performance
+
+    rng = np.random.default_rng(0)
+    lp = rng.normal(-3.0, 2.0, 100)
+    y = (rng.random(100) < expit(2.5 * lp + 2)).astype(int)
+    out = performance(y, expit(lp), np.arange(100), n_boot=400, seed=0)
+    assert np.isfinite(out["calibration_slope"]) and out["n_events"] >= 10
+    assert out["bootstrap"]["separated"] > 0.025 * 400
+    assert np.isnan(out["calibration_slope_ci"]).all()
+    assert np.isfinite(out["auroc_ci"]).all()
+    # a few separated resamples count as the largest slopes: the interval stays, and its
+    # upper end is at least that of the finite resamples alone
+    rng = np.random.default_rng(2)
+    lp = rng.normal(-2, 1, 100)
+    y = (rng.random(100) < expit(3 * lp + 2)).astype(int)
+    out = performance(y, expit(lp), np.arange(100), n_boot=1000, seed=0)
+    assert 0 < out["bootstrap"]["separated"] < 25
+    lo, hi = out["calibration_slope_ci"]
+    assert np.isfinite([lo, hi]).all() and lo < out["calibration_slope"] < hi

@@ -177,3 +177,22 @@ def test_tune_warnings():
     w = tune_warnings(0.685, 0.740, 150)
     assert len(w) == 1 and "0.685 vs 0.740" in w[0] and "worse" in w[0]
     assert "40 persons" in tune_warnings(0.8, 0.7, 40)[0]
+
+
+def test_too_few_events_for_an_interval_is_not_assessable_and_never_adequate():
+    # fewer than 10 events: the metrics keep their estimates and drop their intervals
+    few = {**block(auroc=0.73, n=300, events=9), "too_few_events": True,
+           "auroc_ci": [float("nan")] * 2, "observed_expected_ci": [float("nan")] * 2,
+           "calibration_slope_ci": [float("nan")] * 2, "observed_expected": 0.5}  # fmt: skip
+    d = discrimination_finding(few)
+    assert (d["word"], d["level"]) == ("not assessable", "warning")
+    c = calibration_finding(few)
+    assert c["words"] == ["not assessable"] and c["level"] == "caution"
+    v = validation_verdict(metrics(L24=entry(few)))
+    assert v["level"] == "warning"
+    texts = [r["text"] for r in v["recommendations"]]
+    assert texts[0].startswith("do not use for decision support at 24 h")
+    assert not any("adequate" in t for t in texts)
+    # the same estimates with 12 events and an interval are judged as they are
+    enough = {**block(auroc=0.73, auroc_ci=(0.71, 0.75), n=300, events=12)}
+    assert discrimination_finding(enough)["word"] == "acceptable"
