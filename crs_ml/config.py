@@ -206,6 +206,24 @@ class TaskConfig(_Strict):
         return sorted({float(h) for h in v})
 
 
+class LabelConfig(_Strict):
+    """ASTCT-2019 grading as derivable from data (crs_ml.features.grading, ``crs-ml label``).
+
+    The consensus (Lee 2019) states neither a fever-to-organ-support window nor how to read a
+    flow from an oxygen record; these are this project's choices, declared here."""
+
+    #: a fever qualifies hypotension or hypoxia recorded up to this many hours after it
+    #: (the consensus states no window: an assumption)
+    fever_window_h: float = Field(24.0, ge=0)
+    #: highest flow (L/min) of low-flow oxygen: a stated flow above it is high flow (grade
+    #: 3), at or below it on a nasal cannula low flow (grade 2) (ASTCT: 6 L/min)
+    low_flow_max_l_min: float = Field(6.0, gt=0)
+    #: a stated FiO2 above this fraction on an oxygen event that is not positive pressure is
+    #: high flow / Venturi (grade 3); a low-flow cannula at 1-6 L/min gives about 0.24-0.40
+    #: (rule of thumb; an assumption, the consensus does not speak of FiO2)
+    high_flow_fio2_above: float = Field(0.40, gt=0, lt=1)
+
+
 class FeatureConfig(_Strict):
     """Which feature groups are on (see the feature catalogue)."""
 
@@ -229,6 +247,11 @@ class FeatureConfig(_Strict):
     #: training those without any value in the training cohort are dropped (the trained
     #: model stores the resulting list, the run logs the dropped ones)
     variables: list[str] | None = None
+    #: the ASTCT grading of the CRS-state features (and of scoring's "already grade >= 3 by
+    #: L"): always the config's ``label`` section, copied here so that a trained model
+    #: stores it with its features and scores with the grading its labels were derived
+    #: with (a model stored without it was built with the defaults)
+    grading: LabelConfig = Field(default_factory=LabelConfig)
 
     @field_validator("variables")
     @classmethod
@@ -244,24 +267,6 @@ class FeatureConfig(_Strict):
                 f"({', '.join(VARIABLES)})"
             )
         return list(dict.fromkeys(v))
-
-
-class LabelConfig(_Strict):
-    """ASTCT-2019 grading as derivable from data (crs_ml.features.grading, ``crs-ml label``).
-
-    The consensus (Lee 2019) states neither a fever-to-organ-support window nor how to read a
-    flow from an oxygen record; these are this project's choices, declared here."""
-
-    #: a fever qualifies hypotension or hypoxia recorded up to this many hours after it
-    #: (the consensus states no window: an assumption)
-    fever_window_h: float = Field(24.0, ge=0)
-    #: highest flow (L/min) of low-flow oxygen: a stated flow above it is high flow (grade
-    #: 3), at or below it on a nasal cannula low flow (grade 2) (ASTCT: 6 L/min)
-    low_flow_max_l_min: float = Field(6.0, gt=0)
-    #: a stated FiO2 above this fraction on an oxygen event that is not positive pressure is
-    #: high flow / Venturi (grade 3); a low-flow cannula at 1-6 L/min gives about 0.24-0.40
-    #: (rule of thumb; an assumption, the consensus does not speak of FiO2)
-    high_flow_fio2_above: float = Field(0.40, gt=0, lt=1)
 
 
 #: the default xgboost hyperparameters (also spelled out in configs/default.yaml): shallow,
@@ -629,6 +634,18 @@ class Config(_Strict):
             data = {**data, "model": _laid_over(DEFAULT_MODEL, model)}
         return data
 
+    @model_validator(mode="after")
+    def _one_grading(self) -> Config:
+        """features.grading is the label section (one home: ``label``)."""
+        if "grading" in self.features.model_fields_set and self.features.grading != self.label:
+            raise ValueError(
+                "features.grading differs from label: the CRS-state features are graded as "
+                "the labels are; set the label section only"
+            )
+        if self.features.grading != self.label:
+            self.features = self.features.model_copy(update={"grading": self.label})
+        return self
+
     @field_validator("variables")
     @classmethod
     def _register_variables(cls, v: dict[str, SiteVariable]) -> dict[str, SiteVariable]:
@@ -765,4 +782,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def config_to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """``cfg`` as YAML to read back or edit: ``features.grading`` is left out (it is the
+    ``label`` section, copied on reading; a model's stored config keeps it)."""
+    tree = cfg.model_dump(mode="json", exclude={"features": {"grading"}})
+    return yaml.safe_dump(tree, sort_keys=False)

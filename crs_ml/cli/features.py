@@ -38,9 +38,13 @@ def _load(data: Path, config: Path | None, ignore_outcomes: bool = False):
 def _grade_table(outcomes, horizon_h: float):
     from rich.table import Table
 
+    from crs_ml.features.grading import LABEL_DEFINITION
+
     counts = outcomes["crs_max_grade"].value_counts().reindex(range(6), fill_value=0)
     n = max(int(counts.sum()), 1)
-    table = Table(title=f"CRS max grade over [0, {horizon_h:g}] h (ASTCT-2019-derived-v2)")
+    table = Table(
+        title=f"CRS max grade over [0, {horizon_h:g}] h ({LABEL_DEFINITION.split(':')[0]})"
+    )
     table.add_column("grade", justify="right")
     table.add_column("patients", justify="right")
     table.add_column("%", justify="right")
@@ -95,8 +99,12 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="where to write the outcomes (default DIR/outcomes.csv)")
         ] = None,
         horizon_h: Annotated[
-            float, typer.Option("--horizon-h", help="grade over [0, horizon] hours")
-        ] = 336.0,
+            float | None,
+            typer.Option(
+                "--horizon-h",
+                help="grade over [0, horizon] hours (default: config task.horizon_h, 336)",
+            ),
+        ] = None,
         fever_window_h: Annotated[
             float | None,
             typer.Option(
@@ -110,10 +118,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         force: Annotated[bool, typer.Option(help="replace an existing outcomes file")] = False,
     ) -> None:
-        """Derive outcomes.csv (ASTCT-2019-derived-v2) from temperatures, sbp and events."""
+        """Derive outcomes.csv (ASTCT-2019-derived-v3) from temperatures, sbp and events."""
         from crs_ml.features.grading import derive_outcomes, label_definition
 
-        if not horizon_h > 0:
+        if horizon_h is not None and not horizon_h > 0:
             raise InputError("--horizon-h must be > 0")
         target = out if out is not None else Path(data) / "outcomes.csv"
         _check_out(target)
@@ -125,6 +133,8 @@ def register(app: typer.Typer) -> None:
         if fever_window_h is not None and not fever_window_h >= 0:
             raise InputError("--fever-window-h must be >= 0")
         cfg, cohort = _load(data, config, ignore_outcomes=True)
+        if horizon_h is None:
+            horizon_h = float(cfg.task.horizon_h)
         outcomes = derive_outcomes(
             cohort, horizon_h=horizon_h, fever_window_h=fever_window_h, settings=cfg.label
         )

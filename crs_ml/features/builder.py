@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crs_ml.cohort import Cohort, pandas_table
-from crs_ml.config import FeatureConfig
+from crs_ml.config import FeatureConfig, LabelConfig
 from crs_ml.errors import InputError
 from crs_ml.features.catalogue import (
     Feature,
@@ -43,7 +43,7 @@ from crs_ml.features.catalogue import (
     feature_declarations,
     static_features,
 )
-from crs_ml.features.grading import FEVER_C, FEVER_WINDOW_H, HYPOTENSION_SBP_MMHG, grade_summary
+from crs_ml.features.grading import FEVER_C, HYPOTENSION_SBP_MMHG, grade_summary
 from crs_ml.variables import VARIABLES as VARIABLE_CATALOGUE
 
 #: polars engine of the builder's queries (the one polars' eager methods use)
@@ -689,8 +689,10 @@ def _grading_query(plan: _Plan) -> _Query:
     )
 
 
-def _crs_state(rows: pl.DataFrame, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict:
-    """CRS state at L: label.py's ASTCT grading run on the visible rows only (``rows``, of
+def _crs_state(rows: pl.DataFrame, vis_ev: pl.DataFrame, lm: np.ndarray,
+               settings: LabelConfig) -> dict:  # fmt: skip
+    """CRS state at L: the ASTCT grading (:mod:`crs_ml.features.grading`, with the model's
+    ``settings``, those of its labels) run on the visible rows only (``rows``, of
     :func:`_grading_query`, and the visible events with end_hours cut to L)."""
     n = len(lm)
     if not (rows.height or vis_ev.height):  # nothing to grade: no point in the summary
@@ -703,7 +705,7 @@ def _crs_state(rows: pl.DataFrame, vis_ev: pl.DataFrame, lm: np.ndarray) -> dict
         pandas_table(vis_ev),
         key="point",
         until=pd.Series(lm),
-        fever_window_h=FEVER_WINDOW_H,
+        settings=settings,
     )
     st = st.reindex(np.arange(n))
     return {
@@ -788,7 +790,7 @@ def build_features(
     groups = {f.group for f in plan.features}
     grading = (plan.grading.rows(obs),) if plan.grading else ()
     stats, grading = _group_stats(obs, plan, n, toci, size, grading)
-    crs = _crs_state(grading[0], vis_ev, lm) if grading else {}
+    crs = _crs_state(grading[0], vis_ev, lm, config.grading) if grading else {}
     static = _static(cohort, pts) if "static" in groups else {}
     ctx = _Context(n, lm, stats, first, crs, static, config)
 

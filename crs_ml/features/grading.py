@@ -1,6 +1,6 @@
 """ASTCT grading of CRS as derivable from vitals and support events.
 
-Label definition ``ASTCT-2019-derived-v2`` (Lee et al., Biol Blood Marrow Transplant 2019;
+Label definition ``ASTCT-2019-derived-v3`` (Lee et al., Biol Blood Marrow Transplant 2019;
 the settings are :class:`crs_ml.config.LabelConfig`, section ``label`` of the config):
 
 * only data at hours >= 0 (after infusion) count; rows before infusion are ignored;
@@ -8,25 +8,35 @@ the settings are :class:`crs_ml.config.LabelConfig`, section ``label`` of the co
   [t - fever_window_h, t] (default 24 h; the consensus states no window), or if fever is no
   longer required at t;
 * fever first, then treatment may mask it: fever is no longer required from the first
-  antipyretic, tocilizumab or corticosteroid given at or after the patient's first fever
+  antipyretic or anti-cytokine therapy (tocilizumab, corticosteroid, anakinra) given at or
+  after the patient's first fever
   (hours >= first fever; same hour counts). A treatment before any fever (prophylaxis)
   lifts nothing, ever: it is not treatment of CRS. So a never-febrile patient is never
   graded, and the lift starts at max(first fever, first such treatment after it);
 * at a fever-qualified time the grade is the worst of hypotension (sbp < 90 observed at t -> 2,
-  one 'vasopressor' running -> 3, two or more running at once -> 4; vasopressin does not count),
+  one vasopressor running -> 3, two or more different ones running at once -> 4; vasopressin
+  does not count),
   hypoxia (low-flow oxygen -> 2, high-flow oxygen -> 3, positive_pressure -> 4) and fever alone
   (a fever in the window -> 1). Organ toxicities do not change the grade;
 * oxygen by flow (:func:`oxygen_flow`): an oxygen_low_flow or oxygen_high_flow event whose
   ``detail`` states a flow above low_flow_max_l_min (6 L/min; the highest stated flow
   counts), or an FiO2 above high_flow_fio2_above (0.40; an assumption), is high flow; one
   stating a flow <= 6 L/min on a nasal cannula ('cannula', 'NC', 'HFNC', 'nasal'; no mask,
-  Venturi or rebreather named) and no such FiO2 is low flow. Without a stated flow or FiO2
-  the event name decides (masks, Venturi and non-rebreathers are grade 3 at any flow);
+  Venturi or rebreather named) and no such FiO2 is low flow. Otherwise a named facemask,
+  Venturi or non-rebreather is high flow (grade 3 at any flow, whichever oxygen event it is
+  recorded as), a named blow-by is low flow, and else the event name decides;
+* vasopressors by drug (:func:`vasopressor_drugs`): the drug a 'vasopressor' event's
+  ``detail`` names (norepinephrine or noradrenaline, epinephrine or adrenaline, ...; else the
+  detail's text). Overlapping or touching rows of one patient's same drug are one infusion
+  (records split at rate changes are common), so only different drugs count as several; a
+  row that names vasopressin and no other drug does not count; rows without a detail are
+  each a drug of their own (nothing shows they are the same);
 * an event runs on the closed interval [hours, end_hours]; a missing end_hours is an instant.
   Two vasopressors that touch (one stops at the hour the other starts) therefore overlap at
   that instant, exactly as the closed intervals say;
-* grade 5 = the first 'death' event whose detail contains 'crs' (any case), if grade >= 3 was
-  reached at or before it.
+* grade 5 = the first 'death' event whose detail names CRS (:data:`CRS_DEATH_PATTERN`: 'CRS'
+  as a word, 'cytokine release', or ICD-10 D89.83x; a negation such as 'CRS excluded' is not
+  read), if grade >= 3 was reached at or before it.
 
 The grading is a sweep over the start and stop points of all intervals: one vectorised pass
 for all patients (no per-patient loop). A closed interval [a, b] stops counting at
@@ -43,13 +53,14 @@ import pandas as pd
 from crs_ml.cohort import OUTCOME_COLUMNS, Cohort
 from crs_ml.config import LabelConfig
 
-LABEL_DEFINITION = "ASTCT-2019-derived-v2: ASTCT 2019 as derivable from vitals and support events"
+LABEL_DEFINITION = "ASTCT-2019-derived-v3: ASTCT 2019 as derivable from vitals and support events"
 FEVER_C = 38.0
 HYPOTENSION_SBP_MMHG = 90.0
 DEFAULT_LABEL = LabelConfig()
 FEVER_WINDOW_H = DEFAULT_LABEL.fever_window_h
-#: treatments after which fever is no longer required (when given at or after a fever)
-FEVER_LIFTING_EVENTS = ("antipyretic", "tocilizumab", "corticosteroid")
+#: treatments after which fever is no longer required (when given at or after a fever):
+#: antipyretics and anti-cytokine therapy
+FEVER_LIFTING_EVENTS = ("antipyretic", "tocilizumab", "corticosteroid", "anakinra")
 #: a flow in the event detail: '8 L/min', 'NC 4lpm', '2 l/min.', '10 liters per minute'
 FLOW_PATTERN = r"(?i)(\d+(?:\.\d+)?)\s*(?:l(?:iters?|itres?)?\s*(?:/|per)\s*min|lpm\b)"
 #: an FiO2 in the event detail: 'FiO2 40%', 'FiO2: 0.6', 'FiO2 of 60 %'
@@ -59,6 +70,21 @@ CANNULA_PATTERN = r"(?i)cannula|\bnc\b|hfnc|nasal"
 #: ... unless it names a device that is grade 3 at any flow (ASTCT: facemask, non-rebreather,
 #: Venturi)
 MASK_PATTERN = r"(?i)mask|venturi|rebreather"
+#: the detail names blow-by oxygen (ASTCT grade 2)
+BLOW_BY_PATTERN = r"(?i)blow[\s-]?by"
+#: a death event's detail that names CRS as the cause
+CRS_DEATH_PATTERN = r"(?i)\bcrs\b|cytokine[\s-]+release|\bD89\.?83"
+#: vasopressor drugs by the names a 'vasopressor' event's detail may give them (whole words,
+#: any case); the first named in a detail is its drug
+VASOPRESSOR_DRUGS = {
+    "norepinephrine": ("norepinephrine", "noradrenaline", "levophed"),
+    "epinephrine": ("epinephrine", "adrenaline"),
+    "phenylephrine": ("phenylephrine", "neo-synephrine", "neosynephrine"),
+    "dopamine": ("dopamine",),
+    "angiotensin ii": ("angiotensin ii", "angiotensin 2", "giapreza"),
+    "metaraminol": ("metaraminol",),
+    "vasopressin": ("vasopressin", "argipressin"),
+}
 
 # sweep counters (columns of the count matrix)
 _FEVER, _TREAT, _SBP, _VASO, _LOW, _HIGH, _PP, _DEATH = range(8)
@@ -93,18 +119,26 @@ def label_definition(settings: LabelConfig | None = None) -> str:
 
 _FLOW_RE, _FIO2_RE = re.compile(FLOW_PATTERN), re.compile(FIO2_PATTERN)
 _CANNULA_RE, _MASK_RE = re.compile(CANNULA_PATTERN), re.compile(MASK_PATTERN)
+_BLOW_BY_RE = re.compile(BLOW_BY_PATTERN)
+_DRUG_NAME = {name: drug for drug, names in VASOPRESSOR_DRUGS.items() for name in names}
+_DRUG_RE = re.compile(
+    r"(?i)\b(" + "|".join(re.escape(n) for n in sorted(_DRUG_NAME, key=len, reverse=True)) + r")\b"
+)
 
 
-def _parse_detail(text: str) -> tuple[float, float, bool]:
-    """(highest flow stated, FiO2 as a fraction, names a cannula and no mask) of one text."""
+def _parse_detail(text: str) -> tuple[float, float, bool, bool, bool]:
+    """(highest flow stated, FiO2 as a fraction, names a cannula and no mask, names a mask,
+    names blow-by) of one text."""
     flows = [float(x) for x in _FLOW_RE.findall(text)]
     fio2 = float("nan")
     found = _FIO2_RE.search(text)
     if found:
         value = float(found.group(1))
         fio2 = value / 100.0 if found.group(2) == "%" or value > 1 else value
-    cannula = bool(_CANNULA_RE.search(text)) and not _MASK_RE.search(text)
-    return (max(flows) if flows else float("nan"), fio2, cannula)
+    mask = bool(_MASK_RE.search(text))
+    cannula = bool(_CANNULA_RE.search(text)) and not mask
+    blow_by = bool(_BLOW_BY_RE.search(text))
+    return (max(flows) if flows else float("nan"), fio2, cannula, mask, blow_by)
 
 
 def oxygen_flow(detail: pd.Series) -> pd.DataFrame:
@@ -112,7 +146,8 @@ def oxygen_flow(detail: pd.Series) -> pd.DataFrame:
 
     Columns: flow_l_min (the highest flow stated, see :data:`FLOW_PATTERN`), fio2 (a fraction;
     '40%' and '40' are 0.40, '0.4' is 0.40), cannula (names a nasal cannula and no mask,
-    Venturi or rebreather). Each distinct text is parsed once."""
+    Venturi or rebreather), mask (names a facemask, Venturi or rebreather), blow_by (names
+    blow-by). Each distinct text is parsed once."""
     codes, uniq = pd.factorize(detail.astype(object).where(detail.notna(), ""), sort=False)
     parsed = [_parse_detail(str(t)) for t in uniq]  # few distinct texts: plain re is fastest
     per_text = pd.DataFrame(
@@ -120,6 +155,8 @@ def oxygen_flow(detail: pd.Series) -> pd.DataFrame:
             "flow_l_min": np.array([p[0] for p in parsed], dtype="float64"),
             "fio2": np.array([p[1] for p in parsed], dtype="float64"),
             "cannula": np.array([p[2] for p in parsed], dtype=bool),
+            "mask": np.array([p[3] for p in parsed], dtype=bool),
+            "blow_by": np.array([p[4] for p in parsed], dtype=bool),
         }
     )
     out = per_text.iloc[codes].reset_index(drop=True)
@@ -134,7 +171,45 @@ def _oxygen_counters(counter: np.ndarray, detail: pd.Series, settings: LabelConf
     with np.errstate(invalid="ignore"):
         high = (flow > settings.low_flow_max_l_min) | (fio2 > settings.high_flow_fio2_above)
         low = ~high & (flow <= settings.low_flow_max_l_min) & parsed["cannula"].to_numpy(bool)
+    mask = parsed["mask"].to_numpy(bool)
+    high |= ~low & mask  # a facemask, Venturi or non-rebreather: grade 3 at any flow
+    low |= ~high & parsed["blow_by"].to_numpy(bool)  # blow-by: grade 2
     return np.where(high, _HIGH, np.where(low, _LOW, counter))
+
+
+def vasopressor_drugs(detail: pd.Series) -> np.ndarray:
+    """The drug each vasopressor event's ``detail`` names (object array): the canonical name
+    of the first of :data:`VASOPRESSOR_DRUGS`' names found as a word, else the detail's text
+    (lower case, spaces collapsed), None for an empty detail. Each distinct text is read
+    once."""
+    codes, uniq = pd.factorize(detail.astype(object).where(detail.notna(), ""), sort=False)
+    drugs = []
+    for text in uniq:
+        text = " ".join(str(text).lower().split())
+        found = _DRUG_RE.search(text)
+        drugs.append(_DRUG_NAME[found.group(1)] if found else (text or None))
+    return np.asarray(drugs, dtype=object)[codes]
+
+
+def _one_infusion_per_drug(code: np.ndarray, drug: np.ndarray, start: np.ndarray,
+                           end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(rows kept, their ends) of vasopressor rows (group code, drug, closed [start, end]):
+    overlapping or touching rows of one group's same named drug become one row, the first,
+    running to the latest end; rows without a drug (None) are kept as they are."""
+    keep, new_end = np.ones(len(code), dtype=bool), end.copy()
+    named = np.flatnonzero(pd.notna(drug))
+    if len(named) < 2:
+        return keep, new_end
+    d = pd.DataFrame({"g": code[named], "drug": drug[named], "s": start[named],
+                      "e": end[named], "i": named}).sort_values(["g", "drug", "s"], kind="stable")  # fmt: skip
+    same = [d["g"], d["drug"]]
+    reach = d.groupby(same, sort=False)["e"].cummax().groupby(same, sort=False).shift()
+    first = (reach.isna() | (d["s"] > reach)).to_numpy()  # starts after all before it ended
+    block = np.cumsum(first)
+    rows = d["i"].to_numpy()
+    keep[rows[~first]] = False
+    new_end[rows[first]] = pd.Series(d["e"].to_numpy()).groupby(block).max().to_numpy()
+    return keep, new_end
 
 
 def _intervals(
@@ -157,9 +232,14 @@ def _intervals(
     counter = pd.Series(ev_name).map(_EVENT_COUNTER).to_numpy(dtype="float64", copy=True)
     is_death = ev_name == "death"
     if is_death.any():
-        detail = events["detail"].astype(object).fillna("").astype(str).str.lower()
-        is_death &= detail.str.contains("crs", regex=False).to_numpy(dtype=bool)
+        detail = events["detail"].astype(object).fillna("").astype(str)
+        is_death &= detail.str.contains(CRS_DEATH_PATTERN, regex=True).to_numpy(dtype=bool)
     counter[is_death] = _DEATH
+    drug = np.full(len(ev_name), None, dtype=object)
+    is_vaso = counter == _VASO
+    if is_vaso.any():
+        drug[is_vaso] = vasopressor_drugs(events["detail"][is_vaso])
+        counter[drug == "vasopressin"] = np.nan  # vasopressin does not count
     ev_keep = (ev_hours >= 0) & ~np.isnan(counter)
     is_oxygen = ev_keep & ((counter == _LOW) | (counter == _HIGH))
     if is_oxygen.any():
@@ -199,6 +279,12 @@ def _intervals(
         first = d.sort_values(["g", "h"], kind="stable").drop_duplicates("g").index
         drop = np.setdiff1d(np.arange(len(death_rows)), first.to_numpy())
         keep_ev[death_rows[drop]] = False
+    e_drug = drug[ev_keep]
+    vaso = np.flatnonzero(e_counter == _VASO)
+    if len(vaso) > 1:  # one drug's overlapping rows are one infusion
+        kept, e_end[vaso] = _one_infusion_per_drug(codes[n_obs:][vaso], e_drug[vaso],
+                                                   e_start[vaso], e_end[vaso])  # fmt: skip
+        keep_ev[vaso[~kept]] = False
     if not keep_ev.all():
         codes = np.concatenate([codes[:n_obs], codes[n_obs:][keep_ev]])
         e_start, e_end, e_counter, e_closes = (

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.cohort import Cohort
+from crs_ml.config import LabelConfig
 from crs_ml.features.builder import build_features
 from crs_ml.features.grading import grade_events
 from crs_ml.features.landmarks import horizon_label
@@ -118,12 +119,13 @@ def _until_as_of(table: pd.DataFrame, as_of_h: pd.Series) -> pd.DataFrame:
     return table[keep].reset_index(drop=True)
 
 
-def _no_longer_at_risk(cohort: Cohort, as_of_h: pd.Series) -> pd.Series:
-    """Per patient, the first hour of grade >= 3 CRS or death seen by the as-of time."""
+def _no_longer_at_risk(cohort: Cohort, as_of_h: pd.Series, grading: LabelConfig) -> pd.Series:
+    """Per patient, the first hour of grade >= 3 CRS (graded with ``grading``, the model's
+    settings) or death seen by the as-of time."""
 
     obs = _until_as_of(cohort.observations, as_of_h)
     ev = _until_as_of(cohort.events, as_of_h)
-    grades = grade_events(obs, ev)
+    grades = grade_events(obs, ev, settings=grading)
     g3 = grades[grades["grade"] >= 3].groupby("patient_id")["hours"].min()
     death = ev[ev["event"] == "death"].groupby("patient_id")["hours"].min()
     both = pd.concat([g3, death], axis=1).min(axis=1)
@@ -155,7 +157,8 @@ def trajectories(model, cohort: Cohort, scores: pd.DataFrame):
         index=pd.Index(scores["patient_id"].astype(object)),
     )
     as_of_h = as_of_h[~as_of_h.index.duplicated()]
-    stop = points["patient_id"].map(_no_longer_at_risk(cohort, as_of_h)).to_numpy(np.float64)
+    stop = points["patient_id"].map(_no_longer_at_risk(cohort, as_of_h, features.grading))
+    stop = stop.to_numpy(np.float64)
     first_obs = cohort.observations.groupby("patient_id")["hours"].min()
     start = points["patient_id"].map(first_obs).to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore"):
@@ -245,7 +248,7 @@ def courses(scores: pd.DataFrame, cohort: Cohort, model) -> list[Course]:
     as_of_h = as_of_h[~as_of_h.index.duplicated()]
     ev = _until_as_of(cohort.events, as_of_h)
     obs = _until_as_of(cohort.observations, as_of_h)
-    grades = grade_events(obs, ev)
+    grades = grade_events(obs, ev, settings=scoring_settings(bundle)[1].grading)
     limit = grades["patient_id"].map(as_of_h).to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore"):  # a support's end after the as-of time is not known yet
         grades = grades[(grades["hours"].to_numpy() >= 0) & (grades["hours"].to_numpy() <= limit)]

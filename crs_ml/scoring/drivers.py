@@ -267,6 +267,9 @@ class FeatureTexts:
     #: how each feature's value is written (:func:`_kind_code`) and the text after it (unit)
     kind_codes: np.ndarray = None  # type: ignore[assignment]
     unit_texts: np.ndarray = None  # type: ignore[assignment]
+    #: (features, keys) column positions: where every key is 0 the features say nothing
+    #: (:func:`_absent_rules`)
+    absent_rules: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
 
     def __post_init__(self) -> None:
         uniq, codes = np.unique(np.asarray(self.groups, dtype=object), return_inverse=True)
@@ -290,7 +293,42 @@ class FeatureTexts:
             ),  # fmt: skip
             tuple(input_name(name, catalogue) for name in names),
             tuple(input_name(name, catalogue, part=False) for name in names),
+            absent_rules=_absent_rules(tuple(names)),
         )
+
+
+@lru_cache(maxsize=64)
+def _declared_variables(version: int) -> dict[str, str]:
+    """Feature name -> the variable or patient attribute it is declared from (every catalogue
+    variable's features; ``version``: :func:`catalogue_version`, for the cache)."""
+    from crs_ml.config import FeatureConfig
+    from crs_ml.features.catalogue import feature_declarations
+
+    return {f.name: f.variable for f in feature_declarations(FeatureConfig()) if f.variable}
+
+
+def _absent_rules(names: tuple[str, ...]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Values that are numbers even when their input is absent, as (features, keys) pairs:
+    a variable's features where its count of results (``<variable>_n``) is 0 (the fever
+    features of a patient without a temperature: onset "L", censored, 0 febrile hours), and a
+    patient attribute's one-hot columns (``product_*``, ``disease_*``, and what is derived
+    from them) where every one of them is 0 (the attribute unknown)."""
+    declared = _declared_variables(catalogue_version())
+    at = {name: j for j, name in enumerate(names)}
+    by_input: dict[str, list[int]] = {}
+    for j, name in enumerate(names):
+        if name in declared:
+            by_input.setdefault(declared[name], []).append(j)
+    rules = []
+    for source, cols in by_input.items():
+        count = at.get(f"{source}_n")
+        if count is not None:
+            rules.append((np.asarray(cols), np.asarray([count])))
+            continue
+        onehot = [j for j in cols if names[j].startswith(f"{source}_")]
+        if len(onehot) >= 2:
+            rules.append((np.asarray(cols), np.asarray(onehot)))
+    return tuple(rules)
 
 
 def _values(X: pd.DataFrame, names: list[str]) -> np.ndarray:
@@ -309,9 +347,14 @@ def not_measured(
     ``values``: ``X[names]`` as a float matrix, if held."""
     texts = texts or FeatureTexts.of(names, catalogue)
     values = _values(X, names) if values is None else values
-    return (np.isnan(values) & texts.nan_is_absent[None, :]) | (
+    absent = (np.isnan(values) & texts.nan_is_absent[None, :]) | (
         (values == 0) & texts.zero_is_absent[None, :]
     )
+    for cols, keys in texts.absent_rules:
+        rows = np.flatnonzero((values[:, keys] == 0).all(axis=1))
+        if len(rows):
+            absent[np.ix_(rows, cols)] = True
+    return absent
 
 
 def _group_line(title: str, contributions: np.ndarray, mask: np.ndarray, texts: FeatureTexts,

@@ -116,8 +116,6 @@ class ModelTexts:
     names: list[str]
     catalogue: pd.DataFrame
     texts: FeatureTexts
-    input_codes: np.ndarray  #: each feature's clinical input (without its part), as a code
-    inputs: np.ndarray  #: ... and the names of those codes
     shap_columns: list[str]
 
 
@@ -134,9 +132,7 @@ def model_texts(bundle: Bundle) -> ModelTexts:
     names = bundle.feature_names
     catalogue = bundle.catalogue
     texts = FeatureTexts.of(names, catalogue)
-    codes, inputs = pd.factorize(pd.Index(texts.inputs, dtype=object))
     held = ModelTexts(bundle.manifest, landmarks, features, settings, names, catalogue, texts,
-                      codes, np.asarray(inputs, dtype=object),
                       [f"shap_{c}" for c in names])  # fmt: skip
     bundle.__dict__[_TEXTS_ATTRIBUTE] = held
     return held
@@ -187,7 +183,7 @@ def begin(model, cohort: Cohort, as_of=None, as_of_hours=None, chunk_size=5000) 
     landmarks, features, settings = texts.landmarks_h, texts.features, texts.settings
     if not isinstance(cohort.patients.index, pd.RangeIndex) or cohort.patients.index.start:
         cohort = dataclasses.replace(cohort, patients=cohort.patients.reset_index(drop=True))
-    st = statuses(cohort, landmarks, as_of, as_of_hours)
+    st = statuses(cohort, landmarks, as_of, as_of_hours, features.grading)
     n = len(st.pid_values)
     todo = np.flatnonzero(st.status == "scored")
     chunk_size = max(int(chunk_size), 1)
@@ -462,7 +458,9 @@ def _absence(X, contributions, model: ModelTexts, imputed,
     total = size.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(total > 0, (size * absent).sum(axis=1) / total, np.nan)
-    codes, uniq = model.input_codes, model.inputs
+    # named with their part (``Heart rate baseline``), as the drivers' imputed line names
+    # them: a patient's heart rate may be measured while its baseline was imputed
+    codes, uniq = model.texts.group_codes, model.texts.group_names
     text = np.full(len(X), "", dtype=object)
     for i in np.flatnonzero(imputed.any(axis=1)):  # inputs by |SHAP|, largest first
         weight = np.bincount(codes[imputed[i]], weights=size[i, imputed[i]], minlength=len(uniq))

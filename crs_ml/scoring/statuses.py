@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from crs_ml.cohort import Cohort
+from crs_ml.config import LabelConfig
 from crs_ml.errors import InputError
 from crs_ml.features.builder import run_starts
 from crs_ml.features.grading import (
@@ -46,12 +47,24 @@ class Statuses:
     ev_code: np.ndarray  #: the same for events
 
 
-def statuses(cohort: Cohort, landmarks: np.ndarray, as_of=None, as_of_hours=None) -> Statuses:
-    """See the module docstring."""
+def statuses(cohort: Cohort, landmarks: np.ndarray, as_of=None, as_of_hours=None,
+             grading: LabelConfig | None = None) -> Statuses:  # fmt: skip
+    """See the module docstring. ``grading``: the model's ASTCT grading settings (its
+    ``features.grading``, those its labels were derived with; None: the defaults)."""
     patients = cohort.patients
     n = len(patients)
     pid_values = patients["patient_id"].to_numpy(dtype=object)
     pid = pd.Index(pid_values, dtype=object)
+    if not pid.is_unique:  # (load_cohort refuses these; a Cohort built by hand may have them)
+        again = np.flatnonzero(pid.duplicated(keep="first"))[0]
+        first = int(np.flatnonzero(pid == pid[again])[0])
+        raise InputError(
+            f"duplicated patient_id '{pid[again]}' (rows {first + 1} and {again + 1}): each "
+            "patient once in the patients table",
+            file="patients",
+            row=int(again) + 1,
+            column="patient_id",
+        )
     obs_code = _codes(pid, cohort.observations["patient_id"])
     ev_code = _codes(pid, cohort.events["patient_id"])
     tables = [(cohort.observations, obs_code), (cohort.events, ev_code)]
@@ -69,7 +82,7 @@ def statuses(cohort: Cohort, landmarks: np.ndarray, as_of=None, as_of_hours=None
     late = (status == "scored") & (hours > landmarks[-1])
     message[late] = f"scored at the last landmark ({landmarks[-1]:g} h)"
 
-    at_risk = _not_at_risk(cohort, pid, obs_code, ev_code, L, status == "scored")
+    at_risk = _not_at_risk(cohort, pid, obs_code, ev_code, L, status == "scored", grading)
     status[at_risk != ""] = "not_at_risk"
     message[at_risk != ""] = at_risk[at_risk != ""]
 
@@ -148,8 +161,10 @@ def _not_at_risk(
     ev_code: np.ndarray,
     L: np.ndarray,
     cand: np.ndarray,
+    grading: LabelConfig | None = None,
 ) -> np.ndarray:
-    """Reason text ('' when at risk) for each patient: grade >= 3 or death by L."""
+    """Reason text ('' when at risk) for each patient: grade >= 3 (graded with ``grading``)
+    or death by L."""
     why = np.full(len(pid), "", dtype=object)
     if not cand.any():
         return why
@@ -194,7 +209,7 @@ def _not_at_risk(
         keep = np.isin(code, np.flatnonzero(graded))
         ev_keep = np.flatnonzero(np.isin(ev_code, np.flatnonzero(graded)))
         summary = grade_summary(obs.iloc[rows[keep]], ev.iloc[ev_keep], "patient_id",
-                                until=until)  # fmt: skip
+                                until=until, settings=grading)  # fmt: skip
         g3 = pd.Series(pid, dtype=object).map(summary["grade3_hours"]).to_numpy(dtype=np.float64)
     ev = cohort.events
     death = np.full(len(pid), np.inf)

@@ -167,3 +167,26 @@ def test_label_reads_the_label_settings_of_the_config(tmp_path):
     res = runner.invoke(_app(), [*args, "--fever-window-h", "24"])
     assert res.exit_code == 0, res.output
     assert pd.read_csv(out).set_index("patient_id").loc["p1", "crs_max_grade"] == 3
+
+
+def test_label_grades_over_the_horizon_of_the_config(tmp_path):
+    data = _write_cohort(tmp_path / "cohort")
+    obs = pd.read_csv(data / "observations.csv")
+    late = pd.DataFrame([("p2", 380, "temperature", "38.9", "degC")], columns=obs.columns)
+    pd.concat([obs, late]).to_csv(data / "observations.csv", index=False)
+    ev = pd.read_csv(data / "events.csv")
+    late = pd.DataFrame([("p2", 390, 400, "vasopressor")], columns=ev.columns)
+    pd.concat([ev, late]).to_csv(data / "events.csv", index=False)
+    cfg = tmp_path / "late.yaml"
+    cfg.write_text("task:\n  horizon_h: 504\n")
+    runner = CliRunner()
+    out = tmp_path / "o.csv"
+    args = ["label", "--data", str(data), "--config", str(cfg), "--out", str(out)]
+    res = runner.invoke(_app(), args)
+    assert res.exit_code == 0, res.output
+    assert "[0, 504]" in res.output
+    # p2's vasopressor at 390 h is inside a 504 h horizon (outside the default 336 h)
+    assert pd.read_csv(out).set_index("patient_id").loc["p2", "grade3_hours"] == 390
+    res = runner.invoke(_app(), [*args, "--force", "--horizon-h", "336"])
+    assert res.exit_code == 0, res.output
+    assert np.isnan(pd.read_csv(out).set_index("patient_id").loc["p2", "grade3_hours"])

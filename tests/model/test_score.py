@@ -308,3 +308,15 @@ def test_not_at_risk_statuses_equal_grading_every_patient(as_of_hours, tmp_path)
         expect = np.isfinite(L) & ((g3 <= L) | (death.to_numpy(dtype=np.float64) <= L))
     assert ((st.status == "not_at_risk") == expect).all()
     assert (st.status == "not_at_risk").sum() >= (3 if as_of_hours != 12 else 0)
+
+
+def test_a_patient_twice_in_a_cohort_built_by_hand_is_named(trained, new):
+    from crs_ml.errors import InputError
+
+    c = new.cohort
+    patients = pd.concat([c.patients, c.patients.iloc[[0]]], ignore_index=True)
+    twice = Cohort(patients, c.observations, c.events)
+    with pytest.raises(InputError, match=r"duplicated patient_id .* \(rows 1 and \d+\)") as info:
+        score(trained.bundle, twice, as_of_hours=24)
+    assert info.value.file == "patients" and info.value.column == "patient_id"
+    assert info.value.row == len(patients)

@@ -122,3 +122,28 @@ def test_signed_hundredths_equal_python_formatting_at_every_rounding_edge():
          99.994999, 100.0, 1e300, -1e300, np.nan, np.inf, -np.inf],
     ]  # fmt: skip
     assert signed_hundredths(values) == [f"{v:+.2f}" for v in values.tolist()]
+
+
+def test_numbers_made_without_their_input_are_not_measured():
+    import numpy as np
+    import pandas as pd
+
+    from crs_ml.scoring.drivers import not_measured
+
+    names = ["temperature_n", "fever_onset_h", "febrile_hours", "product_axi_cel",
+             "product_tisa_cel", "costim_cd28", "crp_max", "age_years"]  # fmt: skip
+    X = pd.DataFrame(
+        [
+            [0, 24.0, 0.0, 0, 0, 0, 12.0, 60],  # no temperature; product unknown
+            [3, 10.0, 4.0, 0, 1, 0, np.nan, 60],  # febrile at 10 h; tisa-cel
+        ],
+        columns=names,
+        dtype=float,
+    )
+    absent = pd.DataFrame(not_measured(X, names), columns=names)
+    assert absent.loc[0].to_dict() == {
+        "temperature_n": True, "fever_onset_h": True, "febrile_hours": True,
+        "product_axi_cel": True, "product_tisa_cel": True, "costim_cd28": True,
+        "crp_max": False, "age_years": False,
+    }  # fmt: skip
+    assert absent.loc[1].to_dict() == {**dict.fromkeys(names, False), "crp_max": True}

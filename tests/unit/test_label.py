@@ -1,10 +1,11 @@
-"""ASTCT-2019-derived-v2 grading on small hand-made patients (the reference cases)."""
+"""ASTCT-2019-derived-v3 grading on small hand-made patients (the reference cases)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from crs_ml.cohort import EVENT_COLUMNS, OBSERVATION_COLUMNS, OUTCOME_COLUMNS, Cohort
 from crs_ml.config import LabelConfig, load_config
@@ -312,6 +313,12 @@ FEVER_FIRST_CASES = {
         3,
         120.0,
     ),
+    "anakinra (anti-cytokine therapy) after the fever lifts it": (
+        [T(2)],
+        [E(5, "anakinra"), E(40, "vasopressor", 50)],
+        3,
+        40.0,
+    ),
     "never febrile, treated, vasopressor, CRS death: not CRS, no grade 5": (
         [],
         [E(5, "tocilizumab"), E(12, "vasopressor", 30), E(40, "death", detail="CRS")],
@@ -360,6 +367,13 @@ OXYGEN_CASES = [
     ("oxygen_high_flow", "Venturi mask FiO2 35%", 3),
     ("oxygen_high_flow", "non-rebreather 15 L/min", 3),
     ("positive_pressure", "CPAP 5 L/min FiO2 30%", 4),
+    # a named facemask, Venturi or non-rebreather is grade 3 whichever event records it, and
+    # a named blow-by grade 2
+    ("oxygen_low_flow", "simple face mask 5 L/min", 3),
+    ("oxygen_low_flow", "Venturi mask 4 L/min", 3),
+    ("oxygen_low_flow", "non-rebreather mask", 3),
+    ("oxygen_high_flow", "blow-by", 2),
+    ("oxygen_high_flow", "blow by O2 near the face", 2),
 ]
 
 
@@ -376,6 +390,75 @@ def test_oxygen_flow_parses_flow_and_fio2():
     np.testing.assert_array_equal(out["flow_l_min"], [4.0, 40.0, np.nan, np.nan, np.nan])
     np.testing.assert_array_equal(out["fio2"], [np.nan, 0.6, 0.35, np.nan, np.nan])
     assert out["cannula"].tolist() == [True, True, False, False, True]
+
+
+# vasopressor rows (hours, end, detail) in a patient febrile from 10 h -> max grade
+VASOPRESSOR_CASES = {
+    "one drug split at a rate change is one vasopressor": (
+        [(12, 20, "norepinephrine 0.05 mcg/kg/min"), (20, 30, "Norepinephrine 0.1 mcg/kg/min")],
+        3,
+    ),
+    "a rate row inside a running infusion is the same one": (
+        [(12, 30, "norepinephrine"), (15, None, "norepinephrine")],
+        3,
+    ),
+    "noradrenaline is norepinephrine": ([(12, 30, "Levophed"), (14, 20, "noradrenaline")], 3),
+    "two drugs at once are several": ([(12, 30, "norepinephrine"), (14, 20, "epinephrine")], 4),
+    "a switch at one hour overlaps at that instant": (
+        [(12, 20, "norepinephrine"), (20, 30, "phenylephrine")],
+        4,
+    ),
+    "rows without a drug are each their own": ([(12, 30, None), (14, 20, None)], 4),
+    "the same drug again after a gap is one at a time": (
+        [(12, 20, "norepinephrine"), (25, 30, "norepinephrine")],
+        3,
+    ),
+    "vasopressin recorded as a vasopressor does not count": (
+        [(12, 30, "norepinephrine"), (14, 20, "vasopressin 0.03 U/min")],
+        3,
+    ),
+    "vasopressin alone recorded as a vasopressor": ([(12, 30, "argipressin")], 1),
+}
+
+
+@pytest.mark.parametrize("case", VASOPRESSOR_CASES, ids=list(VASOPRESSOR_CASES))
+def test_several_vasopressors_are_different_drugs_at_once(case):
+    rows, grade = VASOPRESSOR_CASES[case]
+    r = _grade([T(10)], [E(h, "vasopressor", end, detail) for h, end, detail in rows])
+    assert r.crs_max_grade == grade
+    np.testing.assert_equal(r.grade3_hours, 12.0 if grade >= 3 else np.nan)
+
+
+def test_vasopressors_running_count_drugs_in_the_timeline():
+    ev = [E(12, "vasopressor", 20, "norepinephrine"), E(20, "vasopressor", 30, "norepinephrine"),
+          E(25, "vasopressor", 28, "epinephrine")]  # fmt: skip
+    tl = state_timeline(*_tables([T(10)], ev)).set_index("hours")
+    assert tl.loc[tl.index < 25, "vasopressors"].max() == 1  # the norepinephrine rows: one
+    assert tl.loc[25.0, "vasopressors"] == 2 and tl["vasopressors"].max() == 2
+
+
+def _tables(obs, events):
+    c = _cohort(obs, events)
+    return c.observations, c.events
+
+
+@pytest.mark.parametrize(
+    ("detail", "grade"),
+    [
+        ("CRS", 5),
+        ("refractory CRS-related shock", 5),
+        ("cytokine release syndrome", 5),
+        ("Cytokine-release syndrome", 5),
+        ("D89.835", 5),
+        ("D89835", 5),
+        ("sepsis", 3),
+        ("progressive disease", 3),
+        (None, 3),
+    ],
+)
+def test_grade_5_needs_a_death_from_crs(detail, grade):
+    r = _grade([T(10)], [E(12, "vasopressor", 30), E(40, "death", detail=detail)])
+    assert r.crs_max_grade == grade and r.death_hours == 40
 
 
 def test_label_settings_pass_through():
@@ -403,3 +486,47 @@ def test_label_settings_are_a_config_section():
     assert load_config().label == LabelConfig()
     with pytest.raises(ConfigError, match="fever_window_h"):
         load_config(overrides=["label.fever_window_h=-1"])
+
+
+def test_label_settings_reach_the_features_of_the_config():
+    cfg = load_config(overrides=["label.fever_window_h=48"])
+    assert cfg.features.grading == cfg.label
+    assert load_config().features.grading == LabelConfig()
+    with pytest.raises(ConfigError, match="features.grading"):
+        load_config(overrides=["features.grading.fever_window_h=48"])
+    both = ["label.fever_window_h=48", "features.grading.fever_window_h=48"]
+    assert load_config(overrides=both).features.grading.fever_window_h == 48
+    # a config written out (tuned.yaml, a run's config.yaml) leaves it out: edit label only
+    from crs_ml.config import config_from_dict, config_to_yaml
+
+    text = config_to_yaml(cfg)
+    assert "grading" not in text
+    edited = yaml.safe_load(text)
+    edited["label"]["fever_window_h"] = 12.0
+    assert config_from_dict(edited).features.grading.fever_window_h == 12.0
+
+
+def test_the_crs_state_and_scoring_grade_as_the_labels():
+    from types import SimpleNamespace
+
+    from crs_ml.evaluation.validate import model_settings
+    from crs_ml.features.builder import build_features
+    from crs_ml.scoring.statuses import statuses
+
+    cfg = load_config(overrides=["label.low_flow_max_l_min=8"])
+    c = _cohort([T(10), ("p1", 1, "crp", 5.0)], [E(12, "oxygen_low_flow", 40, "NC 8 L/min")])
+    points = pd.DataFrame({"patient_id": ["p1"], "landmark_h": [24.0]})
+    # 8 L/min: low flow (grade 2) under the config's labels, high flow (3) by default
+    assert build_features(c, points, cfg.features)["astct_grade_so_far"].item() == 2
+    assert build_features(c, points, load_config().features)["astct_grade_so_far"].item() == 3
+    at_24 = {"landmarks": np.array([24.0]), "as_of_hours": 24.0}
+    assert statuses(c, **at_24, grading=cfg.features.grading).status.tolist() == ["scored"]
+    assert statuses(c, **at_24).status.tolist() == ["not_at_risk"]
+    # a model stored before features.grading was built with the default grading
+    stored = cfg.model_dump(mode="json")
+    assert model_settings(SimpleNamespace(manifest={"config": stored}))["features"].grading == (
+        cfg.label
+    )
+    del stored["features"]["grading"]
+    old = model_settings(SimpleNamespace(manifest={"config": stored}))["features"]
+    assert old.grading == LabelConfig()
