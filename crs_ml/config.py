@@ -481,10 +481,36 @@ class CVConfig(_Strict):
     horizon_repeats: int = Field(1, ge=1)
 
 
+#: settings whose value may hold a password, never echoed in an error
+SECRET_KEYS = ("mlflow.tracking_uri",)
+#: query-string keys of a tracking URI that carry a secret
+SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "token", "secret", "access_key", "sig")
+
+
 class MlflowConfig(_Strict):
+    #: where runs go (default: ``MLFLOW_TRACKING_URI``, else the embedded SQLite store). Never
+    #: with a password: the config is logged with every run and stored in every model
     tracking_uri: str | None = None
     experiment: str = "crs-ml"
     registered_model: str = "crs-severity"
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import parse_qsl, urlsplit
+
+        parts = urlsplit(v)
+        keys = {k.lower() for k, _ in parse_qsl(parts.query)}
+        if parts.password is not None or keys & set(SECRET_QUERY_KEYS):
+            raise ValueError(
+                "the tracking URI holds a password or token, which would be logged with every "
+                "run and stored in every model: remove it and give it through the environment "
+                "(a database store: PGPASSWORD or ~/.pgpass; an MLflow server: "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)"
+            )
+        return v
 
 
 class ScoringConfig(_Strict):
@@ -759,6 +785,8 @@ def format_errors(exc: ValidationError, source: str, overrides: list[str]) -> st
         msg = err["msg"].replace("Value error, ", "").replace("Input should be", "must be")
         value = err.get("input")
         shown = f" (got {value!r})" if key not in given and not isinstance(value, dict) else ""
+        if key in SECRET_KEYS:  # a value that may hold a password is not echoed
+            where, shown = (f"--set {key}=..." if key in given else source), ""
         parts.append(f"{where}: {key} {msg}{shown}")
     return "; ".join(parts)
 

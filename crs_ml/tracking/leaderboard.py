@@ -22,6 +22,7 @@ import pandas as pd
 
 from crs_ml.errors import CrsMlError
 from crs_ml.evaluation import metrics as M
+from crs_ml.tracking.store import shown_uri
 
 KEY_PARAMS = ("max_depth", "learning_rate", "n_estimators", "C", "threshold_c")
 
@@ -52,7 +53,9 @@ def list_runs(experiment: str, landmark_h: float) -> pd.DataFrame:
 
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
-        raise CrsMlError(f"no experiment named '{experiment}' in {mlflow.get_tracking_uri()}")
+        raise CrsMlError(
+            f"no experiment named '{experiment}' in {shown_uri(mlflow.get_tracking_uri())}"
+        )
     runs = mlflow.search_runs(
         experiment_ids=[exp.experiment_id],
         filter_string="attributes.status = 'FINISHED'",

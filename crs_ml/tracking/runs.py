@@ -226,7 +226,7 @@ def log_training_run(
         run_id=run_id,
         experiment_id=experiment_id,
         model_uri=model_uri,
-        tracking_uri=uri,
+        tracking_uri=tracking.shown_uri(uri),
         registered_version=version,
     )
 

@@ -24,6 +24,18 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
     return uri
 
 
+def shown_uri(uri: str) -> str:
+    """``uri`` to print or write: a password in it (from ``MLFLOW_TRACKING_URI``; the config
+    refuses one) replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def existing_tracking_uri(configured: str | None = None) -> str:
     """:func:`resolve_tracking_uri` for commands that only read runs (``compare``): a SQLite
     store that does not exist is a :class:`~crs_ml.errors.ConfigError` naming the URI, not

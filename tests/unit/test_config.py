@@ -184,3 +184,27 @@ def test_bad_overrides_of_the_default_stack_name_the_member_to_set(override, exp
         with pytest.raises(ConfigError) as err:
             load_config(path, [override])
         assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["postgresql://crs:S3cretPW@db.example:5432/mlflow", "https://mlflow.example/?token=S3cretPW"],
+)
+def test_a_tracking_uri_with_a_password_is_refused_without_echoing_it(uri, tmp_path):
+    from crs_ml.config import config_from_dict
+
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_PASSWORD") as on_line:
+        load_config(overrides=[f"mlflow.tracking_uri={uri}"])
+    with pytest.raises(ConfigError, match="PGPASSWORD") as in_file:
+        config_from_dict({"mlflow": {"tracking_uri": uri}}, source="site.yaml")
+    for err in (on_line, in_file):
+        assert "S3cretPW" not in str(err.value) and "tracking_uri" in str(err.value)
+    ok = "postgresql://crs@db.example:5432/mlflow"  # password from PGPASSWORD or ~/.pgpass
+    assert load_config(overrides=[f"mlflow.tracking_uri={ok}"]).mlflow.tracking_uri == ok
+
+
+def test_a_password_from_the_environment_is_never_shown():
+    from crs_ml.tracking.store import shown_uri
+
+    assert shown_uri("postgresql://crs:S3cretPW@db:5432/m") == "postgresql://crs:***@db:5432/m"
+    assert shown_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
