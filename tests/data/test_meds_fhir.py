@@ -247,6 +247,25 @@ def test_meds_reports_unmapped_codes_missing_infusion_and_missing_product(tmp_pa
     assert 38.6 in obs["value"].tolist()
 
 
+def test_meds_grade_records_unreadable_or_rejected_leave_the_grade_unknown(tmp_path):
+    grade = "SNOMED/1290005006"
+    rows = _basic(1) + _basic(2) + _basic(3) + _basic(4)
+    rows += [
+        (1, _h(30), grade, 3.0, "ASTCT"),  # grade 3 at 30 h
+        (2, _h(30), grade, None, "ASTCT grade IV"),  # no readable grade: unknown
+        (3, None, grade, 4.0, "ASTCT"),  # no time: rejected
+    ]  # subject 4: no grade record, so no CRS (a CRS is recorded when it happens)
+    cohort = load_meds(_meds(tmp_path / "m", rows))
+    oc = cohort.outcomes.set_index("patient_id")
+    assert sorted(oc.index) == ["1", "4"]  # never grade 0 made up for 2 and 3
+    assert oc.loc["1", "crs_max_grade"] == 3 and oc.loc["1", "grade3_hours"] == 30
+    assert oc.loc["4", "crs_max_grade"] == 0
+    rep = cohort.report
+    assert rep.problem("bad_crs_grade").count == 1
+    assert rep.problem("crs_grade_rejected").count == 1
+    assert rep.problem("bad_time").count == 1
+
+
 def test_meds_reinfusion_makes_two_episodes_of_one_person(tmp_path):
     rows = _basic(7)
     second = pd.Timedelta(days=90)

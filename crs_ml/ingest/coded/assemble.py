@@ -331,7 +331,10 @@ def coded_frames(src: CodedSource, options: DataConfig | None = None) -> Contrac
         patient_id=episodes["patient_id"].to_numpy(dtype=object)[ep[keep]], _ep=ep[keep]
     )
 
-    frames, origins = _contract_frames(rows, episodes, src.persons, diseases, prob)
+    # a grade record rejected for its time leaves its subject's grade unknown, not 0
+    lost_grade = set(bad_rows.loc[bad_rows["kind"] == "crs_grade", "subject"])
+    unknown = episodes["subject"].isin(lost_grade).to_numpy()
+    frames, origins = _contract_frames(rows, episodes, src.persons, diseases, prob, unknown)
     return ContractFrames(frames, origins, prob.items, prob.rejected)
 
 
@@ -397,8 +400,10 @@ def _contract_frames(
     persons: pd.DataFrame,
     disease: np.ndarray,
     prob: _Problems,
+    grade_unknown: np.ndarray,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """The contract tables and, per table, the (file, row) each of their rows came from."""
+    """The contract tables and, per table, the (file, row) each of their rows came from.
+    ``grade_unknown``: episodes whose grade record was rejected (no outcome row)."""
     person = persons.drop_duplicates("subject", keep="first").set_index("subject")
     subj = episodes["subject"]
     birth = person["birth"].reindex(subj.to_numpy()).reset_index(drop=True)
@@ -452,16 +457,39 @@ def _contract_frames(
     origins["events"] = ev[["file", "row"]]
 
     grades = rows[rows["kind"] == "crs_grade"]
-    if len(grades):
-        frames["outcomes"] = _outcomes(rows, grades, episodes)
-        origins["outcomes"] = episodes[["file", "row"]]
+    if len(grades) or grade_unknown.any():
+        outcomes, graded = _outcomes(rows, grades, episodes, prob, grade_unknown)
+        frames["outcomes"] = outcomes
+        origins["outcomes"] = episodes[["file", "row"]][graded].reset_index(drop=True)
     return frames, origins
 
 
-def _outcomes(rows: pd.DataFrame, grades: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFrame:
+def _outcomes(rows: pd.DataFrame, grades: pd.DataFrame, episodes: pd.DataFrame,
+              prob: _Problems, unknown: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
+    """The outcomes of the episodes (and the mask of those with an outcome row). A CRS is
+    recorded when it happens, so an episode without a grade record is grade 0; one with a
+    grade record whose value is not a whole number 0-5, or whose record was rejected
+    (``unknown``), has an unknown grade: reported, and no outcome row (grade 0 would be made
+    up)."""
     n = len(episodes)
     idx = np.arange(n)
     g = grades.assign(_g=pd.to_numeric(grades["value"], errors="coerce"))
+    bad = ~g["_g"].isin(range(6))
+    unreadable = np.isin(idx, g.loc[bad, "_ep"].to_numpy())
+    prob.add(
+        "bad_crs_grade", "warning",
+        "CRS grade records whose value is not a whole number 0-5: the grade of their "
+        "episodes is unknown, no outcome row (training and validation need one)",
+        int(bad.sum()), _examples(g[bad], "value"),
+    )  # fmt: skip
+    prob.add(
+        "crs_grade_rejected", "warning",
+        "episodes whose CRS grade record was rejected (see bad_time): grade unknown, no "
+        "outcome row", int((unknown & ~unreadable).sum()),
+        _examples(episodes[unknown & ~unreadable], "patient_id"),
+    )  # fmt: skip
+    g = g[~bad]
+    graded = ~(unreadable | unknown)
     max_grade = g.groupby("_ep")["_g"].max().reindex(idx).fillna(0).astype("int64")
     g3 = g[g["_g"] >= 3].groupby("_ep")["time"].min().reindex(idx)
     label = g.drop_duplicates("_ep").set_index("_ep")["detail"].reindex(idx)
@@ -474,7 +502,7 @@ def _outcomes(rows: pd.DataFrame, grades: pd.DataFrame, episodes: pd.DataFrame) 
         r = rows[rows["kind"] == kind]
         return r.groupby("_ep")["time"].min().reindex(idx)
 
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "patient_id": episodes["patient_id"].to_numpy(dtype=object),
             "crs_max_grade": max_grade.to_numpy(),
@@ -484,6 +512,7 @@ def _outcomes(rows: pd.DataFrame, grades: pd.DataFrame, episodes: pd.DataFrame) 
             "label_definition": label.fillna("").to_numpy(dtype=object),
         }
     )
+    return out[graded].reset_index(drop=True), graded
 
 
 def _point_at_sources(cohort: Cohort, names: dict[str, str], origins: dict) -> None:
