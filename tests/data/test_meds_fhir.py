@@ -307,6 +307,35 @@ def _obs(pid: str, loinc: str, when: str, value: float, unit: str) -> dict:
     }  # fmt: skip
 
 
+def test_fhir_blood_pressure_panel_is_read_from_its_components(tmp_path):
+    root = tmp_path / "f"
+    _ndjson(root / "Patient.ndjson", [{"resourceType": "Patient", "id": "p1"}])
+    _ndjson(root / "MedicationAdministration.ndjson", [
+        {"resourceType": "MedicationAdministration", "status": "completed",
+         "medicationCodeableConcept": {"coding": [
+             {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1992404"}]},
+         "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-05-01T08:00:00Z"},
+    ])  # fmt: skip
+    loinc = "http://loinc.org"
+    panel = {
+        "resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": loinc, "code": "85354-9"}]},
+        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-05-01T14:00:00Z",
+        "component": [
+            {"code": {"coding": [{"system": loinc, "code": "8480-6"}]},
+             "valueQuantity": {"value": 84, "unit": "mm[Hg]"}},
+            {"code": {"coding": [{"system": loinc, "code": "8462-4"}]},
+             "valueQuantity": {"value": 51, "unit": "mm[Hg]"}},
+        ],
+    }  # fmt: skip
+    _ndjson(root / "Observation.ndjson", [panel])
+    cohort = load_fhir(root)
+    obs = cohort.observations.set_index("variable")
+    assert obs.loc["sbp", "value"] == 84 and obs.loc["dbp", "value"] == 51
+    assert obs.loc["sbp", "hours"] == obs.loc["dbp", "hours"] == 6.0
+    assert cohort.report.problem("unmapped_codes") is None  # the panel has no value of its own
+
+
 def test_fhir_reports_time_zones_dates_bad_lines_and_missing_infusion(tmp_path):
     root = tmp_path / "f"
     _ndjson(root / "Patient.ndjson", [

@@ -13,7 +13,9 @@ each line decides. Read:
     ``effectivePeriod.start``; ``valueQuantity`` (``comparator`` ``<``/``>`` as a detection
     limit; unit: the UCUM ``code``, else ``unit``), ``valueString``,
     ``valueCodeableConcept.text``, ``valueInteger``; a ``dataAbsentReason`` is a result without
-    a value (counted by the ordinary load).
+    a value (counted by the ordinary load). A panel's ``component`` results (blood pressure
+    85354-9: systolic 8480-6, diastolic 8462-4) are read each with its own code and value at
+    the panel's time; the panel itself only when it has a value of its own.
 ``MedicationAdministration``
     ``medicationCodeableConcept`` codings (RxNorm / ATC treatments; HCPCS or RxNorm CAR-T
     products: the infusion), ``effectiveDateTime`` or ``effectivePeriod`` (start, end),
@@ -230,8 +232,18 @@ def _read_resource(res: dict, c: _Collect, file: str, line: int) -> None:
             return
         time = res.get("issued") or res.get("effectiveDateTime") or res.get("effectiveInstant")
         time = time or (res.get("effectivePeriod") or {}).get("start")
-        c.add(subject, time, None, codes, value, unit, None, _ref_id(res.get("encounter")),
-              file, line)  # fmt: skip
+        encounter = _ref_id(res.get("encounter"))
+        # a panel (blood pressure 85354-9: systolic 8480-6 and diastolic 8462-4) carries its
+        # results as components, each with its own code and value, at the panel's time
+        parts = [p for p in res.get("component") or [] if isinstance(p, dict)]
+        for part in parts:
+            part_value, part_unit = _quantity_text(part)
+            part_codes = _codings(part.get("code"))
+            if part_codes and part_value is not None:
+                c.add(subject, time, None, part_codes, part_value, part_unit, None, encounter,
+                      file, line)  # fmt: skip
+        if not parts or value is not None:
+            c.add(subject, time, None, codes, value, unit, None, encounter, file, line)
     elif kind == "MedicationAdministration":
         codes = _codings(res.get("medicationCodeableConcept"))
         if not codes and res.get("medicationReference"):
