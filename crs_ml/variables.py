@@ -84,7 +84,9 @@ def unit_key(text: str) -> str:
     s = str(text).translate(_SUPERSCRIPTS)
     s = unicodedata.normalize("NFKC", s).lower()
     s = s.replace("μ", "u").replace("µ", "u").replace("mcg", "ug").replace("mckat", "ukat")
-    s = re.sub(r"[\s°º\[\]()]", "", s)
+    s = s.replace("mcl", "ul")  # K/mcL, thou/mcL (US spellings of 10^3/uL)
+    s = re.sub(r"10\((\d+)\)", r"10^\1", s)  # x10(9)/L
+    s = re.sub(r"[\s°º\[\]{}()]", "", s)  # ug/mL{FEU} is ug/mL FEU: the annotation stays
     s = s.replace("×", "x")
     s = re.sub(r"10[*e](\d)", r"10^\1", s)
     s = re.sub(r"^x(?=10\^)", "", s)

@@ -96,6 +96,16 @@ def test_unit_spellings_are_one_unit(variable, spellings):
 def test_unit_key_ignores_case_space_and_micro_signs():
     assert len({unit_key(s) for s in ["umol/L", "µmol/L", "μmol/L", " UMOL / l"]}) == 1
     assert unit_key("x10^9/L") == unit_key("10*9/L") == unit_key("10E9/l")
+    # US spellings, a parenthesised power and UCUM annotations (whose text stays: FEU and
+    # DDU D-dimer differ by a factor 2)
+    assert unit_key("K/mcL") == unit_key("K/uL") and unit_key("thou/mcL") == unit_key("thou/uL")
+    assert unit_key("x10(9)/L") == unit_key("10^9/L")
+    assert unit_key("ug/mL{FEU}") == unit_key("ug/mL FEU") != unit_key("ug/mL{DDU}")
+
+
+def test_annotated_and_us_spellings_convert():
+    assert convert("d_dimer", [1.0, 1.0], ["ug/mL{FEU}", "ng/mL{DDU}"]).tolist() == [1.0, 0.002]
+    assert convert("platelets", [150.0] * 2, ["K/mcL", "x10(9)/L"]).tolist() == [150.0, 150.0]
 
 
 @pytest.mark.parametrize(
