@@ -720,6 +720,19 @@ def _events(src, ids, ep, times, found) -> tuple[pd.DataFrame, pd.DataFrame]:
         death["record_id"] = death["person_id"]
         death["tbl"] = "death"
         death["time"] = times.of(death, "death", "dt")
+        # death_datetime is optional in the CDM: a death with a date only is placed at the
+        # end of that day (the latest it can be: the patient was alive earlier that day and
+        # is never counted dead at a landmark before the death), not left out
+        date_only = (death["time"].isna() & death["d"].notna()).to_numpy()
+        if date_only.any():
+            day_end = pd.to_datetime(death["d"].where(date_only), errors="coerce")
+            day_end = day_end.dt.normalize() + pd.Timedelta(days=1) - pd.Timedelta(seconds=1)
+            death["time"] = death["time"].fillna(_utc(day_end, times.zone)[0])
+            found.add(
+                "death", "death_date_only", "info",
+                "deaths with a date but no time: placed at 23:59:59 of that day (local time)",
+                int(date_only.sum()),
+            )  # fmt: skip
         death["end_time"] = pd.NaT
         death["concept_id"] = -1
         parts.append(death)

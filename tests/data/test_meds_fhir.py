@@ -336,6 +336,27 @@ def test_fhir_blood_pressure_panel_is_read_from_its_components(tmp_path):
     assert cohort.report.problem("unmapped_codes") is None  # the panel has no value of its own
 
 
+def test_fhir_death_with_a_date_only_ends_that_day(tmp_path):
+    root = tmp_path / "f"
+    _ndjson(root / "Patient.ndjson", [
+        {"resourceType": "Patient", "id": "p1", "deceasedDateTime": "2024-05-03"},
+    ])  # fmt: skip
+    _ndjson(root / "MedicationAdministration.ndjson", [
+        {"resourceType": "MedicationAdministration", "status": "completed",
+         "medicationCodeableConcept": {"coding": [
+             {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1992404"}]},
+         "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-05-01T08:00:00Z"},
+    ])  # fmt: skip
+    _ndjson(
+        root / "Observation.ndjson", [_obs("p1", "8310-5", "2024-05-01T18:00:00Z", 38.9, "Cel")]
+    )
+    cohort = load_fhir(root)
+    ev = cohort.events
+    assert ev.loc[ev["event"] == "death", "hours"].tolist() == [pytest.approx(64 - 1 / 3600)]
+    assert cohort.report.problem("death_date_only").count == 1
+    assert len(cohort.rejected) == 0
+
+
 def test_fhir_reports_time_zones_dates_bad_lines_and_missing_infusion(tmp_path):
     root = tmp_path / "f"
     _ndjson(root / "Patient.ndjson", [

@@ -137,6 +137,32 @@ def test_naive_times_and_dates_without_time(sim, tmp_path):
     assert sorted(rejected["row"]) == [1, 2]
 
 
+def test_a_death_with_a_date_only_ends_that_day(sim, tmp_path):
+    deaths = omop_tables(sim.tables)["death"]
+    assert len(deaths), "the simulated cohort has deaths"
+    person = int(deaths["person_id"].iloc[0])
+
+    def date_only(cdm):
+        d = cdm["death"]
+        d.loc[d["person_id"] == person, "death_datetime"] = None
+
+    cohort = _edited(sim, tmp_path, date_only)
+    info = cohort.report.problem("death_date_only")
+    assert info is not None and info.count == 1 and info.severity == "info"
+    (tmp_path / "as_is").mkdir()
+    twin = _edited(sim, tmp_path / "as_is", lambda cdm: None)
+    ev, ev0 = cohort.events, twin.events
+    died = ev[ev["event"] == "death"].set_index("patient_id")["hours"]
+    died0 = ev0[ev0["event"] == "death"].set_index("patient_id")["hours"]
+    assert list(died.index) == list(died0.index)  # no death is lost
+    moved = died[died != died0]
+    assert len(moved) == 1 and 0 <= moved.iloc[0] - died0[moved.index[0]] < 24
+    infusion = cohort.patients.set_index("patient_id").loc[moved.index[0], "infusion_time"]
+    at = pd.Timestamp(infusion) + pd.Timedelta(hours=float(moved.iloc[0]))
+    assert (at.hour, at.minute, at.second) == (23, 59, 59)
+    assert not (cohort.rejected["file"] == "death").any()
+
+
 def test_rejected_rows_name_the_omop_table_and_record(sim, tmp_path):
     def bad_unit(cdm):
         cdm["measurement"].loc[4, "unit_source_value"] = "furlongs"

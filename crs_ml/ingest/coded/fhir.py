@@ -6,7 +6,8 @@ each line decides. Read:
 
 ``Patient``
     ``id`` (the subject), ``gender``, ``birthDate``, ``deceasedDateTime`` (a death; its cause
-    from an ``Observation`` coded LOINC 69453-9 at the same patient, if any).
+    from an ``Observation`` coded LOINC 69453-9 at the same patient, if any; a date only is
+    placed at 23:59:59 of that day, the latest it can be).
 ``Observation``
     ``code`` codings (LOINC -> catalogue variables; SNOMED lost-to-follow-up), the result
     time ``issued``, else ``effectiveDateTime`` / ``effectiveInstant`` /
@@ -79,6 +80,10 @@ _NOT_READ = {
         "resources entered in error, not done, cancelled or stopped: left out",
     ),
     "resource_type_not_read": ("info", "resource types this reader does not use: left out"),
+    "death_date_only": (
+        "info",
+        "deceasedDateTime with a date only: the death is placed at 23:59:59 of that day",
+    ),
 }
 _READ = ("Patient", "Observation", "MedicationAdministration", "Procedure", "Condition",
          "Encounter")  # fmt: skip
@@ -203,9 +208,12 @@ def _read_resource(res: dict, c: _Collect, file: str, line: int) -> None:
     if kind == "Patient":
         pid = str(res.get("id") or "")
         c.persons.append((pid, res.get("gender"), res.get("birthDate"), file, line))
-        if res.get("deceasedDateTime"):
-            c.add(pid, res["deceasedDateTime"], None, [DEATH_CODE], None, None, None, "",
-                  file, line)  # fmt: skip
+        died = res.get("deceasedDateTime")
+        if died:
+            if "T" not in str(died):  # a date only: the latest the death can be, that day
+                c.note("death_date_only", file, line, str(died))
+                died = f"{died}T23:59:59"
+            c.add(pid, died, None, [DEATH_CODE], None, None, None, "", file, line)
         return
     if kind == "Encounter":
         sp = res.get("serviceProvider") or {}
