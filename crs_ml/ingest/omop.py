@@ -647,16 +647,26 @@ def _text(values) -> np.ndarray:
     return out
 
 
+#: a detection limit in a result's source text: '<1.5', '> 5000', '<=0.3'
+_SOURCE_LIMIT = r"^\s*(<=|>=|<|>)\s*(\d+(?:\.\d+)?)\s*$"
+
+
 def _value_text(number, operator_concept_id, value_text, ops: dict[int, str]) -> np.ndarray:
     """The contract's ``value`` text of OMOP result rows: ``value_as_number`` written as the
     shortest text that reads back as the same float (``<5.0`` / ``>1000.0`` when the
-    operator concept says the value is censored), else the row's text value."""
+    operator concept says the value is censored, or when there is no operator and the row's
+    source text is that number with ``<`` / ``>`` before it, as ``<1.5``), else the row's
+    text value."""
     number = pd.to_numeric(number, errors="coerce").to_numpy(dtype="float64")
     has = ~np.isnan(number)
     out = _text(value_text)
     written = np.asarray(pl.Series(number[has]).cast(pl.String).to_list(), dtype=object)
     op = _text(pd.to_numeric(operator_concept_id, errors="coerce").map(
         _lookup(ops, ops.values())))[has]  # fmt: skip
+    source = pd.Series(out[has], dtype=object).astype(str).str.extract(_SOURCE_LIMIT)
+    limit = pd.to_numeric(source[1], errors="coerce").to_numpy(dtype="float64")
+    from_text = ~np.isin(op, ["<", "<=", ">", ">="]) & (limit == number[has])
+    op = np.where(from_text, source[0].to_numpy(dtype=object), op)
     censored = np.isin(op, ["<", "<=", ">", ">="])
     written[censored] = op[censored] + written[censored]
     out[has] = written

@@ -163,6 +163,24 @@ def test_a_death_with_a_date_only_ends_that_day(sim, tmp_path):
     assert not (cohort.rejected["file"] == "death").any()
 
 
+def test_a_detection_limit_in_the_source_text_is_read_without_an_operator(sim, tmp_path):
+    picked = {}
+
+    def limit_in_text(cdm):
+        m = cdm["measurement"]
+        at = m.index[m["measurement_source_value"] == "1988-5"][:2]  # two CRP results
+        picked["ids"] = m.loc[at, "measurement_id"].tolist()
+        m.loc[at, "value_as_number"] = 5.0
+        m.loc[at, "operator_concept_id"] = 0
+        m.loc[at, "value_source_value"] = ["<5", "5"]  # censored; a plain 5
+
+    cohort = _edited(sim, tmp_path, limit_in_text)
+    obs = cohort.observations[cohort.observations["variable"] == "crp"]
+    rows = obs.set_index("source_row").loc[picked["ids"]]
+    assert rows["censored"].tolist() == [-1, 0]
+    assert rows["value"].tolist() == [2.5, 5.0]  # data.censored_below: half
+
+
 def test_rejected_rows_name_the_omop_table_and_record(sim, tmp_path):
     def bad_unit(cdm):
         cdm["measurement"].loc[4, "unit_source_value"] = "furlongs"
