@@ -25,7 +25,8 @@ them, else the shipped ids):
   ``death``, and ``observation`` records of the CRS grade and loss to follow-up (outcomes).
 
 Rows are assigned to the episode whose infusion is the latest at or before the row's time
-plus ``data.omop.baseline_window_h`` (rows before a person's first episode go to it). CDM
+plus ``data.omop.baseline_window_h``; older rows (more than that before the person's first
+infusion) are not read, and counted, as in the MEDS and FHIR readers. CDM
 datetimes carry no time zone: they are read in ``data.omop.time_zone`` and the check report
 says so. The contract-shaped tables go through :func:`crs_ml.ingest.load.load_frames`, so every
 rule of the contract applies; rejected rows and examples name the OMOP table and its record
@@ -546,8 +547,9 @@ def _episodes(src: OmopSource, rec: pd.DataFrame, found: _Found) -> pd.DataFrame
 
 def _assign(ep: pd.DataFrame, person_id, when: pd.Series, window_h: float) -> np.ndarray:
     """Episode row (index into ``ep``) of each row: the person's latest episode whose
-    infusion is at or before ``when + window_h``, else the person's first; -1 if the person
-    has no episode."""
+    infusion is at or before ``when + window_h``; -2 when there is none (a row more than
+    ``window_h`` before the person's first infusion: not read, as in the MEDS and FHIR
+    readers); -1 if the person has no episode."""
     n = len(when)
     if n == 0:
         return np.full(0, -1, dtype=np.int64)
@@ -562,15 +564,27 @@ def _assign(ep: pd.DataFrame, person_id, when: pd.Series, window_h: float) -> np
         "e": np.arange(len(ep)),
     }).sort_values("t", kind="stable")  # fmt: skip
     hit = pd.merge_asof(rows, eps, on="t", by="person_id", direction="backward")
-    first = eps.sort_values(["person_id", "t"]).drop_duplicates("person_id").set_index(
-        "person_id")["e"]  # fmt: skip
-    e = hit["e"].fillna(hit["person_id"].map(first)).fillna(-1).to_numpy(dtype="int64")
+    known = hit["person_id"].isin(eps["person_id"]).to_numpy()
+    e = hit["e"].fillna(-1).to_numpy(dtype="int64", copy=True)
+    e[(e < 0) & known] = -2
     out = np.empty(n, dtype=np.int64)
     out[hit["i"].to_numpy()] = e
     return out
 
 
 # ---- the contract tables ----------------------------------------------------------------
+
+
+def _in_history(f: pd.DataFrame, found: _Found, table: str, window_h: float) -> pd.DataFrame:
+    """``f`` without its rows more than the baseline window before the person's first
+    infusion (``patient`` -2, :func:`_assign`), which are counted."""
+    old = (f["patient"] == -2).to_numpy()
+    found.add(
+        table, "before_history", "info",
+        f"rows more than data.omop.baseline_window_h = {window_h:g} h before the person's "
+        "first infusion: not read", int(old.sum()),
+    )  # fmt: skip
+    return f[~old].reset_index(drop=True)
 
 
 def _persons_sql(ep: pd.DataFrame) -> str:
@@ -609,6 +623,7 @@ def _observations(src, ids, ep, times, found) -> pd.DataFrame:
     f = pd.concat(frames, ignore_index=True)
     f = _dated_only(f, found, "value")
     f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
+    f = _in_history(f, found, "observations", src.omop.baseline_window_h)
     value = _value_text(f["value_as_number"], f["operator_concept_id"], f["value_text"], ops)
     units = _text(f["unit_text"])
     unit_id = pd.to_numeric(f["unit_concept_id"], errors="coerce")
@@ -751,6 +766,7 @@ def _events(src, ids, ep, times, found) -> tuple[pd.DataFrame, pd.DataFrame]:
     f = pd.concat(parts, ignore_index=True)
     f = _dated_only(f, found, "event")
     f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
+    f = _in_history(f, found, "events", src.omop.baseline_window_h)
     event = f["concept_id"].astype("int64").map(
         _lookup([*ids, -1], [*(c.target for c in ids.values()), "death"]))  # fmt: skip
     end = f["end_time"].where(event.isin(CONTINUOUS))
@@ -782,6 +798,7 @@ def _outcomes(src, ids, ep, times, dead, found) -> pd.DataFrame | None:
     f["time"] = times.of(f, "observation", "dt")
     f = _dated_only(f, found, "outcome")
     f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
+    f = _in_history(f, found, "observation", src.omop.baseline_window_h)
     kind = f["concept_id"].astype("int64").map(_lookup(ids, [c.target for c in ids.values()]))
     grade = f[kind == "crs_grade"].copy()
     grade["g"] = pd.to_numeric(grade["value_as_number"], errors="coerce")

@@ -181,6 +181,23 @@ def test_a_detection_limit_in_the_source_text_is_read_without_an_operator(sim, t
     assert rows["value"].tolist() == [2.5, 5.0]  # data.censored_below: half
 
 
+def test_rows_older_than_the_baseline_window_are_not_read(sim, tmp_path):
+    def one_old_result(cdm):
+        m = cdm["measurement"]
+        first = m.index[m["person_id"] == 1][0]
+        when = pd.to_datetime(m.loc[first, "measurement_datetime"]) - pd.Timedelta(hours=400)
+        m.loc[first, "measurement_datetime"] = str(when)
+        m.loc[first, "measurement_date"] = str(when.date())
+
+    cohort = _edited(sim, tmp_path, one_old_result)
+    (tmp_path / "as_is").mkdir()
+    as_is = _edited(sim, tmp_path / "as_is", lambda cdm: None)
+    assert len(cohort.observations) == len(as_is.observations) - 1
+    assert cohort.observations["hours"].min() >= -168 > as_is.observations["hours"].min() - 400
+    old = cohort.report.problem("before_history")
+    assert old is not None and old.count == 1 and old.severity == "info"
+
+
 def test_rejected_rows_name_the_omop_table_and_record(sim, tmp_path):
     def bad_unit(cdm):
         cdm["measurement"].loc[4, "unit_source_value"] = "furlongs"
