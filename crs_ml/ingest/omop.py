@@ -360,7 +360,12 @@ def _utc(values: pd.Series, zone: str) -> tuple[pd.Series, bool]:
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         return s.dt.tz_convert("UTC").astype("datetime64[ns, UTC]"), False
     s = s.astype("datetime64[ns]")
-    return s.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC"), True
+    # a clock time that occurs twice (autumn) is read as the later one and one that does not
+    # occur (spring) as the first time after the gap: never earlier than it can have been,
+    # so a result is never placed before it was known
+    later = np.zeros(len(s), dtype=bool)
+    local = s.dt.tz_localize(zone, ambiguous=later, nonexistent="shift_forward")
+    return local.dt.tz_convert("UTC"), True
 
 
 @dataclass

@@ -198,6 +198,35 @@ def test_rows_older_than_the_baseline_window_are_not_read(sim, tmp_path):
     assert old is not None and old.count == 1 and old.severity == "info"
 
 
+def test_clock_times_at_the_daylight_saving_changes_are_read_never_earlier(sim, tmp_path):
+    berlin = DataConfig.model_validate({"omop": {"time_zone": "Europe/Berlin"}})
+    days: list[str] = []
+
+    def dst(cdm):
+        m = cdm["measurement"]
+        rows = m.index[m["person_id"] == 1][:2]
+        infusion = pd.to_datetime(m.loc[rows, "measurement_datetime"]).min()
+        # the spring gap and the autumn repeat of the next year (after the infusion), local:
+        # the last Sundays of March and October, 02:30
+        y = infusion.year + 1
+        last = [pd.Timestamp(f"{y}-{month}-31") for month in ("03", "10")]
+        gap, repeat = (d - pd.Timedelta(days=(d.weekday() + 1) % 7, hours=-2, minutes=-30)
+                       for d in last)  # fmt: skip
+        days[:] = [gap.strftime("%m-%d"), repeat.strftime("%m-%d")]
+        m.loc[rows, "measurement_datetime"] = [str(gap), str(repeat)]
+        m.loc[rows, "measurement_date"] = [str(gap.date()), str(repeat.date())]
+        m.loc[rows, "value_as_number"] = [1111.25, 1113.25]
+
+    cohort = _edited(sim, tmp_path, dst, berlin)
+    assert cohort.report.problem("date_without_time") is None
+    obs = cohort.observations.merge(cohort.patients[["patient_id", "infusion_time"]])
+    when = obs["infusion_time"] + pd.to_timedelta(obs["hours"], unit="h")
+    got = sorted(when[obs["value"].isin([1111.25, 1113.25])].dt.strftime("%m-%d %H:%M"))
+    # 02:30 does not exist on the spring day: 03:00 CEST = 01:00 UTC; in autumn it occurs
+    # twice: the later, 02:30 CET = 01:30 UTC
+    assert got == [f"{days[0]} 01:00", f"{days[1]} 01:30"]
+
+
 def test_rejected_rows_name_the_omop_table_and_record(sim, tmp_path):
     def bad_unit(cdm):
         cdm["measurement"].loc[4, "unit_source_value"] = "furlongs"
