@@ -168,6 +168,16 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(
                 f"--format {data_format} writes the twin of a clean cohort (--style clean)"
             )
+        if data_format != "contract" and markers == "all":
+            from crs_ml.variables import VARIABLES
+
+            no_code = sorted(name for name, v in VARIABLES.items() if not v.loinc)
+            if no_code:  # a coded twin writes each variable by its LOINC code
+                raise ConfigError(
+                    f"--format {data_format} --markers all: {', '.join(no_code)} have no LOINC "
+                    f"code in the variable catalogue, so the {data_format} twin cannot carry "
+                    "them: use --markers core, or --format contract"
+                )
         params = _params(sites, products)
         landmarks = None
         if landmarks_h is not None:

@@ -219,3 +219,8 @@ def test_cli_writes_markers_and_truth_landmarks(tmp_path):
     assert sorted(truth["landmark_h"].unique()) == [24.0, 120.0, 168.0]
     res = CliRunner().invoke(app, [*args[:-4], "--markers", "every"])
     assert isinstance(res.exception, ConfigError)
+    # a coded twin writes variables by their LOINC codes: the cytokines have none
+    for fmt in ("omop", "meds", "fhir"):
+        res = CliRunner().invoke(app, [*args[:-2], "--format", fmt])
+        assert isinstance(res.exception, ConfigError), fmt
+        assert "il10" in str(res.exception) and "--markers core" in str(res.exception)
