@@ -248,9 +248,10 @@ class FeatureConfig(_Strict):
     #: model stores the resulting list, the run logs the dropped ones)
     variables: list[str] | None = None
     #: the ASTCT grading of the CRS-state features (and of scoring's "already grade >= 3 by
-    #: L"): always the config's ``label`` section, copied here so that a trained model
-    #: stores it with its features and scores with the grading its labels were derived
-    #: with (a model stored without it was built with the defaults)
+    #: L"): always the config's ``label`` section, copied here (a value given here is
+    #: replaced) so that a trained model stores it with its features and scores with the
+    #: grading its labels were derived with (a model stored without it was built with the
+    #: defaults)
     grading: LabelConfig = Field(default_factory=LabelConfig)
 
     @field_validator("variables")
@@ -483,8 +484,17 @@ class CVConfig(_Strict):
 
 #: settings whose value may hold a password, never echoed in an error
 SECRET_KEYS = ("mlflow.tracking_uri",)
-#: query-string keys of a tracking URI that carry a secret
-SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "token", "secret", "access_key", "sig")
+#: query-string keys of a tracking URI that carry a secret (any key containing one of these)
+SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "token", "secret", "key", "sig", "auth")
+
+
+def secret_in_uri(uri: str) -> bool:
+    """True when ``uri`` holds a password or a secret query parameter (:data:`SECRET_QUERY_KEYS`)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(uri)
+    keys = [k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    return bool(parts.password) or any(s in k for k in keys for s in SECRET_QUERY_KEYS)
 
 
 class MlflowConfig(_Strict):
@@ -497,13 +507,7 @@ class MlflowConfig(_Strict):
     @field_validator("tracking_uri")
     @classmethod
     def _no_credentials(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from urllib.parse import parse_qsl, urlsplit
-
-        parts = urlsplit(v)
-        keys = {k.lower() for k, _ in parse_qsl(parts.query)}
-        if parts.password is not None or keys & set(SECRET_QUERY_KEYS):
+        if v is not None and secret_in_uri(v):
             raise ValueError(
                 "the tracking URI holds a password or token, which would be logged with every "
                 "run and stored in every model: remove it and give it through the environment "
@@ -662,14 +666,12 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _one_grading(self) -> Config:
-        """features.grading is the label section (one home: ``label``)."""
-        if "grading" in self.features.model_fields_set and self.features.grading != self.label:
-            raise ValueError(
-                "features.grading differs from label: the CRS-state features are graded as "
-                "the labels are; set the label section only"
-            )
+        """features.grading is the label section (one home: ``label``; a features.grading
+        given, as in a model's stored config, is replaced)."""
         if self.features.grading != self.label:
             self.features = self.features.model_copy(update={"grading": self.label})
+            # copied, not set by the user: a later change of label may copy it again
+            self.features.__pydantic_fields_set__.discard("grading")
         return self
 
     @field_validator("variables")

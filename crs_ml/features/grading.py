@@ -26,11 +26,11 @@ the settings are :class:`crs_ml.config.LabelConfig`, section ``label`` of the co
   Venturi or non-rebreather is high flow (grade 3 at any flow, whichever oxygen event it is
   recorded as), a named blow-by is low flow, and else the event name decides;
 * vasopressors by drug (:func:`vasopressor_drugs`): the drug a 'vasopressor' event's
-  ``detail`` names (norepinephrine or noradrenaline, epinephrine or adrenaline, ...; else the
-  detail's text). Overlapping or touching rows of one patient's same drug are one infusion
-  (records split at rate changes are common), so only different drugs count as several; a
-  row that names vasopressin and no other drug does not count; rows without a detail are
-  each a drug of their own (nothing shows they are the same);
+  ``detail`` names (norepinephrine or noradrenaline, epinephrine or adrenaline, ...).
+  Overlapping or touching rows of one patient's same drug are one infusion (records split at
+  rate changes are common), so only different drugs count as several; a row that names
+  vasopressin and no other drug does not count; rows that name no known drug are each a
+  drug of their own (nothing shows they are the same);
 * an event runs on the closed interval [hours, end_hours]; a missing end_hours is an instant.
   Two vasopressors that touch (one stops at the hour the other starts) therefore overlap at
   that instant, exactly as the closed intervals say;
@@ -179,15 +179,16 @@ def _oxygen_counters(counter: np.ndarray, detail: pd.Series, settings: LabelConf
 
 def vasopressor_drugs(detail: pd.Series) -> np.ndarray:
     """The drug each vasopressor event's ``detail`` names (object array): the canonical name
-    of the first of :data:`VASOPRESSOR_DRUGS`' names found as a word, else the detail's text
-    (lower case, spaces collapsed), None for an empty detail. Each distinct text is read
+    of the first of :data:`VASOPRESSOR_DRUGS`' names found as a word that is not
+    vasopressin, 'vasopressin' when it is the only one named, None when none is named
+    (dosing text such as 'titrate to MAP >= 65' names no drug). Each distinct text is read
     once."""
     codes, uniq = pd.factorize(detail.astype(object).where(detail.notna(), ""), sort=False)
     drugs = []
     for text in uniq:
-        text = " ".join(str(text).lower().split())
-        found = _DRUG_RE.search(text)
-        drugs.append(_DRUG_NAME[found.group(1)] if found else (text or None))
+        named = [_DRUG_NAME[m.lower()] for m in _DRUG_RE.findall(str(text))]
+        other = [d for d in named if d != "vasopressin"]
+        drugs.append(other[0] if other else (named[0] if named else None))
     return np.asarray(drugs, dtype=object)[codes]
 
 

@@ -56,8 +56,9 @@ def statuses(cohort: Cohort, landmarks: np.ndarray, as_of=None, as_of_hours=None
     pid_values = patients["patient_id"].to_numpy(dtype=object)
     pid = pd.Index(pid_values, dtype=object)
     if not pid.is_unique:  # (load_cohort refuses these; a Cohort built by hand may have them)
-        again = np.flatnonzero(pid.duplicated(keep="first"))[0]
-        first = int(np.flatnonzero(pid == pid[again])[0])
+        code = pd.factorize(pid_values, use_na_sentinel=False)[0]  # a missing id is one value
+        again = int(np.flatnonzero(pd.Series(code).duplicated(keep="first"))[0])
+        first = int(np.flatnonzero(code == code[again])[0])
         raise InputError(
             f"duplicated patient_id '{pid[again]}' (rows {first + 1} and {again + 1}): each "
             "patient once in the patients table",

@@ -435,4 +435,4 @@ def log_tune_run(
             }
         )
         mlflow.set_tag("warnings", " | ".join(result.warnings) or "none")
-    return TuneRun(result, text, parent.info.run_id, uri)
+    return TuneRun(result, text, parent.info.run_id, tracking.shown_uri(uri))

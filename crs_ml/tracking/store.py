@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from crs_ml.config import secret_in_uri
 from crs_ml.errors import ConfigError
 
 
@@ -25,15 +26,20 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
 
 
 def shown_uri(uri: str) -> str:
-    """``uri`` to print or write: a password in it (from ``MLFLOW_TRACKING_URI``; the config
-    refuses one) replaced by ``***``."""
-    from urllib.parse import urlsplit, urlunsplit
+    """``uri`` to print or write: a password or a secret query parameter in it (from
+    ``MLFLOW_TRACKING_URI``; the config refuses both, :func:`crs_ml.config.secret_in_uri`)
+    replaced by ``***``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-    parts = urlsplit(uri)
-    if parts.password is None:
+    if not secret_in_uri(uri):
         return uri
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    parts = urlsplit(uri)
+    if parts.password:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    query = [(k, "***" if secret_in_uri(f"?{k}=") else v)
+             for k, v in parse_qsl(parts.query, keep_blank_values=True)]  # fmt: skip
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 
 
 def existing_tracking_uri(configured: str | None = None) -> str:

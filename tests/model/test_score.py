@@ -320,3 +320,8 @@ def test_a_patient_twice_in_a_cohort_built_by_hand_is_named(trained, new):
         score(trained.bundle, twice, as_of_hours=24)
     assert info.value.file == "patients" and info.value.column == "patient_id"
     assert info.value.row == len(patients)
+    # two missing ids are one id twice too
+    blank = patients.iloc[:2].copy()
+    blank["patient_id"] = pd.Series([None, None], dtype=object)
+    with pytest.raises(InputError, match=r"\(rows 1 and 2\)"):
+        score(trained.bundle, Cohort(blank, c.observations, c.events), as_of_hours=24)

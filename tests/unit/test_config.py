@@ -207,4 +207,8 @@ def test_a_password_from_the_environment_is_never_shown():
     from crs_ml.tracking.store import shown_uri
 
     assert shown_uri("postgresql://crs:S3cretPW@db:5432/m") == "postgresql://crs:***@db:5432/m"
+    assert shown_uri("https://h/?access_token=S3&x=1") == "https://h/?access_token=***&x=1"
     assert shown_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    for uri in ("https://h/?api_key=S3", "https://h/?AccessToken=S3", "https://h/?sig=S3"):
+        with pytest.raises(ConfigError):
+            load_config(overrides=[f"mlflow.tracking_uri={uri}"])
