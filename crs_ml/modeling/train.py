@@ -60,6 +60,7 @@ from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation.performance import performance
 from crs_ml.features.builder import feature_catalogue
 from crs_ml.features.catalogue import select_feature_variables
+from crs_ml.features.grading import LABEL_DEFINITION, label_definition
 from crs_ml.features.landmarks import build_landmark_dataset, horizon_label
 from crs_ml.modeling.bundle import save_bundle
 from crs_ml.modeling.estimators import feature_set_columns, make_model
@@ -508,6 +509,23 @@ def training_data(cohort, cfg: Config):
     return X, y, meta, catalogue, meta["person_id"].astype(str).to_numpy()
 
 
+def warn_label_settings(cohort, cfg: Config) -> list[str]:
+    """Outcome label definitions derived by this project's grading with other settings than
+    the config's ``label`` section, with which the CRS-state features and scoring grade: a
+    warning each (a definition the site charted by other rules is not compared)."""
+    if cohort.outcomes is None or "label_definition" not in cohort.outcomes:
+        return []
+    ours = label_definition(cfg.label)
+    family = LABEL_DEFINITION.split(":")[0].rsplit("-v", 1)[0]  # any version
+    found = set(cohort.outcomes["label_definition"].dropna().astype(str))
+    other = sorted(d for d in found if d.startswith(family) and d != ours)
+    for d in other:
+        log.warning("the outcomes were derived as '%s', but the CRS-state features and "
+                    "scoring grade as '%s' (config section label): derive the outcomes with "
+                    "the same settings (crs-ml label --config)", d, ours)  # fmt: skip
+    return other
+
+
 def train_model(
     cohort, cfg: Config, progress: Progress | None = None, horizon_truth: pd.DataFrame | None = None
 ) -> TrainResult:
@@ -517,6 +535,7 @@ def train_model(
     the short horizons' oracle ratios; None takes the cohort's ``truth_horizons`` table (a
     folder written by ``crs-ml simulate``), if any."""
     cfg, dropped = training_config(cohort, cfg)
+    warn_label_settings(cohort, cfg)
     X, y, meta, catalogue, persons = training_data(cohort, cfg)
 
     def make():

@@ -297,6 +297,11 @@ class FeatureTexts:
         )
 
 
+#: CRS-state kernels that grade the fever (:mod:`crs_ml.features.grading`): absent with the
+#: temperature
+_GRADED = ("astct_grade_so_far", "hours_since_crs_onset")
+
+
 @lru_cache(maxsize=64)
 def _declared_variables(version: int) -> dict[str, str]:
     """Feature name -> the variable or patient attribute it is declared from (every catalogue
@@ -304,7 +309,11 @@ def _declared_variables(version: int) -> dict[str, str]:
     from crs_ml.config import FeatureConfig
     from crs_ml.features.catalogue import feature_declarations
 
-    return {f.name: f.variable for f in feature_declarations(FeatureConfig()) if f.variable}
+    declared = {f.name: f.variable for f in feature_declarations(FeatureConfig()) if f.variable}
+    for f in feature_declarations(FeatureConfig()):  # a grade needs a fever: no temperature,
+        if f.aggregation in _GRADED:  # no grade and no CRS onset to speak of
+            declared[f.name] = "temperature"
+    return declared
 
 
 def _absent_rules(names: tuple[str, ...]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:

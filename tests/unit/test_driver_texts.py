@@ -130,12 +130,13 @@ def test_numbers_made_without_their_input_are_not_measured():
 
     from crs_ml.scoring.drivers import not_measured
 
-    names = ["temperature_n", "fever_onset_h", "febrile_hours", "product_axi_cel",
-             "product_tisa_cel", "costim_cd28", "crp_max", "age_years"]  # fmt: skip
+    names = ["temperature_n", "fever_onset_h", "febrile_hours", "astct_grade_so_far",
+             "oxygen_level", "product_axi_cel", "product_tisa_cel", "costim_cd28", "crp_max",
+             "age_years"]  # fmt: skip
     X = pd.DataFrame(
         [
-            [0, 24.0, 0.0, 0, 0, 0, 12.0, 60],  # no temperature; product unknown
-            [3, 10.0, 4.0, 0, 1, 0, np.nan, 60],  # febrile at 10 h; tisa-cel
+            [0, 24.0, 0.0, 0, 0, 0, 0, 0, 12.0, 60],  # no temperature; product unknown
+            [3, 10.0, 4.0, 1, 0, 0, 1, 0, np.nan, 60],  # febrile at 10 h; tisa-cel
         ],
         columns=names,
         dtype=float,
@@ -143,6 +144,7 @@ def test_numbers_made_without_their_input_are_not_measured():
     absent = pd.DataFrame(not_measured(X, names), columns=names)
     assert absent.loc[0].to_dict() == {
         "temperature_n": True, "fever_onset_h": True, "febrile_hours": True,
+        "astct_grade_so_far": True, "oxygen_level": False,  # support events are recorded
         "product_axi_cel": True, "product_tisa_cel": True, "costim_cd28": True,
         "crp_max": False, "age_years": False,
     }  # fmt: skip

@@ -15,6 +15,7 @@ from crs_ml.features.grading import (
     TIMELINE_COLUMNS,
     derive_outcomes,
     grade_events,
+    label_definition,
     oxygen_flow,
     state_timeline,
 )
@@ -545,3 +546,17 @@ def test_the_crs_state_and_scoring_grade_as_the_labels():
     del stored["features"]["grading"]
     old = model_settings(SimpleNamespace(manifest={"config": stored}))["features"]
     assert old.grading == LabelConfig()
+
+
+def test_training_warns_when_the_outcomes_were_graded_with_other_settings(caplog):
+    from crs_ml.modeling.train import warn_label_settings
+
+    c = _cohort([T(0)], [E(30, "vasopressor")])
+    wide = LabelConfig(fever_window_h=48.0)
+    c.outcomes = derive_outcomes(c, settings=wide)
+    assert warn_label_settings(c, load_config(overrides=["label.fever_window_h=48"])) == []
+    with caplog.at_level("WARNING"):
+        other = warn_label_settings(c, load_config())
+    assert other == [label_definition(wide)] and "crs-ml label --config" in caplog.text
+    c.outcomes["label_definition"] = "site charted ASTCT grades"  # not ours: not compared
+    assert warn_label_settings(c, load_config()) == []
