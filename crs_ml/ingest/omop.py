@@ -626,7 +626,7 @@ def _observations(src, ids, ep, times, found) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["patient_id", "time", "variable", "value", "unit"])
     f = pd.concat(frames, ignore_index=True)
-    f = _dated_only(f, found, "value")
+    f = _dated_only(f, found, "value", ep, src.omop.baseline_window_h)
     f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
     f = _in_history(f, found, "observations", src.omop.baseline_window_h)
     value = _value_text(f["value_as_number"], f["operator_concept_id"], f["value_text"], ops)
@@ -693,11 +693,20 @@ def _value_text(number, operator_concept_id, value_text, ops: dict[int, str]) ->
     return out
 
 
-def _dated_only(f: pd.DataFrame, found: _Found, column: str) -> pd.DataFrame:
-    """Rows with a date but no time are rejected (listed with their table and id)."""
+def _dated_only(f: pd.DataFrame, found: _Found, column: str, ep: pd.DataFrame,
+                window_h: float) -> pd.DataFrame:  # fmt: skip
+    """Rows with a date but no time are rejected (listed with their table and id, and the
+    cohort's patient_id of the episode their date falls in, else the OMOP person_id)."""
     bad = f["time"].isna().to_numpy()
     if bad.any():
-        for table, part in f[bad].groupby("tbl"):
+        rows = f[bad]
+        day = pd.to_datetime(rows["d"].astype("str").where(rows["d"].notna(), None),
+                             errors="coerce", utc=True)  # fmt: skip
+        at = _assign(ep, rows["person_id"], day.fillna(pd.Timestamp(0, tz="UTC")), window_h)
+        patient = np.where(at >= 0, ep["patient_id"].to_numpy(dtype=object)[np.maximum(at, 0)],
+                           rows["person_id"].astype("str").to_numpy(dtype=object))  # fmt: skip
+        rows = rows.assign(patient_id=patient)
+        for table, part in rows.groupby("tbl"):
             found.add(
                 table, "date_without_time", "error",
                 f"{table} rows with a date but no time (or an unreadable time): left out "
@@ -705,7 +714,7 @@ def _dated_only(f: pd.DataFrame, found: _Found, column: str) -> pd.DataFrame:
                 [{"file": table, "row": int(r), "column": "datetime", "value": str(d)}
                  for r, d in part[["record_id", "d"]].itertuples(index=False)],
             )  # fmt: skip
-            found.reject(table, "datetime", part["record_id"], part["person_id"].astype("str"),
+            found.reject(table, "datetime", part["record_id"], part["patient_id"],
                          "date without time")  # fmt: skip
     return f[~bad].reset_index(drop=True)
 
@@ -769,7 +778,7 @@ def _events(src, ids, ep, times, found) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not parts:
         return pd.DataFrame(columns=["patient_id", "time", "end_time", "event", "detail"]), death
     f = pd.concat(parts, ignore_index=True)
-    f = _dated_only(f, found, "event")
+    f = _dated_only(f, found, "event", ep, src.omop.baseline_window_h)
     f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
     f = _in_history(f, found, "events", src.omop.baseline_window_h)
     event = f["concept_id"].astype("int64").map(
@@ -801,7 +810,7 @@ def _outcomes(src, ids, ep, times, dead, found) -> pd.DataFrame | None:
         return None
     f["tbl"] = "observation"
     f["time"] = times.of(f, "observation", "dt")
-    f = _dated_only(f, found, "outcome")
+    f = _dated_only(f, found, "outcome", ep, src.omop.baseline_window_h)
     f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
     f = _in_history(f, found, "observation", src.omop.baseline_window_h)
     kind = f["concept_id"].astype("int64").map(_lookup(ids, [c.target for c in ids.values()]))

@@ -135,6 +135,8 @@ def test_naive_times_and_dates_without_time(sim, tmp_path):
     assert dated.examples[0]["file"] == "measurement" and dated.examples[0]["row"] == 1
     rejected = cohort.rejected[cohort.rejected["file"] == "measurement"]
     assert sorted(rejected["row"]) == [1, 2]
+    # named by the cohort's patient_id (the episode their date falls in), not the person_id
+    assert set(rejected["patient_id"]) <= set(cohort.patients["patient_id"])
 
 
 def test_a_death_with_a_date_only_ends_that_day(sim, tmp_path):
