@@ -488,13 +488,18 @@ SECRET_KEYS = ("mlflow.tracking_uri",)
 SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "token", "secret", "key", "sig", "auth")
 
 
+def secret_query_key(key: str) -> bool:
+    """True when a URI's query parameter ``key`` carries a secret (:data:`SECRET_QUERY_KEYS`)."""
+    return any(s in key.lower() for s in SECRET_QUERY_KEYS)
+
+
 def secret_in_uri(uri: str) -> bool:
-    """True when ``uri`` holds a password or a secret query parameter (:data:`SECRET_QUERY_KEYS`)."""
+    """True when ``uri`` holds a password or a secret query parameter."""
     from urllib.parse import parse_qsl, urlsplit
 
     parts = urlsplit(uri)
-    keys = [k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
-    return bool(parts.password) or any(s in k for k in keys for s in SECRET_QUERY_KEYS)
+    keys = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    return bool(parts.password) or any(map(secret_query_key, keys))
 
 
 class MlflowConfig(_Strict):
@@ -809,6 +814,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {p}: top level must be a mapping")
         source = str(p)
     return config_from_dict(tree, overrides, source=source)
+
+
+def stored_features(stored: dict) -> FeatureConfig:
+    """The feature settings of a model's stored config (a dict) as stored, ``grading`` too:
+    not re-derived from its ``label`` section; the default grading for a model stored before
+    ``features.grading`` existed, which was built with it."""
+    return FeatureConfig.model_validate(stored.get("features") or {})
 
 
 def config_to_yaml(cfg: Config) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml.config import DEFAULT_REPORT_LANDMARKS_H, LabelConfig, config_from_dict
+from crs_ml.config import DEFAULT_REPORT_LANDMARKS_H, config_from_dict, stored_features
 from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation import utility as U
@@ -185,14 +185,11 @@ def prediction_rows(
 def model_settings(bundle) -> dict[str, Any]:
     """Task, features and risk bands the bundle was trained with (defaults when absent)."""
     stored = dict(bundle.manifest.get("config") or {})
-    cfg = config_from_dict(stored, source="model bundle")
-    features = cfg.features
-    if "grading" not in (stored.get("features") or {}):  # stored before features.grading:
-        features = features.model_copy(update={"grading": LabelConfig()})  # built by default
+    cfg = config_from_dict(stored, source="model bundle")  # (registers its site variables)
     return {
         "landmarks_h": [float(h) for h in cfg.task.landmarks_h],
         "horizon_h": float(cfg.task.horizon_h),
-        "features": features,
+        "features": stored_features(stored),
         "censoring_by": cfg.task.censoring_by,
         "low_below": float(cfg.scoring.low_below),
         "high_from": float(cfg.scoring.high_from),

@@ -580,16 +580,42 @@ def _assign(ep: pd.DataFrame, person_id, when: pd.Series, window_h: float) -> np
 # ---- the contract tables ----------------------------------------------------------------
 
 
-def _in_history(f: pd.DataFrame, found: _Found, table: str, window_h: float) -> pd.DataFrame:
-    """``f`` without its rows more than the baseline window before the person's first
-    infusion (``patient`` -2, :func:`_assign`), which are counted."""
-    old = (f["patient"] == -2).to_numpy()
+def _on_episodes(f: pd.DataFrame, found: _Found, table: str, ep: pd.DataFrame,
+                 window_h: float) -> pd.DataFrame:  # fmt: skip
+    """``f``'s rows on their episodes (column ``patient``, :func:`_assign`). A row with a date
+    but no time is rejected (midnight would put a result before it was known), listed with
+    its OMOP table and id and the cohort's patient_id of the episode its date falls in (else
+    the OMOP person_id); a row more than ``window_h`` before the person's first infusion is
+    not read, counted under ``table``."""
+    bad = f["time"].isna().to_numpy()
+    when = f["time"]
+    if bad.any():  # the rejected rows' dates find their episode
+        day = pd.to_datetime(f["d"].astype("str").where(f["d"].notna(), None),
+                             errors="coerce", utc=True)  # fmt: skip
+        when = when.fillna(day).fillna(pd.Timestamp(0, tz="UTC"))
+    f = f.assign(patient=_assign(ep, f["person_id"], when, window_h))
+    if bad.any():
+        rows = f[bad]
+        at = rows["patient"].to_numpy()
+        patient = np.where(at >= 0, ep["patient_id"].to_numpy(dtype=object)[np.maximum(at, 0)],
+                           rows["person_id"].astype("str").to_numpy(dtype=object))  # fmt: skip
+        for name, part in rows.assign(patient_id=patient).groupby("tbl"):
+            found.add(
+                name, "date_without_time", "error",
+                f"{name} rows with a date but no time (or an unreadable time): left out "
+                "(midnight would put a result before it was known)", len(part),
+                [{"file": name, "row": int(r), "column": "datetime", "value": str(d)}
+                 for r, d in part[["record_id", "d"]].itertuples(index=False)],
+            )  # fmt: skip
+            found.reject(name, "datetime", part["record_id"], part["patient_id"],
+                         "date without time")  # fmt: skip
+    old = ~bad & (f["patient"] == -2).to_numpy()
     found.add(
         table, "before_history", "info",
         f"rows more than data.omop.baseline_window_h = {window_h:g} h before the person's "
         "first infusion: not read", int(old.sum()),
     )  # fmt: skip
-    return f[~old].reset_index(drop=True)
+    return f[~bad & ~old].reset_index(drop=True)
 
 
 def _persons_sql(ep: pd.DataFrame) -> str:
@@ -626,9 +652,7 @@ def _observations(src, ids, ep, times, found) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["patient_id", "time", "variable", "value", "unit"])
     f = pd.concat(frames, ignore_index=True)
-    f = _dated_only(f, found, "value", ep, src.omop.baseline_window_h)
-    f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
-    f = _in_history(f, found, "observations", src.omop.baseline_window_h)
+    f = _on_episodes(f, found, "observations", ep, src.omop.baseline_window_h)
     value = _value_text(f["value_as_number"], f["operator_concept_id"], f["value_text"], ops)
     units = _text(f["unit_text"])
     unit_id = pd.to_numeric(f["unit_concept_id"], errors="coerce")
@@ -693,32 +717,6 @@ def _value_text(number, operator_concept_id, value_text, ops: dict[int, str]) ->
     return out
 
 
-def _dated_only(f: pd.DataFrame, found: _Found, column: str, ep: pd.DataFrame,
-                window_h: float) -> pd.DataFrame:  # fmt: skip
-    """Rows with a date but no time are rejected (listed with their table and id, and the
-    cohort's patient_id of the episode their date falls in, else the OMOP person_id)."""
-    bad = f["time"].isna().to_numpy()
-    if bad.any():
-        rows = f[bad]
-        day = pd.to_datetime(rows["d"].astype("str").where(rows["d"].notna(), None),
-                             errors="coerce", utc=True)  # fmt: skip
-        at = _assign(ep, rows["person_id"], day.fillna(pd.Timestamp(0, tz="UTC")), window_h)
-        patient = np.where(at >= 0, ep["patient_id"].to_numpy(dtype=object)[np.maximum(at, 0)],
-                           rows["person_id"].astype("str").to_numpy(dtype=object))  # fmt: skip
-        rows = rows.assign(patient_id=patient)
-        for table, part in rows.groupby("tbl"):
-            found.add(
-                table, "date_without_time", "error",
-                f"{table} rows with a date but no time (or an unreadable time): left out "
-                "(midnight would put a result before it was known)", len(part),
-                [{"file": table, "row": int(r), "column": "datetime", "value": str(d)}
-                 for r, d in part[["record_id", "d"]].itertuples(index=False)],
-            )  # fmt: skip
-            found.reject(table, "datetime", part["record_id"], part["patient_id"],
-                         "date without time")  # fmt: skip
-    return f[~bad].reset_index(drop=True)
-
-
 def _events(src, ids, ep, times, found) -> tuple[pd.DataFrame, pd.DataFrame]:
     ev = _of(ids, "event")
     persons = _persons_sql(ep)
@@ -778,9 +776,7 @@ def _events(src, ids, ep, times, found) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not parts:
         return pd.DataFrame(columns=["patient_id", "time", "end_time", "event", "detail"]), death
     f = pd.concat(parts, ignore_index=True)
-    f = _dated_only(f, found, "event", ep, src.omop.baseline_window_h)
-    f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
-    f = _in_history(f, found, "events", src.omop.baseline_window_h)
+    f = _on_episodes(f, found, "events", ep, src.omop.baseline_window_h)
     event = f["concept_id"].astype("int64").map(
         _lookup([*ids, -1], [*(c.target for c in ids.values()), "death"]))  # fmt: skip
     end = f["end_time"].where(event.isin(CONTINUOUS))
@@ -810,9 +806,7 @@ def _outcomes(src, ids, ep, times, dead, found) -> pd.DataFrame | None:
         return None
     f["tbl"] = "observation"
     f["time"] = times.of(f, "observation", "dt")
-    f = _dated_only(f, found, "outcome", ep, src.omop.baseline_window_h)
-    f["patient"] = _assign(ep, f["person_id"], f["time"], src.omop.baseline_window_h)
-    f = _in_history(f, found, "observation", src.omop.baseline_window_h)
+    f = _on_episodes(f, found, "observation", ep, src.omop.baseline_window_h)
     kind = f["concept_id"].astype("int64").map(_lookup(ids, [c.target for c in ids.values()]))
     grade = f[kind == "crs_grade"].copy()
     grade["g"] = pd.to_numeric(grade["value_as_number"], errors="coerce")

@@ -289,9 +289,8 @@ def _censored(m: dict, figs: dict[str, str]) -> str:
            for b in [*(b0.get("windows") or {}).values(), b0]):  # fmt: skip
         windows_note += (
             f"<p class='note'>A row with fewer than {MIN_SLICE_EVENTS} grade &ge; 3 events by its "
-            "horizon (or as "
-            "few rows without one) has no interval: resampling so few events gives intervals "
-            "that look certain and are not.</p>"
+            "horizon (or as few rows without one) has no interval: resampling so few events "
+            "gives intervals that look certain and are not.</p>"
         )
     return (
         table(head, rows, left=2)

@@ -309,11 +309,10 @@ def _declared_variables(version: int) -> dict[str, str]:
     from crs_ml.config import FeatureConfig
     from crs_ml.features.catalogue import feature_declarations
 
-    declared = {f.name: f.variable for f in feature_declarations(FeatureConfig()) if f.variable}
-    for f in feature_declarations(FeatureConfig()):  # a grade needs a fever: no temperature,
-        if f.aggregation in _GRADED:  # no grade and no CRS onset to speak of
-            declared[f.name] = "temperature"
-    return declared
+    # a grade needs a fever: without a temperature, no grade and no CRS onset to speak of
+    return {f.name: "temperature" if f.aggregation in _GRADED else f.variable
+            for f in feature_declarations(FeatureConfig())
+            if f.variable or f.aggregation in _GRADED}  # fmt: skip
 
 
 def _absent_rules(names: tuple[str, ...]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:

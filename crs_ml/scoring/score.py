@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.cohort import Cohort
-from crs_ml.config import FeatureConfig, ScoringConfig, TaskConfig
+from crs_ml.config import FeatureConfig, ScoringConfig, TaskConfig, stored_features
 from crs_ml.errors import CrsMlError, ModelError
 from crs_ml.features.builder import build_features
 from crs_ml.ingest.records import records_to_cohort
@@ -98,7 +98,7 @@ def scoring_settings(bundle: Bundle):
     """(landmarks_h, FeatureConfig, ScoringConfig) of a model, from its stored config."""
     cfg = bundle.manifest.get("config", {})
     task = TaskConfig.model_validate(cfg.get("task", {}))
-    features = FeatureConfig.model_validate(cfg.get("features", {}))
+    features = stored_features(cfg)
     scoring = ScoringConfig.model_validate(cfg.get("scoring", {}))
     return np.asarray(task.landmarks_h, dtype=np.float64), features, scoring
 

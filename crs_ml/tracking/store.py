@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from crs_ml.config import secret_in_uri
+from crs_ml.config import secret_in_uri, secret_query_key
 from crs_ml.errors import ConfigError
 
 
@@ -37,7 +37,7 @@ def shown_uri(uri: str) -> str:
     if parts.password:
         host = parts.netloc.rsplit("@", 1)[1]
         parts = parts._replace(netloc=f"{parts.username}:***@{host}")
-    query = [(k, "***" if secret_in_uri(f"?{k}=") else v)
+    query = [(k, "***" if secret_query_key(k) else v)
              for k, v in parse_qsl(parts.query, keep_blank_values=True)]  # fmt: skip
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 

@@ -307,15 +307,20 @@ def _obs(pid: str, loinc: str, when: str, value: float, unit: str) -> dict:
     }  # fmt: skip
 
 
+def _axicel(pid: str, when: str) -> dict:
+    """An axi-cel infusion record (RxNorm 1992404): the start of ``pid``'s episode."""
+    return {
+        "resourceType": "MedicationAdministration", "status": "completed",
+        "medicationCodeableConcept": {"coding": [
+            {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1992404"}]},
+        "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": when,
+    }  # fmt: skip
+
+
 def test_fhir_blood_pressure_panel_is_read_from_its_components(tmp_path):
     root = tmp_path / "f"
     _ndjson(root / "Patient.ndjson", [{"resourceType": "Patient", "id": "p1"}])
-    _ndjson(root / "MedicationAdministration.ndjson", [
-        {"resourceType": "MedicationAdministration", "status": "completed",
-         "medicationCodeableConcept": {"coding": [
-             {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1992404"}]},
-         "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-05-01T08:00:00Z"},
-    ])  # fmt: skip
+    _ndjson(root / "MedicationAdministration.ndjson", [_axicel("p1", "2024-05-01T08:00:00Z")])
     loinc = "http://loinc.org"
     panel = {
         "resourceType": "Observation", "status": "final",
@@ -341,12 +346,7 @@ def test_fhir_death_with_a_date_only_ends_that_day(tmp_path):
     _ndjson(root / "Patient.ndjson", [
         {"resourceType": "Patient", "id": "p1", "deceasedDateTime": "2024-05-03"},
     ])  # fmt: skip
-    _ndjson(root / "MedicationAdministration.ndjson", [
-        {"resourceType": "MedicationAdministration", "status": "completed",
-         "medicationCodeableConcept": {"coding": [
-             {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1992404"}]},
-         "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-05-01T08:00:00Z"},
-    ])  # fmt: skip
+    _ndjson(root / "MedicationAdministration.ndjson", [_axicel("p1", "2024-05-01T08:00:00Z")])
     _ndjson(
         root / "Observation.ndjson", [_obs("p1", "8310-5", "2024-05-01T18:00:00Z", 38.9, "Cel")]
     )
