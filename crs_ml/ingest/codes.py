@@ -24,7 +24,8 @@ Codes are looked up by ``(vocabulary_id, concept_code)`` as OMOP spells them (``
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -40,6 +41,7 @@ __all__ = [
     "code_map",
     "operators",
     "genders",
+    "not_systemic",
     "split_code",
     "valid_targets",
     "vocabulary_of",
@@ -152,6 +154,36 @@ def operators() -> dict[int, str]:
 def genders() -> dict[int, str]:
     """OMOP gender concept id -> ``F`` / ``M`` (anything else is ``U``)."""
     return {int(r["concept_id"]): r["sex"] for r in _read("genders.csv")}
+
+
+@cache
+def _routes() -> tuple[tuple[re.Pattern, frozenset[str] | None, str], ...]:
+    out = []
+    for r in _read("routes.csv"):
+        events = None if r["events"] == "all" else frozenset(r["events"].split(";"))
+        for e in events or ():
+            if e not in KINDS["event"]:
+                raise AssertionError(f"code_maps/routes.csv: unknown event {e!r}")
+        out.append((re.compile(rf"(?<![a-z]){re.escape(r['word'])}", re.IGNORECASE),
+                    events, r["why"]))  # fmt: skip
+    return tuple(out)
+
+
+def not_systemic(texts: Sequence, events: Sequence) -> list[str | None]:
+    """For each drug record: why it is not the systemic treatment its event means (a local
+    route or dose form, or an injection where the event is an infusion, as declared in
+    ``code_maps/routes.csv``), from ``texts`` (the route's or product's name; None or NaN
+    when unknown); None where nothing says so."""
+    out: list[str | None] = []
+    for text, event in zip(texts, events, strict=True):
+        why = None
+        if isinstance(text, str) and text:
+            for pattern, applies, reason in _routes():
+                if (applies is None or event in applies) and pattern.search(text):
+                    why = f"{reason}: {text}"
+                    break
+        out.append(why)
+    return out
 
 
 class CodeMap:

@@ -52,7 +52,7 @@ import pyarrow as pa
 from crs_ml.cohort import Cohort
 from crs_ml.config import DataConfig
 from crs_ml.errors import InputError
-from crs_ml.ingest.codes import Code, CodeMap, code_map, genders, operators
+from crs_ml.ingest.codes import Code, CodeMap, code_map, genders, not_systemic, operators
 from crs_ml.ingest.load import load_frames
 from crs_ml.ingest.problems import MAX_EXAMPLES, Problem
 
@@ -269,6 +269,8 @@ class _Found:
     problems: list[Problem] = field(default_factory=list)
     rejected: list[pd.DataFrame] = field(default_factory=list)
     origin: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: drug concepts reached through concept_ancestor but not read: concept id -> why
+    not_read: dict[int, str] = field(default_factory=dict)
 
     def add(self, table, code, severity, message, count, examples=(), details=None):
         if count > 0:
@@ -322,12 +324,7 @@ def resolve_concepts(src: OmopSource, codes: CodeMap, found: _Found) -> dict[int
             ids.setdefault(int(b), ids[int(a)])
     drugs = {i: c for i, c in ids.items() if c.kind in ("event", "product")}
     if src.has("concept_ancestor") and drugs:
-        rows = src.query(
-            "SELECT ancestor_concept_id, descendant_concept_id FROM {concept_ancestor} WHERE "
-            f"ancestor_concept_id IN {_in(drugs)}"
-        )
-        for a, d in zip(rows["ancestor_concept_id"], rows["descendant_concept_id"], strict=True):
-            ids.setdefault(int(d), drugs[int(a)])
+        _descendants(src, ids, drugs, found)
     unresolved = [c for c in codes.codes_without_id(*_ALL_KINDS)
                   if not any(v is c for v in ids.values())]  # fmt: skip
     if unresolved:
@@ -339,6 +336,36 @@ def resolve_concepts(src: OmopSource, codes: CodeMap, found: _Found) -> dict[int
             details={f"{c.vocabulary_id} {c.concept_code} ({c.target})": 1 for c in unresolved},
         )  # fmt: skip
     return ids
+
+
+def _descendants(src: OmopSource, ids: dict[int, Code], drugs: dict[int, Code],
+                 found: _Found) -> None:  # fmt: skip
+    """Add the products of the mapped drugs through ``concept_ancestor`` to ``ids``, except
+    (when the source's ``concept`` table names them) another ingredient's combination product
+    (RxNorm joins ingredients with " / ": lidocaine with epinephrine is no vasopressor) and a
+    treatment in a local dose form (``code_maps/routes.csv``: dexamethasone eye drops are no
+    corticosteroid for CRS); those go to ``found.not_read``."""
+    named = src.has("concept")
+    name_sql = (
+        "(SELECT concept_name FROM {concept} c WHERE c.concept_id = a.descendant_concept_id)"
+        if named else "NULL"
+    )  # fmt: skip
+    rows = src.query(
+        f"SELECT a.ancestor_concept_id, a.descendant_concept_id, {name_sql} AS name "
+        f"FROM {{concept_ancestor}} a WHERE a.ancestor_concept_id IN {_in(drugs)}"
+    )
+    rows = rows[~rows["descendant_concept_id"].isin(list(ids))]
+    code = [drugs[int(a)] for a in rows["ancestor_concept_id"]]
+    name = rows["name"].astype("object").where(rows["name"].notna(), None).tolist()
+    local = not_systemic(name, [c.target for c in code])
+    for d, c, text, why in zip(rows["descendant_concept_id"], code, name, local, strict=True):
+        d = int(d)
+        if isinstance(text, str) and " / " in text:
+            found.not_read.setdefault(d, f"another ingredient's combination product: {text}")
+        elif why is not None and c.kind == "event":
+            found.not_read.setdefault(d, why)
+        elif d not in found.not_read:
+            ids.setdefault(d, c)
 
 
 _ALL_KINDS = ("variable", "event", "product", "infusion", "disease", "outcome")
@@ -741,9 +768,12 @@ def _events(src, ids, ep, times, found) -> tuple[pd.DataFrame, pd.DataFrame]:
                       else details[0] if details else "NULL")  # fmt: skip
         f = src.query(
             f"SELECT {table}_id AS record_id, person_id, {concept} AS concept_id, "
-            f"{start} AS dt, {date} AS d, {end_col} AS end_dt, {detail_sql} AS detail "
-            f"FROM {{{table}}} WHERE {concept} IN {_in(ev)} AND person_id IN {persons}"
+            f"{start} AS dt, {date} AS d, {end_col} AS end_dt, {detail_sql} AS detail, "
+            f"{_route_sql(src, table, cols)} AS route "
+            f"FROM {{{table}}} t WHERE {concept} IN {_in(ev)} AND person_id IN {persons}"
         )
+        if f["route"].notna().any():
+            f = _systemic(f, ev, table, found)
         f["tbl"] = table
         f["time"] = times.of(f, table, "dt")
         f["end_time"] = times.of(f, table, "end_dt") if end_col != "NULL" else pd.NaT
@@ -790,6 +820,34 @@ def _events(src, ids, ep, times, found) -> tuple[pd.DataFrame, pd.DataFrame]:
                               f["record_id"].to_numpy(dtype="int64"))  # fmt: skip
     dead = f[event.to_numpy() == "death"]
     return out, dead
+
+
+def _route_sql(src: OmopSource, table: str, cols: set[str]) -> str:
+    """SQL for a drug record's route as text: the name of ``route_concept_id`` (when the
+    source has a ``concept`` table) and ``route_source_value``, whichever are there."""
+    parts = []
+    if table == "drug_exposure" and "route_concept_id" in cols and src.has("concept"):
+        parts.append("(SELECT concept_name FROM {concept} c "
+                     "WHERE c.concept_id = NULLIF(t.route_concept_id, 0))")  # fmt: skip
+    if table == "drug_exposure" and "route_source_value" in cols:
+        parts.append("t.route_source_value")
+    return f"concat_ws(' ', {', '.join(parts)})" if parts else "NULL"
+
+
+def _systemic(f: pd.DataFrame, ev: dict[int, Code], table: str, found: _Found) -> pd.DataFrame:
+    """``f`` without the records whose route makes them no systemic treatment of their event
+    (``code_maps/routes.csv``: eye drops, a joint injection, an intramuscular epinephrine),
+    counted by reason under ``table`` (info ``local_route``)."""
+    route = f["route"].astype("object").where(f["route"].notna(), None).tolist()
+    why = not_systemic(route, [ev[int(c)].target for c in f["concept_id"]])
+    local = np.array([w is not None for w in why])
+    found.add(
+        table, "local_route", "info",
+        f"{table} rows whose route is not the systemic treatment the event means: not read "
+        "(code_maps/routes.csv)", int(local.sum()),
+        details=pd.Series([w for w in why if w is not None]).value_counts().to_dict(),
+    )  # fmt: skip
+    return f[~local].reset_index(drop=True)
 
 
 def _outcomes(src, ids, ep, times, dead, found) -> pd.DataFrame | None:
@@ -980,8 +1038,24 @@ def _unused_concepts(src, ids, frames, found, ep) -> None:
         rows = src.query(
             f"SELECT {concept} AS concept_id, max({sv}) AS source_value, count(*) AS n "
             f"FROM {{{table}}} WHERE person_id IN {_persons_sql(ep)} "
-            f"AND {concept} NOT IN {_in(ids)} GROUP BY {concept} ORDER BY n DESC LIMIT 50"
+            f"AND {concept} NOT IN {_in([*ids, *found.not_read])} "
+            f"GROUP BY {concept} ORDER BY n DESC LIMIT 50"
         )
+        if table == "drug_exposure" and found.not_read:
+            products = src.query(
+                f"SELECT {concept} AS concept_id, count(*) AS n FROM {{{table}}} WHERE "
+                f"person_id IN {_persons_sql(ep)} AND {concept} IN {_in(found.not_read)} "
+                f"GROUP BY {concept}"
+            )
+            found.add(
+                table, "not_systemic_products", "info",
+                "drug_exposure rows of products reached through concept_ancestor that are "
+                "another ingredient's combination product or a local dose form: not read "
+                "(code_maps/routes.csv; map a code with data.codes to read it)",
+                int(products["n"].sum()),
+                details={found.not_read[int(c)]: int(n)
+                         for c, n in products.itertuples(index=False)},
+            )  # fmt: skip
         found.add(
             table, "unmapped_codes", "warning",
             f"{table} rows of the cohort's persons whose concept maps to nothing this project "

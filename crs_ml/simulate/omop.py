@@ -9,10 +9,11 @@ simulator's person id that groups them), ``care_site`` (the sites), ``visit_occu
 infusion admission, ``visit_source_value`` = patient id; ICU admissions), ``condition_occurrence``
 (ICD-10-CM source codes), ``procedure_occurrence`` (CAR-T administration, CPT4 38228;
 positive pressure), ``drug_exposure`` (the product's HCPCS Q code; treatments by ingredient,
-the contract's detail in ``sig``), ``device_exposure`` (oxygen), ``measurement`` (labs and
+the contract's detail in ``sig``, the route in ``route_source_value``), ``device_exposure`` (oxygen), ``measurement`` (labs and
 vitals by LOINC; censored results as ``operator_concept_id`` + ``value_as_number``),
 ``observation`` (CRS grade at the first grade >= 3 time, or at infusion + 1 h below grade 3;
-loss to follow-up), ``death`` and a ``concept`` table for every code used. Codes without a
+loss to follow-up), ``death``, a ``concept`` table for every code used and a
+``concept_ancestor`` table of the drugs (each its own ancestor, as in the CDM). Codes without a
 shipped OMOP id get ids above 2,000,000,000 (the CDM's range for local concepts).
 
 Datetimes are naive UTC (the CDM has no time zones); infusion times are whole minutes and
@@ -53,6 +54,9 @@ _EVENT_CODE = {
     "positive_pressure": ("procedure_occurrence", "SNOMED", "428311008"),
     "icu_admission": ("visit_occurrence", "Visit", "ICU"),
 }
+
+#: a drug event's route_source_value (others intravenous)
+_ROUTES = {"antipyretic": "oral", "anakinra": "subcutaneous"}
 
 
 class _Concepts:
@@ -190,6 +194,7 @@ def omop_tables(tables: dict[str, pd.DataFrame], seed: int = 0) -> dict[str, pd.
         "drug_type_concept_id": 32817, "sig": None,
         "visit_occurrence_id": person_id[has_product],
         "drug_source_value": [_PRODUCT_HCPCS[p] for p in product[has_product]],
+        "route_concept_id": 0, "route_source_value": "intravenous",
     })]  # fmt: skip
 
     # measurements
@@ -239,6 +244,8 @@ def omop_tables(tables: dict[str, pd.DataFrame], seed: int = 0) -> dict[str, pd.
                 "drug_exposure_end_datetime": _dt(e.fillna(s)).to_numpy(),
                 "drug_type_concept_id": 32817, "sig": d, "visit_occurrence_id": None,
                 "drug_source_value": part["event"].to_numpy(dtype=object),
+                "route_concept_id": 0,
+                "route_source_value": part["event"].map(_ROUTES).fillna("intravenous"),
             }))  # fmt: skip
         else:
             ids = [cx.id(*_EVENT_CODE[name][1:], domain="Device") for name in part["event"]]
@@ -311,6 +318,11 @@ def omop_tables(tables: dict[str, pd.DataFrame], seed: int = 0) -> dict[str, pd.
         "measurement": measurement, "observation": observation, "death": deaths,
         "concept": cx.table(),
     }  # fmt: skip
+    drugs = out["concept"].loc[out["concept"]["domain_id"] == "Drug", "concept_id"]
+    out["concept_ancestor"] = pd.DataFrame({  # every concept is its own ancestor in the CDM
+        "ancestor_concept_id": drugs.to_numpy(), "descendant_concept_id": drugs.to_numpy(),
+        "min_levels_of_separation": 0, "max_levels_of_separation": 0,
+    })  # fmt: skip
     return {k: v for k, v in out.items() if v is not None}
 
 

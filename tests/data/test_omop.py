@@ -4,6 +4,7 @@ their table, record and code."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from shared_bundle import build_bundle
@@ -12,7 +13,7 @@ from crs_ml.config import DataConfig
 from crs_ml.errors import InputError
 from crs_ml.ingest.formats import detect_format, load_data
 from crs_ml.ingest.load import load_frames
-from crs_ml.ingest.omop import load_omop
+from crs_ml.ingest.omop import load_omop, omop_frames
 from crs_ml.simulate.omop import omop_tables, write_omop
 from crs_ml.simulate.simulator import simulate
 
@@ -74,14 +75,18 @@ def test_omop_twin_gives_the_same_scores(twins, contract, tmp_path_factory):
     pd.testing.assert_frame_equal(a[cols].reset_index(drop=True), b[cols].reset_index(drop=True))
 
 
-def _edited(sim, tmp_path, edit, options=None) -> object:
+def _written(sim, tmp_path, edit):
     cdm = omop_tables(sim.tables)
     edit(cdm)
     folder = tmp_path / "edited"
     folder.mkdir()
     for name, frame in cdm.items():
         frame.to_csv(folder / f"{name}.csv", index=False)
-    return load_omop(folder, options)
+    return folder
+
+
+def _edited(sim, tmp_path, edit, options=None) -> object:
+    return load_omop(_written(sim, tmp_path, edit), options)
 
 
 def test_missing_infusion_record_names_the_person(sim, tmp_path):
@@ -309,3 +314,99 @@ def test_the_old_omop_episode_setting_is_read_as_the_new_one():
     assert same.infusion_merge_h == 72
     with pytest.raises(ValueError, match="disagree"):
         DataConfig.model_validate({"omop": {"episode_gap_h": 48}, "infusion_merge_h": 72})
+
+
+def _concept_of(cdm, code: str) -> int:
+    c = cdm["concept"]
+    return int(c.loc[c["concept_code"].astype(str) == code, "concept_id"].iloc[0])
+
+
+def _rows_of(cdm, event_code: str, k: int) -> list[int]:
+    """The drug_exposure ids of ``k`` records of the ingredient with RxNorm ``event_code``."""
+    d = cdm["drug_exposure"]
+    return d.loc[d["drug_concept_id"] == _concept_of(cdm, event_code), "drug_exposure_id"].tolist()[
+        :k
+    ]
+
+
+def _drug_events(sim, tmp_path, edit):
+    """The events read from the edited twin, with the drug_exposure id each came from (None
+    for other tables), and the problems found."""
+    frames, found, _ = omop_frames(_written(sim, tmp_path, edit))
+    table, record = found.origin["events"]
+    ev = frames["events"].assign(drug=np.where(table == "drug_exposure", record, -1))
+    return ev, {p.code: p for p in found.problems}
+
+
+def _events_from(ev, ids) -> pd.DataFrame:
+    return ev[ev["drug"].isin(ids)]
+
+
+def test_products_through_concept_ancestor_are_read_except_combinations_and_local_forms(
+    sim, tmp_path
+):
+    picked = {}
+    products = {
+        900001: ("norepinephrine 0.016 MG/ML Injectable Solution", "7512"),
+        900002: ("epinephrine 0.01 MG/ML / lidocaine hydrochloride 20 MG/ML Injectable Solution",
+                 "3992"),
+        900003: ("dexamethasone 1 MG/ML Ophthalmic Suspension", "3264"),
+    }  # fmt: skip
+
+    def products_of_ingredients(cdm):
+        cdm["concept"] = pd.concat([cdm["concept"], pd.DataFrame({
+            "concept_id": list(products), "concept_name": [n for n, _ in products.values()],
+            "vocabulary_id": "RxNorm", "concept_code": ["x1", "x2", "x3"], "domain_id": "Drug",
+        })], ignore_index=True)  # fmt: skip
+        cdm["concept_ancestor"] = pd.DataFrame({
+            "ancestor_concept_id": [_concept_of(cdm, c) for _, c in products.values()],
+            "descendant_concept_id": list(products),
+        })  # fmt: skip
+        d = cdm["drug_exposure"]
+        norepi = _rows_of(cdm, "7512", 3)
+        steroid = _rows_of(cdm, "3264", 1)
+        picked.update(product=norepi[:1], combination=norepi[1:3], eye=steroid)
+        for cid, ids in ((900001, norepi[:1]), (900002, norepi[1:3]), (900003, steroid)):
+            d.loc[d["drug_exposure_id"].isin(ids), "drug_concept_id"] = cid
+
+    ev, problems = _drug_events(sim, tmp_path, products_of_ingredients)
+    assert list(_events_from(ev, picked["product"])["event"]) == ["vasopressor"]
+    assert _events_from(ev, picked["combination"] + picked["eye"]).empty
+    p = problems.get("not_systemic_products")
+    assert p is not None and p.count == 3 and p.severity == "info"
+    assert sorted(p.details.values()) == [1, 2]
+    assert any("combination" in k and "lidocaine" in k for k in p.details)
+    assert any(k.startswith("local (eye)") for k in p.details)
+    unmapped = problems.get("unmapped_codes")
+    assert unmapped is None or not any(str(c) in k for k in unmapped.details for c in products)
+
+
+def test_drug_records_by_a_local_route_are_not_read_as_treatments(sim, tmp_path):
+    picked = {}
+
+    def routes(cdm):
+        cdm["concept"] = pd.concat([cdm["concept"], pd.DataFrame({
+            "concept_id": [910001], "concept_name": ["Intramuscular"],
+            "vocabulary_id": "SNOMED", "concept_code": ["78421000"], "domain_id": "Route",
+        })], ignore_index=True)  # fmt: skip
+        d = cdm["drug_exposure"]
+        steroid = _rows_of(cdm, "3264", 2)
+        norepi = _rows_of(cdm, "7512", 2)
+        picked.update(eye=steroid[:1], oral=steroid[1:], im=norepi[:1], iv=norepi[1:])
+        d["route_concept_id"] = 0
+        d["route_source_value"] = None
+        d.loc[d["drug_exposure_id"].isin(steroid[:1]), "route_source_value"] = "OPHTHALMIC"
+        d.loc[d["drug_exposure_id"].isin(steroid[1:]), "route_source_value"] = "PO"
+        d.loc[d["drug_exposure_id"].isin(norepi[:1]), "route_concept_id"] = 910001
+        d.loc[d["drug_exposure_id"].isin(norepi[1:]), "route_source_value"] = "IV infusion"
+
+    ev, problems = _drug_events(sim, tmp_path, routes)
+    assert _events_from(ev, picked["eye"] + picked["im"]).empty
+    assert list(_events_from(ev, picked["oral"])["event"]) == ["corticosteroid"]
+    assert list(_events_from(ev, picked["iv"])["event"]) == ["vasopressor"]
+    p = problems.get("local_route")
+    assert p is not None and p.count == 2 and p.table == "drug_exposure"
+    assert set(p.details) == {
+        "local (eye): OPHTHALMIC",
+        "a single injection (not an infusion): Intramuscular",
+    }
