@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         force: Annotated[bool, typer.Option(help="replace an existing outcomes file")] = False,
     ) -> None:
-        """Derive outcomes.csv (ASTCT-2019-derived-v3) from temperatures, sbp and events."""
+        """Derive outcomes.csv (ASTCT-2019-derived-v4) from temperatures, sbp and events."""
         from crs_ml.features.grading import derive_outcomes, label_definition
 
         if horizon_h is not None and not horizon_h > 0:

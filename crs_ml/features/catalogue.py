@@ -161,7 +161,7 @@ def _declarations(config: FeatureConfig, variables: tuple[str, ...]) -> list[Fea
                 "vasopressors in [0, L]: 0 none, 1 one, 2 several running at once (vasopressin "
                 "excluded)", 0, "", "vasopressor_level"),
         Feature("astct_grade_so_far", "crs_state", "grade",
-                "highest ASTCT-2019-derived-v3 grade in [0, L] from the data visible at L", 0,
+                "highest ASTCT-2019-derived-v4 grade in [0, L] from the data visible at L", 0,
                 "", "astct_grade_so_far"),
         Feature("hours_since_crs_onset", "crs_state", "h",
                 "L - first hours at ASTCT grade >= 1; NaN when no CRS yet", 0, "",

@@ -1,6 +1,6 @@
 """ASTCT grading of CRS as derivable from vitals and support events.
 
-Label definition ``ASTCT-2019-derived-v3`` (Lee et al., Biol Blood Marrow Transplant 2019;
+Label definition ``ASTCT-2019-derived-v4`` (Lee et al., Biol Blood Marrow Transplant 2019;
 the settings are :class:`crs_ml.config.LabelConfig`, section ``label`` of the config):
 
 * only data at hours >= 0 (after infusion) count; rows before infusion are ignored;
@@ -35,8 +35,9 @@ the settings are :class:`crs_ml.config.LabelConfig`, section ``label`` of the co
   Two vasopressors that touch (one stops at the hour the other starts) therefore overlap at
   that instant, exactly as the closed intervals say;
 * grade 5 = the first 'death' event whose detail names CRS (:data:`CRS_DEATH_PATTERN`: 'CRS'
-  as a word, 'cytokine release', or ICD-10 D89.83x; a negation such as 'CRS excluded' is not
-  read), if grade >= 3 was reached at or before it.
+  as a word, 'cytokine release', or ICD-10 D89.83x, not negated in its clause: 'CRS
+  excluded' and 'no evidence of CRS' do not count; :func:`names_crs`), if grade >= 3 was
+  reached at or before it.
 
 The grading is a sweep over the start and stop points of all intervals: one vectorised pass
 for all patients (no per-patient loop). A closed interval [a, b] stops counting at
@@ -53,7 +54,7 @@ import pandas as pd
 from crs_ml.cohort import OUTCOME_COLUMNS, Cohort
 from crs_ml.config import LabelConfig
 
-LABEL_DEFINITION = "ASTCT-2019-derived-v3: ASTCT 2019 as derivable from vitals and support events"
+LABEL_DEFINITION = "ASTCT-2019-derived-v4: ASTCT 2019 as derivable from vitals and support events"
 FEVER_C = 38.0
 HYPOTENSION_SBP_MMHG = 90.0
 DEFAULT_LABEL = LabelConfig()
@@ -74,6 +75,17 @@ MASK_PATTERN = r"(?i)mask|venturi|rebreather"
 BLOW_BY_PATTERN = r"(?i)blow[\s-]?by"
 #: a death event's detail that names CRS as the cause
 CRS_DEATH_PATTERN = r"(?i)\bcrs\b|cytokine[\s-]+release|\bD89\.?83"
+#: a negation of a CRS mention in a death's detail: a cue up to three words before it
+#: ('no evidence of CRS', 'not due to CRS', 'non-CRS') or right after it ('CRS excluded',
+#: 'CRS was ruled out'); such a mention does not name CRS as the cause
+CRS_NEGATION_BEFORE = (
+    r"(?i)\b(?:no|not|without|unrelated\s+to|other\s+than|non|excluding)\b(?:\W+\w+){0,3}\W*$"
+)
+CRS_NEGATION_AFTER = (
+    r"(?i)^\W*(?:syndrome\W*)?(?:(?:was|is|has\s+been|been)\s+)?"
+    r"(?:excluded|ruled\s+out|unlikely|resolved)\b"
+)
+_CLAUSE_END = re.compile(r"[,;:\n]|\.(?:\s|$)")
 #: vasopressor drugs by the names a 'vasopressor' event's detail may give them (whole words,
 #: any case); the first named in a detail is its drug
 VASOPRESSOR_DRUGS = {
@@ -177,6 +189,20 @@ def _oxygen_counters(counter: np.ndarray, detail: pd.Series, settings: LabelConf
     return np.where(high, _HIGH, np.where(low, _LOW, counter))
 
 
+def names_crs(detail: str) -> bool:
+    """Whether a death's detail names CRS as its cause: a mention of
+    :data:`CRS_DEATH_PATTERN` that its clause does not negate (:data:`CRS_NEGATION_BEFORE`,
+    :data:`CRS_NEGATION_AFTER`)."""
+    for m in re.finditer(CRS_DEATH_PATTERN, detail):
+        starts = [e.end() for e in _CLAUSE_END.finditer(detail, 0, m.start())]
+        before = detail[starts[-1] if starts else 0 : m.start()]
+        end = _CLAUSE_END.search(detail, m.end())
+        after = detail[m.end() : end.start() if end else len(detail)]
+        if not (re.search(CRS_NEGATION_BEFORE, before) or re.search(CRS_NEGATION_AFTER, after)):
+            return True
+    return False
+
+
 def vasopressor_drugs(detail: pd.Series) -> np.ndarray:
     """The drug each vasopressor event's ``detail`` names (object array): the canonical name
     of the first of :data:`VASOPRESSOR_DRUGS`' names found as a word that is not
@@ -234,7 +260,7 @@ def _intervals(
     is_death = ev_name == "death"
     if is_death.any():
         detail = events["detail"].astype(object).fillna("").astype(str)
-        is_death &= detail.str.contains(CRS_DEATH_PATTERN, regex=True).to_numpy(dtype=bool)
+        is_death &= detail.map(names_crs).to_numpy(dtype=bool)
     counter[is_death] = _DEATH
     drug = np.full(len(ev_name), None, dtype=object)
     is_vaso = counter == _VASO

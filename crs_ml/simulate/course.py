@@ -4,7 +4,7 @@ Times. A chain transition in step k happens at k + j/100 with j uniform in 1..10
 (k, k + 1] on a 0.01 h (36 s) grid, so everything known at a whole-hour landmark L is a
 function of the chain up to step L (no information from after L leaks into data at L).
 
-ASTCT consistency (label ``ASTCT-2019-derived-v3``, crs_ml.features.grading). By construction:
+ASTCT consistency (label ``ASTCT-2019-derived-v4``, crs_ml.features.grading). By construction:
 
 * CRS onset = the first recorded temperature >= 38.0 (a vital-sign set is forced at onset;
   earlier temperatures after infusion are < 38.0); an antipyretic follows within an hour,

@@ -174,7 +174,7 @@ def _all_rows(config: FeatureConfig) -> list[tuple]:
             "astct_grade_so_far",
             "crs_state",
             "grade",
-            "highest ASTCT-2019-derived-v3 grade in [0, L] from the data visible at L",
+            "highest ASTCT-2019-derived-v4 grade in [0, L] from the data visible at L",
             0,
         ),
         (

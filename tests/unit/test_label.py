@@ -1,4 +1,4 @@
-"""ASTCT-2019-derived-v3 grading on small hand-made patients (the reference cases)."""
+"""ASTCT-2019-derived-v4 grading on small hand-made patients (the reference cases)."""
 
 from __future__ import annotations
 
@@ -165,6 +165,26 @@ def test_crs_death_is_grade_5_only_after_grade_3():
     assert r.crs_max_grade == 1 and r.death_hours == 50
     r = _grade([T(10)], [E(12, "vasopressor", 30), E(50, "death", detail="sepsis")])
     assert r.crs_max_grade == 3 and r.death_hours == 50
+
+
+@pytest.mark.parametrize(
+    ("detail", "grade"),
+    [
+        ("septic shock, CRS excluded", 3),
+        ("no evidence of CRS; died of sepsis", 3),
+        ("death not due to CRS", 3),
+        ("non-CRS death (infection)", 3),
+        ("CRS was ruled out. Cause: ICANS", 3),
+        ("cytokine release syndrome unlikely", 3),
+        ("CRS not excluded", 5),
+        ("no fever on day 3, later died of refractory CRS", 5),
+        ("sepsis excluded; CRS", 5),
+        ("D89.832", 5),
+    ],
+)
+def test_a_negated_crs_mention_does_not_make_a_death_grade_5(detail, grade):
+    r = _grade([T(10)], [E(12, "vasopressor", 30), E(50, "death", detail=detail)])
+    assert r.crs_max_grade == grade and r.death_hours == 50
 
 
 def test_pre_infusion_data_ignored():
