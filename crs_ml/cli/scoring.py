@@ -138,7 +138,9 @@ def _write_board(path: Path, bundle, data: Path, out: Path, config: Path | None,
     from crs_ml.scoring.board import board
 
     if out.name.lower().endswith(".csv"):
-        scores = pd.read_csv(out, dtype={"patient_id": str, "status": str, "message": str})
+        # only empty cells are missing: ids such as 'NA' or 'null' stay ids, as when loaded
+        scores = pd.read_csv(out, dtype={"patient_id": str, "status": str, "message": str},
+                             keep_default_na=False, na_values=[""])  # fmt: skip
     else:
         scores = pd.read_parquet(out)
     cohort = load_cohort(data, _data_options(bundle, config))

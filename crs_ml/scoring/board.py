@@ -215,17 +215,21 @@ def waterfall(
 
 
 # --------------------------------------------------------------------------- per patient
-def _freshness(row, catalogue_names: dict[str, str]) -> list[str]:
-
-    since_l = float(row["hours_since_infusion"]) - float(row["landmark_h"])
+def _freshness(row, last: dict[str, float], catalogue_names: dict[str, str]) -> list[str]:
+    """How long ago each key input was last measured, at the as-of time (``last``: the
+    patient's latest hours of each, from the data up to the as-of time)."""
+    as_of, landmark = float(row["hours_since_infusion"]), float(row["landmark_h"])
     out = []
     for v in KEY_INPUTS:
-        h = row.get(f"hours_since_{v}")
+        h = last.get(v)
         name = catalogue_names[v]
-        if h is None or not np.isfinite(h):
+        if h is None:
             out.append(f"no {name} yet")
         else:
-            out.append(f"{name} last measured {h + since_l:.0f} h ago")
+            note = (
+                f" (after the {landmark:g} h landmark: not in this score)" if h > landmark else ""
+            )
+            out.append(f"{name} last measured {as_of - h:.0f} h ago{note}")
     return out
 
 
@@ -253,6 +257,11 @@ def courses(scores: pd.DataFrame, cohort: Cohort, model) -> list[Course]:
     with np.errstate(invalid="ignore"):  # a support's end after the as-of time is not known yet
         grades = grades[(grades["hours"].to_numpy() >= 0) & (grades["hours"].to_numpy() <= limit)]
     treat = ev[ev["event"].isin(list(TREATMENTS))]
+    key = obs[obs["variable"].isin(list(KEY_INPUTS)).to_numpy(dtype=bool) & obs["value"].notna()]
+    latest = key.groupby(["patient_id", "variable"], sort=False, observed=True)["hours"].max()
+    last_of: dict = {}
+    for (pid, v), h in latest.items():
+        last_of.setdefault(pid, {})[v] = float(h)
     product = cohort.patients.drop_duplicates("patient_id").set_index("patient_id")["product"]
     by_pid_points = {k: g for k, g in points.groupby("patient_id", sort=False)}
     by_pid_treat = {k: g for k, g in treat.groupby("patient_id", sort=False)}
@@ -295,7 +304,7 @@ def courses(scores: pd.DataFrame, cohort: Cohort, model) -> list[Course]:
                 wf = waterfall(row[shap_cols].to_numpy(dtype=np.float64), row["base_value"],
                                X.iloc[k], names, row["landmark_h"], catalogue,
                                imputed[k])  # fmt: skip
-            fresh = _freshness(row, display)
+            fresh = _freshness(row, last_of.get(pid, {}), display)
         band = _text(row.get("risk_band"))
         comp = row.get("completeness")
         out.append(
@@ -328,10 +337,18 @@ _PROB_TICKS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99
 _MARK = {"tocilizumab": "T", "steroid": "S", "anakinra": "A"}
 
 
-def _pct(p: float) -> str:
+def _pct(p: float, cuts: tuple[float, ...] = ()) -> str:
+    """``p`` as a percentage: whole percents from 10%, one decimal below; near a band cut in
+    ``cuts`` with more decimals where rounding would carry it across (0.0995 is "9.95%",
+    not "10.0%" beside 'low')."""
     if not np.isfinite(p):
         return ""
-    return f"{p:.0%}" if p >= 0.1 or p == 0 else f"{p:.1%}"
+    digits = 0 if p >= 0.1 or p == 0 else 1
+    while digits < 2 and any(p < c <= round(p * 100, digits) / 100 for c in cuts):
+        digits += 1
+    if any(p < c <= round(p * 100, digits) / 100 for c in cuts):
+        return f"{np.floor(p * 10_000) / 100:.2f}%"  # closer still: cut, not rounded
+    return f"{p:.{digits}%}"
 
 
 def _first_reached(grades: list[tuple[float, int]]) -> list[tuple[float, int]]:
@@ -468,6 +485,7 @@ def render_board(scores: pd.DataFrame, cohort: Cohort, model, model_name: str | 
 
     bundle = as_bundle(model)
     _, _, settings = scoring_settings(bundle)
+    cuts = (settings.low_below, settings.high_from)
     items = courses(scores, cohort, bundle)
     order = sorted(range(len(items)), key=lambda i: (
         -items[i].risk if np.isfinite(items[i].risk) else np.inf, i))  # fmt: skip
@@ -476,13 +494,13 @@ def render_board(scores: pd.DataFrame, cohort: Cohort, model, model_name: str | 
         c = items[i]
         patients.append({
             "c": c, "anchor": f"p{i}", "rank": rank,
-            "risk_text": _pct(c.risk), "change_text": (f"{c.change * 100:+.1f} pp"
+            "risk_text": _pct(c.risk, cuts), "change_text": (f"{c.change * 100:+.1f} pp"
                                                        if np.isfinite(c.change) else ""),
             "band_mark": {"high": "▲", "intermediate": "■", "low": "○"}.get(c.band, ""),
             "trajectory": _trajectory_svg(c, settings.low_below, settings.high_from),
             "waterfall": _waterfall_svg(c.waterfall) if c.waterfall else None,
             "first_grades": _first_reached(c.grades),
-            "short": [{"label": label, "risk": r, "risk_text": _pct(r), "drivers": d}
+            "short": [{"label": label, "risk": r, "risk_text": _pct(r, cuts), "drivers": d}
                       for label, r, d in c.short_horizons],
         })  # fmt: skip
     as_of, window = _as_of_text(scores)

@@ -147,8 +147,8 @@ def _variable_spec_of(name: str, version: int) -> tuple[str, str, str] | None:
             "n": (f"{display} results to {{L}}h", "count", ""),
             "hours_since_last": (f"hours since last {display}", "number", "h"),
             "measured": (f"{display} measured", "flag", ""),
-            "pretoci_max": (f"{display} max before tocilizumab", "number", unit),
-            "pretoci_last": (f"{display} latest before tocilizumab", "number", unit),
+            "pretoci_max": (f"{display} max before any tocilizumab", "number", unit),
+            "pretoci_last": (f"{display} latest before any tocilizumab", "number", unit),
         }
         return specs.get(stat)
     return None

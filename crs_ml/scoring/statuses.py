@@ -2,7 +2,9 @@
 
 :func:`statuses` decides, for each patient of a cohort, the hours since infusion at the
 as-of time, the landmark L (the largest model landmark <= those hours) and whether the
-patient can be scored: ``too_early``, ``not_at_risk`` (grade >= 3 CRS or death by L),
+patient can be scored: ``too_early``, ``not_at_risk`` (grade >= 3 CRS or death by the as-of
+time: the features read data up to L only, but a patient with severe CRS or dead by the time
+the score is read has no risk left to predict),
 ``error`` (no infusion time for an absolute as-of, no data at or before L) or ``scored``, with
 the reason in ``message``. Used by :mod:`crs_ml.scoring.score`.
 """
@@ -83,7 +85,9 @@ def statuses(cohort: Cohort, landmarks: np.ndarray, as_of=None, as_of_hours=None
     late = (status == "scored") & (hours > landmarks[-1])
     message[late] = f"scored at the last landmark ({landmarks[-1]:g} h)"
 
-    at_risk = _not_at_risk(cohort, pid, obs_code, ev_code, L, status == "scored", grading)
+    until = np.where(np.isfinite(L), np.fmax(hours, L), np.nan)  # the as-of hours
+    at_risk = _not_at_risk(cohort, pid, obs_code, ev_code, L, until, status == "scored",
+                           grading)  # fmt: skip
     status[at_risk != ""] = "not_at_risk"
     message[at_risk != ""] = at_risk[at_risk != ""]
 
@@ -161,11 +165,12 @@ def _not_at_risk(
     obs_code: np.ndarray,
     ev_code: np.ndarray,
     L: np.ndarray,
+    until: np.ndarray,
     cand: np.ndarray,
     grading: LabelConfig | None = None,
 ) -> np.ndarray:
     """Reason text ('' when at risk) for each patient: grade >= 3 (graded with ``grading``)
-    or death by L."""
+    or death by the as-of hours ``until`` (>= the landmark ``L``)."""
     why = np.full(len(pid), "", dtype=object)
     if not cand.any():
         return why
@@ -185,20 +190,20 @@ def _not_at_risk(
         is_temperature = variable.eq("temperature").to_numpy(dtype=bool)
         used = is_temperature | variable.eq("sbp").to_numpy(dtype=bool)
     rows, is_temperature = rows[used], is_temperature[used]
-    # Grade >= 3 by L needs a fever by L (fever first: a never-febrile patient is never
-    # graded) and a support started by L (fever, low sbp and treatments alone are grade <= 2;
+    # Grade >= 3 by the as-of time needs a fever by then (fever first: a never-febrile
+    # patient is never graded) and a support started by then (fever, low sbp and treatments alone are grade <= 2;
     # any event but a fever-lifting treatment or death counts as a possible support): only
     # such candidates are graded, which spares most one-patient calls the grading's cost.
     # tests/model/test_score.py checks the statuses against grading every patient.
     code = obs_code[rows]
     with np.errstate(invalid="ignore"):
         fever = (code >= 0) & is_temperature & (value[rows] >= FEVER_C)
-        fever &= hours[rows] <= L[np.maximum(code, 0)]
+        fever &= hours[rows] <= until[np.maximum(code, 0)]
     ev = cohort.events
     ev_name = ev["event"].to_numpy(dtype=object)
     support = (ev_code >= 0) & ~np.isin(ev_name, [*FEVER_LIFTING_EVENTS, "death"])
     with np.errstate(invalid="ignore"):
-        support &= ev["hours"].to_numpy(dtype=np.float64) <= L[np.maximum(ev_code, 0)]
+        support &= ev["hours"].to_numpy(dtype=np.float64) <= until[np.maximum(ev_code, 0)]
     graded = np.zeros(len(pid), dtype=bool)
     graded[code[fever]] = True
     supported = np.zeros(len(pid), dtype=bool)
@@ -206,11 +211,11 @@ def _not_at_risk(
     graded &= cand & supported
     g3 = np.full(len(pid), np.nan)
     if graded.any():
-        until = pd.Series(L[graded], index=pd.Index(pid[graded], dtype=object))
+        limit = pd.Series(until[graded], index=pd.Index(pid[graded], dtype=object))
         keep = np.isin(code, np.flatnonzero(graded))
         ev_keep = np.flatnonzero(np.isin(ev_code, np.flatnonzero(graded)))
         summary = grade_summary(obs.iloc[rows[keep]], ev.iloc[ev_keep], "patient_id",
-                                until=until, settings=grading)  # fmt: skip
+                                until=limit, settings=grading)  # fmt: skip
         g3 = pd.Series(pid, dtype=object).map(summary["grade3_hours"]).to_numpy(dtype=np.float64)
     ev = cohort.events
     death = np.full(len(pid), np.inf)
@@ -221,13 +226,21 @@ def _not_at_risk(
         oc = cohort.outcomes.drop_duplicates("patient_id").set_index("patient_id")
         known = pd.Series(pid, dtype=object)
         og3 = known.map(oc["grade3_hours"]).to_numpy(dtype=np.float64)
-        g3 = np.fmin(g3, np.where(og3 <= L, og3, np.nan))
+        g3 = np.fmin(g3, np.where(og3 <= until, og3, np.nan))
         if "death_hours" in oc:
             death = np.fmin(death, known.map(oc["death_hours"]).to_numpy(dtype=np.float64))
     with np.errstate(invalid="ignore"):
-        is_g3 = cand & (g3 <= L)
-        is_dead = cand & ~is_g3 & (death <= L)
-    why[is_g3] = [f"already grade >= 3 CRS at {h:g} h (by the {lm:g} h landmark)"
-                  for h, lm in zip(g3[is_g3], L[is_g3], strict=True)]  # fmt: skip
-    why[is_dead] = [f"died at {h:g} h" for h in death[is_dead]]
+        is_g3 = cand & (g3 <= until)
+        is_dead = cand & ~is_g3 & (death <= until)
+    why[is_g3] = [f"already grade >= 3 CRS at {h:g} h ({_when(h, lm, t)})"
+                  for h, lm, t in zip(g3[is_g3], L[is_g3], until[is_g3], strict=True)]  # fmt: skip
+    why[is_dead] = [f"died at {h:g} h ({_when(h, lm, t)})"
+                    for h, lm, t in zip(death[is_dead], L[is_dead], until[is_dead],
+                                        strict=True)]  # fmt: skip
     return why
+
+
+def _when(h: float, landmark: float, as_of: float) -> str:
+    if h <= landmark:
+        return f"by the {landmark:g} h landmark"
+    return f"after the {landmark:g} h landmark, by the as-of time {as_of:g} h"

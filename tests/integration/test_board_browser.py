@@ -64,6 +64,23 @@ def test_score_writes_the_board_beside_the_scores(written, capsys):
     assert [p.name for p in page.parent.iterdir() if p.name.startswith(".")] == []
 
 
+def test_ids_that_read_as_missing_stay_ids_on_a_board_from_a_csv_scores_file(session_dir, tmp_path):
+    trained, new = setup(session_dir), new_patients(session_dir)
+    tables = {t: pd.read_csv(new.data / f"{t}.csv", dtype={"patient_id": str})
+              for t in ("patients", "observations", "events")}  # fmt: skip
+    odd = dict(zip(tables["patients"]["patient_id"][:3], ["NA", "null", "nan"], strict=True))
+    data = tmp_path / "data"
+    data.mkdir()
+    for t, f in tables.items():
+        f.assign(patient_id=f["patient_id"].replace(odd)).to_csv(data / f"{t}.csv", index=False)
+    out, page = tmp_path / "s.csv", tmp_path / "b.html"
+    assert run(["score", "--model", str(trained.bundle_dir), "--data", str(data),
+                "--as-of-hours", "36", "--out", str(out), "--board", str(page)]) == 0  # fmt: skip
+    html = page.read_text(encoding="utf-8")
+    for pid in odd.values():
+        assert f">{pid}</a>" in html
+
+
 def test_board_option_wants_an_html_file(session_dir, tmp_path, capsys):
     trained, new = setup(session_dir), new_patients(session_dir)
     code = run(["score", "--model", str(trained.bundle_dir), "--data", str(new.data),

@@ -81,6 +81,26 @@ def _copy(cohort: Cohort) -> Cohort:
                   events=cohort.events.copy(), rejected=cohort.rejected.copy())  # fmt: skip
 
 
+def _shown(text: str, risk: float, cuts=(0.10, 0.30)) -> bool:
+    """A risk as the board prints it: whole percents from 10%, one decimal below, more only
+    where rounding would carry it across a band cut (never across one)."""
+    usual = f"{risk:.0%}" if risk >= 0.1 else f"{risk:.1%}"
+    shown = float(text.rstrip("%")) / 100
+    same_side = all((shown < c) == (risk < c) for c in cuts)
+    return same_side and (text == usual or abs(shown - risk) < 0.001)
+
+
+def test_a_risk_just_under_a_band_cut_is_not_printed_as_the_cut(trained, new, scores):
+    from crs_ml.scoring.board import render_board
+
+    s = scores.copy()
+    at = s.index[s["status"] == "scored"][:3]
+    s.loc[at, "risk"] = [0.0995, 0.29999999, 0.1]
+    rows = {r[0]: r for r in parse(render_board(s, new.cohort, trained.bundle)).rows}
+    shown = [rows[p][1] for p in s.loc[at, "patient_id"]]
+    assert shown == ["9.95%", "29.99%", "10%"]
+
+
 def test_every_patient_listed_with_the_scores_tables_risk(trained, new, scores, tmp_path):
     out = tmp_path / "board.html"
     html = board(scores, new.cohort, trained.bundle, out, model_name="models:/crs-severity@x")
@@ -94,12 +114,9 @@ def test_every_patient_listed_with_the_scores_tables_risk(trained, new, scores, 
         # issue 18: the short horizons' risks stand after the band, so status is the last
         assert row[-1].startswith(r.status.replace("_", " "))
         if r.status == "scored":
-            shown = row[1]
-            expected = f"{r.risk:.0%}" if r.risk >= 0.1 else f"{r.risk:.1%}"
-            assert shown == expected and r.risk_band in row[2]
+            assert _shown(row[1], r.risk) and r.risk_band in row[2]
             for k, col in enumerate(("risk_24h", "risk_72h")):  # issue 18: beside the band
-                v = getattr(r, col)
-                assert row[3 + k] == (f"{v:.0%}" if v >= 0.1 else f"{v:.1%}")
+                assert _shown(row[3 + k], getattr(r, col))
         else:
             assert row[1] == ""
     # sections: one per patient, in the list's order (highest risk first)
@@ -108,6 +125,34 @@ def test_every_patient_listed_with_the_scores_tables_risk(trained, new, scores, 
     text = "".join(page.text)
     assert "not a replacement for clinical assessment" in text  # the model card's sentence
     assert f"{AS_OF_H} h after infusion" in text
+
+
+def _il6_age(cohort, pid, as_of_h: float, landmark_h: float) -> str:
+    obs = cohort.observations
+    mine = obs[(obs["patient_id"] == pid) & (obs["variable"] == "il6") & obs["value"].notna()
+               & (obs["hours"] <= as_of_h)]  # fmt: skip
+    if mine.empty:
+        return "no IL-6 yet"
+    last = mine["hours"].max()
+    note = f" (after the {landmark_h:g} h landmark: not in this score)" if last > landmark_h else ""
+    return f"IL-6 last measured {as_of_h - last:.0f} h ago{note}"
+
+
+def test_freshness_counts_results_after_the_landmark(trained, new):
+    """Key inputs measured after the score's landmark but by the as-of time are the freshest
+    (and said not to be in the score yet); none measured is 'no ... yet'."""
+    as_of = 40.0
+    s = score(trained.bundle, new.cohort, as_of_hours=as_of)
+    items = courses(s, new.cohort, trained.bundle)
+    after = 0
+    for c, r in zip(items, s.itertuples(), strict=True):
+        if r.status != "scored":
+            continue
+        assert r.landmark_h < as_of
+        il6 = next(f for f in c.freshness if "IL-6" in f)
+        assert il6 == _il6_age(new.cohort, r.patient_id, as_of, r.landmark_h)
+        after += "not in this score" in il6
+    assert after >= 3
 
 
 def test_trajectory_ends_at_the_score_and_the_waterfall_adds_up(trained, new, scores):
@@ -133,11 +178,7 @@ def test_trajectory_ends_at_the_score_and_the_waterfall_adds_up(trained, new, sc
         # freshness: one line per key input, ages counted to the as-of time
         assert len(c.freshness) == 9
         il6 = next(f for f in c.freshness if "IL-6" in f)
-        if np.isfinite(r.hours_since_il6):
-            age = r.hours_since_il6 + AS_OF_H - r.landmark_h
-            assert il6 == f"IL-6 last measured {age:.0f} h ago"
-        else:
-            assert il6 == "no IL-6 yet"
+        assert il6 == _il6_age(new.cohort, r.patient_id, AS_OF_H, r.landmark_h)
     # every earlier point is what scoring at that landmark gives
     at_24 = score(trained.bundle, new.cohort, as_of_hours=24).set_index("patient_id")
     for c in items:

@@ -148,8 +148,12 @@ def test_data_after_the_landmark_changes_nothing(trained, new):
     late["hours"] = 24.5 + (late["hours"] % 4)
     late["value"] = late["value"] * 3 + 50
     pids = cohort.patients["patient_id"]
-    ev = pd.DataFrame({"patient_id": pids, "hours": 25.0, "end_hours": 28.0,
-                       "event": "vasopressor", "detail": None, "source_row": 10**6})  # fmt: skip
+    # treatments and grade-2 support the features read (a grade >= 3 after L but by the
+    # as-of time changes the status, by design: test_grade_3_after_the_landmark_...)
+    ev = pd.DataFrame({"patient_id": pd.concat([pids, pids]), "hours": 25.0,
+                       "end_hours": [np.nan] * len(pids) + [28.0] * len(pids),
+                       "event": ["tocilizumab"] * len(pids) + ["oxygen_low_flow"] * len(pids),
+                       "detail": None, "source_row": 10**6})  # fmt: skip
     cohort.observations = pd.concat([obs, late], ignore_index=True)
     cohort.events = pd.concat([cohort.events, ev], ignore_index=True)
     after = score(trained.bundle, cohort, as_of_hours=29)
@@ -157,6 +161,34 @@ def test_data_after_the_landmark_changes_nothing(trained, new):
     at_24 = score(trained.bundle, new.cohort, as_of_hours=24)
     cols = [c for c in base.columns if c not in ("hours_since_infusion", "as_of")]
     pd.testing.assert_frame_equal(base[cols], at_24[cols])
+
+
+def test_grade_3_after_the_landmark_but_by_the_as_of_time_is_not_at_risk(trained, new):
+    """The features read data up to L only, but a patient with severe CRS (or dead) by the
+    time the score is read has no risk left to predict: not_at_risk, saying when."""
+    base = score(trained.bundle, new.cohort, as_of_hours=29)
+    scored = base.loc[base["status"] == "scored", "patient_id"].tolist()[:4]
+    cohort = _copy(new.cohort)
+    fever = pd.DataFrame({"patient_id": scored, "hours": 25.0, "variable": "temperature",
+                          "value": 39.5, "censored": 0, "out_of_range": False,
+                          "source_row": 10**6})  # fmt: skip
+    ev = pd.DataFrame({"patient_id": scored, "hours": [26.0, 26.0, 30.0, 27.0],
+                       "end_hours": [28.0, 28.0, 31.0, np.nan],
+                       "event": ["vasopressor", "vasopressor", "vasopressor", "death"],
+                       "detail": None, "source_row": 10**6})  # fmt: skip
+    cohort.observations = pd.concat([cohort.observations, fever], ignore_index=True)
+    cohort.events = pd.concat([cohort.events, ev], ignore_index=True)
+    after = score(trained.bundle, cohort, as_of_hours=29).set_index("patient_id")
+    g3, late, dead = scored[:2], scored[2], scored[3]
+    assert (after.loc[g3, "status"] == "not_at_risk").all()
+    assert after.loc[g3, "risk"].isna().all()
+    assert after.loc[g3[0], "message"] == (
+        "already grade >= 3 CRS at 26 h (after the 24 h landmark, by the as-of time 29 h)"
+    )
+    assert after.loc[late, "status"] == "scored"  # the vasopressor starts after the as-of time
+    assert after.loc[dead, "message"].startswith("died at 27 h (after the 24 h landmark")
+    rest = base.set_index("patient_id").drop(index=[*g3, dead])
+    pd.testing.assert_frame_equal(after.drop(index=[*g3, dead]), rest)
 
 
 def test_chunks_and_progress_do_not_change_the_result(trained, new):
@@ -283,8 +315,9 @@ def test_logistic_model_scores_with_exact_linear_shap(trained, new):
 
 @pytest.mark.parametrize("as_of_hours", [None, 12, 24, 48, 96])
 def test_not_at_risk_statuses_equal_grading_every_patient(as_of_hours, tmp_path):
-    """statuses() grades only the patients with a fever and a support by L (a shortcut for
-    speed); the result must equal grading every patient over [0, L] with the grading code."""
+    """statuses() grades only the patients with a fever and a support by the as-of time (a
+    shortcut for speed); the result must equal grading every patient over [0, as-of hours]
+    with the grading code (grade >= 3 or death after L but by then is not at risk either)."""
     from crs_ml.features.grading import grade_summary
     from crs_ml.ingest.load import load_cohort
     from crs_ml.scoring.statuses import statuses
@@ -298,16 +331,20 @@ def test_not_at_risk_statuses_equal_grading_every_patient(as_of_hours, tmp_path)
     landmarks = np.array([12.0, 24.0, 36.0, 48.0, 72.0])
     st = statuses(cohort, landmarks, as_of_hours=as_of_hours)
     pid = cohort.patients["patient_id"].astype(object).reset_index(drop=True)
-    until = pd.Series(st.landmark_h, index=pd.Index(pid))
+    until = pd.Series(np.where(np.isfinite(st.landmark_h), st.hours, np.nan), index=pd.Index(pid))
     full = grade_summary(cohort.observations, cohort.events, "patient_id", until=until)
     g3 = pid.map(full["grade3_hours"]).to_numpy(dtype=np.float64)
     ev = cohort.events
     death = pid.map(ev[ev["event"] == "death"].groupby("patient_id")["hours"].min())
-    L = st.landmark_h
+    L, at = st.landmark_h, np.where(np.isfinite(st.landmark_h), st.hours, np.nan)
     with np.errstate(invalid="ignore"):
-        expect = np.isfinite(L) & ((g3 <= L) | (death.to_numpy(dtype=np.float64) <= L))
+        expect = np.isfinite(L) & ((g3 <= at) | (death.to_numpy(dtype=np.float64) <= at))
+        after = expect & ~((g3 <= L) | (death.to_numpy(dtype=np.float64) <= L))
     assert ((st.status == "not_at_risk") == expect).all()
     assert (st.status == "not_at_risk").sum() >= (3 if as_of_hours != 12 else 0)
+    # grade >= 3 or death after L but by the as-of time: no risk left to predict
+    assert after.sum() >= (3 if as_of_hours is None else 0)
+    assert all("after the" in m for m in st.message[after])
 
 
 def test_a_patient_twice_in_a_cohort_built_by_hand_is_named(trained, new):
