@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -229,12 +230,17 @@ def recalibrate(
     )
     for key, ev in summary["evaluation"].items():
         b, a = ev["before"], ev["after"]
+        lo, hi = a["calibration_intercept_ci"]
+        interval = (f"95% CI {lo:.2f} to {hi:.2f}" if math.isfinite(lo) and math.isfinite(hi)
+                    else "no interval: too few events")  # fmt: skip
+        weighted = (f"; weighted O/E {b['observed_expected_ipcw']:.2f} -> "
+                    f"{a['observed_expected_ipcw']:.2f}" if "observed_expected_ipcw" in a
+                    else "")  # fmt: skip
         console.print(
             f"held-out {key}{' h' if key != 'all' else ' landmarks'}: calibration intercept "
-            f"{b['calibration_intercept']:.2f} -> {a['calibration_intercept']:.2f} "
-            f"(95% CI {a['calibration_intercept_ci'][0]:.2f} to "
-            f"{a['calibration_intercept_ci'][1]:.2f}), slope {b['calibration_slope']:.2f} -> "
-            f"{a['calibration_slope']:.2f}"
+            f"{_num(b['calibration_intercept'])} -> {_num(a['calibration_intercept'])} "
+            f"({interval}), slope {_num(b['calibration_slope'])} -> "
+            f"{_num(a['calibration_slope'])}{weighted}"
         )
     console.print(
         f"new bundle: {bundle_dir.resolve()}\nreport: {(out / 'recalibration.html').resolve()}"
@@ -245,6 +251,10 @@ def recalibrate(
         console.print(f"registered: {version['name']} version {version['version']}")
         summary["registered"] = version
         write_json(out / "recalibration.json", summary)
+
+
+def _num(x: float) -> str:
+    return f"{x:.2f}" if math.isfinite(x) else "not estimable"
 
 
 def register(app: typer.Typer) -> None:

@@ -146,9 +146,10 @@ def brier(y, p) -> float:
     return float(np.mean((p - y) ** 2))
 
 
-def _loglik(X: np.ndarray, y: np.ndarray, offset: np.ndarray, beta: np.ndarray) -> float:
+def _loglik(X: np.ndarray, y: np.ndarray, offset: np.ndarray, beta: np.ndarray,
+            w: np.ndarray) -> float:  # fmt: skip
     eta = offset + X @ beta
-    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+    return float(np.sum(w * (y * eta - np.logaddexp(0.0, eta))))
 
 
 def fit_logistic(
@@ -158,21 +159,24 @@ def fit_logistic(
     start: np.ndarray | None = None,
     max_iter: int = 100,
     tol: float = 1e-10,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Unpenalised maximum-likelihood logistic regression by Newton-Raphson with step halving.
 
-    ``X`` is the full design (include a column of ones for an intercept). Returns the
+    ``X`` is the full design (include a column of ones for an intercept); ``weights``: row
+    weights of the log-likelihood (e.g. censoring weights; None: all 1). Returns the
     coefficients, or NaNs when the fit does not converge (e.g. perfect separation).
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
     offset = np.zeros(len(y)) if offset is None else np.asarray(offset, dtype=np.float64)
     beta = np.zeros(X.shape[1]) if start is None else np.asarray(start, dtype=np.float64)
-    ll = _loglik(X, y, offset, beta)
+    ll = _loglik(X, y, offset, beta, w)
     for _ in range(max_iter):
         mu = expit(offset + X @ beta)
-        grad = X.T @ (y - mu)
-        hess = (X * (mu * (1.0 - mu))[:, None]).T @ X
+        grad = X.T @ (w * (y - mu))
+        hess = (X * (w * mu * (1.0 - mu))[:, None]).T @ X
         try:
             step = np.linalg.solve(hess, grad)
         except np.linalg.LinAlgError:
@@ -182,7 +186,7 @@ def fit_logistic(
         t = 1.0
         while True:
             new = beta + t * step
-            ll_new = _loglik(X, y, offset, new)
+            ll_new = _loglik(X, y, offset, new, w)
             if ll_new >= ll - 1e-12 * (1.0 + abs(ll)) or t < 1e-10:
                 break
             t /= 2.0

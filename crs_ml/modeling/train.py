@@ -602,8 +602,11 @@ def train_model(
     metrics["events_per_parameter"] = float(sample["events_per_parameter"])
     if sample.get("riley_min_n") is not None:
         metrics["riley_min_n"] = float(sample["riley_min_n"])
+    # the windows' out-of-fold risks are capped by the day-14 model's on every row at risk
+    # (as scoring caps them), not only on the rows followed to day 14
+    cap_meta, cap_oof = (data.meta, at_risk_oof) if at_risk_oof is not None else (meta, oof)
     horizons, models, inputs, horizon_scores = train_horizons(
-        cohort, cfg, list(X.columns), make, meta, oof, progress,
+        cohort, cfg, list(X.columns), make, cap_meta, cap_oof, progress,
         horizon_truth if horizon_truth is not None else cohort.truth_horizons, data,
     )  # fmt: skip
     metrics.update(horizon_scores)
@@ -643,7 +646,8 @@ def train_horizons(
     ``MIN_HORIZON_EVENTS`` events or non-events is left out (logged; metric
     ``horizon_models`` counts those trained). With CV, out-of-fold risks are capped from
     above by the longer horizons' (the day-14 model's out-of-fold risk where the row is in its
-    data) as scoring caps them, then scored per report landmark."""
+    data: ``meta`` and ``oof`` are the rows at risk and their out-of-fold risks when training
+    has them) as scoring caps them, then scored per report landmark."""
     from crs_ml.modeling.completeness import training_inputs
 
     wanted = horizons_of(cfg.task.windows_h, cfg.task.horizon_h)

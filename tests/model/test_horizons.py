@@ -40,10 +40,13 @@ OVERRIDES = [
     "model.n_jobs=1",
 ]
 N_TRAIN, SEED = 300, 31
+#: (day-14 cap, capped window risks) of each CV repeat, as training scored them
+CAPPED: list = []
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    import crs_ml.modeling.train as training
     from crs_ml.ingest.load import load_cohort
     from crs_ml.modeling.bundle import load_bundle
     from crs_ml.modeling.train import train_model
@@ -52,11 +55,32 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("horizons")
     write_cohort(simulate_cohort(N_TRAIN, SEED), root / "train")
     truth = horizon_truth(N_TRAIN, SEED, [12, 24, 36, 48], [24, 72])
-    result = train_model(load_cohort(root / "train"), load_config(XGBOOST_CONFIG, OVERRIDES),
-                         horizon_truth=truth)  # fmt: skip
+    real = training.capped_risks
+
+    def spy(longest, shorter):  # records what the training metrics of the windows score
+        out = real(longest, shorter)
+        CAPPED.append((np.array(longest), [np.array(r) for r in out]))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training, "capped_risks", spy)
+        result = train_model(load_cohort(root / "train"), load_config(XGBOOST_CONFIG, OVERRIDES),
+                             horizon_truth=truth)  # fmt: skip
     folder = result.save(root / "bundle")
     write_cohort(simulate_cohort(40, 977), root / "new")
     return result, load_bundle(folder), folder, load_cohort(root / "new")
+
+
+def test_training_caps_the_windows_out_of_fold_risks_on_every_row_at_risk(trained):
+    """As scoring caps them: by the day-14 model's out-of-fold risk of the same row, also
+    for rows outside the complete cases (censored before day 14, lost after an event)."""
+    result = trained[0]
+    day14 = result.at_risk_oof[0]
+    assert CAPPED and np.isfinite(day14).all()
+    longest, windows = CAPPED[0]
+    np.testing.assert_array_equal(longest, day14)
+    for risk in windows:
+        assert (risk <= day14 + 1e-12).all()
 
 
 def test_training_reports_auroc_and_oracle_ratio_per_horizon(trained):
@@ -152,8 +176,14 @@ def test_post_landmark_data_change_no_horizons_risk(trained):
     ev = new.events.copy()
     ev.loc[ev["hours"] > 36, "hours"] = 36.5
     after = score(bundle, Cohort(new.patients, obs, ev, rejected=new.rejected), as_of_hours=40)
+    # events moved to 36.5 h can make a patient grade >= 3 (or dead) by the as-of time: no
+    # longer at risk, by design; every other row keeps its risks exactly
+    moved = (before["status"] != after["status"]).to_numpy()
+    assert (after.loc[moved, "status"] == "not_at_risk").all()
+    assert after.loc[moved, "message"].str.contains("after the 36 h landmark").all()
+    assert (~moved).sum() >= len(before) - 5
     cols = ["risk", "risk_24h", "risk_72h", *[f"shap24h_{n}" for n in bundle.feature_names]]
-    pd.testing.assert_frame_equal(before[cols], after[cols])
+    pd.testing.assert_frame_equal(before.loc[~moved, cols], after.loc[~moved, cols])
 
 
 def test_a_model_without_horizons_scores_as_before(trained, tmp_path):

@@ -61,7 +61,8 @@ def test_recalibration_fixes_held_out_intercept(bundle_dir, site_cohort, tmp_pat
     assert after[0] <= 0 <= after[1], f"held-out intercept CI after recalibration: {after}"
     assert result.fit.method in ("intercept", "logistic")
     summary = result.summary
-    assert summary["fit"]["n_persons"] + summary["holdout"]["n_persons"] == summary["n_persons"]
+    assert (summary["fit"]["n_persons"] + summary["holdout"]["n_persons"]
+            + summary["censoring"]["persons_censored_only"]) == summary["n_persons"]  # fmt: skip
 
     new_dir = write_recalibrated_bundle(
         shifted_dir, tmp_path / "recal", result.fit.slope, result.fit.intercept, {"method": "x"}
@@ -277,3 +278,46 @@ def test_a_recalibrated_stack_scores_in_a_fresh_process(stack_dir, policy_site, 
     np.testing.assert_allclose(  # intercept update: every day-14 log-odds moves by the shift
         logit(served.loc[scored, "risk"]) - logit(before.loc[scored, "risk"]), shift, atol=1e-9
     )
+
+
+def test_weights_enter_the_fit_as_repeated_rows():
+    from crs_ml.evaluation.recalibration import fit_recalibration
+
+    rng = np.random.default_rng(3)
+    margin = rng.normal(size=400)
+    y = (rng.random(400) < 1 / (1 + np.exp(-(0.5 + 1.3 * margin)))).astype(int)
+    persons = np.arange(400).astype(str)
+    w = rng.integers(0, 3, size=400).astype(float)  # 0: left out, 2: counted twice
+    rows = np.repeat(np.arange(400), w.astype(int))
+    weighted = fit_recalibration(margin, y, persons, 1.0, 0.0, "logistic", weights=w)
+    repeated = fit_recalibration(margin[rows], y[rows], persons[rows], 1.0, 0.0, "logistic")
+    assert weighted.slope == pytest.approx(repeated.slope, rel=1e-9)
+    assert weighted.intercept == pytest.approx(repeated.intercept, rel=1e-9)
+    assert weighted.n_persons == int((w > 0).sum())
+
+
+def test_patients_lost_to_follow_up_count_through_censoring_weights(bundle_dir, site_cohort):
+    """Events seen before a loss count and the censored are weighted for, not dropped: a
+    complete-case map loses the events of patients lost after them and is biased when loss
+    depends on risk (README, "Site recalibration")."""
+    from crs_ml.cohort import Cohort
+    from crs_ml.evaluation.validate import model_settings
+    from crs_ml.features.landmarks import build_landmark_dataset
+    from crs_ml.modeling.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    oc = site_cohort.outcomes.copy()
+    g3 = oc["grade3_hours"]
+    lost_after = g3.notna() & (g3 < 60)  # lost at 100 h, after their event
+    lost_before = g3.isna() & (np.arange(len(oc)) % 3 == 0)  # lost at 60 h, no event seen
+    oc.loc[lost_after, "followup_hours"] = 100.0
+    oc.loc[lost_before, "followup_hours"] = 60.0
+    lossy = Cohort(site_cohort.patients, site_cohort.observations, site_cohort.events,
+                   outcomes=oc)  # fmt: skip
+    result = recalibrate_cohort(bundle, lossy, "intercept", holdout=0.0, n_boot=0)
+    s = model_settings(bundle)
+    _, y, meta = build_landmark_dataset(lossy, s["landmarks_h"], s["horizon_h"], s["features"])
+    complete_case = meta["person_id"][np.asarray(y) == 1].nunique()
+    assert result.fit.n_event_persons > complete_case
+    assert result.summary["censoring"]["rows_censored"] > 0
+    assert result.summary["censoring"]["persons_censored_only"] > 0
