@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check crs_ml tests benchmarks
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host 127.0.0.1 --port 5000
 
 serve: $(STAMP)
 	$(BIN)/crs-ml serve

@@ -17,6 +17,8 @@ from pathlib import Path
 
 TRAIN_SEED = 1
 N_TRAIN = int(os.environ.get("CRS_ML_DEMO_PATIENTS", "1000"))
+#: the training sites (the default shares without C, the external cohort's site)
+TRAIN_SITES = "A=0.35,B=0.25,D=0.15"
 #: the demo keeps CV light so it finishes in a few minutes; the configs default to 5 x 5
 DEMO_CV = ["--set", "cv.repeats=2", "--set", "cv.bootstrap=500"]
 
@@ -76,7 +78,18 @@ def main() -> None:
     print(f"crs_ml demo: tracking store {os.environ['MLFLOW_TRACKING_URI']}")
     step(
         "1. Simulate a training cohort",
-        ["simulate", "--n-patients", str(N_TRAIN), "--seed", str(TRAIN_SEED), "--out", str(data)],
+        # sites A, B and D only: site C is the external cohort's, never seen in training
+        [
+            "simulate",
+            "--n-patients",
+            str(N_TRAIN),
+            "--seed",
+            str(TRAIN_SEED),
+            "--sites",
+            TRAIN_SITES,
+            "--out",
+            str(data),
+        ],
     )
     step("2. Check it against the data contract", ["check", "--data", str(data)])
     step(
@@ -135,7 +148,8 @@ def main() -> None:
     omop_twin(root, Path(scores_out))
     external = root / "data" / "demo_external"
     step(
-        "8. An external cohort: site C only (tocilizumab late, LOINC codes, other units), another product mix, messy extract",
+        "8. An external cohort: site C, never seen in training (tocilizumab late, LOINC codes, "
+        "other units), another product mix, messy extract",
         [
             "simulate",
             "--n-patients",

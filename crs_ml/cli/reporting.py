@@ -223,7 +223,7 @@ def recalibrate(
     (out / "recalibration.html").write_text(render_recalibration(summary, figure), encoding="utf-8")
     console.print(
         f"method: {summary['method']} ({summary['rule']})\n"
-        f"calibration slope {summary['calibration_before']['slope']:.3f} -> "
+        f"calibration map (Platt) slope {summary['calibration_before']['slope']:.3f} -> "
         f"{summary['calibration_after']['slope']:.3f}, intercept "
         f"{summary['calibration_before']['intercept']:.3f} -> "
         f"{summary['calibration_after']['intercept']:.3f}"

@@ -325,9 +325,15 @@ class CheckReport:
                 return p
         return None
 
+    @property
+    def n_rejected(self) -> int:
+        """Rows left out of the tables, whatever the severity of their problem (a warning
+        such as a lab name that looks like a catalogue variable rejects rows too)."""
+        return int(sum(t.rows_rejected for t in self.tables.values()))
+
     def passes(self, strict: bool = False) -> bool:
-        """Usable, and with ``strict`` also no rejected rows (no error at all)."""
-        return self.usable and (not strict or self.n_errors == 0)
+        """Usable, and with ``strict`` also no rejected rows and no error at all."""
+        return self.usable and (not strict or (self.n_errors == 0 and self.n_rejected == 0))
 
     @classmethod
     def from_error(cls, exc: Exception, source: str | None = None) -> CheckReport:
@@ -348,6 +354,7 @@ class CheckReport:
             "usable": self.usable,
             "n_fatal": self.count("fatal"),
             "n_errors": self.n_errors,
+            "n_rejected": self.n_rejected,
             "n_warnings": self.n_warnings,
             "tables": {k: v.to_dict() for k, v in self.tables.items()},
             "problems": [p.to_dict() for p in self.problems],
@@ -399,8 +406,8 @@ class CheckReport:
             )
         console.print(t)
         console.print(
-            f"{self.count('fatal')} fatal, {self.n_errors:,} rows rejected (errors), "
-            f"{self.n_warnings:,} warnings"
+            f"{self.count('fatal')} fatal, {self.n_rejected:,} rows rejected "
+            f"({self.n_errors:,} by errors), {self.n_warnings:,} warnings"
         )
 
     def to_text(self, width: int = 120) -> str:

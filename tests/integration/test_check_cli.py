@@ -77,6 +77,17 @@ def test_rejected_rows_fail_only_under_strict(tmp_path):
     assert run("--data", str(folder), "--strict").exit_code == 1
 
 
+def test_rows_rejected_by_a_warning_fail_under_strict_too(tmp_path):
+    # a lab name that looks like a catalogue variable: a warning, but the row is left out
+    folder = _cohort(tmp_path / "c", GOOD + '007,3,"Ferritin, serum",400,ng/mL\n')
+    out = tmp_path / "r.json"
+    lenient = run("--data", str(folder), "--json", str(out))
+    assert lenient.exit_code == 0
+    assert "1 rows rejected (0 by errors)" in " ".join(lenient.output.split())
+    assert json.loads(out.read_text())["n_rejected"] == 1
+    assert run("--data", str(folder), "--strict").exit_code == 1
+
+
 def test_config_data_section_is_used(tmp_path):
     folder = _cohort(
         tmp_path / "c",
