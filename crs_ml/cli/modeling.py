@@ -111,9 +111,10 @@ def train(
     """Cross-validate one configuration by person, refit on all data, log it to MLflow."""
 
     from crs_ml.modeling.train import train_model
-    from crs_ml.tracking.runs import log_training_run
+    from crs_ml.tracking.runs import check_alias, log_training_run
     from crs_ml.tracking.store import setup_tracking
 
+    check_alias(alias)  # before training, not after it
     overrides = list(set_ or [])
     if validation:
         overrides.append(f"cv.validation={validation}")

@@ -340,9 +340,29 @@ def scores_columns(s: Scoring) -> dict[str, Any]:
     return columns
 
 
+def _no_finite_risk(s: Scoring) -> None:
+    """A scored patient whose risk or explanation is not finite (an input value so extreme
+    that the model's arithmetic overflows) gets status error, no risk and no drivers."""
+    scored = s.st.status == "scored"
+    ok = np.isfinite(s.risk) & np.isfinite(s.base) & np.isfinite(s.shap).all(axis=1)
+    for a in (s.horizons or {}).values():
+        ok &= np.isfinite(a["risk"]) & np.isfinite(a["base"]) & np.isfinite(a["shap"]).all(axis=1)
+    bad = scored & ~ok
+    if not bad.any():
+        return
+    s.st.status[bad] = "error"
+    s.st.message[bad] = ("the model gave no finite risk: an input value is extreme (check its "
+                         "unit; crs-ml check lists values outside the plausible range)")  # fmt: skip
+    s.risk[bad], s.base[bad], s.shap[bad], s.drivers[bad] = np.nan, np.nan, np.nan, ""
+    for a in (s.horizons or {}).values():
+        a["risk"][bad], a["base"][bad], a["shap"][bad], a["drivers"][bad] = (
+            np.nan, np.nan, np.nan, "")  # fmt: skip
+
+
 def _scores_blocks(s: Scoring):
     """(text, numbers, number column names, as-of times, column order) of the scores table:
     text and numbers one row per column (each column contiguous)."""
+    _no_finite_risk(s)
     st, scoring = s.st, s.settings
     model = s.model or model_texts(s.bundle)
     status, message, risk = st.status, st.message.copy(), s.risk

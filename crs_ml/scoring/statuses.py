@@ -27,7 +27,7 @@ from crs_ml.features.grading import (
     HYPOTENSION_SBP_MMHG,
     grade_summary,
 )
-from crs_ml.ingest.values import parse_time
+from crs_ml.ingest.values import MAX_ABS_HOURS, parse_time
 
 #: up to this many candidate rows, the rows' variables are compared in numpy (no pandas
 #: operations, whose fixed cost dominates for one patient); the same masks either way
@@ -151,6 +151,9 @@ def _as_of_hours(cohort: Cohort, tables, as_of, as_of_hours):
         h = float(as_of_hours)
         if not np.isfinite(h):
             raise InputError(f"as-of hours must be a finite number, got {as_of_hours}")
+        if abs(h) > MAX_ABS_HOURS:  # as for the data's hours: 100 years
+            raise InputError(f"as-of hours {as_of_hours:g} are implausible (more than "
+                             f"{MAX_ABS_HOURS:,.0f} h, 100 years, from the infusion)")  # fmt: skip
         hours = np.full(n, h)
     else:
         hours = _latest_hours(tables, n)

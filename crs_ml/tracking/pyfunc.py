@@ -103,7 +103,8 @@ def to_output(scores: pd.DataFrame) -> pd.DataFrame:
     """The scores table in a JSON- and Spark-friendly form: as_of as ISO 8601 UTC text
     (``2026-03-01T08:00:00Z``) or None, and every missing number as None, so that the served
     response is strict JSON (``null``, never the bare ``NaN`` that browsers and Java parsers
-    reject). Number columns with a missing value therefore have dtype object."""
+    reject; an infinite number, which strict JSON has no word for either, is None too).
+    Number columns with a missing value therefore have dtype object."""
     as_of = scores["as_of"]
     # ISO 8601 to the second by numpy (UTC values; what strftime gives, without its per-row
     # Python formatting); NaT -> None
@@ -114,7 +115,7 @@ def to_output(scores: pd.DataFrame) -> pd.DataFrame:
     floats = np.flatnonzero([t.kind == "f" for t in scores.dtypes])
     if floats.size:  # one pass over the numbers finds the columns with a gap
         values = scores.iloc[:, floats].to_numpy(dtype=np.float64, na_value=np.nan)
-        gaps = np.isnan(values)
+        gaps = ~np.isfinite(values)
         gapped = np.flatnonzero(gaps.any(axis=0))
         if gapped.size:  # those columns as one block of objects (None for the gaps)
             block = values[:, gapped].astype(object)

@@ -10,6 +10,7 @@ and a synthetic input example. What never goes in: a patient identifier or a raw
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from crs_ml.config import config_to_yaml
+from crs_ml.errors import ConfigError
 from crs_ml.evaluation.validate import model_settings
 from crs_ml.fingerprints import data_fingerprint, dataset_digest, feature_fingerprint, salted_keys
 from crs_ml.modeling.bundle import load_bundle
@@ -231,11 +233,25 @@ def log_training_run(
     )
 
 
+def check_alias(alias: str | None) -> None:
+    """Refuse an alias MLflow would refuse after the model is registered: letters, digits,
+    '_' and '-' only, and not 'latest' or 'v<number>' (MLflow's names of versions)."""
+    if alias is None:
+        return
+    if (not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", alias) or alias.lower() == "latest"
+            or re.fullmatch(r"[vV]\d+", alias)):  # fmt: skip
+        raise ConfigError(
+            f"alias '{alias}' is not allowed: use letters, digits, '_' and '-' (not 'latest' "
+            "or 'v' and a number, which name versions), e.g. champion"
+        )
+
+
 def register_model(model_uri: str, name: str, alias: str | None = None) -> str:
     """Register ``model_uri`` under ``name``; point ``alias`` (e.g. champion) at it."""
     import mlflow
     from mlflow import MlflowClient
 
+    check_alias(alias)
     mv = tracking.retry(mlflow.register_model, model_uri, name)
     if alias:
         tracking.retry(MlflowClient().set_registered_model_alias, name, alias, mv.version)

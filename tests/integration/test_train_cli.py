@@ -324,6 +324,15 @@ def test_a_bad_set_is_one_line_and_exit_2_before_any_data_is_read(tmp_path, over
     assert list(tmp_path.iterdir()) == []  # no store, no output
 
 
+@pytest.mark.parametrize("alias", ["v2", "latest", "bad alias"])
+def test_an_alias_mlflow_refuses_is_an_error_before_training(tmp_path, alias):
+    done = _cli(["train", "--data", str(tmp_path / "no-such-cohort"), "--alias", alias],
+                tmp_path)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: alias '{alias}' is not allowed")
+    assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
+
+
 def test_compare_outside_the_project_creates_no_store(tmp_path):
     done = _cli(["compare", "--landmark", "24"], tmp_path)
     assert done.returncode == 2

@@ -362,3 +362,40 @@ def test_a_patient_twice_in_a_cohort_built_by_hand_is_named(trained, new):
     blank["patient_id"] = pd.Series([None, None], dtype=object)
     with pytest.raises(InputError, match=r"\(rows 1 and 2\)"):
         score(trained.bundle, Cohort(blank, c.observations, c.events), as_of_hours=24)
+
+
+def test_implausible_as_of_hours_are_a_clear_error(trained, new):
+    from crs_ml.errors import InputError
+
+    with pytest.raises(InputError, match=r"as-of hours 1e\+09 are implausible"):
+        score(trained.bundle, new.cohort, as_of_hours=1e9)
+
+
+def test_a_risk_the_arithmetic_cannot_give_is_an_error_not_a_band(new, tmp_path_factory):
+    """An input so extreme that a member's arithmetic overflows (a temperature of 1e308: the
+    additive member's spline is linear beyond its knots) gives status error and no risk, and
+    the served form has null, not the bare Infinity strict JSON lacks."""
+    from shared_bundle import build_stack_bundle
+
+    from crs_ml.modeling.bundle import load_bundle
+    from crs_ml.tracking.pyfunc import to_output
+
+    bundle = load_bundle(build_stack_bundle(tmp_path_factory.getbasetemp()))
+    cohort = _copy(new.cohort)
+    pid = cohort.patients["patient_id"].iloc[0]
+    obs = cohort.observations
+    at = obs.index[(obs["patient_id"] == pid) & (obs["variable"] == "temperature")
+                   & (obs["hours"] <= 24)][0]  # fmt: skip
+    obs.loc[at, "value"] = 1e308
+    out = score(bundle, cohort, as_of_hours=24).set_index("patient_id")
+    row = out.loc[pid]
+    assert row["status"] == "error" and "no finite risk" in row["message"]
+    assert np.isnan(row["risk"]) and row["risk_band"] is None and row["top_drivers"] == ""
+    assert (out["status"] == "scored").sum() >= len(out) - 5
+    served = to_output(out.reset_index())
+    numbers = served.drop(columns=["as_of"]).select_dtypes(exclude="object")
+    assert np.isfinite(numbers.to_numpy(dtype=float)).all()
+    assert all(
+        v is None or not isinstance(v, float) or np.isfinite(v)
+        for v in served.select_dtypes("object").to_numpy().ravel()
+    )
