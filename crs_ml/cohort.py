@@ -13,7 +13,8 @@ features, labelling, training and scoring only ever read this form. Columns and 
     patient_id (str), hours (float64, hours since infusion of the *result*), variable (str,
     canonical name), value (float64 in the canonical unit; NaN for non-numeric results),
     censored (int8: -1 below a detection limit ``<x``, +1 above ``>x``, 0 otherwise),
-    out_of_range (bool: outside the catalogue's plausible range; kept, never clipped),
+    out_of_range (bool: outside the catalogue's plausible range; kept, never clipped, read
+    by no feature),
     source_row (int64: 1-based data row in the input file, for error messages).
     Sorted by patient_id, hours, variable, source_row.
 

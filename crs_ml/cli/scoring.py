@@ -212,6 +212,10 @@ def serve_command(model: str, host: str, port: int) -> tuple[str, list[str], dic
         exe = Path(found)
     env = dict(os.environ)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    if not Path(model).exists():  # a URI: the store and the name, version or alias first
+        from crs_ml.tracking.models import check_model_uri
+
+        check_model_uri(model)
     env.setdefault("MLFLOW_TRACKING_URI", resolve_tracking_uri(None))
     argv = [str(exe), "models", "serve", "-m", model, "--env-manager", "local",
             "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip

@@ -60,7 +60,7 @@ def _optimisations(rows: int) -> pl.QueryOptFlags:
     return pl.QueryOptFlags.none() if rows < SMALL_QUERY_ROWS else pl.QueryOptFlags()
 
 
-OBSERVATION_INPUT = ["patient_id", "hours", "variable", "value", "source_row"]
+OBSERVATION_INPUT = ["patient_id", "hours", "variable", "value", "source_row", "out_of_range"]
 EVENT_INPUT = ["patient_id", "hours", "end_hours", "event", "detail"]
 
 
@@ -505,7 +505,11 @@ def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> p
     query = (
         vis.lazy()
         .rename({"variable": "var"})
-        .filter(pl.col("var").is_not_null() & pl.col("value").is_not_nan())
+        # a value outside the catalogue's plausible range (a unit mix-up, a typing error) is
+        # kept and flagged by loading but is no measurement: no feature reads it
+        .filter(
+            pl.col("var").is_not_null() & pl.col("value").is_not_nan() & ~pl.col("out_of_range")
+        )  # fmt: skip
         .with_columns(gid=pl.col("var").cast(pl.Int64) * points.height + pl.col("point"))
         .sort("gid", maintain_order=True)
     )

@@ -54,6 +54,7 @@ from crs_ml.modeling.explain import explain
 from crs_ml.modeling.horizons import capped_explanations
 from crs_ml.scoring.drivers import FeatureTexts, not_measured, top_drivers
 from crs_ml.scoring.statuses import Statuses, statuses
+from crs_ml.variables import VARIABLES
 
 STATUSES = ("scored", "not_at_risk", "too_early", "error")
 FIXED_COLUMNS = [
@@ -383,6 +384,7 @@ def _scores_blocks(s: Scoring):
     message = _with_completeness(message, scored, share, complete_band, missing,
                                  s.absent_share, s.imputed)  # fmt: skip
     message = _with_rejected(message, s.cohort, st.pid)
+    message = _with_implausible(message, s.cohort, st, scored)
     n = len(status)
     text = np.empty((len(_TEXT_COLUMNS), n), dtype=object)  # object, not pandas' str
     for j, values in enumerate((st.pid_values, status, band, complete_band, missing, s.drivers,
@@ -529,7 +531,37 @@ def _with_rejected(message: np.ndarray, cohort: Cohort, pid: pd.Index) -> np.nda
     k = pd.Series(pid.to_numpy(), dtype=object).map(counts).fillna(0).to_numpy(dtype=np.int64)
     out = message.copy()
     for i in np.flatnonzero(k):
-        text = f"{k[i]} input row{'s' if k[i] > 1 else ''} rejected (see errors file)"
+        text = (f"{k[i]} input row{'s' if k[i] > 1 else ''} rejected (listed in the errors "
+                "file of crs-ml score, or by crs-ml check)")  # fmt: skip
+        out[i] = f"{out[i]}; {text}" if out[i] else text
+    return out
+
+
+def _with_implausible(message: np.ndarray, cohort: Cohort, st: Statuses,
+                      scored: np.ndarray) -> np.ndarray:  # fmt: skip
+    """A scored patient's values outside the catalogue's plausible range up to L, which no
+    feature reads, named in the message (up to three: variable, value, unit, hours)."""
+    obs = cohort.observations
+    flag = obs["out_of_range"].to_numpy(dtype=bool) if len(obs) else np.zeros(0, dtype=bool)
+    if not flag.any():
+        return message
+    code = st.obs_code[flag]
+    rows = obs[flag]
+    seen = (code >= 0) & scored[np.maximum(code, 0)]
+    seen &= rows["hours"].to_numpy(dtype=np.float64) <= st.landmark_h[np.maximum(code, 0)]
+    if not seen.any():
+        return message
+    out = message.copy()
+    texts: dict[int, list[str]] = {}
+    for i, v, x, h in zip(code[seen], rows["variable"][seen], rows["value"][seen],
+                          rows["hours"][seen], strict=True):  # fmt: skip
+        var = VARIABLES.get(v)
+        unit = f" {var.unit}" if var is not None and var.unit else ""
+        texts.setdefault(int(i), []).append(f"{v} {x:g}{unit} at {h:g} h")
+    for i, items in texts.items():
+        more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+        text = (f"values outside the plausible range not used (check the unit): "
+                f"{', '.join(items[:3])}{more}")  # fmt: skip
         out[i] = f"{out[i]}; {text}" if out[i] else text
     return out
 

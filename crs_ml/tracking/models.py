@@ -24,15 +24,7 @@ def download_model(uri: str, dst: str | Path) -> Path:
     """Download an MLflow model URI (models:/, runs:/, ...) into ``dst``; returns its folder."""
     import mlflow
 
-    if not mlflow.is_tracking_uri_set():
-        store = resolve_tracking_uri(None)
-        db = sqlite_path(store)
-        if db is not None and not db.is_file():
-            raise ModelError(
-                f"no MLflow tracking store at {db} to resolve '{uri}': set MLFLOW_TRACKING_URI, "
-                "or pass an exported model folder (crs-ml export)"
-            )
-        mlflow.set_tracking_uri(store)
+    _use_store(uri)
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
     except Exception as exc:  # mlflow raises its own types for unknown names and aliases
@@ -41,6 +33,55 @@ def download_model(uri: str, dst: str | Path) -> Path:
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
     return Path(local)
+
+
+def _use_store(uri: str) -> None:
+    """Point MLflow at the tracking store (MLFLOW_TRACKING_URI, else ./mlflow.db), refusing
+    a SQLite store that does not exist (MLflow would create an empty one)."""
+    import mlflow
+
+    if mlflow.is_tracking_uri_set():
+        return
+    store = resolve_tracking_uri(None)
+    db = sqlite_path(store)
+    if db is not None and not db.is_file():
+        raise ModelError(
+            f"no MLflow tracking store at {db} to resolve '{uri}': set MLFLOW_TRACKING_URI, "
+            "or pass an exported model folder (crs-ml export)"
+        )
+    mlflow.set_tracking_uri(store)
+
+
+def _version(client, name: str, ref: str):
+    """The model version a ``models:/name/<ref>`` names: a number or ``latest``."""
+    if ref == "latest":
+        found = client.search_model_versions(f"name = '{name}'")
+        if not found:
+            raise ValueError(f"registered model '{name}' has no version")
+        return max(found, key=lambda mv: int(mv.version))
+    return client.get_model_version(name, ref)
+
+
+def check_model_uri(uri: str) -> None:
+    """That a ``models:/`` URI names a registered version or alias in the tracking store,
+    without fetching it (``crs-ml serve`` checks before it hands over to ``mlflow models
+    serve``, whose failure is a traceback); a :class:`ModelError` naming what is missing."""
+    from mlflow import MlflowClient
+
+    _use_store(uri)
+    rest = uri[len("models:/") :].strip("/") if uri.startswith("models:/") else ""
+    if not rest or ("@" not in rest and "/" not in rest):
+        return
+    try:
+        if "@" in rest:
+            MlflowClient().get_model_version_by_alias(*rest.split("@", 1))
+        else:
+            _version(MlflowClient(), *rest.split("/", 1))
+    except Exception as exc:
+        raise ModelError(
+            f"cannot resolve model '{uri}' in the tracking store {resolve_tracking_uri(None)}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
 
 
 def model_info(uri: str) -> dict[str, Any]:
@@ -58,8 +99,7 @@ def model_info(uri: str) -> dict[str, Any]:
                 name, alias = rest.split("@", 1)
                 mv = client.get_model_version_by_alias(name, alias)
             elif "/" in rest:
-                name, version = rest.split("/", 1)
-                mv = client.get_model_version(name, version)
+                mv = _version(client, *rest.split("/", 1))
             else:  # a logged model id (models:/m-...)
                 info["model_run_id"] = mlflow.get_logged_model(rest).source_run_id
             if mv is not None:

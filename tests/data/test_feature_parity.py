@@ -9,6 +9,7 @@ messy cohorts (written and loaded, as a user would) and on the fuzz corpus of
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from data.test_fuzz_load import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from oracle.builder import build_features as oracle_features
+from oracle.builder import build_features as frozen_features
 
 from crs_ml.cohort import EVENT_COLUMNS, EVENT_NAMES, OBSERVATION_COLUMNS, Cohort
 from crs_ml.config import DEFAULT_LANDMARKS_H, FeatureConfig
@@ -37,6 +38,17 @@ from crs_ml.features.catalogue import VARIABLES as LEAKAGE_VARIABLES
 from crs_ml.ingest.load import load_cohort
 from crs_ml.simulate.simulator import simulate_cohort, write_cohort
 from crs_ml.variables import CORE_VARIABLES
+
+
+def oracle_features(cohort, points, cfg=None):
+    """The frozen builder on the cohort without its values outside the plausible range: the
+    builder reads none of them since the sixteenth session (the frozen one read them); a
+    test below checks that they are what it leaves out."""
+    obs = cohort.observations
+    plausible = obs[~obs["out_of_range"].astype(bool)].reset_index(drop=True)
+    kept = dataclasses.replace(cohort, observations=plausible)
+    return frozen_features(kept, points) if cfg is None else frozen_features(kept, points, cfg)
+
 
 LANDMARKS = [0.0, *DEFAULT_LANDMARKS_H, 13.37, 120.0, 168.0]
 RTOL = 1e-12
@@ -68,6 +80,27 @@ def every_landmark(cohort) -> pd.DataFrame:
             "landmark_h": np.tile(LANDMARKS, len(ids)),
         }
     )
+
+
+def test_a_value_outside_the_plausible_range_is_read_by_no_feature(tmp_path):
+    """A fever typed in degF under degC (102.4 'degC') is kept and flagged by loading; the
+    features are those of the cohort without it (the CRS state included)."""
+    write_cohort(simulate_cohort(40, seed=8), tmp_path / "c")
+    cohort = load_cohort(tmp_path / "c")
+    obs = cohort.observations
+    temps = obs.index[(obs["variable"] == "temperature") & obs["hours"].between(0, 24)]
+    bad = obs.copy()
+    bad.loc[temps[::7], "value"] = 102.4
+    bad.loc[temps[::7], "out_of_range"] = True
+    flagged = dataclasses.replace(cohort, observations=bad)
+    without = dataclasses.replace(
+        cohort, observations=bad[~bad["out_of_range"]].reset_index(drop=True)
+    )
+    points = every_landmark(cohort)
+    cfg = FeatureConfig()
+    got = build_features(flagged, points, cfg)
+    pd.testing.assert_frame_equal(got, build_features(without, points, cfg))
+    assert np.nanmax(got["temperature_max"]) < 45
 
 
 @pytest.fixture(scope="module", params=["clean", "messy"])

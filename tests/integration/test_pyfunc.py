@@ -111,7 +111,9 @@ def test_params_as_of_hours_and_lenient_mode(model, records):
     assert (
         out.set_index("patient_id")
         .loc[pid, "message"]
-        .endswith("1 input row rejected (see errors file)")
+        .endswith(
+            "1 input row rejected (listed in the errors file of crs-ml score, or by crs-ml check)"
+        )
     )
 
 

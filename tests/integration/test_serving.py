@@ -144,3 +144,27 @@ def test_malformed_payload_gets_a_4xx_naming_column_and_reason(
     assert 400 <= status < 500, (status, body)
     message = body.get("message", "")
     assert column in message and reason in message, message[-600:]
+
+
+def _serve(model: str, cwd, env_extra=None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "crs_ml", "serve", "--model", model, "--port",
+                           str(_free_port())], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+def test_serve_without_a_store_is_one_line_and_creates_none(tmp_path):
+    done = _serve("models:/crs-severity@champion", tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: no MLflow tracking store at {tmp_path}/mlflow.db")
+    assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_serve_a_missing_alias_is_one_line(session_dir, tmp_path):
+    logged(session_dir)
+    done = _serve("models:/crs-severity@nope", tmp_path,
+                  {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()})  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: cannot resolve model 'models:/crs-severity@nope'")
+    assert "Traceback" not in done.stderr

@@ -292,7 +292,7 @@ def test_patient_with_rejected_rows_is_still_scored(trained, new, tmp_path):
     assert len(cohort.rejected) == 2
     out = score(trained.bundle, cohort, as_of_hours=30).set_index("patient_id")
     assert out.loc[pid, "status"] == "scored" and np.isfinite(out.loc[pid, "risk"])
-    assert "2 input rows rejected (see errors file)" in out.loc[pid, "message"]
+    assert "2 input rows rejected (listed in the errors file" in out.loc[pid, "message"]
     assert (out.drop(index=pid)["message"].str.contains("rejected") == False).all()  # noqa: E712
 
 
@@ -399,3 +399,25 @@ def test_a_risk_the_arithmetic_cannot_give_is_an_error_not_a_band(new, tmp_path_
         v is None or not isinstance(v, float) or np.isfinite(v)
         for v in served.select_dtypes("object").to_numpy().ravel()
     )
+
+
+def test_a_value_outside_the_plausible_range_is_not_used_and_is_named(trained, new):
+    """A fever typed in degF under degC (102.4 'degC'): loading keeps and flags it; the score
+    is that of the cohort without it, and the message names it."""
+    base = score(trained.bundle, new.cohort, as_of_hours=24)
+    pid = base.loc[base["status"] == "scored", "patient_id"].iloc[0]
+    cohort = _copy(new.cohort)
+    obs = cohort.observations
+    at = obs.index[(obs["patient_id"] == pid) & (obs["variable"] == "temperature")
+                   & (obs["hours"] <= 24)][-1]  # fmt: skip
+    hours = obs.loc[at, "hours"]
+    obs.loc[at, ["value", "out_of_range"]] = [102.4, True]
+    out = score(trained.bundle, cohort, as_of_hours=24).set_index("patient_id")
+    without = _copy(new.cohort)
+    without.observations = without.observations.drop(index=at).reset_index(drop=True)
+    expect = score(trained.bundle, without, as_of_hours=24).set_index("patient_id")
+    assert out.loc[pid, "risk"] == expect.loc[pid, "risk"]
+    assert (f"values outside the plausible range not used (check the unit): temperature "
+            f"102.4 degC at {hours:g} h") in out.loc[pid, "message"]  # fmt: skip
+    others = out.index != pid
+    pd.testing.assert_frame_equal(out[others], expect[others])
