@@ -17,7 +17,7 @@ from typing import Any
 from crs_ml.errors import ModelError
 from crs_ml.modeling.bundle import Bundle, load_model_folder
 from crs_ml.scoring.score import as_bundle
-from crs_ml.tracking.store import resolve_tracking_uri, sqlite_path
+from crs_ml.tracking.store import missing_store, resolve_tracking_uri
 
 
 def download_model(uri: str, dst: str | Path) -> Path:
@@ -43,8 +43,8 @@ def _use_store(uri: str) -> None:
     if mlflow.is_tracking_uri_set():
         return
     store = resolve_tracking_uri(None)
-    db = sqlite_path(store)
-    if db is not None and not db.is_file():
+    db = missing_store(store)
+    if db is not None:
         raise ModelError(
             f"no MLflow tracking store at {db} to resolve '{uri}': set MLFLOW_TRACKING_URI, "
             "or pass an exported model folder (crs-ml export)"

@@ -47,13 +47,19 @@ def existing_tracking_uri(configured: str | None = None) -> str:
     store that does not exist is a :class:`~crs_ml.errors.ConfigError` naming the URI, not
     an empty ``mlflow.db`` created in the current folder."""
     uri = resolve_tracking_uri(configured)
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
+    if missing_store(uri) is not None:
         raise ConfigError(
             f"no MLflow tracking store at {uri}: run this in the folder where you trained, "
             "or set MLFLOW_TRACKING_URI"
         )
     return uri
+
+
+def missing_store(uri: str) -> Path | None:
+    """The database file of a SQLite store that does not exist (which MLflow would create
+    empty on first use), else None."""
+    db = sqlite_path(uri)
+    return db if db is not None and not db.is_file() else None
 
 
 def sqlite_path(uri: str) -> Path | None:
