@@ -144,6 +144,18 @@ def is_text(s: pd.Series) -> bool:
     )
 
 
+def implausible(observations: pd.DataFrame) -> np.ndarray:
+    """Per observation row: flagged ``out_of_range`` by loading (a value outside the
+    catalogue's plausible range, which no feature, grading or completeness reads). A table
+    built by hand without the column, or with missing flags, counts as plausible."""
+    flags = observations.get("out_of_range")
+    if flags is None:
+        return np.zeros(len(observations), dtype=bool)
+    if flags.dtype == bool:
+        return flags.to_numpy()
+    return flags.fillna(False).astype(bool).to_numpy()
+
+
 def empty_rejected() -> pd.DataFrame:
     """A new empty rejected-rows table (a copy of one built once: every Cohort made
     without one gets it, one-patient scoring makes several)."""

@@ -33,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crs_ml.cohort import Cohort, pandas_table
+from crs_ml.cohort import Cohort, implausible, pandas_table
 from crs_ml.config import FeatureConfig, LabelConfig
 from crs_ml.errors import InputError
 from crs_ml.features.catalogue import (
@@ -499,9 +499,11 @@ def _sorted_observations(cohort: Cohort, plan: _Plan, points: pl.DataFrame) -> p
     gives the (gid, hours, source_row) order, at about half a three-key sort's cost. Whether
     they did is checked on the result (each gid's rows in (hours, source_row) order), and
     a table out of that order (a Cohort built by hand) gets the three-key sort."""
-    vis = visible_rows(
-        cohort.observations, points, OBSERVATION_INPUT, codes={"variable": plan.variables}
-    )
+    obs = cohort.observations
+    flags = obs.get("out_of_range")
+    if flags is None or flags.dtype != bool:  # a table built by hand: flags as loading gives
+        obs = obs.assign(out_of_range=implausible(obs))
+    vis = visible_rows(obs, points, OBSERVATION_INPUT, codes={"variable": plan.variables})
     query = (
         vis.lazy()
         .rename({"variable": "var"})

@@ -51,7 +51,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from crs_ml.cohort import OUTCOME_COLUMNS, Cohort
+from crs_ml.cohort import OUTCOME_COLUMNS, Cohort, implausible
 from crs_ml.config import LabelConfig
 
 LABEL_DEFINITION = "ASTCT-2019-derived-v4: ASTCT 2019 as derivable from vitals and support events"
@@ -75,11 +75,15 @@ MASK_PATTERN = r"(?i)mask|venturi|rebreather"
 BLOW_BY_PATTERN = r"(?i)blow[\s-]?by"
 #: a death event's detail that names CRS as the cause
 CRS_DEATH_PATTERN = r"(?i)\bcrs\b|cytokine[\s-]+release|\bD89\.?83"
-#: a negation of a CRS mention in a death's detail: a cue up to three words before it
-#: ('no evidence of CRS', 'not due to CRS', 'non-CRS') or right after it ('CRS excluded',
-#: 'CRS was ruled out'); such a mention does not name CRS as the cause
+#: a negation of a CRS mention in a death's detail: a cue right before it ('no CRS',
+#: 'no evidence of CRS', 'not due to CRS', 'unrelated to CRS', 'non-CRS') or right after it
+#: ('CRS excluded', 'CRS was ruled out'); such a mention does not name CRS as the cause.
+#: Words between a cue and the mention make no negation: 'no improvement of CRS',
+#: 'non-resolving CRS' and 'not controlled CRS' name CRS.
 CRS_NEGATION_BEFORE = (
-    r"(?i)\b(?:no|not|without|unrelated\s+to|other\s+than|non|excluding)\b(?:\W+\w+){0,3}\W*$"
+    r"(?i)\b(?:no|not|without|non|excluding|unrelated\s+to|other\s+than"
+    r"|no\s+(?:evidence|signs?|features?)\s+of|not\s+(?:due\s+to|related\s+to|caused\s+by|from))"
+    r"\W*$"
 )
 CRS_NEGATION_AFTER = (
     r"(?i)^\W*(?:syndrome\W*)?(?:(?:was|is|has\s+been|been)\s+)?"
@@ -247,8 +251,9 @@ def _intervals(
     obs_hours = observations["hours"].to_numpy(dtype="float64")
     value = observations["value"].to_numpy(dtype="float64")
     variable = observations["variable"]
-    is_temp = variable.eq("temperature").fillna(False).to_numpy(dtype=bool)
-    is_sbp = variable.eq("sbp").fillna(False).to_numpy(dtype=bool)
+    plausible = ~implausible(observations)  # a value loading flagged is no measurement
+    is_temp = variable.eq("temperature").fillna(False).to_numpy(dtype=bool) & plausible
+    is_sbp = variable.eq("sbp").fillna(False).to_numpy(dtype=bool) & plausible
     with np.errstate(invalid="ignore"):
         fever = (obs_hours >= 0) & is_temp & (value >= FEVER_C)
         sbp_low = (obs_hours >= 0) & is_sbp & (value < HYPOTENSION_SBP_MMHG)
@@ -258,9 +263,9 @@ def _intervals(
     ev_name = events["event"].to_numpy(dtype=object)
     counter = pd.Series(ev_name).map(_EVENT_COUNTER).to_numpy(dtype="float64", copy=True)
     is_death = ev_name == "death"
-    if is_death.any():
-        detail = events["detail"].astype(object).fillna("").astype(str)
-        is_death &= detail.map(names_crs).to_numpy(dtype=bool)
+    if is_death.any():  # the few deaths' details read (a Python test each)
+        detail = events["detail"].to_numpy(dtype=object)[is_death]
+        is_death[is_death] = [isinstance(d, str) and names_crs(d) for d in detail]
     counter[is_death] = _DEATH
     drug = np.full(len(ev_name), None, dtype=object)
     is_vaso = counter == _VASO

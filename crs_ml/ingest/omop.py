@@ -341,10 +341,11 @@ def resolve_concepts(src: OmopSource, codes: CodeMap, found: _Found) -> dict[int
 def _descendants(src: OmopSource, ids: dict[int, Code], drugs: dict[int, Code],
                  found: _Found) -> None:  # fmt: skip
     """Add the products of the mapped drugs through ``concept_ancestor`` to ``ids``, except
-    (when the source's ``concept`` table names them) another ingredient's combination product
-    (RxNorm joins ingredients with " / ": lidocaine with epinephrine is no vasopressor) and a
-    treatment in a local dose form (``code_maps/routes.csv``: dexamethasone eye drops are no
-    corticosteroid for CRS); those go to ``found.not_read``."""
+    (when the source's ``concept`` table names them) a combination product of an event in
+    :data:`COMBINATIONS_NOT_READ` (RxNorm joins ingredients with " / ": lidocaine with
+    epinephrine is a local anaesthetic, no vasopressor; acetaminophen with oxycodone is still
+    an antipyretic) and a treatment in a local dose form (``code_maps/routes.csv``:
+    dexamethasone eye drops are no corticosteroid for CRS); those go to ``found.not_read``."""
     named = src.has("concept")
     name_sql = (
         "(SELECT concept_name FROM {concept} c WHERE c.concept_id = a.descendant_concept_id)"
@@ -360,13 +361,17 @@ def _descendants(src: OmopSource, ids: dict[int, Code], drugs: dict[int, Code],
     local = not_systemic(name, [c.target for c in code])
     for d, c, text, why in zip(rows["descendant_concept_id"], code, name, local, strict=True):
         d = int(d)
-        if isinstance(text, str) and " / " in text:
-            found.not_read.setdefault(d, f"another ingredient's combination product: {text}")
+        if isinstance(text, str) and " / " in text and c.target in COMBINATIONS_NOT_READ:
+            found.not_read.setdefault(d, f"a combination product: {text}")
         elif why is not None and c.kind == "event":
             found.not_read.setdefault(d, why)
         elif d not in found.not_read:
             ids.setdefault(d, c)
 
+
+#: events whose combination products (reached through concept_ancestor) are another drug:
+#: the vasopressors' are local anaesthetics with a vasoconstrictor
+COMBINATIONS_NOT_READ = ("vasopressor", "vasopressin")
 
 _ALL_KINDS = ("variable", "event", "product", "infusion", "disease", "outcome")
 

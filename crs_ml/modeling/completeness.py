@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from crs_ml.cohort import implausible
+
 #: the measurements completeness counts (catalogue variable names), by mean |SHAP|
 KEY_INPUTS: tuple[str, ...] = (
     "il6",
@@ -123,6 +125,7 @@ def completeness(
             key_of = pd.Index(KEY_INPUTS).get_indexer(pd.Index(np.asarray(uniques, dtype=object)))
             var_index = np.where(codes >= 0, key_of[np.maximum(codes, 0)], -1)
             value_ok = value.notna().to_numpy()
+        value_ok = value_ok & ~implausible(observations)  # read by no feature: not measured
         t = observations["hours"].to_numpy(dtype=np.float64)
         L = landmark_h[np.maximum(obs_code, 0)]
         with np.errstate(invalid="ignore"):

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crs_ml.cohort import Cohort
+from crs_ml.cohort import Cohort, implausible
 from crs_ml.config import LabelConfig
 from crs_ml.features.builder import build_features
 from crs_ml.features.grading import grade_events
@@ -257,7 +257,8 @@ def courses(scores: pd.DataFrame, cohort: Cohort, model) -> list[Course]:
     with np.errstate(invalid="ignore"):  # a support's end after the as-of time is not known yet
         grades = grades[(grades["hours"].to_numpy() >= 0) & (grades["hours"].to_numpy() <= limit)]
     treat = ev[ev["event"].isin(list(TREATMENTS))]
-    key = obs[obs["variable"].isin(list(KEY_INPUTS)).to_numpy(dtype=bool) & obs["value"].notna()]
+    key = obs[obs["variable"].isin(list(KEY_INPUTS)).to_numpy(dtype=bool)
+              & obs["value"].notna().to_numpy() & ~implausible(obs)]  # fmt: skip
     latest = key.groupby(["patient_id", "variable"], sort=False, observed=True)["hours"].max()
     last_of: dict = {}
     for (pid, v), h in latest.items():

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crs_ml.cohort import Cohort
+from crs_ml.cohort import Cohort, implausible
 from crs_ml.config import FeatureConfig, ScoringConfig, TaskConfig, stored_features
 from crs_ml.errors import CrsMlError, ModelError
 from crs_ml.features.builder import build_features
@@ -540,28 +540,37 @@ def _with_rejected(message: np.ndarray, cohort: Cohort, pid: pd.Index) -> np.nda
 def _with_implausible(message: np.ndarray, cohort: Cohort, st: Statuses,
                       scored: np.ndarray) -> np.ndarray:  # fmt: skip
     """A scored patient's values outside the catalogue's plausible range up to L, which no
-    feature reads, named in the message (up to three: variable, value, unit, hours)."""
+    feature reads, named in the message (the first three: variable, value, unit, hours; then
+    how many more)."""
     obs = cohort.observations
-    flag = obs["out_of_range"].to_numpy(dtype=bool) if len(obs) else np.zeros(0, dtype=bool)
-    if not flag.any():
+    flag = np.flatnonzero(implausible(obs))
+    if not flag.size:
         return message
     code = st.obs_code[flag]
-    rows = obs[flag]
-    seen = (code >= 0) & scored[np.maximum(code, 0)]
-    seen &= rows["hours"].to_numpy(dtype=np.float64) <= st.landmark_h[np.maximum(code, 0)]
+    patient = np.maximum(code, 0)
+    seen = (code >= 0) & scored[patient]
+    seen &= obs["hours"].to_numpy(dtype=np.float64)[flag] <= st.landmark_h[patient]
     if not seen.any():
         return message
+    flag, code = flag[seen], code[seen]
+    order = np.argsort(code, kind="stable")
+    flag, code = flag[order], code[order]
+    count = np.bincount(code, minlength=len(message))
+    first = np.r_[True, code[1:] != code[:-1]]
+    rank = np.arange(code.size) - np.maximum.accumulate(np.where(first, np.arange(code.size), 0))
+    shown = rank < 3  # the first three rows of each patient become text
+    rows = obs.iloc[flag[shown]]
     out = message.copy()
     texts: dict[int, list[str]] = {}
-    for i, v, x, h in zip(code[seen], rows["variable"][seen], rows["value"][seen],
-                          rows["hours"][seen], strict=True):  # fmt: skip
+    for i, v, x, h in zip(code[shown], rows["variable"], rows["value"], rows["hours"],
+                          strict=True):  # fmt: skip
         var = VARIABLES.get(v)
         unit = f" {var.unit}" if var is not None and var.unit else ""
         texts.setdefault(int(i), []).append(f"{v} {x:g}{unit} at {h:g} h")
     for i, items in texts.items():
-        more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+        more = f" and {count[i] - len(items)} more" if count[i] > len(items) else ""
         text = (f"values outside the plausible range not used (check the unit): "
-                f"{', '.join(items[:3])}{more}")  # fmt: skip
+                f"{', '.join(items)}{more}")  # fmt: skip
         out[i] = f"{out[i]}; {text}" if out[i] else text
     return out
 

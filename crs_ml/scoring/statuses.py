@@ -152,7 +152,7 @@ def _as_of_hours(cohort: Cohort, tables, as_of, as_of_hours):
         if not np.isfinite(h):
             raise InputError(f"as-of hours must be a finite number, got {as_of_hours}")
         if abs(h) > MAX_ABS_HOURS:  # as for the data's hours: 100 years
-            raise InputError(f"as-of hours {as_of_hours:g} are implausible (more than "
+            raise InputError(f"as-of hours {h:g} are implausible (more than "
                              f"{MAX_ABS_HOURS:,.0f} h, 100 years, from the infusion)")  # fmt: skip
         hours = np.full(n, h)
     else:

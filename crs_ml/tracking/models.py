@@ -52,14 +52,13 @@ def _use_store(uri: str) -> None:
     mlflow.set_tracking_uri(store)
 
 
-def _version(client, name: str, ref: str):
-    """The model version a ``models:/name/<ref>`` names: a number or ``latest``."""
-    if ref == "latest":
-        found = client.search_model_versions(f"name = '{name}'")
-        if not found:
-            raise ValueError(f"registered model '{name}' has no version")
-        return max(found, key=lambda mv: int(mv.version))
-    return client.get_model_version(name, ref)
+def _model_version(client, uri: str):
+    """The registered version a ``models:/`` URI names (version, stage, ``latest`` or alias,
+    resolved as MLflow resolves them), or None for a logged model id (``models:/m-...``)."""
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    found = get_model_name_and_version(client, uri)
+    return client.get_model_version(*found) if len(found) == 2 else None
 
 
 def check_model_uri(uri: str) -> None:
@@ -69,14 +68,10 @@ def check_model_uri(uri: str) -> None:
     from mlflow import MlflowClient
 
     _use_store(uri)
-    rest = uri[len("models:/") :].strip("/") if uri.startswith("models:/") else ""
-    if not rest or ("@" not in rest and "/" not in rest):
+    if not uri.startswith("models:/"):
         return
     try:
-        if "@" in rest:
-            MlflowClient().get_model_version_by_alias(*rest.split("@", 1))
-        else:
-            _version(MlflowClient(), *rest.split("/", 1))
+        _model_version(MlflowClient(), uri)
     except Exception as exc:
         raise ModelError(
             f"cannot resolve model '{uri}' in the tracking store {resolve_tracking_uri(None)}: "
@@ -94,13 +89,8 @@ def model_info(uri: str) -> dict[str, Any]:
         client = MlflowClient()
         if uri.startswith("models:/"):
             rest = uri[len("models:/") :].strip("/")
-            mv = None
-            if "@" in rest:
-                name, alias = rest.split("@", 1)
-                mv = client.get_model_version_by_alias(name, alias)
-            elif "/" in rest:
-                mv = _version(client, *rest.split("/", 1))
-            else:  # a logged model id (models:/m-...)
+            mv = _model_version(client, uri)
+            if mv is None:  # a logged model id (models:/m-...)
                 info["model_run_id"] = mlflow.get_logged_model(rest).source_run_id
             if mv is not None:
                 info.update(model_name=mv.name, model_version=str(mv.version))

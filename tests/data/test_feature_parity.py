@@ -101,6 +101,12 @@ def test_a_value_outside_the_plausible_range_is_read_by_no_feature(tmp_path):
     got = build_features(flagged, points, cfg)
     pd.testing.assert_frame_equal(got, build_features(without, points, cfg))
     assert np.nanmax(got["temperature_max"]) < 45
+    # a table built by hand without the flags, or with missing ones: nothing is flagged
+    bare = dataclasses.replace(cohort, observations=obs.drop(columns="out_of_range"))
+    unset = dataclasses.replace(cohort, observations=obs.assign(out_of_range=None))
+    expect = build_features(cohort, points, cfg)
+    pd.testing.assert_frame_equal(build_features(bare, points, cfg), expect)
+    pd.testing.assert_frame_equal(build_features(unset, points, cfg), expect)
 
 
 @pytest.fixture(scope="module", params=["clean", "messy"])

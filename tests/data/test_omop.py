@@ -351,12 +351,14 @@ def test_products_through_concept_ancestor_are_read_except_combinations_and_loca
         900002: ("epinephrine 0.01 MG/ML / lidocaine hydrochloride 20 MG/ML Injectable Solution",
                  "3992"),
         900003: ("dexamethasone 1 MG/ML Ophthalmic Suspension", "3264"),
+        900004: ("acetaminophen 325 MG / oxycodone hydrochloride 5 MG Oral Tablet", "161"),
     }  # fmt: skip
 
     def products_of_ingredients(cdm):
         cdm["concept"] = pd.concat([cdm["concept"], pd.DataFrame({
             "concept_id": list(products), "concept_name": [n for n, _ in products.values()],
-            "vocabulary_id": "RxNorm", "concept_code": ["x1", "x2", "x3"], "domain_id": "Drug",
+            "vocabulary_id": "RxNorm", "concept_code": ["x1", "x2", "x3", "x4"],
+            "domain_id": "Drug",
         })], ignore_index=True)  # fmt: skip
         cdm["concept_ancestor"] = pd.DataFrame({
             "ancestor_concept_id": [_concept_of(cdm, c) for _, c in products.values()],
@@ -365,13 +367,17 @@ def test_products_through_concept_ancestor_are_read_except_combinations_and_loca
         d = cdm["drug_exposure"]
         norepi = _rows_of(cdm, "7512", 3)
         steroid = _rows_of(cdm, "3264", 1)
-        picked.update(product=norepi[:1], combination=norepi[1:3], eye=steroid)
-        for cid, ids in ((900001, norepi[:1]), (900002, norepi[1:3]), (900003, steroid)):
+        fever = _rows_of(cdm, "161", 1)
+        picked.update(product=norepi[:1], combination=norepi[1:3], eye=steroid, antipyretic=fever)
+        for cid, ids in ((900001, norepi[:1]), (900002, norepi[1:3]), (900003, steroid),
+                         (900004, fever)):  # fmt: skip
             d.loc[d["drug_exposure_id"].isin(ids), "drug_concept_id"] = cid
 
     ev, problems = _drug_events(sim, tmp_path, products_of_ingredients)
     assert list(_events_from(ev, picked["product"])["event"]) == ["vasopressor"]
     assert _events_from(ev, picked["combination"] + picked["eye"]).empty
+    # a combination is another drug only for the vasopressors: this one is an antipyretic
+    assert list(_events_from(ev, picked["antipyretic"])["event"]) == ["antipyretic"]
     p = problems.get("not_systemic_products")
     assert p is not None and p.count == 3 and p.severity == "info"
     assert sorted(p.details.values()) == [1, 2]

@@ -168,3 +168,16 @@ def test_serve_a_missing_alias_is_one_line(session_dir, tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: cannot resolve model 'models:/crs-severity@nope'")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("ref", ["latest", "Latest", "@champion"])
+def test_model_uris_resolve_as_mlflow_resolves_them(session_dir, ref):
+    from crs_ml.tracking.models import check_model_uri, model_info
+
+    info = logged(session_dir)
+    uri = f"models:/crs-severity{ref if ref.startswith('@') else '/' + ref}"
+    check_model_uri(uri)
+    got = model_info(uri)
+    assert got["model_name"] == "crs-severity" and got["model_run_id"]
+    if ref.startswith("@"):
+        assert got["model_version"] == str(info.registered_version)

@@ -180,11 +180,26 @@ def test_crs_death_is_grade_5_only_after_grade_3():
         ("no fever on day 3, later died of refractory CRS", 5),
         ("sepsis excluded; CRS", 5),
         ("D89.832", 5),
+        ("no CRS", 3),
+        ("no improvement of CRS", 5),
+        ("no response to CRS therapy", 5),
+        ("non-resolving CRS", 5),
+        ("not controlled CRS", 5),
     ],
 )
 def test_a_negated_crs_mention_does_not_make_a_death_grade_5(detail, grade):
     r = _grade([T(10)], [E(12, "vasopressor", 30), E(50, "death", detail=detail)])
     assert r.crs_max_grade == grade and r.death_hours == 50
+
+
+def test_a_value_loading_flagged_out_of_range_is_no_fever_or_hypotension():
+    """A temperature of 380 (a typo for 38.0) and an sbp of 5, flagged by loading: no
+    feature reads them, and neither does the grading (labels, CRS state, not_at_risk)."""
+    c = _cohort([T(10, 380.0), ("p1", 11, "sbp", 5.0)], [E(12, "vasopressor", 30)])
+    assert derive_outcomes(c).loc[0, "crs_max_grade"] == 3  # read when not flagged
+    c.observations["out_of_range"] = True
+    out = derive_outcomes(c).loc[0]
+    assert out.crs_max_grade == 0 and np.isnan(out.grade3_hours)
 
 
 def test_pre_infusion_data_ignored():
