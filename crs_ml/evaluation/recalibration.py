@@ -52,11 +52,10 @@ from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation.censored import ipcw_weights
 from crs_ml.evaluation.performance import performance
 from crs_ml.evaluation.validate import model_settings
-from crs_ml.evaluation.verdict import recalibration_warnings
+from crs_ml.evaluation.verdict import MIN_EVENTS_SLOPE, recalibration_warnings
 from crs_ml.features.builder import build_features
 from crs_ml.features.landmarks import horizon_status
 
-MIN_EVENTS_SLOPE = 20
 ALPHA = 0.05
 METHODS = ("auto", "intercept", "logistic")
 #: what the recalibrated map is applied to, per model type (others: their own log-odds)

@@ -47,6 +47,9 @@ AUROC_GOOD = 0.80
 OE_TOLERANCE = (0.8, 1.25)
 SLOPE_TOLERANCE = (0.8, 1.25)
 MIN_EVENTS = VALIDATION_MIN_EVENTS
+#: below this many persons with an event a recalibration fits no slope (auto tests the
+#: intercept only; an explicit logistic recalibration is warned about)
+MIN_EVENTS_SLOPE = 20
 VERDICT_BASELINES = ("m-EASIX", "fever rule")
 LEVELS = ("ok", "caution", "warning")
 CHANCE_AUROC = 0.5
@@ -349,6 +352,12 @@ def recalibration_warnings(summary: dict[str, Any]) -> list[str]:
         out.append(
             f"the map rests on {fit['n_event_persons']} persons with an event (fewer than "
             f"{MIN_EVENTS}): it may move risks more than the data support"
+        )
+    if fit.get("method") == "logistic" and fit["n_event_persons"] < MIN_EVENTS_SLOPE:
+        out.append(
+            f"a calibration slope was fitted on {fit['n_event_persons']} persons with an event "
+            f"(fewer than {MIN_EVENTS_SLOPE}, below which --method auto fits none): prefer "
+            "--method intercept"
         )
     ev = (summary.get("evaluation") or {}).get("all")
     if not ev:

@@ -170,6 +170,12 @@ def test_recalibration_warnings():
     assert "slope" in w[2] and "intercept" in w[3]
     no_holdout = {"fit": {"n_event_persons": 200}, "evaluation": {}}
     assert "no held-out persons" in recalibration_warnings(no_holdout)[0]
+    # an explicit logistic recalibration on fewer persons with an event than auto allows
+    few = summary(9, good, good)
+    few["fit"]["method"] = "logistic"
+    assert any("slope was fitted on 9 persons" in x for x in recalibration_warnings(few))
+    few["fit"]["method"] = "intercept"
+    assert not any("slope was fitted" in x for x in recalibration_warnings(few))
 
 
 def test_tune_warnings():
