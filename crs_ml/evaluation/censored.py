@@ -134,6 +134,28 @@ def ipcw_weights(time_h, cause, horizon_h: float, strata=None) -> np.ndarray:
     return _ipcw_weights(time, cause, float(horizon_h), codes)
 
 
+def landmark_weights(meta: pd.DataFrame, end_h, censoring_by: str) -> np.ndarray:
+    """IPCW per landmark row by its end ``end_h`` (0 for the censored before it): one
+    reverse Kaplan-Meier per landmark fitted on ``meta``'s rows (``landmark_h``, ``time_h``,
+    ``cause``, ``site``), by site with ``censoring_by='site'``, scaled to mean 1 over the rows
+    kept. The weights a model trains with (:func:`crs_ml.modeling.horizons.training_weights`)
+    and a site recalibration fits with."""
+    lm = meta["landmark_h"].to_numpy(dtype=np.float64)
+    time = meta["time_h"].to_numpy(dtype=np.float64)
+    cause = meta["cause"].to_numpy()
+    site = meta["site"].astype(str).to_numpy()
+    end_h = np.broadcast_to(np.asarray(end_h, dtype=np.float64), lm.shape)
+    w = np.zeros(len(meta))
+    for L in np.unique(lm):
+        m = lm == L
+        strata = site[m] if censoring_by == "site" else None
+        w[m] = ipcw_weights(time[m], cause[m], float(end_h[m][0]), strata)
+    kept = w > 0
+    if kept.any():
+        w[kept] /= w[kept].mean()
+    return w
+
+
 def _ipcw_weights(time: np.ndarray, cause: np.ndarray, t: float, codes: np.ndarray):
     """:func:`ipcw_weights` of checked arrays, ``codes`` the stratum of each row (0, 1, ...):
     per stratum, G by :func:`reverse_kaplan_meier` on its rows (in their order) and G(u-) =

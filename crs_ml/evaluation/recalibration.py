@@ -28,7 +28,10 @@ is measured on the other, which the fit never saw.
 
 The rows are everyone at risk with data at each landmark (rules 1-3 and 5 of
 :func:`crs_ml.features.landmarks.horizon_status`), weighted by censoring weights by the
-horizon as in training (:func:`censoring_weights`): a patient censored before the horizon
+horizon as in training (:func:`crs_ml.evaluation.censored.landmark_weights`; within deciles
+of the predicted risk, the validation report's choice, the refit intercept under
+risk-dependent loss was 0.16-0.21 log-odds low on three simulated sites, against 0.01-0.10
+with one G per landmark: README, "Site recalibration"): a patient censored before the horizon
 weighs 0, an event seen before a loss counts. The likelihood and its likelihood-ratio tests
 are weighted (weights of mean 1).
 
@@ -49,7 +52,7 @@ from scipy.special import expit
 from crs_ml.config import DEFAULT_REPORT_LANDMARKS_H
 from crs_ml.errors import InputError
 from crs_ml.evaluation import metrics as M
-from crs_ml.evaluation.censored import ipcw_weights
+from crs_ml.evaluation.censored import landmark_weights
 from crs_ml.evaluation.performance import performance
 from crs_ml.evaluation.validate import model_settings
 from crs_ml.evaluation.verdict import MIN_EVENTS_SLOPE, recalibration_warnings
@@ -226,27 +229,6 @@ def evaluate_maps(y, margin, persons, lm, landmarks, maps: dict, n_boot: int, se
     return out
 
 
-def censoring_weights(rows, horizon_h: float, censoring_by: str) -> np.ndarray:
-    """IPCW of each landmark row by ``horizon_h`` (0 for the censored before it), as the model
-    was trained (:func:`crs_ml.modeling.horizons.training_weights`): one reverse Kaplan-Meier
-    per landmark fitted on ``rows`` (``time_h``, ``cause``, ``site``, ``landmark_h``), by site
-    when ``censoring_by`` is ``site``, scaled to mean 1 over the rows kept. (Within deciles
-    of the predicted risk, the validation report's choice, the refit intercept under
-    risk-dependent loss was 0.16-0.21 log-odds low on three simulated sites, against 0.01-0.10
-    with one G per landmark: README, "Site recalibration".)"""
-    lm = rows["landmark_h"].to_numpy(dtype=float)
-    w = np.zeros(len(rows))
-    for h in np.unique(lm):
-        at = lm == h
-        part = rows[at]
-        strata = part["site"].astype(str).to_numpy() if censoring_by == "site" else None
-        w[at] = ipcw_weights(part["time_h"], part["cause"], horizon_h, strata)
-    kept = w > 0
-    if kept.any():
-        w[kept] /= w[kept].mean()
-    return w
-
-
 def recalibrate_cohort(
     bundle,
     cohort,
@@ -286,7 +268,7 @@ def recalibrate_cohort(
     w = np.zeros(len(y))
     for part in (~held, held):
         if part.any():
-            w[part] = censoring_weights(meta[part], H, s["censoring_by"])
+            w[part] = landmark_weights(meta[part], H, s["censoring_by"])
     fit = fit_recalibration(margin[~held], y[~held], persons[~held], *old, method=method,
                             weights=w[~held])  # fmt: skip
     evaluation: dict[str, Any] = {}
@@ -305,7 +287,7 @@ def recalibrate_cohort(
         }
     final = fit
     if refit_all and held.any() and fit.method != "none":
-        w_all = censoring_weights(meta, H, s["censoring_by"])
+        w_all = landmark_weights(meta, H, s["censoring_by"])
         final = fit_recalibration(margin, y, persons, *old, method=fit.method, weights=w_all)
     summary = {
         "margin": MARGINS.get(bundle.model_type, f"the {bundle.model_type} model's log-odds"),

@@ -59,7 +59,7 @@ from crs_ml.evaluation import metrics as M
 from crs_ml.evaluation.censored import (
     censored_metrics,
     censoring_strata,
-    ipcw_weights,
+    landmark_weights,
     outcome_counts,
 )
 from crs_ml.features.builder import build_features
@@ -149,20 +149,9 @@ def horizon_data(cohort, horizons: list[Horizon], landmarks_h, horizon_h: float,
 
 def training_weights(meta: pd.DataFrame, end_h: np.ndarray, censoring_by: str) -> np.ndarray:
     """IPCW per row (0 for the censored), one reverse Kaplan-Meier per landmark fitted on
-    these rows (by site with ``censoring_by='site'``), scaled to mean 1 over the rows kept."""
-    lm = meta["landmark_h"].to_numpy(dtype=np.float64)
-    time = meta["time_h"].to_numpy(dtype=np.float64)
-    cause = meta["cause"].to_numpy()
-    site = meta["site"].astype(str).to_numpy()
-    w = np.zeros(len(meta))
-    for L in np.unique(lm):
-        m = lm == L
-        strata = site[m] if censoring_by == "site" else None
-        w[m] = ipcw_weights(time[m], cause[m], float(end_h[m][0]), strata)
-    kept = w > 0
-    if kept.any():
-        w[kept] /= w[kept].mean()
-    return w
+    these rows (by site with ``censoring_by='site'``), scaled to mean 1 over the rows kept
+    (:func:`crs_ml.evaluation.censored.landmark_weights`)."""
+    return landmark_weights(meta, end_h, censoring_by)
 
 
 def takes_weights(model) -> bool:
