@@ -830,11 +830,13 @@ def _events(src, ids, ep, times, found) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _route_sql(src: OmopSource, table: str, cols: set[str]) -> str:
     """SQL for a drug record's route as text: the name of ``route_concept_id`` (when the
     source has a ``concept`` table) and ``route_source_value``, whichever are there."""
+    if table != "drug_exposure":
+        return "NULL"
     parts = []
-    if table == "drug_exposure" and "route_concept_id" in cols and src.has("concept"):
+    if "route_concept_id" in cols and src.has("concept"):
         parts.append("(SELECT concept_name FROM {concept} c "
                      "WHERE c.concept_id = NULLIF(t.route_concept_id, 0))")  # fmt: skip
-    if table == "drug_exposure" and "route_source_value" in cols:
+    if "route_source_value" in cols:
         parts.append("t.route_source_value")
     return f"concat_ws(' ', {', '.join(parts)})" if parts else "NULL"
 
@@ -1054,8 +1056,8 @@ def _unused_concepts(src, ids, frames, found, ep) -> None:
             )
             found.add(
                 table, "not_systemic_products", "info",
-                "drug_exposure rows of products reached through concept_ancestor that are "
-                "another ingredient's combination product or a local dose form: not read "
+                "drug_exposure rows of products reached through concept_ancestor that are a "
+                "vasopressor's combination product or a local dose form: not read "
                 "(code_maps/routes.csv; map a code with data.codes to read it)",
                 int(products["n"].sum()),
                 details={found.not_read[int(c)]: int(n)

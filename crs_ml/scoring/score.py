@@ -553,12 +553,8 @@ def _with_implausible(message: np.ndarray, cohort: Cohort, st: Statuses,
     if not seen.any():
         return message
     flag, code = flag[seen], code[seen]
-    order = np.argsort(code, kind="stable")
-    flag, code = flag[order], code[order]
     count = np.bincount(code, minlength=len(message))
-    first = np.r_[True, code[1:] != code[:-1]]
-    rank = np.arange(code.size) - np.maximum.accumulate(np.where(first, np.arange(code.size), 0))
-    shown = rank < 3  # the first three rows of each patient become text
+    shown = pd.Series(code).groupby(code).cumcount().to_numpy() < 3  # each patient's first 3
     rows = obs.iloc[flag[shown]]
     out = message.copy()
     texts: dict[int, list[str]] = {}

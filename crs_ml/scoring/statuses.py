@@ -194,9 +194,10 @@ def _not_at_risk(
         used = is_temperature | variable.eq("sbp").to_numpy(dtype=bool)
     rows, is_temperature = rows[used], is_temperature[used]
     # Grade >= 3 by the as-of time needs a fever by then (fever first: a never-febrile
-    # patient is never graded) and a support started by then (fever, low sbp and treatments alone are grade <= 2;
-    # any event but a fever-lifting treatment or death counts as a possible support): only
-    # such candidates are graded, which spares most one-patient calls the grading's cost.
+    # patient is never graded) and a support started by then (fever, low sbp and treatments
+    # alone are grade <= 2; any event but a fever-lifting treatment or death counts as a
+    # possible support): only such candidates are graded, which spares most one-patient
+    # calls the grading's cost.
     # tests/model/test_score.py checks the statuses against grading every patient.
     code = obs_code[rows]
     with np.errstate(invalid="ignore"):

@@ -9,12 +9,13 @@ simulator's person id that groups them), ``care_site`` (the sites), ``visit_occu
 infusion admission, ``visit_source_value`` = patient id; ICU admissions), ``condition_occurrence``
 (ICD-10-CM source codes), ``procedure_occurrence`` (CAR-T administration, CPT4 38228;
 positive pressure), ``drug_exposure`` (the product's HCPCS Q code; treatments by ingredient,
-the contract's detail in ``sig``, the route in ``route_source_value``), ``device_exposure`` (oxygen), ``measurement`` (labs and
-vitals by LOINC; censored results as ``operator_concept_id`` + ``value_as_number``),
-``observation`` (CRS grade at the first grade >= 3 time, or at infusion + 1 h below grade 3;
-loss to follow-up), ``death``, a ``concept`` table for every code used and a
-``concept_ancestor`` table of the drugs (each its own ancestor, as in the CDM). Codes without a
-shipped OMOP id get ids above 2,000,000,000 (the CDM's range for local concepts).
+the contract's detail in ``sig``, the route in ``route_source_value``), ``device_exposure``
+(oxygen), ``measurement`` (labs and vitals by LOINC; censored results as
+``operator_concept_id`` + ``value_as_number``), ``observation`` (CRS grade at the first grade
+>= 3 time, or at infusion + 1 h below grade 3; loss to follow-up), ``death``, a ``concept``
+table for every code used and a ``concept_ancestor`` table of the drugs (each its own
+ancestor, as in the CDM). Codes without a shipped OMOP id get ids above 2,000,000,000 (the
+CDM's range for local concepts).
 
 Datetimes are naive UTC (the CDM has no time zones); infusion times are whole minutes and
 results on the simulator's 36 s grid, so hours since infusion are recovered exactly.

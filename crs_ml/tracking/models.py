@@ -92,7 +92,7 @@ def model_info(uri: str) -> dict[str, Any]:
             mv = _model_version(client, uri)
             if mv is None:  # a logged model id (models:/m-...)
                 info["model_run_id"] = mlflow.get_logged_model(rest).source_run_id
-            if mv is not None:
+            else:
                 info.update(model_name=mv.name, model_version=str(mv.version))
                 info["model_run_id"] = mv.run_id
         elif uri.startswith("runs:/"):
